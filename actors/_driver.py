@@ -1,0 +1,109 @@
+"""A driver's runtime: the event loop on a background thread ("actors-io").
+
+User code in a driver runs on its own threads (and its own event loops); the runtime
+keeps one uvloop loop on a daemon thread so sockets are served whatever the user does.
+Calls from user threads enter it with one `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any
+
+from . import _endpoints
+from ._runtime import Runtime
+from .exceptions import ClusterUnavailableError
+from .messages import JobId
+
+__all__ = ["DriverRuntime"]
+
+_CONNECT_TIMEOUT_S = float(os.environ.get("ZEROSERVE_CONNECT_TIMEOUT_S", "15"))
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+
+
+class DriverRuntime:
+    def __init__(self, *, token: str, node_ip: str, head_address: str, namespace: str | None,
+                 echo_logs: bool = True) -> None:
+        self.loop = _new_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.rt: Runtime | None = None
+        self._args = dict(token=token, node_ip=node_ip, head_address=head_address, role="driver")
+        self._namespace = namespace
+        self._echo = echo_logs
+        self._thread = threading.Thread(target=self._run, name="actors-io", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._setup())
+        except BaseException as e:  # reported to the thread that called init()
+            self._error = e
+            self._ready.set()
+            self._close_loop()
+            return
+        self._ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            self._close_loop()
+
+    async def _setup(self) -> None:
+        rt = Runtime(**self._args)
+        self.rt = rt
+        _endpoints.install(rt, echo_logs=self._echo)
+        try:
+            job = await rt.call_head("register_job", rt.address, self._namespace, os.getpid(),
+                                     timeout=_CONNECT_TIMEOUT_S)
+        except ClusterUnavailableError as e:
+            rt.close()
+            raise ClusterUnavailableError(
+                f"could not reach the head at {self._args['head_address']} within {_CONNECT_TIMEOUT_S:.0f}s: "
+                "is the cluster running (`zeroserve status`), and is the token right?"
+            ) from e
+        rt.extensions["job_id"] = JobId(job["job_id"])
+        rt.extensions["namespace"] = job["namespace"]
+
+    def _close_loop(self) -> None:
+        try:
+            if self.rt is not None:
+                self.rt.close()
+            self.loop.run_until_complete(asyncio.sleep(0))
+        finally:
+            self.loop.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        rt = self.rt
+        if rt is not None and self._thread.is_alive():
+            async def finish() -> None:
+                try:
+                    await rt.call_head("job_finished", rt.extensions["job_id"], timeout=2.0)
+                except Exception:
+                    pass
+                rt.extensions["directory"].close()
+
+            try:
+                asyncio.run_coroutine_threadsafe(finish(), self.loop).result(timeout)
+            except Exception:
+                pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+
+    def run(self, fn: Any, timeout: float | None = None) -> Any:
+        assert self.rt is not None
+        return self.rt.run_threadsafe(fn, timeout)

@@ -1,0 +1,192 @@
+"""Hosting one actor instance: runs its methods, at most `max_concurrency` at a time.
+
+Async methods run as tasks on the worker's loop; sync methods run in a thread pool so
+they never block the loop. Calls beyond the limit wait in FIFO order. Top-level
+ObjectRef arguments are resolved before the method runs. A user exception is sent back
+whole (type, message, traceback); the actor keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import inspect
+import logging
+from typing import Any
+
+from ._refs import ObjectRef
+from ._runtime import Inbound
+
+__all__ = ["ActorHost", "ServiceTarget"]
+
+log = logging.getLogger(__name__)
+_MAX_SYNC_THREADS = 64
+
+
+async def _resolve_refs(args: tuple, kwargs: dict | None) -> tuple[tuple, dict]:
+    if any(type(a) is ObjectRef for a in args):
+        args = tuple([(await a) if type(a) is ObjectRef else a for a in args])
+    if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
+        kwargs = {k: ((await v) if type(v) is ObjectRef else v) for k, v in kwargs.items()}
+    return args, kwargs or {}
+
+
+class ActorHost:
+    """The `a` target of a worker process."""
+
+    def __init__(self, instance: Any, max_concurrency: int, async_methods: tuple[str, ...]) -> None:
+        self.instance = instance
+        self._loop = asyncio.get_running_loop()
+        self._limit = max_concurrency
+        self._async = frozenset(async_methods)
+        self._running = 0
+        self._waiting: collections.deque[Inbound] = collections.deque()
+        self._tasks: dict[tuple[bytes, int], asyncio.Task] = {}
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(max_concurrency, _MAX_SYNC_THREADS), thread_name_prefix="actor-method"
+        )
+        self._fns: dict[str, Any] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return self._running + len(self._waiting)
+
+    def handle(self, call: Inbound) -> None:
+        if call.method == "__zs_ready__":
+            call.reply(True)
+            return
+        if self._running >= self._limit:
+            self._waiting.append(call)
+            return
+        self._start(call)
+
+    def cancel(self, identity: bytes, req_id: int) -> None:
+        task = self._tasks.get((identity, req_id))
+        if task is not None:
+            task.cancel()
+            return
+        for call in self._waiting:
+            if call.identity == identity and call.req_id == req_id:
+                self._waiting.remove(call)
+                call.fail(asyncio.CancelledError("the caller cancelled this call"))
+                return
+
+    def _method(self, name: str) -> Any:
+        fn = self._fns.get(name)
+        if fn is None:
+            if name.startswith("_") and name != "__call__":
+                raise AttributeError(f"{type(self.instance).__name__}.{name} is private and cannot be called remotely")
+            fn = getattr(self.instance, name, None)
+            if fn is None or not callable(fn):
+                raise AttributeError(f"actor {type(self.instance).__name__} has no method {name!r}")
+            self._fns[name] = fn
+        return fn
+
+    def _start(self, call: Inbound) -> None:
+        self._running += 1
+        try:
+            fn = self._method(call.method)
+            args, kwargs = call.args()
+        except Exception as e:
+            call.fail(e)
+            self._finished()
+            return
+        if call.method in self._async or any(type(a) is ObjectRef for a in args) or (
+            kwargs and any(type(v) is ObjectRef for v in kwargs.values())
+        ):
+            key = (call.identity, call.req_id)
+            task = self._loop.create_task(self._run_async(call, fn, args, kwargs, key))
+            self._tasks[key] = task
+            return
+        fut = self._loop.run_in_executor(self._threads, _call_sync, fn, args, kwargs or {})
+        fut.add_done_callback(lambda f: self._sync_done(call, f))
+
+    async def _run_async(self, call: Inbound, fn: Any, args: tuple, kwargs: dict | None, key: tuple) -> None:
+        try:
+            args, kw = await _resolve_refs(args, kwargs)
+            if call.method in self._async:
+                result = fn(*args, **kw)
+                if inspect.isasyncgen(result):
+                    result = [item async for item in result]
+                else:
+                    result = await result
+            else:
+                result = await self._loop.run_in_executor(self._threads, _call_sync, fn, args, kw)
+        except asyncio.CancelledError:
+            call.fail(asyncio.CancelledError(f"{call.method} was cancelled"))
+        except BaseException as e:
+            call.fail(e)
+        else:
+            call.reply(result)
+        finally:
+            self._tasks.pop(key, None)
+            self._finished()
+
+    def _sync_done(self, call: Inbound, fut: asyncio.Future) -> None:
+        try:
+            exc = fut.exception()
+        except asyncio.CancelledError as e:
+            exc = e
+        if exc is not None:
+            call.fail(exc)
+        else:
+            call.reply(fut.result())
+        self._finished()
+
+    def _finished(self) -> None:
+        self._running -= 1
+        while self._waiting and self._running < self._limit:
+            self._start(self._waiting.popleft())
+
+    def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _call_sync(fn: Any, args: tuple, kwargs: dict) -> Any:
+    return fn(*args, **kwargs)
+
+
+class ServiceTarget:
+    """Answers requests by calling `obj.<method>(*args, **kwargs)`, awaiting coroutines.
+
+    For system services (head, agent, the runtime's own endpoints): their methods are
+    async or quick, so they run on the loop. Only public methods are reachable.
+    """
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task] = set()
+
+    def handle(self, call: Inbound) -> None:
+        if call.method.startswith("_"):
+            call.fail(AttributeError(f"{type(self._obj).__name__}.{call.method} is not callable remotely"))
+            return
+        fn = getattr(self._obj, call.method, None)
+        if fn is None:
+            call.fail(AttributeError(f"{type(self._obj).__name__} has no method {call.method!r}"))
+            return
+        args, kwargs = call.args()
+        result = fn(*args, **(kwargs or {}))
+        if inspect.isawaitable(result):
+            task = self._loop.create_task(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda t: _reply_from_task(call, t))
+        else:
+            call.reply(result)
+
+    def cancel(self, identity: bytes, req_id: int) -> None:
+        pass
+
+
+def _reply_from_task(call: Inbound, task: asyncio.Task) -> None:
+    if task.cancelled():
+        call.fail(asyncio.CancelledError("the service call was cancelled"))
+    elif task.exception() is not None:
+        call.fail(task.exception())
+    else:
+        call.reply(task.result())

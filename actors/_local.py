@@ -1,0 +1,83 @@
+"""The embedded local cluster: a head and one agent as children of the driver.
+
+Started by `actors.init()` with no address. Both children hold a lifeline pipe to the
+driver, so they (and, through the agent's lifelines, every worker) exit when the driver
+exits for any reason, SIGKILL included. `stop()` closes the lifelines and waits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from ._process import Child, spawn
+from ._session import Session
+
+__all__ = ["LocalCluster"]
+
+_START_TIMEOUT_S = 60.0
+
+
+def _say(text: str) -> None:
+    if os.environ.get("ZEROSERVE_QUIET") != "1":
+        print(f"zeroserve: {text}", file=sys.stderr, flush=True)
+
+
+class LocalCluster:
+    def __init__(self, *, node_ip: str = "127.0.0.1", num_cpus: float | None = None,
+                 resources: dict[str, float] | None = None, token: str | None = None) -> None:
+        self.node_ip = node_ip
+        self.num_cpus = num_cpus
+        self.resources = resources or {}
+        self.session = Session.create(token)
+        self.head_address: str | None = None
+        self._children: list[Child] = []
+
+    @property
+    def token_file(self) -> str:
+        return str(self.session.token_file)
+
+    def start(self) -> "LocalCluster":
+        t0 = time.monotonic()
+        _say(f"starting a local cluster (head + agent on {self.node_ip}); session {self.session.path}")
+        logs = self.session.logs
+        common = ["--node-ip", self.node_ip, "--session-dir", str(self.session.path), "--token-file", self.token_file]
+        head = spawn(["-m", "cluster", "head", "--port", "0", *common], log_path=str(logs / "head.log"))
+        self._children.append(head)
+        agent_args = ["-m", "cluster", "agent", "--head", "-", *common,
+                      "--resources", json.dumps(self.resources)]
+        if self.num_cpus is not None:
+            agent_args += ["--num-cpus", str(self.num_cpus)]
+        # The agent imports its modules while the head starts; it reads the head's
+        # address from stdin once the head is up.
+        agent = spawn(agent_args, log_path=str(logs / f"agent-{self.node_ip}.log"), stdin=subprocess.PIPE)
+        self._children.append(agent)
+        try:
+            head_info = head.wait_ready(_START_TIMEOUT_S, "the head")
+            self.head_address = head_info["address"]
+            assert agent.proc.stdin is not None
+            agent.proc.stdin.write((self.head_address + "\n").encode())
+            agent.proc.stdin.close()
+            node = agent.wait_ready(_START_TIMEOUT_S, "the agent")
+        except BaseException:
+            self.stop()
+            raise
+        _say(f"local cluster up in {time.monotonic() - t0:.1f}s: head {self.head_address}, "
+             f"node {node.get('node_id')} with {node.get('resources')}; logs in {logs}")
+        return self
+
+    def pids(self) -> dict[str, int]:
+        names = ("head", "agent")
+        return {n: c.proc.pid for n, c in zip(names, self._children, strict=False)}
+
+    def stop(self) -> None:
+        for child in reversed(self._children):
+            child.stop()
+        self._children.clear()
+
+    def info(self) -> dict[str, Any]:
+        return {"head_address": self.head_address, "session": str(self.session.path), "pids": self.pids()}

@@ -1,0 +1,142 @@
+"""Starting child processes that cannot outlive their parent, and their ready handshake.
+
+A child gets two inherited pipe ends:
+- `--parent-fd`: the read end of a pipe whose write end only the parent holds. When the
+  parent dies for any reason, SIGKILL included, the kernel closes it and the child sees
+  EOF and exits. No orphans, without polling and on any thread layout.
+- `--ready-fd`: the write end of a pipe on which the child writes one JSON line when it
+  is up (its address), so the parent waits on a fact, not a sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Child", "spawn", "watch_parent", "signal_ready", "install_uvloop"]
+
+
+@dataclass
+class Child:
+    proc: subprocess.Popen
+    lifeline_fd: int  # write end: keep open while the child may live
+    ready_fd: int  # read end of the ready pipe
+    log_path: str | None = None
+
+    def wait_ready(self, timeout: float, what: str) -> dict[str, Any]:
+        """Wait for the child's ready line; raise with its log if it dies or stalls."""
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"{what} did not become ready within {timeout:.0f}s{self._log_tail()}")
+            r, _, _ = select.select([self.ready_fd], [], [], min(left, 0.2))
+            if r:
+                chunk = os.read(self.ready_fd, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+            elif self.proc.poll() is not None:
+                break
+        if b"\n" not in buf:
+            self.proc.wait(timeout=5)
+            raise RuntimeError(f"{what} exited with code {self.proc.returncode} before it was ready{self._log_tail()}")
+        os.close(self.ready_fd)
+        self.ready_fd = -1
+        return json.loads(buf.split(b"\n", 1)[0])
+
+    def _log_tail(self) -> str:
+        if not self.log_path or not os.path.exists(self.log_path):
+            return ""
+        with open(self.log_path, "rb") as f:
+            tail = f.read()[-3000:].decode(errors="replace")
+        return f"; its log {self.log_path} ends with:\n{tail}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the lifeline (the child exits by itself), then make sure it is gone."""
+        if self.lifeline_fd >= 0:
+            os.close(self.lifeline_fd)
+            self.lifeline_fd = -1
+        if self.ready_fd >= 0:
+            os.close(self.ready_fd)
+            self.ready_fd = -1
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def spawn(args: list[str], *, log_path: str | None = None, env: dict[str, str] | None = None,
+          extra_fds: tuple[int, ...] = (), new_session: bool = False, stdin: Any = subprocess.DEVNULL,
+          stdout: Any = None, stderr: Any = None) -> Child:
+    """Start `python <args> --parent-fd R --ready-fd W` tied to this process's life.
+
+    Output goes to `log_path` (appended, stderr merged), or to `stdout`/`stderr` as given.
+    """
+    life_r, life_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    os.set_inheritable(life_r, True)
+    os.set_inheritable(ready_w, True)
+    out: Any = subprocess.DEVNULL
+    if log_path is not None:
+        out = open(log_path, "ab")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, *args, "--parent-fd", str(life_r), "--ready-fd", str(ready_w)],
+            pass_fds=(life_r, ready_w, *extra_fds),
+            stdin=stdin,
+            stdout=stdout if stdout is not None else out,
+            stderr=stderr if stderr is not None else (subprocess.STDOUT if log_path is not None else subprocess.DEVNULL),
+            env=env,
+            start_new_session=new_session,
+        )
+    finally:
+        os.close(life_r)
+        os.close(ready_w)
+        if log_path is not None:
+            out.close()
+    os.set_inheritable(life_w, False)
+    os.set_inheritable(ready_r, False)
+    return Child(proc, life_w, ready_r, log_path)
+
+
+def watch_parent(loop: Any, fd: int, on_parent_death: Callable[[], None]) -> None:
+    """Call `on_parent_death` when the lifeline pipe closes (the parent is gone)."""
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 1)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            on_parent_death()
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+
+
+def signal_ready(fd: int | None, info: dict[str, Any]) -> None:
+    if fd is None or fd < 0:
+        return
+    os.write(fd, (json.dumps(info) + "\n").encode())
+    os.close(fd)
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep plain asyncio usable
+        return
+    import asyncio
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

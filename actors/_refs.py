@@ -1,0 +1,170 @@
+"""ObjectRef: the awaitable result of an actor call, usable from any thread and process.
+
+A ref wraps an asyncio future on its runtime's loop. Waiting:
+- on the runtime's loop: `await ref` awaits the future directly (no thread hop);
+- on another event loop (an async driver): the result is handed over with one
+  `call_soon_threadsafe`;
+- from plain threads: `ref.result(timeout)` blocks on a thread-safe future;
+- on the runtime's own loop thread, `ref.result()` raises instead of deadlocking.
+
+Pickled, a ref exports its value: the owner keeps it in `Exports` for `EXPORT_TTL_S`
+after completion and answers `rt/fetch` requests; the unpickled copy fetches from the
+owner when awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import time
+from collections.abc import Generator
+from typing import Any
+
+from .exceptions import GetTimeoutError
+
+__all__ = ["ObjectRef", "Exports", "EXPORT_TTL_S"]
+
+EXPORT_TTL_S = 300.0
+_export_ids = itertools.count(1)
+
+
+def _current_runtime():
+    from ._api import runtime_or_init
+
+    return runtime_or_init()
+
+
+class ObjectRef:
+    __slots__ = ("__weakref__", "_fut", "_label", "_rt")
+
+    def __init__(self, fut: asyncio.Future, rt: Any, label: str = "") -> None:
+        self._fut = fut
+        self._rt = rt
+        self._label = label
+
+    def __repr__(self) -> str:
+        state = "ready" if self._fut.done() else "pending"
+        return f"ObjectRef({self._label}, {state})"
+
+    def done(self) -> bool:
+        return self._fut.done()
+
+    def future(self) -> asyncio.Future:
+        """The underlying future (on the runtime's loop)."""
+        return self._fut
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is self._rt.loop or self._fut.done():
+            return self._fut.__await__()
+        return self._await_foreign(loop).__await__()
+
+    async def _await_foreign(self, loop: asyncio.AbstractEventLoop) -> Any:
+        mine = loop.create_future()
+
+        def transfer(src: asyncio.Future) -> None:
+            loop.call_soon_threadsafe(_copy_state, src, mine)
+
+        self._rt.loop.call_soon_threadsafe(_add_done, self._fut, transfer)
+        return await mine
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Block until the value is ready; raise its exception, or GetTimeoutError."""
+        if self._fut.done():
+            return self._fut.result()
+        if self._rt.in_loop_thread():
+            raise RuntimeError(
+                f"{self!r}.result() was called on the runtime's event loop thread, where it "
+                "would deadlock; use `await ref` (or `await actors.get_async(...)`) in async code"
+            )
+        cf: concurrent.futures.Future = concurrent.futures.Future()
+        self._rt.loop.call_soon_threadsafe(_add_done, self._fut, lambda f: _copy_state(f, cf))
+        try:
+            return cf.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise GetTimeoutError(f"{self!r} was not ready within {timeout}s") from None
+
+    def __reduce__(self):
+        owner, export_id = self._rt.extensions["exports"].export(self._fut)
+        return (_borrowed, (owner, export_id, self._label))
+
+
+def _add_done(fut: asyncio.Future, cb: Any) -> None:
+    fut.add_done_callback(cb)
+
+
+def _copy_state(src: asyncio.Future, dst: Any) -> None:
+    if dst.done():
+        return
+    if src.cancelled():
+        dst.cancel()
+    elif src.exception() is not None:
+        dst.set_exception(src.exception())
+    else:
+        dst.set_result(src.result())
+
+
+def _borrowed(owner: str, export_id: int, label: str) -> ObjectRef:
+    rt = _current_runtime()
+    exports: Exports = rt.extensions["exports"]
+    if owner == rt.address:
+        fut = exports.local(export_id)
+        if fut is not None:
+            return ObjectRef(fut, rt, label)
+    fut = rt.loop.create_future() if rt.in_loop_thread() else asyncio.Future(loop=rt.loop)
+
+    def start() -> None:
+        inner = rt.call(owner, b"rt/fetch", (export_id,))
+        inner.add_done_callback(lambda f: _copy_state(f, fut))
+
+    if rt.in_loop_thread():
+        start()
+    else:
+        rt.loop.call_soon_threadsafe(start)
+    return ObjectRef(fut, rt, label)
+
+
+class Exports:
+    """Values of refs this process pickled, kept for borrowers to fetch."""
+
+    def __init__(self, rt: Any) -> None:
+        self._rt = rt
+        self._futs: dict[int, asyncio.Future] = {}
+        self._by_future: dict[int, int] = {}
+
+    def export(self, fut: asyncio.Future) -> tuple[str, int]:
+        key = id(fut)
+        export_id = self._by_future.get(key)
+        if export_id is None:
+            export_id = next(_export_ids)
+            self._futs[export_id] = fut
+            self._by_future[key] = export_id
+            self._rt.loop.call_soon_threadsafe(_add_done, fut, lambda f: self._expire_later(export_id, key))
+        return self._rt.address, export_id
+
+    def _expire_later(self, export_id: int, key: int) -> None:
+        def drop() -> None:
+            self._futs.pop(export_id, None)
+            self._by_future.pop(key, None)
+
+        self._rt.loop.call_later(EXPORT_TTL_S, drop)
+
+    def local(self, export_id: int) -> asyncio.Future | None:
+        return self._futs.get(export_id)
+
+    async def fetch(self, export_id: int) -> Any:
+        fut = self._futs.get(export_id)
+        if fut is None:
+            raise KeyError(
+                f"object {export_id} is no longer held by its owner {self._rt.address} "
+                f"(exported values are kept {EXPORT_TTL_S:.0f}s after they are ready)"
+            )
+        return await asyncio.shield(fut)
+
+
+def deadline_after(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout

@@ -1,0 +1,249 @@
+"""The per-process runtime: one event loop, one transport, calls out and requests in.
+
+A `Runtime` owns the process's sockets (via `Transport`), the table of calls waiting for
+replies (per peer, so a dead peer's calls fail together) and the table of local targets
+that answer requests (the hosted actor, a cluster service, the runtime's own endpoints).
+
+Invariants:
+- every pending call ends: with its reply, with the peer's death (`fail_peer`), or with
+  the runtime's shutdown, which fails all of them;
+- all of this runs on `self.loop`; other threads enter through `run_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ._errors import decode_error, encode_error
+from ._security import CurveKeys
+from ._serialization import dumps, loads
+from ._transport import Transport
+from ._wire import Kind, Message
+from .exceptions import ActorsError, ClusterUnavailableError
+
+__all__ = ["Runtime", "Target", "Inbound", "DEFAULT_MAX_MESSAGE_BYTES"]
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_MESSAGE_BYTES = int(os.environ.get("ZEROSERVE_MAX_MESSAGE_BYTES", str(1 << 30)))
+_EMPTY_ARGS = ((), None)
+
+
+class Inbound:
+    """One request received by this process, with the means to answer it once."""
+
+    __slots__ = ("buffers", "identity", "method", "oneway", "payload", "req_id", "runtime")
+
+    def __init__(self, runtime: "Runtime", identity: bytes, msg: Message, method: str) -> None:
+        self.runtime = runtime
+        self.identity = identity
+        self.req_id = msg.req_id
+        self.method = method
+        self.payload = msg.payload
+        self.buffers = msg.buffers
+        self.oneway = msg.kind == Kind.ONEWAY
+
+    def args(self) -> tuple[tuple, dict | None]:
+        if not len(self.payload):
+            return _EMPTY_ARGS
+        return loads(self.payload, self.buffers)
+
+    def reply(self, value: Any) -> None:
+        if self.oneway:
+            return
+        try:
+            payload, buffers = dumps(value) if value is not None else (b"", ())
+        except Exception as e:  # unpicklable result: the caller gets a clear error
+            self.fail(TypeError(f"the result of {self.method!r} could not be serialized: {e!r}"))
+            return
+        self.runtime.transport.reply(self.identity, Message(Kind.REPLY, self.req_id, b"", payload, buffers))
+
+    def fail(self, exc: BaseException) -> None:
+        if self.oneway:
+            log.error("one-way %s failed: %r", self.method, exc, exc_info=exc)
+            return
+        payload, buffers = encode_error(exc)
+        self.runtime.transport.reply(self.identity, Message(Kind.ERROR, self.req_id, b"", payload, buffers))
+
+
+class Target(Protocol):
+    """Something that answers requests routed to it by name."""
+
+    def handle(self, call: Inbound) -> None: ...
+
+    def cancel(self, identity: bytes, req_id: int) -> None: ...
+
+
+class Runtime:
+    """Calls out, requests in, for one process. Create on the loop that will run it."""
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        node_ip: str,
+        head_address: str | None,
+        role: str,
+        port: int = 0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.thread_id = threading.get_ident()
+        self.token = token
+        self.keys = CurveKeys.from_token(token)
+        self.node_ip = node_ip
+        self.head_address = head_address
+        self.role = role
+        self.transport = Transport(
+            self.loop, self.keys, node_ip, self._on_request, self._on_reply, max_message_bytes, port,
+            on_undeliverable=self._on_undeliverable,
+        )
+        self.address = self.transport.address
+        self._ids = itertools.count(1)
+        self._pending: dict[str, dict[int, asyncio.Future]] = {}
+        self._targets: dict[bytes, Target] = {}
+        self._closed = False
+        self._tasks: set[asyncio.Task] = set()
+        self.extensions: dict[str, Any] = {}  # per-process singletons of higher layers
+
+    # -- targets -----------------------------------------------------------------------
+    def register(self, name: str, target: Target) -> None:
+        self._targets[name.encode()] = target
+
+    def unregister(self, name: str) -> None:
+        self._targets.pop(name.encode(), None)
+
+    def _on_request(self, identity: bytes, msg: Message) -> None:
+        name, _, method = msg.route.partition(b"/")
+        target = self._targets.get(name)
+        if msg.kind == Kind.CANCEL:
+            if target is not None:
+                target.cancel(identity, msg.req_id)
+            return
+        call = Inbound(self, identity, msg, method.decode())
+        if target is None:
+            call.fail(ActorsError(f"no target {name.decode()!r} in this process ({self.role} at {self.address})"))
+            return
+        try:
+            target.handle(call)
+        except Exception as e:
+            call.fail(e)
+
+    # -- calls out ---------------------------------------------------------------------
+    def call(self, address: str, route: bytes, args: tuple = (), kwargs: dict | None = None) -> asyncio.Future:
+        """Send a request; return a future for its reply. Loop thread only."""
+        payload, buffers = dumps((args, kwargs)) if (args or kwargs) else (b"", ())
+        fut = self.loop.create_future()
+        self.send_request(address, route, payload, buffers, fut)
+        return fut
+
+    def send_request(self, address: str, route: bytes, payload: bytes, buffers: Any, fut: asyncio.Future) -> int:
+        if self._closed:
+            fut.set_exception(ActorsError("the runtime of this process is shut down"))
+            return 0
+        req_id = next(self._ids)
+        try:
+            self.transport.send(address, Message(Kind.REQUEST, req_id, route, payload, buffers))
+        except Exception as e:
+            fut.set_exception(e)
+            return 0
+        self._pending.setdefault(address, {})[req_id] = fut
+        return req_id
+
+    def send_oneway(self, address: str, route: bytes, args: tuple = ()) -> None:
+        payload, buffers = dumps((args, None))
+        self.transport.send(address, Message(Kind.ONEWAY, 0, route, payload, buffers))
+
+    def send_cancel(self, address: str, route: bytes, req_id: int) -> None:
+        self.transport.send(address, Message(Kind.CANCEL, req_id, route, b""))
+
+    def _on_reply(self, address: str, msg: Message) -> None:
+        pending = self._pending.get(address)
+        fut = pending.pop(msg.req_id, None) if pending else None
+        if fut is None or fut.done():
+            return
+        try:
+            if msg.kind == Kind.REPLY:
+                fut.set_result(loads(msg.payload, msg.buffers) if len(msg.payload) else None)
+            else:
+                fut.set_exception(decode_error(msg.payload, msg.buffers))
+        except Exception as e:  # a reply we cannot decode still ends the call
+            fut.set_exception(ActorsError(f"could not decode the reply from {address}: {e!r}"))
+
+    def _on_undeliverable(self, address: str, messages: list[Message], exc: Exception) -> None:
+        pending = self._pending.get(address, {})
+        for msg in messages:
+            fut = pending.pop(msg.req_id, None) if msg.kind == Kind.REQUEST else None
+            if fut is not None and not fut.done():
+                fut.set_exception(ConnectionError(f"could not send to {address}: {exc}"))
+
+    def pending_count(self, address: str) -> int:
+        return len(self._pending.get(address, ()))
+
+    def fail_peer(self, address: str, make_exc: Callable[[], BaseException], close: bool = True) -> int:
+        """Fail every call waiting on `address`; forget the peer. Returns how many failed."""
+        pending = self._pending.pop(address, {})
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(make_exc())
+        if close:
+            self.transport.close_peer(address)
+        return len(pending)
+
+    async def call_service(
+        self, address: str, service: str, method: str, *args: Any, timeout: float | None = 30.0
+    ) -> Any:
+        """Call a cluster service (head, agent); a silent service fails after `timeout`."""
+        fut = self.call(address, f"{service}/{method}".encode(), args)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            # The service may be down or restarting: forget the connection so the next
+            # call reconnects cleanly, and say what was unreachable.
+            self.fail_peer(address, lambda: ClusterUnavailableError(f"{service} at {address} did not answer"))
+            raise ClusterUnavailableError(
+                f"the {service} at {address} did not answer {method} within {timeout}s"
+            ) from None
+
+    async def call_head(self, method: str, *args: Any, timeout: float | None = 30.0) -> Any:
+        if not self.head_address:
+            raise ClusterUnavailableError("this process does not know the head's address")
+        return await self.call_service(self.head_address, "head", method, *args, timeout=timeout)
+
+    def background(self, coro: Any) -> asyncio.Task:
+        """Run a coroutine as a task this runtime keeps alive until it ends."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- threads -----------------------------------------------------------------------
+    def in_loop_thread(self) -> bool:
+        return threading.get_ident() == self.thread_id
+
+    def run_threadsafe(self, fn: Callable[[], Awaitable[Any]], timeout: float | None = None) -> Any:
+        """Run a coroutine function on the loop from another thread and wait for it."""
+        if self.in_loop_thread():
+            raise RuntimeError(
+                "a blocking runtime call was made on the runtime's own event loop thread; "
+                "inside async code use `await` instead of a blocking call"
+            )
+        cf: concurrent.futures.Future = asyncio.run_coroutine_threadsafe(fn(), self.loop)
+        return cf.result(timeout)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for address in list(self._pending):
+            self.fail_peer(address, lambda: ActorsError("the runtime of this process is shut down"), close=False)
+        self.transport.close()

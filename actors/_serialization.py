@@ -1,0 +1,102 @@
+"""Serialization of call arguments and results: pickle protocol 5 with out-of-band buffers.
+
+- Objects exporting buffers (numpy arrays, PickleBuffer) go out-of-band as their own frames.
+- Large `bytes`/`bytearray` (>= OOB_THRESHOLD) go out-of-band too, through `persistent_id`
+  (pickle 5 keeps them in-band): the sender never copies them; the receiver builds the
+  object from the received frame (bytes must own their memory: that is the one copy).
+- Code travels by value only where it must: objects whose class or function lives in
+  `__main__` or cannot be found by name are pickled with cloudpickle; everything else
+  with the C pickler.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import types
+from typing import Any
+
+import cloudpickle
+
+__all__ = ["dumps", "loads", "dumps_code", "loads_code", "OOB_THRESHOLD"]
+
+OOB_THRESHOLD = 64 * 1024
+_CODE_TYPES = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+
+
+class _NeedsCloudpickle(Exception):
+    pass
+
+
+def _is_main_code(obj: Any) -> bool:
+    return getattr(obj, "__module__", None) == "__main__" or "<locals>" in getattr(obj, "__qualname__", "")
+
+
+class _FastPickler(pickle.Pickler):
+    """The C pickler, with large byte strings out-of-band and `__main__` code detected."""
+
+    def __init__(self, file: io.BytesIO, buffers: list) -> None:
+        super().__init__(file, protocol=5, buffer_callback=buffers.append)
+        self._buffers = buffers
+
+    def persistent_id(self, obj: Any) -> Any:
+        t = type(obj)
+        if (t is bytes or t is bytearray) and len(obj) >= OOB_THRESHOLD:
+            self._buffers.append(pickle.PickleBuffer(obj))
+            return (len(self._buffers) - 1, t is bytearray)
+        return None
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _CODE_TYPES) and _is_main_code(obj):
+            raise _NeedsCloudpickle
+        return NotImplemented
+
+
+class _CodePickler(cloudpickle.Pickler):
+    """cloudpickle, with the same out-of-band handling of large byte strings."""
+
+    def __init__(self, file: io.BytesIO, buffers: list) -> None:
+        super().__init__(file, protocol=5, buffer_callback=buffers.append)
+        self._buffers = buffers
+
+    persistent_id = _FastPickler.persistent_id
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, data: Any, buffers: list) -> None:
+        super().__init__(io.BytesIO(data), buffers=buffers)
+        self._oob = buffers
+
+    def persistent_load(self, pid: Any) -> Any:
+        index, is_bytearray = pid
+        buf = self._oob[index]
+        return bytearray(buf) if is_bytearray else bytes(buf)
+
+
+def dumps(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """Serialize `obj`; return the pickle stream and the out-of-band buffers."""
+    buffers: list = []
+    f = io.BytesIO()
+    try:
+        _FastPickler(f, buffers).dump(obj)
+    except (_NeedsCloudpickle, pickle.PicklingError, AttributeError, TypeError):
+        buffers.clear()
+        f = io.BytesIO()
+        _CodePickler(f, buffers).dump(obj)
+    return f.getvalue(), buffers
+
+
+def loads(data: Any, buffers: Any = ()) -> Any:
+    """Inverse of `dumps`; `buffers` are the received out-of-band frames, in order."""
+    if not buffers:
+        return pickle.loads(data)
+    return _Unpickler(data, list(buffers)).load()
+
+
+def dumps_code(obj: Any) -> bytes:
+    """Serialize an object that carries code (an actor class with its arguments)."""
+    return cloudpickle.dumps(obj, protocol=5)
+
+
+def loads_code(data: bytes) -> Any:
+    return pickle.loads(data)

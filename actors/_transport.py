@@ -1,0 +1,241 @@
+"""The process's sockets: one ROUTER for inbound requests, one cached DEALER per peer.
+
+All socket I/O runs on the owning event loop, driven by the sockets' file descriptors
+(`loop.add_reader`), with no thread hop. Outgoing messages are queued per destination and
+flushed once per loop iteration as one multipart batch (see `_wire.py`), which amortises
+the per-message cost of ZeroMQ and of CURVE.
+
+ZeroMQ's fd is edge-like: readiness is signalled once per change, so a reader drains until
+EAGAIN (or a fairness budget, then reschedules itself), and every send is followed by a
+check of `EVENTS` since a send can consume the edge of a pending receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import zmq
+
+from ._security import CurveKeys, ZapHandler
+from ._serialization import dumps
+from ._wire import Kind, Message, WireError, decode, encode
+from .exceptions import MessageTooLargeError
+
+__all__ = ["Transport"]
+
+log = logging.getLogger(__name__)
+_DRAIN_BUDGET = 256
+_MAX_BATCH = 4096
+
+RequestHandler = Callable[[bytes, Message], None]
+ReplyHandler = Callable[[str, Message], None]
+UndeliverableHandler = Callable[[str, list[Message], Exception], None]
+_HWM = 10_000  # batches queued per peer before sends fail (bounds memory for dead peers)
+
+
+class _Outbox:
+    __slots__ = ("prefix", "queue", "sock")
+
+    def __init__(self, sock: zmq.Socket, prefix: list[bytes]) -> None:
+        self.sock = sock
+        self.queue: list[Message] = []
+        self.prefix = prefix
+
+
+class Transport:
+    """Sockets of one process. `on_request(identity, msg)` gets inbound REQUEST/ONEWAY/CANCEL
+    messages; `on_reply(address, msg)` gets REPLY/ERROR messages from a peer."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        keys: CurveKeys,
+        host: str,
+        on_request: RequestHandler,
+        on_reply: ReplyHandler,
+        max_message_bytes: int,
+        port: int = 0,
+        on_undeliverable: UndeliverableHandler | None = None,
+    ) -> None:
+        self._loop = loop
+        self._keys = keys
+        self._on_request = on_request
+        self._on_reply = on_reply
+        self._on_undeliverable = on_undeliverable
+        self.max_message_bytes = max_message_bytes
+        self._ctx = zmq.Context()
+        self._zap = ZapHandler(self._ctx, keys)
+        loop.add_reader(self._zap.fd, self._zap.drain)
+        self._router = self._socket(zmq.ROUTER)
+        keys.make_server(self._router)
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if port:
+            self._router.bind(f"tcp://{host}:{port}")
+        else:
+            port = self._router.bind_to_random_port(f"tcp://{host}")
+        self.address = f"tcp://{host}:{port}"
+        self._dealers: dict[str, zmq.Socket] = {}
+        self._outboxes: dict[object, _Outbox] = {}
+        self._flush_scheduled = False
+        self._closed = False
+        loop.add_reader(self._router.getsockopt(zmq.FD), self._drain_router)
+
+    # -- sockets -----------------------------------------------------------------------
+    def _socket(self, kind: int) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.linger = 0
+        sock.sndhwm = _HWM
+        sock.rcvhwm = _HWM
+        sock.maxmsgsize = self.max_message_bytes
+        return sock
+
+    def _dealer(self, address: str) -> zmq.Socket:
+        sock = self._dealers.get(address)
+        if sock is None:
+            if self._closed:
+                raise ConnectionError("the transport is closed")
+            sock = self._socket(zmq.DEALER)
+            self._keys.make_client(sock)
+            sock.reconnect_ivl = 100
+            sock.reconnect_ivl_max = 2000
+            sock.connect(address)
+            self._dealers[address] = sock
+            self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain_dealer, address, sock)
+        return sock
+
+    def close_peer(self, address: str) -> None:
+        """Forget a peer (it is known dead): close its socket, drop its queued sends."""
+        sock = self._dealers.pop(address, None)
+        if sock is not None:
+            self._outboxes.pop(address, None)
+            self._loop.remove_reader(sock.getsockopt(zmq.FD))
+            sock.close(0)
+
+    # -- sending -----------------------------------------------------------------------
+    def _check_size(self, msg: Message) -> None:
+        limit = self.max_message_bytes
+        if limit <= 0:
+            return
+        if len(msg.payload) > limit or any(memoryview(b).nbytes > limit for b in msg.buffers):
+            raise MessageTooLargeError(
+                f"a message part is larger than max_message_bytes={limit}; raise "
+                "ZEROSERVE_MAX_MESSAGE_BYTES on every node or send smaller arguments"
+            )
+
+    def send(self, address: str, msg: Message) -> None:
+        """Queue a message to the peer listening at `address`."""
+        self._check_size(msg)
+        box = self._outboxes.get(address)
+        if box is None:
+            box = self._outboxes[address] = _Outbox(self._dealer(address), [])
+        self._enqueue(box, msg)
+
+    def reply(self, identity: bytes, msg: Message) -> None:
+        """Queue a message back to the peer whose request arrived with `identity`."""
+        try:
+            self._check_size(msg)
+        except MessageTooLargeError as e:
+            payload, _ = dumps(e)
+            msg = Message(Kind.ERROR, msg.req_id, b"", payload)
+        key = (identity,)
+        box = self._outboxes.get(key)
+        if box is None:
+            box = self._outboxes[key] = _Outbox(self._router, [identity])
+        self._enqueue(box, msg)
+
+    def _enqueue(self, box: _Outbox, msg: Message) -> None:
+        box.queue.append(msg)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        touched: list[zmq.Socket] = []
+        for key, box in list(self._outboxes.items()):
+            if not box.queue:
+                if isinstance(key, tuple):
+                    del self._outboxes[key]
+                continue
+            queue, box.queue = box.queue, []
+            for i in range(0, len(queue), _MAX_BATCH):
+                batch = queue[i : i + _MAX_BATCH]
+                try:
+                    box.sock.send_multipart(box.prefix + encode(batch), zmq.NOBLOCK, copy=False)
+                except zmq.ZMQError as e:
+                    # Replies: the requester is gone (EHOSTUNREACH), nobody is left to answer.
+                    # Requests: the peer's queue is full (EAGAIN); their callers must hear of it.
+                    log.debug("dropped a batch to %r: %s", key, e)
+                    if isinstance(key, str) and self._on_undeliverable is not None:
+                        self._on_undeliverable(key, batch, e)
+            if box.sock not in touched:
+                touched.append(box.sock)
+        for sock in touched:
+            if not sock.closed and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._loop.call_soon(self._drain_any, sock)
+
+    # -- receiving ---------------------------------------------------------------------
+    def _drain_any(self, sock: zmq.Socket) -> None:
+        if sock is self._router:
+            self._drain_router()
+        else:
+            for address, s in self._dealers.items():
+                if s is sock:
+                    self._drain_dealer(address, sock)
+                    return
+
+    def _drain_router(self) -> None:
+        sock = self._router
+        for _ in range(_DRAIN_BUDGET):
+            if sock.closed:
+                return
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            identity = frames[0].bytes
+            try:
+                messages = decode(frames[1:])
+            except WireError as e:
+                log.warning("dropped a malformed batch: %s", e)
+                continue
+            for msg in messages:
+                self._on_request(identity, msg)
+        self._loop.call_soon(self._drain_router)
+
+    def _drain_dealer(self, address: str, sock: zmq.Socket) -> None:
+        for _ in range(_DRAIN_BUDGET):
+            if sock.closed:
+                return
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                messages = decode(frames)
+            except WireError as e:
+                log.warning("dropped a malformed batch from %s: %s", address, e)
+                continue
+            for msg in messages:
+                self._on_reply(address, msg)
+        self._loop.call_soon(self._drain_dealer, address, sock)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def zap_refusals(self) -> int:
+        return self._zap.refused
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        for address in list(self._dealers):
+            self.close_peer(address)
+        for sock_fd in (self._router.getsockopt(zmq.FD), self._zap.fd):
+            self._loop.remove_reader(sock_fd)
+        self._router.close(0)
+        self._zap.close()
+        self._ctx.term()

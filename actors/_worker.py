@@ -1,0 +1,88 @@
+"""A worker process: hosts one actor on a uvloop loop until killed or orphaned.
+
+Start-up: bind the runtime, ask the agent for an assignment (`agent/worker_ready`), build
+the instance (a constructor error marks the actor DEAD with the traceback, no restart),
+then tell the head it is ALIVE at this address. The worker exits when its agent dies
+(lifeline EOF) or when it is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import traceback
+
+from . import _api, _endpoints
+from ._host import ActorHost
+from ._process import watch_parent
+from ._runtime import Runtime
+from ._serialization import loads_code
+from ._session import read_token
+from .messages import Assignment
+
+__all__ = ["main"]
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m actors worker")
+    p.add_argument("--agent", required=True)
+    p.add_argument("--node-ip", required=True)
+    p.add_argument("--worker-id", required=True)
+    p.add_argument("--token-file", required=True)
+    p.add_argument("--parent-fd", type=int, required=True)
+    p.add_argument("--ready-fd", type=int, default=-1)
+    return p.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    watch_parent(loop, args.parent_fd, stop.set)
+    if args.ready_fd >= 0:
+        os.close(args.ready_fd)
+    rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=None, role="worker")
+    _endpoints.install(rt)
+    _api.set_worker_runtime(rt)
+    assignment: Assignment = await rt.call_service(
+        args.agent, "agent", "worker_ready", args.worker_id, rt.address, os.getpid(), timeout=None
+    )
+    spec = assignment.spec
+    rt.head_address = assignment.head_address
+    rt.extensions["job_id"] = spec.job_id
+    rt.extensions["namespace"] = spec.options.namespace
+    rt.extensions["actor_id"] = spec.actor_id
+    rt.extensions["node_id"] = assignment.node_id
+    for entry in spec.sys_path:
+        if entry not in sys.path:
+            sys.path.append(entry)
+    try:
+        cls, cargs, ckwargs = loads_code(spec.payload)
+        instance = cls(*cargs, **ckwargs)
+    except BaseException as e:
+        text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        print(text, file=sys.stderr, flush=True)
+        await rt.call_head("actor_failed", spec.actor_id, assignment.incarnation,
+                           f"the constructor of {spec.class_name} raised:\n{text}")
+        rt.close()
+        return 1
+    host = ActorHost(instance, spec.options.max_concurrency, spec.async_methods)
+    rt.register("a", host)
+    rt.extensions["host"] = host
+    await rt.call_head("actor_started", spec.actor_id, assignment.incarnation, rt.address, os.getpid(),
+                       assignment.node_id, timeout=None)
+    await stop.wait()
+    host.close()
+    rt.close()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = _parse(argv)
+    try:
+        import uvloop
+
+        return uvloop.run(_serve(args))
+    except KeyboardInterrupt:
+        return 130

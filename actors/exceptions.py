@@ -1,0 +1,71 @@
+"""Exceptions raised by the actor runtime to its callers.
+
+Every class says who raises it and when. User exceptions raised inside actor methods are
+not wrapped in these: they reach the caller as their own type (see `_errors.py`).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActorsError",
+    "ActorDiedError",
+    "ActorUnschedulableError",
+    "GetTimeoutError",
+    "MessageTooLargeError",
+    "NotInitializedError",
+    "RemoteError",
+    "ClusterUnavailableError",
+]
+
+
+class ActorsError(Exception):
+    """Base class of every error the runtime raises itself."""
+
+
+class ActorDiedError(ActorsError):
+    """Raised by a call (or by `actors.get` on its ref) when the actor's process is dead.
+
+    Pending calls fail with it as soon as the death is known (the agent reports the
+    worker's exit at once); later calls fail at once. An actor that is restarting
+    (`max_restarts`) does not raise it for calls made after the restart began.
+    """
+
+
+class ActorUnschedulableError(ActorsError):
+    """Raised by `Cls.remote()` when no node of the cluster could ever satisfy the
+    actor's resource request, or the requested node does not exist."""
+
+
+class GetTimeoutError(ActorsError, TimeoutError):
+    """Raised by `actors.get(..., timeout=)` and `ref.result(timeout=)` when the result
+    is not ready in time. The call itself goes on; only the wait gave up."""
+
+
+class MessageTooLargeError(ActorsError):
+    """Raised by a call whose serialized arguments or result exceed the transport's
+    `max_message_bytes` (env `ZEROSERVE_MAX_MESSAGE_BYTES`). Nothing is sent."""
+
+
+class NotInitializedError(ActorsError):
+    """Raised by runtime calls made before `actors.init()` in a process that cannot
+    initialise itself implicitly."""
+
+
+class ClusterUnavailableError(ActorsError):
+    """Raised when the head cannot be reached in time: cluster start failed, the
+    address is wrong, the token is wrong, or the head is down. Calls between
+    existing actors do not need the head and keep working."""
+
+
+class RemoteError(ActorsError):
+    """Raised in place of a user exception that could not be pickled back to the
+    caller. Its message holds the original type name, message and remote traceback."""
+
+    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+        super().__init__(f"{type_name}: {message}\n\nRemote traceback:\n{traceback_text}")
+        self.type_name = type_name
+        self.remote_message = message
+        self.traceback_text = traceback_text
+
+    def __reduce__(self):
+        return (RemoteError, (self.type_name, self.remote_message, self.traceback_text))

@@ -1,0 +1,40 @@
+"""The runtime's interface for zeroserve's own layers (cluster, proxy, serve).
+
+User programs need only `actors`; the head, the agents, the controller and the proxies
+host services and start processes through these names, so no other package reaches into
+`actors`' private modules.
+"""
+
+from ._api import current_runtime, local_cluster, runtime_or_init
+from ._endpoints import install as install_endpoints
+from ._host import ServiceTarget
+from ._process import Child, signal_ready, spawn, watch_parent
+from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
+from ._security import CurveKeys, new_token
+from ._serialization import dumps, loads
+from ._session import Session, base_dir, find_local_head, node_files, read_token, write_token
+
+__all__ = [
+    "Child",
+    "CurveKeys",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "Inbound",
+    "Runtime",
+    "ServiceTarget",
+    "Session",
+    "base_dir",
+    "current_runtime",
+    "dumps",
+    "find_local_head",
+    "install_endpoints",
+    "loads",
+    "local_cluster",
+    "new_token",
+    "node_files",
+    "read_token",
+    "runtime_or_init",
+    "signal_ready",
+    "spawn",
+    "watch_parent",
+    "write_token",
+]

@@ -1,0 +1,205 @@
+"""The agent: one per machine. Registers its node, heartbeats, and runs worker processes.
+
+Each worker is started with a lifeline pipe (it exits when the agent dies) and watched
+through a pidfd, so its exit is reported to the head the moment it happens. Its stdout
+and stderr are read by the agent, written to a log file per actor and echoed to the
+actor's owner (the driver), each line prefixed with `(Class pid=N)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actors.messages import ActorId, ActorSpec, Assignment, NodeId
+from actors.system import Child, Runtime, spawn
+
+from .messages import NodeRegistration, WorkerExit
+
+__all__ = ["Agent", "HEARTBEAT_S"]
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 0.5
+
+
+@dataclass
+class _Worker:
+    worker_id: str
+    spec: ActorSpec
+    incarnation: int
+    child: Child
+    started_at: float = field(default_factory=time.monotonic)
+    assigned: asyncio.Future | None = None
+    log_files: dict[str, Any] = field(default_factory=dict)
+    partial: dict[str, bytes] = field(default_factory=dict)
+    exited: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.child.proc.pid
+
+    @property
+    def prefix(self) -> str:
+        return f"({self.spec.class_name} pid={self.pid})"
+
+
+class Agent:
+    def __init__(self, rt: Runtime, *, head_address: str, node_ip: str, resources: dict[str, float],
+                 session_dir: str, token_file: str, is_head: bool = False) -> None:
+        self.rt = rt
+        self.head_address = head_address
+        self.node_ip = node_ip
+        self.resources = resources
+        self.session_dir = Path(session_dir)
+        self.token_file = token_file
+        self.is_head = is_head
+        self.node_id = NodeId.new()
+        self._workers: dict[str, _Worker] = {}
+        self._by_actor: dict[ActorId, _Worker] = {}
+        self._seq = 0
+        self._closing = False
+
+    # -- the head ----------------------------------------------------------------------
+    def registration(self) -> NodeRegistration:
+        running = tuple((w.spec.actor_id, w.incarnation) for w in self._workers.values() if not w.exited)
+        return NodeRegistration(self.node_id, self.node_ip, self.rt.address, dict(self.resources),
+                                self.is_head, socket.gethostname(), running)
+
+    async def register(self, timeout: float = 15.0) -> dict[str, Any]:
+        return await self.rt.call_head("register_node", self.registration(), timeout=timeout)
+
+    async def heartbeat_forever(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                known = await self.rt.call_head("node_heartbeat", self.node_id, timeout=max(2.0, HEARTBEAT_S * 4))
+                if not known:
+                    log.warning("the head does not know this node (it restarted?): registering again")
+                    await self.register()
+            except Exception as e:
+                log.warning("heartbeat to the head failed: %s", e)
+
+    # -- workers -----------------------------------------------------------------------
+    async def start_actor(self, spec: ActorSpec, incarnation: int, node_id: NodeId) -> int:
+        """Start a worker process for this actor incarnation; returns its pid."""
+        self._seq += 1
+        worker_id = f"{os.getpid()}-{self._seq}"
+        base = self.session_dir / "logs" / f"{spec.class_name}-{spec.actor_id}-{incarnation}"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        child = spawn(["-m", "actors", "worker", "--agent", self.rt.address, "--node-ip", self.node_ip,
+                       "--worker-id", worker_id, "--token-file", self.token_file],
+                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        w = _Worker(worker_id, spec, incarnation, child)
+        self._workers[worker_id] = w
+        old = self._by_actor.get(spec.actor_id)
+        if old is not None and not old.exited:
+            self._kill(old)
+        self._by_actor[spec.actor_id] = w
+        loop = asyncio.get_running_loop()
+        for stream, pipe in (("out", child.proc.stdout), ("err", child.proc.stderr)):
+            assert pipe is not None
+            w.log_files[stream] = open(f"{base}.{stream}", "ab", buffering=0)
+            os.set_blocking(pipe.fileno(), False)
+            loop.add_reader(pipe.fileno(), self._on_output, w, stream, pipe)
+        pidfd = os.pidfd_open(child.proc.pid)
+        loop.add_reader(pidfd, self._on_exit, w, pidfd)
+        return child.proc.pid
+
+    async def worker_ready(self, worker_id: str, address: str, pid: int) -> Assignment:
+        w = self._workers.get(worker_id)
+        if w is None or w.exited:
+            raise KeyError(f"unknown worker {worker_id}")
+        return Assignment(w.spec, w.incarnation, self.node_id, self.head_address)
+
+    def kill_worker(self, actor_id: ActorId, incarnation: int) -> bool:
+        w = self._by_actor.get(actor_id)
+        if w is None or w.exited or w.incarnation != incarnation:
+            return False
+        self._kill(w)
+        return True
+
+    def _kill(self, w: _Worker) -> None:
+        try:
+            os.kill(w.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [{"actor_id": w.spec.actor_id.hex, "class_name": w.spec.class_name, "pid": w.pid,
+                 "incarnation": w.incarnation} for w in self._workers.values() if not w.exited]
+
+    def _on_output(self, w: _Worker, stream: str, pipe: Any) -> None:
+        try:
+            data = pipe.read(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        f = w.log_files.get(stream)
+        if not data:
+            asyncio.get_running_loop().remove_reader(pipe.fileno())
+            pipe.close()
+            if f is not None:
+                f.close()
+            return
+        if f is not None:
+            f.write(data)
+        data = w.partial.pop(stream, b"") + data
+        *lines, rest = data.split(b"\n")
+        if rest:
+            w.partial[stream] = rest
+        if lines:
+            self._echo(w, stream, [ln.decode(errors="replace") for ln in lines])
+
+    def _echo(self, w: _Worker, stream: str, lines: list[str]) -> None:
+        try:
+            self.rt.send_oneway(w.spec.owner_address, b"rt/log", (w.prefix, stream, lines))
+        except Exception as e:  # the owner may be gone; the lines stay in the log file
+            log.debug("could not echo logs to %s: %s", w.spec.owner_address, e)
+
+    def _on_exit(self, w: _Worker, pidfd: int) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        code = w.child.proc.poll()
+        w.exited = True
+        self._workers.pop(w.worker_id, None)
+        if self._by_actor.get(w.spec.actor_id) is w:
+            del self._by_actor[w.spec.actor_id]
+        w.child.stop(timeout=0)
+        if self._closing:
+            return
+        reason = _describe_exit(w, code)
+        log.info("%s", reason)
+        self.rt.background(self._report_exit(WorkerExit(w.spec.actor_id, w.incarnation, code, reason)))
+
+    async def _report_exit(self, exit: WorkerExit) -> None:
+        for attempt in range(60):
+            try:
+                await self.rt.call_head("worker_exited", exit, timeout=5.0)
+                return
+            except Exception as e:
+                log.warning("could not report a worker exit to the head (%s); retrying", e)
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+
+    def shutdown(self) -> None:
+        self._closing = True
+        for w in list(self._workers.values()):
+            self._kill(w)
+
+
+def _describe_exit(w: _Worker, code: int | None) -> str:
+    who = f"the worker of {w.spec.class_name} actor {w.spec.actor_id} (pid {w.pid})"
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"{who} was killed by {name}"
+    return f"{who} exited with code {code}"

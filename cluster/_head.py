@@ -1,0 +1,300 @@
+"""The head service: node table, jobs, actor table, placement, long poll, KV store.
+
+All network I/O goes through the `HeadIO` seam (start/kill workers on agents), so the
+whole service runs against a fake in unit tests. Methods are called by the runtime
+(`head/<method>`); they are async only where they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from actors import ActorUnschedulableError
+from actors.messages import ActorId, ActorInfo, ActorSpec, ActorState, JobId, NodeId, NodeInfo, WatchReply
+
+from ._actor_table import ActorRecord, ActorTable
+from ._scheduler import NodeLoad, pick_node
+from .messages import NodeRegistration, WorkerExit
+
+__all__ = ["Head", "HeadIO", "NODE_TIMEOUT_S"]
+
+log = logging.getLogger(__name__)
+NODE_TIMEOUT_S = 4.0
+
+
+class HeadIO(Protocol):
+    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId) -> None: ...
+
+    async def kill_worker(self, agent_address: str, actor_id: ActorId, incarnation: int) -> None: ...
+
+
+@dataclass
+class _Node:
+    reg: NodeRegistration
+    available: dict[str, float]
+    alive: bool = True
+    last_seen: float = field(default_factory=time.monotonic)
+
+    def info(self) -> NodeInfo:
+        r = self.reg
+        return NodeInfo(r.node_id, r.ip, r.agent_address, self.alive, r.is_head, dict(r.resources),
+                        dict(self.available), r.hostname)
+
+
+@dataclass
+class _Job:
+    job_id: JobId
+    address: str
+    namespace: str
+    pid: int
+
+
+class Head:
+    def __init__(self, io: HeadIO, address: str = "") -> None:
+        self.io = io
+        self.address = address
+        self.epoch = secrets.token_hex(4)
+        self.actors = ActorTable()
+        self.node_table: dict[NodeId, _Node] = {}
+        self.jobs: dict[JobId, _Job] = {}
+        self.kv: dict[str, bytes] = {}
+        self._queue: list[ActorId] = []  # waiting for resources, FIFO
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # -- nodes -------------------------------------------------------------------------
+    def register_node(self, reg: NodeRegistration) -> dict[str, Any]:
+        old = self.node_table.get(reg.node_id)
+        used: dict[str, float] = {}
+        for actor_id, incarnation in reg.running:
+            rec = self.actors.get(actor_id)
+            if rec is not None and rec.incarnation == incarnation and rec.state is not ActorState.DEAD:
+                for k, v in rec.spec.options.demand().items():
+                    used[k] = used.get(k, 0.0) + v
+        available = {k: v - used.get(k, 0.0) for k, v in reg.resources.items()}
+        if old is not None and old.alive:
+            available = old.available
+        self.node_table[reg.node_id] = _Node(reg, available)
+        log.info("node %s registered at %s with %s", reg.node_id, reg.ip, reg.resources)
+        self._schedule()
+        return {"node_id": reg.node_id.hex, "epoch": self.epoch}
+
+    def node_heartbeat(self, node_id: NodeId) -> bool:
+        """False tells the agent the head does not know it (restarted): register again."""
+        node = self.node_table.get(node_id)
+        if node is None or not node.alive:
+            return False
+        node.last_seen = time.monotonic()
+        return True
+
+    def check_nodes(self, now: float | None = None) -> list[NodeId]:
+        """Mark nodes silent for NODE_TIMEOUT_S dead, with their actors. Returns them."""
+        now = time.monotonic() if now is None else now
+        lost = [n for n in self.node_table.values() if n.alive and now - n.last_seen > NODE_TIMEOUT_S]
+        for node in lost:
+            self._node_lost(node, f"node {node.reg.node_id} ({node.reg.ip}) stopped heartbeating")
+        return [n.reg.node_id for n in lost]
+
+    def node_leaving(self, node_id: NodeId) -> None:
+        node = self.node_table.get(node_id)
+        if node is not None and node.alive:
+            self._node_lost(node, f"node {node_id} ({node.reg.ip}) was stopped")
+
+    def _node_lost(self, node: _Node, cause: str) -> None:
+        node.alive = False
+        log.warning("%s", cause)
+        for rec in self.actors.on_node(node.reg.node_id):
+            self._exited(rec.actor_id, rec.incarnation, cause, release=False)
+        self._notify()
+
+    def nodes(self) -> list[NodeInfo]:
+        return [n.info() for n in self.node_table.values()]
+
+    def cluster_resources(self) -> dict[str, float]:
+        return _sum(n.reg.resources for n in self.node_table.values() if n.alive)
+
+    def available_resources(self) -> dict[str, float]:
+        return _sum(n.available for n in self.node_table.values() if n.alive)
+
+    # -- jobs --------------------------------------------------------------------------
+    def register_job(self, address: str, namespace: str | None, pid: int) -> dict[str, str]:
+        job_id = JobId.new()
+        ns = namespace if namespace is not None else f"anonymous-{job_id.hex}"
+        self.jobs[job_id] = _Job(job_id, address, ns, pid)
+        return {"job_id": job_id.hex, "namespace": ns}
+
+    async def job_finished(self, job_id: JobId) -> int:
+        """The driver is done: kill the actors it owns that are not detached."""
+        self.jobs.pop(job_id, None)
+        owned = [r for r in self.actors.of_job(job_id) if not r.detached]
+        for rec in owned:
+            await self.kill_actor(rec.actor_id, True, cause=f"its owner (job {job_id}) finished")
+        return len(owned)
+
+    # -- actors ------------------------------------------------------------------------
+    async def create_actor(self, spec: ActorSpec) -> ActorInfo:
+        opts = spec.options
+        job = self.jobs.get(spec.job_id) if spec.job_id is not None else None
+        namespace = opts.namespace if opts.namespace is not None else (job.namespace if job else "default")
+        if opts.name is not None and opts.get_if_exists:
+            existing = self.actors.named(opts.name, namespace)
+            if existing is not None and existing.state is not ActorState.DEAD:
+                return existing.info()
+        pick_node(self._loads(), opts.demand(), opts.node_id)  # raises if never feasible
+        rec = self.actors.add(spec, namespace)
+        self._queue.append(spec.actor_id)
+        self._schedule()
+        self._notify()
+        return rec.info()
+
+    def _loads(self) -> list[NodeLoad]:
+        return [NodeLoad(n.reg.node_id, n.alive, n.reg.resources, n.available, self.actors.live_count(n.reg.node_id))
+                for n in self.node_table.values()]
+
+    def _schedule(self) -> None:
+        """Place every queued actor that fits now, in FIFO order."""
+        still: list[ActorId] = []
+        for actor_id in self._queue:
+            rec = self.actors.get(actor_id)
+            if rec is None or rec.state not in (ActorState.PENDING, ActorState.RESTARTING) or rec.node_id is not None:
+                continue
+            demand = rec.spec.options.demand()
+            try:
+                node_id = pick_node(self._loads(), demand, rec.spec.options.node_id)
+            except ActorUnschedulableError as e:
+                self.actors.dead(rec, str(e))
+                continue
+            if node_id is None:
+                still.append(actor_id)
+                continue
+            node = self.node_table[node_id]
+            for k, v in demand.items():
+                node.available[k] = node.available.get(k, 0.0) - v
+            self.actors.placed(rec, node_id)
+            self._background(self._start_on(node, rec, rec.incarnation))
+        self._queue = still
+        self._notify()
+
+    async def _start_on(self, node: _Node, rec: ActorRecord, incarnation: int) -> None:
+        try:
+            await self.io.start_actor(node.reg.agent_address, rec.spec, incarnation, node.reg.node_id)
+        except Exception as e:
+            log.warning("could not start %s on node %s: %s", rec.actor_id, node.reg.node_id, e)
+            self._exited(rec.actor_id, incarnation, f"its worker could not be started on node "
+                                                    f"{node.reg.node_id}: {e}")
+
+    def actor_started(self, actor_id: ActorId, incarnation: int, address: str, pid: int, node_id: NodeId) -> bool:
+        ok = self.actors.started(actor_id, incarnation, address, pid, node_id)
+        if ok:
+            self._notify()
+        return ok
+
+    def actor_failed(self, actor_id: ActorId, incarnation: int, cause: str) -> None:
+        """The constructor raised: the actor is dead for good (no restart)."""
+        rec = self.actors.get(actor_id)
+        if rec is not None and rec.incarnation == incarnation:
+            self._release(rec)
+            self.actors.dead(rec, cause)
+            self._schedule()
+
+    def worker_exited(self, exit: WorkerExit) -> None:
+        self._exited(exit.actor_id, exit.incarnation, exit.reason)
+
+    def _exited(self, actor_id: ActorId, incarnation: int, cause: str, release: bool = True) -> None:
+        rec = self.actors.get(actor_id)
+        if rec is None or rec.incarnation != incarnation or rec.state is ActorState.DEAD:
+            return
+        if release:
+            self._release(rec)
+        rec = self.actors.exited(actor_id, incarnation, cause)
+        if rec is not None and rec.state is ActorState.RESTARTING:
+            self._queue.append(actor_id)
+        self._schedule()
+
+    def _release(self, rec: ActorRecord) -> None:
+        node = self.node_table.get(rec.node_id) if rec.node_id is not None else None
+        if node is not None:
+            for k, v in rec.spec.options.demand().items():
+                node.available[k] = node.available.get(k, 0.0) + v
+
+    async def kill_actor(self, actor_id: ActorId, no_restart: bool = True, cause: str = "killed by actors.kill") -> bool:
+        rec = self.actors.get(actor_id)
+        if rec is None or rec.state is ActorState.DEAD:
+            return False
+        self.actors.kill_requested(rec, no_restart)
+        node = self.node_table.get(rec.node_id) if rec.node_id is not None else None
+        if node is None or not node.alive:
+            self.actors.dead(rec, cause)  # never placed: nothing runs anywhere
+            self._notify()
+            return True
+        if no_restart:
+            rec.death_cause = cause
+        try:
+            await self.io.kill_worker(node.reg.agent_address, actor_id, rec.incarnation)
+        except Exception as e:
+            log.warning("kill of %s on node %s failed: %s", actor_id, node.reg.node_id, e)
+        return True
+
+    def get_actor_info(self, actor_id: ActorId) -> ActorInfo | None:
+        rec = self.actors.get(actor_id)
+        return rec.info() if rec is not None else None
+
+    def get_named_actor(self, name: str, namespace: str | None) -> ActorInfo | None:
+        rec = self.actors.named(name, namespace if namespace is not None else "default")
+        return rec.info() if rec is not None else None
+
+    def list_actors(self) -> list[ActorInfo]:
+        return [r.info() for r in self.actors.records.values()]
+
+    async def watch(self, version: int, epoch: str | None, hold_s: float) -> WatchReply:
+        """Long poll: actors changed since `version` (all of them after a head restart)."""
+        if epoch != self.epoch:
+            version = 0
+        deadline = time.monotonic() + hold_s
+        while True:
+            changed = self.actors.changed_since(version)
+            left = deadline - time.monotonic()
+            if changed or left <= 0:
+                return WatchReply(self.actors.version, tuple(changed), self.epoch)
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- key-value store ---------------------------------------------------------------
+    def kv_put(self, key: str, value: bytes, overwrite: bool = True) -> bool:
+        if not overwrite and key in self.kv:
+            return False
+        self.kv[key] = value
+        return True
+
+    def kv_get(self, key: str) -> bytes | None:
+        return self.kv.get(key)
+
+    def kv_delete(self, key: str) -> bool:
+        return self.kv.pop(key, None) is not None
+
+    def kv_keys(self, prefix: str = "") -> list[str]:
+        return sorted(k for k in self.kv if k.startswith(prefix))
+
+
+def _sum(dicts: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0.0) + v
+    return out

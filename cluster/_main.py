@@ -1,0 +1,141 @@
+"""Process entry points: `python -m cluster head ...` and `python -m cluster agent ...`.
+
+Each runs one uvloop loop hosting one service (`head` or `agent`) on the runtime, exits
+on SIGTERM/SIGINT or when its lifeline to the parent closes, and reports readiness on
+`--ready-fd` with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+import psutil
+
+from actors.messages import ActorId, ActorSpec, NodeId
+from actors.system import Runtime, ServiceTarget, install_endpoints, read_token, signal_ready, watch_parent
+
+from ._agent import Agent
+from ._head import Head
+
+__all__ = ["main"]
+
+log = logging.getLogger("cluster")
+
+
+class RuntimeHeadIO:
+    """The head's seam to the agents, over the runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId) -> None:
+        await self.rt.call_service(agent_address, "agent", "start_actor", spec, incarnation, node_id, timeout=30.0)
+
+    async def kill_worker(self, agent_address: str, actor_id: ActorId, incarnation: int) -> None:
+        await self.rt.call_service(agent_address, "agent", "kill_worker", actor_id, incarnation, timeout=10.0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cluster")
+    sub = p.add_subparsers(dest="role", required=True)
+    for role in ("head", "agent"):
+        s = sub.add_parser(role)
+        s.add_argument("--node-ip", default="127.0.0.1")
+        s.add_argument("--session-dir", required=True)
+        s.add_argument("--token-file", required=True)
+        s.add_argument("--parent-fd", type=int, default=-1)
+        s.add_argument("--ready-fd", type=int, default=-1)
+    sub.choices["head"].add_argument("--port", type=int, default=0)
+    agent = sub.choices["agent"]
+    agent.add_argument("--head", required=True, help="head address tcp://H:P, or - to read it from stdin")
+    agent.add_argument("--num-cpus", type=float, default=None)
+    agent.add_argument("--resources", default="{}")
+    agent.add_argument("--is-head-node", action="store_true")
+    return p
+
+
+def _stop_event(args: argparse.Namespace) -> asyncio.Event:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.parent_fd >= 0:
+        watch_parent(loop, args.parent_fd, stop.set)
+    return stop
+
+
+async def _run_head(args: argparse.Namespace) -> int:
+    stop = _stop_event(args)
+    rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=None, role="head",
+                 port=args.port)
+    rt.head_address = rt.address
+    head = Head(RuntimeHeadIO(rt), rt.address)
+    rt.register("head", ServiceTarget(head))
+    install_endpoints(rt)
+
+    async def check_nodes() -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            head.check_nodes()
+
+    checker = asyncio.get_running_loop().create_task(check_nodes())
+    log.info("head listening at %s", rt.address)
+    signal_ready(args.ready_fd, {"address": rt.address, "pid": os.getpid()})
+    await stop.wait()
+    checker.cancel()
+    rt.close()
+    return 0
+
+
+def _resources(args: argparse.Namespace) -> dict[str, float]:
+    try:
+        custom = json.loads(args.resources or "{}")
+    except ValueError as e:
+        raise SystemExit(f"--resources must be a JSON object such as '{{\"GPU\": 1}}': {e}") from None
+    if not isinstance(custom, dict) or not all(isinstance(v, (int, float)) for v in custom.values()):
+        raise SystemExit("--resources must be a JSON object of name -> number")
+    cpus = args.num_cpus if args.num_cpus is not None else float(psutil.cpu_count() or 1)
+    return {"CPU": float(cpus), "memory": float(psutil.virtual_memory().total), **{k: float(v) for k, v in custom.items()}}
+
+
+async def _run_agent(args: argparse.Namespace, head_address: str) -> int:
+    stop = _stop_event(args)
+    rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=head_address, role="agent")
+    install_endpoints(rt)
+    agent = Agent(rt, head_address=head_address, node_ip=args.node_ip, resources=_resources(args),
+                  session_dir=args.session_dir, token_file=args.token_file, is_head=args.is_head_node)
+    rt.register("agent", ServiceTarget(agent))
+    await agent.register()
+    beats = asyncio.get_running_loop().create_task(agent.heartbeat_forever())
+    signal_ready(args.ready_fd, {"node_id": agent.node_id.hex, "address": rt.address, "resources": agent.resources})
+    await stop.wait()
+    beats.cancel()
+    agent.shutdown()
+    try:
+        await rt.call_head("node_leaving", agent.node_id, timeout=1.0)
+    except Exception:
+        pass
+    rt.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.role} %(levelname)s %(message)s",
+                        stream=sys.stdout)
+    import uvloop
+
+    if args.role == "head":
+        return uvloop.run(_run_head(args))
+    head = args.head
+    if head == "-":
+        head = sys.stdin.readline().strip()
+        if not head:
+            return 1  # the parent gave up before the head was ready
+    return uvloop.run(_run_agent(args, head))
