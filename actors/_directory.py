@@ -124,7 +124,7 @@ class ActorDirectory:
     # -- the long poll -----------------------------------------------------------------
     def ensure_watching(self) -> None:
         if self._watch_task is None or self._watch_task.done():
-            self._watch_task = self._rt.loop.create_task(self._watch())
+            self._watch_task = self._rt.background(self._watch())
 
     async def _watch(self) -> None:
         backoff = 0.05

@@ -19,6 +19,7 @@ from .messages import JobId
 
 __all__ = ["DriverRuntime"]
 
+_HEARTBEAT_S = 1.0
 _CONNECT_TIMEOUT_S = float(os.environ.get("ZEROSERVE_CONNECT_TIMEOUT_S", "15"))
 
 
@@ -78,12 +79,26 @@ class DriverRuntime:
             ) from e
         rt.extensions["job_id"] = JobId(job["job_id"])
         rt.extensions["namespace"] = job["namespace"]
+        rt.background(self._heartbeat(rt, rt.extensions["job_id"]))
+
+    @staticmethod
+    async def _heartbeat(rt: Runtime, job_id: JobId) -> None:
+        """Tell the head this driver lives; its non-detached actors die with it."""
+        while True:
+            await asyncio.sleep(_HEARTBEAT_S)
+            try:
+                await rt.call_head("job_heartbeat", job_id, timeout=5.0)
+            except Exception:
+                continue  # the head may be restarting; calls between actors go on
 
     def _close_loop(self) -> None:
         try:
             if self.rt is not None:
                 self.rt.close()
-            self.loop.run_until_complete(asyncio.sleep(0))
+            tasks = asyncio.all_tasks(self.loop)
+            for task in tasks:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         finally:
             self.loop.close()
 

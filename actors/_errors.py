@@ -12,7 +12,7 @@ import traceback
 from typing import Any
 
 from ._serialization import dumps, loads
-from .exceptions import RemoteError
+from .exceptions import ActorsError, RemoteError
 
 __all__ = ["encode_error", "decode_error", "remote_traceback_of"]
 
@@ -26,21 +26,14 @@ def encode_error(exc: BaseException) -> tuple[bytes, list]:
     if original is not None:
         # Re-raised remote error: forward the original type and the accumulated text.
         tb = exc._zs_remote_tb + "\n" + tb  # type: ignore[attr-defined]
+    cls = original if original is not None else type(exc)
+    state = {k: v for k, v in getattr(exc, "__dict__", {}).items() if not k.startswith("_zs_")}
     try:
-        return dumps(("exc", _strip(exc), tb))
+        # Class, args and attributes, not the object: rebuilt with __new__, so exception
+        # classes whose __init__ takes other arguments than `args` survive the trip.
+        return dumps(("exc", cls, exc.args, state, tb))
     except Exception:
-        return dumps(("remote", type(exc).__name__, str(exc), tb))
-
-
-def _strip(exc: BaseException) -> BaseException:
-    if type(exc) in _subclasses.values():
-        base = type(exc).__mro__[1]
-        plain = base.__new__(base)
-        plain.__dict__.update({k: v for k, v in exc.__dict__.items() if not k.startswith("_zs_")})
-        plain.args = exc.args
-        return plain
-    exc.__traceback__ = None
-    return exc
+        return dumps(("remote", cls.__name__, str(exc), tb))
 
 
 def _subclass_for(cls: type) -> type | None:
@@ -70,24 +63,26 @@ def decode_error(payload: Any, buffers: Any = ()) -> BaseException:
     if envelope[0] == "remote":
         _, name, message, tb = envelope
         return RemoteError(name, message, tb)
-    _, exc, tb = envelope
-    if not isinstance(exc, Exception):
-        return exc
-    from .exceptions import ActorsError
-
-    if isinstance(exc, ActorsError):
-        return exc
-    sub = _subclass_for(type(exc))
+    _, cls, args, state, tb = envelope
+    if issubclass(cls, ActorsError) or not issubclass(cls, Exception):
+        return _rebuild(cls, args, state)
+    sub = _subclass_for(cls)
     if sub is None:
+        exc = _rebuild(cls, args, state)
         if hasattr(exc, "add_note"):
             exc.add_note("Remote traceback:\n" + tb)
         return exc
-    out = sub.__new__(sub)
-    out.__dict__.update(exc.__dict__)
-    out.args = exc.args
+    out = _rebuild(sub, args, state)
     out._zs_remote_tb = tb
-    out._zs_original_type = type(exc)
+    out._zs_original_type = cls
     return out
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 def remote_traceback_of(exc: BaseException) -> str | None:

@@ -25,6 +25,7 @@ __all__ = ["Head", "HeadIO", "NODE_TIMEOUT_S"]
 
 log = logging.getLogger(__name__)
 NODE_TIMEOUT_S = 4.0
+JOB_TIMEOUT_S = 5.0
 
 
 class HeadIO(Protocol):
@@ -52,6 +53,7 @@ class _Job:
     address: str
     namespace: str
     pid: int
+    last_seen: float = field(default_factory=time.monotonic)
 
 
 class Head:
@@ -136,6 +138,22 @@ class Head:
         ns = namespace if namespace is not None else f"anonymous-{job_id.hex}"
         self.jobs[job_id] = _Job(job_id, address, ns, pid)
         return {"job_id": job_id.hex, "namespace": ns}
+
+    def job_heartbeat(self, job_id: JobId) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False
+        job.last_seen = time.monotonic()
+        return True
+
+    async def check_jobs(self, now: float | None = None) -> list[JobId]:
+        """Finish jobs whose driver stopped heartbeating (it died without a goodbye)."""
+        now = time.monotonic() if now is None else now
+        lost = [j.job_id for j in self.jobs.values() if now - j.last_seen > JOB_TIMEOUT_S]
+        for job_id in lost:
+            log.warning("job %s stopped heartbeating: its driver is gone", job_id)
+            await self.job_finished(job_id)
+        return lost
 
     async def job_finished(self, job_id: JobId) -> int:
         """The driver is done: kill the actors it owns that are not detached."""
@@ -237,14 +255,17 @@ class Head:
             return False
         self.actors.kill_requested(rec, no_restart)
         node = self.node_table.get(rec.node_id) if rec.node_id is not None else None
-        if node is None or not node.alive:
-            self.actors.dead(rec, cause)  # never placed: nothing runs anywhere
-            self._notify()
-            return True
+        incarnation = rec.incarnation
         if no_restart:
-            rec.death_cause = cause
+            # Final at once: the name is free and callers fail from now on; the
+            # process is reaped below and its exit report is then ignored.
+            self._release(rec)
+            self.actors.dead(rec, cause)
+            self._schedule()
+        if node is None or not node.alive:
+            return True
         try:
-            await self.io.kill_worker(node.reg.agent_address, actor_id, rec.incarnation)
+            await self.io.kill_worker(node.reg.agent_address, actor_id, incarnation)
         except Exception as e:
             log.warning("kill of %s on node %s failed: %s", actor_id, node.reg.node_id, e)
         return True

@@ -83,6 +83,7 @@ async def _run_head(args: argparse.Namespace) -> int:
         while True:
             await asyncio.sleep(0.25)
             head.check_nodes()
+            await head.check_jobs()
 
     checker = asyncio.get_running_loop().create_task(check_nodes())
     log.info("head listening at %s", rt.address)

@@ -1,0 +1,129 @@
+"""Shared fixtures: a run-unique session directory, one embedded cluster for the tests
+that only need *a* cluster, helpers to run driver scripts in their own processes, and the
+suite-wide check that no process of the run outlives it.
+
+Every process zeroserve starts carries the session directory on its command line
+(`--session-dir`/`--token-file`), and every session directory of this run lives under
+`ZEROSERVE_TMPDIR`, set here before anything starts. So "a process whose command line
+names RUN_DIR" is exactly "a process this test run started".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+
+RUN_DIR = tempfile.mkdtemp(prefix="zs-tests-")
+os.environ["ZEROSERVE_TMPDIR"] = RUN_DIR
+os.environ["ZEROSERVE_QUIET"] = "1"
+ROOT = Path(__file__).resolve().parent.parent
+
+import actors  # noqa: E402  (after ZEROSERVE_TMPDIR is set)
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", interval: float = 0.02) -> Any:
+    """Poll `cond` until it returns a truthy value; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def run_processes(root: str = RUN_DIR) -> list[psutil.Process]:
+    """Processes whose command line names this run's directory (cluster and workers)."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if p.pid != os.getpid() and any(root in part for part in (p.info["cmdline"] or [])):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def driver_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra)
+    return env
+
+
+def start_driver(code: str, **env: str) -> subprocess.Popen:
+    """Run a driver script in its own process; its stdout is a pipe of lines."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=driver_env(**env),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(ROOT))
+
+
+def read_json_line(proc: subprocess.Popen, timeout: float = 60.0) -> dict:
+    """The first stdout line of a driver that starts with '{', as JSON."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    assert proc.stdout is not None
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(timeout=0.2):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("{"):
+                return json.loads(line)
+        elif proc.poll() is not None:
+            break
+    err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
+    pytest.fail(f"driver gave no JSON line within {timeout}s (exit {proc.poll()}): {err[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Any:
+    """One embedded cluster (4 logical CPUs) shared by the tests that just need one."""
+    info = actors.init(num_cpus=4, resources={"widget": 2})
+    yield info
+    actors.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_processes() -> Any:
+    yield
+    actors.shutdown()
+    leftovers: list[psutil.Process] = []
+
+    def gone() -> bool:
+        leftovers[:] = run_processes()
+        return not leftovers
+
+    deadline = time.monotonic() + 15
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if leftovers:
+        desc = [f"{p.pid}: {' '.join(p.cmdline())[:200]}" for p in leftovers if p.is_running()]
+        for p in leftovers:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if desc:
+            pytest.fail("processes outlived the test run:\n" + "\n".join(desc))
