@@ -8,7 +8,7 @@ the call); on the runtime's loop it cannot block, and such errors reach the firs
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures
 import inspect
 import sys
 from typing import Any
@@ -176,6 +176,6 @@ class ActorMethod:
             fut = rt.loop.create_future()
             directory.submit(h._actor_id, h._hint, self._route, payload, buffers, fut)
         else:
-            fut = asyncio.Future(loop=rt.loop)
+            fut = concurrent.futures.Future()
             rt.loop.call_soon_threadsafe(directory.submit, h._actor_id, h._hint, self._route, payload, buffers, fut)
         return ObjectRef(fut, rt, label)

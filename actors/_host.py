@@ -13,6 +13,8 @@ import collections
 import concurrent.futures
 import inspect
 import logging
+import queue
+import threading
 from typing import Any
 
 from ._refs import ObjectRef
@@ -46,6 +48,7 @@ class ActorHost:
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(max_concurrency, _MAX_SYNC_THREADS), thread_name_prefix="actor-method"
         )
+        self._sync = _SyncRunner(self._loop, min(max_concurrency, _MAX_SYNC_THREADS), self._sync_done)
         self._fns: dict[str, Any] = {}
 
     @property
@@ -99,8 +102,7 @@ class ActorHost:
             task = self._loop.create_task(self._run_async(call, fn, args, kwargs, key))
             self._tasks[key] = task
             return
-        fut = self._loop.run_in_executor(self._threads, _call_sync, fn, args, kwargs or {})
-        fut.add_done_callback(lambda f: self._sync_done(call, f))
+        self._sync.submit(call, fn, args, kwargs or {})
 
     async def _run_async(self, call: Inbound, fn: Any, args: tuple, kwargs: dict | None, key: tuple) -> None:
         try:
@@ -123,15 +125,11 @@ class ActorHost:
             self._tasks.pop(key, None)
             self._finished()
 
-    def _sync_done(self, call: Inbound, fut: asyncio.Future) -> None:
-        try:
-            exc = fut.exception()
-        except asyncio.CancelledError as e:
-            exc = e
+    def _sync_done(self, call: Inbound, result: Any, exc: BaseException | None) -> None:
         if exc is not None:
             call.fail(exc)
         else:
-            call.reply(fut.result())
+            call.reply(result)
         self._finished()
 
     def _finished(self) -> None:
@@ -142,11 +140,56 @@ class ActorHost:
     def close(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
+        self._sync.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 def _call_sync(fn: Any, args: tuple, kwargs: dict) -> Any:
     return fn(*args, **kwargs)
+
+
+class _SyncRunner:
+    """Threads that run sync methods: fed by a queue, reporting back with one
+    `call_soon_threadsafe` each. Threads start on demand, up to `size`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int, done: Any) -> None:
+        self._loop = loop
+        self._size = size
+        self._done = done
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0  # calls submitted and not yet reported (loop thread only)
+
+    def submit(self, call: Inbound, fn: Any, args: tuple, kwargs: dict) -> None:
+        self._busy += 1
+        if self._busy > len(self._threads) and len(self._threads) < self._size:
+            t = threading.Thread(target=self._work, name=f"actor-method-{len(self._threads)}", daemon=True)
+            self._threads.append(t)
+            t.start()
+        self._queue.put((call, fn, args, kwargs))
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            call, fn, args, kwargs = item
+            try:
+                result, exc = fn(*args, **kwargs), None
+            except BaseException as e:
+                result, exc = None, e
+            try:
+                self._loop.call_soon_threadsafe(self._report, call, result, exc)
+            except RuntimeError:
+                return  # the loop is closed: the process is exiting
+
+    def _report(self, call: Inbound, result: Any, exc: BaseException | None) -> None:
+        self._busy -= 1
+        self._done(call, result, exc)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
 
 
 class ServiceTarget:

@@ -1,10 +1,11 @@
 """ObjectRef: the awaitable result of an actor call, usable from any thread and process.
 
-A ref wraps an asyncio future on its runtime's loop. Waiting:
-- on the runtime's loop: `await ref` awaits the future directly (no thread hop);
-- on another event loop (an async driver): the result is handed over with one
-  `call_soon_threadsafe`;
-- from plain threads: `ref.result(timeout)` blocks on a thread-safe future;
+A ref wraps the future its runtime completes when the reply arrives: an asyncio future
+when the call was made on the runtime's loop, a thread-safe `concurrent.futures.Future`
+when it was made from another thread (the loop completes either directly). Waiting:
+- on the runtime's loop: `await ref` awaits it directly (no thread hop);
+- on another event loop (an async driver): one `call_soon_threadsafe` hands it over;
+- from plain threads: `ref.result(timeout)` blocks on it (no hop for thread-made refs);
 - on the runtime's own loop thread, `ref.result()` raises instead of deadlocking.
 
 Pickled, a ref exports its value: the owner keeps it in `Exports` for `EXPORT_TTL_S`
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
-import time
 from collections.abc import Generator
 from typing import Any
 
@@ -26,6 +26,8 @@ from .exceptions import GetTimeoutError
 __all__ = ["ObjectRef", "Exports", "EXPORT_TTL_S"]
 
 EXPORT_TTL_S = 300.0
+_DEADLOCK = ("{0!r}.result() was called on the runtime's event loop thread, where it would "
+             "deadlock; use `await ref` in async code (actor methods, handlers)")
 _export_ids = itertools.count(1)
 
 
@@ -38,7 +40,7 @@ def _current_runtime():
 class ObjectRef:
     __slots__ = ("__weakref__", "_fut", "_label", "_rt")
 
-    def __init__(self, fut: asyncio.Future, rt: Any, label: str = "") -> None:
+    def __init__(self, fut: Any, rt: Any, label: str = "") -> None:
         self._fut = fut
         self._rt = rt
         self._label = label
@@ -51,16 +53,20 @@ class ObjectRef:
         return self._fut.done()
 
     def future(self) -> asyncio.Future:
-        """The underlying future (on the runtime's loop)."""
-        return self._fut
+        """The result as an asyncio future on the runtime's loop (call on that loop)."""
+        fut = self._fut
+        return fut if isinstance(fut, asyncio.Future) else asyncio.wrap_future(fut, loop=self._rt.loop)
 
     def __await__(self) -> Generator[Any, None, Any]:
+        fut = self._fut
+        if not isinstance(fut, asyncio.Future):
+            return asyncio.wrap_future(fut).__await__()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is self._rt.loop or self._fut.done():
-            return self._fut.__await__()
+        if loop is self._rt.loop or fut.done():
+            return fut.__await__()
         return self._await_foreign(loop).__await__()
 
     async def _await_foreign(self, loop: asyncio.AbstractEventLoop) -> Any:
@@ -74,13 +80,18 @@ class ObjectRef:
 
     def result(self, timeout: float | None = None) -> Any:
         """Block until the value is ready; raise its exception, or GetTimeoutError."""
-        if self._fut.done():
-            return self._fut.result()
+        fut = self._fut
+        if not isinstance(fut, asyncio.Future):
+            if self._rt.in_loop_thread() and not fut.done():
+                raise RuntimeError(_DEADLOCK.format(self))
+            try:
+                return fut.result(timeout)
+            except concurrent.futures.TimeoutError:
+                raise GetTimeoutError(f"{self!r} was not ready within {timeout}s") from None
+        if fut.done():
+            return fut.result()
         if self._rt.in_loop_thread():
-            raise RuntimeError(
-                f"{self!r}.result() was called on the runtime's event loop thread, where it "
-                "would deadlock; use `await ref` (or `await actors.get_async(...)`) in async code"
-            )
+            raise RuntimeError(_DEADLOCK.format(self))
         cf: concurrent.futures.Future = concurrent.futures.Future()
         self._rt.loop.call_soon_threadsafe(_add_done, self._fut, lambda f: _copy_state(f, cf))
         try:
@@ -136,14 +147,15 @@ class Exports:
         self._futs: dict[int, asyncio.Future] = {}
         self._by_future: dict[int, int] = {}
 
-    def export(self, fut: asyncio.Future) -> tuple[str, int]:
+    def export(self, fut: Any) -> tuple[str, int]:
         key = id(fut)
         export_id = self._by_future.get(key)
         if export_id is None:
             export_id = next(_export_ids)
             self._futs[export_id] = fut
             self._by_future[key] = export_id
-            self._rt.loop.call_soon_threadsafe(_add_done, fut, lambda f: self._expire_later(export_id, key))
+            self._rt.loop.call_soon_threadsafe(_add_done, fut, lambda f: self._rt.loop.call_soon_threadsafe(
+                self._expire_later, export_id, key))
         return self._rt.address, export_id
 
     def _expire_later(self, export_id: int, key: int) -> None:
@@ -153,7 +165,7 @@ class Exports:
 
         self._rt.loop.call_later(EXPORT_TTL_S, drop)
 
-    def local(self, export_id: int) -> asyncio.Future | None:
+    def local(self, export_id: int) -> Any:
         return self._futs.get(export_id)
 
     async def fetch(self, export_id: int) -> Any:
@@ -163,8 +175,7 @@ class Exports:
                 f"object {export_id} is no longer held by its owner {self._rt.address} "
                 f"(exported values are kept {EXPORT_TTL_S:.0f}s after they are ready)"
             )
+        if not isinstance(fut, asyncio.Future):
+            fut = asyncio.wrap_future(fut)
         return await asyncio.shield(fut)
 
-
-def deadline_after(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout

@@ -20,13 +20,19 @@ import zmq
 
 from ._security import CurveKeys, ZapHandler
 from ._serialization import dumps
-from ._wire import Kind, Message, WireError, decode, encode
+from ._wire import INLINE_LIMIT, Kind, Message, WireError, decode, encode, extra_frames
 from .exceptions import MessageTooLargeError
 
 __all__ = ["Transport"]
 
 log = logging.getLogger(__name__)
 _DRAIN_BUDGET = 256
+# Plain ints and the Cython methods: pyzmq's Python-level sugar (enum conversions,
+# argument checks) cost more than the send itself for small frames.
+_EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
+_NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
+_raw_send = zmq.backend.Socket.send
+_raw_recv = zmq.backend.Socket.recv
 _MAX_BATCH = 4096
 
 RequestHandler = Callable[[bytes, Message], None]
@@ -163,7 +169,7 @@ class Transport:
             for i in range(0, len(queue), _MAX_BATCH):
                 batch = queue[i : i + _MAX_BATCH]
                 try:
-                    box.sock.send_multipart(box.prefix + encode(batch), zmq.NOBLOCK, copy=False)
+                    _send(box.sock, box.prefix + encode(batch))
                 except zmq.ZMQError as e:
                     # Replies: the requester is gone (EHOSTUNREACH), nobody is left to answer.
                     # Requests: the peer's queue is full (EAGAIN); their callers must hear of it.
@@ -173,7 +179,7 @@ class Transport:
             if box.sock not in touched:
                 touched.append(box.sock)
         for sock in touched:
-            if not sock.closed and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not sock.closed and sock.get(_EVENTS) & _POLLIN:
                 self._loop.call_soon(self._drain_any, sock)
 
     # -- receiving ---------------------------------------------------------------------
@@ -189,35 +195,19 @@ class Transport:
     def _drain_router(self) -> None:
         sock = self._router
         for _ in range(_DRAIN_BUDGET):
-            if sock.closed:
+            if sock.closed or not sock.get(_EVENTS) & _POLLIN:
                 return
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            identity = frames[0].bytes
-            try:
-                messages = decode(frames[1:])
-            except WireError as e:
-                log.warning("dropped a malformed batch: %s", e)
-                continue
+            identity = _raw_recv(sock, _NOBLOCK, True)
+            messages = _recv_batch(sock, identity)
             for msg in messages:
                 self._on_request(identity, msg)
         self._loop.call_soon(self._drain_router)
 
     def _drain_dealer(self, address: str, sock: zmq.Socket) -> None:
         for _ in range(_DRAIN_BUDGET):
-            if sock.closed:
+            if sock.closed or not sock.get(_EVENTS) & _POLLIN:
                 return
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            try:
-                messages = decode(frames)
-            except WireError as e:
-                log.warning("dropped a malformed batch from %s: %s", address, e)
-                continue
+            messages = _recv_batch(sock, address)
             for msg in messages:
                 self._on_reply(address, msg)
         self._loop.call_soon(self._drain_dealer, address, sock)
@@ -239,3 +229,36 @@ class Transport:
         self._router.close(0)
         self._zap.close()
         self._ctx.term()
+
+
+def _send(sock: zmq.Socket, frames: list) -> None:
+    """Send one multipart message: small frames copied (cheaper than zero-copy
+    bookkeeping), large ones handed to ZeroMQ without a copy."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        flags = _NOBLOCK_MORE if i < last else _NOBLOCK
+        big = not isinstance(frame, bytes) or len(frame) > INLINE_LIMIT
+        _raw_send(sock, frame, flags, not big)
+
+
+def _recv_batch(sock: zmq.Socket, peer: object) -> list[Message]:
+    """Receive the rest of one batch: header and inline frame as bytes, the large
+    frames the header announces as zero-copy zmq.Frames. A malformed batch is
+    drained to its end and dropped."""
+    frames: list = [_raw_recv(sock, _NOBLOCK, True)]
+    try:
+        if not sock.get(_RCVMORE):
+            raise WireError("a batch has at least a header and an inline frame")
+        frames.append(_raw_recv(sock, _NOBLOCK, True))
+        for _ in range(extra_frames(frames[0])):
+            if not sock.get(_RCVMORE):
+                raise WireError("fewer frames than the header announces")
+            frames.append(_raw_recv(sock, _NOBLOCK, False))
+        if sock.get(_RCVMORE):
+            raise WireError("more frames than the header announces")
+        return decode(frames)
+    except WireError as e:
+        while sock.get(_RCVMORE):
+            sock.recv(zmq.NOBLOCK, copy=False)
+        log.warning("dropped a malformed batch from %r: %s", peer, e)
+        return []

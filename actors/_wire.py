@@ -18,7 +18,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Kind", "Message", "WireError", "encode", "decode", "INLINE_LIMIT"]
+__all__ = ["Kind", "Message", "WireError", "encode", "decode", "extra_frames", "INLINE_LIMIT"]
 
 _COUNT = struct.Struct("<H")
 _ENTRY = struct.Struct("<BBQHIH")
@@ -69,6 +69,20 @@ def encode(messages: Sequence[Message]) -> list[object]:
         header.append(_ENTRY.pack(m.kind, flags, m.req_id, len(m.route), n, len(m.buffers)))
         extra.extend(m.buffers)
     return [b"".join(header), b"".join(inline), *extra]
+
+
+def extra_frames(header: bytes) -> int:
+    """How many frames follow the inline frame, read from a batch header."""
+    if len(header) < _COUNT.size:
+        raise WireError("header frame too short")
+    (count,) = _COUNT.unpack_from(header, 0)
+    if len(header) != _COUNT.size + count * _ENTRY.size:
+        raise WireError("header length does not match its message count")
+    n = 0
+    for i in range(count):
+        _, flags, _, _, _, nbufs = _ENTRY.unpack_from(header, _COUNT.size + i * _ENTRY.size)
+        n += (flags & PAYLOAD_OWN_FRAME) + nbufs
+    return n
 
 
 def decode(frames: Sequence[object]) -> list[Message]:

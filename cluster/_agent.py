@@ -138,7 +138,7 @@ class Agent:
 
     def _on_output(self, w: _Worker, stream: str, pipe: Any) -> None:
         try:
-            data = pipe.read(65536)
+            data = os.read(pipe.fileno(), 65536)  # raw: b"" is EOF, no data raises
         except (BlockingIOError, InterruptedError):
             return
         f = w.log_files.get(stream)
