@@ -38,9 +38,17 @@ def method_table(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _rt():
-    from ._api import runtime_or_init
+    from ._api import runtime_or_init  # _api imports this module
 
     return runtime_or_init()
+
+
+def _current():
+    from ._api import current_runtime
+
+    global _current
+    _current = current_runtime  # resolve the import once
+    return current_runtime()
 
 
 class ActorClass:
@@ -156,22 +164,23 @@ class ActorHandle:
 class ActorMethod:
     """`handle.method`; `.remote(*args, **kwargs)` calls it and returns an ObjectRef."""
 
-    __slots__ = ("_handle", "_name", "_route")
+    __slots__ = ("_handle", "_label", "_name", "_route")
 
     def __init__(self, handle: ActorHandle, name: str) -> None:
         self._handle = handle
         self._name = name
         self._route = b"a/" + name.encode()
+        self._label = f"{handle._class_name}.{name}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"actor methods are called with .remote(): use handle.{self._name}.remote(...)")
 
     def remote(self, *args: Any, **kwargs: Any) -> ObjectRef:
-        rt = _rt()
+        rt = _current() or _rt()
         h = self._handle
         payload, buffers = dumps((args, kwargs or None)) if (args or kwargs) else (b"", ())
         directory = rt.extensions["directory"]
-        label = f"{h._class_name}.{self._name}"
+        label = self._label
         if rt.in_loop_thread():
             fut = rt.loop.create_future()
             directory.submit(h._actor_id, h._hint, self._route, payload, buffers, fut)

@@ -15,6 +15,7 @@ import inspect
 import logging
 import queue
 import threading
+import types
 from typing import Any
 
 from ._refs import ObjectRef
@@ -95,21 +96,26 @@ class ActorHost:
             call.fail(e)
             self._finished()
             return
-        if call.method in self._async or any(type(a) is ObjectRef for a in args) or (
-            kwargs and any(type(v) is ObjectRef for v in kwargs.values())
-        ):
+        has_refs = any(type(a) is ObjectRef for a in args) or bool(
+            kwargs and any(type(v) is ObjectRef for v in kwargs.values()))
+        if call.method in self._async or has_refs:
             key = (call.identity, call.req_id)
-            task = self._loop.create_task(self._run_async(call, fn, args, kwargs, key))
+            task = self._loop.create_task(self._run_async(call, fn, args, kwargs, key, has_refs))
             self._tasks[key] = task
             return
         self._sync.submit(call, fn, args, kwargs or {})
 
-    async def _run_async(self, call: Inbound, fn: Any, args: tuple, kwargs: dict | None, key: tuple) -> None:
+    async def _run_async(self, call: Inbound, fn: Any, args: tuple, kwargs: dict | None, key: tuple,
+                         has_refs: bool) -> None:
         try:
-            args, kw = await _resolve_refs(args, kwargs)
+            if has_refs:
+                args, kwargs = await _resolve_refs(args, kwargs)
+            kw = kwargs or {}
             if call.method in self._async:
                 result = fn(*args, **kw)
-                if inspect.isasyncgen(result):
+                if type(result) is types.CoroutineType:
+                    result = await result
+                elif inspect.isasyncgen(result):
                     result = [item async for item in result]
                 else:
                     result = await result

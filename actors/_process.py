@@ -77,22 +77,25 @@ class Child:
 
 def spawn(args: list[str], *, log_path: str | None = None, env: dict[str, str] | None = None,
           extra_fds: tuple[int, ...] = (), new_session: bool = False, stdin: Any = subprocess.DEVNULL,
-          stdout: Any = None, stderr: Any = None) -> Child:
+          stdout: Any = None, stderr: Any = None, lifeline: bool = True) -> Child:
     """Start `python <args> --parent-fd R --ready-fd W` tied to this process's life.
 
     Output goes to `log_path` (appended, stderr merged), or to `stdout`/`stderr` as given.
+    With `lifeline=False` (daemons of `zeroserve start`) the child outlives this process.
     """
-    life_r, life_w = os.pipe()
+    life_r, life_w = os.pipe() if lifeline else (-1, -1)
     ready_r, ready_w = os.pipe()
-    os.set_inheritable(life_r, True)
+    if lifeline:
+        os.set_inheritable(life_r, True)
     os.set_inheritable(ready_w, True)
     out: Any = subprocess.DEVNULL
     if log_path is not None:
         out = open(log_path, "ab")
     try:
+        fds = ["--parent-fd", str(life_r)] if lifeline else []
         proc = subprocess.Popen(
-            [sys.executable, *args, "--parent-fd", str(life_r), "--ready-fd", str(ready_w)],
-            pass_fds=(life_r, ready_w, *extra_fds),
+            [sys.executable, *args, *fds, "--ready-fd", str(ready_w)],
+            pass_fds=tuple(fd for fd in (life_r, ready_w, *extra_fds) if fd >= 0),
             stdin=stdin,
             stdout=stdout if stdout is not None else out,
             stderr=stderr if stderr is not None else (subprocess.STDOUT if log_path is not None else subprocess.DEVNULL),
@@ -100,11 +103,13 @@ def spawn(args: list[str], *, log_path: str | None = None, env: dict[str, str] |
             start_new_session=new_session,
         )
     finally:
-        os.close(life_r)
+        if lifeline:
+            os.close(life_r)
         os.close(ready_w)
         if log_path is not None:
             out.close()
-    os.set_inheritable(life_w, False)
+    if lifeline:
+        os.set_inheritable(life_w, False)
     os.set_inheritable(ready_r, False)
     return Child(proc, life_w, ready_r, log_path)
 

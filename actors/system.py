@@ -8,13 +8,34 @@ host services and start processes through these names, so no other package reach
 from ._api import current_runtime, local_cluster, runtime_or_init
 from ._endpoints import install as install_endpoints
 from ._host import ServiceTarget
+from ._probe import PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, probe
 from ._process import Child, signal_ready, spawn, watch_parent
 from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
 from ._security import CurveKeys, new_token
 from ._serialization import dumps, loads
 from ._session import Session, base_dir, find_local_head, node_files, read_token, write_token
 
+
+def run_client(head_address: str, token: str, fn, *, node_ip: str = "127.0.0.1"):
+    """Run `await fn(runtime)` on a short-lived runtime (for command-line tools that
+    talk to the head without registering as a driver)."""
+    import uvloop
+
+    async def main():
+        rt = Runtime(token=token, node_ip=node_ip, head_address=head_address, role="client")
+        try:
+            return await fn(rt)
+        finally:
+            rt.close()
+
+    return uvloop.run(main())
+
 __all__ = [
+    "PROBE_OK",
+    "PROBE_REFUSED",
+    "PROBE_UNREACHABLE",
+    "probe",
+    "run_client",
     "Child",
     "CurveKeys",
     "DEFAULT_MAX_MESSAGE_BYTES",

@@ -1,0 +1,57 @@
+"""Probing a runtime endpoint: reachable? does it accept our token?
+
+A blocking, one-shot check for command-line tools and clear start-up errors. It watches
+the CURVE handshake on a socket monitor, so a wrong token is told apart from a host that
+does not answer, instead of both looking like a time-out.
+"""
+
+from __future__ import annotations
+
+import time
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from ._security import CurveKeys
+from ._wire import Kind, Message, encode
+
+__all__ = ["probe", "PROBE_OK", "PROBE_REFUSED", "PROBE_UNREACHABLE"]
+
+PROBE_OK = "ok"
+PROBE_REFUSED = "refused"
+PROBE_UNREACHABLE = "unreachable"
+_FAILED = {zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+           zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL}
+
+
+def probe(address: str, token: str, timeout: float = 3.0) -> str:
+    """PROBE_OK if `address` answers a ping with our token, PROBE_REFUSED if it is there
+    but rejects the token, PROBE_UNREACHABLE if nothing answers within `timeout`."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    CurveKeys.from_token(token).make_client(sock)
+    monitor = sock.get_monitor_socket()
+    try:
+        sock.connect(address)
+        sock.send_multipart([bytes(f) for f in encode([Message(Kind.REQUEST, 1, b"rt/ping", b"")])])
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        connected = False
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            for s, _ in poller.poll(left * 1000):
+                if s is sock:
+                    return PROBE_OK
+                event = recv_monitor_message(monitor)["event"]
+                if event == zmq.EVENT_CONNECTED:
+                    connected = True
+                elif event in _FAILED or (connected and event == zmq.EVENT_DISCONNECTED):
+                    return PROBE_REFUSED
+        return PROBE_REFUSED if connected else PROBE_UNREACHABLE
+    finally:
+        sock.disable_monitor()
+        monitor.close(0)
+        sock.close(0)
+        ctx.term()

@@ -1,0 +1,238 @@
+"""The `zeroserve` command: start, stop and inspect the nodes of a cluster.
+
+    zeroserve start --head [--node-ip IP] [--port 6380] [--num-cpus N] [--resources JSON] [--token T]
+    zeroserve start --address H:P [--node-ip IP] [--num-cpus N] [--resources JSON] [--token T]
+    zeroserve stop [--node-ip IP]
+    zeroserve status [--address H:P] [--json]
+
+`start` daemonizes the node's processes, returns once the node is registered with the
+head, and prints how to join and connect. Errors are immediate and say what to change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+import psutil
+
+from actors.system import (
+    PROBE_OK,
+    PROBE_REFUSED,
+    Session,
+    find_local_head,
+    new_token,
+    probe,
+    read_token,
+    spawn,
+)
+
+from ._nodes import NodeRecord, live_record, load_records, remove_record
+from ._status import fetch_status, render_status
+from .exceptions import NodeStartError
+
+__all__ = ["main"]
+
+DEFAULT_PORT = 6380
+_READY_TIMEOUT_S = 60.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zeroserve", description="Start, stop and inspect zeroserve clusters.")
+    sub = p.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="start a head node, or a node that joins one")
+    role = start.add_mutually_exclusive_group(required=True)
+    role.add_argument("--head", action="store_true", help="start the head of a new cluster")
+    role.add_argument("--address", help="HOST:PORT of the head to join")
+    start.add_argument("--node-ip", help="address this node's sockets bind (default: 127.0.0.1 for a head, "
+                                         "the local address towards the head otherwise)")
+    start.add_argument("--port", type=int, default=DEFAULT_PORT, help="head port (default 6380)")
+    start.add_argument("--num-cpus", type=float, help="CPUs this node offers (default: all)")
+    start.add_argument("--resources", default="{}", help='custom resources as JSON, e.g. \'{"GPU": 1}\'')
+    start.add_argument("--token", help="cluster token (default: $ZEROSERVE_TOKEN, or a new one for a head)")
+    stop = sub.add_parser("stop", help="stop the nodes `start` started on this machine")
+    stop.add_argument("--node-ip", help="stop only the node bound to this IP")
+    status = sub.add_parser("status", help="nodes, resources, actors of a cluster")
+    status.add_argument("--address", help="HOST:PORT of the head (default: the cluster started on this machine)")
+    status.add_argument("--token", help="cluster token (default: $ZEROSERVE_TOKEN or the local session's)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def _port_free(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def _ip_towards(host: str, port: int) -> str:
+    if host.startswith("127."):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, port))
+        return s.getsockname()[0]
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, sep, port = address.removeprefix("tcp://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise NodeStartError(f"--address must be HOST:PORT (as `zeroserve start --head` printed), got {address!r}")
+    return host, int(port)
+
+
+def _check_resources(text: str) -> None:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise NodeStartError(f"--resources must be a JSON object such as '{{\"GPU\": 1}}': {e}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
+        raise NodeStartError("--resources must be a JSON object of name -> number, e.g. '{\"GPU\": 1}'")
+
+
+def _start_agent(session: Session, node_ip: str, head_address: str, args: argparse.Namespace,
+                 is_head: bool) -> Any:
+    agent_args = ["-m", "cluster", "agent", "--head", head_address, "--node-ip", node_ip,
+                  "--session-dir", str(session.path), "--token-file", str(session.token_file),
+                  "--resources", args.resources]
+    if args.num_cpus is not None:
+        agent_args += ["--num-cpus", str(args.num_cpus)]
+    if is_head:
+        agent_args.append("--is-head-node")
+    agent = spawn(agent_args, log_path=str(session.logs / f"agent-{node_ip}.log"), lifeline=False,
+                  new_session=True)
+    try:
+        return agent, agent.wait_ready(_READY_TIMEOUT_S, f"the agent on {node_ip}")
+    except RuntimeError as e:
+        raise NodeStartError(str(e)) from None
+
+
+def start(args: argparse.Namespace) -> int:
+    _check_resources(args.resources)
+    t0 = time.monotonic()
+    if args.head:
+        node_ip = args.node_ip or "127.0.0.1"
+    else:
+        host, port = _split(args.address)
+        node_ip = args.node_ip or _ip_towards(host, port)
+    running = live_record(node_ip)
+    if running is not None:
+        raise NodeStartError(f"a node is already running on {node_ip} (head {running.head_address}); "
+                             f"run `zeroserve stop --node-ip {node_ip}` first")
+    if args.head:
+        if not _port_free(node_ip, args.port):
+            raise NodeStartError(f"port {args.port} on {node_ip} is in use (another head?); "
+                                 "pick another with --port or stop what holds it")
+        token = args.token or os.environ.get("ZEROSERVE_TOKEN") or new_token()
+        session = Session.create(token)
+        print(f"zeroserve: starting the head on {node_ip}:{args.port} (session {session.path})", flush=True)
+        head = spawn(["-m", "cluster", "head", "--node-ip", node_ip, "--port", str(args.port),
+                      "--session-dir", str(session.path), "--token-file", str(session.token_file)],
+                     log_path=str(session.logs / "head.log"), lifeline=False, new_session=True)
+        try:
+            head_address = head.wait_ready(_READY_TIMEOUT_S, "the head")["address"]
+        except RuntimeError as e:
+            raise NodeStartError(str(e)) from None
+        pids = {"head": head.proc.pid}
+    else:
+        token = args.token or os.environ.get("ZEROSERVE_TOKEN") or _local_token(args.address)
+        head_address = "tcp://{}:{}".format(*_split(args.address))
+        verdict = probe(head_address, token, timeout=5.0)
+        if verdict == PROBE_REFUSED:
+            raise NodeStartError(f"the head at {args.address} refused this node's token: pass the token "
+                                 "`zeroserve start --head` printed (--token or $ZEROSERVE_TOKEN)")
+        if verdict != PROBE_OK:
+            raise NodeStartError(f"cannot reach the head at {args.address}: is it running, and is the "
+                                 "address reachable from this machine?")
+        session = Session.create(token)
+        pids = {}
+    print(f"zeroserve: starting the agent on {node_ip}", flush=True)
+    agent, ready = _start_agent(session, node_ip, head_address, args, is_head=args.head)
+    pids["agent"] = agent.proc.pid
+    NodeRecord(node_ip, head_address, args.head, str(session.path), str(session.token_file), pids,
+               ready["node_id"]).save()
+    hp = head_address.removeprefix("tcp://")
+    print(f"zeroserve: node {ready['node_id']} up on {node_ip} in {time.monotonic() - t0:.1f}s with "
+          f"{_fmt_resources(ready['resources'])}")
+    if args.head:
+        print(f"\nCluster address: {hp}\n\nTo add a node, run on it:\n"
+              f"    zeroserve start --address {hp} --token {token}\n\n"
+              f"To connect a driver on this machine:  actors.init(address=\"auto\")\n"
+              f"From elsewhere:  actors.init(address=\"{hp}\", token=\"{token}\")\n"
+              f"To stop:  zeroserve stop")
+    return 0
+
+
+def _local_token(address: str) -> str:
+    head = "tcp://{}:{}".format(*_split(address))
+    rec = find_local_head()
+    if rec is not None and rec.get("head_address") == head:
+        return read_token(rec["token_file"])
+    if probe(head, new_token(), timeout=3.0) != PROBE_REFUSED:
+        raise NodeStartError(f"cannot reach the head at {address}: is it running, and is the address reachable?")
+    raise NodeStartError("no token given: pass --token (printed by `zeroserve start --head`) or set $ZEROSERVE_TOKEN")
+
+
+def _fmt_resources(res: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v / 2**30:.1f}GiB" if k == "memory" else f"{k}={v:g}" for k, v in res.items())
+
+
+def stop(args: argparse.Namespace) -> int:
+    records = [r for r in load_records() if args.node_ip is None or r.node_ip == args.node_ip]
+    # Agents first (they kill their workers), then heads.
+    records.sort(key=lambda r: r.is_head)
+    stopped = 0
+    for rec in records:
+        procs = rec.processes()
+        order = sorted(procs, key=lambda p: p.pid != rec.pids.get("agent"))
+        for p in order:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(order, timeout=10)
+        for p in alive:
+            p.kill()
+        remove_record(rec)
+        if procs:
+            stopped += 1
+            print(f"zeroserve: stopped the {'head node' if rec.is_head else 'node'} on {rec.node_ip} "
+                  f"({len(procs)} process{'es' if len(procs) != 1 else ''})")
+    if not stopped:
+        print("zeroserve: nothing to stop" + (f" on {args.node_ip}" if args.node_ip else ""))
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    if args.address:
+        head_address = "tcp://{}:{}".format(*_split(args.address))
+        token = args.token or os.environ.get("ZEROSERVE_TOKEN") or _local_token(args.address)
+    else:
+        rec = find_local_head()
+        if rec is None:
+            raise NodeStartError("no cluster was started on this machine; pass --address HOST:PORT")
+        head_address = rec["head_address"]
+        token = args.token or os.environ.get("ZEROSERVE_TOKEN") or read_token(rec["token_file"])
+    verdict = probe(head_address, token, timeout=5.0)
+    if verdict != PROBE_OK:
+        raise NodeStartError(f"the head at {head_address} is {'refusing our token' if verdict == PROBE_REFUSED else 'not reachable'}")
+    data = fetch_status(head_address, token)
+    print(json.dumps(data, indent=2) if args.json else render_status(data))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"start": start, "stop": stop, "status": status}[args.command](args)
+    except NodeStartError as e:
+        print(f"zeroserve: error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,59 @@
+"""`zeroserve status`: read the cluster's state from the head and render it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from actors.system import run_client
+
+__all__ = ["fetch_status", "render_status"]
+
+
+def fetch_status(head_address: str, token: str) -> dict[str, Any]:
+    async def read(rt: Any) -> dict[str, Any]:
+        nodes = await rt.call_head("nodes", timeout=10)
+        actor_infos = await rt.call_head("list_actors", timeout=10)
+        return {
+            "head": head_address.removeprefix("tcp://"),
+            "nodes": [{"node_id": n.node_id.hex, "ip": n.ip, "alive": n.alive, "is_head": n.is_head,
+                       "resources_total": n.resources_total, "resources_available": n.resources_available}
+                      for n in nodes],
+            "actors": [{"actor_id": a.actor_id.hex, "class_name": a.class_name, "state": a.state.value,
+                        "name": a.name, "namespace": a.namespace, "node_id": a.node_id.hex if a.node_id else None,
+                        "pid": a.pid, "restarts_left": a.restarts_left, "death_cause": a.death_cause}
+                       for a in actor_infos],
+        }
+
+    return run_client(head_address, token, read)
+
+
+def _used(total: dict[str, float], avail: dict[str, float], key: str) -> str:
+    t = total.get(key, 0.0)
+    return f"{t - avail.get(key, 0.0):g}/{t:g}"
+
+
+def render_status(data: dict[str, Any]) -> str:
+    lines = [f"Cluster at {data['head']}", "", "Nodes:"]
+    rows = [("NODE", "IP", "STATE", "CPU used/total", "custom resources", "actors")]
+    per_node = Counter(a["node_id"] for a in data["actors"] if a["state"] != "DEAD")
+    for n in data["nodes"]:
+        custom = ", ".join(f"{k} {_used(n['resources_total'], n['resources_available'], k)}"
+                           for k in sorted(n["resources_total"]) if k not in ("CPU", "memory")) or "-"
+        rows.append((n["node_id"] + (" (head)" if n["is_head"] else ""), n["ip"], "alive" if n["alive"] else "DEAD",
+                     _used(n["resources_total"], n["resources_available"], "CPU"), custom, str(per_node[n["node_id"]])))
+    lines += _table(rows)
+    states = Counter(a["state"] for a in data["actors"])
+    lines += ["", "Actors: " + (", ".join(f"{v} {k.lower()}" for k, v in sorted(states.items())) or "none")]
+    live = [a for a in data["actors"] if a["state"] != "DEAD"]
+    if live:
+        rows = [("ACTOR", "CLASS", "STATE", "NAME", "NODE", "PID")]
+        rows += [(a["actor_id"], a["class_name"], a["state"], a["name"] or "-", a["node_id"] or "-", str(a["pid"] or "-"))
+                 for a in live]
+        lines += _table(rows)
+    return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

@@ -1,0 +1,5 @@
+"""Entry point of the `zeroserve` console script."""
+
+from ._cli import main
+
+__all__ = ["main"]
