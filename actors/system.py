@@ -14,6 +14,7 @@ from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
 from ._security import CurveKeys, new_token
 from ._serialization import dumps, loads
 from ._session import Session, base_dir, find_local_head, node_files, read_token, write_token
+from ._zygote import ForkServer
 
 
 def run_client(head_address: str, token: str, fn, *, node_ip: str = "127.0.0.1"):
@@ -37,6 +38,7 @@ __all__ = [
     "probe",
     "run_client",
     "Child",
+    "ForkServer",
     "CurveKeys",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "Inbound",

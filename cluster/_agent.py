@@ -1,9 +1,11 @@
 """The agent: one per machine. Registers its node, heartbeats, and runs worker processes.
 
-Each worker is started with a lifeline pipe (it exits when the agent dies) and watched
-through a pidfd, so its exit is reported to the head the moment it happens. Its stdout
-and stderr are read by the agent, written to a log file per actor and echoed to the
-actor's owner (the driver), each line prefixed with `(Class pid=N)`.
+Workers are forked by a fork server (`actors.system.ForkServer`), which has the runtime
+imported already, so a worker starts in milliseconds. Each holds a lifeline pipe to the
+agent (it exits when the agent dies); the fork server reaps it and reports its exit
+status, which the agent reports to the head at once. Its stdout and stderr are read by
+the agent, written to a log file per actor and echoed to the actor's owner (the driver),
+each line prefixed with `(Class pid=N)`.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from actors.messages import ActorId, ActorSpec, Assignment, NodeId
-from actors.system import Child, Runtime, spawn
+from actors.system import ForkServer, Runtime
 
 from .messages import NodeRegistration, WorkerExit
 
@@ -35,16 +36,12 @@ class _Worker:
     worker_id: str
     spec: ActorSpec
     incarnation: int
-    child: Child
+    lifeline_w: int
+    pid: int = 0
     started_at: float = field(default_factory=time.monotonic)
-    assigned: asyncio.Future | None = None
     log_files: dict[str, Any] = field(default_factory=dict)
     partial: dict[str, bytes] = field(default_factory=dict)
     exited: bool = False
-
-    @property
-    def pid(self) -> int:
-        return self.child.proc.pid
 
     @property
     def prefix(self) -> str:
@@ -64,8 +61,14 @@ class Agent:
         self.node_id = NodeId.new()
         self._workers: dict[str, _Worker] = {}
         self._by_actor: dict[ActorId, _Worker] = {}
+        self._by_pid: dict[int, _Worker] = {}
+        self._forks: ForkServer | None = None
         self._seq = 0
         self._closing = False
+
+    def prepare(self) -> None:
+        """Start the fork server now, so the first actor does not wait for its imports."""
+        self._fork_server()
 
     # -- the head ----------------------------------------------------------------------
     def registration(self) -> NodeRegistration:
@@ -88,30 +91,45 @@ class Agent:
                 log.warning("heartbeat to the head failed: %s", e)
 
     # -- workers -----------------------------------------------------------------------
+    def _fork_server(self) -> ForkServer:
+        if self._forks is None or not self._forks.alive():
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            log = str(self.session_dir / "logs" / f"zygote-{self.node_ip}.log")
+            self._forks = ForkServer(self._on_exit, env=env, log_path=log)
+        return self._forks
+
     async def start_actor(self, spec: ActorSpec, incarnation: int, node_id: NodeId) -> int:
         """Start a worker process for this actor incarnation; returns its pid."""
         self._seq += 1
         worker_id = f"{os.getpid()}-{self._seq}"
         base = self.session_dir / "logs" / f"{spec.class_name}-{spec.actor_id}-{incarnation}"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        child = spawn(["-m", "actors", "worker", "--agent", self.rt.address, "--node-ip", self.node_ip,
-                       "--worker-id", worker_id, "--token-file", self.token_file],
-                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        w = _Worker(worker_id, spec, incarnation, child)
+        life_r, life_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        w = _Worker(worker_id, spec, incarnation, life_w)
+        try:
+            w.pid = await self._fork_server().launch(
+                ["--agent", self.rt.address, "--node-ip", self.node_ip, "--worker-id", worker_id,
+                 "--token-file", self.token_file], life_r, out_w, err_w)
+        except BaseException:
+            for fd in (life_w, out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (life_r, out_w, err_w):
+                os.close(fd)
         self._workers[worker_id] = w
+        self._by_pid[w.pid] = w
         old = self._by_actor.get(spec.actor_id)
         if old is not None and not old.exited:
             self._kill(old)
         self._by_actor[spec.actor_id] = w
         loop = asyncio.get_running_loop()
-        for stream, pipe in (("out", child.proc.stdout), ("err", child.proc.stderr)):
-            assert pipe is not None
+        for stream, fd in (("out", out_r), ("err", err_r)):
             w.log_files[stream] = open(f"{base}.{stream}", "ab", buffering=0)
-            os.set_blocking(pipe.fileno(), False)
-            loop.add_reader(pipe.fileno(), self._on_output, w, stream, pipe)
-        pidfd = os.pidfd_open(child.proc.pid)
-        loop.add_reader(pidfd, self._on_exit, w, pidfd)
-        return child.proc.pid
+            os.set_blocking(fd, False)
+            loop.add_reader(fd, self._on_output, w, stream, fd)
+        return w.pid
 
     async def worker_ready(self, worker_id: str, address: str, pid: int) -> Assignment:
         w = self._workers.get(worker_id)
@@ -136,15 +154,15 @@ class Agent:
         return [{"actor_id": w.spec.actor_id.hex, "class_name": w.spec.class_name, "pid": w.pid,
                  "incarnation": w.incarnation} for w in self._workers.values() if not w.exited]
 
-    def _on_output(self, w: _Worker, stream: str, pipe: Any) -> None:
+    def _on_output(self, w: _Worker, stream: str, fd: int) -> None:
         try:
-            data = os.read(pipe.fileno(), 65536)  # raw: b"" is EOF, no data raises
+            data = os.read(fd, 65536)  # b"" is EOF; nothing ready raises
         except (BlockingIOError, InterruptedError):
             return
         f = w.log_files.get(stream)
         if not data:
-            asyncio.get_running_loop().remove_reader(pipe.fileno())
-            pipe.close()
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
             if f is not None:
                 f.close()
             return
@@ -163,16 +181,15 @@ class Agent:
         except Exception as e:  # the owner may be gone; the lines stay in the log file
             log.debug("could not echo logs to %s: %s", w.spec.owner_address, e)
 
-    def _on_exit(self, w: _Worker, pidfd: int) -> None:
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-        code = w.child.proc.poll()
+    def _on_exit(self, pid: int, code: int) -> None:
+        w = self._by_pid.pop(pid, None)
+        if w is None:
+            return
         w.exited = True
         self._workers.pop(w.worker_id, None)
         if self._by_actor.get(w.spec.actor_id) is w:
             del self._by_actor[w.spec.actor_id]
-        w.child.stop(timeout=0)
+        os.close(w.lifeline_w)
         if self._closing:
             return
         reason = _describe_exit(w, code)
@@ -192,6 +209,8 @@ class Agent:
         self._closing = True
         for w in list(self._workers.values()):
             self._kill(w)
+        if self._forks is not None:
+            self._forks.close()
 
 
 def _describe_exit(w: _Worker, code: int | None) -> str:

@@ -112,6 +112,7 @@ async def _run_agent(args: argparse.Namespace, head_address: str) -> int:
     agent = Agent(rt, head_address=head_address, node_ip=args.node_ip, resources=_resources(args),
                   session_dir=args.session_dir, token_file=args.token_file, is_head=args.is_head_node)
     rt.register("agent", ServiceTarget(agent))
+    agent.prepare()
     await agent.register()
     beats = asyncio.get_running_loop().create_task(agent.heartbeat_forever())
     signal_ready(args.ready_fd, {"node_id": agent.node_id.hex, "address": rt.address, "resources": agent.resources})
