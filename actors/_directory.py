@@ -52,6 +52,9 @@ class ActorDirectory:
         if info is None:
             self._resolve(actor_id)
 
+    def is_actor_address(self, address: str) -> bool:
+        return any(i.address == address for i in self._infos.values())
+
     def info(self, actor_id: ActorId) -> ActorInfo | None:
         return self._infos.get(actor_id)
 

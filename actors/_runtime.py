@@ -26,13 +26,14 @@ from ._security import CurveKeys
 from ._serialization import dumps, loads
 from ._transport import Transport
 from ._wire import Kind, Message
-from .exceptions import ActorsError, ClusterUnavailableError
+from .exceptions import ActorDiedError, ActorsError, ClusterUnavailableError
 
 __all__ = ["Runtime", "Target", "Inbound", "DEFAULT_MAX_MESSAGE_BYTES"]
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = int(os.environ.get("ZEROSERVE_MAX_MESSAGE_BYTES", str(1 << 30)))
 _EMPTY_ARGS = ((), None)
+_HEAD_TIMEOUT = object()
 
 
 class Inbound:
@@ -102,7 +103,7 @@ class Runtime:
         self.role = role
         self.transport = Transport(
             self.loop, self.keys, node_ip, self._on_request, self._on_reply, max_message_bytes, port,
-            on_undeliverable=self._on_undeliverable,
+            on_undeliverable=self._on_undeliverable, on_lost=self._on_lost,
         )
         self.address = self.transport.address
         self._ids = itertools.count(1)
@@ -183,6 +184,20 @@ class Runtime:
             if fut is not None and not fut.done():
                 fut.set_exception(ConnectionError(f"could not send to {address}: {exc}"))
 
+    def _on_lost(self, address: str) -> None:
+        """The connection to `address` dropped: fail what was in flight to it."""
+        if address == self.head_address:
+            self.fail_peer(address, lambda: ClusterUnavailableError(f"lost the connection to the head at {address}"),
+                           close=False)
+            return
+        directory = self.extensions.get("directory")
+        if directory is not None and directory.is_actor_address(address):
+            make: Callable[[], BaseException] = lambda: ActorDiedError(  # noqa: E731
+                f"lost the connection to the actor's process at {address}: it died or is unreachable")
+        else:
+            make = lambda: ConnectionError(f"lost the connection to {address}")  # noqa: E731
+        self.fail_peer(address, make, close=False)
+
     def pending_count(self, address: str) -> int:
         return len(self._pending.get(address, ()))
 
@@ -211,10 +226,23 @@ class Runtime:
                 f"the {service} at {address} did not answer {method} within {timeout}s"
             ) from None
 
-    async def call_head(self, method: str, *args: Any, timeout: float | None = 30.0) -> Any:
+    async def call_head(self, method: str, *args: Any, timeout: float | object | None = _HEAD_TIMEOUT) -> Any:
+        """Call the head; without `timeout`, fail after `$ZEROSERVE_HEAD_TIMEOUT_S` (10 s)."""
         if not self.head_address:
             raise ClusterUnavailableError("this process does not know the head's address")
+        if timeout is _HEAD_TIMEOUT:
+            timeout = float(os.environ.get("ZEROSERVE_HEAD_TIMEOUT_S", "10"))
         return await self.call_service(self.head_address, "head", method, *args, timeout=timeout)
+
+    async def call_head_retrying(self, method: str, *args: Any, attempts: int = 60) -> Any:
+        """Call the head until it answers (it may be restarting), up to `attempts` tries."""
+        for attempt in range(attempts):
+            try:
+                return await self.call_head(method, *args, timeout=5.0)
+            except ClusterUnavailableError:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
 
     def background(self, coro: Any) -> asyncio.Task:
         """Run a coroutine as a task this runtime keeps alive until it ends."""

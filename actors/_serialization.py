@@ -43,7 +43,7 @@ class _FastPickler(pickle.Pickler):
         t = type(obj)
         if (t is bytes or t is bytearray) and len(obj) >= OOB_THRESHOLD:
             self._buffers.append(pickle.PickleBuffer(obj))
-            return (len(self._buffers) - 1, t is bytearray)
+            return t is bytearray
         return None
 
     def reducer_override(self, obj: Any) -> Any:
@@ -63,13 +63,15 @@ class _CodePickler(cloudpickle.Pickler):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: Any, buffers: list) -> None:
-        super().__init__(io.BytesIO(data), buffers=buffers)
-        self._oob = buffers
+    """Pickle's own out-of-band buffers and ours were appended to one list in stream
+    order, so both are taken from one cursor, in stream order."""
 
-    def persistent_load(self, pid: Any) -> Any:
-        index, is_bytearray = pid
-        buf = self._oob[index]
+    def __init__(self, data: Any, buffers: list) -> None:
+        self._cursor = iter(buffers)
+        super().__init__(io.BytesIO(data), buffers=self._cursor)
+
+    def persistent_load(self, is_bytearray: Any) -> Any:
+        buf = next(self._cursor)
         return bytearray(buf) if is_bytearray else bytes(buf)
 
 

@@ -38,6 +38,7 @@ _MAX_BATCH = 4096
 RequestHandler = Callable[[bytes, Message], None]
 ReplyHandler = Callable[[str, Message], None]
 UndeliverableHandler = Callable[[str, list[Message], Exception], None]
+LostHandler = Callable[[str], None]
 _HWM = 10_000  # batches queued per peer before sends fail (bounds memory for dead peers)
 
 
@@ -64,12 +65,15 @@ class Transport:
         max_message_bytes: int,
         port: int = 0,
         on_undeliverable: UndeliverableHandler | None = None,
+        on_lost: LostHandler | None = None,
     ) -> None:
         self._loop = loop
         self._keys = keys
         self._on_request = on_request
         self._on_reply = on_reply
         self._on_undeliverable = on_undeliverable
+        self._on_lost = on_lost
+        self._monitors: dict[str, zmq.Socket] = {}
         self.max_message_bytes = max_message_bytes
         self._ctx = zmq.Context()
         self._zap = ZapHandler(self._ctx, keys)
@@ -87,6 +91,8 @@ class Transport:
         self._flush_scheduled = False
         self._closed = False
         loop.add_reader(self._router.getsockopt(zmq.FD), self._drain_router)
+        loop.call_soon(self._drain_router)  # see the monitor note in _dealer
+        loop.call_soon(self._zap.drain)
 
     # -- sockets -----------------------------------------------------------------------
     def _socket(self, kind: int) -> zmq.Socket:
@@ -106,10 +112,29 @@ class Transport:
             self._keys.make_client(sock)
             sock.reconnect_ivl = 100
             sock.reconnect_ivl_max = 2000
+            if self._on_lost is not None:
+                monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                self._monitors[address] = monitor
+                self._loop.add_reader(monitor.getsockopt(zmq.FD), self._drain_monitor, address, monitor)
+                # Process the commands the monitor's set-up left in its mailbox; until
+                # then its fd may never signal again (ZeroMQ's fd is edge-like).
+                self._loop.call_soon(self._drain_monitor, address, monitor)
             sock.connect(address)
             self._dealers[address] = sock
             self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain_dealer, address, sock)
         return sock
+
+    def _drain_monitor(self, address: str, monitor: zmq.Socket) -> None:
+        """A peer's connection dropped: requests written to it are lost (ZeroMQ does not
+        resend), so the peer is closed and its callers told at once."""
+        lost = False
+        while not monitor.closed and monitor.get(_EVENTS) & _POLLIN:
+            monitor.recv_multipart(zmq.NOBLOCK)
+            lost = True
+        if lost and self._monitors.get(address) is monitor:
+            self.close_peer(address)
+            assert self._on_lost is not None
+            self._on_lost(address)
 
     def close_peer(self, address: str) -> None:
         """Forget a peer (it is known dead): close its socket, drop its queued sends."""
@@ -117,6 +142,11 @@ class Transport:
         if sock is not None:
             self._outboxes.pop(address, None)
             self._loop.remove_reader(sock.getsockopt(zmq.FD))
+            monitor = self._monitors.pop(address, None)
+            if monitor is not None:
+                self._loop.remove_reader(monitor.getsockopt(zmq.FD))
+                sock.disable_monitor()
+                monitor.close(0)
             sock.close(0)
 
     # -- sending -----------------------------------------------------------------------

@@ -124,7 +124,7 @@ def decode(frames: Sequence[object]) -> list[Message]:
             pos += plen
         if frame_index + nbufs > nframes:
             raise WireError("missing buffer frames")
-        buffers = frames[frame_index : frame_index + nbufs]
+        buffers = tuple(frames[frame_index : frame_index + nbufs])
         frame_index += nbufs
         out.append(Message(kind, req_id, route, payload, buffers))
     if pos != len(inline) or frame_index != nframes:

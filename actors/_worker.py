@@ -63,15 +63,15 @@ async def _serve(args: argparse.Namespace) -> int:
     except BaseException as e:
         text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         print(text, file=sys.stderr, flush=True)
-        await rt.call_head("actor_failed", spec.actor_id, assignment.incarnation,
+        await rt.call_head_retrying("actor_failed", spec.actor_id, assignment.incarnation,
                            f"the constructor of {spec.class_name} raised:\n{text}")
         rt.close()
         return 1
     host = ActorHost(instance, spec.options.max_concurrency, spec.async_methods)
     rt.register("a", host)
     rt.extensions["host"] = host
-    await rt.call_head("actor_started", spec.actor_id, assignment.incarnation, rt.address, os.getpid(),
-                       assignment.node_id, timeout=None)
+    await rt.call_head_retrying("actor_started", spec.actor_id, assignment.incarnation, rt.address, os.getpid(),
+                                assignment.node_id)
     await stop.wait()
     host.close()
     rt.close()

@@ -55,7 +55,7 @@ class ActorRecord:
 class ActorTable:
     def __init__(self) -> None:
         self.records: dict[ActorId, ActorRecord] = {}
-        self._names: dict[tuple[str, str], ActorId] = {}
+        self.names: dict[tuple[str, str], ActorId] = {}
         self.version = 0
 
     def _touch(self, rec: ActorRecord) -> None:
@@ -67,7 +67,7 @@ class ActorTable:
         return self.records.get(actor_id)
 
     def named(self, name: str, namespace: str) -> ActorRecord | None:
-        actor_id = self._names.get((namespace, name))
+        actor_id = self.names.get((namespace, name))
         return self.records.get(actor_id) if actor_id is not None else None
 
     def changed_since(self, version: int) -> list[ActorInfo]:
@@ -92,7 +92,7 @@ class ActorTable:
                     f"an actor named {name!r} already exists in namespace {namespace!r}; pick another name, "
                     "kill it first, or pass get_if_exists=True"
                 )
-            self._names[(namespace, name)] = spec.actor_id
+            self.names[(namespace, name)] = spec.actor_id
         rec = ActorRecord(spec, namespace, restarts_left=spec.options.max_restarts)
         self.records[spec.actor_id] = rec
         self._touch(rec)
@@ -145,5 +145,5 @@ class ActorTable:
 
     def _drop_name(self, rec: ActorRecord) -> None:
         name = rec.spec.options.name
-        if name is not None and self._names.get((rec.namespace, name)) == rec.actor_id:
-            del self._names[(rec.namespace, name)]
+        if name is not None and self.names.get((rec.namespace, name)) == rec.actor_id:
+            del self.names[(rec.namespace, name)]

@@ -197,13 +197,10 @@ class Agent:
         self.rt.background(self._report_exit(WorkerExit(w.spec.actor_id, w.incarnation, code, reason)))
 
     async def _report_exit(self, exit: WorkerExit) -> None:
-        for attempt in range(60):
-            try:
-                await self.rt.call_head("worker_exited", exit, timeout=5.0)
-                return
-            except Exception as e:
-                log.warning("could not report a worker exit to the head (%s); retrying", e)
-                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        try:
+            await self.rt.call_head_retrying("worker_exited", exit)
+        except Exception as e:
+            log.error("could not report %s to the head: %s", exit, e)
 
     def shutdown(self) -> None:
         self._closing = True

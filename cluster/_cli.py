@@ -98,9 +98,10 @@ def _check_resources(text: str) -> None:
         raise NodeStartError("--resources must be a JSON object of name -> number, e.g. '{\"GPU\": 1}'")
 
 
-def _start_agent(session: Session, node_ip: str, head_address: str, args: argparse.Namespace,
+def _start_agent(session: Session, node_ip: str, head_address: str | None, args: argparse.Namespace,
                  is_head: bool) -> Any:
-    agent_args = ["-m", "cluster", "agent", "--head", head_address, "--node-ip", node_ip,
+    where = ["--run-head", "--head-port", str(args.port)] if head_address is None else ["--head", head_address]
+    agent_args = ["-m", "cluster", "agent", *where, "--node-ip", node_ip,
                   "--session-dir", str(session.path), "--token-file", str(session.token_file),
                   "--resources", args.resources]
     if args.num_cpus is not None:
@@ -133,15 +134,9 @@ def start(args: argparse.Namespace) -> int:
                                  "pick another with --port or stop what holds it")
         token = args.token or os.environ.get("ZEROSERVE_TOKEN") or new_token()
         session = Session.create(token)
-        print(f"zeroserve: starting the head on {node_ip}:{args.port} (session {session.path})", flush=True)
-        head = spawn(["-m", "cluster", "head", "--node-ip", node_ip, "--port", str(args.port),
-                      "--session-dir", str(session.path), "--token-file", str(session.token_file)],
-                     log_path=str(session.logs / "head.log"), lifeline=False, new_session=True)
-        try:
-            head_address = head.wait_ready(_READY_TIMEOUT_S, "the head")["address"]
-        except RuntimeError as e:
-            raise NodeStartError(str(e)) from None
-        pids = {"head": head.proc.pid}
+        head_address = None
+        print(f"zeroserve: starting the head and the agent on {node_ip}:{args.port} (session {session.path})",
+              flush=True)
     else:
         token = args.token or os.environ.get("ZEROSERVE_TOKEN") or _local_token(args.address)
         head_address = "tcp://{}:{}".format(*_split(args.address))
@@ -153,10 +148,12 @@ def start(args: argparse.Namespace) -> int:
             raise NodeStartError(f"cannot reach the head at {args.address}: is it running, and is the "
                                  "address reachable from this machine?")
         session = Session.create(token)
-        pids = {}
-    print(f"zeroserve: starting the agent on {node_ip}", flush=True)
+        print(f"zeroserve: starting the agent on {node_ip}", flush=True)
     agent, ready = _start_agent(session, node_ip, head_address, args, is_head=args.head)
-    pids["agent"] = agent.proc.pid
+    head_address = ready["head_address"]
+    pids = {"agent": agent.proc.pid}
+    if ready.get("head_pid"):
+        pids["head"] = ready["head_pid"]
     NodeRecord(node_ip, head_address, args.head, str(session.path), str(session.token_file), pids,
                ready["node_id"]).save()
     hp = head_address.removeprefix("tcp://")

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from actors import ActorUnschedulableError
 from actors.messages import ActorId, ActorInfo, ActorSpec, ActorState, JobId, NodeId, NodeInfo, WatchReply
 
 from ._actor_table import ActorRecord, ActorTable
+from ._head_state import StateFile
+from ._records import JobEntry, NodeEntry
 from ._scheduler import NodeLoad, pick_node
 from .messages import NodeRegistration, WorkerExit
 
@@ -34,38 +36,17 @@ class HeadIO(Protocol):
     async def kill_worker(self, agent_address: str, actor_id: ActorId, incarnation: int) -> None: ...
 
 
-@dataclass
-class _Node:
-    reg: NodeRegistration
-    available: dict[str, float]
-    alive: bool = True
-    last_seen: float = field(default_factory=time.monotonic)
-
-    def info(self) -> NodeInfo:
-        r = self.reg
-        return NodeInfo(r.node_id, r.ip, r.agent_address, self.alive, r.is_head, dict(r.resources),
-                        dict(self.available), r.hostname)
-
-
-@dataclass
-class _Job:
-    job_id: JobId
-    address: str
-    namespace: str
-    pid: int
-    last_seen: float = field(default_factory=time.monotonic)
-
-
 class Head:
-    def __init__(self, io: HeadIO, address: str = "") -> None:
+    def __init__(self, io: HeadIO, address: str = "", state: StateFile | None = None) -> None:
         self.io = io
+        self.state = state
         self.address = address
         self.epoch = secrets.token_hex(4)
         self.actors = ActorTable()
-        self.node_table: dict[NodeId, _Node] = {}
-        self.jobs: dict[JobId, _Job] = {}
+        self.node_table: dict[NodeId, NodeEntry] = {}
+        self.jobs: dict[JobId, JobEntry] = {}
         self.kv: dict[str, bytes] = {}
-        self._queue: list[ActorId] = []  # waiting for resources, FIFO
+        self.queue: list[ActorId] = []  # waiting for resources, FIFO
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
 
@@ -77,6 +58,17 @@ class Head:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def changed_event(self) -> asyncio.Event:
+        """Set at the next change of the head's state (for watchers and the state file)."""
+        return self._changed
+
+    def _save_now(self) -> None:
+        if self.state is not None:
+            self.state.save(self)
+
+    def info(self) -> dict[str, Any]:
+        return {"address": self.address, "pid": os.getpid(), "epoch": self.epoch, "actors": len(self.actors.records)}
 
     # -- nodes -------------------------------------------------------------------------
     def register_node(self, reg: NodeRegistration) -> dict[str, Any]:
@@ -90,9 +82,9 @@ class Head:
         available = {k: v - used.get(k, 0.0) for k, v in reg.resources.items()}
         if old is not None and old.alive:
             available = old.available
-        self.node_table[reg.node_id] = _Node(reg, available)
+        self.node_table[reg.node_id] = NodeEntry(reg, available)
         log.info("node %s registered at %s with %s", reg.node_id, reg.ip, reg.resources)
-        self._schedule()
+        self._schedule()  # notifies
         return {"node_id": reg.node_id.hex, "epoch": self.epoch}
 
     def node_heartbeat(self, node_id: NodeId) -> bool:
@@ -116,7 +108,7 @@ class Head:
         if node is not None and node.alive:
             self._node_lost(node, f"node {node_id} ({node.reg.ip}) was stopped")
 
-    def _node_lost(self, node: _Node, cause: str) -> None:
+    def _node_lost(self, node: NodeEntry, cause: str) -> None:
         node.alive = False
         log.warning("%s", cause)
         for rec in self.actors.on_node(node.reg.node_id):
@@ -136,7 +128,8 @@ class Head:
     def register_job(self, address: str, namespace: str | None, pid: int) -> dict[str, str]:
         job_id = JobId.new()
         ns = namespace if namespace is not None else f"anonymous-{job_id.hex}"
-        self.jobs[job_id] = _Job(job_id, address, ns, pid)
+        self.jobs[job_id] = JobEntry(job_id, address, ns, pid)
+        self._notify()
         return {"job_id": job_id.hex, "namespace": ns}
 
     def job_heartbeat(self, job_id: JobId) -> bool:
@@ -158,6 +151,7 @@ class Head:
     async def job_finished(self, job_id: JobId) -> int:
         """The driver is done: kill the actors it owns that are not detached."""
         self.jobs.pop(job_id, None)
+        self._notify()
         owned = [r for r in self.actors.of_job(job_id) if not r.detached]
         for rec in owned:
             await self.kill_actor(rec.actor_id, True, cause=f"its owner (job {job_id}) finished")
@@ -174,7 +168,7 @@ class Head:
                 return existing.info()
         pick_node(self._loads(), opts.demand(), opts.node_id)  # raises if never feasible
         rec = self.actors.add(spec, namespace)
-        self._queue.append(spec.actor_id)
+        self.queue.append(spec.actor_id)
         self._schedule()
         self._notify()
         return rec.info()
@@ -186,7 +180,7 @@ class Head:
     def _schedule(self) -> None:
         """Place every queued actor that fits now, in FIFO order."""
         still: list[ActorId] = []
-        for actor_id in self._queue:
+        for actor_id in self.queue:
             rec = self.actors.get(actor_id)
             if rec is None or rec.state not in (ActorState.PENDING, ActorState.RESTARTING) or rec.node_id is not None:
                 continue
@@ -204,10 +198,10 @@ class Head:
                 node.available[k] = node.available.get(k, 0.0) - v
             self.actors.placed(rec, node_id)
             self._background(self._start_on(node, rec, rec.incarnation))
-        self._queue = still
+        self.queue = still
         self._notify()
 
-    async def _start_on(self, node: _Node, rec: ActorRecord, incarnation: int) -> None:
+    async def _start_on(self, node: NodeEntry, rec: ActorRecord, incarnation: int) -> None:
         try:
             await self.io.start_actor(node.reg.agent_address, rec.spec, incarnation, node.reg.node_id)
         except Exception as e:
@@ -240,7 +234,7 @@ class Head:
             self._release(rec)
         rec = self.actors.exited(actor_id, incarnation, cause)
         if rec is not None and rec.state is ActorState.RESTARTING:
-            self._queue.append(actor_id)
+            self.queue.append(actor_id)
         self._schedule()
 
     def _release(self, rec: ActorRecord) -> None:
@@ -301,13 +295,17 @@ class Head:
         if not overwrite and key in self.kv:
             return False
         self.kv[key] = value
+        self._save_now()  # durable before it is acknowledged
         return True
 
     def kv_get(self, key: str) -> bytes | None:
         return self.kv.get(key)
 
     def kv_delete(self, key: str) -> bool:
-        return self.kv.pop(key, None) is not None
+        found = self.kv.pop(key, None) is not None
+        if found:
+            self._save_now()
+        return found
 
     def kv_keys(self, prefix: str = "") -> list[str]:
         return sorted(k for k in self.kv if k.startswith(prefix))

@@ -22,6 +22,8 @@ from actors.system import Runtime, ServiceTarget, install_endpoints, read_token,
 
 from ._agent import Agent
 from ._head import Head
+from ._head_state import StateFile
+from ._supervisor import HeadSupervisor
 
 __all__ = ["main"]
 
@@ -52,8 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--parent-fd", type=int, default=-1)
         s.add_argument("--ready-fd", type=int, default=-1)
     sub.choices["head"].add_argument("--port", type=int, default=0)
+    sub.choices["head"].add_argument("--state-file", help="persist the head's state here; restore it at start")
     agent = sub.choices["agent"]
-    agent.add_argument("--head", required=True, help="head address tcp://H:P, or - to read it from stdin")
+    where = agent.add_mutually_exclusive_group(required=True)
+    where.add_argument("--head", help="head address tcp://H:P, or - to read it from stdin")
+    where.add_argument("--run-head", action="store_true", help="run (and restart) the head as a child")
+    agent.add_argument("--head-port", type=int, default=0, help="with --run-head: the head's port")
     agent.add_argument("--num-cpus", type=float, default=None)
     agent.add_argument("--resources", default="{}")
     agent.add_argument("--is-head-node", action="store_true")
@@ -75,9 +81,13 @@ async def _run_head(args: argparse.Namespace) -> int:
     rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=None, role="head",
                  port=args.port)
     rt.head_address = rt.address
-    head = Head(RuntimeHeadIO(rt), rt.address)
+    state = StateFile(args.state_file) if args.state_file else None
+    head = Head(RuntimeHeadIO(rt), rt.address, state)
+    if state is not None and state.restore(head):
+        log.info("head restored from %s (new epoch %s)", args.state_file, head.epoch)
     rt.register("head", ServiceTarget(head))
     install_endpoints(rt)
+    saver = asyncio.get_running_loop().create_task(state.keep_saved(head)) if state is not None else None
 
     async def check_nodes() -> None:
         while True:
@@ -90,6 +100,9 @@ async def _run_head(args: argparse.Namespace) -> int:
     signal_ready(args.ready_fd, {"address": rt.address, "pid": os.getpid()})
     await stop.wait()
     checker.cancel()
+    if saver is not None:
+        saver.cancel()
+        state.save(head)
     rt.close()
     return 0
 
@@ -105,8 +118,13 @@ def _resources(args: argparse.Namespace) -> dict[str, float]:
     return {"CPU": float(cpus), "memory": float(psutil.virtual_memory().total), **{k: float(v) for k, v in custom.items()}}
 
 
-async def _run_agent(args: argparse.Namespace, head_address: str) -> int:
+async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
     stop = _stop_event(args)
+    supervisor = None
+    if head_address is None:
+        supervisor = HeadSupervisor(node_ip=args.node_ip, port=args.head_port, session_dir=args.session_dir,
+                                    token_file=args.token_file)
+        head_address = await supervisor.start()
     rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=head_address, role="agent")
     install_endpoints(rt)
     agent = Agent(rt, head_address=head_address, node_ip=args.node_ip, resources=_resources(args),
@@ -114,8 +132,11 @@ async def _run_agent(args: argparse.Namespace, head_address: str) -> int:
     rt.register("agent", ServiceTarget(agent))
     agent.prepare()
     await agent.register()
-    beats = asyncio.get_running_loop().create_task(agent.heartbeat_forever())
-    signal_ready(args.ready_fd, {"node_id": agent.node_id.hex, "address": rt.address, "resources": agent.resources})
+    loop = asyncio.get_running_loop()
+    beats = loop.create_task(agent.heartbeat_forever())
+    watcher = loop.create_task(supervisor.supervise()) if supervisor is not None else None
+    signal_ready(args.ready_fd, {"node_id": agent.node_id.hex, "address": rt.address, "resources": agent.resources,
+                                 "head_address": head_address, "head_pid": supervisor.pid if supervisor else None})
     await stop.wait()
     beats.cancel()
     agent.shutdown()
@@ -123,6 +144,9 @@ async def _run_agent(args: argparse.Namespace, head_address: str) -> int:
         await rt.call_head("node_leaving", agent.node_id, timeout=1.0)
     except Exception:
         pass
+    if supervisor is not None:
+        watcher.cancel()
+        supervisor.stop()
     rt.close()
     return 0
 
@@ -136,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "head":
         return uvloop.run(_run_head(args))
     head = args.head
+    if args.run_head:
+        return uvloop.run(_run_agent(args, None))
     if head == "-":
         head = sys.stdin.readline().strip()
         if not head:

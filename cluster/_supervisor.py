@@ -1,0 +1,88 @@
+"""The head node's agent runs the head as its child and restarts it when it dies.
+
+The head restarts on the same address with the same token and restores its state file,
+so drivers, agents and workers reconnect to it without being told anything. A head that
+keeps dying at start is retried with back-off, not in a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from actors.system import Child, spawn
+
+__all__ = ["HeadSupervisor"]
+
+log = logging.getLogger(__name__)
+_READY_TIMEOUT_S = 60.0
+
+
+class HeadSupervisor:
+    def __init__(self, *, node_ip: str, port: int, session_dir: str, token_file: str) -> None:
+        self.node_ip = node_ip
+        self.port = port
+        self.session_dir = Path(session_dir)
+        self.token_file = token_file
+        self.address: str | None = None
+        self.restarts = 0
+        self._child: Child | None = None
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.proc.pid if self._child is not None else None
+
+    def _spawn(self) -> str:
+        child = spawn(["-m", "cluster", "head", "--node-ip", self.node_ip, "--port", str(self.port),
+                       "--session-dir", str(self.session_dir), "--token-file", self.token_file,
+                       "--state-file", str(self.session_dir / "head-state.pkl")],
+                      log_path=str(self.session_dir / "logs" / "head.log"))
+        self._child = child
+        address = child.wait_ready(_READY_TIMEOUT_S, "the head")["address"]
+        self.port = int(address.rsplit(":", 1)[1])
+        return address
+
+    async def start(self) -> str:
+        self.address = await asyncio.get_running_loop().run_in_executor(None, self._spawn)
+        return self.address
+
+    async def supervise(self) -> None:
+        """Restart the head whenever it exits, until `stop()`."""
+        loop = asyncio.get_running_loop()
+        backoff = 0.1
+        while not self._stopping:
+            child = self._child
+            assert child is not None
+            exited = loop.create_future()
+            pidfd = os.pidfd_open(child.proc.pid)
+            loop.add_reader(pidfd, lambda f=exited: f.done() or f.set_result(None))
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+            code = child.proc.wait()
+            child.stop(timeout=0)
+            if self._stopping:
+                return
+            log.warning("the head (pid %s) exited with code %s; restarting it on port %s", child.proc.pid, code,
+                        self.port)
+            while not self._stopping:
+                try:
+                    await self.start()
+                    self.restarts += 1
+                    backoff = 0.1
+                    log.info("the head is back at %s (pid %s)", self.address, self.pid)
+                    break
+                except RuntimeError as e:
+                    log.error("restarting the head failed: %s", e)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._child is not None:
+            self._child.stop()
