@@ -9,6 +9,7 @@ module) whose `str()` appends the remote traceback, so `except ValueError` and
 from __future__ import annotations
 
 import traceback
+import types
 from typing import Any
 
 from ._serialization import dumps, loads
@@ -21,19 +22,44 @@ _subclasses: dict[type, type] = {}
 
 def encode_error(exc: BaseException) -> tuple[bytes, list]:
     """Serialize an exception raised in this process for a remote caller."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     original = getattr(exc, "_zs_original_type", None)
-    if original is not None:
-        # Re-raised remote error: forward the original type and the accumulated text.
-        tb = exc._zs_remote_tb + "\n" + tb  # type: ignore[attr-defined]
     cls = original if original is not None else type(exc)
+    # This process's frames, ending in the plain message (not str(exc), which for a
+    # re-raised remote error already holds the earlier traceback).
+    tb = "".join(traceback.format_tb(exc.__traceback__)) + f"{cls.__qualname__}: {_plain_str(exc, cls)}\n"
+    if original is not None:
+        tb = exc._zs_remote_tb + "\nRe-raised:\n" + tb  # type: ignore[attr-defined]
+    else:
+        tb = "Traceback (most recent call last):\n" + tb
     state = {k: v for k, v in getattr(exc, "__dict__", {}).items() if not k.startswith("_zs_")}
     try:
-        # Class, args and attributes, not the object: rebuilt with __new__, so exception
-        # classes whose __init__ takes other arguments than `args` survive the trip.
-        return dumps(("exc", cls, exc.args, state, tb))
+        # Class, constructor args and attributes, not the object: rebuilt without calling
+        # a Python __init__, so classes whose __init__ takes other arguments survive.
+        return dumps(("exc", cls, _reduce_args(exc), state, tb))
     except Exception:
-        return dumps(("remote", cls.__name__, str(exc), tb))
+        return dumps(("remote", cls.__name__, _plain_str(exc, cls), tb))
+
+
+def _plain_str(exc: BaseException, cls: type) -> str:
+    try:
+        return cls.__str__(exc)
+    except Exception:
+        return repr(exc.args)
+
+
+def _reduce_args(exc: BaseException) -> tuple:
+    """The arguments that rebuild `exc` (OSError keeps `filename` there, not in args)."""
+    reduced = exc.__reduce__()
+    args = reduced[1] if len(reduced) > 1 else None
+    return args if type(args) is tuple else exc.args
+
+
+def _python_init(cls: type) -> bool:
+    """Whether the nearest __init__ of `cls` is Python code (which may take anything)."""
+    for klass in cls.__mro__:
+        if "__init__" in klass.__dict__:
+            return isinstance(klass.__dict__["__init__"], types.FunctionType)
+    return False
 
 
 def _subclass_for(cls: type) -> type | None:
@@ -80,7 +106,11 @@ def decode_error(payload: Any, buffers: Any = ()) -> BaseException:
 
 def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
     exc = cls.__new__(cls, *args)
-    exc.args = args
+    if _python_init(cls):
+        exc.args = args
+    else:
+        # Built-in initialisers set fields (OSError.filename, UnicodeError.reason...).
+        cls.__init__(exc, *args)
     exc.__dict__.update(state)
     return exc
 

@@ -77,7 +77,11 @@ class Agent:
                                 self.is_head, socket.gethostname(), running)
 
     async def register(self, timeout: float = 15.0) -> dict[str, Any]:
-        return await self.rt.call_head("register_node", self.registration(), timeout=timeout)
+        reply = await self.rt.call_head("register_node", self.registration(), timeout=timeout)
+        for actor_id, incarnation in reply.get("stale", ()):
+            log.warning("killing the worker of %s: the head moved it off this node", actor_id)
+            self.kill_worker(actor_id, incarnation)
+        return reply
 
     async def heartbeat_forever(self) -> None:
         while not self._closing:

@@ -26,8 +26,10 @@ from .messages import NodeRegistration, WorkerExit
 __all__ = ["Head", "HeadIO", "NODE_TIMEOUT_S"]
 
 log = logging.getLogger(__name__)
-NODE_TIMEOUT_S = 4.0
+NODE_TIMEOUT_S = 3.0
 JOB_TIMEOUT_S = 5.0
+TICK_S = 0.25
+STALL_S = 1.0  # a tick this late means the head itself was not running
 
 
 class HeadIO(Protocol):
@@ -49,6 +51,7 @@ class Head:
         self.queue: list[ActorId] = []  # waiting for resources, FIFO
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        self._last_tick = time.monotonic()
 
     def _background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -76,7 +79,7 @@ class Head:
         used: dict[str, float] = {}
         for actor_id, incarnation in reg.running:
             rec = self.actors.get(actor_id)
-            if rec is not None and rec.incarnation == incarnation and rec.state is not ActorState.DEAD:
+            if rec is not None and self._hosts(reg.node_id, actor_id, incarnation):
                 for k, v in rec.spec.options.demand().items():
                     used[k] = used.get(k, 0.0) + v
         available = {k: v - used.get(k, 0.0) for k, v in reg.resources.items()}
@@ -84,8 +87,30 @@ class Head:
             available = old.available
         self.node_table[reg.node_id] = NodeEntry(reg, available)
         log.info("node %s registered at %s with %s", reg.node_id, reg.ip, reg.resources)
+        # Workers the head no longer counts on this node (it was declared lost and its
+        # actors moved on) must go, or the same actor would run twice.
+        stale = [(actor_id, inc) for actor_id, inc in reg.running if not self._hosts(reg.node_id, actor_id, inc)]
         self._schedule()  # notifies
-        return {"node_id": reg.node_id.hex, "epoch": self.epoch}
+        return {"node_id": reg.node_id.hex, "epoch": self.epoch, "stale": stale}
+
+    def _hosts(self, node_id: NodeId, actor_id: ActorId, incarnation: int) -> bool:
+        rec = self.actors.get(actor_id)
+        return (rec is not None and rec.node_id == node_id and rec.incarnation == incarnation
+                and rec.state in (ActorState.PENDING, ActorState.ALIVE))
+
+    async def tick(self, now: float | None = None) -> None:
+        """Periodic liveness checks. If the head itself stalled (paused, swapped out), the
+        silence it saw is its own: everyone gets a fresh deadline instead of being lost."""
+        now = time.monotonic() if now is None else now
+        gap = now - self._last_tick
+        self._last_tick = now
+        if gap > STALL_S:
+            log.warning("the head stalled for %.1fs; giving nodes and jobs a fresh deadline", gap)
+            for entry in (*self.node_table.values(), *self.jobs.values()):
+                entry.last_seen = now
+            return
+        self.check_nodes(now)
+        await self.check_jobs(now)
 
     def node_heartbeat(self, node_id: NodeId) -> bool:
         """False tells the agent the head does not know it (restarted): register again."""
@@ -188,7 +213,10 @@ class Head:
             try:
                 node_id = pick_node(self._loads(), demand, rec.spec.options.node_id)
             except ActorUnschedulableError as e:
-                self.actors.dead(rec, str(e))
+                if rec.state is ActorState.RESTARTING and rec.spec.options.node_id is None:
+                    still.append(actor_id)  # its node is gone; wait for one that fits to (re)join
+                else:
+                    self.actors.dead(rec, str(e))
                 continue
             if node_id is None:
                 still.append(actor_id)

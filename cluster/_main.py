@@ -21,7 +21,7 @@ from actors.messages import ActorId, ActorSpec, NodeId
 from actors.system import Runtime, ServiceTarget, install_endpoints, read_token, signal_ready, watch_parent
 
 from ._agent import Agent
-from ._head import Head
+from ._head import TICK_S, Head
 from ._head_state import StateFile
 from ._supervisor import HeadSupervisor
 
@@ -89,13 +89,12 @@ async def _run_head(args: argparse.Namespace) -> int:
     install_endpoints(rt)
     saver = asyncio.get_running_loop().create_task(state.keep_saved(head)) if state is not None else None
 
-    async def check_nodes() -> None:
+    async def tick_forever() -> None:
         while True:
-            await asyncio.sleep(0.25)
-            head.check_nodes()
-            await head.check_jobs()
+            await asyncio.sleep(TICK_S)
+            await head.tick()
 
-    checker = asyncio.get_running_loop().create_task(check_nodes())
+    checker = asyncio.get_running_loop().create_task(tick_forever())
     log.info("head listening at %s", rt.address)
     signal_ready(args.ready_fd, {"address": rt.address, "pid": os.getpid()})
     await stop.wait()

@@ -70,6 +70,23 @@ def driver_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def zeroserve(*args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess:
+    """Run the `zeroserve` command (from this interpreter's environment)."""
+    proc = subprocess.run([sys.executable, "-c", "import sys; from cluster.cli import main; sys.exit(main())", *args],
+                          env=driver_env(), capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
+    if check and proc.returncode != 0:
+        pytest.fail(f"zeroserve {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def free_port(ip: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
 def start_driver(code: str, **env: str) -> subprocess.Popen:
     """Run a driver script in its own process; its stdout is a pipe of lines."""
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=driver_env(**env),
@@ -98,9 +115,9 @@ def read_json_line(proc: subprocess.Popen, timeout: float = 60.0) -> dict:
     pytest.fail(f"driver gave no JSON line within {timeout}s (exit {proc.poll()}): {err[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster() -> Any:
-    """One embedded cluster (4 logical CPUs) shared by the tests that just need one."""
+    """An embedded cluster (4 logical CPUs) per test module that just needs one."""
     info = actors.init(num_cpus=4, resources={"widget": 2})
     yield info
     actors.shutdown()
