@@ -6,7 +6,6 @@ embedded local cluster) or a worker (its runtime runs on the main loop).
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import os
 import threading
@@ -204,22 +203,21 @@ def wait(refs: Sequence[Any], num_returns: int = 1, timeout: float | None = None
     if not 0 <= num_returns <= len(refs):
         raise ValueError(f"num_returns must be between 0 and len(refs)={len(refs)}, got {num_returns}")
     rt = runtime_or_init()
+    if rt.in_loop_thread():
+        raise RuntimeError("actors.wait() blocks; on the runtime's event loop use asyncio.wait on the refs")
     as_refs = [_as_ref(r) for r in refs]
+    cond = threading.Condition()
+    done_count = [0]
 
-    async def waiter() -> None:
-        pending = {r.future() for r in as_refs if not r.done()}
-        need = num_returns - (len(as_refs) - len(pending))
-        deadline = None if timeout is None else rt.loop.time() + timeout
-        while need > 0 and pending:
-            left = None if deadline is None else deadline - rt.loop.time()
-            if left is not None and left <= 0:
-                break
-            done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                break
-            need -= len(done)
+    def one_done(_: ObjectRef) -> None:
+        with cond:
+            done_count[0] += 1
+            cond.notify()
 
-    rt.run_threadsafe(waiter)
+    for r in as_refs:
+        r.on_done(one_done)
+    with cond:
+        cond.wait_for(lambda: done_count[0] >= num_returns, timeout)
     ready = [r for r, a in zip(refs, as_refs, strict=True) if a.done()][:num_returns]
     ready_ids = {id(r) for r in ready}
     return ready, [r for r in refs if id(r) not in ready_ids]

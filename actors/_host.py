@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import inspect
 import logging
 import queue
@@ -42,13 +41,14 @@ class ActorHost:
         self.instance = instance
         self._loop = asyncio.get_running_loop()
         self._limit = max_concurrency
+        # With only sync methods, the runner's threads (max_concurrency of them) are the
+        # limit: calls queue straight to them and run back to back, with no loop round
+        # trip between two calls. Mixed actors share one count across both kinds.
+        self._threads_limit = not async_methods and max_concurrency <= _MAX_SYNC_THREADS
         self._async = frozenset(async_methods)
         self._running = 0
         self._waiting: collections.deque[Inbound] = collections.deque()
         self._tasks: dict[tuple[bytes, int], asyncio.Task] = {}
-        self._threads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(max_concurrency, _MAX_SYNC_THREADS), thread_name_prefix="actor-method"
-        )
         self._sync = _SyncRunner(self._loop, min(max_concurrency, _MAX_SYNC_THREADS), self._sync_done)
         self._fns: dict[str, Any] = {}
 
@@ -60,7 +60,7 @@ class ActorHost:
         if call.method == "__zs_ready__":
             call.reply(True)
             return
-        if self._running >= self._limit:
+        if self._running >= self._limit and not self._threads_limit:
             self._waiting.append(call)
             return
         self._start(call)
@@ -111,25 +111,27 @@ class ActorHost:
             if has_refs:
                 args, kwargs = await _resolve_refs(args, kwargs)
             kw = kwargs or {}
-            if call.method in self._async:
-                result = fn(*args, **kw)
-                if type(result) is types.CoroutineType:
-                    result = await result
-                elif inspect.isasyncgen(result):
-                    result = [item async for item in result]
-                else:
-                    result = await result
+            if call.method not in self._async:
+                # A sync method whose ref arguments are now resolved: it runs on the
+                # method threads like every sync call, which reply and finish it.
+                self._tasks.pop(key, None)
+                self._sync.submit(call, fn, args, kw)
+                return
+            result = fn(*args, **kw)
+            if type(result) is types.CoroutineType:
+                result = await result
+            elif inspect.isasyncgen(result):
+                result = [item async for item in result]
             else:
-                result = await self._loop.run_in_executor(self._threads, _call_sync, fn, args, kw)
+                result = await result
         except asyncio.CancelledError:
             call.fail(asyncio.CancelledError(f"{call.method} was cancelled"))
         except BaseException as e:
             call.fail(e)
         else:
             call.reply(result)
-        finally:
-            self._tasks.pop(key, None)
-            self._finished()
+        self._tasks.pop(key, None)
+        self._finished()
 
     def _sync_done(self, call: Inbound, result: Any, exc: BaseException | None) -> None:
         if exc is not None:
@@ -147,11 +149,6 @@ class ActorHost:
         for task in list(self._tasks.values()):
             task.cancel()
         self._sync.close()
-        self._threads.shutdown(wait=False, cancel_futures=True)
-
-
-def _call_sync(fn: Any, args: tuple, kwargs: dict) -> Any:
-    return fn(*args, **kwargs)
 
 
 class _SyncRunner:

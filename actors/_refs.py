@@ -52,6 +52,17 @@ class ObjectRef:
     def done(self) -> bool:
         return self._fut.done()
 
+    def on_done(self, callback: Any) -> None:
+        """Call `callback(ref)` once the value is ready (from the runtime's loop thread,
+        or at once if it is ready already). Callable from any thread."""
+        fut = self._fut
+        if not isinstance(fut, asyncio.Future):
+            fut.add_done_callback(lambda _: callback(self))
+        elif fut.done():
+            callback(self)
+        else:
+            self._rt.loop.call_soon_threadsafe(_add_done, fut, lambda _: callback(self))
+
     def future(self) -> asyncio.Future:
         """The result as an asyncio future on the runtime's loop (call on that loop)."""
         fut = self._fut
