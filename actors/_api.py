@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import _context
 from ._handles import ActorClass, ActorHandle
 from ._local import LocalCluster
 from ._refs import ObjectRef
@@ -24,34 +25,19 @@ from .messages import ActorState
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "wait", "get_actor", "kill",
     "nodes", "cluster_resources", "available_resources", "runtime_or_init", "current_runtime",
-    "set_worker_runtime",
 ]
 
 _lock = threading.RLock()
 _driver: Any = None  # DriverRuntime
 _local: LocalCluster | None = None
-_worker_rt: Runtime | None = None
-
-
-def set_worker_runtime(rt: Runtime | None) -> None:
-    global _worker_rt
-    _worker_rt = rt
 
 
 def current_runtime() -> Runtime | None:
-    if _worker_rt is not None:
-        return _worker_rt
-    d = _driver
-    return d.rt if d is not None else None
+    return _context.current()
 
 
 def runtime_or_init() -> Runtime:
-    rt = current_runtime()
-    if rt is None:
-        init()
-        rt = current_runtime()
-        assert rt is not None
-    return rt
+    return _context.current_or_init()
 
 
 def is_initialized() -> bool:
@@ -84,7 +70,7 @@ def init(address: str | None = None, *, namespace: str | None = None, token: str
         if is_initialized():
             if not ignore_reinit_error:
                 raise RuntimeError("actors.init() was already called; call actors.shutdown() first")
-            return _context()
+            return _connection_info()
         if address is None:
             address = os.environ.get("ZEROSERVE_ADDRESS") or None
         node_ip = "127.0.0.1"
@@ -110,12 +96,13 @@ def init(address: str | None = None, *, namespace: str | None = None, token: str
         try:
             _driver = DriverRuntime(token=tok, node_ip=node_ip, head_address=head_address,
                                     namespace=namespace, echo_logs=log_to_driver)
+            _context.set_current(_driver.rt)
         except BaseException:
             if _local is not None:
                 _local.stop()
                 _local = None
             raise
-        return _context()
+        return _connection_info()
 
 
 def _token_from_local_session(head_address: str) -> str:
@@ -139,7 +126,7 @@ def _local_ip_towards(head_address: str) -> str:
         return s.getsockname()[0]
 
 
-def _context() -> dict[str, Any]:
+def _connection_info() -> dict[str, Any]:
     rt = current_runtime()
     assert rt is not None
     return {"address": rt.head_address, "node_ip": rt.node_ip, "namespace": rt.extensions.get("namespace"),
@@ -152,6 +139,7 @@ def shutdown() -> None:
     with _lock:
         d, _driver = _driver, None
         if d is not None:
+            _context.set_current(None)
             d.stop()
         loc, _local = _local, None
         if loc is not None:
@@ -159,6 +147,7 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+_context.set_auto_init(lambda: init())
 
 
 def local_cluster() -> LocalCluster | None:

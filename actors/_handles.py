@@ -13,6 +13,7 @@ import inspect
 import sys
 from typing import Any
 
+from ._context import current, current_or_init
 from ._options import validate_actor_options
 from ._refs import ObjectRef
 from ._serialization import dumps, dumps_code
@@ -35,20 +36,6 @@ def method_table(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member):
             async_names.append(name)
     return tuple(names), tuple(async_names)
-
-
-def _rt():
-    from ._api import runtime_or_init  # _api imports this module
-
-    return runtime_or_init()
-
-
-def _current():
-    from ._api import current_runtime
-
-    global _current
-    _current = current_runtime  # resolve the import once
-    return current_runtime()
 
 
 class ActorClass:
@@ -75,7 +62,7 @@ class ActorClass:
         return ActorClass(self._cls, {**self._raw_options, **options})
 
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
-        rt = _rt()
+        rt = current_or_init()
         actor_id = ActorId.new()
         spec = ActorSpec(
             actor_id=actor_id,
@@ -151,9 +138,7 @@ class ActorHandle:
                               self._latest_info()))
 
     def _latest_info(self) -> ActorInfo | None:
-        from ._api import current_runtime
-
-        rt = current_runtime()
+        rt = current()
         if rt is not None:
             info = rt.extensions["directory"].info(self._actor_id)
             if info is not None:
@@ -176,7 +161,7 @@ class ActorMethod:
         raise TypeError(f"actor methods are called with .remote(): use handle.{self._name}.remote(...)")
 
     def remote(self, *args: Any, **kwargs: Any) -> ObjectRef:
-        rt = _current() or _rt()
+        rt = current_or_init()
         h = self._handle
         payload, buffers = dumps((args, kwargs or None)) if (args or kwargs) else (b"", ())
         directory = rt.extensions["directory"]

@@ -21,6 +21,7 @@ import itertools
 from collections.abc import Generator
 from typing import Any
 
+from ._context import current_or_init
 from .exceptions import GetTimeoutError
 
 __all__ = ["ObjectRef", "Exports", "EXPORT_TTL_S"]
@@ -29,12 +30,6 @@ EXPORT_TTL_S = 300.0
 _DEADLOCK = ("{0!r}.result() was called on the runtime's event loop thread, where it would "
              "deadlock; use `await ref` in async code (actor methods, handlers)")
 _export_ids = itertools.count(1)
-
-
-def _current_runtime():
-    from ._api import runtime_or_init
-
-    return runtime_or_init()
 
 
 class ObjectRef:
@@ -131,7 +126,7 @@ def _copy_state(src: asyncio.Future, dst: Any) -> None:
 
 
 def _borrowed(owner: str, export_id: int, label: str) -> ObjectRef:
-    rt = _current_runtime()
+    rt = current_or_init()
     exports: Exports = rt.extensions["exports"]
     if owner == rt.address:
         fut = exports.local(export_id)

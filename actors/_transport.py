@@ -43,12 +43,16 @@ _HWM = 10_000  # batches queued per peer before sends fail (bounds memory for de
 
 
 class _Outbox:
-    __slots__ = ("prefix", "queue", "sock")
+    """Messages queued for one destination: a peer's DEALER (`address` set) or one
+    requester behind the ROUTER (`prefix` is its identity frame)."""
 
-    def __init__(self, sock: zmq.Socket, prefix: list[bytes]) -> None:
+    __slots__ = ("address", "prefix", "queue", "sock")
+
+    def __init__(self, sock: zmq.Socket, prefix: list[bytes], address: str | None) -> None:
         self.sock = sock
         self.queue: list[Message] = []
         self.prefix = prefix
+        self.address = address
 
 
 class Transport:
@@ -88,6 +92,7 @@ class Transport:
         self.address = f"tcp://{host}:{port}"
         self._dealers: dict[str, zmq.Socket] = {}
         self._outboxes: dict[object, _Outbox] = {}
+        self._dirty: list[_Outbox] = []  # outboxes with something queued
         self._flush_scheduled = False
         self._closed = False
         loop.add_reader(self._router.getsockopt(zmq.FD), self._drain_router)
@@ -165,7 +170,7 @@ class Transport:
         self._check_size(msg)
         box = self._outboxes.get(address)
         if box is None:
-            box = self._outboxes[address] = _Outbox(self._dealer(address), [])
+            box = self._outboxes[address] = _Outbox(self._dealer(address), [], address)
         self._enqueue(box, msg)
 
     def reply(self, identity: bytes, msg: Message) -> None:
@@ -178,10 +183,12 @@ class Transport:
         key = (identity,)
         box = self._outboxes.get(key)
         if box is None:
-            box = self._outboxes[key] = _Outbox(self._router, [identity])
+            box = self._outboxes[key] = _Outbox(self._router, [identity], None)
         self._enqueue(box, msg)
 
     def _enqueue(self, box: _Outbox, msg: Message) -> None:
+        if not box.queue:
+            self._dirty.append(box)
         box.queue.append(msg)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -189,13 +196,15 @@ class Transport:
 
     def flush(self) -> None:
         self._flush_scheduled = False
-        touched: list[zmq.Socket] = []
-        for key, box in list(self._outboxes.items()):
-            if not box.queue:
-                if isinstance(key, tuple):
-                    del self._outboxes[key]
-                continue
+        dirty, self._dirty = self._dirty, []
+        router_sent = False
+        for box in dirty:
             queue, box.queue = box.queue, []
+            if box.address is None:
+                self._outboxes.pop(tuple(box.prefix), None)  # reply outboxes live for one flush
+                router_sent = True
+            if box.sock.closed:
+                continue
             for i in range(0, len(queue), _MAX_BATCH):
                 batch = queue[i : i + _MAX_BATCH]
                 try:
@@ -203,25 +212,16 @@ class Transport:
                 except zmq.ZMQError as e:
                     # Replies: the requester is gone (EHOSTUNREACH), nobody is left to answer.
                     # Requests: the peer's queue is full (EAGAIN); their callers must hear of it.
-                    log.debug("dropped a batch to %r: %s", key, e)
-                    if isinstance(key, str) and self._on_undeliverable is not None:
-                        self._on_undeliverable(key, batch, e)
-            if box.sock not in touched:
-                touched.append(box.sock)
-        for sock in touched:
-            if not sock.closed and sock.get(_EVENTS) & _POLLIN:
-                self._loop.call_soon(self._drain_any, sock)
+                    log.debug("dropped a batch to %r: %s", box.address or box.prefix, e)
+                    if box.address is not None and self._on_undeliverable is not None:
+                        self._on_undeliverable(box.address, batch, e)
+            # A send can consume the fd's edge for a message already waiting: look.
+            if box.address is not None and not box.sock.closed and box.sock.get(_EVENTS) & _POLLIN:
+                self._loop.call_soon(self._drain_dealer, box.address, box.sock)
+        if router_sent and not self._router.closed and self._router.get(_EVENTS) & _POLLIN:
+            self._loop.call_soon(self._drain_router)
 
     # -- receiving ---------------------------------------------------------------------
-    def _drain_any(self, sock: zmq.Socket) -> None:
-        if sock is self._router:
-            self._drain_router()
-        else:
-            for address, s in self._dealers.items():
-                if s is sock:
-                    self._drain_dealer(address, sock)
-                    return
-
     def _drain_router(self) -> None:
         sock = self._router
         for _ in range(_DRAIN_BUDGET):

@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 
-from . import _api, _endpoints
+from . import _context, _endpoints
 from ._host import ActorHost
 from ._process import watch_parent
 from ._runtime import Runtime
@@ -44,7 +44,7 @@ async def _serve(args: argparse.Namespace) -> int:
         os.close(args.ready_fd)
     rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=None, role="worker")
     _endpoints.install(rt)
-    _api.set_worker_runtime(rt)
+    _context.set_current(rt)
     assignment: Assignment = await rt.call_service(
         args.agent, "agent", "worker_ready", args.worker_id, rt.address, os.getpid(), timeout=None
     )
