@@ -212,3 +212,37 @@ def _try_create() -> actors.ActorHandle | None:
         return Where.remote()
     except actors.ClusterUnavailableError:
         return None
+
+
+def test_a_detached_actor_outlives_the_driver_that_made_it(nodes) -> None:
+    from .conftest import read_json_line, start_driver
+
+    maker = start_driver("""
+        import json, actors
+        actors.init(address="auto", namespace="jobs")
+
+        @actors.remote
+        class Ledger:
+            def __init__(self):
+                self.entries = []
+
+            def add(self, x):
+                self.entries.append(x)
+                return len(self.entries)
+
+        ledger = Ledger.options(name="ledger", lifetime="detached").remote()
+        temp = Ledger.options(name="scratch").remote()
+        print(json.dumps({"n": actors.get(ledger.add.remote("first")), "t": actors.get(temp.add.remote(1))}),
+              flush=True)
+        actors.shutdown()
+    """)
+    try:
+        assert read_json_line(maker) == {"n": 1, "t": 1}
+        assert maker.wait(timeout=30) == 0
+    finally:
+        maker.kill()
+    ledger = actors.get_actor("ledger", namespace="jobs")  # the next driver reaches it
+    assert actors.get(ledger.add.remote("second")) == 2
+    with pytest.raises(ValueError, match="no actor named 'scratch'"):
+        actors.get_actor("scratch", namespace="jobs")  # not detached: gone with its driver
+    actors.kill(ledger)
