@@ -78,6 +78,10 @@ class ActorClass:
         )
         directory = rt.extensions["directory"]
         if rt.in_loop_thread():
+            # Known here as PENDING at once: calls queue until the head reports it ALIVE
+            # (version 0: any record from the head supersedes this one).
+            directory.update(ActorInfo(actor_id, spec.class_name, ActorState.PENDING, methods=spec.methods,
+                                       async_methods=spec.async_methods))
             rt.background(_create(rt, directory, spec))
             return ActorHandle(actor_id, spec.class_name, spec.methods, spec.async_methods, None)
         info = rt.run_threadsafe(lambda: _create(rt, directory, spec, raise_errors=True))

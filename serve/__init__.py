@@ -1,7 +1,40 @@
-"""serve: deployments, the controller, replicas, handles (built on `actors` and `proxy`).
+"""serve: deployments, the controller, replicas and handles, on the `actors` runtime.
 
-Not built yet: see the serve-core issue. The package exists so the distribution's layout
-is final from the start.
+    import serve
+
+    @serve.deployment(num_replicas=2)
+    class Model:
+        def __call__(self, x):
+            return x * 2
+
+    handle = serve.run(Model.bind())
+    assert handle.remote(21).result() == 42
 """
 
-__all__: list[str] = []
+from ._api import delete, get_deployment, list_deployments, run, shutdown, start, status
+from ._deployment import Application, Deployment, deployment
+from ._handle import DeploymentHandle, DeploymentResponse, RayServeHandle, RayServeSyncHandle
+from ._replica import get_replica_context
+from .exceptions import BackPressureError, DeploymentUnhealthyError, RayServeException, ServeError
+
+__all__ = [
+    "Application",
+    "BackPressureError",
+    "Deployment",
+    "DeploymentHandle",
+    "DeploymentResponse",
+    "DeploymentUnhealthyError",
+    "RayServeException",
+    "RayServeHandle",
+    "RayServeSyncHandle",
+    "ServeError",
+    "delete",
+    "deployment",
+    "get_deployment",
+    "get_replica_context",
+    "list_deployments",
+    "run",
+    "shutdown",
+    "start",
+    "status",
+]

@@ -1,0 +1,216 @@
+"""The public functions of `serve`: start, run, delete, shutdown, status, lookups.
+
+Drivers talk to the controller actor; `serve.start()` creates it (named, in namespace
+"serve") or connects to the running one. Waits that users see (a roll-out) print
+progress lines to stderr as the replica counts change.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import time
+from typing import Any
+
+import actors
+from actors.system import current_runtime
+
+from ._config import DEFAULT, validate_route_prefix
+from ._controller import CONTROLLER_NAME, SERVE_NAMESPACE, ServeController
+from ._deployment import Application, Deployment
+from ._handle import DeploymentHandle
+from .exceptions import DeploymentUnhealthyError
+from .messages import DeploymentTarget
+
+__all__ = ["start", "run", "delete", "shutdown", "status", "list_deployments", "get_deployment",
+           "deploy_targets", "delete_deployments", "http_base_url"]
+
+_DEPLOY_TIMEOUT_S = float(os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300"))
+
+
+def _controller_or_none() -> actors.ActorHandle | None:
+    actors.init()  # no-op when connected; an embedded cluster otherwise, as Ray Serve does
+    try:
+        return actors.get_actor(CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return None
+
+
+def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> actors.ActorHandle:
+    """Start Serve on the cluster (or connect to the Serve already running there)."""
+    controller = _controller_or_none()
+    if controller is not None:
+        return controller
+    opts = http_options.__dict__ if hasattr(http_options, "__dict__") else dict(http_options or {})
+    cls = actors.remote(name=CONTROLLER_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True,
+                        lifetime="detached" if detached else None, max_concurrency=10_000)(ServeController)
+    controller = cls.remote(detached, opts)
+    actors.get(controller.status.remote(), timeout=60)  # up and recovered
+    return controller
+
+
+def _controller() -> actors.ActorHandle:
+    controller = _controller_or_none()
+    if controller is None:
+        controller = start()
+    return controller
+
+
+def _say(text: str) -> None:
+    if os.environ.get("ZEROSERVE_QUIET") != "1":
+        print(f"serve: {text}", file=sys.stderr, flush=True)
+
+
+def deploy_targets(targets: list[DeploymentTarget], wait: bool = True) -> None:
+    controller = _controller()
+    changed = actors.get(controller.deploy.remote(targets), timeout=60)
+    if not wait:
+        return
+    names = [t.name for t in targets]
+    if not any(changed.values()):
+        _say(f"{', '.join(names)}: unchanged (same version and config), nothing to do")
+    _wait_healthy(controller, names)
+
+
+def _wait_healthy(controller: actors.ActorHandle, names: list[str]) -> None:
+    deadline = time.monotonic() + _DEPLOY_TIMEOUT_S
+    last = None
+    while True:
+        st = actors.get(controller.status.remote(), timeout=60)
+        deps = {n: d for app in st["applications"].values() for n, d in app["deployments"].items() if n in names}
+        line = "; ".join(f"{n} {d['replicas'].get('RUNNING', 0)}/{d['target_replicas']} running ({d['status']})"
+                         for n, d in sorted(deps.items()))
+        if line != last:
+            _say(line)
+            last = line
+        unhealthy = {n: d["message"] for n, d in deps.items() if d["status"] == "UNHEALTHY"}
+        if unhealthy:
+            raise DeploymentUnhealthyError("; ".join(f"deployment {n} is unhealthy: {m}" for n, m in unhealthy.items()))
+        if len(deps) == len(names) and all(d["status"] == "HEALTHY" for d in deps.values()):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"deployments not ready after {_DEPLOY_TIMEOUT_S:.0f}s: {line} "
+                               "(busy resources? see `zeroserve status`)")
+        time.sleep(0.1)
+
+
+def _collect(app: Application, app_name: str, out: dict[str, DeploymentTarget], route_prefix: Any) -> DeploymentHandle:
+    """Deploy targets for `app` and everything bound into it; bound nodes become handles."""
+
+    def replace(value: Any) -> Any:
+        if isinstance(value, Application):
+            return _collect(value, app_name, out, None)
+        if isinstance(value, Deployment):
+            return _collect(value.bind(), app_name, out, None)
+        if isinstance(value, (list, tuple)):
+            return type(value)(replace(v) for v in value)
+        if isinstance(value, dict):
+            return {k: replace(v) for k, v in value.items()}
+        return value
+
+    d = app.deployment
+    args = tuple(replace(a) for a in app.args)
+    kwargs = {k: replace(v) for k, v in app.kwargs.items()}
+    if d.name not in out:
+        out[d.name] = d.target(args, kwargs, app_name, route_prefix)
+    return DeploymentHandle(d.name, app_name)
+
+
+def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host: str | None = None,
+        port: int | None = None, blocking: bool = False, _wait: bool = True) -> DeploymentHandle:
+    """Deploy an application (a bound deployment graph) and return its ingress handle."""
+    if isinstance(target, Deployment):
+        target = target.bind()
+    if not isinstance(target, Application):
+        raise TypeError(f"serve.run takes a bound deployment (MyDeployment.bind(...)), got {type(target).__name__}")
+    if route_prefix is not DEFAULT:
+        validate_route_prefix(route_prefix)
+    http: dict[str, Any] = {}
+    if host is not None:
+        http["host"] = host
+    if port is not None:
+        http["port"] = port
+    start(http_options=http or None)
+    targets: dict[str, DeploymentTarget] = {}
+    handle = _collect(target, name, targets, route_prefix)
+    deploy_targets(list(targets.values()), wait=_wait)
+    return handle
+
+
+def delete_deployments(names: list[str], timeout_s: float = 60.0) -> None:
+    controller = _controller()
+    actors.get(controller.delete.remote(names), timeout=60)
+    actors.get(controller.wait_deleted.remote(names, timeout_s), timeout=timeout_s + 10)
+
+
+def delete(name: str, _blocking: bool = True) -> None:
+    """Delete an application (or, for 1.x programs, a deployment) by name."""
+    controller = _controller()
+    names = actors.get(controller.delete_app.remote(name), timeout=60)
+    if not names:
+        names = [name]
+        actors.get(controller.delete.remote(names), timeout=60)
+    if _blocking:
+        actors.get(controller.wait_deleted.remote(names, 60.0), timeout=70)
+
+
+def shutdown() -> None:
+    """Delete every deployment and stop the controller."""
+    if not actors.is_initialized():
+        return
+    controller = _controller_or_none()
+    if controller is None:
+        return
+    try:
+        actors.get(controller.shutdown.remote(), timeout=90)
+    finally:
+        actors.kill(controller)
+        rt = current_runtime()
+        if rt is not None:
+            rt.extensions.pop("serve_controller", None)
+            for router in rt.extensions.pop("serve_routers", {}).values():
+                rt.loop.call_soon_threadsafe(router.close)
+
+
+def status() -> dict[str, Any]:
+    return actors.get(_controller().status.remote(), timeout=60)
+
+
+def _deployment_of(target: DeploymentTarget) -> Deployment:
+    func_or_class, init_args, init_kwargs = pickle.loads(target.code)
+    cfg = target.config
+    opts: dict[str, Any] = {
+        "name": target.name, "route_prefix": target.route_prefix, "max_ongoing_requests": cfg.max_ongoing_requests,
+        "max_queued_requests": cfg.max_queued_requests, "user_config": cfg.user_config,
+        "actor_options": cfg.actor_options, "init_args": init_args, "init_kwargs": init_kwargs,
+    }
+    if target.version_given:
+        opts["version"] = target.version
+    if cfg.autoscaling_config is not None:
+        opts["autoscaling_config"] = cfg.autoscaling_config
+    else:
+        opts["num_replicas"] = cfg.num_replicas
+    return Deployment(func_or_class, opts)
+
+
+def list_deployments() -> dict[str, Deployment]:
+    targets = actors.get(_controller().targets.remote(), timeout=60)
+    return {name: _deployment_of(t) for name, t in targets.items()}
+
+
+def get_deployment(name: str) -> Deployment:
+    targets = actors.get(_controller().targets.remote(), timeout=60)
+    if name not in targets:
+        raise KeyError(f"there is no deployment named {name!r}; deployed: {sorted(targets)}")
+    return _deployment_of(targets[name])
+
+
+def http_base_url() -> str:
+    host, port = "127.0.0.1", 8000
+    try:
+        opts = status().get("http_options", {})
+        host, port = opts.get("host", host), opts.get("port", port)
+    except Exception:
+        pass
+    return f"http://{host}:{port}"

@@ -1,0 +1,142 @@
+"""Deployment options: validated once, at the call that gave them, into frozen values.
+
+Both spellings of renamed options are accepted (`max_concurrent_queries` for
+`max_ongoing_requests`, `ray_actor_options` for `actor_options`); a wrong option fails with
+a message that names it and says what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DeploymentConfig", "DEFAULT", "OPTION_NAMES", "validate_options", "validate_route_prefix"]
+
+
+class _Default:
+    """Marks an option the user did not give (None is a meaningful value for some)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()
+
+OPTION_NAMES = (
+    "name", "version", "num_replicas", "init_args", "init_kwargs", "route_prefix", "actor_options",
+    "ray_actor_options", "user_config", "max_ongoing_requests", "max_concurrent_queries", "max_queued_requests",
+    "autoscaling_config", "health_check_period_s", "health_check_timeout_s", "graceful_shutdown_wait_loop_s",
+    "graceful_shutdown_timeout_s",
+)
+_ACTOR_OPTIONS = ("num_cpus", "resources", "num_gpus", "memory", "runtime_env")
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentConfig:
+    """What the controller needs to run a deployment's replicas."""
+
+    num_replicas: int = 1
+    max_ongoing_requests: int = 100
+    max_queued_requests: int = -1
+    user_config: Any = None
+    autoscaling_config: dict[str, Any] | None = None
+    health_check_period_s: float = 10.0
+    health_check_timeout_s: float = 30.0
+    graceful_shutdown_wait_loop_s: float = 2.0
+    graceful_shutdown_timeout_s: float = 20.0
+    actor_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> "DeploymentConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _seconds(name: str, value: Any, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a number of seconds {'> 0' if positive else '>= 0'}, got {value!r}")
+    return float(value)
+
+
+def validate_route_prefix(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"route_prefix must be None or a string starting with '/', e.g. '/api'; got {value!r}")
+    if value != "/" and value.endswith("/"):
+        raise ValueError(f"route_prefix must not end with '/' (except '/' itself): use {value.rstrip('/')!r}")
+    if any(c in value for c in "{}?#") or "//" in value:
+        raise ValueError(f"route_prefix {value!r} may not contain '{{', '}}', '?', '#' or '//'")
+    return value
+
+
+def _actor_options(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"actor_options must be a dict such as {{'num_cpus': 1}}, got {value!r}")
+    unknown = sorted(set(value) - set(_ACTOR_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown actor_options {unknown}; zeroserve replicas accept {list(_ACTOR_OPTIONS)}")
+    return dict(value)
+
+
+def validate_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Check `@serve.deployment(...)`/`.options(...)` arguments; return them normalised
+    (canonical names only). Raises ValueError/TypeError naming the wrong option."""
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(f"unknown deployment option(s) {unknown}; valid options are {list(OPTION_NAMES)}")
+    out = dict(options)
+    for old, new in (("max_concurrent_queries", "max_ongoing_requests"), ("ray_actor_options", "actor_options")):
+        if old in out:
+            value = out.pop(old)
+            if new in out and out[new] != value:
+                raise ValueError(f"{old} is the old name of {new}; give only one of them")
+            out[new] = value
+    if "name" in out and (not isinstance(out["name"], str) or not out["name"] or "#" in out["name"]):
+        raise ValueError(f"name must be a non-empty string without '#', got {out['name']!r}")
+    if "version" in out and out["version"] is not None and not isinstance(out["version"], str):
+        raise ValueError(f"version must be a string (or None), got {out['version']!r}")
+    if "num_replicas" in out and out["num_replicas"] is not None:
+        _positive_int("num_replicas", out["num_replicas"], minimum=0)
+    if out.get("autoscaling_config") is not None:
+        if out.get("num_replicas") not in (None, DEFAULT) and "num_replicas" in options:
+            raise ValueError("give either num_replicas or autoscaling_config, not both: "
+                             "autoscaling decides the number of replicas")
+        if not isinstance(out["autoscaling_config"], dict):
+            raise ValueError("autoscaling_config must be a dict such as {'min_replicas': 1, 'max_replicas': 4}")
+    if "init_args" in out and not isinstance(out["init_args"], (tuple, list)):
+        raise ValueError(f"init_args must be a tuple or list, got {type(out['init_args']).__name__}")
+    if "init_kwargs" in out and not isinstance(out["init_kwargs"], dict):
+        raise ValueError(f"init_kwargs must be a dict, got {type(out['init_kwargs']).__name__}")
+    if "route_prefix" in out:
+        out["route_prefix"] = validate_route_prefix(out["route_prefix"])
+    if "actor_options" in out:
+        out["actor_options"] = _actor_options(out["actor_options"])
+    if "max_ongoing_requests" in out:
+        _positive_int("max_ongoing_requests", out["max_ongoing_requests"])
+    if "max_queued_requests" in out:
+        q = out["max_queued_requests"]
+        if isinstance(q, bool) or not isinstance(q, int) or (q < 0 and q != -1):
+            raise ValueError(f"max_queued_requests must be -1 (no limit) or an integer >= 0, got {q!r}")
+    for name in ("health_check_period_s", "health_check_timeout_s", "graceful_shutdown_timeout_s"):
+        if name in out:
+            _seconds(name, out[name])
+    if "graceful_shutdown_wait_loop_s" in out:
+        _seconds("graceful_shutdown_wait_loop_s", out["graceful_shutdown_wait_loop_s"], positive=False)
+    return out
+
+
+def config_from(options: dict[str, Any]) -> DeploymentConfig:
+    """The DeploymentConfig of validated options (defaults for what is not given)."""
+    fields = {f.name for f in dataclasses.fields(DeploymentConfig)}
+    given = {k: v for k, v in options.items() if k in fields and v is not DEFAULT}
+    if given.get("num_replicas") is None:
+        given.pop("num_replicas", None)
+    return DeploymentConfig(**given)

@@ -1,0 +1,253 @@
+"""The Serve controller: one named actor that keeps the cluster in the desired state.
+
+Drivers send targets (`deploy`, `delete`); a reconcile loop steps every deployment
+(`DeploymentState.step`) every TICK_S or at once after a change; routers long-poll
+`listen` for their deployment's replica set. After every change of targets or replica
+membership the controller checkpoints to the head's KV; a restarted controller reads the
+checkpoint and adopts the replicas still alive (they are named actors), so traffic keeps
+flowing while it is down: routers keep their last replica set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+from typing import Any
+
+import actors
+from actors.messages import ActorState
+from actors.system import current_runtime
+
+from ._deployment_state import RUNNING, DeploymentState, Replica
+from .messages import DeploymentTarget, ReplicaInfo, ReplicaSet
+
+__all__ = ["ServeController", "CONTROLLER_NAME", "SERVE_NAMESPACE", "CHECKPOINT_KEY", "replica_actor_name"]
+
+log = logging.getLogger(__name__)
+CONTROLLER_NAME = "SERVE_CONTROLLER"
+SERVE_NAMESPACE = "serve"
+CHECKPOINT_KEY = "serve/controller-checkpoint"
+TICK_S = 0.1
+
+
+def replica_actor_name(replica_id: str) -> str:
+    return f"SERVE_REPLICA::{replica_id}"
+
+
+class _ActorReplicaIO:
+    """The controller's seam: replicas are actors; calls return ObjectRefs."""
+
+    def __init__(self, detached: bool) -> None:
+        self.detached = detached
+
+    def start(self, target: DeploymentTarget, replica_id: str) -> actors.ActorHandle:
+        from ._replica import ReplicaActor
+
+        opts = dict(target.config.actor_options)
+        opts.pop("num_gpus", None)
+        opts.pop("memory", None)
+        opts.pop("runtime_env", None)
+        cls = actors.remote(
+            name=replica_actor_name(replica_id), namespace=SERVE_NAMESPACE,
+            lifetime="detached" if self.detached else None,
+            max_concurrency=target.config.max_ongoing_requests + 16, **opts,
+        )(ReplicaActor)
+        return cls.remote(target.name, replica_id.split("#", 1)[1], target.app, target.code,
+                          target.config.user_config, target.is_function, target.config.max_ongoing_requests)
+
+    def call(self, handle: actors.ActorHandle, method: str, *args: Any) -> actors.ObjectRef:
+        return getattr(handle, method).remote(*args)
+
+    def kill(self, handle: actors.ActorHandle) -> None:
+        rt = current_runtime()
+        rt.background(_kill(rt, handle))
+
+
+async def _kill(rt: Any, handle: actors.ActorHandle) -> None:
+    try:
+        await rt.call_head("kill_actor", handle.actor_id, True)
+    except Exception as e:
+        log.warning("could not kill %s: %s", handle, e)
+
+
+class ServeController:
+    def __init__(self, detached: bool = False, http_options: dict[str, Any] | None = None) -> None:
+        self.detached = detached
+        self.http_options = dict(http_options or {})
+        self.io = _ActorReplicaIO(detached)
+        self.deployments: dict[str, DeploymentState] = {}
+        self._changed = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._membership: tuple = ()
+        self._ready = asyncio.get_running_loop().create_task(self._start())
+
+    # -- life --------------------------------------------------------------------------
+    async def _start(self) -> None:
+        await self._recover()
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self._reconcile(time.monotonic())
+                await self._checkpoint_if_changed()
+            except Exception:
+                log.exception("reconcile step failed; retrying")
+            try:
+                await asyncio.wait_for(self._kick.wait(), TICK_S)
+            except asyncio.TimeoutError:
+                pass
+            self._kick.clear()
+
+    def _reconcile(self, now: float) -> None:
+        changed = False
+        for name, state in list(self.deployments.items()):
+            changed |= state.step(now)
+            if state.finished:
+                del self.deployments[name]
+                changed = True
+        if changed:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    # -- checkpoint and recovery -------------------------------------------------------
+    def _snapshot(self) -> tuple:
+        return tuple(sorted(
+            (name, s.target.version, s.deleting, tuple(sorted((r.replica_id, r.version) for r in s.replicas.values())))
+            for name, s in self.deployments.items()))
+
+    async def _checkpoint_if_changed(self) -> None:
+        snap = self._snapshot()
+        if snap == self._membership:
+            return
+        state = {
+            "targets": [s.target for s in self.deployments.values()],
+            "deleting": [n for n, s in self.deployments.items() if s.deleting],
+            "replicas": {n: [(r.replica_id, r.version, r.user_config) for r in s.replicas.values()]
+                         for n, s in self.deployments.items()},
+            "http_options": self.http_options,
+        }
+        await current_runtime().call_head("kv_put", CHECKPOINT_KEY, pickle.dumps(state))
+        self._membership = snap
+
+    async def _recover(self) -> None:
+        rt = current_runtime()
+        blob = await rt.call_head("kv_get", CHECKPOINT_KEY)
+        if blob is None:
+            return
+        state = pickle.loads(blob)
+        self.http_options = state.get("http_options", self.http_options)
+        adopted = 0
+        for target in state["targets"]:
+            ds = DeploymentState(target, self.io)
+            if target.name in state["deleting"]:
+                ds.delete()
+            for replica_id, version, user_config in state["replicas"].get(target.name, ()):
+                info = await rt.call_head("get_named_actor", replica_actor_name(replica_id), SERVE_NAMESPACE)
+                if info is None or info.state is ActorState.DEAD:
+                    continue
+                handle = actors.ActorHandle(info.actor_id, info.class_name, info.methods, info.async_methods, info)
+                r = Replica(replica_id, handle, version, started_at=time.monotonic(), user_config=user_config)
+                r.ready = self.io.call(handle, "ready")  # STARTING until it answers again
+                ds.replicas[replica_id] = r
+                adopted += 1
+            self.deployments[target.name] = ds
+        log.info("recovered %d deployments and adopted %d running replicas", len(self.deployments), adopted)
+
+    # -- API for drivers ---------------------------------------------------------------
+    async def deploy(self, targets: list[DeploymentTarget]) -> dict[str, bool]:
+        """Set desired states; returns {name: changed}."""
+        await self._ready
+        out = {}
+        for target in targets:
+            state = self.deployments.get(target.name)
+            if state is None:
+                self.deployments[target.name] = DeploymentState(target, self.io)
+                out[target.name] = True
+            else:
+                if target.version_given and target.version == state.target.version:
+                    # Same code version: only the config may change (replicas, user_config...).
+                    target = _same_code(state.target, target)
+                out[target.name] = state.update(target)
+        self._kick.set()
+        return out
+
+    async def delete(self, names: list[str]) -> None:
+        await self._ready
+        for name in names:
+            if name in self.deployments:
+                self.deployments[name].delete()
+        self._kick.set()
+
+    async def delete_app(self, app: str) -> list[str]:
+        names = [n for n, s in self.deployments.items() if s.target.app == app]
+        await self.delete(names)
+        return names
+
+    async def wait_deleted(self, names: list[str], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while any(n in self.deployments for n in names):
+            if time.monotonic() > deadline:
+                return False
+            await self._next_change(deadline)
+        return True
+
+    async def _next_change(self, deadline: float) -> None:
+        try:
+            await asyncio.wait_for(self._changed.wait(), max(0.0, min(deadline - time.monotonic(), 1.0)))
+        except asyncio.TimeoutError:
+            pass
+
+    async def status(self) -> dict[str, Any]:
+        await self._ready
+        apps: dict[str, dict[str, Any]] = {}
+        for name, s in self.deployments.items():
+            app = apps.setdefault(s.target.app, {"deployments": {}})
+            app["deployments"][name] = {
+                "status": s.status, "message": s.message, "replicas": s.counts(),
+                "target_replicas": s.desired, "version": s.target.version, "route_prefix": s.target.route_prefix,
+            }
+        for app in apps.values():
+            states = {d["status"] for d in app["deployments"].values()}
+            app["status"] = ("UNHEALTHY" if "UNHEALTHY" in states else "DELETING" if states == {"DELETING"}
+                             else "RUNNING" if states == {"HEALTHY"} else "DEPLOYING")
+        return {"applications": apps, "http_options": self.http_options}
+
+    async def targets(self) -> dict[str, DeploymentTarget]:
+        await self._ready
+        return {n: s.target for n, s in self.deployments.items() if not s.deleting}
+
+    async def listen(self, deployment: str, known_version: int, hold_s: float) -> ReplicaSet:
+        """Long poll: the replica set of `deployment` once its version differs from `known_version`."""
+        await self._ready
+        deadline = time.monotonic() + hold_s
+        while True:
+            s = self.deployments.get(deployment)
+            if s is None:
+                return ReplicaSet(deployment, -1, (), exists=False)
+            if s.routing_version != known_version or time.monotonic() >= deadline:
+                return ReplicaSet(deployment, s.routing_version,
+                                  tuple(ReplicaInfo(r.replica_id, r.handle, s.target.config.max_ongoing_requests)
+                                        for r in s.running()),
+                                  s.target.config.max_queued_requests)
+            await self._next_change(deadline)
+
+    async def shutdown(self, timeout_s: float = 30.0) -> bool:
+        names = list(self.deployments)
+        await self.delete(names)
+        done = await self.wait_deleted(names, timeout_s)
+        await current_runtime().call_head("kv_delete", CHECKPOINT_KEY)
+        self._membership = ()
+        return done
+
+    def running_replica_count(self) -> int:
+        return sum(1 for s in self.deployments.values() for r in s.replicas.values() if r.state == RUNNING)
+
+
+def _same_code(current: DeploymentTarget, new: DeploymentTarget) -> DeploymentTarget:
+    """Keep the running code (its replicas stay) while taking the new config."""
+    import dataclasses
+
+    return dataclasses.replace(new, code=current.code)

@@ -1,0 +1,270 @@
+"""One deployment's replicas, moved step by step towards its target.
+
+`step(now)` is idempotent and never blocks: it looks at the replicas' pending calls
+(ready, health, shutdown) and starts or stops replicas through the `ReplicaIO` seam, so
+the whole state machine runs against fakes in unit tests.
+
+Replica life:  STARTING --ready--> RUNNING --stop--> STOPPING (draining) --> gone
+               STARTING --ready raised--> gone (a start failure)
+
+Invariants:
+- A rolling update starts new replicas before it stops old ones, at most
+  max(1, 20% of the target count) new ones starting at a time; old replicas are only
+  stopped while more than the target count are RUNNING, so capacity never drops below it.
+- Routers only ever see RUNNING replicas; a replica leaves the routing set before it
+  starts draining.
+- After MAX_START_FAILURES consecutive failed starts with nothing healthy, the
+  deployment is UNHEALTHY and stops retrying until it is redeployed.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .messages import DeploymentTarget
+
+__all__ = ["DeploymentState", "ReplicaIO", "Replica", "MAX_START_FAILURES", "HEALTH_FAILURES"]
+
+MAX_START_FAILURES = 3
+HEALTH_FAILURES = 3
+STARTING, RUNNING, STOPPING = "STARTING", "RUNNING", "STOPPING"
+
+
+class Pending(Protocol):
+    def done(self) -> bool: ...
+
+    def result(self, timeout: float | None = None) -> Any: ...
+
+
+class ReplicaIO(Protocol):
+    """Everything a deployment does outside itself."""
+
+    def start(self, target: DeploymentTarget, replica_id: str) -> Any: ...  # returns a replica handle
+
+    def call(self, handle: Any, method: str, *args: Any) -> Pending: ...
+
+    def kill(self, handle: Any) -> None: ...
+
+
+@dataclass
+class Replica:
+    replica_id: str
+    handle: Any
+    version: str
+    state: str = STARTING
+    started_at: float = 0.0
+    ready: Pending | None = None
+    user_config: Any = None
+    health: Pending | None = None
+    health_sent_at: float = 0.0
+    next_health_at: float = 0.0
+    health_failures: int = 0
+    shutdown: Pending | None = None
+    stop_by: float = 0.0
+    reconfiguring: Pending | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _error_text(pending: Pending) -> str | None:
+    try:
+        pending.result(0)
+    except Exception as e:  # the replica's own error, with its remote traceback
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+class DeploymentState:
+    def __init__(self, target: DeploymentTarget, io: ReplicaIO) -> None:
+        self.target = target
+        self.io = io
+        self.replicas: dict[str, Replica] = {}
+        self.status = "UPDATING"
+        self.message = ""
+        self.start_failures = 0
+        self.deleting = False
+        self.routing_version = 0
+        self._routed: tuple[str, ...] = ()
+        self.desired_override: int | None = None  # set by the autoscaler
+
+    # -- the target --------------------------------------------------------------------
+    def update(self, target: DeploymentTarget) -> bool:
+        """Take a new target; False if it changes nothing (same version and config)."""
+        if target == self.target and not self.deleting and self.status != "UNHEALTHY":
+            return False
+        self.target = target
+        self.deleting = False
+        self.start_failures = 0
+        self.status = "UPDATING"
+        self.message = ""
+        return True
+
+    def delete(self) -> None:
+        self.deleting = True
+        self.status = "DELETING"
+
+    @property
+    def desired(self) -> int:
+        if self.deleting:
+            return 0
+        if self.desired_override is not None:
+            return self.desired_override
+        return self.target.config.num_replicas
+
+    @property
+    def finished(self) -> bool:
+        """Deleted and every replica gone."""
+        return self.deleting and not self.replicas
+
+    # -- queries -----------------------------------------------------------------------
+    def running(self) -> list[Replica]:
+        return [r for r in self.replicas.values() if r.state == RUNNING]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.replicas.values():
+            out[r.state] = out.get(r.state, 0) + 1
+        return out
+
+    # -- the step ----------------------------------------------------------------------
+    def step(self, now: float) -> bool:
+        """Advance every replica and the replica count; True if the routing set changed."""
+        self._collect_starts(now)
+        self._check_health(now)
+        self._finish_stops(now)
+        if self.status != "UNHEALTHY" or self.deleting:
+            self._converge(now)
+        self._reconfigure()
+        self._update_status()
+        routed = tuple(sorted(r.replica_id for r in self.running()))
+        if routed != self._routed:
+            self._routed = routed
+            self.routing_version += 1
+            return True
+        return False
+
+    def _collect_starts(self, now: float) -> None:
+        for r in list(self.replicas.values()):
+            if r.state != STARTING or r.ready is None or not r.ready.done():
+                continue
+            error = _error_text(r.ready)
+            if error is None:
+                r.state = RUNNING
+                r.next_health_at = now + self.target.config.health_check_period_s
+                r.user_config = self.target.config.user_config if r.version == self.target.version else r.user_config
+                self.start_failures = 0
+                continue
+            self.io.kill(r.handle)
+            del self.replicas[r.replica_id]
+            self.start_failures += 1
+            self.message = f"replica {r.replica_id} failed to start: {error}"
+            if self.start_failures >= MAX_START_FAILURES and not self.running():
+                self.status = "UNHEALTHY"
+                self.message = (f"the deployment failed to start {self.start_failures} times in a row; "
+                                f"last error: {error}")
+
+    def _check_health(self, now: float) -> None:
+        cfg = self.target.config
+        for r in list(self.replicas.values()):
+            if r.state != RUNNING:
+                continue
+            if r.health is None:
+                if now >= r.next_health_at:
+                    r.health, r.health_sent_at = self.io.call(r.handle, "check_health"), now
+                continue
+            if r.health.done():
+                error = _error_text(r.health)
+                r.health = None
+                r.next_health_at = now + cfg.health_check_period_s
+                if error is None:
+                    r.health_failures = 0
+                    continue
+                dead = "ActorDiedError" in error
+                r.health_failures = HEALTH_FAILURES if dead else r.health_failures + 1
+                self.message = f"replica {r.replica_id} failed its health check: {error}"
+            elif now - r.health_sent_at > cfg.health_check_timeout_s:
+                r.health = None
+                r.health_failures = HEALTH_FAILURES
+                self.message = f"replica {r.replica_id} did not answer its health check within {cfg.health_check_timeout_s}s"
+            if r.health_failures >= HEALTH_FAILURES:
+                self.io.kill(r.handle)  # replaced by _converge
+                del self.replicas[r.replica_id]
+
+    def _finish_stops(self, now: float) -> None:
+        for r in list(self.replicas.values()):
+            if r.state == STOPPING and ((r.shutdown is not None and r.shutdown.done()) or now > r.stop_by):
+                self.io.kill(r.handle)
+                del self.replicas[r.replica_id]
+
+    def _start(self, now: float) -> None:
+        replica_id = f"{self.target.name}#{secrets.token_hex(3)}"
+        handle = self.io.start(self.target, replica_id)
+        r = Replica(replica_id, handle, self.target.version, started_at=now)
+        r.ready = self.io.call(handle, "ready")
+        self.replicas[replica_id] = r
+
+    def _stop(self, r: Replica, now: float) -> None:
+        cfg = self.target.config
+        if r.state == STARTING:
+            self.io.kill(r.handle)
+            del self.replicas[r.replica_id]
+            return
+        r.state = STOPPING
+        r.shutdown = self.io.call(r.handle, "prepare_for_shutdown", cfg.graceful_shutdown_wait_loop_s,
+                                  cfg.graceful_shutdown_timeout_s)
+        r.stop_by = now + cfg.graceful_shutdown_timeout_s + 5.0
+
+    def _converge(self, now: float) -> None:
+        n = self.desired
+        live = [r for r in self.replicas.values() if r.state in (STARTING, RUNNING)]
+        new = [r for r in live if r.version == self.target.version]
+        old = [r for r in live if r.version != self.target.version]
+        if old:  # rolling update: new ones first, then drain old ones beyond the target count
+            surge = max(1, math.ceil(0.2 * n))
+            starting_new = sum(1 for r in new if r.state == STARTING)
+            for _ in range(max(0, min(surge - starting_new, n - len(new)))):
+                self._start(now)
+            running = [r for r in live if r.state == RUNNING]
+            excess = len(running) - n
+            for r in sorted(old, key=lambda r: (r.state != STARTING, r.started_at)):
+                if r.state == STARTING:
+                    self._stop(r, now)  # never serving yet: just go
+                elif excess > 0:
+                    self._stop(r, now)
+                    excess -= 1
+            return
+        if len(new) < n:
+            for _ in range(n - len(new)):
+                self._start(now)
+        elif len(new) > n:
+            extra = sorted(new, key=lambda r: (r.state != STARTING, -r.started_at))[: len(new) - n]
+            for r in extra:
+                self._stop(r, now)
+
+    def _reconfigure(self) -> None:
+        wanted = self.target.config.user_config
+        for r in self.running():
+            if r.reconfiguring is not None:
+                if r.reconfiguring.done():
+                    error = _error_text(r.reconfiguring)
+                    if error is not None:
+                        self.message = f"reconfigure failed on {r.replica_id}: {error}"
+                    r.reconfiguring = None
+                continue
+            if r.version == self.target.version and r.user_config != wanted and wanted is not None:
+                r.user_config = wanted
+                r.reconfiguring = self.io.call(r.handle, "reconfigure", wanted)
+
+    def _update_status(self) -> None:
+        if self.deleting:
+            self.status = "DELETING"
+        elif self.status == "UNHEALTHY":
+            return
+        else:
+            current = [r for r in self.running() if r.version == self.target.version]
+            settled = len(current) == self.desired and len(self.replicas) == self.desired
+            self.status = "HEALTHY" if settled else "UPDATING"
+            if settled:
+                self.message = ""

@@ -1,0 +1,162 @@
+"""A replica: the user's class (or function) hosted in an actor, answering handle calls.
+
+The replica actor is async with `max_concurrency = max_ongoing_requests`, so the runtime
+never runs more requests than that at once. Sync user methods run on a thread so they
+never block the replica's loop (health checks, reconfigure and shutdown keep working).
+`reconfigure(user_config)` is called at start and on every `user_config` change; the
+controller calls `check_health()` periodically and `prepare_for_shutdown()` before it
+stops a replica, which waits for the requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ReplicaActor", "ReplicaContext", "get_replica_context"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaContext:
+    """What `serve.get_replica_context()` returns inside a replica."""
+
+    deployment: str
+    replica_tag: str
+    app_name: str
+    servable_object: Any = None
+
+
+_context: contextvars.ContextVar[ReplicaContext | None] = contextvars.ContextVar("serve_replica", default=None)
+_process_context: ReplicaContext | None = None
+
+
+def get_replica_context() -> ReplicaContext:
+    """The context of the replica this code runs in; RuntimeError outside a replica."""
+    ctx = _context.get() or _process_context
+    if ctx is None:
+        raise RuntimeError("serve.get_replica_context() was called outside a replica")
+    return ctx
+
+
+class ReplicaActor:
+    """Hosts one replica. Created by the controller with `actors.remote(...)` options."""
+
+    def __init__(self, deployment: str, replica_tag: str, app_name: str, code: bytes, user_config: Any,
+                 is_function: bool, max_ongoing_requests: int = 100) -> None:
+        global _process_context
+        self._deployment = deployment
+        self._tag = replica_tag
+        fn_or_cls, init_args, init_kwargs = pickle.loads(code)
+        self._context = ReplicaContext(deployment, replica_tag, app_name)
+        _process_context = self._context
+        token = _context.set(self._context)
+        try:
+            self._callable = fn_or_cls if is_function else fn_or_cls(*init_args, **init_kwargs)
+        finally:
+            _context.reset(token)
+        self._context = ReplicaContext(deployment, replica_tag, app_name, self._callable)
+        _process_context = self._context
+        self._is_function = is_function
+        self._ongoing = 0
+        self._served = 0
+        # The replica's own bound: routers keep under it, this holds across all callers
+        # (control calls such as check_health are not counted and never wait behind it).
+        self._slots = asyncio.Semaphore(max_ongoing_requests)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._user_config_pending = user_config
+        self._started = time.time()
+
+    async def ready(self) -> dict[str, Any]:
+        """Runs `reconfigure(user_config)` if there is one; answers when the replica can serve."""
+        if self._user_config_pending is not None:
+            await self.reconfigure(self._user_config_pending)
+            self._user_config_pending = None
+        return {"replica_tag": self._tag, "pid": os.getpid()}
+
+    def _method(self, name: str) -> Any:
+        if self._is_function:
+            if name != "__call__":
+                raise AttributeError(f"function deployment {self._deployment} has no method {name!r}")
+            return self._callable
+        if name.startswith("_") and name != "__call__":
+            raise AttributeError(f"{self._deployment}.{name} is private and cannot be called through a handle")
+        fn = getattr(self._callable, name, None)
+        if fn is None or not callable(fn):
+            raise AttributeError(f"deployment {self._deployment} has no method {name!r}")
+        return fn
+
+    async def handle_request(self, method: str, args: tuple, kwargs: dict) -> Any:
+        async with self._slots:
+            return await self._handle(method, args, kwargs)
+
+    async def _handle(self, method: str, args: tuple, kwargs: dict) -> Any:
+        self._ongoing += 1
+        self._idle.clear()
+        token = _context.set(self._context)
+        try:
+            fn = self._method(method)
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(*args, **kwargs)
+            else:
+                ctx = contextvars.copy_context()
+                result = await asyncio.get_running_loop().run_in_executor(None, lambda: ctx.run(fn, *args, **kwargs))
+                if inspect.isawaitable(result):
+                    result = await result
+            if inspect.isgenerator(result):
+                result = list(result)
+            elif inspect.isasyncgen(result):
+                result = [item async for item in result]
+            return result
+        finally:
+            _context.reset(token)
+            self._ongoing -= 1
+            self._served += 1
+            if self._ongoing == 0:
+                self._idle.set()
+
+    async def reconfigure(self, user_config: Any) -> None:
+        fn = getattr(self._callable, "reconfigure", None)
+        if fn is None:
+            raise AttributeError(f"deployment {self._deployment} got a user_config but has no reconfigure(config) method")
+        result = fn(user_config)
+        if inspect.isawaitable(result):
+            await result
+
+    async def check_health(self) -> bool:
+        fn = getattr(self._callable, "check_health", None)
+        if fn is not None:
+            result = fn()
+            if inspect.isawaitable(result):
+                await result
+        return True
+
+    def metrics(self) -> dict[str, Any]:
+        return {"ongoing": self._ongoing, "served": self._served, "uptime_s": time.time() - self._started}
+
+    async def prepare_for_shutdown(self, wait_loop_s: float, timeout_s: float) -> int:
+        """Wait (up to `timeout_s`) for the requests in flight; returns how many were left.
+        First waits `wait_loop_s` so requests already routed here can still arrive."""
+        await asyncio.sleep(min(wait_loop_s, timeout_s))  # grace for requests in transit
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout_s - wait_loop_s))
+        except asyncio.TimeoutError:
+            pass
+        del_fn = getattr(self._callable, "__del__", None)
+        if del_fn is not None and not self._is_function:
+            try:
+                result = del_fn()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as e:
+                log.warning("%s.__del__ raised during shutdown: %r", self._deployment, e)
+        return self._ongoing

@@ -1,0 +1,140 @@
+"""Routing in every caller: which replica gets a request, and waiting when all are busy.
+
+One `Router` per deployment per process, on the runtime's loop. Its replica set comes
+from a long poll on the controller (pushed, not polled per request); while the
+controller is away, the last set stays in use.
+
+Policy (`choose`): power of two choices over the replicas with room (requests this
+caller has in flight there < max_ongoing_requests): sample two, take the less loaded.
+With no room anywhere, requests wait in FIFO order at the caller; past
+`max_queued_requests` they fail at once with `BackPressureError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from actors import ActorDiedError
+
+from .exceptions import BackPressureError, ServeError
+from .messages import ReplicaInfo, ReplicaSet
+
+__all__ = ["Router", "choose"]
+
+log = logging.getLogger(__name__)
+_POLL_HOLD_S = 20.0
+
+
+def choose(replicas: Sequence[ReplicaInfo], in_flight: dict[str, int], rng: random.Random) -> ReplicaInfo | None:
+    """Power of two choices among replicas with room; None if every one is full."""
+    room = [r for r in replicas if in_flight.get(r.replica_id, 0) < r.max_ongoing_requests]
+    if not room:
+        return None
+    if len(room) == 1:
+        return room[0]
+    a, b = rng.sample(room, 2)
+    return a if in_flight.get(a.replica_id, 0) <= in_flight.get(b.replica_id, 0) else b
+
+
+class Router:
+    def __init__(self, deployment: str, controller: Any, rng: random.Random | None = None) -> None:
+        self.deployment = deployment
+        self._controller = controller
+        self._rng = rng or random.Random()
+        self._replicas: tuple[ReplicaInfo, ...] = ()
+        self._max_queued = -1
+        self._version = -1
+        self._in_flight: dict[str, int] = collections.defaultdict(int)
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()
+        self._have_set = asyncio.Event()
+        self._missing = False
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    @property
+    def replicas(self) -> tuple[ReplicaInfo, ...]:
+        return self._replicas
+
+    def apply(self, rs: ReplicaSet) -> None:
+        self._missing = not rs.exists
+        self._version = rs.version
+        self._replicas = rs.replicas
+        self._max_queued = rs.max_queued_requests
+        live = {r.replica_id for r in rs.replicas}
+        for rid in [k for k in self._in_flight if k not in live and self._in_flight[k] == 0]:
+            del self._in_flight[rid]
+        self._have_set.set()
+        self._wake(len(self._waiting))
+
+    async def _poll(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                rs = await self._controller.listen.remote(self.deployment, self._version, _POLL_HOLD_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("replica-set poll for %s failed (%s); keeping the last set", self.deployment, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            self.apply(rs)
+
+    def _wake(self, n: int = 1) -> None:
+        while n > 0 and self._waiting:
+            fut = self._waiting.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                n -= 1
+
+    async def _acquire(self) -> ReplicaInfo:
+        if not self._have_set.is_set():
+            await self._have_set.wait()
+        while True:
+            if self._missing:
+                raise ServeError(f"there is no deployment named {self.deployment!r} (see serve.status())")
+            replica = choose(self._replicas, self._in_flight, self._rng)
+            if replica is not None:
+                self._in_flight[replica.replica_id] += 1
+                return replica
+            if 0 <= self._max_queued <= len(self._waiting):
+                raise BackPressureError(
+                    f"deployment {self.deployment!r}: all {len(self._replicas)} replicas are at "
+                    f"max_ongoing_requests and {len(self._waiting)} requests already wait "
+                    f"(max_queued_requests={self._max_queued})")
+            fut = asyncio.get_running_loop().create_future()
+            self._waiting.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self._wake()  # pass the slot on
+                raise
+
+    def _release(self, replica: ReplicaInfo) -> None:
+        self._in_flight[replica.replica_id] -= 1
+        self._wake()
+
+    async def call(self, method: str, args: tuple, kwargs: dict) -> Any:
+        """Route one request and return its result."""
+        for attempt in range(3):
+            replica = await self._acquire()
+            try:
+                return await replica.handle.handle_request.remote(method, args, kwargs)
+            except ActorDiedError as e:
+                # The replica died. Drop it locally until the controller says otherwise;
+                # a call that was refused before it ran is retried on another replica.
+                self._replicas = tuple(r for r in self._replicas if r.replica_id != replica.replica_id)
+                if "is dead" not in str(e) or attempt == 2:
+                    raise
+            finally:
+                self._release(replica)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._poller.cancel()
