@@ -44,7 +44,8 @@ def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> 
         return controller
     opts = http_options.__dict__ if hasattr(http_options, "__dict__") else dict(http_options or {})
     cls = actors.remote(name=CONTROLLER_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True,
-                        lifetime="detached" if detached else None, max_concurrency=10_000)(ServeController)
+                        lifetime="detached" if detached else None, max_concurrency=10_000,
+                        max_restarts=-1)(ServeController)
     controller = cls.remote(detached, opts)
     actors.get(controller.status.remote(), timeout=60)  # up and recovered
     return controller

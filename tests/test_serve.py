@@ -1,0 +1,332 @@
+"""Serve core against a real embedded cluster: the 1.x and 2.x APIs, options, versions,
+user_config, failures, back-pressure, composition."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import pytest
+
+import actors
+import serve
+
+from .conftest import wait_until
+
+pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(120)]
+
+
+@pytest.fixture(autouse=True)
+def fresh_serve():
+    yield
+    serve.shutdown()
+
+
+# -- Ray Serve 1.x "Key Concepts", ported by renaming imports -----------------------------
+@serve.deployment
+class MyFirstDeployment:
+    # Take the message to return as an argument to the constructor.
+    def __init__(self, msg):
+        self.msg = msg
+
+    def __call__(self, request):
+        return self.msg
+
+    def other_method(self, arg):
+        return self.msg + arg
+
+
+def test_key_concepts_deploy_and_handle() -> None:
+    MyFirstDeployment.deploy("Hello world!")
+    handle = MyFirstDeployment.get_handle()
+    assert actors.get(handle.remote(None)) == "Hello world!"
+    assert actors.get(handle.other_method.remote("!")) == "Hello world!!"
+    assert actors.get(handle.options(method_name="other_method").remote("?")) == "Hello world!?"
+
+
+# -- Ray Serve 1.x "Core API" -------------------------------------------------------------
+@serve.deployment
+class Counter:
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, *args):
+        self.count += 1
+        return {"count": self.count}
+
+    def pid(self):
+        return os.getpid()
+
+
+def test_core_api_lifecycle() -> None:
+    serve.start()
+    Counter.deploy()
+    assert set(serve.list_deployments()) == {"Counter"}
+    assert repr(serve.get_deployment("Counter")) == "Deployment(name=Counter,version=None,route_prefix=/Counter)"
+    handle = Counter.get_handle()
+    assert actors.get(handle.remote()) == {"count": 1}
+    Counter.options(num_replicas=3).deploy()
+    pids = {actors.get(handle.pid.remote()) for _ in range(60)}
+    assert len(pids) == 3
+    assert serve.status()["applications"]["default"]["deployments"]["Counter"]["replicas"] == {"RUNNING": 3}
+    Counter.delete()
+    assert serve.list_deployments() == {}
+    with pytest.raises(KeyError, match="no deployment named 'Counter'"):
+        serve.get_deployment("Counter")
+
+
+def test_function_deployments_and_route_prefix_default() -> None:
+    @serve.deployment(route_prefix="/hello")
+    def hello(name):
+        return f"hello {name}"
+
+    handle = serve.run(hello.bind())
+    assert handle.remote("ray").result() == "hello ray"
+    assert hello.route_prefix == "/hello"
+    assert MyFirstDeployment.route_prefix == "/MyFirstDeployment"
+
+
+def test_versions_redeploy_is_a_noop_and_new_version_rolls() -> None:
+    v1 = Counter.options(version="1", num_replicas=2)
+    v1.deploy()
+    handle = Counter.get_handle()
+    before = {actors.get(handle.pid.remote()) for _ in range(40)}
+    v1.deploy()  # same version: nothing restarts
+    assert {actors.get(handle.pid.remote()) for _ in range(40)} == before
+    Counter.options(version="2", num_replicas=2).deploy()
+    after = {actors.get(handle.pid.remote()) for _ in range(40)}
+    assert len(after) == 2 and not (after & before)
+
+
+@serve.deployment(user_config={"factor": 2})
+class Scaler:
+    def __init__(self):
+        self.factor = None
+
+    def reconfigure(self, config):
+        self.factor = config["factor"]
+
+    def __call__(self, x):
+        return x * self.factor
+
+    def pid(self):
+        return os.getpid()
+
+
+def test_user_config_reconfigures_without_restart() -> None:
+    handle = serve.run(Scaler.options(version="a").bind())
+    assert handle.remote(5).result() == 10
+    pid = handle.pid.remote().result()
+    serve.run(Scaler.options(version="a", user_config={"factor": 3}).bind())
+    wait_until(lambda: handle.remote(5).result() == 15, timeout=10, what="the new user_config to apply")
+    assert handle.pid.remote().result() == pid
+
+
+def test_constructor_error_makes_deploy_fail_with_the_error() -> None:
+    @serve.deployment
+    class Broken:
+        def __init__(self):
+            raise ValueError("model file missing")
+
+    with pytest.raises(serve.DeploymentUnhealthyError, match="model file missing"):
+        serve.run(Broken.bind())
+    st = serve.status()["applications"]["default"]["deployments"]["Broken"]
+    assert st["status"] == "UNHEALTHY" and "model file missing" in st["message"]
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"route_prefix": "api"}, ValueError, "must be None or a string starting with '/'"),
+        ({"num_replicas": 2, "autoscaling_config": {"max_replicas": 3}}, ValueError, "not both"),
+        ({"replicas": 2}, TypeError, "unknown deployment option"),
+        ({"max_ongoing_requests": 0}, ValueError, "max_ongoing_requests must be an integer >= 1"),
+        ({"max_concurrent_queries": 5, "max_ongoing_requests": 6}, ValueError, "old name of max_ongoing_requests"),
+        ({"actor_options": {"cpus": 1}}, ValueError, "unknown actor_options"),
+        ({"max_queued_requests": -5}, ValueError, "max_queued_requests must be -1"),
+    ],
+)
+def test_wrong_options_fail_at_the_call(options: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        serve.deployment(**options)
+    with pytest.raises(error, match=message):
+        Counter.options(**options)
+
+
+def test_old_option_names_are_accepted() -> None:
+    d = Counter.options(max_concurrent_queries=7, ray_actor_options={"num_cpus": 0.1})
+    assert d.max_ongoing_requests == 7 and d.actor_options == {"num_cpus": 0.1}
+
+
+# -- 2.x style: bind, run, composition, responses --------------------------------------
+@serve.deployment
+class Adder:
+    def __init__(self, n):
+        self.n = n
+
+    def __call__(self, x):
+        return x + self.n
+
+
+@serve.deployment
+class Pipeline:
+    def __init__(self, first, second):
+        self.first = first
+        self.second = second
+
+    async def __call__(self, x):
+        y = await self.first.remote(x)
+        return await self.second.remote(y)
+
+    async def chained(self, x):
+        return await self.second.remote(self.first.remote(x))  # a response as an argument
+
+
+def test_composition_bound_deployments_arrive_as_handles() -> None:
+    app = Pipeline.bind(Adder.options(name="plus1").bind(1), Adder.options(name="plus10").bind(10))
+    handle = serve.run(app)
+    assert handle.remote(0).result() == 11
+    assert handle.chained.remote(5).result() == 16
+    assert set(serve.list_deployments()) == {"Pipeline", "plus1", "plus10"}
+
+
+def test_responses_from_a_sync_and_an_async_driver() -> None:
+    handle = serve.run(Adder.bind(2))
+    first = handle.remote(1)
+    assert handle.remote(first).result() == 5  # response passed as an argument
+
+    async def main():
+        return await asyncio.gather(*[handle.remote(i) for i in range(50)])
+
+    assert asyncio.run(main()) == [i + 2 for i in range(50)]
+    with pytest.raises(TimeoutError):
+        serve.run(Sleeper.bind()).remote(2).result(timeout_s=0.2)
+
+
+@serve.deployment(max_ongoing_requests=2, max_queued_requests=1)
+class Sleeper:
+    def __init__(self):
+        self.active = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    async def __call__(self, seconds):
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        await asyncio.sleep(seconds)
+        self.active -= 1
+        return self.peak
+
+    def peak_seen(self):
+        return self.peak
+
+
+def test_back_pressure_and_the_max_ongoing_bound() -> None:
+    handle = serve.run(Sleeper.bind())
+    running = [handle.remote(1.0) for _ in range(2)]  # fill both slots
+    queued = handle.remote(0)  # waits at the caller
+    wait_until(lambda: _rejects(handle), timeout=5, what="back-pressure")
+    assert max(r.result(timeout_s=10) for r in running) <= 2
+    assert queued.result(timeout_s=10) <= 2
+    assert handle.peak_seen.remote().result() <= 2
+
+
+def _rejects(handle) -> bool:
+    try:
+        handle.remote(0).result(timeout_s=5)
+    except serve.BackPressureError:
+        return True
+    return False
+
+
+def test_replica_context_inside_a_replica() -> None:
+    @serve.deployment(name="ctx")
+    class WhoAmI:
+        def __call__(self):
+            ctx = serve.get_replica_context()
+            return ctx.deployment, ctx.replica_tag, ctx.app_name
+
+    name, tag, app = serve.run(WhoAmI.bind(), name="myapp").remote().result()
+    assert (name, app) == ("ctx", "myapp") and tag
+    with pytest.raises(RuntimeError, match="outside a replica"):
+        serve.get_replica_context()
+
+
+def test_a_killed_replica_is_replaced_and_traffic_goes_on() -> None:
+    handle = serve.run(Counter.options(num_replicas=2).bind())
+    pids = {handle.pid.remote().result() for _ in range(40)}
+    assert len(pids) == 2
+    victim = next(iter(pids))
+    os.kill(victim, 9)
+    failures = 0
+
+    def replaced() -> bool:
+        nonlocal failures
+        try:
+            handle.remote().result(timeout_s=10)
+        except actors.ActorDiedError:
+            failures += 1  # only a request that was on the killed replica may fail
+        now = {handle.pid.remote().result() for _ in range(20)}
+        return len(now) == 2 and victim not in now
+
+    wait_until(replaced, timeout=30, what="the killed replica to be replaced")
+    assert failures <= 1
+
+
+@serve.deployment(num_replicas=5, version="1")
+class Versioned:
+    def __call__(self):
+        return os.getpid()
+
+    def version(self):
+        return "1"
+
+
+def test_rolling_update_under_steady_load_loses_no_request() -> None:
+    handle = serve.run(Versioned.bind())
+    old_pids = {handle.remote().result() for _ in range(60)}
+    assert len(old_pids) == 5
+    results: list = []
+    errors: list = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                results.append(handle.remote().result(timeout_s=30))
+            except Exception as e:  # any failure fails the test
+                errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        serve.run(Versioned.options(version="2").bind())  # returns when the roll is done
+        served_during = len(results)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert errors == []
+    new_pids = {handle.remote().result() for _ in range(60)}
+    assert len(new_pids) == 5 and not (new_pids & old_pids)
+    assert served_during > 50 and set(results) & old_pids and set(results) & new_pids
+
+
+def test_traffic_flows_while_the_controller_is_killed_and_it_recovers() -> None:
+    from actors.system import current_runtime
+
+    handle = serve.run(Counter.options(num_replicas=2).bind())
+    pids = {handle.pid.remote().result() for _ in range(40)}
+    controller = actors.get_actor("SERVE_CONTROLLER", namespace="serve")
+    rt = current_runtime()
+    info = rt.run_threadsafe(lambda: rt.call_head("get_actor_info", controller.actor_id))
+    os.kill(info.pid, 9)
+    for _ in range(50):  # the routers keep their replica set: no request fails
+        handle.remote().result(timeout_s=10)
+    wait_until(lambda: serve.status()["applications"]["default"]["deployments"]["Counter"]["status"] == "HEALTHY",
+               timeout=30, what="the restarted controller to report the deployment healthy")
+    assert {handle.pid.remote().result() for _ in range(40)} == pids  # replicas adopted, not replaced
+    new_info = rt.run_threadsafe(lambda: rt.call_head("get_actor_info", controller.actor_id))
+    assert new_info.pid != info.pid
