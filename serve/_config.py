@@ -111,6 +111,9 @@ def validate_options(options: dict[str, Any]) -> dict[str, Any]:
                              "autoscaling decides the number of replicas")
         if not isinstance(out["autoscaling_config"], dict):
             raise ValueError("autoscaling_config must be a dict such as {'min_replicas': 1, 'max_replicas': 4}")
+        from ._autoscaling import AutoscalingConfig
+
+        AutoscalingConfig.from_dict(out["autoscaling_config"])  # raises naming the wrong field
     if "init_args" in out and not isinstance(out["init_args"], (tuple, list)):
         raise ValueError(f"init_args must be a tuple or list, got {type(out['init_args']).__name__}")
     if "init_kwargs" in out and not isinstance(out["init_kwargs"], dict):

@@ -231,8 +231,15 @@ class ServeController:
                 return ReplicaSet(deployment, s.routing_version,
                                   tuple(ReplicaInfo(r.replica_id, r.handle, s.target.config.max_ongoing_requests)
                                         for r in s.running()),
-                                  s.target.config.max_queued_requests)
+                                  s.target.config.max_queued_requests,
+                                  extra={"metrics_interval_s": _metrics_interval(s)})
             await self._next_change(deadline)
+
+    def record_load(self, source: str, deployment: str, ongoing: float) -> None:
+        """A router's requests in flight (and queued) for `deployment`, for autoscaling."""
+        state = self.deployments.get(deployment)
+        if state is not None:
+            state.record_load(time.monotonic(), source, ongoing)
 
     async def shutdown(self, timeout_s: float = 30.0) -> bool:
         names = list(self.deployments)
@@ -244,6 +251,14 @@ class ServeController:
 
     def running_replica_count(self) -> int:
         return sum(1 for s in self.deployments.values() for r in s.replicas.values() if r.state == RUNNING)
+
+
+def _metrics_interval(state: DeploymentState) -> float | None:
+    """How often routers should report load: None without autoscaling."""
+    cfg = state.target.config.autoscaling_config
+    if cfg is None:
+        return None
+    return min(float(cfg.get("metrics_interval_s", 10.0)), 1.0)
 
 
 def _same_code(current: DeploymentTarget, new: DeploymentTarget) -> DeploymentTarget:

@@ -24,6 +24,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ._autoscaling import AutoscalingConfig, AutoscalingPolicy
 from .messages import DeploymentTarget
 
 __all__ = ["DeploymentState", "ReplicaIO", "Replica", "MAX_START_FAILURES", "HEALTH_FAILURES"]
@@ -87,19 +88,36 @@ class DeploymentState:
         self.deleting = False
         self.routing_version = 0
         self._routed: tuple[str, ...] = ()
-        self.desired_override: int | None = None  # set by the autoscaler
+        self.autoscaler: AutoscalingPolicy | None = None
+        self._autoscaled = 0
+        self._set_autoscaler(0.0)
 
     # -- the target --------------------------------------------------------------------
     def update(self, target: DeploymentTarget) -> bool:
         """Take a new target; False if it changes nothing (same version and config)."""
         if target == self.target and not self.deleting and self.status != "UNHEALTHY":
             return False
+        old_autoscaling = self.target.config.autoscaling_config
         self.target = target
+        if target.config.autoscaling_config != old_autoscaling:
+            self._set_autoscaler(0.0)
         self.deleting = False
         self.start_failures = 0
         self.status = "UPDATING"
         self.message = ""
         return True
+
+    def _set_autoscaler(self, now: float) -> None:
+        cfg = self.target.config.autoscaling_config
+        if cfg is None:
+            self.autoscaler = None
+            return
+        self.autoscaler = AutoscalingPolicy(AutoscalingConfig.from_dict(cfg), now)
+        self._autoscaled = self.autoscaler.initial()
+
+    def record_load(self, now: float, source: str, ongoing: float) -> None:
+        if self.autoscaler is not None:
+            self.autoscaler.record(now, source, ongoing)
 
     def delete(self) -> None:
         self.deleting = True
@@ -109,8 +127,8 @@ class DeploymentState:
     def desired(self) -> int:
         if self.deleting:
             return 0
-        if self.desired_override is not None:
-            return self.desired_override
+        if self.autoscaler is not None:
+            return self._autoscaled
         return self.target.config.num_replicas
 
     @property
@@ -131,6 +149,8 @@ class DeploymentState:
     # -- the step ----------------------------------------------------------------------
     def step(self, now: float) -> bool:
         """Advance every replica and the replica count; True if the routing set changed."""
+        if self.autoscaler is not None and not self.deleting:
+            self._autoscaled = self.autoscaler.desired_replicas(now, self._autoscaled)
         self._collect_starts(now)
         self._check_health(now)
         self._finish_stops(now)

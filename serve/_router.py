@@ -53,7 +53,10 @@ class Router:
         self._waiting: collections.deque[asyncio.Future] = collections.deque()
         self._have_set = asyncio.Event()
         self._missing = False
+        self._report_every: float | None = None
+        self._source = f"{id(self):x}@{controller!r}"
         self._poller = asyncio.get_running_loop().create_task(self._poll())
+        self._reporter = asyncio.get_running_loop().create_task(self._report())
 
     @property
     def replicas(self) -> tuple[ReplicaInfo, ...]:
@@ -64,6 +67,7 @@ class Router:
         self._version = rs.version
         self._replicas = rs.replicas
         self._max_queued = rs.max_queued_requests
+        self._report_every = (rs.extra or {}).get("metrics_interval_s")
         live = {r.replica_id for r in rs.replicas}
         for rid in [k for k in self._in_flight if k not in live and self._in_flight[k] == 0]:
             del self._in_flight[rid]
@@ -84,6 +88,20 @@ class Router:
                 continue
             backoff = 0.05
             self.apply(rs)
+
+    @property
+    def load(self) -> int:
+        """Requests this caller has in flight or waiting for this deployment."""
+        return sum(self._in_flight.values()) + len(self._waiting)
+
+    async def _report(self) -> None:
+        """Report load to the controller while the deployment autoscales."""
+        while True:
+            await asyncio.sleep(self._report_every or 1.0)
+            if self._report_every is None:
+                continue
+            ref = self._controller.record_load.remote(self._source, self.deployment, float(self.load))
+            ref.future().add_done_callback(_ignore_outcome)  # best effort: the next report follows
 
     def _wake(self, n: int = 1) -> None:
         while n > 0 and self._waiting:
@@ -138,3 +156,9 @@ class Router:
 
     def close(self) -> None:
         self._poller.cancel()
+        self._reporter.cancel()
+
+
+def _ignore_outcome(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()

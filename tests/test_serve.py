@@ -330,3 +330,42 @@ def test_traffic_flows_while_the_controller_is_killed_and_it_recovers() -> None:
     assert {handle.pid.remote().result() for _ in range(40)} == pids  # replicas adopted, not replaced
     new_info = rt.run_threadsafe(lambda: rt.call_head("get_actor_info", controller.actor_id))
     assert new_info.pid != info.pid
+
+
+@serve.deployment(autoscaling_config={"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1,
+                                      "upscale_delay_s": 0, "downscale_delay_s": 1, "metrics_interval_s": 0.2,
+                                      "look_back_period_s": 0.5}, max_ongoing_requests=10)
+class Elastic:
+    async def __call__(self, seconds):
+        await asyncio.sleep(seconds)
+        return os.getpid()
+
+
+def test_autoscaling_follows_load_up_and_back_down() -> None:
+    handle = serve.run(Elastic.bind())
+
+    def replicas() -> int:
+        return serve.status()["applications"]["default"]["deployments"]["Elastic"]["replicas"].get("RUNNING", 0)
+
+    assert replicas() == 1
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            handle.remote(0.2).result(timeout_s=30)
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: replicas() == 3, timeout=30, what="scale-up to max_replicas under load")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    wait_until(lambda: replicas() == 1, timeout=30, what="scale-down to min_replicas after the load")
+
+
+def test_autoscaling_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="max_replicas"):
+        serve.deployment(autoscaling_config={"min_replicas": 3, "max_replicas": 1})
