@@ -14,7 +14,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
 run: install
-	$(BIN)/python examples/counter.py
+	$(BIN)/python examples/serve_app.py
 
 test: install
 	$(BIN)/ruff check .
@@ -26,6 +26,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/actor_calls.py
 	$(BIN)/python benchmarks/cluster_scale.py
+	$(BIN)/python benchmarks/handle_calls.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
