@@ -20,6 +20,7 @@ __all__ = ["ActorDirectory"]
 
 log = logging.getLogger(__name__)
 _WATCH_HOLD_S = 20.0
+_SUSPECT_RECHECK_S = 2.0
 
 
 class ActorDirectory:
@@ -31,6 +32,7 @@ class ActorDirectory:
         self._epoch: str | None = None
         self._watch_task: asyncio.Task | None = None
         self._resolving: set[ActorId] = set()
+        self._suspect: set[ActorId] = set()  # connection lost; waiting for the head's verdict
         self._changed = asyncio.Event()
 
     # -- calls -------------------------------------------------------------------------
@@ -41,7 +43,8 @@ class ActorDirectory:
         if info is None and hint is not None:
             self.update(hint)
             info = self._infos.get(actor_id)
-        if info is not None and info.state is ActorState.ALIVE and actor_id not in self._queued:
+        if info is not None and info.state is ActorState.ALIVE and actor_id not in self._queued \
+                and actor_id not in self._suspect:
             self._rt.send_request(info.address, route, payload, buffers, fut)
             return
         if info is not None and info.state is ActorState.DEAD:
@@ -54,6 +57,21 @@ class ActorDirectory:
 
     def is_actor_address(self, address: str) -> bool:
         return any(i.address == address for i in self._infos.values())
+
+    def peer_lost(self, address: str) -> None:
+        """The connection to `address` dropped. Its actor is probably dead, but only the
+        head knows: later calls wait for its record (which carries the real cause, or a
+        restart) instead of racing it; a re-check after SUSPECT_RECHECK_S covers a
+        connection that dropped while the actor lives."""
+        for info in self._infos.values():
+            if info.address == address and info.state is ActorState.ALIVE:
+                self._suspect.add(info.actor_id)
+                self.ensure_watching()
+                self._rt.loop.call_later(_SUSPECT_RECHECK_S, self._recheck, info.actor_id)
+
+    def _recheck(self, actor_id: ActorId) -> None:
+        if actor_id in self._suspect:
+            self._resolve(actor_id)
 
     def info(self, actor_id: ActorId) -> ActorInfo | None:
         return self._infos.get(actor_id)
@@ -83,6 +101,7 @@ class ActorDirectory:
         if old is not None and info.version < old.version:
             return
         self._infos[info.actor_id] = info
+        self._suspect.discard(info.actor_id)  # the head has spoken
         if old is not None and old.address and old.state is ActorState.ALIVE and (
             info.state is not ActorState.ALIVE or info.address != old.address
         ):

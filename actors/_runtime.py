@@ -192,6 +192,7 @@ class Runtime:
             return
         directory = self.extensions.get("directory")
         if directory is not None and directory.is_actor_address(address):
+            directory.peer_lost(address)
             make: Callable[[], BaseException] = lambda: ActorDiedError(  # noqa: E731
                 f"lost the connection to the actor's process at {address}: it died or is unreachable")
         else:

@@ -95,7 +95,8 @@ def start_driver(code: str, **env: str) -> subprocess.Popen:
 
 
 def read_json_line(proc: subprocess.Popen, timeout: float = 60.0) -> dict:
-    """The first stdout line of a driver that starts with '{', as JSON."""
+    """The first stdout line of a driver that starts with '{', as JSON. Lines before it
+    are kept in `proc.skipped` (output may interleave with the JSON line)."""
     import selectors
 
     sel = selectors.DefaultSelector()
@@ -109,6 +110,7 @@ def read_json_line(proc: subprocess.Popen, timeout: float = 60.0) -> dict:
                 break
             if line.startswith("{"):
                 return json.loads(line)
+            proc.skipped = [*getattr(proc, "skipped", []), line]  # type: ignore[attr-defined]
         elif proc.poll() is not None:
             break
     err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
