@@ -369,3 +369,75 @@ def test_autoscaling_follows_load_up_and_back_down() -> None:
 def test_autoscaling_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="max_replicas"):
         serve.deployment(autoscaling_config={"min_replicas": 3, "max_replicas": 1})
+
+
+@serve.deployment(health_check_period_s=0.2, health_check_timeout_s=2)
+class Fragile:
+    def __init__(self):
+        self.healthy = True
+
+    def check_health(self):
+        if not self.healthy:
+            raise RuntimeError("lost the GPU")
+
+    def break_it(self):
+        self.healthy = False
+
+    def pid(self):
+        return os.getpid()
+
+
+def test_a_replica_failing_its_health_checks_is_replaced() -> None:
+    handle = serve.run(Fragile.bind())
+    first = handle.pid.remote().result()
+    handle.break_it.remote().result()
+    wait_until(lambda: _pid_or_none(handle) not in (None, first), timeout=20,
+               what="the unhealthy replica to be replaced")
+    assert serve.status()["applications"]["default"]["deployments"]["Fragile"]["replicas"] == {"RUNNING": 1}
+
+
+def _pid_or_none(handle) -> int | None:
+    try:
+        return handle.pid.remote().result(timeout_s=5)
+    except Exception:
+        return None
+
+
+@serve.deployment(graceful_shutdown_wait_loop_s=0, graceful_shutdown_timeout_s=10)
+class Slow:
+    async def __call__(self, seconds):
+        await asyncio.sleep(seconds)
+        return "finished"
+
+
+def test_deleting_waits_for_requests_in_flight() -> None:
+    handle = serve.run(Slow.bind())
+    in_flight = [handle.remote(1.5) for _ in range(3)]
+    wait_until(lambda: serve.status()["applications"]["default"]["deployments"]["Slow"]["replicas"], timeout=5,
+               what="the deployment to be listed")
+    serve.delete("default")  # drains: the requests already running complete before the replica goes
+    assert [r.result(timeout_s=10) for r in in_flight] == ["finished"] * 3
+    assert serve.list_deployments() == {}
+
+
+def test_detached_serve_is_reached_from_another_driver(cluster) -> None:
+    from actors.system import current_runtime
+
+    from .conftest import read_json_line, start_driver
+
+    rt = current_runtime()
+    serve.start(detached=True)
+    serve.run(Adder.options(name="shared_adder").bind(100), name="shared")
+    driver = start_driver(f"""
+        import json, actors, serve
+        actors.init(address={rt.head_address!r}, token={rt.token!r})
+        d = serve.get_deployment("shared_adder")
+        print(json.dumps({{"value": d.get_handle().remote(1).result(), "repr": repr(d)}}), flush=True)
+    """)
+    try:
+        out = read_json_line(driver)
+        assert out == {"value": 101, "repr": "Deployment(name=shared_adder,version=None,route_prefix=/shared_adder)"}
+        assert driver.wait(timeout=30) == 0
+    finally:
+        driver.kill()
+    assert serve.get_deployment("shared_adder").get_handle().remote(2).result() == 102
