@@ -16,8 +16,11 @@ owner when awaited.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import itertools
+import threading
+import weakref
 from collections.abc import Generator
 from typing import Any
 
@@ -66,7 +69,13 @@ class ObjectRef:
     def __await__(self) -> Generator[Any, None, Any]:
         fut = self._fut
         if not isinstance(fut, asyncio.Future):
-            return asyncio.wrap_future(fut).__await__()
+            loop = asyncio.get_running_loop()
+            if fut.done() or loop is self._rt.loop:
+                return asyncio.wrap_future(fut).__await__()
+            mine = loop.create_future()
+            bridge = _bridge(loop)
+            fut.add_done_callback(lambda f: bridge.deliver(f, mine))
+            return mine.__await__()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -108,6 +117,45 @@ class ObjectRef:
     def __reduce__(self):
         owner, export_id = self._rt.extensions["exports"].export(self._fut)
         return (_borrowed, (owner, export_id, self._label))
+
+
+class _LoopBridge:
+    """Hands finished results to one foreign event loop in batches: one wake-up of that
+    loop per burst of results, not one per result."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def deliver(self, src: Any, dst: asyncio.Future) -> None:
+        with self._lock:
+            self._items.append((src, dst))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            pass  # that loop is closed: nobody is waiting any more
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, collections.deque()
+            self._scheduled = False
+        for src, dst in items:
+            _copy_state(src, dst)
+
+
+_bridges: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _bridge(loop: asyncio.AbstractEventLoop) -> _LoopBridge:
+    bridge = _bridges.get(loop)
+    if bridge is None:
+        bridge = _bridges[loop] = _LoopBridge(loop)
+    return bridge
 
 
 def _add_done(fut: asyncio.Future, cb: Any) -> None:
