@@ -11,6 +11,7 @@ flowing while it is down: routers keep their last replica set.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import pickle
 import time
@@ -21,6 +22,7 @@ from actors.messages import ActorState
 from actors.system import current_runtime
 
 from ._deployment_state import RUNNING, DeploymentState, Replica
+from ._replica import ReplicaActor
 from .messages import DeploymentTarget, ReplicaInfo, ReplicaSet
 
 __all__ = ["ServeController", "CONTROLLER_NAME", "SERVE_NAMESPACE", "CHECKPOINT_KEY", "replica_actor_name"]
@@ -43,8 +45,6 @@ class _ActorReplicaIO:
         self.detached = detached
 
     def start(self, target: DeploymentTarget, replica_id: str) -> actors.ActorHandle:
-        from ._replica import ReplicaActor
-
         opts = dict(target.config.actor_options)
         opts.pop("num_gpus", None)
         opts.pop("memory", None)
@@ -263,6 +263,4 @@ def _metrics_interval(state: DeploymentState) -> float | None:
 
 def _same_code(current: DeploymentTarget, new: DeploymentTarget) -> DeploymentTarget:
     """Keep the running code (its replicas stay) while taking the new config."""
-    import dataclasses
-
     return dataclasses.replace(new, code=current.code)
