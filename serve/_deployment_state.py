@@ -66,6 +66,7 @@ class Replica:
     shutdown: Pending | None = None
     stop_by: float = 0.0
     reconfiguring: Pending | None = None
+    config_error: str | None = None  # the last reconfigure failed (kept in the status)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -171,9 +172,8 @@ class DeploymentState:
                 continue
             error = _error_text(r.ready)
             if error is None:
-                r.state = RUNNING
+                r.state = RUNNING  # r.user_config is what it was built with; _reconfigure catches it up
                 r.next_health_at = now + self.target.config.health_check_period_s
-                r.user_config = self.target.config.user_config if r.version == self.target.version else r.user_config
                 self.start_failures = 0
                 continue
             self.io.kill(r.handle)
@@ -221,7 +221,7 @@ class DeploymentState:
     def _start(self, now: float) -> None:
         replica_id = f"{self.target.name}#{secrets.token_hex(3)}"
         handle = self.io.start(self.target, replica_id)
-        r = Replica(replica_id, handle, self.target.version, started_at=now)
+        r = Replica(replica_id, handle, self.target.version, started_at=now, user_config=self.target.config.user_config)
         r.ready = self.io.call(handle, "ready")
         self.replicas[replica_id] = r
 
@@ -269,8 +269,7 @@ class DeploymentState:
             if r.reconfiguring is not None:
                 if r.reconfiguring.done():
                     error = _error_text(r.reconfiguring)
-                    if error is not None:
-                        self.message = f"reconfigure failed on {r.replica_id}: {error}"
+                    r.config_error = None if error is None else f"reconfigure failed on {r.replica_id}: {error}"
                     r.reconfiguring = None
                 continue
             if r.version == self.target.version and r.user_config != wanted and wanted is not None:
@@ -286,5 +285,8 @@ class DeploymentState:
             current = [r for r in self.running() if r.version == self.target.version]
             settled = len(current) == self.desired and len(self.replicas) == self.desired
             self.status = "HEALTHY" if settled else "UPDATING"
-            if settled:
+            config_errors = [r.config_error for r in self.running() if r.config_error]
+            if config_errors:
+                self.message = config_errors[0]
+            elif settled:
                 self.message = ""

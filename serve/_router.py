@@ -51,6 +51,7 @@ class Router:
         self._version = -1
         self._in_flight: dict[str, int] = collections.defaultdict(int)
         self._waiting: collections.deque[asyncio.Future] = collections.deque()
+        self._handoffs = 0  # woken waiters that have not taken their slot yet
         self._have_set = asyncio.Event()
         self._missing = False
         self._report_every: float | None = None
@@ -72,7 +73,8 @@ class Router:
         for rid in [k for k in self._in_flight if k not in live and self._in_flight[k] == 0]:
             del self._in_flight[rid]
         self._have_set.set()
-        self._wake(len(self._waiting))
+        if self._waiting and self._has_room():
+            self._wake()  # each one that gets a slot hands on to the next
 
     async def _poll(self) -> None:
         backoff = 0.05
@@ -108,31 +110,50 @@ class Router:
             fut = self._waiting.popleft()
             if not fut.done():
                 fut.set_result(None)
+                self._handoffs += 1
                 n -= 1
 
+    def _has_room(self) -> bool:
+        return any(self._in_flight.get(r.replica_id, 0) < r.max_ongoing_requests for r in self._replicas)
+
     async def _acquire(self) -> ReplicaInfo:
+        """A replica with room, in FIFO order: requests already waiting (or woken and
+        about to run) go before a new arrival."""
         if not self._have_set.is_set():
             await self._have_set.wait()
+        arriving = True
         while True:
             if self._missing:
                 raise ServeError(f"there is no deployment named {self.deployment!r} (see serve.status())")
-            replica = choose(self._replicas, self._in_flight, self._rng)
+            ahead = arriving and (self._waiting or self._handoffs)
+            replica = None if ahead else choose(self._replicas, self._in_flight, self._rng)
             if replica is not None:
                 self._in_flight[replica.replica_id] += 1
+                if self._waiting and self._has_room():
+                    self._wake()  # room for the next one too: hand it on
                 return replica
-            if 0 <= self._max_queued <= len(self._waiting):
+            if arriving and 0 <= self._max_queued <= len(self._waiting):
                 raise BackPressureError(
                     f"deployment {self.deployment!r}: all {len(self._replicas)} replicas are at "
                     f"max_ongoing_requests and {len(self._waiting)} requests already wait "
                     f"(max_queued_requests={self._max_queued})")
             fut = asyncio.get_running_loop().create_future()
-            self._waiting.append(fut)
+            if arriving:
+                self._waiting.append(fut)
+            else:
+                self._waiting.appendleft(fut)  # woken but no room after all: keep its place
+            arriving = False
             try:
                 await fut
             except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    self._wake()  # pass the slot on
+                if not fut.done() or fut.cancelled():
+                    if fut in self._waiting:
+                        self._waiting.remove(fut)  # a cancelled call gives its place up
+                else:
+                    self._handoffs -= 1
+                    self._wake()  # it was handed a slot: pass it on
                 raise
+            self._handoffs -= 1
 
     def _release(self, replica: ReplicaInfo) -> None:
         self._in_flight[replica.replica_id] -= 1
