@@ -16,15 +16,14 @@ owner when awaited.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import itertools
-import threading
 import weakref
 from collections.abc import Generator
 from typing import Any
 
 from ._context import current_or_init
+from ._inbox import LoopInbox
 from .exceptions import GetTimeoutError
 
 __all__ = ["ObjectRef", "Exports", "EXPORT_TTL_S"]
@@ -74,7 +73,7 @@ class ObjectRef:
                 return asyncio.wrap_future(fut).__await__()
             mine = loop.create_future()
             bridge = _bridge(loop)
-            fut.add_done_callback(lambda f: bridge.deliver(f, mine))
+            fut.add_done_callback(lambda f: bridge.put((f, mine)))
             return mine.__await__()
         try:
             loop = asyncio.get_running_loop()
@@ -119,43 +118,20 @@ class ObjectRef:
         return (_borrowed, (owner, export_id, self._label))
 
 
-class _LoopBridge:
-    """Hands finished results to one foreign event loop in batches: one wake-up of that
-    loop per burst of results, not one per result."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._items: collections.deque = collections.deque()
-        self._lock = threading.Lock()
-        self._scheduled = False
-
-    def deliver(self, src: Any, dst: asyncio.Future) -> None:
-        with self._lock:
-            self._items.append((src, dst))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        try:
-            self._loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:
-            pass  # that loop is closed: nobody is waiting any more
-
-    def _drain(self) -> None:
-        with self._lock:
-            items, self._items = self._items, collections.deque()
-            self._scheduled = False
-        for src, dst in items:
-            _copy_state(src, dst)
-
-
 _bridges: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _bridge(loop: asyncio.AbstractEventLoop) -> _LoopBridge:
+def _bridge(loop: asyncio.AbstractEventLoop) -> LoopInbox:
+    """Results for awaiters on a foreign loop, handed over once per burst."""
     bridge = _bridges.get(loop)
     if bridge is None:
-        bridge = _bridges[loop] = _LoopBridge(loop)
+        bridge = _bridges[loop] = LoopInbox(loop, _copy_all)
     return bridge
+
+
+def _copy_all(items: Any) -> None:
+    for src, dst in items:
+        _copy_state(src, dst)
 
 
 def _add_done(fut: asyncio.Future, cb: Any) -> None:

@@ -8,6 +8,7 @@ host services and start processes through these names, so no other package reach
 from ._api import current_runtime, local_cluster, runtime_or_init
 from ._endpoints import install as install_endpoints
 from ._host import ServiceTarget
+from ._inbox import LoopInbox
 from ._probe import PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, probe
 from ._process import Child, signal_ready, spawn, watch_parent
 from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
@@ -42,6 +43,7 @@ __all__ = [
     "CurveKeys",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "Inbound",
+    "LoopInbox",
     "Runtime",
     "ServiceTarget",
     "Session",

@@ -10,13 +10,11 @@ controller by name and build their own router.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
-import threading
 from typing import Any
 
 from actors import ActorHandle, GetTimeoutError, ObjectRef
-from actors.system import current_runtime, runtime_or_init
+from actors.system import LoopInbox, current_runtime, runtime_or_init
 
 from ._router import Router
 
@@ -116,35 +114,14 @@ class DeploymentHandle:
             fut: Any = rt.loop.create_task(_call(rt, *call))
         else:
             fut = concurrent.futures.Future()
-            _submitter(rt).submit(call, fut)
+            _submitter(rt).put((call, fut))
         return DeploymentResponse(ObjectRef(fut, rt, f"{self.deployment_name}.{self.method_name}"))
 
 
-class _Submitter:
-    """Carries handle calls made on other threads into the runtime's loop, one wake-up
-    of the loop per burst of calls."""
-
-    def __init__(self, rt: Any) -> None:
-        self._rt = rt
-        self._items: collections.deque = collections.deque()
-        self._lock = threading.Lock()
-        self._scheduled = False
-
-    def submit(self, call: tuple, fut: concurrent.futures.Future) -> None:
-        with self._lock:
-            self._items.append((call, fut))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self._rt.loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._lock:
-            items, self._items = self._items, collections.deque()
-            self._scheduled = False
-        for call, fut in items:
-            task = self._rt.loop.create_task(_call(self._rt, *call))
-            task.add_done_callback(lambda t, f=fut: _settle(t, f))
+def _start_calls(rt: Any, items: Any) -> None:
+    for call, fut in items:
+        task = rt.loop.create_task(_call(rt, *call))
+        task.add_done_callback(lambda t, f=fut: _settle(t, f))
 
 
 def _settle(task: asyncio.Task, fut: concurrent.futures.Future) -> None:
@@ -156,11 +133,12 @@ def _settle(task: asyncio.Task, fut: concurrent.futures.Future) -> None:
         fut.set_result(task.result())
 
 
-def _submitter(rt: Any) -> _Submitter:
-    sub = rt.extensions.get("serve_submitter")
-    if sub is None:
-        sub = rt.extensions["serve_submitter"] = _Submitter(rt)
-    return sub
+def _submitter(rt: Any) -> LoopInbox:
+    """Handle calls made on other threads, carried into the runtime's loop per burst."""
+    inbox = rt.extensions.get("serve_submitter")
+    if inbox is None:
+        inbox = rt.extensions["serve_submitter"] = LoopInbox(rt.loop, lambda items: _start_calls(rt, items))
+    return inbox
 
 
 RayServeHandle = DeploymentHandle  # Ray Serve 1.x names

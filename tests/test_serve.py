@@ -405,16 +405,22 @@ def _pid_or_none(handle) -> int | None:
 
 @serve.deployment(graceful_shutdown_wait_loop_s=0, graceful_shutdown_timeout_s=10)
 class Slow:
+    def __init__(self):
+        self.running = 0
+
     async def __call__(self, seconds):
+        self.running += 1
         await asyncio.sleep(seconds)
         return "finished"
+
+    def started(self):
+        return self.running
 
 
 def test_deleting_waits_for_requests_in_flight() -> None:
     handle = serve.run(Slow.bind())
     in_flight = [handle.remote(1.5) for _ in range(3)]
-    wait_until(lambda: serve.status()["applications"]["default"]["deployments"]["Slow"]["replicas"], timeout=5,
-               what="the deployment to be listed")
+    wait_until(lambda: handle.started.remote().result() == 3, timeout=10, what="the requests to be running")
     serve.delete("default")  # drains: the requests already running complete before the replica goes
     assert [r.result(timeout_s=10) for r in in_flight] == ["finished"] * 3
     assert serve.list_deployments() == {}
