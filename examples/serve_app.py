@@ -1,15 +1,19 @@
 """The example app: a two-stage text pipeline served on an embedded local cluster.
 
 `make run` runs this. It deploys a tokenizer and a small lexicon-based sentiment model
-(two replicas, batched by nothing yet), composes them behind an ingress deployment, and
-calls it through a handle: sequentially, then 200 requests at once. The HTTP proxy comes
-with the HTTP ingress issue; until then the app is reached through its Python handle.
+(two replicas) composed behind an ingress deployment, serves it over HTTP on
+127.0.0.1:8000 (and prints the curl line to try), calls it through a Python handle too,
+and keeps serving until Ctrl-C. `--once` exits after the demonstration.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sys
+import threading
 import time
+import urllib.request
 
 import serve
 
@@ -43,7 +47,10 @@ class Pipeline:
         self.tokenizer = tokenizer
         self.model = model
 
-    async def __call__(self, text: str) -> dict:
+    async def __call__(self, request) -> dict:
+        # Over HTTP a starlette Request arrives (?text=... or the body); from a handle, the text.
+        text = request if isinstance(request, str) else (
+            request.query_params.get("text") or (await request.body()).decode())
         return await self.model.remote(self.tokenizer.remote(text))  # a response passed straight on
 
 
@@ -52,7 +59,8 @@ app = Pipeline.bind(Tokenizer.bind(), Sentiment.bind())
 
 def main() -> None:
     t0 = time.perf_counter()
-    handle = serve.run(app)
+    serve.start(http_options={"host": "127.0.0.1", "port": 8000})
+    handle = serve.run(app, route_prefix="/sentiment")
     print(f"deployed in {time.perf_counter() - t0:.1f}s: {sorted(serve.list_deployments())}")
     for text in ("I love this, it is great", "slow and broken", "it is a chair"):
         print(f"{text!r:32} -> {handle.remote(text).result()}")
@@ -62,6 +70,21 @@ def main() -> None:
     print(f"200 concurrent requests in {(time.perf_counter() - t0) * 1000:.0f} ms, spread over replicas {replicas}")
     for name, d in serve.status()["applications"]["default"]["deployments"].items():
         print(f"  {name}: {d['status']}, replicas {d['replicas']}")
+    url = "http://127.0.0.1:8000/sentiment?text=what+a+great+day"
+    for _ in range(100):  # the proxy learns the route within moments of the deploy
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                print(f"GET {url} -> {json.loads(r.read())}")
+            break
+        except OSError:
+            time.sleep(0.1)
+    print("\nServing on http://127.0.0.1:8000 - try:\n    curl 'http://127.0.0.1:8000/sentiment?text=I+love+it'\n"
+          "    curl -d 'slow and broken' http://127.0.0.1:8000/sentiment\nCtrl-C to stop.", flush=True)
+    if "--once" not in sys.argv:
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
     serve.shutdown()
 
 

@@ -1,7 +1,10 @@
-"""proxy: the HTTP proxy actor (uvicorn + compiled prefix trie), built on `actors`.
+"""proxy: the HTTP side of serving: a uvicorn server in front of a compiled prefix trie,
+forwarding requests through a callable the serving layer provides."""
 
-Not built yet: see the HTTP ingress issue. The package exists so the distribution's
-layout is final from the start.
-"""
+from ._codec import to_http_response, to_starlette_request
+from ._routes import Match, Route, RouteTable
+from ._server import ProxyServer
+from .messages import HTTPRequest, HTTPResponse
 
-__all__: list[str] = []
+__all__ = ["HTTPRequest", "HTTPResponse", "Match", "ProxyServer", "Route", "RouteTable", "to_http_response",
+           "to_starlette_request"]

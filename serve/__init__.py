@@ -12,6 +12,7 @@
 """
 
 from ._api import delete, get_deployment, list_deployments, run, shutdown, start, status
+from ._config import HTTPOptions
 from ._deployment import Application, Deployment, deployment
 from ._handle import DeploymentHandle, DeploymentResponse, RayServeHandle, RayServeSyncHandle
 from ._replica import get_replica_context
@@ -24,6 +25,7 @@ __all__ = [
     "DeploymentHandle",
     "DeploymentResponse",
     "DeploymentUnhealthyError",
+    "HTTPOptions",
     "RayServeException",
     "RayServeHandle",
     "RayServeSyncHandle",

@@ -7,6 +7,8 @@ progress lines to stderr as the replica counts change.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import pickle
 import sys
@@ -16,10 +18,11 @@ from typing import Any
 import actors
 from actors.system import current_runtime
 
-from ._config import DEFAULT, validate_route_prefix
+from ._config import DEFAULT, HTTPOptions, validate_route_prefix
 from ._controller import CONTROLLER_NAME, SERVE_NAMESPACE, ServeController
 from ._deployment import Application, Deployment
 from ._handle import DeploymentHandle
+from ._http import PROXY_NAME, HTTPProxyActor
 from .exceptions import DeploymentUnhealthyError
 from .messages import DeploymentTarget
 
@@ -38,16 +41,30 @@ def _controller_or_none() -> actors.ActorHandle | None:
 
 
 def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> actors.ActorHandle:
-    """Start Serve on the cluster (or connect to the Serve already running there)."""
+    """Start Serve on the cluster (or connect to the Serve already running there); returns
+    once the controller and the HTTP proxy are ready."""
+    http = HTTPOptions.of(http_options)  # wrong options fail here, before anything starts
     controller = _controller_or_none()
     if controller is not None:
         return controller
-    opts = http_options.__dict__ if hasattr(http_options, "__dict__") else dict(http_options or {})
-    cls = actors.remote(name=CONTROLLER_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True,
-                        lifetime="detached" if detached else None, max_concurrency=10_000,
-                        max_restarts=-1)(ServeController)
-    controller = cls.remote(detached, opts)
+    lifetime = "detached" if detached else None
+    cls = actors.remote(name=CONTROLLER_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True, lifetime=lifetime,
+                        max_concurrency=10_000, max_restarts=-1)(ServeController)
+    controller = cls.remote(detached, dataclasses.asdict(http))
     actors.get(controller.status.remote(), timeout=60)  # up and recovered
+    if http.location != "NoServer":
+        proxy = actors.remote(name=PROXY_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True, lifetime=lifetime,
+                              max_concurrency=100_000, max_restarts=-1)(HTTPProxyActor)
+        handle = proxy.remote(http.host, http.port, dataclasses.asdict(http))
+        try:
+            url = actors.get(handle.ready.remote(), timeout=60)
+        except (Exception, asyncio.CancelledError) as e:
+            actors.kill(handle)
+            actors.get(controller.shutdown.remote(), timeout=60)
+            actors.kill(controller)
+            raise RuntimeError(f"the HTTP proxy could not listen on {http.host}:{http.port} ({e}); "
+                               "pick another http_options port, or location='NoServer'") from None
+        _say(f"HTTP proxy listening on {url}")
     return controller
 
 
@@ -166,6 +183,10 @@ def shutdown() -> None:
     try:
         actors.get(controller.shutdown.remote(), timeout=90)
     finally:
+        try:
+            actors.kill(actors.get_actor(PROXY_NAME, namespace=SERVE_NAMESPACE))
+        except (ValueError, actors.ActorDiedError):
+            pass
         actors.kill(controller)
         rt = current_runtime()
         if rt is not None:

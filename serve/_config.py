@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DeploymentConfig", "DEFAULT", "OPTION_NAMES", "validate_options", "validate_route_prefix"]
+__all__ = ["DeploymentConfig", "DEFAULT", "HTTPOptions", "OPTION_NAMES", "validate_options", "validate_route_prefix"]
 
 
 class _Default:
@@ -143,3 +143,39 @@ def config_from(options: dict[str, Any]) -> DeploymentConfig:
     if given.get("num_replicas") is None:
         given.pop("num_replicas", None)
     return DeploymentConfig(**given)
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPOptions:
+    """Where and how the HTTP proxies listen (`serve.start(http_options=...)`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    location: str = "HeadOnly"
+    root_path: str = ""
+    request_timeout_s: float | None = None
+    max_body_bytes: int = 100 * 1024 * 1024
+    keep_alive_timeout_s: int = 5
+
+    @classmethod
+    def of(cls, value: Any) -> "HTTPOptions":
+        if value is None:
+            return cls()
+        if isinstance(value, HTTPOptions):
+            return value
+        if not isinstance(value, dict):
+            raise TypeError(f"http_options must be a dict or serve.HTTPOptions, got {type(value).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - names - {"middlewares"})
+        if unknown:
+            raise ValueError(f"unknown http_options {unknown}; valid options are {sorted(names)}")
+        if value.get("middlewares"):
+            raise ValueError("http_options middlewares are not supported yet")
+        opts = cls(**{k: v for k, v in value.items() if k in names})
+        if opts.location not in ("HeadOnly", "EveryNode", "NoServer"):
+            raise ValueError(f"http_options location must be 'HeadOnly', 'EveryNode' or 'NoServer', got {opts.location!r}")
+        if opts.location == "EveryNode":
+            raise ValueError("http_options location='EveryNode' is not supported yet; use 'HeadOnly'")
+        if isinstance(opts.port, bool) or not isinstance(opts.port, int) or not 0 < opts.port < 65536:
+            raise ValueError(f"http_options port must be an integer in 1..65535, got {opts.port!r}")
+        return opts

@@ -81,6 +81,8 @@ class ServeController:
         self._changed = asyncio.Event()
         self._kick = asyncio.Event()
         self._membership: tuple = ()
+        self._routes: dict[str, str] = {}
+        self.routes_version = 0
         self._ready = asyncio.get_running_loop().create_task(self._start())
 
     # -- life --------------------------------------------------------------------------
@@ -108,6 +110,12 @@ class ServeController:
             if state.finished:
                 del self.deployments[name]
                 changed = True
+        routes = {s.target.route_prefix: name for name, s in self.deployments.items()
+                  if s.target.route_prefix is not None and not s.deleting and s.running()}
+        if routes != self._routes:
+            self._routes = routes
+            self.routes_version += 1
+            changed = True
         if changed:
             self._changed.set()
             self._changed = asyncio.Event()
@@ -234,6 +242,14 @@ class ServeController:
                                   s.target.config.max_queued_requests,
                                   extra={"metrics_interval_s": _metrics_interval(s)})
             await self._next_change(deadline)
+
+    async def listen_routes(self, known_version: int, hold_s: float) -> tuple[int, dict[str, str]]:
+        """Long poll for proxies: the route table once its version differs from theirs."""
+        await self._ready
+        deadline = time.monotonic() + hold_s
+        while self.routes_version == known_version and time.monotonic() < deadline:
+            await self._next_change(deadline)
+        return self.routes_version, dict(self._routes)
 
     def record_load(self, source: str, deployment: str, ongoing: float) -> None:
         """A router's requests in flight (and queued) for `deployment`, for autoscaling."""

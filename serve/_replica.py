@@ -17,8 +17,11 @@ import logging
 import os
 import pickle
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
+
+from proxy import to_http_response, to_starlette_request
 
 __all__ = ["ReplicaActor", "ReplicaContext", "get_replica_context"]
 
@@ -103,7 +106,10 @@ class ReplicaActor:
         self._ongoing += 1
         self._idle.clear()
         token = _context.set(self._context)
+        http = method == "__serve_http__"
         try:
+            if http:  # from the proxy: the user's __call__ gets a starlette Request
+                method, args, kwargs = "__call__", (to_starlette_request(args[0]),), {}
             fn = self._method(method)
             if inspect.iscoroutinefunction(fn):
                 result = await fn(*args, **kwargs)
@@ -112,11 +118,15 @@ class ReplicaActor:
                 result = await asyncio.get_running_loop().run_in_executor(None, lambda: ctx.run(fn, *args, **kwargs))
                 if inspect.isawaitable(result):
                     result = await result
-            if inspect.isgenerator(result):
+            if inspect.isgenerator(result) and not http:
                 result = list(result)
-            elif inspect.isasyncgen(result):
+            elif inspect.isasyncgen(result) and not http:
                 result = [item async for item in result]
-            return result
+            return await to_http_response(result) if http else result
+        except Exception:
+            if http:  # the client gets a 500; the traceback goes to this replica's log
+                traceback.print_exc()
+            raise
         finally:
             _context.reset(token)
             self._ongoing -= 1

@@ -12,18 +12,20 @@ from .conftest import ROOT, driver_env
 pytestmark = pytest.mark.timeout(120)
 
 
-def _run(path: str) -> str:
-    proc = subprocess.run([sys.executable, path], cwd=str(ROOT), env=driver_env(), capture_output=True, text=True,
+def _run(path: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, path, *args], cwd=str(ROOT), env=driver_env(), capture_output=True, text=True,
                           timeout=100)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
 
 def test_serve_app_example() -> None:
-    out = _run("examples/serve_app.py")
+    out = _run("examples/serve_app.py", "--once")
     assert "'I love this, it is great'" in out and "'label': 'positive'" in out
     assert "'label': 'negative'" in out and "'label': 'neutral'" in out
     assert "200 concurrent requests" in out and "Sentiment: HEALTHY, replicas {'RUNNING': 2}" in out
+    assert "GET http://127.0.0.1:8000/sentiment?text=what+a+great+day -> {'label': 'positive'" in out
+    assert "curl 'http://127.0.0.1:8000/sentiment?text=I+love+it'" in out
 
 
 def test_counter_example() -> None:

@@ -1,0 +1,142 @@
+"""The HTTP server of a proxy: uvicorn with a lean ASGI app in front of a route table.
+
+Per request: match the compiled prefix trie, read the body (refusing more than
+`max_body_bytes` with 413 before buffering it all), hand an `HTTPRequest` to `forward`
+(the serving layer's router), and write the `HTTPResponse` back. Built-ins:
+`GET /-/routes` and `GET /-/healthz` (503 while draining). Errors map to status codes;
+the server never crashes on a request: 404 unknown route, 500 user error, 503
+back-pressure, 504 past `request_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+
+from ._routes import Route, RouteTable
+from .messages import HTTPRequest, HTTPResponse
+
+__all__ = ["ProxyServer"]
+
+log = logging.getLogger(__name__)
+Forward = Callable[[str, HTTPRequest], Awaitable[HTTPResponse]]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn inside a process that owns its signals: install none."""
+
+    def install_signal_handlers(self) -> None:
+        pass
+
+    def capture_signals(self):  # uvicorn >= 0.29
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _text(status: int, text: str) -> HTTPResponse:
+    return HTTPResponse(status, ((b"content-type", b"text/plain; charset=utf-8"),), text.encode())
+
+
+class ProxyServer:
+    def __init__(self, host: str, port: int, forward: Forward, *, request_timeout_s: float | None = None,
+                 max_body_bytes: int = 100 * 1024 * 1024, keep_alive_timeout_s: int = 5,
+                 classify: Callable[[BaseException], int] | None = None) -> None:
+        self.host = host
+        self.port = port
+        self._forward = forward
+        self._timeout = request_timeout_s
+        self._max_body = max_body_bytes
+        self._classify = classify or (lambda e: 500)
+        self.table = RouteTable.compile([])
+        self.draining = False
+        config = uvicorn.Config(self.app, host=host, port=port, lifespan="off", log_level="warning",
+                                access_log=False, timeout_keep_alive=keep_alive_timeout_s, http="httptools",
+                                interface="asgi3")
+        self._server = _Server(config)
+        self._task: asyncio.Task | None = None
+
+    def set_routes(self, routes: dict[str, str]) -> None:
+        """Swap in a new compiled table (atomically: one assignment)."""
+        self.table = RouteTable.compile(Route(prefix, target) for prefix, target in routes.items())
+
+    async def start(self) -> None:
+        # uvicorn answers a bind failure with sys.exit: find out first, as an OSError.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((self.host, self.port))
+        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises the bind error
+                raise OSError(f"the HTTP server on {self.host}:{self.port} stopped at start")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.draining = True
+        self._server.should_exit = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    # -- the ASGI app ------------------------------------------------------------------
+    async def app(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            response = await self._respond(scope, receive)
+        except Exception as e:  # never a crashed proxy
+            log.exception("proxy error")
+            response = _text(500, f"internal proxy error: {e!r}")
+        await send({"type": "http.response.start", "status": response.status, "headers": list(response.headers)})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _respond(self, scope: dict, receive: Any) -> HTTPResponse:
+        path = scope["path"]
+        if path == "/-/healthz":
+            return _text(503, "draining") if self.draining else _text(200, "success")
+        if path == "/-/routes":
+            return HTTPResponse(200, ((b"content-type", b"application/json"),), json.dumps(self.table.routes()).encode())
+        match = self.table.match(path)
+        if match is None:
+            return _text(404, f"Path '{path}' not found. Ping http://{self.host}:{self.port}/-/routes for the routing table.")
+        body = await self._read_body(scope, receive)
+        if body is None:
+            return _text(413, f"request body over max_body_bytes={self._max_body}")
+        request = HTTPRequest(scope["method"], match.path, match.root_path, scope.get("query_string", b""),
+                              tuple(scope.get("headers", ())), body, scope.get("scheme", "http"),
+                              tuple(scope["client"]) if scope.get("client") else None,
+                              tuple(scope["server"]) if scope.get("server") else None, scope.get("http_version", "1.1"))
+        try:
+            return await asyncio.wait_for(self._forward(match.route.target, request), self._timeout)
+        except asyncio.TimeoutError:
+            return _text(504, f"the request took longer than request_timeout_s={self._timeout}")
+        except Exception as e:
+            status = self._classify(e)
+            if status == 500:  # the traceback is in the replica's log, not for the client
+                first = str(e).split("\n", 1)[0]
+                return _text(500, f"Internal Server Error: {type(e).__name__}: {first}")
+            return _text(status, f"{type(e).__name__}: {e}")
+
+    async def _read_body(self, scope: dict, receive: Any) -> bytes | None:
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self._max_body:
+                return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)

@@ -1,0 +1,67 @@
+"""The HTTP proxy actor: `proxy.ProxyServer` with the serving layer's router behind it.
+
+One per node that should serve HTTP (HeadOnly: one). It long-polls the controller for
+the route table ({route_prefix: deployment}) and forwards each request through the same
+`Router` the handles use, to the replica method `__serve_http__`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from actors.system import current_runtime
+from proxy import HTTPRequest, HTTPResponse, ProxyServer
+
+from ._handle import _controller, _router
+from .exceptions import BackPressureError
+
+__all__ = ["HTTPProxyActor", "PROXY_NAME", "HTTP_METHOD"]
+
+log = logging.getLogger(__name__)
+PROXY_NAME = "SERVE_PROXY"
+HTTP_METHOD = "__serve_http__"
+
+
+def _status_of(exc: BaseException) -> int:
+    return 503 if isinstance(exc, BackPressureError) else 500
+
+
+class HTTPProxyActor:
+    def __init__(self, host: str, port: int, options: dict[str, Any]) -> None:
+        self.server = ProxyServer(host, port, self._forward, classify=_status_of,
+                                  request_timeout_s=options.get("request_timeout_s"),
+                                  max_body_bytes=options.get("max_body_bytes", 100 * 1024 * 1024),
+                                  keep_alive_timeout_s=int(options.get("keep_alive_timeout_s", 5)))
+        self._routes_version = -1
+        self._started = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        await self.server.start()
+        self._poller = asyncio.get_running_loop().create_task(self._poll_routes())
+
+    async def ready(self) -> str:
+        await self._started
+        return f"http://{self.server.host}:{self.server.port}"
+
+    async def _forward(self, deployment: str, request: HTTPRequest) -> HTTPResponse:
+        router = await _router(current_runtime(), deployment)
+        return await router.call(HTTP_METHOD, (request,), {})
+
+    async def _poll_routes(self) -> None:
+        while True:
+            try:
+                controller = await _controller(current_runtime())
+                version, routes = await controller.listen_routes.remote(self._routes_version, 20.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("route poll failed (%s); keeping the current table", e)
+                await asyncio.sleep(0.2)
+                continue
+            self._routes_version = version
+            self.server.set_routes(routes)
+
+    async def drain(self) -> None:
+        await self.server.stop()
