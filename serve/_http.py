@@ -16,12 +16,12 @@ from proxy import HTTPRequest, HTTPResponse, ProxyServer
 
 from ._handle import _controller, _router
 from .exceptions import BackPressureError
+from .messages import HTTP_METHOD
 
-__all__ = ["HTTPProxyActor", "PROXY_NAME", "HTTP_METHOD"]
+__all__ = ["HTTPProxyActor", "PROXY_NAME"]
 
 log = logging.getLogger(__name__)
 PROXY_NAME = "SERVE_PROXY"
-HTTP_METHOD = "__serve_http__"
 
 
 def _status_of(exc: BaseException) -> int:

@@ -23,6 +23,8 @@ from typing import Any
 
 from proxy import to_http_response, to_starlette_request
 
+from .messages import HTTP_METHOD
+
 __all__ = ["ReplicaActor", "ReplicaContext", "get_replica_context"]
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,7 @@ class ReplicaActor:
         self._ongoing += 1
         self._idle.clear()
         token = _context.set(self._context)
-        http = method == "__serve_http__"
+        http = method == HTTP_METHOD
         try:
             if http:  # from the proxy: the user's __call__ gets a starlette Request
                 method, args, kwargs = "__call__", (to_starlette_request(args[0]),), {}

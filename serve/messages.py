@@ -13,9 +13,10 @@ from actors import ActorHandle
 
 from ._config import DeploymentConfig
 
-__all__ = ["DeploymentTarget", "ReplicaInfo", "ReplicaSet", "DEFAULT_APP"]
+__all__ = ["DeploymentTarget", "ReplicaInfo", "ReplicaSet", "DEFAULT_APP", "HTTP_METHOD"]
 
 DEFAULT_APP = "default"
+HTTP_METHOD = "__serve_http__"  # the replica entry the proxy calls with an HTTPRequest
 
 
 @dataclass(frozen=True, slots=True)
