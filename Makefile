@@ -27,6 +27,7 @@ bench: install
 	$(BIN)/python benchmarks/actor_calls.py
 	$(BIN)/python benchmarks/cluster_scale.py
 	$(BIN)/python benchmarks/handle_calls.py
+	$(BIN)/python benchmarks/http_noop.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
