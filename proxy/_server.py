@@ -58,7 +58,7 @@ class ProxyServer:
         self.draining = False
         config = uvicorn.Config(self.app, host=host, port=port, lifespan="off", log_level="warning",
                                 access_log=False, timeout_keep_alive=keep_alive_timeout_s, http="httptools",
-                                interface="asgi3")
+                                interface="asgi3", proxy_headers=False)
         self._server = _Server(config)
         self._task: asyncio.Task | None = None
 
