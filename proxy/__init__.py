@@ -1,10 +1,10 @@
 """proxy: the HTTP side of serving: a uvicorn server in front of a compiled prefix trie,
 forwarding requests through a callable the serving layer provides."""
 
-from ._codec import to_http_response, to_starlette_request
+from ._codec import run_asgi, to_http_response, to_starlette_request
 from ._routes import Match, Route, RouteTable
 from ._server import ProxyServer
 from .messages import HTTPRequest, HTTPResponse
 
-__all__ = ["HTTPRequest", "HTTPResponse", "Match", "ProxyServer", "Route", "RouteTable", "to_http_response",
+__all__ = ["HTTPRequest", "HTTPResponse", "Match", "ProxyServer", "Route", "RouteTable", "run_asgi", "to_http_response",
            "to_starlette_request"]

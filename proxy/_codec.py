@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from .messages import HTTPRequest, HTTPResponse
 
-__all__ = ["to_starlette_request", "to_http_response"]
+__all__ = ["run_asgi", "to_starlette_request", "to_http_response"]
 
 
 def to_starlette_request(req: HTTPRequest) -> Request:
@@ -71,3 +71,36 @@ def _json_default(value: Any) -> Any:
         return value.__dict__
     raise TypeError(f"the deployment returned a {type(value).__name__}, which cannot be sent as JSON; "
                     "return str, bytes, a Starlette Response or JSON-serializable data")
+
+
+async def run_asgi(app: Any, req: HTTPRequest) -> HTTPResponse:
+    """Serve one request with an ASGI app; `path` is the full path, `root_path` the prefix."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": req.http_version, "method": req.method,
+        "scheme": req.scheme, "path": req.root_path + req.path, "raw_path": (req.root_path + req.path).encode(),
+        "root_path": req.root_path,
+        "query_string": req.query_string, "headers": list(req.headers), "client": req.client, "server": req.server,
+    }
+    sent = False
+    status = 500
+    headers: list = []
+    body: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": req.body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+        elif message["type"] == "http.response.body":
+            body.append(bytes(message.get("body", b"")))
+
+    await app(scope, receive, send)
+    headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+    return HTTPResponse(status, tuple(headers), b"".join(body))

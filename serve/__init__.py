@@ -15,6 +15,7 @@ from ._api import delete, get_deployment, list_deployments, run, shutdown, start
 from ._config import HTTPOptions
 from ._deployment import Application, Deployment, deployment
 from ._handle import DeploymentHandle, DeploymentResponse, RayServeHandle, RayServeSyncHandle
+from ._ingress import ingress
 from ._replica import get_replica_context
 from .exceptions import BackPressureError, DeploymentUnhealthyError, RayServeException, ServeError
 
@@ -34,6 +35,7 @@ __all__ = [
     "deployment",
     "get_deployment",
     "get_replica_context",
+    "ingress",
     "list_deployments",
     "run",
     "shutdown",

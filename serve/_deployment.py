@@ -7,6 +7,7 @@ A Deployment is a value: the user's class or function plus validated options.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import secrets
 from typing import Any
@@ -131,10 +132,40 @@ class Deployment:
         version = self.version
         return DeploymentTarget(
             name=self.name, app=app, version=version or secrets.token_hex(6),
-            code=cloudpickle.dumps((self._func_or_class, tuple(init_args), dict(init_kwargs))),
+            code=cloudpickle.dumps((_portable(self._func_or_class), tuple(init_args), dict(init_kwargs))),
             config=self._config, route_prefix=prefix, is_function=inspect.isfunction(self._func_or_class),
             version_given=version is not None,
         )
+
+
+class _ImportedDeployment:
+    """Pickles as "import this module, take that deployment's class": what was decorated
+    is importable, but the module attribute is the Deployment, so pickle's by-reference
+    lookup fails and cloudpickle would copy the class (and an ingress app) by value."""
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module, self.qualname = module, qualname
+
+    def __reduce__(self):
+        return (_import_deployment_class, (self.module, self.qualname))
+
+
+def _import_deployment_class(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj.func_or_class if isinstance(obj, Deployment) else obj
+
+
+def _portable(func_or_class: Any) -> Any:
+    module, qualname = func_or_class.__module__, func_or_class.__qualname__
+    if module != "__main__" and "<locals>" not in qualname:
+        try:
+            if _import_deployment_class(module, qualname) is func_or_class:
+                return _ImportedDeployment(module, qualname)
+        except (ImportError, AttributeError):
+            pass
+    return func_or_class
 
 
 class Application:

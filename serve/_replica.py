@@ -21,8 +21,9 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from proxy import to_http_response, to_starlette_request
+from proxy import run_asgi, to_http_response, to_starlette_request
 
+from ._ingress import bind_app
 from .messages import HTTP_METHOD
 
 __all__ = ["ReplicaActor", "ReplicaContext", "get_replica_context"]
@@ -69,6 +70,7 @@ class ReplicaActor:
         finally:
             _context.reset(token)
         self._context = ReplicaContext(deployment, replica_tag, app_name, self._callable)
+        self._asgi = None if is_function else bind_app(self._callable)
         _process_context = self._context
         self._is_function = is_function
         self._ongoing = 0
@@ -110,6 +112,8 @@ class ReplicaActor:
         token = _context.set(self._context)
         http = method == HTTP_METHOD
         try:
+            if http and self._asgi is not None:  # @serve.ingress: the app answers
+                return await run_asgi(self._asgi, args[0])
             if http:  # from the proxy: the user's __call__ gets a starlette Request
                 method, args, kwargs = "__call__", (to_starlette_request(args[0]),), {}
             fn = self._method(method)

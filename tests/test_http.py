@@ -125,3 +125,38 @@ def test_wrong_http_options_fail_at_the_call() -> None:
         serve.start(http_options={"location": "Everywhere"})
     with pytest.raises(ValueError, match="unknown http_options"):
         serve.start(http_options={"prot": 80})
+
+
+# -- @serve.ingress: Ray Serve 1.x HTTP guide, FastAPI example, ported by renaming -------
+from fastapi import FastAPI  # noqa: E402
+
+app = FastAPI()
+
+
+@serve.deployment(route_prefix="/hello")
+@serve.ingress(app)
+class MyFastAPIDeployment:
+    def __init__(self):
+        self.greeting = "Hello"
+
+    @app.get("/")
+    def root(self):
+        return f"{self.greeting}, world!"
+
+    @app.get("/items/{item_id}")
+    async def item(self, item_id: int, q: str | None = None):
+        return {"item_id": item_id, "q": q, "by": self.greeting}
+
+
+def test_fastapi_ingress_methods_with_self_path_params_validation_docs(http) -> None:
+    serve.run(MyFastAPIDeployment.bind())
+    _routes(http, 1)
+    assert http.get("/hello").json() == "Hello, world!"
+    assert http.get("/hello/").json() == "Hello, world!"
+    assert http.get("/hello/items/7", params={"q": "x"}).json() == {"item_id": 7, "q": "x", "by": "Hello"}
+    invalid = http.get("/hello/items/not-a-number")
+    assert invalid.status_code == 422 and "item_id" in invalid.text
+    assert http.get("/hello/docs").status_code == 200
+    schema = http.get("/hello/openapi.json").json()
+    assert "/items/{item_id}" in schema["paths"]
+    assert "self" not in str(schema["paths"]["/items/{item_id}"]["get"].get("parameters"))
