@@ -5,7 +5,8 @@ Per request: match the compiled prefix trie, read the body (refusing more than
 (the serving layer's router), and write the `HTTPResponse` back. Built-ins:
 `GET /-/routes` and `GET /-/healthz` (503 while draining). Errors map to status codes;
 the server never crashes on a request: 404 unknown route, 500 user error, 503
-back-pressure, 504 past `request_timeout_s`.
+back-pressure, 504 past `request_timeout_s`, 431 for headers over MAX_HEADER_BYTES; uvicorn
+itself answers a malformed request with 400.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .messages import HTTPRequest, HTTPResponse
 __all__ = ["ProxyServer"]
 
 log = logging.getLogger(__name__)
+MAX_HEADER_BYTES = 64 * 1024
 Forward = Callable[[str, HTTPRequest], Awaitable[HTTPResponse]]
 
 
@@ -97,6 +99,8 @@ class ProxyServer:
         await send({"type": "http.response.body", "body": response.body})
 
     async def _respond(self, scope: dict, receive: Any) -> HTTPResponse:
+        if sum(len(k) + len(v) for k, v in scope.get("headers", ())) > MAX_HEADER_BYTES:
+            return _text(431, f"request headers larger than {MAX_HEADER_BYTES} bytes")
         path = scope["path"]
         if path == "/-/healthz":
             return _text(503, "draining") if self.draining else _text(200, "success")

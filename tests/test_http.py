@@ -160,3 +160,21 @@ def test_fastapi_ingress_methods_with_self_path_params_validation_docs(http) -> 
     schema = http.get("/hello/openapi.json").json()
     assert "/items/{item_id}" in schema["paths"]
     assert "self" not in str(schema["paths"]["/items/{item_id}"]["get"].get("parameters"))
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        return s.recv(200).split(b"\r\n")[0]
+
+
+def test_malformed_requests_and_oversized_headers_are_refused_and_the_proxy_goes_on(http) -> None:
+    serve.run(Kinds.bind())
+    _routes(http, 1)
+    port = http.base_url.port
+    assert _raw(port, b"GARBAGE\r\n\r\n") == b"HTTP/1.1 400 Bad Request"
+    big = b"GET /kinds?kind=text HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    assert _raw(port, big).startswith(b"HTTP/1.1 431")
+    assert http.get("/kinds", params={"kind": "text"}).text == "plain text"
