@@ -174,6 +174,8 @@ class HTTPOptions:
         opts = cls(**{k: v for k, v in value.items() if k in names})
         if opts.location not in ("HeadOnly", "EveryNode", "NoServer"):
             raise ValueError(f"http_options location must be 'HeadOnly', 'EveryNode' or 'NoServer', got {opts.location!r}")
+        if opts.root_path:
+            raise ValueError("http_options root_path is not supported yet; leave it empty")
         if opts.location == "EveryNode":
             raise ValueError("http_options location='EveryNode' is not supported yet; use 'HeadOnly'")
         if isinstance(opts.port, bool) or not isinstance(opts.port, int) or not 0 < opts.port < 65536:
