@@ -20,13 +20,16 @@ from .messages import HTTPRequest, HTTPResponse
 __all__ = ["run_asgi", "to_starlette_request", "to_http_response"]
 
 
-def to_starlette_request(req: HTTPRequest) -> Request:
-    scope = {
+def _scope(req: HTTPRequest, path: str) -> dict[str, Any]:
+    return {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": req.http_version, "method": req.method,
-        "scheme": req.scheme, "path": req.path, "raw_path": req.path.encode(), "root_path": req.root_path,
-        "query_string": req.query_string,
-        "headers": [(k, v) for k, v in req.headers], "client": req.client, "server": req.server,
+        "scheme": req.scheme, "path": path, "raw_path": path.encode(), "root_path": req.root_path,
+        "query_string": req.query_string, "headers": list(req.headers), "client": req.client, "server": req.server,
     }
+
+
+def _receiver(body: bytes) -> Any:
+    """An ASGI `receive` that yields the whole (already read) body once."""
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -34,9 +37,14 @@ def to_starlette_request(req: HTTPRequest) -> Request:
         if sent:
             return {"type": "http.disconnect"}
         sent = True
-        return {"type": "http.request", "body": req.body, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
-    return Request(scope, receive)
+    return receive
+
+
+def to_starlette_request(req: HTTPRequest) -> Request:
+    """The request a plain `__call__` gets: `path` relative to the route prefix."""
+    return Request(_scope(req, req.path), _receiver(req.body))
 
 
 def _chunk(item: Any) -> bytes:
@@ -75,23 +83,9 @@ def _json_default(value: Any) -> Any:
 
 async def run_asgi(app: Any, req: HTTPRequest) -> HTTPResponse:
     """Serve one request with an ASGI app; `path` is the full path, `root_path` the prefix."""
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": req.http_version, "method": req.method,
-        "scheme": req.scheme, "path": req.root_path + req.path, "raw_path": (req.root_path + req.path).encode(),
-        "root_path": req.root_path,
-        "query_string": req.query_string, "headers": list(req.headers), "client": req.client, "server": req.server,
-    }
-    sent = False
     status = 500
     headers: list = []
     body: list[bytes] = []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": req.body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal status, headers
@@ -101,6 +95,6 @@ async def run_asgi(app: Any, req: HTTPRequest) -> HTTPResponse:
         elif message["type"] == "http.response.body":
             body.append(bytes(message.get("body", b"")))
 
-    await app(scope, receive, send)
+    await app(_scope(req, req.root_path + req.path), _receiver(req.body), send)
     headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
     return HTTPResponse(status, tuple(headers), b"".join(body))
