@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -14,6 +15,7 @@ def fetch_status(head_address: str, token: str) -> dict[str, Any]:
     async def read(rt: Any) -> dict[str, Any]:
         nodes = await rt.call_head("nodes", timeout=10)
         actor_infos = await rt.call_head("list_actors", timeout=10)
+        serve_blob = await rt.call_head("kv_get", "serve/status.json", timeout=10)
         return {
             "head": head_address.removeprefix("tcp://"),
             "nodes": [{"node_id": n.node_id.hex, "ip": n.ip, "alive": n.alive, "is_head": n.is_head,
@@ -23,6 +25,7 @@ def fetch_status(head_address: str, token: str) -> dict[str, Any]:
                         "name": a.name, "namespace": a.namespace, "node_id": a.node_id.hex if a.node_id else None,
                         "pid": a.pid, "restarts_left": a.restarts_left, "death_cause": a.death_cause}
                        for a in actor_infos],
+            "serve": json.loads(serve_blob) if serve_blob else {},
         }
 
     return run_client(head_address, token, read)
@@ -50,6 +53,13 @@ def render_status(data: dict[str, Any]) -> str:
         rows = [("ACTOR", "CLASS", "STATE", "NAME", "NODE", "PID")]
         rows += [(a["actor_id"], a["class_name"], a["state"], a["name"] or "-", a["node_id"] or "-", str(a["pid"] or "-"))
                  for a in live]
+        lines += _table(rows)
+    deployments = data.get("serve", {})
+    if deployments:
+        lines += ["", "Serve deployments:"]
+        rows = [("DEPLOYMENT", "APP", "STATUS", "RUNNING/TARGET", "ROUTE", "MESSAGE")]
+        rows += [(name, d["app"], d["status"], f"{d['replicas'].get('RUNNING', 0)}/{d['target']}",
+                  d["route_prefix"] or "-", (d["message"] or "")[:60]) for name, d in deployments.items()]
         lines += _table(rows)
     return "\n".join(lines)
 

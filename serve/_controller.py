@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import pickle
 import time
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 CONTROLLER_NAME = "SERVE_CONTROLLER"
 SERVE_NAMESPACE = "serve"
 CHECKPOINT_KEY = "serve/controller-checkpoint"
+STATUS_KEY = "serve/status.json"  # a plain summary for `zeroserve status` (no serve import needed)
 TICK_S = 0.1
 
 
@@ -82,6 +84,7 @@ class ServeController:
         self._kick = asyncio.Event()
         self._membership: tuple = ()
         self._routes: dict[str, str] = {}
+        self._published: dict[str, Any] | None = None
         self.routes_version = 0
         self._ready = asyncio.get_running_loop().create_task(self._start())
 
@@ -95,6 +98,7 @@ class ServeController:
             try:
                 self._reconcile(time.monotonic())
                 await self._checkpoint_if_changed()
+                await self._publish_status()
             except Exception:
                 log.exception("reconcile step failed; retrying")
             try:
@@ -139,6 +143,14 @@ class ServeController:
         }
         await current_runtime().call_head("kv_put", CHECKPOINT_KEY, pickle.dumps(state))
         self._membership = snap
+
+    async def _publish_status(self) -> None:
+        summary = {name: {"app": s.target.app, "status": s.status, "replicas": s.counts(), "target": s.desired,
+                          "route_prefix": s.target.route_prefix, "message": s.message}
+                   for name, s in sorted(self.deployments.items())}
+        if summary != self._published:
+            await current_runtime().call_head("kv_put", STATUS_KEY, json.dumps(summary).encode())
+            self._published = summary
 
     async def _recover(self) -> None:
         rt = current_runtime()
@@ -262,6 +274,7 @@ class ServeController:
         await self.delete(names)
         done = await self.wait_deleted(names, timeout_s)
         await current_runtime().call_head("kv_delete", CHECKPOINT_KEY)
+        await current_runtime().call_head("kv_delete", STATUS_KEY)
         self._membership = ()
         return done
 

@@ -447,3 +447,24 @@ def test_detached_serve_is_reached_from_another_driver(cluster) -> None:
     finally:
         driver.kill()
     assert serve.get_deployment("shared_adder").get_handle().remote(2).result() == 102
+
+
+def test_zeroserve_status_lists_serve_deployments() -> None:
+    import json
+
+    from actors.system import current_runtime
+
+    from .conftest import zeroserve
+
+    serve.run(Adder.options(name="listed").bind(1), name="statusapp")
+    rt = current_runtime()
+    address = rt.head_address.removeprefix("tcp://")
+
+    def listed() -> dict | None:
+        data = json.loads(zeroserve("status", "--address", address, "--token", rt.token, "--json").stdout)
+        return data["serve"].get("listed")
+
+    entry = wait_until(listed, timeout=20, what="the deployment in zeroserve status")
+    assert entry["app"] == "statusapp" and entry["status"] == "HEALTHY" and entry["route_prefix"] == "/listed"
+    table = zeroserve("status", "--address", address, "--token", rt.token).stdout
+    assert "Serve deployments:" in table and "listed" in table and "1/1" in table
