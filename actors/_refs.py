@@ -87,7 +87,7 @@ class ObjectRef:
         mine = loop.create_future()
 
         def transfer(src: asyncio.Future) -> None:
-            loop.call_soon_threadsafe(_copy_state, src, mine)
+            loop.call_soon_threadsafe(copy_state, src, mine)
 
         self._rt.loop.call_soon_threadsafe(_add_done, self._fut, transfer)
         return await mine
@@ -107,7 +107,7 @@ class ObjectRef:
         if self._rt.in_loop_thread():
             raise RuntimeError(_DEADLOCK.format(self))
         cf: concurrent.futures.Future = concurrent.futures.Future()
-        self._rt.loop.call_soon_threadsafe(_add_done, self._fut, lambda f: _copy_state(f, cf))
+        self._rt.loop.call_soon_threadsafe(_add_done, self._fut, lambda f: copy_state(f, cf))
         try:
             return cf.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -131,14 +131,15 @@ def _bridge(loop: asyncio.AbstractEventLoop) -> LoopInbox:
 
 def _copy_all(items: Any) -> None:
     for src, dst in items:
-        _copy_state(src, dst)
+        copy_state(src, dst)
 
 
 def _add_done(fut: asyncio.Future, cb: Any) -> None:
     fut.add_done_callback(cb)
 
 
-def _copy_state(src: asyncio.Future, dst: Any) -> None:
+def copy_state(src: Any, dst: Any) -> None:
+    """Give `dst` the outcome of the finished future `src` (asyncio or concurrent, either way)."""
     if dst.done():
         return
     if src.cancelled():
@@ -160,7 +161,7 @@ def _borrowed(owner: str, export_id: int, label: str) -> ObjectRef:
 
     def start() -> None:
         inner = rt.call(owner, b"rt/fetch", (export_id,))
-        inner.add_done_callback(lambda f: _copy_state(f, fut))
+        inner.add_done_callback(lambda f: copy_state(f, fut))
 
     if rt.in_loop_thread():
         start()

@@ -11,6 +11,7 @@ from ._host import ServiceTarget
 from ._inbox import LoopInbox
 from ._probe import PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, probe
 from ._process import Child, signal_ready, spawn, watch_parent
+from ._refs import copy_state
 from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
 from ._security import CurveKeys, new_token
 from ._serialization import dumps, loads
@@ -48,6 +49,7 @@ __all__ = [
     "ServiceTarget",
     "Session",
     "base_dir",
+    "copy_state",
     "current_runtime",
     "dumps",
     "find_local_head",

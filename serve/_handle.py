@@ -9,12 +9,11 @@ controller by name and build their own router.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from typing import Any
 
 from actors import ActorHandle, GetTimeoutError, ObjectRef
-from actors.system import LoopInbox, current_runtime, runtime_or_init
+from actors.system import LoopInbox, copy_state, current_runtime, runtime_or_init
 
 from ._router import Router
 
@@ -121,16 +120,7 @@ class DeploymentHandle:
 def _start_calls(rt: Any, items: Any) -> None:
     for call, fut in items:
         task = rt.loop.create_task(_call(rt, *call))
-        task.add_done_callback(lambda t, f=fut: _settle(t, f))
-
-
-def _settle(task: asyncio.Task, fut: concurrent.futures.Future) -> None:
-    if task.cancelled():
-        fut.cancel()
-    elif task.exception() is not None:
-        fut.set_exception(task.exception())
-    else:
-        fut.set_result(task.result())
+        task.add_done_callback(lambda t, f=fut: copy_state(t, f))
 
 
 def _submitter(rt: Any) -> LoopInbox:
