@@ -33,7 +33,6 @@ class ActorDirectory:
         self._watch_task: asyncio.Task | None = None
         self._resolving: set[ActorId] = set()
         self._suspect: set[ActorId] = set()  # connection lost; waiting for the head's verdict
-        self._changed = asyncio.Event()
 
     # -- calls -------------------------------------------------------------------------
     def submit(self, actor_id: ActorId, hint: ActorInfo | None, route: bytes, payload: Any, buffers: Any,
@@ -76,25 +75,6 @@ class ActorDirectory:
     def info(self, actor_id: ActorId) -> ActorInfo | None:
         return self._infos.get(actor_id)
 
-    async def wait_for(self, actor_id: ActorId, states: tuple[ActorState, ...], timeout: float | None) -> ActorInfo:
-        """Wait until the actor is in one of `states` (watching the head meanwhile)."""
-        self.ensure_watching()
-
-        async def wait() -> ActorInfo:
-            while True:
-                info = self._infos.get(actor_id)
-                if info is not None and info.state in states:
-                    return info
-                if info is None:
-                    self._resolve(actor_id)
-                await self._next_change()
-
-        return await asyncio.wait_for(wait(), timeout)
-
-    async def _next_change(self) -> None:
-        event = self._changed
-        await event.wait()
-
     # -- updates -----------------------------------------------------------------------
     def update(self, info: ActorInfo) -> None:
         old = self._infos.get(info.actor_id)
@@ -115,8 +95,6 @@ class ActorDirectory:
             for *_, fut in self._queued.pop(info.actor_id, ()):
                 if not fut.done():
                     fut.set_exception(_died(info))
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     def fail_queued(self, actor_id: ActorId, exc: BaseException) -> None:
         for *_, fut in self._queued.pop(actor_id, ()):

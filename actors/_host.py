@@ -52,10 +52,6 @@ class ActorHost:
         self._sync = _SyncRunner(self._loop, min(max_concurrency, _MAX_SYNC_THREADS), self._sync_done)
         self._fns: dict[str, Any] = {}
 
-    @property
-    def in_flight(self) -> int:
-        return self._running + len(self._waiting)
-
     def handle(self, call: Inbound) -> None:
         if call.method == "__zs_ready__":
             call.reply(True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Child", "spawn", "watch_parent", "signal_ready", "install_uvloop"]
+__all__ = ["Child", "spawn", "watch_parent", "signal_ready"]
 
 
 @dataclass
@@ -136,12 +136,3 @@ def signal_ready(fd: int | None, info: dict[str, Any]) -> None:
     os.write(fd, (json.dumps(info) + "\n").encode())
     os.close(fd)
 
-
-def install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep plain asyncio usable
-        return
-    import asyncio
-
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

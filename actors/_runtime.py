@@ -199,9 +199,6 @@ class Runtime:
             make = lambda: ConnectionError(f"lost the connection to {address}")  # noqa: E731
         self.fail_peer(address, make, close=False)
 
-    def pending_count(self, address: str) -> int:
-        return len(self._pending.get(address, ()))
-
     def fail_peer(self, address: str, make_exc: Callable[[], BaseException], close: bool = True) -> int:
         """Fail every call waiting on `address`; forget the peer. Returns how many failed."""
         pending = self._pending.pop(address, {})

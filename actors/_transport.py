@@ -243,10 +243,6 @@ class Transport:
         self._loop.call_soon(self._drain_dealer, address, sock)
 
     # -- lifecycle ---------------------------------------------------------------------
-    @property
-    def zap_refusals(self) -> int:
-        return self._zap.refused
-
     def close(self) -> None:
         if self._closed:
             return

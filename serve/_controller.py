@@ -22,7 +22,7 @@ import actors
 from actors.messages import ActorState
 from actors.system import current_runtime
 
-from ._deployment_state import RUNNING, DeploymentState, Replica
+from ._deployment_state import DeploymentState, Replica
 from ._replica import ReplicaActor
 from .messages import DeploymentTarget, ReplicaInfo, ReplicaSet
 
@@ -278,8 +278,6 @@ class ServeController:
         self._membership = ()
         return done
 
-    def running_replica_count(self) -> int:
-        return sum(1 for s in self.deployments.values() for r in s.replicas.values() if r.state == RUNNING)
 
 
 def _metrics_interval(state: DeploymentState) -> float | None:

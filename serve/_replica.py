@@ -16,7 +16,6 @@ import inspect
 import logging
 import os
 import pickle
-import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -74,14 +73,12 @@ class ReplicaActor:
         _process_context = self._context
         self._is_function = is_function
         self._ongoing = 0
-        self._served = 0
         # The replica's own bound: routers keep under it, this holds across all callers
         # (control calls such as check_health are not counted and never wait behind it).
         self._slots = asyncio.Semaphore(max_ongoing_requests)
         self._idle = asyncio.Event()
         self._idle.set()
         self._user_config_pending = user_config
-        self._started = time.time()
 
     async def ready(self) -> dict[str, Any]:
         """Runs `reconfigure(user_config)` if there is one; answers when the replica can serve."""
@@ -136,7 +133,6 @@ class ReplicaActor:
         finally:
             _context.reset(token)
             self._ongoing -= 1
-            self._served += 1
             if self._ongoing == 0:
                 self._idle.set()
 
@@ -155,9 +151,6 @@ class ReplicaActor:
             if inspect.isawaitable(result):
                 await result
         return True
-
-    def metrics(self) -> dict[str, Any]:
-        return {"ongoing": self._ongoing, "served": self._served, "uptime_s": time.time() - self._started}
 
     async def prepare_for_shutdown(self, wait_loop_s: float, timeout_s: float) -> int:
         """Wait (up to `timeout_s`) for the requests in flight; returns how many were left.
