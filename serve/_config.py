@@ -29,7 +29,7 @@ OPTION_NAMES = (
     "autoscaling_config", "health_check_period_s", "health_check_timeout_s", "graceful_shutdown_wait_loop_s",
     "graceful_shutdown_timeout_s",
 )
-_ACTOR_OPTIONS = ("num_cpus", "resources", "num_gpus", "memory", "runtime_env")
+_ACTOR_OPTIONS = ("num_cpus", "resources", "num_gpus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,11 @@ def _actor_options(value: Any) -> dict[str, Any]:
     unknown = sorted(set(value) - set(_ACTOR_OPTIONS))
     if unknown:
         raise ValueError(f"unknown actor_options {unknown}; zeroserve replicas accept {list(_ACTOR_OPTIONS)}")
-    return dict(value)
+    out = dict(value)
+    if out.pop("num_gpus", 0):
+        raise ValueError("actor_options num_gpus is not supported; request a custom resource instead, e.g. "
+                         "{'resources': {'GPU': 1}} on nodes started with --resources '{\"GPU\": 1}'")
+    return out
 
 
 def validate_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -47,14 +47,10 @@ class _ActorReplicaIO:
         self.detached = detached
 
     def start(self, target: DeploymentTarget, replica_id: str) -> actors.ActorHandle:
-        opts = dict(target.config.actor_options)
-        opts.pop("num_gpus", None)
-        opts.pop("memory", None)
-        opts.pop("runtime_env", None)
         cls = actors.remote(
             name=replica_actor_name(replica_id), namespace=SERVE_NAMESPACE,
             lifetime="detached" if self.detached else None,
-            max_concurrency=target.config.max_ongoing_requests + 16, **opts,
+            max_concurrency=target.config.max_ongoing_requests + 16, **target.config.actor_options,
         )(ReplicaActor)
         return cls.remote(target.name, replica_id.split("#", 1)[1], target.app, target.code,
                           target.config.user_config, target.is_function, target.config.max_ongoing_requests)

@@ -145,6 +145,8 @@ def test_constructor_error_makes_deploy_fail_with_the_error() -> None:
         ({"max_concurrent_queries": 5, "max_ongoing_requests": 6}, ValueError, "old name of max_ongoing_requests"),
         ({"actor_options": {"cpus": 1}}, ValueError, "unknown actor_options"),
         ({"max_queued_requests": -5}, ValueError, "max_queued_requests must be -1"),
+        ({"actor_options": {"num_gpus": 1}}, ValueError, "num_gpus is not supported"),
+        ({"actor_options": {"runtime_env": {}}}, ValueError, "unknown actor_options"),
     ],
 )
 def test_wrong_options_fail_at_the_call(options: dict, error: type, message: str) -> None:
@@ -155,7 +157,7 @@ def test_wrong_options_fail_at_the_call(options: dict, error: type, message: str
 
 
 def test_old_option_names_are_accepted() -> None:
-    d = Counter.options(max_concurrent_queries=7, ray_actor_options={"num_cpus": 0.1})
+    d = Counter.options(max_concurrent_queries=7, ray_actor_options={"num_cpus": 0.1, "num_gpus": 0})
     assert d.max_ongoing_requests == 7 and d.actor_options == {"num_cpus": 0.1}
 
 
