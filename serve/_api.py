@@ -27,7 +27,7 @@ from .exceptions import DeploymentUnhealthyError
 from .messages import DeploymentTarget
 
 __all__ = ["start", "run", "delete", "shutdown", "status", "list_deployments", "get_deployment",
-           "deploy_targets", "delete_deployments", "http_base_url"]
+           "app_targets", "deploy_targets", "delete_deployments", "http_base_url"]
 
 _DEPLOY_TIMEOUT_S = float(os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300"))
 
@@ -80,15 +80,17 @@ def _say(text: str) -> None:
         print(f"serve: {text}", file=sys.stderr, flush=True)
 
 
-def deploy_targets(targets: list[DeploymentTarget], wait: bool = True) -> None:
+def deploy_targets(targets: list[DeploymentTarget], wait: bool = True) -> dict[str, bool]:
+    """Send targets to the controller; returns {name: changed}. `wait`: until all are HEALTHY."""
     controller = _controller()
     changed = actors.get(controller.deploy.remote(targets), timeout=60)
     if not wait:
-        return
+        return changed
     names = [t.name for t in targets]
     if not any(changed.values()):
         _say(f"{', '.join(names)}: unchanged (same version and config), nothing to do")
     _wait_healthy(controller, names)
+    return changed
 
 
 def _wait_healthy(controller: actors.ActorHandle, names: list[str]) -> None:
@@ -150,10 +152,17 @@ def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host
     if port is not None:
         http["port"] = port
     start(http_options=http or None)
+    handle, targets = app_targets(target, name, route_prefix)
+    deploy_targets(targets, wait=_wait)
+    return handle
+
+
+def app_targets(target: Application, name: str, route_prefix: Any = DEFAULT) -> tuple[DeploymentHandle,
+                                                                                      list[DeploymentTarget]]:
+    """The ingress handle and the deployment targets of an application; deploys nothing."""
     targets: dict[str, DeploymentTarget] = {}
     handle = _collect(target, name, targets, route_prefix)
-    deploy_targets(list(targets.values()), wait=_wait)
-    return handle
+    return handle, list(targets.values())
 
 
 def delete_deployments(names: list[str], timeout_s: float = 60.0) -> None:

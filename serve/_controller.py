@@ -224,6 +224,8 @@ class ServeController:
             app["deployments"][name] = {
                 "status": s.status, "message": s.message, "replicas": s.counts(),
                 "target_replicas": s.desired, "version": s.target.version, "route_prefix": s.target.route_prefix,
+                "replica_details": [{"replica_id": r.replica_id, "state": r.state, "version": r.version,
+                                     "actor_id": r.handle.actor_id.hex} for r in s.replicas.values()],
             }
         for app in apps.values():
             states = {d["status"] for d in app["deployments"].values()}

@@ -283,7 +283,8 @@ class DeploymentState:
             return
         else:
             current = [r for r in self.running() if r.version == self.target.version]
-            settled = len(current) == self.desired and len(self.replicas) == self.desired
+            settled = (len(current) == self.desired and len(self.replicas) == self.desired
+                       and not any(r.reconfiguring is not None for r in current))  # user_config applied
             self.status = "HEALTHY" if settled else "UPDATING"
             config_errors = [r.config_error for r in self.running() if r.config_error]
             if config_errors:

@@ -680,7 +680,11 @@ def test_user_config_change_reconfigures_running_replicas_once_without_restarts(
     assert len(io.calls_of("reconfigure")) == 6
     assert all(p.args == ({"x": 3},) for p in io.calls_of("reconfigure")[3:])
     assert len(io.handles) == 3 and io.kills == []
-    assert state.routing_version == version and state.status == "HEALTHY"
+    assert state.routing_version == version and state.status == "UPDATING", "HEALTHY before the config applied"
+    for p in io.calls_of("reconfigure")[3:]:
+        p.succeed(None)
+    state.step(2.1)
+    assert state.status == "HEALTHY"
 
 
 def test_a_second_user_config_change_during_a_reconfigure_is_sent_after_it() -> None:
