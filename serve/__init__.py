@@ -12,6 +12,7 @@
 """
 
 from ._api import delete, get_deployment, list_deployments, run, shutdown, start, status
+from ._batching import batch
 from ._config import HTTPOptions
 from ._deployment import Application, Deployment, deployment
 from ._handle import DeploymentHandle, DeploymentResponse, RayServeHandle, RayServeSyncHandle
@@ -31,6 +32,7 @@ __all__ = [
     "RayServeHandle",
     "RayServeSyncHandle",
     "ServeError",
+    "batch",
     "delete",
     "deployment",
     "get_deployment",
