@@ -59,7 +59,8 @@ app = Pipeline.bind(Tokenizer.bind(), Sentiment.bind())
 
 def main() -> None:
     t0 = time.perf_counter()
-    serve.start(http_options={"host": "127.0.0.1", "port": 8000})
+    port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 8000
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
     handle = serve.run(app, route_prefix="/sentiment")
     print(f"deployed in {time.perf_counter() - t0:.1f}s: {sorted(serve.list_deployments())}")
     for text in ("I love this, it is great", "slow and broken", "it is a chair"):
@@ -70,7 +71,7 @@ def main() -> None:
     print(f"200 concurrent requests in {(time.perf_counter() - t0) * 1000:.0f} ms, spread over replicas {replicas}")
     for name, d in serve.status()["applications"]["default"]["deployments"].items():
         print(f"  {name}: {d['status']}, replicas {d['replicas']}")
-    url = "http://127.0.0.1:8000/sentiment?text=what+a+great+day"
+    url = f"http://127.0.0.1:{port}/sentiment?text=what+a+great+day"
     for _ in range(100):  # the proxy learns the route within moments of the deploy
         try:
             with urllib.request.urlopen(url, timeout=10) as r:
@@ -78,8 +79,8 @@ def main() -> None:
             break
         except OSError:
             time.sleep(0.1)
-    print("\nServing on http://127.0.0.1:8000 - try:\n    curl 'http://127.0.0.1:8000/sentiment?text=I+love+it'\n"
-          "    curl -d 'slow and broken' http://127.0.0.1:8000/sentiment\nCtrl-C to stop.", flush=True)
+    print(f"\nServing on http://127.0.0.1:{port} - try:\n    curl 'http://127.0.0.1:{port}/sentiment?text=I+love+it'\n"
+          f"    curl -d 'slow and broken' http://127.0.0.1:{port}/sentiment\nCtrl-C to stop.", flush=True)
     if "--once" not in sys.argv:
         try:
             threading.Event().wait()

@@ -8,6 +8,7 @@ a message that names it and says what to change.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,12 +150,21 @@ def config_from(options: dict[str, Any]) -> DeploymentConfig:
     return DeploymentConfig(**given)
 
 
+def _default_port() -> int:
+    """8000, or `$ZEROSERVE_HTTP_PORT` (so test runs and side-by-side setups do not collide)."""
+    value = os.environ.get("ZEROSERVE_HTTP_PORT", "8000")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"ZEROSERVE_HTTP_PORT must be a port number, got {value!r}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class HTTPOptions:
     """Where and how the HTTP proxies listen (`serve.start(http_options=...)`)."""
 
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = dataclasses.field(default_factory=lambda: _default_port())
     location: str = "HeadOnly"
     root_path: str = ""
     request_timeout_s: float | None = None

@@ -29,6 +29,25 @@ os.environ["ZEROSERVE_TMPDIR"] = RUN_DIR
 os.environ["ZEROSERVE_QUIET"] = "1"
 ROOT = Path(__file__).resolve().parent.parent
 
+
+def _http_port_for_this_run() -> int:
+    """Serve's default HTTP port for this run: a free one below the ephemeral range, so
+    test runs side by side (and a server on 8000) do not collide."""
+    import random
+    import socket
+
+    for port in random.sample(range(20000, 30000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port in 20000-29999 for Serve's HTTP proxy")
+
+
+os.environ["ZEROSERVE_HTTP_PORT"] = str(_http_port_for_this_run())
+
 import actors  # noqa: E402  (after ZEROSERVE_TMPDIR is set)
 
 

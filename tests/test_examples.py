@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .conftest import ROOT, driver_env
+from .conftest import ROOT, driver_env, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -20,12 +20,13 @@ def _run(path: str, *args: str) -> str:
 
 
 def test_serve_app_example() -> None:
-    out = _run("examples/serve_app.py", "--once")
+    port = free_port()
+    out = _run("examples/serve_app.py", "--once", "--port", str(port))
     assert "'I love this, it is great'" in out and "'label': 'positive'" in out
     assert "'label': 'negative'" in out and "'label': 'neutral'" in out
     assert "200 concurrent requests" in out and "Sentiment: HEALTHY, replicas {'RUNNING': 2}" in out
-    assert "GET http://127.0.0.1:8000/sentiment?text=what+a+great+day -> {'label': 'positive'" in out
-    assert "curl 'http://127.0.0.1:8000/sentiment?text=I+love+it'" in out
+    assert f"GET http://127.0.0.1:{port}/sentiment?text=what+a+great+day -> {{'label': 'positive'" in out
+    assert f"curl 'http://127.0.0.1:{port}/sentiment?text=I+love+it'" in out
 
 
 def test_counter_example() -> None:
