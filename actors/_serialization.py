@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import threading
 import types
 from typing import Any
 
@@ -75,16 +76,57 @@ class _Unpickler(pickle.Unpickler):
         return bytearray(buf) if is_bytearray else bytes(buf)
 
 
+class _Reusable(threading.local):
+    """This thread's pickler, kept between calls (building one costs more than a small dump)."""
+
+    def __init__(self) -> None:
+        self.file = io.BytesIO()
+        self.buffers: list = []
+        self.pickler = _FastPickler(self.file, self.buffers)
+        self.busy = False
+
+
+_reusable = _Reusable()
+
+
 def dumps(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
     """Serialize `obj`; return the pickle stream and the out-of-band buffers."""
+    r = _reusable
+    if r.busy:  # a dumps() inside a dumps() (a __reduce__ that serializes): use a fresh one
+        return _dumps_fresh(obj)
+    r.busy = True
+    f, buffers = r.file, r.buffers
+    try:
+        r.pickler.dump(obj)
+        return f.getvalue(), buffers[:]
+    except (_NeedsCloudpickle, pickle.PicklingError, AttributeError, TypeError):
+        r.pickler = _FastPickler(f, buffers)  # a failed dump may leave it mid-frame
+        return _dumps_code(obj)
+    except BaseException:
+        r.pickler = _FastPickler(f, buffers)
+        raise
+    finally:
+        r.pickler.clear_memo()
+        f.seek(0)
+        f.truncate()
+        buffers.clear()
+        r.busy = False
+
+
+def _dumps_fresh(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
     buffers: list = []
     f = io.BytesIO()
     try:
         _FastPickler(f, buffers).dump(obj)
     except (_NeedsCloudpickle, pickle.PicklingError, AttributeError, TypeError):
-        buffers.clear()
-        f = io.BytesIO()
-        _CodePickler(f, buffers).dump(obj)
+        return _dumps_code(obj)
+    return f.getvalue(), buffers
+
+
+def _dumps_code(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    buffers: list = []
+    f = io.BytesIO()
+    _CodePickler(f, buffers).dump(obj)
     return f.getvalue(), buffers
 
 

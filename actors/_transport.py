@@ -159,7 +159,7 @@ class Transport:
         limit = self.max_message_bytes
         if limit <= 0:
             return
-        if len(msg.payload) > limit or any(memoryview(b).nbytes > limit for b in msg.buffers):
+        if len(msg.payload) > limit or (msg.buffers and any(memoryview(b).nbytes > limit for b in msg.buffers)):
             raise MessageTooLargeError(
                 f"a message part is larger than max_message_bytes={limit}; raise "
                 "ZEROSERVE_MAX_MESSAGE_BYTES on every node or send smaller arguments"

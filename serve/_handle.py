@@ -9,7 +9,10 @@ controller by name and build their own router.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import functools
+import weakref
 from typing import Any
 
 from actors import ActorHandle, GetTimeoutError, ObjectRef
@@ -21,7 +24,26 @@ __all__ = ["DeploymentHandle", "DeploymentResponse", "RayServeHandle", "RayServe
 
 
 class DeploymentResponse:
-    """The result of a handle call, once it is ready."""
+    """The result of a handle call: `await` it, or `.result(timeout_s)` from sync code.
+
+    Made on an event loop (an async driver, a replica), a response is an asyncio future of
+    that loop itself, so `await` and `asyncio.gather` take it as it is, with no task per
+    call. Made from plain threads it wraps the call's `ObjectRef`."""
+
+    __slots__ = ()
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        raise NotImplementedError
+
+    def _to_object_ref(self) -> ObjectRef:
+        raise NotImplementedError
+
+    def __reduce__(self):
+        return (_RefResponse, (self._to_object_ref(),))
+
+
+class _RefResponse(DeploymentResponse):
+    """A response made from a thread without an event loop (a sync driver)."""
 
     __slots__ = ("_ref",)
 
@@ -35,13 +57,65 @@ class DeploymentResponse:
         try:
             return self._ref.result(timeout_s)
         except GetTimeoutError:
-            raise TimeoutError(f"the deployment response was not ready within {timeout_s}s") from None
+            raise _not_ready(timeout_s) from None
 
     def _to_object_ref(self) -> ObjectRef:
         return self._ref
 
     def __repr__(self) -> str:
         return f"DeploymentResponse({'ready' if self._ref.done() else 'pending'})"
+
+
+class _LoopResponse(asyncio.Future, DeploymentResponse):
+    """A response made on an event loop: an asyncio future of that loop. Cancelling it
+    abandons the request: it stops waiting for a replica, or stops waiting for the reply."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._source: asyncio.Future | None = None  # on the runtime's loop, once started
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        source = self._source
+        if source is not None:
+            loop = source.get_loop()
+            if asyncio._get_running_loop() is loop:
+                source.cancel()
+            else:
+                loop.call_soon_threadsafe(source.cancel)
+        return True
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        if self.done():
+            return asyncio.Future.result(self)
+        loop = self.get_loop()
+        if asyncio._get_running_loop() is loop:
+            raise RuntimeError("DeploymentResponse.result() was called on the event loop that awaits it, where it "
+                               "would deadlock; use `await response` in async code")
+        waiter: concurrent.futures.Future = concurrent.futures.Future()
+        loop.call_soon_threadsafe(self.add_done_callback, lambda f: copy_state(f, waiter))
+        try:
+            return waiter.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise _not_ready(timeout_s) from None
+
+    def _to_object_ref(self) -> ObjectRef:
+        rt = current_runtime() or runtime_or_init()
+        if self.get_loop() is rt.loop:
+            return ObjectRef(self, rt, "DeploymentResponse")
+        waiter: concurrent.futures.Future = concurrent.futures.Future()
+        self.get_loop().call_soon_threadsafe(self.add_done_callback, lambda f: copy_state(f, waiter))
+        return ObjectRef(waiter, rt, "DeploymentResponse")
+
+    def __repr__(self) -> str:
+        return f"DeploymentResponse({'ready' if self.done() else 'pending'})"
+
+
+def _not_ready(timeout_s: float | None) -> TimeoutError:
+    return TimeoutError(f"the deployment response was not ready within {timeout_s}s")
 
 
 async def _controller(rt: Any) -> ActorHandle:
@@ -70,18 +144,43 @@ async def _router(rt: Any, deployment: str) -> Router:
     return router
 
 
+def _has_responses(args: tuple, kwargs: dict) -> bool:
+    for a in args:
+        if isinstance(a, DeploymentResponse):
+            return True
+    for v in kwargs.values():
+        if isinstance(v, DeploymentResponse):
+            return True
+    return False
+
+
 async def _resolve(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    if any(isinstance(a, DeploymentResponse) for a in args):
-        args = tuple([(await a) if isinstance(a, DeploymentResponse) else a for a in args])
-    if any(isinstance(v, DeploymentResponse) for v in kwargs.values()):
-        kwargs = {k: ((await v) if isinstance(v, DeploymentResponse) else v) for k, v in kwargs.items()}
+    """Arguments with every top-level `DeploymentResponse` replaced by its value."""
+    args = tuple([(await a) if isinstance(a, DeploymentResponse) else a for a in args])
+    kwargs = {k: ((await v) if isinstance(v, DeploymentResponse) else v) for k, v in kwargs.items()}
     return args, kwargs
 
 
 async def _call(rt: Any, deployment: str, method: str, args: tuple, kwargs: dict) -> Any:
+    """The slow path of a call: resolve response arguments, find the router, route."""
     args, kwargs = await _resolve(args, kwargs)
     router = await _router(rt, deployment)
     return await router.call(method, args, kwargs)
+
+
+def _start(rt: Any, deployment: str, method: str, args: tuple, kwargs: dict, deliver: Any,
+           response: _LoopResponse | None) -> None:
+    """Start one call on the runtime's loop; `deliver(future)` gets its outcome."""
+    if response is not None and response.done():
+        return  # cancelled before it started
+    router = rt.extensions.get("serve_routers", {}).get(deployment)
+    if router is not None and not _has_responses(args, kwargs):
+        source = router.send(method, args, kwargs, deliver)
+    else:
+        source = rt.loop.create_task(_call(rt, deployment, method, args, kwargs))
+        source.add_done_callback(deliver)
+    if response is not None:
+        response._source = source
 
 
 class DeploymentHandle:
@@ -108,19 +207,26 @@ class DeploymentHandle:
 
     def remote(self, *args: Any, **kwargs: Any) -> DeploymentResponse:
         rt = current_runtime() or runtime_or_init()
-        call = (self.deployment_name, self.method_name, args, kwargs)
-        if rt.in_loop_thread():
-            fut: Any = rt.loop.create_task(_call(rt, *call))
-        else:
-            fut = concurrent.futures.Future()
-            _submitter(rt).put((call, fut))
-        return DeploymentResponse(ObjectRef(fut, rt, f"{self.deployment_name}.{self.method_name}"))
+        loop = asyncio._get_running_loop()
+        if loop is rt.loop:  # in a replica or actor: no hand-over at all
+            response = _LoopResponse(loop=loop)
+            _start(rt, self.deployment_name, self.method_name, args, kwargs,
+                   functools.partial(copy_state, dst=response), response)
+            return response
+        if loop is not None:  # an async driver: the outcome comes back to its loop per burst
+            response = _LoopResponse(loop=loop)
+            _submitter(rt).put((self.deployment_name, self.method_name, args, kwargs,
+                                functools.partial(_bridge(loop).put, dst=response), response))
+            return response
+        waiter: concurrent.futures.Future = concurrent.futures.Future()
+        _submitter(rt).put((self.deployment_name, self.method_name, args, kwargs,
+                            functools.partial(copy_state, dst=waiter), None))
+        return _RefResponse(ObjectRef(waiter, rt, f"{self.deployment_name}.{self.method_name}"))
 
 
 def _start_calls(rt: Any, items: Any) -> None:
-    for call, fut in items:
-        task = rt.loop.create_task(_call(rt, *call))
-        task.add_done_callback(lambda t, f=fut: copy_state(t, f))
+    for item in items:
+        _start(rt, *item)
 
 
 def _submitter(rt: Any) -> LoopInbox:
@@ -129,6 +235,31 @@ def _submitter(rt: Any) -> LoopInbox:
     if inbox is None:
         inbox = rt.extensions["serve_submitter"] = LoopInbox(rt.loop, lambda items: _start_calls(rt, items))
     return inbox
+
+
+_bridges: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _Bridge:
+    """Outcomes for responses on a foreign loop (an async driver), handed over per burst."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._inbox = LoopInbox(loop, self._settle)
+
+    def put(self, src: asyncio.Future, dst: asyncio.Future) -> None:
+        self._inbox.put((src, dst))
+
+    @staticmethod
+    def _settle(items: Any) -> None:
+        for src, dst in items:
+            copy_state(src, dst)
+
+
+def _bridge(loop: asyncio.AbstractEventLoop) -> _Bridge:
+    bridge = _bridges.get(loop)
+    if bridge is None:
+        bridge = _bridges[loop] = _Bridge(loop)
+    return bridge
 
 
 RayServeHandle = DeploymentHandle  # Ray Serve 1.x names

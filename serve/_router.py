@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from actors import ActorDiedError
@@ -159,6 +160,38 @@ class Router:
         self._in_flight[replica.replica_id] -= 1
         self._wake()
 
+    def send(self, method: str, args: tuple, kwargs: dict, deliver: Callable[[asyncio.Future], Any]) -> asyncio.Future:
+        """Route one request; `deliver(future)` gets its finished outcome (on this loop).
+        Returns the future to cancel to abandon the request.
+
+        The common case costs no task: a replica with room is chosen at once, the call
+        goes out, and its reply future is delivered when it lands. Anything else (no
+        replica set yet, callers waiting, a retry) goes through `call` on a task."""
+        replica = None
+        if self._have_set.is_set() and not self._missing and not self._waiting and not self._handoffs:
+            replica = choose(self._replicas, self._in_flight, self._rng)
+        if replica is None:
+            task = asyncio.get_running_loop().create_task(self.call(method, args, kwargs))
+            task.add_done_callback(deliver)
+            return task
+        self._in_flight[replica.replica_id] += 1
+        reply = replica.handle.handle_request.remote(method, args, kwargs).future()
+        reply.add_done_callback(functools.partial(self._sent, replica, method, args, kwargs, deliver))
+        return reply
+
+    def _sent(self, replica: ReplicaInfo, method: str, args: tuple, kwargs: dict,
+              deliver: Callable[[asyncio.Future], Any], reply: asyncio.Future) -> None:
+        self._release(replica)
+        if not reply.cancelled() and _refused_by_dead(reply.exception()):
+            self._drop(replica)
+            asyncio.get_running_loop().create_task(self.call(method, args, kwargs)).add_done_callback(deliver)
+            return
+        deliver(reply)
+
+    def _drop(self, replica: ReplicaInfo) -> None:
+        """Forget a dead replica until the controller says otherwise."""
+        self._replicas = tuple(r for r in self._replicas if r.replica_id != replica.replica_id)
+
     async def call(self, method: str, args: tuple, kwargs: dict) -> Any:
         """Route one request and return its result."""
         for attempt in range(3):
@@ -166,10 +199,10 @@ class Router:
             try:
                 return await replica.handle.handle_request.remote(method, args, kwargs)
             except ActorDiedError as e:
-                # The replica died. Drop it locally until the controller says otherwise;
-                # a call that was refused before it ran is retried on another replica.
-                self._replicas = tuple(r for r in self._replicas if r.replica_id != replica.replica_id)
-                if "is dead" not in str(e) or attempt == 2:
+                # The replica died: drop it locally; a call that was refused before it
+                # ran is retried on another replica.
+                self._drop(replica)
+                if not _refused_by_dead(e) or attempt == 2:
                     raise
             finally:
                 self._release(replica)
@@ -178,6 +211,11 @@ class Router:
     def close(self) -> None:
         self._poller.cancel()
         self._reporter.cancel()
+
+
+def _refused_by_dead(exc: BaseException | None) -> bool:
+    """Whether the call failed because its replica was already dead (it never ran)."""
+    return isinstance(exc, ActorDiedError) and "is dead" in str(exc)
 
 
 def _ignore_outcome(fut: asyncio.Future) -> None:

@@ -18,6 +18,10 @@ Contract under test (module docstring):
 - a replica that is dead ("is dead") is dropped and the call retried elsewhere; other actor
   deaths (e.g. a lost connection: the call may have run) reach the caller;
 - in-flight slots are released however a call ends.
+
+Both entries are held to it: `Router.call` (a coroutine) and `Router.send` (the no-task
+fast path handles use, delivering the outcome to a callback); tests taking the `via`
+fixture run once through each.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import pytest
 
 import actors
 import serve
+from actors.system import copy_state
 from serve._router import Router, choose
 from serve.exceptions import BackPressureError, ServeError
 from serve.messages import ReplicaInfo, ReplicaSet
@@ -129,11 +134,16 @@ class _Remote:
 
 
 class FakeRef:
+    """What `.remote()` returns: awaitable, and `.future()` as ObjectRef has."""
+
     def __init__(self, fut: asyncio.Future[Any]) -> None:
         self._fut = fut
 
     def future(self) -> asyncio.Future[Any]:
         return self._fut
+
+    def __await__(self) -> Any:
+        return self._fut.__await__()
 
 
 class FakeController:
@@ -195,15 +205,26 @@ class FakeReplica:
         self.handle_request = _Remote(self._handle_request)
         self.requests: list[Request] = []
 
-    def _handle_request(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+    def _handle_request(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FakeRef:
         req = Request(self.name, method, args, kwargs, asyncio.get_running_loop().create_future())
         self.requests.append(req)
         self.log.append(req)
-        return req.fut
+        return FakeRef(req.fut)
 
     @property
     def in_flight(self) -> int:
         return sum(1 for r in self.requests if r.pending)
+
+
+_VIA = ["call"]
+
+
+@pytest.fixture(params=["call", "send"])
+def via(request: pytest.FixtureRequest) -> Any:
+    """Run the test through `Router.call` and through `Router.send`."""
+    _VIA[0] = request.param
+    yield request.param
+    _VIA[0] = "call"
 
 
 @dataclass
@@ -213,6 +234,7 @@ class Env:
     replicas: dict[str, FakeReplica]
     log: list[Request]
     version: int = 0
+    via: str = "call"
 
     def replica_set(self, names: list[str] | None = None, *, max_ongoing: int = 100, max_queued: int = -1,
                     exists: bool = True, extra: Any = None) -> ReplicaSet:
@@ -229,7 +251,12 @@ class Env:
         await until(lambda: any(v == rs.version for _, v, _ in self.controller.listen_calls),
                     f"the router to take replica set {rs.version}")
 
-    def call(self, *args: Any, method: str = "m", **kwargs: Any) -> asyncio.Task[Any]:
+    def call(self, *args: Any, method: str = "m", **kwargs: Any) -> asyncio.Future[Any]:
+        """One call through the entry under test; a future of its outcome."""
+        if self.via == "send":
+            out = asyncio.get_running_loop().create_future()
+            self.router.send(method, args, kwargs, lambda f: copy_state(f, out))
+            return out
         return asyncio.get_running_loop().create_task(self.router.call(method, args, kwargs))
 
     def pending(self) -> list[Request]:
@@ -243,7 +270,7 @@ def make_env(*names: str, seed: int = 0) -> Env:
     controller = FakeController()
     log: list[Request] = []
     replicas = {n: FakeReplica(n, log) for n in names}
-    return Env(controller, Router(DEPLOYMENT, controller, rng=random.Random(seed)), replicas, log)
+    return Env(controller, Router(DEPLOYMENT, controller, rng=random.Random(seed)), replicas, log, via=_VIA[0])
 
 
 async def until(cond: Callable[[], Any], what: str, yields: int = 1000) -> None:
@@ -294,7 +321,7 @@ async def running_env(*names: str, seed: int = 0, **set_kw: Any) -> Env:
 # ---------------------------------------------------------------------------------------
 
 
-def test_calls_wait_until_the_first_replica_set_arrives() -> None:
+def test_calls_wait_until_the_first_replica_set_arrives(via: str) -> None:
     async def main() -> None:
         env = make_env("a")
         task = env.call(1)
@@ -340,7 +367,7 @@ def test_the_poll_sends_the_last_version_seen() -> None:
     run(main())
 
 
-def test_requests_spread_over_replicas() -> None:
+def test_requests_spread_over_replicas(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", "b", "c", seed=7)
         tasks = [env.call(i) for i in range(30)]
@@ -364,7 +391,7 @@ def test_requests_spread_over_replicas() -> None:
     run(main())
 
 
-def test_a_replica_set_update_that_removes_a_replica_stops_routing_to_it() -> None:
+def test_a_replica_set_update_that_removes_a_replica_stops_routing_to_it(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", "b", max_ongoing=1)
         first = [env.call(0), env.call(1)]
@@ -386,7 +413,7 @@ def test_a_replica_set_update_that_removes_a_replica_stops_routing_to_it() -> No
     run(main())
 
 
-def test_a_replica_set_that_adds_room_releases_every_waiting_call() -> None:
+def test_a_replica_set_that_adds_room_releases_every_waiting_call(via: str) -> None:
     async def main() -> None:
         env = make_env("a", "b", "c", "d")
         early = [env.call(i) for i in range(2)]  # before any replica set
@@ -406,7 +433,7 @@ def test_a_replica_set_that_adds_room_releases_every_waiting_call() -> None:
     run(main())
 
 
-def test_a_missing_deployment_fails_calls_with_serve_error() -> None:
+def test_a_missing_deployment_fails_calls_with_serve_error(via: str) -> None:
     async def main() -> None:
         env = make_env()
         early = env.call(0)  # waiting for the first set
@@ -423,7 +450,7 @@ def test_a_missing_deployment_fails_calls_with_serve_error() -> None:
     run(main())
 
 
-def test_a_deployment_that_appears_later_is_routed_to() -> None:
+def test_a_deployment_that_appears_later_is_routed_to(via: str) -> None:
     async def main() -> None:
         env = make_env("a")
         await env.apply(env.replica_set([], exists=False))
@@ -439,7 +466,7 @@ def test_a_deployment_that_appears_later_is_routed_to() -> None:
     run(main())
 
 
-def test_the_last_replica_set_stays_in_use_while_the_controller_is_away() -> None:
+def test_the_last_replica_set_stays_in_use_while_the_controller_is_away(via: str) -> None:
     async def main() -> None:
         env = await running_env("a")
         polls = len(env.controller.listen_calls)
@@ -463,7 +490,7 @@ def test_the_last_replica_set_stays_in_use_while_the_controller_is_away() -> Non
 # ---------------------------------------------------------------------------------------
 
 
-def test_never_more_than_max_ongoing_requests_per_replica() -> None:
+def test_never_more_than_max_ongoing_requests_per_replica(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", "b", max_ongoing=2, seed=3)
         tasks = [env.call(i) for i in range(10)]
@@ -488,7 +515,7 @@ def test_never_more_than_max_ongoing_requests_per_replica() -> None:
     run(main())
 
 
-def test_queued_calls_are_released_in_fifo_order() -> None:
+def test_queued_calls_are_released_in_fifo_order(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", max_ongoing=1)
         tasks = []
@@ -509,7 +536,7 @@ def test_queued_calls_are_released_in_fifo_order() -> None:
 
 
 @pytest.mark.parametrize("max_queued", [0, 1, 3])
-def test_past_max_queued_requests_a_call_fails_at_once(max_queued: int) -> None:
+def test_past_max_queued_requests_a_call_fails_at_once(max_queued: int, via: str) -> None:
     async def main() -> None:
         env = await running_env("a", "b", max_ongoing=1, max_queued=max_queued)
         tasks = [env.call(i) for i in range(2 + max_queued)]
@@ -538,7 +565,7 @@ def test_past_max_queued_requests_a_call_fails_at_once(max_queued: int) -> None:
     run(main())
 
 
-def test_without_a_queue_limit_calls_wait_indefinitely() -> None:
+def test_without_a_queue_limit_calls_wait_indefinitely(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", max_ongoing=1, max_queued=-1)
         tasks = [env.call(i) for i in range(200)]
@@ -549,7 +576,7 @@ def test_without_a_queue_limit_calls_wait_indefinitely() -> None:
     run(main())
 
 
-def test_a_newly_arriving_call_does_not_overtake_queued_ones() -> None:
+def test_a_newly_arriving_call_does_not_overtake_queued_ones(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", max_ongoing=1)
         tasks = [env.call("A")]
@@ -597,7 +624,7 @@ def test_a_cancelled_waiting_call_frees_its_queue_place() -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def test_a_dead_replica_is_dropped_and_the_call_retried_on_another() -> None:
+def test_a_dead_replica_is_dropped_and_the_call_retried_on_another(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", "b", seed=5)
         task = env.call(1)
@@ -623,7 +650,7 @@ def test_a_dead_replica_is_dropped_and_the_call_retried_on_another() -> None:
     run(main())
 
 
-def test_a_lost_connection_reaches_the_caller_without_a_retry() -> None:
+def test_a_lost_connection_reaches_the_caller_without_a_retry(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", "b")
         task = env.call(1)
@@ -639,7 +666,7 @@ def test_a_lost_connection_reaches_the_caller_without_a_retry() -> None:
     run(main())
 
 
-def test_retries_of_dead_replicas_are_bounded() -> None:
+def test_retries_of_dead_replicas_are_bounded(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", "b", "c", "d", "e")
         task = env.call(1)
@@ -660,7 +687,7 @@ def test_retries_of_dead_replicas_are_bounded() -> None:
     run(main())
 
 
-def test_other_errors_reach_the_caller_without_a_retry() -> None:
+def test_other_errors_reach_the_caller_without_a_retry(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", "b")
         task = env.call(1)
@@ -676,7 +703,7 @@ def test_other_errors_reach_the_caller_without_a_retry() -> None:
     run(main())
 
 
-def test_failed_calls_release_their_slots() -> None:
+def test_failed_calls_release_their_slots(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", max_ongoing=1, max_queued=-1)
         tasks = [env.call(i) for i in range(50)]
@@ -712,7 +739,7 @@ def test_a_cancelled_call_in_flight_releases_its_slot() -> None:
     run(main())
 
 
-def test_actor_death_errors_release_their_slots() -> None:
+def test_actor_death_errors_release_their_slots(via: str) -> None:
     async def main() -> None:
         env = await running_env("a", "b", max_ongoing=1)
         tasks = [env.call(i) for i in range(2)]
@@ -767,5 +794,42 @@ def test_load_is_reported_when_the_deployment_autoscales() -> None:
         await asyncio.wait_for(report_of(0.0), 5)
         assert {s for s, _, _ in controller.reports} == {source}  # one source per router
         router.close()
+
+    run(main())
+
+
+# ---------------------------------------------------------------------------------------
+# Router.send: the fast path of handles
+# ---------------------------------------------------------------------------------------
+
+
+def test_send_dispatches_at_once_when_a_replica_has_room() -> None:
+    async def main() -> None:
+        env = await running_env("a", "b")
+        delivered: list[asyncio.Future[Any]] = []
+        env.router.send("m", (1,), {}, delivered.append)
+        assert len(env.log) == 1, "the request should leave within send(), without a task"
+        env.log[0].succeed("done")
+        await until(lambda: delivered, "delivery")
+        assert delivered[0].result() == "done" and env.router.load == 0
+        env.router.close()
+
+    run(main())
+
+
+def test_cancelling_what_send_returns_abandons_the_request() -> None:
+    async def main() -> None:
+        env = await running_env("a", max_ongoing=1)
+        delivered: list[asyncio.Future[Any]] = []
+        in_flight = env.router.send("m", (0,), {}, delivered.append)
+        waiting = env.router.send("m", (1,), {}, delivered.append)  # no room: waits on a task
+        await settle()
+        assert len(env.log) == 1
+        waiting.cancel()
+        in_flight.cancel()
+        await until(lambda: len(delivered) == 2, "both outcomes")
+        assert all(f.cancelled() for f in delivered)
+        assert env.router.load == 0 and len(env.log) == 1, "the abandoned waiter was still dispatched"
+        env.router.close()
 
     run(main())

@@ -206,6 +206,69 @@ def test_responses_from_a_sync_and_an_async_driver() -> None:
         serve.run(Sleeper.bind()).remote(2).result(timeout_s=0.2)
 
 
+@actors.remote
+class Latch:
+    """Records what a deployment saw; holds calls until opened (the test's remote control)."""
+
+    def __init__(self):
+        self.seen = []
+        self.opened = asyncio.Event()
+
+    async def record(self, x):
+        self.seen.append(x)
+
+    async def wait(self):
+        await self.opened.wait()
+
+    async def open(self):
+        self.opened.set()
+
+    async def calls(self):
+        return self.seen
+
+
+@serve.deployment(max_ongoing_requests=1)
+class Gate:
+    def __init__(self, latch):
+        self.latch = latch
+
+    async def __call__(self, x):
+        await self.latch.record.remote(x)
+        if x == "hold":
+            await self.latch.wait.remote()
+        return x
+
+
+def test_responses_made_on_an_event_loop_are_its_futures() -> None:
+    latch = Latch.remote()
+    handle = serve.run(Gate.bind(latch))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        first = handle.remote(1)
+        assert isinstance(first, serve.DeploymentResponse)
+        with pytest.raises(RuntimeError, match="deadlock"):
+            first.result()  # on the loop that awaits it
+        assert await first == 1
+        assert await loop.run_in_executor(None, actors.get, handle.remote(2)) == 2
+        assert await loop.run_in_executor(None, handle.remote(3).result, 10) == 3
+        assert await asyncio.gather(*[handle.remote(i) for i in range(20)]) == list(range(20))
+
+        hold = handle.remote("hold")
+        while "hold" not in await latch.calls.remote():
+            await asyncio.sleep(0.01)
+        queued = handle.remote("never")  # max_ongoing_requests=1: it can only wait
+        queued.cancel()
+        await latch.open.remote()
+        assert await hold == "hold" and await handle.remote("after") == "after"
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        return await latch.calls.remote()
+
+    seen = asyncio.run(main())
+    assert "never" not in seen and seen[-2:] == ["hold", "after"], "a cancelled call still ran"
+
+
 @serve.deployment(max_ongoing_requests=2, max_queued_requests=1)
 class Sleeper:
     def __init__(self):
@@ -470,3 +533,11 @@ def test_zeroserve_status_lists_serve_deployments() -> None:
     assert entry["app"] == "statusapp" and entry["status"] == "HEALTHY" and entry["route_prefix"] == "/listed"
     table = zeroserve("status", "--address", address, "--token", rt.token).stdout
     assert "Serve deployments:" in table and "listed" in table and "1/1" in table
+
+
+def test_the_default_http_port_comes_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("ZEROSERVE_HTTP_PORT", "18123")
+    assert serve.HTTPOptions().port == 18123 and serve.HTTPOptions.of({"port": 9000}).port == 9000
+    monkeypatch.setenv("ZEROSERVE_HTTP_PORT", "eighty")
+    with pytest.raises(ValueError, match="ZEROSERVE_HTTP_PORT must be a port number"):
+        serve.HTTPOptions()
