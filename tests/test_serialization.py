@@ -352,3 +352,33 @@ def test_dumps_code_round_trips_importable_and_lambda_code() -> None:
     assert fn is module_level_square
     assert point == ModuleLevelPoint(1, 2)
     assert lam() == "hi"
+
+
+# -- the per-thread pickler is reused: nothing leaks from one dumps() into the next ---------
+class _SerializesInside:
+    """Its __reduce__ serializes something else: a dumps() inside a dumps()."""
+
+    def __reduce__(self):
+        inner, _ = dumps({"inner": [1, 2, 3]})
+        return (loads, (inner,))
+
+
+def test_a_dumps_inside_a_dumps_gets_its_own_pickler() -> None:
+    data, buffers = dumps(["outer", _SerializesInside(), "tail"])
+    assert loads(data, buffers) == ["outer", {"inner": [1, 2, 3]}, "tail"]
+
+
+def test_consecutive_dumps_share_no_memo_or_buffers() -> None:
+    shared = ["same object"]
+    first = dumps((shared, shared, b"x" * OOB_THRESHOLD))
+    second = dumps((shared,))
+    assert len(first[1]) == 1 and second[1] == []
+    assert loads(*second) == (["same object"],)
+    again = loads(*first)
+    assert again[0] is again[1]
+
+
+def test_a_failed_dumps_leaves_the_next_one_whole() -> None:
+    with pytest.raises(TypeError):
+        dumps(("ok", threading.Lock()))
+    assert loads(*dumps(("after", 1))) == ("after", 1)
