@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -33,3 +34,15 @@ def test_counter_example() -> None:
     out = _run("examples/counter.py")
     assert "incr -> 15" in out and "named actor lookup -> 2015" in out
     assert "remote error arrived as ValueError: counters do not go backwards" in out
+
+
+def test_classifier_example() -> None:
+    port = free_port()
+    out = _run("examples/classifier.py", "--once", "--port", str(port))
+    assert float(re.search(r"training accuracy (\d\.\d+)", out)[1]) >= 0.93, out
+    m = re.search(r"all 150 rows through the handle at once: accuracy (\d\.\d+) .* (\d+) requests in \d+ batches "
+                  r"\(largest (\d+)\)", out)
+    assert m and float(m[1]) >= 0.93 and int(m[2]) == 150 and int(m[3]) > 1, out  # batches formed
+    url = f"http://127.0.0.1:{port}/iris"
+    assert f"POST {url} {{\"features\": [6.7, 3.0, 5.2, 2.3]}} -> 200 {{'class': 'virginica', 'probability': 0.9" in out
+    assert f"POST {url} {{\"features\": [1, 2]}} -> 400 {{'error': 'features must be 4 finite numbers" in out
