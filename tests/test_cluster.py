@@ -103,6 +103,25 @@ def test_actors_spread_across_nodes_and_follow_affinity(nodes) -> None:
         actors.kill(w)
 
 
+def test_serve_replicas_spread_across_nodes(nodes) -> None:
+    import serve
+
+    @serve.deployment(num_replicas=3)
+    class WhereAmI:
+        def __call__(self) -> str:
+            return current_runtime().address.rsplit(":", 1)[0].removeprefix("tcp://")
+
+    serve.start(http_options={"location": "NoServer"})
+    try:
+        handle = serve.run(WhereAmI.bind(), name="spread", route_prefix=None)
+        seen: set[str] = set()
+        wait_until(lambda: seen.update(handle.remote().result() for _ in range(30)) or len(seen) == 3,
+                   timeout=20, what="answers from replicas on all three nodes")
+        assert seen == {"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+    finally:
+        serve.shutdown()
+
+
 def test_a_killed_node_is_marked_dead_and_its_actors_restart_elsewhere(nodes) -> None:
     zeroserve("start", "--address", nodes["address"], "--node-ip", "127.0.0.4", "--num-cpus", "2")
     node4 = next(n["node_id"] for n in actors.nodes() if n["ip"] == "127.0.0.4" and n["alive"])
