@@ -86,6 +86,7 @@ def main() -> int:
         actors.get(base.noop.remote(0))
         rows.append(("actor call, sync driver, sequential", seq_rate(lambda: actors.get(base.noop.remote(1)), n_seq), None))
         rows.append(("actor call, async driver, 1,000 in flight", par_rate(lambda: base.noop.remote(1), n_par), None))
+        serve.start(http_options={"location": "NoServer"})  # handles only
         one = serve.run(Noop.bind(), name="one", route_prefix=None)
         rows.append(("handle, sync driver, sequential, 1 replica", seq_rate(lambda: one.remote(1).result(), n_seq),
                      SEQ_TARGET))
