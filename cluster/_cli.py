@@ -4,6 +4,7 @@
     zeroserve start --address H:P [--node-ip IP] [--num-cpus N] [--resources JSON] [--token T]
     zeroserve stop [--node-ip IP]
     zeroserve status [--address H:P] [--json]
+    zeroserve serve run|deploy|status|shutdown ...   (handed over to `python -m serve`)
 
 `start` daemonizes the node's processes, returns once the node is registered with the
 head, and prints how to join and connect. Errors are immediate and say what to change.
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from typing import Any
@@ -61,7 +63,20 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--address", help="HOST:PORT of the head (default: the cluster started on this machine)")
     status.add_argument("--token", help="cluster token (default: $ZEROSERVE_TOKEN or the local session's)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sub.add_parser("serve", help="run, deploy, inspect and shut down Serve applications "
+                                 "(see `zeroserve serve --help`)", add_help=False)
     return p
+
+
+def _serve(argv: list[str], replace_process: bool) -> int:
+    """`zeroserve serve ...` is the serve package's command; cluster does not import serve
+    (layering), it runs `python -m serve ...` in this process's place (signals go to it)."""
+    cmd = [sys.executable, "-m", "serve", *argv]
+    if replace_process:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, cmd)
+    return subprocess.call(cmd)
 
 
 def _port_free(ip: str, port: int) -> bool:
@@ -227,6 +242,9 @@ def status(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["serve"]:
+        return _serve(words[1:], replace_process=argv is None)
     args = _parser().parse_args(argv)
     try:
         return {"start": start, "stop": stop, "status": status}[args.command](args)

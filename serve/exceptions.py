@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from actors import ActorsError
 
-__all__ = ["BackPressureError", "DeploymentUnhealthyError", "RayServeException", "ServeError"]
+__all__ = ["BackPressureError", "ConfigError", "DeploymentUnhealthyError", "RayServeException", "ServeError"]
 
 
 class ServeError(ActorsError):
@@ -22,3 +22,9 @@ class BackPressureError(ServeError):
 class DeploymentUnhealthyError(ServeError):
     """Raised by `deploy()` / `serve.run()` when a deployment cannot become healthy: its
     constructor keeps failing (the last error is in the message and in `serve.status()`)."""
+
+
+class ConfigError(ServeError, ValueError):
+    """Raised by the config-file loader (`zeroserve serve run/deploy CONFIG.yaml`) before
+    anything is deployed; each line of the message names a field path such as
+    `applications[0].deployments[1].num_replicas` and what is wrong with it."""

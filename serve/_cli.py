@@ -1,0 +1,321 @@
+"""The `zeroserve serve ...` commands (also `python -m serve ...`): run, deploy, status, shutdown.
+
+    serve run MODULE:APP | CONFIG.yaml [--address H:P] [--host H] [--port P] [--route-prefix /x] [--name N]
+    serve deploy CONFIG.yaml [--address H:P] [--timeout S]
+    serve status [--address H:P] [--json]
+    serve shutdown [--address H:P] [-y]
+
+Everything a command is given (config file, import path, options) is checked and the
+applications are imported before the command connects to a cluster, so a bad input
+changes nothing. `run` uses `--address`, else the cluster `zeroserve start` runs on this
+machine, else an embedded one; it blocks until SIGINT/SIGTERM, then removes what it
+deployed (and the embedded cluster). `deploy` is declarative: the config's applications
+are brought to the given state (unchanged deployments are left alone, changed ones are
+updated or rolled) and applications not in it are deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import actors
+from actors.system import PROBE_OK, find_local_head, probe, read_token
+
+from ._api import _controller_or_none, deploy_targets, start
+from ._api import shutdown as serve_shutdown
+from ._build import BuiltApp, build
+from ._config import DEFAULT
+from ._schema import ServeConfig, load_config, single_app
+from .exceptions import ConfigError
+
+__all__ = ["main"]
+
+_POLL_S = 0.2
+
+
+class CommandError(Exception):
+    """A command cannot go on; the message says what to change."""
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zeroserve serve", description="Deploy and inspect Serve applications.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def connection(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--address", help="HOST:PORT of the cluster's head (default: $ZEROSERVE_ADDRESS, "
+                                           "or the cluster `zeroserve start` runs on this machine)")
+        cmd.add_argument("--token", help="cluster token (default: $ZEROSERVE_TOKEN or the local session's)")
+
+    run = sub.add_parser("run", help="deploy an application (or a config file) and serve it until Ctrl-C")
+    run.add_argument("target", help="MODULE:APP (a bound deployment, importable from here) or a CONFIG.yaml")
+    connection(run)
+    run.add_argument("--host", help="HTTP host of the proxy (default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="HTTP port of the proxy (default 8000)")
+    run.add_argument("--route-prefix", help="route of the application (default: its ingress deployment's)")
+    run.add_argument("--name", default="default", help="application name (default 'default')")
+
+    deploy = sub.add_parser("deploy", help="bring a running cluster to the state of a config file")
+    deploy.add_argument("config", help="CONFIG.yaml")
+    connection(deploy)
+    deploy.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the roll-out (300)")
+
+    status = sub.add_parser("status", help="applications, deployments and replicas")
+    connection(status)
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    shutdown = sub.add_parser("shutdown", help="delete every application and stop Serve on the cluster")
+    connection(shutdown)
+    shutdown.add_argument("-y", "--yes", action="store_true", help="(accepted for Ray Serve compatibility)")
+    return p
+
+
+# -- connecting ----------------------------------------------------------------------------
+def _local_cluster_alive(token: str | None) -> bool:
+    rec = find_local_head()
+    if rec is None:
+        return False
+    try:
+        tok = token or os.environ.get("ZEROSERVE_TOKEN") or read_token(rec["token_file"])
+    except OSError:
+        return False
+    return probe(rec["head_address"], tok, timeout=3.0) == PROBE_OK
+
+
+def _connect(args: argparse.Namespace, embedded_ok: bool = False, echo_logs: bool = False) -> None:
+    address = args.address or os.environ.get("ZEROSERVE_ADDRESS")
+    try:
+        if address:
+            actors.init(address=address, token=args.token, log_to_driver=echo_logs)
+        elif _local_cluster_alive(args.token):
+            actors.init(address="auto", token=args.token, log_to_driver=echo_logs)
+        elif embedded_ok:
+            _say("serve: no cluster running on this machine; starting a local one")
+            actors.init(log_to_driver=echo_logs)
+        else:
+            raise CommandError("no cluster is running on this machine: start one with `zeroserve start --head`, "
+                               "or pass --address HOST:PORT")
+    except (actors.ActorsError, ValueError, OSError) as e:
+        raise CommandError(f"cannot connect to the cluster{f' at {address}' if address else ''}: {e}") from None
+
+
+def _status(controller: actors.ActorHandle) -> dict[str, Any]:
+    return actors.get(controller.status.remote(), timeout=60)
+
+
+def _deployments(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: {**d, "app": a} for a, app in st["applications"].items() for n, d in app["deployments"].items()}
+
+
+def _base_url(http: dict[str, Any]) -> str | None:
+    if http.get("location") == "NoServer":
+        return None
+    return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+
+
+def _check_http(running: dict[str, Any], wanted: dict[str, Any]) -> None:
+    differ = {k: v for k, v in wanted.items() if running.get(k) != v}
+    if differ:
+        _say(f"serve: warning: Serve is already running with http_options "
+             f"{ {k: running.get(k) for k in differ} }; {differ} take effect only after `zeroserve serve shutdown`")
+
+
+# -- deploying -----------------------------------------------------------------------------
+def _targets(apps: list[BuiltApp]) -> list:
+    return [t for app in apps for t in app.targets]
+
+
+def _roll_out(controller: actors.ActorHandle, apps: list[BuiltApp], stale: list[str], timeout_s: float,
+              stop: threading.Event | None = None) -> bool:
+    """Print progress until every deployment of `apps` is HEALTHY and `stale` ones are gone."""
+    names = [t.name for t in _targets(apps)]
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        deps = _deployments(_status(controller))
+        parts = [f"{n} {deps[n]['replicas'].get('RUNNING', 0)}/{deps[n]['target_replicas']} {deps[n]['status']}"
+                 if n in deps else f"{n} pending" for n in names]
+        gone = [n for n in stale if n not in deps]
+        if stale:
+            parts.append(f"deleted {len(gone)}/{len(stale)}")
+        line = "; ".join(parts)
+        if line != last:
+            _say(f"serve: {line}")
+            last = line
+        unhealthy = [n for n in names if n in deps and deps[n]["status"] == "UNHEALTHY"]
+        if unhealthy:
+            for n in unhealthy:
+                print(f"serve: error: deployment {n} is UNHEALTHY: {deps[n]['message']}", file=sys.stderr, flush=True)
+            return False
+        if all(n in deps and deps[n]["status"] == "HEALTHY" for n in names) and len(gone) == len(stale):
+            return True
+        if time.monotonic() > deadline:
+            print(f"serve: error: the roll-out did not finish within {timeout_s:.0f}s: {line} (busy resources? "
+                  "see `zeroserve status`)", file=sys.stderr, flush=True)
+            return False
+        if stop is not None and stop.wait(_POLL_S):
+            return False
+        if stop is None:
+            time.sleep(_POLL_S)
+
+
+def _report(apps: list[BuiltApp], changed: dict[str, bool]) -> None:
+    for app in apps:
+        for t in app.targets:
+            _say(f"serve: {app.config.name}/{t.name}: {'updating' if changed.get(t.name) else 'unchanged'}")
+
+
+def _where(apps: list[BuiltApp], http: dict[str, Any]) -> None:
+    base = _base_url(http)
+    for app in apps:
+        where = f"{base}{app.route_prefix}" if base and app.route_prefix is not None else "no HTTP route (handles only)"
+        _say(f"serve: application {app.config.name!r} is serving at {where}")
+
+
+def deploy_cmd(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    apps = build(config)
+    _connect(args)
+    controller = start(detached=True, http_options=config.http_options or None)
+    st = _status(controller)
+    _check_http(st.get("http_options", {}), config.http_options)
+    wanted = {t.name for t in _targets(apps)}
+    current = actors.get(controller.targets.remote(), timeout=60)
+    changed = deploy_targets(_targets(apps), wait=False)
+    _report(apps, changed)
+    stale = sorted(n for n in current if n not in wanted)
+    if stale:
+        _say(f"serve: deleting deployments not in the config: {', '.join(stale)}")
+        actors.get(controller.delete.remote(stale), timeout=60)
+    if not _roll_out(controller, apps, stale, args.timeout):
+        return 1
+    _where(apps, _status(controller).get("http_options", {}))
+    return 0
+
+
+def _run_config(args: argparse.Namespace) -> ServeConfig:
+    http = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    route_prefix = DEFAULT if args.route_prefix is None else (None if args.route_prefix in ("", "none", "None")
+                                                               else args.route_prefix)
+    if not (args.target.endswith((".yaml", ".yml")) or os.path.isfile(args.target)):
+        return single_app(args.target, args.name, route_prefix, http)
+    if args.route_prefix is not None or args.name != "default":
+        raise CommandError("--route-prefix and --name apply to MODULE:APP; set them in the config file")
+    config = load_config(args.target)
+    return ServeConfig({**config.http_options, **http}, config.applications) if http else config
+
+
+def run_cmd(args: argparse.Namespace) -> int:
+    config = _run_config(args)
+    apps = build(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the clean-up
+        _say(f"serve: {signal.Signals(signum).name}: shutting down")
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    _connect(args, embedded_ok=True, echo_logs=True)
+    started = _controller_or_none() is None
+    ok = False
+    try:
+        controller = start(detached=False, http_options=config.http_options or None)
+        if not started:
+            _check_http(_status(controller).get("http_options", {}), config.http_options)
+        changed = deploy_targets(_targets(apps), wait=False)
+        _report(apps, changed)
+        ok = _roll_out(controller, apps, [], float(os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300")), stop)
+        if ok:
+            _where(apps, _status(controller).get("http_options", {}))
+            _say("serve: Ctrl-C to stop")
+            while not stop.wait(1.0):
+                pass
+    finally:
+        if started:
+            serve_shutdown()
+        else:
+            names = [t.name for t in _targets(apps)]
+            actors.get(controller.delete.remote(names), timeout=60)
+            actors.get(controller.wait_deleted.remote(names, 60.0), timeout=70)
+        actors.shutdown()
+        _say("serve: stopped")
+    return 0 if ok or stop.is_set() else 1
+
+
+def status_cmd(args: argparse.Namespace) -> int:
+    _connect(args)
+    controller = _controller_or_none()
+    st = _status(controller) if controller is not None else {"applications": {}, "http_options": None}
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+    elif controller is None:
+        _say("Serve is not running on this cluster")
+    else:
+        _say(render(st))
+    return 0
+
+
+def shutdown_cmd(args: argparse.Namespace) -> int:
+    _connect(args)
+    controller = _controller_or_none()
+    if controller is None:
+        _say("serve: Serve is not running on this cluster; nothing to shut down")
+        return 0
+    apps = sorted(_status(controller)["applications"])
+    serve_shutdown()
+    _say(f"serve: shut down ({len(apps)} application{'s' if len(apps) != 1 else ''} deleted"
+         f"{': ' + ', '.join(apps) if apps else ''})")
+    return 0
+
+
+# -- rendering -------------------------------------------------------------------------------
+def render(st: dict[str, Any]) -> str:
+    http = st.get("http_options") or {}
+    base = _base_url(http)
+    lines = [f"Serve: HTTP at {base} ({http.get('location', 'HeadOnly')})" if base else "Serve: no HTTP proxy", ""]
+    apps = st["applications"]
+    if not apps:
+        return "\n".join([*lines, "No applications."])
+    rows = [("APPLICATION", "STATUS", "ROUTES", "DEPLOYMENTS")]
+    for name, app in sorted(apps.items()):
+        routes = sorted(d["route_prefix"] for d in app["deployments"].values() if d["route_prefix"] is not None)
+        rows.append((name, app["status"], ", ".join(routes) or "-", str(len(app["deployments"]))))
+    lines += [*_table(rows), ""]
+    rows = [("DEPLOYMENT", "APPLICATION", "STATUS", "RUNNING/TARGET", "REPLICA STATES", "VERSION", "MESSAGE")]
+    for name, d in sorted(_deployments(st).items(), key=lambda kv: (kv[1]["app"], kv[0])):
+        states = ", ".join(f"{s} {c}" for s, c in sorted(d["replicas"].items())) or "-"
+        rows.append((name, d["app"], d["status"], f"{d['replicas'].get('RUNNING', 0)}/{d['target_replicas']}",
+                     states, str(d["version"])[:12], (d["message"] or "").replace("\n", " ")[:80]))
+    return "\n".join([*lines, *_table(rows)])
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = {"run": run_cmd, "deploy": deploy_cmd, "status": status_cmd, "shutdown": shutdown_cmd}[args.command]
+    try:
+        return command(args)
+    except (ConfigError, CommandError, RuntimeError, actors.ActorsError) as e:
+        print(f"zeroserve serve {args.command}: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        actors.shutdown()
