@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python benchmarks/cluster_scale.py
 	$(BIN)/python benchmarks/handle_calls.py
 	$(BIN)/python benchmarks/http_noop.py
+	$(BIN)/python benchmarks/batching.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

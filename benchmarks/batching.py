@@ -40,7 +40,7 @@ import serve  # noqa: E402
 class UnbatchedIrisClassifier(IrisClassifier.func_or_class):
     """The same deployment, without `@serve.batch`: the model runs on one row per request."""
 
-    async def classify(self, features: list[float]) -> dict:
+    async def _classify(self, features: list[float]) -> dict:
         return self.predict([features])[0]
 
 

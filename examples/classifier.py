@@ -100,17 +100,19 @@ class IrisClassifier:
 
     async def __call__(self, request: Request | list[float] | dict) -> Any:
         """Over HTTP a JSON body (400 if it is not a flower); from a handle, the features."""
+        if not isinstance(request, Request):
+            return await self._classify(parse_features(request))
         try:
-            body = await request.json() if isinstance(request, Request) else request
-            features = parse_features(body)
-        except ValueError as e:  # json.JSONDecodeError is a ValueError too
-            if isinstance(request, Request):
-                return JSONResponse({"error": str(e)}, status_code=400)
-            raise
-        return await self.classify(features)
+            features = parse_features(json.loads(await request.body()))
+        except json.JSONDecodeError as e:
+            return JSONResponse({"error": f"the body must be JSON, e.g. {{\"features\": [6.7, 3.0, 5.2, 2.3]}} "
+                                          f"({e})"}, status_code=400)
+        except ValueError as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        return await self._classify(features)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
-    async def classify(self, batch: list[list[float]]) -> list[dict]:
+    async def _classify(self, batch: list[list[float]]) -> list[dict]:
         """One flower per caller; the model sees the whole batch at once."""
         return self.predict(batch)
 
