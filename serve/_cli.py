@@ -1,6 +1,7 @@
 """The `zeroserve serve ...` commands (also `python -m serve ...`): run, deploy, status, shutdown.
 
-    serve run MODULE:APP | CONFIG.yaml [--address H:P] [--host H] [--port P] [--route-prefix /x] [--name N]
+    serve run MODULE:APP [key=value ...] | CONFIG.yaml [--address H:P] [--host H] [--port P] [--route-prefix /x]
+              [--name N]
     serve deploy CONFIG.yaml [--address H:P] [--timeout S]
     serve status [--address H:P] [--json]
     serve shutdown [--address H:P] [-y]
@@ -59,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="deploy an application (or a config file) and serve it until Ctrl-C")
     run.add_argument("target", help="MODULE:APP (a bound deployment, importable from here) or a CONFIG.yaml")
+    run.add_argument("app_args", nargs="*", metavar="key=value", help="args for an application builder "
+                                                                      "`def app(args: dict)` named by MODULE:APP")
     connection(run)
     run.add_argument("--host", help="HTTP host of the proxy (default 127.0.0.1)")
     run.add_argument("--port", type=int, help="HTTP port of the proxy (default 8000)")
@@ -182,6 +185,18 @@ def _where(apps: list[BuiltApp], http: dict[str, Any]) -> None:
         _say(f"serve: application {app.config.name!r} is serving at {where}")
 
 
+def _check_names(controller: actors.ActorHandle, apps: list[BuiltApp]) -> None:
+    """`run` adds applications to a running Serve: refuse to take deployments from other ones."""
+    current = actors.get(controller.targets.remote(), timeout=60)
+    for app in apps:
+        for t in app.targets:
+            other = current.get(t.name)
+            if other is not None and other.app != app.config.name:
+                raise CommandError(f"deployment {t.name!r} already belongs to application {other.app!r} on this "
+                                   "cluster (deployment names are unique across applications): delete that "
+                                   f"application first, or give yours another name with .options(name=...)")
+
+
 def deploy_cmd(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     apps = build(config)
@@ -208,9 +223,12 @@ def _run_config(args: argparse.Namespace) -> ServeConfig:
     route_prefix = DEFAULT if args.route_prefix is None else (None if args.route_prefix in ("", "none", "None")
                                                                else args.route_prefix)
     if not (args.target.endswith((".yaml", ".yml")) or os.path.isfile(args.target)):
-        return single_app(args.target, args.name, route_prefix, http)
-    if args.route_prefix is not None or args.name != "default":
-        raise CommandError("--route-prefix and --name apply to MODULE:APP; set them in the config file")
+        bad = [a for a in args.app_args if "=" not in a]
+        if bad:
+            raise CommandError(f"application args must be key=value, got {bad}")
+        return single_app(args.target, args.name, route_prefix, http, dict(a.split("=", 1) for a in args.app_args))
+    if args.route_prefix is not None or args.name != "default" or args.app_args:
+        raise CommandError("--route-prefix, --name and key=value args apply to MODULE:APP; set them in the config file")
     config = load_config(args.target)
     return ServeConfig({**config.http_options, **http}, config.applications) if http else config
 
@@ -231,10 +249,13 @@ def run_cmd(args: argparse.Namespace) -> int:
     _connect(args, embedded_ok=True, echo_logs=True)
     started = _controller_or_none() is None
     ok = False
+    deployed: list[str] = []
     try:
         controller = start(detached=False, http_options=config.http_options or None)
         if not started:
             _check_http(_status(controller).get("http_options", {}), config.http_options)
+            _check_names(controller, apps)
+        deployed = [t.name for t in _targets(apps)]
         changed = deploy_targets(_targets(apps), wait=False)
         _report(apps, changed)
         ok = _roll_out(controller, apps, [], float(os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300")), stop)
@@ -244,12 +265,11 @@ def run_cmd(args: argparse.Namespace) -> int:
             while not stop.wait(1.0):
                 pass
     finally:
-        if started:
+        if started:  # Serve is ours: all of it goes
             serve_shutdown()
-        else:
-            names = [t.name for t in _targets(apps)]
-            actors.get(controller.delete.remote(names), timeout=60)
-            actors.get(controller.wait_deleted.remote(names, 60.0), timeout=70)
+        elif deployed:  # Serve was there before: only what this command deployed goes
+            actors.get(controller.delete.remote(deployed), timeout=60)
+            actors.get(controller.wait_deleted.remote(deployed, 60.0), timeout=70)
         actors.shutdown()
         _say("serve: stopped")
     return 0 if ok or stop.is_set() else 1

@@ -70,9 +70,11 @@ class ServeConfig:
 
 
 def single_app(import_path: str, name: str = "default", route_prefix: Any = DEFAULT,
-               http_options: dict[str, Any] | None = None) -> ServeConfig:
-    """The config of `zeroserve serve run MODULE:APP` (validated like a file's)."""
+               http_options: dict[str, Any] | None = None, args: dict[str, Any] | None = None) -> ServeConfig:
+    """The config of `zeroserve serve run MODULE:APP [key=value ...]` (validated like a file's)."""
     data: dict[str, Any] = {"applications": [{"name": name, "import_path": import_path}]}
+    if args:
+        data["applications"][0]["args"] = args
     if route_prefix is not DEFAULT:
         data["applications"][0]["route_prefix"] = route_prefix
     if http_options:

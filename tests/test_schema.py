@@ -218,3 +218,5 @@ def test_a_builder_gets_the_args() -> None:
         build(parse_config({"import_path": "tests.test_schema:echo_builder", "args": {"prefx": "hi"}}))
     other, = build(parse_config({"import_path": "tests.test_schema:echo_builder", "args": {"prefix": "ho"}}))
     assert other.targets[0].version != target.version, "other constructor arguments: a roll"
+    (from_cli,) = build(single_app("tests.test_schema:echo_builder", "e", "/e", args={"prefix": "hi"}))
+    assert (from_cli.targets[0].version, from_cli.route_prefix) == (target.version, "/e")

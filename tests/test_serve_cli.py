@@ -137,13 +137,15 @@ def head():
     zs(HEAD_DIR, "stop")
 
 
-def _config(tmp_path: Path, head: dict, name: str = "c.yaml", **changes: dict) -> str:
+def _config(tmp_path: Path, head: dict, name: str = "c.yaml", apps: tuple = (), sentiment: bool = True,
+            **changes: dict) -> str:
     cfg = json.loads(json.dumps(EXAMPLE))
     cfg["http_options"]["port"] = head["http_port"]
     deps = {d["name"]: d for d in cfg["applications"][0]["deployments"]}
     for dep, opts in changes.items():
         deps.setdefault(dep, {"name": dep}).update(opts)
     cfg["applications"][0]["deployments"] = list(deps.values())
+    cfg["applications"] = cfg["applications"][: int(sentiment)] + list(apps)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -249,10 +251,54 @@ def test_invalid_configs_fail_naming_the_field_and_change_nothing(head, tmp_path
     assert _replicas() == before
 
 
+def _greeting(url: str) -> str | None:
+    try:
+        return _get(url)["greeting"]
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+def test_deploy_is_declarative_what_the_config_no_longer_has_is_deleted(head, tmp_path: Path) -> None:
+    greet = {"name": "greet", "route_prefix": "/greet", "import_path": "tests.serve_cli_app:build",
+             "args": {"greeting": "hi"}}
+    keep = {"Sentiment": {"num_replicas": 3, "user_config": {"threshold": 5}}, "Tokenizer": {"max_ongoing_requests": 40}}
+    out = zs(HEAD_DIR, "serve", "deploy", _config(tmp_path, head, "two.yaml", apps=(greet,), **keep)).stdout
+    assert "greet/Greeter: updating" in out and "sentiment/Sentiment: unchanged" in out
+    assert f"application 'greet' is serving at {head['http']}/greet" in out
+    assert wait_until(lambda: _greeting(f"{head['http']}/greet"), timeout=10, what="/greet to be routed") == "hi"
+
+    greet["args"] = {"greeting": "ho"}  # new constructor arguments: a roll
+    out = zs(HEAD_DIR, "serve", "deploy", _config(tmp_path, head, "one.yaml", apps=(greet,), sentiment=False)).stdout
+    assert "deleting deployments not in the config: Pipeline, Sentiment, Tokenizer" in out
+    assert "greet/Greeter: updating" in out
+    assert list(json.loads(zs(HEAD_DIR, "serve", "status", "--json").stdout)["applications"]) == ["greet"]
+    wait_until(lambda: _greeting(f"{head['http']}/greet") == "ho", timeout=10, what="the rolled Greeter")
+    wait_until(lambda: _label(f"{head['http']}/sentiment?text=hi") is None, timeout=10, what="/sentiment to go")
+
+
+def test_serve_run_on_the_running_cluster_removes_only_its_own_app(head) -> None:
+    clash = zs(HEAD_DIR, "serve", "run", "tests.serve_cli_app:build", "greeting=yo", check=False)
+    assert clash.returncode == 1 and "deployment 'Greeter' already belongs to application 'greet'" in clash.stderr
+    proc = _serve_run(HEAD_DIR, "examples.serve_app:app", "--route-prefix", "/s2", "--name", "s2")
+    try:
+        out = _read_until(proc, "Ctrl-C to stop")
+        assert "starting a local one" not in out and f"application 's2' is serving at {head['http']}/s2" in out
+        url = f"{head['http']}/s2?text=I+love+it"
+        assert wait_until(lambda: _label(url), timeout=10, what="the proxy to route /s2") == "positive"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    assert list(json.loads(zs(HEAD_DIR, "serve", "status", "--json").stdout)["applications"]) == ["greet"]
+    assert _greeting(f"{head['http']}/greet") == "ho"
+
+
 def test_shutdown_removes_everything(head) -> None:
     replica_names = {f"SERVE_REPLICA::{r}" for r in _replicas()}
     out = zs(HEAD_DIR, "serve", "shutdown").stdout
-    assert "shut down (1 application deleted: sentiment)" in out
+    assert "shut down (1 application deleted: greet)" in out
     assert "Serve is not running" in zs(HEAD_DIR, "serve", "status").stdout
     assert json.loads(zs(HEAD_DIR, "serve", "status", "--json").stdout)["applications"] == {}
     alive = {a["name"] for a in json.loads(zs(HEAD_DIR, "status", "--json").stdout)["actors"] if a["state"] != "DEAD"}

@@ -1,0 +1,19 @@
+"""A second application for the `zeroserve serve` tests, built by a builder from a config's `args`
+(imported by the replicas too, so it has no side effects)."""
+
+from __future__ import annotations
+
+import serve
+
+
+@serve.deployment
+class Greeter:
+    def __init__(self, greeting: str) -> None:
+        self.greeting = greeting
+
+    def __call__(self, request: object) -> dict:
+        return {"greeting": self.greeting}
+
+
+def build(args: dict) -> serve.Application:
+    return Greeter.bind(args["greeting"])
