@@ -199,23 +199,35 @@ def _wrap(fn: Any, max_batch_size: int, batch_wait_timeout_s: float) -> Any:
     if not callable(fn):
         raise TypeError(f"@serve.batch decorates an async function or method, got {fn!r}; "
                         f"give options as keywords: @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)")
-    if inspect.isasyncgenfunction(fn) or not inspect.iscoroutinefunction(fn):
-        name = getattr(fn, "__qualname__", repr(fn))
+    name = getattr(fn, "__qualname__", repr(fn))
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        raise TypeError(f"@serve.batch does not stream: {name} must return a list of results, not yield them")
+    if not inspect.iscoroutinefunction(fn):
         raise TypeError(f"@serve.batch needs an async function that returns a list: make {name} "
                         f"`async def` (it takes a list of inputs and returns a list of results)")
     batcher = _Batcher(fn, max_batch_size, batch_wait_timeout_s)
 
     if batcher.is_method:
         @functools.wraps(fn)
-        async def batched_method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        async def batched(self: Any, *args: Any, **kwargs: Any) -> Any:
             return await batcher.queue(self).submit(args, kwargs)
+    else:
+        @functools.wraps(fn)
+        async def batched(*args: Any, **kwargs: Any) -> Any:
+            return await batcher.queue(None).submit(args, kwargs)
 
-        return batched_method
+    def set_max_batch_size(value: int) -> None:
+        """Change max_batch_size from now on (e.g. in `reconfigure`); checked like the option."""
+        _validate(value, batcher.batch_wait_timeout_s)
+        batcher.max_batch_size = value
 
-    @functools.wraps(fn)
-    async def batched(*args: Any, **kwargs: Any) -> Any:
-        return await batcher.queue(None).submit(args, kwargs)
+    def set_batch_wait_timeout_s(value: float) -> None:
+        """Change batch_wait_timeout_s from now on (e.g. in `reconfigure`); checked like the option."""
+        _validate(batcher.max_batch_size, value)
+        batcher.batch_wait_timeout_s = value
 
+    batched.set_max_batch_size = set_max_batch_size  # type: ignore[attr-defined]
+    batched.set_batch_wait_timeout_s = set_batch_wait_timeout_s  # type: ignore[attr-defined]
     return batched
 
 
@@ -225,7 +237,9 @@ def batch(_func: Any = None, *, max_batch_size: int = 10, batch_wait_timeout_s: 
 
     Callers pass one input (per argument) and get its result. Up to `max_batch_size` calls
     go in one batch; a batch that is not full goes `batch_wait_timeout_s` after its first
-    call was queued. Batches of one function (per instance) run one at a time."""
+    call was queued. Batches of one function (per instance) run one at a time. The result
+    has `set_max_batch_size(n)` and `set_batch_wait_timeout_s(s)` to change the options later
+    (for every instance, as in Ray Serve)."""
     _validate(max_batch_size, batch_wait_timeout_s)
     if _func is not None:
         return _wrap(_func, max_batch_size, batch_wait_timeout_s)

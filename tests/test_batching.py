@@ -88,25 +88,42 @@ def test_a_full_batch_goes_at_once_without_waiting_for_the_timeout() -> None:
 
 
 def test_a_partial_batch_goes_after_the_wait_timeout_from_its_first_call() -> None:
-    sizes: list[int] = []
+    flushed: list[tuple[int, float]] = []
 
-    @serve.batch(max_batch_size=100, batch_wait_timeout_s=0.2)
+    @serve.batch(max_batch_size=100, batch_wait_timeout_s=1.0)
     async def ident(xs):
-        sizes.append(len(xs))
+        flushed.append((len(xs), asyncio.get_running_loop().time()))
         return xs
 
     async def main():
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        t0 = asyncio.get_running_loop().time()
         first = asyncio.ensure_future(ident("a"))
-        await asyncio.sleep(0.05)  # a second caller arrives while the first one waits
+        await asyncio.sleep(0.3)  # a second caller arrives while the first one waits
         second = asyncio.ensure_future(ident("b"))
-        results = await asyncio.gather(first, second)
-        return results, loop.time() - t0
+        return await asyncio.gather(first, second), t0
 
-    results, elapsed = run(main())
-    assert results == ["a", "b"] and sizes == [2]
-    assert 0.2 <= elapsed < 10
+    results, t0 = run(main())
+    assert results == ["a", "b"] and len(flushed) == 1 and flushed[0][0] == 2
+    # 1 s after the first call; timed from the second call it would be >= 1.3 s
+    assert 1.0 <= flushed[0][1] - t0 < 1.3
+
+
+def test_options_can_change_later_and_are_checked() -> None:
+    r = Recorder()
+
+    async def main():
+        return await asyncio.gather(*(r.double(i) for i in range(6)))
+
+    Recorder.double.set_max_batch_size(2)
+    try:
+        run(main())
+        assert [len(b) for b in r.batches] == [2, 2, 2]
+        with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
+            r.double.set_max_batch_size(0)
+        with pytest.raises(ValueError, match="batch_wait_timeout_s must be a finite number"):
+            r.double.set_batch_wait_timeout_s(-1)
+    finally:
+        Recorder.double.set_max_batch_size(4)
 
 
 def test_user_exception_fails_every_caller_with_its_type_and_the_queue_keeps_working() -> None:
@@ -263,7 +280,7 @@ def test_sync_functions_and_positional_options_fail_at_decoration() -> None:
             @serve.batch(max_batch_size=4)
             def predict(self, xs):
                 return xs
-    with pytest.raises(TypeError, match=r"make .*gen `async def`"):
+    with pytest.raises(TypeError, match=r"does not stream: .*gen must return a list"):
         @serve.batch
         async def gen(xs):
             yield xs
