@@ -39,6 +39,7 @@ from .exceptions import ConfigError
 __all__ = ["main"]
 
 _POLL_S = 0.2
+_MESSAGE_LINES = 20  # of a message's traceback, in `serve status`
 
 
 class CommandError(Exception):
@@ -318,8 +319,15 @@ def render(st: dict[str, Any]) -> str:
     for name, d in sorted(_deployments(st).items(), key=lambda kv: (kv[1]["app"], kv[0])):
         states = ", ".join(f"{s} {c}" for s, c in sorted(d["replicas"].items())) or "-"
         rows.append((name, d["app"], d["status"], f"{d['replicas'].get('RUNNING', 0)}/{d['target_replicas']}",
-                     states, str(d["version"])[:12], (d["message"] or "").replace("\n", " ")[:80]))
-    return "\n".join([*lines, *_table(rows)])
+                     states, str(d["version"])[:12], (d["message"] or "").split("\n", 1)[0][:60]))
+    lines += _table(rows)
+    messages = [(n, d["message"]) for n, d in sorted(_deployments(st).items()) if d["message"]]
+    if messages:
+        lines += ["", "Messages:"]
+        for name, message in messages:
+            text = message.rstrip().splitlines()
+            lines += [f"  {name}: {text[0]}", *(f"    {t}" for t in text[1:][-_MESSAGE_LINES:])]
+    return "\n".join(lines)
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:

@@ -17,3 +17,12 @@ class Greeter:
 
 def build(args: dict) -> serve.Application:
     return Greeter.bind(args["greeting"])
+
+
+@serve.deployment
+class Broken:
+    def __init__(self) -> None:
+        raise RuntimeError("the model file is missing")
+
+
+broken = Broken.bind()

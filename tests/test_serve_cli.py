@@ -295,6 +295,21 @@ def test_serve_run_on_the_running_cluster_removes_only_its_own_app(head) -> None
     assert _greeting(f"{head['http']}/greet") == "ho"
 
 
+def test_a_deployment_that_cannot_start_fails_the_deploy_with_its_error(head, tmp_path: Path) -> None:
+    greet = {"name": "greet", "route_prefix": "/greet", "import_path": "tests.serve_cli_app:build",
+             "args": {"greeting": "ho"}}
+    broken = {"name": "broken", "import_path": "tests.serve_cli_app:broken"}
+    bad = zs(HEAD_DIR, "serve", "deploy", _config(tmp_path, head, "b.yaml", apps=(greet, broken), sentiment=False),
+             check=False)
+    assert bad.returncode == 1 and "greet/Greeter: unchanged" in bad.stdout
+    assert "deployment Broken is UNHEALTHY" in bad.stderr and "the model file is missing" in bad.stderr
+    table = zs(HEAD_DIR, "serve", "status").stdout
+    assert "UNHEALTHY" in table and "the model file is missing" in table
+    fixed = zs(HEAD_DIR, "serve", "deploy", _config(tmp_path, head, "g.yaml", apps=(greet,), sentiment=False)).stdout
+    assert "deleting deployments not in the config: Broken" in fixed
+    assert list(json.loads(zs(HEAD_DIR, "serve", "status", "--json").stdout)["applications"]) == ["greet"]
+
+
 def test_shutdown_removes_everything(head) -> None:
     replica_names = {f"SERVE_REPLICA::{r}" for r in _replicas()}
     out = zs(HEAD_DIR, "serve", "shutdown").stdout
