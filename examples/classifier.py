@@ -147,12 +147,13 @@ def post(url: str, body: dict) -> tuple[int, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=None, help="default 8000, or $ZEROSERVE_HTTP_PORT")
     parser.add_argument("--once", action="store_true", help="exit after the demonstration")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    port = args.port or serve.HTTPOptions().port
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
     handle = serve.run(app)
     stats = handle.stats.remote().result()
     print(f"deployed in {time.perf_counter() - t0:.1f}s; the replica trained on {DATA.name}: "
@@ -170,7 +171,7 @@ def main() -> None:
           f"{after['items'] - before['items']} requests in {after['batches'] - before['batches']} batches "
           f"(largest {after['largest_batch']})")
 
-    url = f"http://127.0.0.1:{args.port}/iris"
+    url = f"http://127.0.0.1:{port}/iris"
     for _ in range(100):  # the proxy learns the route within moments of the deploy
         try:
             status, answer = post(url, {"features": [6.7, 3.0, 5.2, 2.3]})
