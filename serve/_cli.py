@@ -96,7 +96,8 @@ def _local_cluster_alive(token: str | None) -> bool:
     return probe(rec["head_address"], tok, timeout=3.0) == PROBE_OK
 
 
-def _connect(args: argparse.Namespace, embedded_ok: bool = False, echo_logs: bool = False) -> None:
+def _connect(args: argparse.Namespace, embedded_ok: bool = False, echo_logs: bool = False) -> bool:
+    """Connect this process as a driver; True if that started an embedded cluster."""
     address = args.address or os.environ.get("ZEROSERVE_ADDRESS")
     try:
         if address:
@@ -106,11 +107,13 @@ def _connect(args: argparse.Namespace, embedded_ok: bool = False, echo_logs: boo
         elif embedded_ok:
             _say("serve: no cluster running on this machine; starting a local one")
             actors.init(log_to_driver=echo_logs)
+            return True
         else:
             raise CommandError("no cluster is running on this machine: start one with `zeroserve start --head`, "
                                "or pass --address HOST:PORT")
     except (actors.ActorsError, ValueError, OSError) as e:
         raise CommandError(f"cannot connect to the cluster{f' at {address}' if address else ''}: {e}") from None
+    return False
 
 
 def _status(controller: actors.ActorHandle) -> dict[str, Any]:
@@ -247,7 +250,7 @@ def run_cmd(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    _connect(args, embedded_ok=True, echo_logs=True)
+    embedded = _connect(args, embedded_ok=True, echo_logs=True)
     started = _controller_or_none() is None
     ok = False
     deployed: list[str] = []
@@ -266,7 +269,9 @@ def run_cmd(args: argparse.Namespace) -> int:
             while not stop.wait(1.0):
                 pass
     finally:
-        if started:  # Serve is ours: all of it goes
+        if embedded:
+            pass  # the cluster is ours and goes with actors.shutdown() (a terminal's Ctrl-C reached it too)
+        elif started:  # Serve is ours: all of it goes
             serve_shutdown()
         elif deployed:  # Serve was there before: only what this command deployed goes
             actors.get(controller.delete.remote(deployed), timeout=60)

@@ -81,12 +81,16 @@ def _read_until(proc: subprocess.Popen, needle: str, timeout: float = 60.0) -> s
 
 
 def _serve_run(tmpdir: str, *args: str) -> subprocess.Popen:
+    # its own process group, as a command started from a terminal
     return subprocess.Popen([*ENTRY, "serve", "run", *args], env=_env(tmpdir), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+                            stderr=subprocess.PIPE, text=True, cwd=str(ROOT), start_new_session=True)
 
 
 def _stops_cleanly(proc: subprocess.Popen, sig: int, tmpdir: str, port: int) -> str:
-    proc.send_signal(sig)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # Ctrl-C in a terminal: the whole foreground group, cluster processes too
+    else:
+        proc.send_signal(sig)  # `kill PID`, a service manager
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, f"exit {proc.returncode}:\n{out}\n{err[-3000:]}"
     wait_until(lambda: not run_processes(tmpdir), timeout=15, what="the embedded cluster's processes to exit")
