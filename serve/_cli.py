@@ -170,10 +170,8 @@ def _roll_out(controller: actors.ActorHandle, apps: list[BuiltApp], stale: list[
             print(f"serve: error: the roll-out did not finish within {timeout_s:.0f}s: {line} (busy resources? "
                   "see `zeroserve status`)", file=sys.stderr, flush=True)
             return False
-        if stop is not None and stop.wait(_POLL_S):
+        if (stop or threading.Event()).wait(_POLL_S):  # a signal ends the wait (serve run)
             return False
-        if stop is None:
-            time.sleep(_POLL_S)
 
 
 def _report(apps: list[BuiltApp], changed: dict[str, bool]) -> None:
