@@ -6,7 +6,8 @@ Per request: match the compiled prefix trie, read the body (refusing more than
 `GET /-/routes` and `GET /-/healthz` (503 while draining). Errors map to status codes;
 the server never crashes on a request: 404 unknown route, 500 user error, 503
 back-pressure, 504 past `request_timeout_s`, 431 for headers over MAX_HEADER_BYTES; uvicorn
-itself answers a malformed request with 400.
+itself answers a malformed request with 400. `middlewares` and `root_path` wrap the app
+(see `_asgi`): a request's `root_path` is the proxy's root_path plus the matched prefix.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import uvicorn
 
+from ._asgi import build_app
 from ._routes import Route, RouteTable
 from .messages import HTTPRequest, HTTPResponse
 
@@ -49,7 +51,8 @@ def _text(status: int, text: str) -> HTTPResponse:
 class ProxyServer:
     def __init__(self, host: str, port: int, forward: Forward, *, request_timeout_s: float | None = None,
                  max_body_bytes: int = 100 * 1024 * 1024, keep_alive_timeout_s: int = 5,
-                 classify: Callable[[BaseException], int] | None = None) -> None:
+                 classify: Callable[[BaseException], int] | None = None, middlewares: Iterable[Any] = (),
+                 root_path: str = "") -> None:
         self.host = host
         self.port = port
         self._forward = forward
@@ -58,7 +61,9 @@ class ProxyServer:
         self._classify = classify or (lambda e: 500)
         self.table = RouteTable.compile([])
         self.draining = False
-        config = uvicorn.Config(self.app, host=host, port=port, lifespan="off", log_level="warning",
+        self.root_path = root_path
+        asgi = build_app(self.app, middlewares, root_path)  # the app behind root_path and middlewares
+        config = uvicorn.Config(asgi, host=host, port=port, lifespan="off", log_level="warning",
                                 access_log=False, timeout_keep_alive=keep_alive_timeout_s, http="httptools",
                                 interface="asgi3", proxy_headers=False)
         self._server = _Server(config)
@@ -112,7 +117,8 @@ class ProxyServer:
         body = await self._read_body(scope, receive)
         if body is None:
             return _text(413, f"request body over max_body_bytes={self._max_body}")
-        request = HTTPRequest(scope["method"], match.path, match.root_path, scope.get("query_string", b""),
+        request = HTTPRequest(scope["method"], match.path, scope.get("root_path", "") + match.root_path,
+                              scope.get("query_string", b""),
                               tuple(scope.get("headers", ())), body, scope.get("scheme", "http"),
                               tuple(scope["client"]) if scope.get("client") else None,
                               tuple(scope["server"]) if scope.get("server") else None, scope.get("http_version", "1.1"))

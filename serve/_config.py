@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DeploymentConfig", "DEFAULT", "HTTPOptions", "OPTION_NAMES", "validate_options", "validate_route_prefix"]
+__all__ = ["DeploymentConfig", "DEFAULT", "HTTPOptions", "Middlewares", "OPTION_NAMES", "validate_options",
+           "validate_route_prefix"]
 
 
 class _Default:
@@ -159,17 +160,100 @@ def _default_port() -> int:
         raise ValueError(f"ZEROSERVE_HTTP_PORT must be a port number, got {value!r}") from None
 
 
+def _middlewares_from_blob(blob: bytes) -> "Middlewares":
+    import cloudpickle
+
+    return Middlewares(cloudpickle.loads(blob))
+
+
+class Middlewares(tuple):
+    """`http_options.middlewares`: Starlette `Middleware` objects, outermost first.
+
+    A tuple that pickles its items with cloudpickle into one byte string, so that a
+    middleware class defined in a driver script reaches the proxy actor, and so that plain
+    `pickle` (the controller's checkpoint of its http_options) can hold it too.
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple:
+        import cloudpickle
+
+        return (_middlewares_from_blob, (cloudpickle.dumps(tuple(self)),))
+
+    def __deepcopy__(self, memo: dict) -> "Middlewares":
+        return self  # immutable as far as serve is concerned; dataclasses.asdict copies
+
+
+def _validate_middlewares(value: Any) -> Middlewares:
+    try:
+        from starlette.middleware import Middleware
+    except ImportError:  # pragma: no cover - starlette is a dependency
+        raise ValueError("http_options middlewares need starlette installed") from None
+    example = "[Middleware(CORSMiddleware, allow_origins=['*'])] (from starlette.middleware import Middleware)"
+    if value is None:
+        return Middlewares()
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"http_options middlewares must be a list of starlette Middleware objects such as "
+                         f"{example}; got {type(value).__name__} {value!r}")
+    for i, item in enumerate(value):
+        if not isinstance(item, Middleware):
+            hint = (f"wrap it: Middleware({item.__name__}, ...)" if isinstance(item, type)
+                    else "give Middleware(cls, *args, **kwargs) objects")
+            raise ValueError(f"http_options middlewares[{i}] is {item!r}, not a starlette Middleware; {hint}, "
+                             f"e.g. {example}")
+        if not callable(item.cls):
+            raise ValueError(f"http_options middlewares[{i}]: Middleware({item.cls!r}) does not wrap a middleware "
+                             "class or factory (called as cls(app, *args, **kwargs))")
+    out = Middlewares(value)
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(tuple(out))
+    except Exception as e:
+        raise ValueError(f"http_options middlewares must pickle with cloudpickle to reach the HTTP proxy; "
+                         f"pickling failed: {type(e).__name__}: {e}. Pass picklable arguments (no locks, "
+                         "sockets or open files) and create such resources inside the middleware") from None
+    return out
+
+
+def _validate_root_path(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"http_options root_path must be '' or a path starting with '/', such as '/serve'; "
+                         f"got {value!r}" + (f": use {'/' + value.strip('/')!r}" if isinstance(value, str) else ""))
+    if value == "/" or value.endswith("/"):
+        suggestion = value.rstrip("/")
+        raise ValueError(f"http_options root_path must not end with '/': use {suggestion!r}"
+                         + (" (the empty string: no prefix)" if not suggestion else ""))
+    if any(c in value for c in "{}?#") or "//" in value:
+        raise ValueError(f"http_options root_path {value!r} may not contain '{{', '}}', '?', '#' or '//'")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class HTTPOptions:
-    """Where and how the HTTP proxies listen (`serve.start(http_options=...)`)."""
+    """Where and how the HTTP proxies listen (`serve.start(http_options=...)`).
+
+    `middlewares`: Starlette `Middleware` objects wrapping each proxy's ASGI app (first is
+    outermost). `root_path`: the prefix the proxies are mounted under (as behind a reverse
+    proxy): requests must begin with it, routes match after it, and apps see it in the
+    ASGI `root_path`.
+    """
 
     host: str = "127.0.0.1"
     port: int = dataclasses.field(default_factory=lambda: _default_port())
     location: str = "HeadOnly"
+    middlewares: Middlewares = dataclasses.field(default_factory=Middlewares)
     root_path: str = ""
     request_timeout_s: float | None = None
     max_body_bytes: int = 100 * 1024 * 1024
     keep_alive_timeout_s: int = 5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "middlewares", _validate_middlewares(self.middlewares))
+        object.__setattr__(self, "root_path", _validate_root_path(self.root_path))
 
     @classmethod
     def of(cls, value: Any) -> "HTTPOptions":
@@ -180,16 +264,12 @@ class HTTPOptions:
         if not isinstance(value, dict):
             raise TypeError(f"http_options must be a dict or serve.HTTPOptions, got {type(value).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - names - {"middlewares"})
+        unknown = sorted(set(value) - names)
         if unknown:
             raise ValueError(f"unknown http_options {unknown}; valid options are {sorted(names)}")
-        if value.get("middlewares"):
-            raise ValueError("http_options middlewares are not supported yet")
         opts = cls(**{k: v for k, v in value.items() if k in names})
         if opts.location not in ("HeadOnly", "EveryNode", "NoServer"):
             raise ValueError(f"http_options location must be 'HeadOnly', 'EveryNode' or 'NoServer', got {opts.location!r}")
-        if opts.root_path:
-            raise ValueError("http_options root_path is not supported yet; leave it empty")
         if opts.location == "EveryNode":
             raise ValueError("http_options location='EveryNode' is not supported yet; use 'HeadOnly'")
         if isinstance(opts.port, bool) or not isinstance(opts.port, int) or not 0 < opts.port < 65536:

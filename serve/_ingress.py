@@ -5,6 +5,13 @@ bound to the replica's instance: in each replica, every such route is rebuilt (t
 FastAPI's public `add_api_route`) around a wrapper whose signature drops `self`, so path
 parameters, validation, dependency injection and the OpenAPI docs keep working. Requests
 reach the app with the deployment's route prefix as `root_path`.
+
+Which endpoints are a class's: at decoration, the app's routes whose endpoint is a function
+defined in the class body (by `__qualname__`, so two methods of one name, as in Ray's
+guide, both count) are marked with the class. One app object may be shared by several
+ingress classes (Ray's `/api1`, `/api2` example): in a replica, the routes marked with
+other classes are dropped from its copy of the app, the class's own are bound, and the
+app's plain routes are served as they are.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 __all__ = ["ingress", "bind_app"]
 
 ASGI_APP_ATTR = "_serve_asgi_app"
+OWNER_ATTR = "_serve_ingress_class"  # set on an endpoint function: the ingress class it belongs to
 
 
 def _reduce_state(state: Any) -> tuple:
@@ -41,9 +49,21 @@ def ingress(app: Any) -> Any:
         if not inspect.isclass(cls):
             raise TypeError(f"@serve.ingress decorates a class, got {cls!r}")
         setattr(cls, ASGI_APP_ATTR, app)
+        _mark_endpoints(app, cls)
         return cls
 
     return decorate
+
+
+def _mark_endpoints(app: Any, cls: type) -> None:
+    """Mark the app's endpoints defined in `cls`'s body (not yet claimed) as `cls`'s."""
+    prefix = cls.__qualname__ + "."
+    for route in getattr(getattr(app, "router", None), "routes", []):
+        endpoint = getattr(route, "endpoint", None)
+        if (inspect.isfunction(endpoint) and getattr(endpoint, OWNER_ATTR, None) is None
+                and endpoint.__module__ == cls.__module__ and endpoint.__qualname__.startswith(prefix)
+                and "." not in endpoint.__qualname__[len(prefix):]):
+            setattr(endpoint, OWNER_ATTR, cls)
 
 
 def _bound(endpoint: Any, instance: Any) -> Any:
@@ -59,6 +79,7 @@ def _bound(endpoint: Any, instance: Any) -> Any:
             return endpoint(instance, *args, **kwargs)
     functools.update_wrapper(wrapper, endpoint)
     del wrapper.__wrapped__
+    wrapper.__dict__.pop(OWNER_ATTR, None)  # bound: no longer a method to bind
     wrapper.__signature__ = sig.replace(parameters=params, return_annotation=hints.get("return", sig.return_annotation))
     return wrapper
 
@@ -69,12 +90,15 @@ def bind_app(instance: Any) -> Any:
     if app is None:
         return None
     cls = type(instance)
-    methods = {f for name, f in inspect.getmembers(cls, inspect.isfunction)}
     router = getattr(app, "router", None)
     routes = getattr(router, "routes", [])
+    for route in list(routes):  # another ingress class's methods: not served here
+        owner = getattr(getattr(route, "endpoint", None), OWNER_ATTR, None)
+        if owner is not None and not issubclass(cls, owner):
+            routes.remove(route)
     for i, route in enumerate(list(routes)):
         endpoint = getattr(route, "endpoint", None)
-        if endpoint not in methods:
+        if getattr(endpoint, OWNER_ATTR, None) is None:
             continue
         bound = _bound(endpoint, instance)
         if hasattr(app, "add_api_route") and type(route).__name__ == "APIRoute":

@@ -125,8 +125,6 @@ def test_wrong_http_options_fail_at_the_call() -> None:
         serve.start(http_options={"location": "Everywhere"})
     with pytest.raises(ValueError, match="unknown http_options"):
         serve.start(http_options={"prot": 80})
-    with pytest.raises(ValueError, match="root_path is not supported yet"):
-        serve.start(http_options={"root_path": "/x"})
 
 
 # -- @serve.ingress: Ray Serve 1.x HTTP guide, FastAPI example, ported by renaming -------

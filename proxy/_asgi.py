@@ -1,0 +1,56 @@
+"""The layers in front of the proxy's own ASGI app: the `root_path` mount and user middlewares.
+
+`build_app(app, middlewares, root_path)` returns what uvicorn serves:
+
+    middlewares[0](middlewares[1](... (mount(root_path, app))))
+
+Middlewares are Starlette `Middleware(cls, *args, **kwargs)` values (anything that unpacks
+into `cls, args, kwargs`), each applied as `cls(inner_app, *args, **kwargs)`, the first in
+the list outermost (as Starlette orders them). They see every request as the client sent
+it, before routing.
+
+The mount (only with a non-empty `root_path`) passes a request whose path is `root_path`
+or begins with `root_path + '/'` on to the app with `root_path` removed from `path` and
+added to the scope's `root_path`; the built-ins `/-/healthz` and `/-/routes` also answer
+at their own paths (load balancers probe the proxy directly); any other path gets 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["BUILTIN_PATHS", "build_app"]
+
+BUILTIN_PATHS = frozenset({"/-/healthz", "/-/routes"})
+ASGIApp = Any
+
+
+def build_app(app: ASGIApp, middlewares: Iterable[Any] = (), root_path: str = "") -> ASGIApp:
+    if root_path:
+        app = _mount(app, root_path)
+    for middleware in reversed(list(middlewares)):
+        cls, args, kwargs = middleware
+        app = cls(app, *args, **kwargs)
+    return app
+
+
+def _mount(app: ASGIApp, root_path: str) -> ASGIApp:
+    below = root_path + "/"
+    not_found_body = f"Path not found: this proxy serves under root_path {root_path!r}.".encode()
+
+    async def mounted(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        path = scope["path"]
+        if path == root_path or path.startswith(below):
+            scope = dict(scope, path=path[len(root_path):] or "/", root_path=scope.get("root_path", "") + root_path)
+            return await app(scope, receive, send)
+        if path in BUILTIN_PATHS:
+            return await app(scope, receive, send)
+        await send({"type": "http.response.start", "status": 404,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(not_found_body)).encode())]})
+        await send({"type": "http.response.body", "body": not_found_body})
+
+    return mounted
