@@ -49,6 +49,16 @@ class ObjectRef:
     def done(self) -> bool:
         return self._fut.done()
 
+    def cancel(self) -> None:
+        """Stop waiting for the value and cancel the call at the actor: an async method
+        running there gets `CancelledError` (a sync method already running finishes).
+        Awaiting the ref afterwards raises `CancelledError`. Callable from any thread."""
+        fut = self._fut
+        if not isinstance(fut, asyncio.Future) or self._rt.in_loop_thread():
+            fut.cancel()
+        else:
+            self._rt.loop.call_soon_threadsafe(fut.cancel)
+
     def on_done(self, callback: Any) -> None:
         """Call `callback(ref)` once the value is ready (from the runtime's loop thread,
         or at once if it is ready already). Callable from any thread."""
@@ -74,6 +84,7 @@ class ObjectRef:
             mine = loop.create_future()
             bridge = _bridge(loop)
             fut.add_done_callback(lambda f: bridge.put((f, mine)))
+            mine.add_done_callback(self._cancel_if_cancelled)  # the awaiter gave up: so does the call
             return mine.__await__()
         try:
             loop = asyncio.get_running_loop()
@@ -90,7 +101,12 @@ class ObjectRef:
             loop.call_soon_threadsafe(copy_state, src, mine)
 
         self._rt.loop.call_soon_threadsafe(_add_done, self._fut, transfer)
+        mine.add_done_callback(self._cancel_if_cancelled)
         return await mine
+
+    def _cancel_if_cancelled(self, awaited: asyncio.Future) -> None:
+        if awaited.cancelled() and not self._fut.done():
+            self.cancel()
 
     def result(self, timeout: float | None = None) -> Any:
         """Block until the value is ready; raise its exception, or GetTimeoutError."""

@@ -7,6 +7,9 @@ that answer requests (the hosted actor, a cluster service, the runtime's own end
 Invariants:
 - every pending call ends: with its reply, with the peer's death (`fail_peer`), or with
   the runtime's shutdown, which fails all of them;
+- a call whose future is cancelled (the caller stopped waiting: a timeout, a cancelled
+  task, `ObjectRef.cancel()`) is cancelled at the callee too: a CANCEL message goes to
+  it, and an async actor method running there gets `CancelledError`;
 - all of this runs on `self.loop`; other threads enter through `run_threadsafe`.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import logging
 import os
@@ -155,7 +159,30 @@ class Runtime:
             fut.set_exception(e)
             return 0
         self._pending.setdefault(address, {})[req_id] = fut
+        fut.add_done_callback(functools.partial(self._call_ended, address, route, req_id))
         return req_id
+
+    def _call_ended(self, address: str, route: bytes, req_id: int, fut: Any) -> None:
+        """A done callback of every call sent: a cancelled one is cancelled at the callee.
+        (Runs on the loop, or in the thread that cancelled a thread-made future.)"""
+        if not fut.cancelled():
+            return
+        if self.in_loop_thread():
+            self._send_cancel(address, route, req_id)
+        elif not self._closed:
+            try:
+                self.loop.call_soon_threadsafe(self._send_cancel, address, route, req_id)
+            except RuntimeError:
+                pass  # the loop is closed: nothing runs there any more
+
+    def _send_cancel(self, address: str, route: bytes, req_id: int) -> None:
+        pending = self._pending.get(address)
+        if pending is None or pending.pop(req_id, None) is None or self._closed:
+            return  # answered, or its peer is gone already
+        try:
+            self.send_cancel(address, route, req_id)
+        except Exception as e:  # best effort: the callee may be gone
+            log.debug("could not send a cancel to %s: %r", address, e)
 
     def send_oneway(self, address: str, route: bytes, args: tuple = ()) -> None:
         payload, buffers = dumps((args, None))
