@@ -15,6 +15,10 @@ Invariants:
   starts draining.
 - After MAX_START_FAILURES consecutive failed starts with nothing healthy, the
   deployment is UNHEALTHY and stops retrying until it is redeployed.
+- After a failed start, the next start waits an exponential back-off
+  (START_BACKOFF_S doubling per consecutive failure, at most MAX_START_BACKOFF_S), so a
+  constructor that keeps raising beside healthy replicas costs a start every few
+  seconds, not one per controller tick.
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ from typing import Any, Protocol
 from ._autoscaling import AutoscalingConfig, AutoscalingPolicy
 from .messages import DeploymentTarget
 
-__all__ = ["DeploymentState", "ReplicaIO", "Replica", "MAX_START_FAILURES", "HEALTH_FAILURES"]
+__all__ = ["DeploymentState", "ReplicaIO", "Replica", "MAX_START_FAILURES", "HEALTH_FAILURES",
+           "START_BACKOFF_S", "MAX_START_BACKOFF_S"]
 
 MAX_START_FAILURES = 3
+START_BACKOFF_S = 0.1
+MAX_START_BACKOFF_S = 10.0
 HEALTH_FAILURES = 3
 STARTING, RUNNING, STOPPING = "STARTING", "RUNNING", "STOPPING"
 
@@ -86,6 +93,7 @@ class DeploymentState:
         self.status = "UPDATING"
         self.message = ""
         self.start_failures = 0
+        self.next_start_at = 0.0  # no start before this (back-off after a failed start)
         self.deleting = False
         self.routing_version = 0
         self._routed: tuple[str, ...] = ()
@@ -104,6 +112,7 @@ class DeploymentState:
             self._set_autoscaler(0.0)
         self.deleting = False
         self.start_failures = 0
+        self.next_start_at = 0.0
         self.status = "UPDATING"
         self.message = ""
         return True
@@ -179,7 +188,9 @@ class DeploymentState:
             self.io.kill(r.handle)
             del self.replicas[r.replica_id]
             self.start_failures += 1
-            self.message = f"replica {r.replica_id} failed to start: {error}"
+            backoff = min(START_BACKOFF_S * 2 ** (self.start_failures - 1), MAX_START_BACKOFF_S)
+            self.next_start_at = now + backoff
+            self.message = f"replica {r.replica_id} failed to start (retrying in {backoff:.1f} s): {error}"
             if self.start_failures >= MAX_START_FAILURES and not self.running():
                 self.status = "UNHEALTHY"
                 self.message = (f"the deployment failed to start {self.start_failures} times in a row; "
@@ -219,6 +230,8 @@ class DeploymentState:
                 del self.replicas[r.replica_id]
 
     def _start(self, now: float) -> None:
+        if now < self.next_start_at:
+            return  # backing off after a failed start
         replica_id = f"{self.target.name}#{secrets.token_hex(3)}"
         handle = self.io.start(self.target, replica_id)
         r = Replica(replica_id, handle, self.target.version, started_at=now, user_config=self.target.config.user_config)

@@ -32,7 +32,13 @@ import pytest
 
 import actors
 from serve._config import DeploymentConfig
-from serve._deployment_state import HEALTH_FAILURES, MAX_START_FAILURES, DeploymentState
+from serve._deployment_state import (
+    HEALTH_FAILURES,
+    MAX_START_BACKOFF_S,
+    MAX_START_FAILURES,
+    START_BACKOFF_S,
+    DeploymentState,
+)
 from serve.messages import DeploymentTarget
 
 # ---------------------------------------------------------------------------------------
@@ -363,9 +369,12 @@ def test_a_failed_prepare_for_shutdown_still_ends_in_a_kill() -> None:
 
 
 def fail_next_start(state: DeploymentState, io: FakeIO, now: float, text: str = "boom in __init__") -> FakeHandle:
+    """Fail the one starting replica, then step past the start back-off."""
     (pending,) = io.pending("ready")
     pending.fail(RuntimeError(text))
     state.step(now)
+    if state.next_start_at > now:
+        state.step(state.next_start_at)
     return pending.handle
 
 
@@ -433,6 +442,47 @@ def test_start_failures_with_a_replica_running_keep_retrying() -> None:
         assert state.status == "UPDATING"
     assert len(io.pending("ready")) == 1  # still trying
     assert len(state.running()) == 1
+
+
+def test_failed_starts_back_off_exponentially_up_to_a_cap() -> None:
+    state, io = running_state(1, health_check_period_s=1e6)
+    state.update(make_target("v1", 2, health_check_period_s=1e6))
+    now = 1.0
+    state.step(now)
+    delays = []
+    for _ in range(12):
+        (pending,) = io.pending("ready")
+        pending.fail(RuntimeError("boom"))
+        state.step(now)
+        wait = state.next_start_at - now
+        delays.append(round(wait, 3))
+        assert "retrying in" in state.message
+        state.step(now + wait * 0.99)
+        assert io.pending("ready") == [], "a replica started before its back-off ran out"
+        now += wait
+        state.step(now)
+    assert delays[:4] == [START_BACKOFF_S, 2 * START_BACKOFF_S, 4 * START_BACKOFF_S, 8 * START_BACKOFF_S]
+    assert max(delays) == MAX_START_BACKOFF_S and delays[-1] == MAX_START_BACKOFF_S
+    assert len(state.running()) == 1 and state.status == "UPDATING"
+
+    io.pending("ready")[0].succeed({})  # a success resets the back-off
+    state.step(now)
+    assert state.status == "HEALTHY" and state.start_failures == 0
+
+
+def test_a_redeploy_clears_the_start_back_off() -> None:
+    state, io = running_state(1)
+    state.update(make_target("v1", 2))
+    state.step(1.0)
+    for i in range(6):
+        fail_next_start(state, io, 2.0 + i)
+    (pending,) = io.pending("ready")
+    pending.fail(RuntimeError("boom"))
+    state.step(20.0)
+    assert state.next_start_at > 20.0 and io.pending("ready") == []
+    state.update(make_target("v2", 2))
+    state.step(20.0)
+    assert len(io.pending("ready")) >= 1, "a redeploy waited out the old version's back-off"
 
 
 def test_a_redeploy_resets_an_unhealthy_deployment() -> None:
@@ -645,6 +695,7 @@ def test_a_new_version_that_cannot_start_never_takes_capacity_from_the_old_one()
         for p in pending:
             p.fail(RuntimeError("v2 is broken"))
         state.step(2.0 + i)
+        state.step(max(2.0 + i, state.next_start_at))  # past the start back-off
     assert {r.handle for r in state.running()} == old
     assert io.calls_of("prepare_for_shutdown") == [] and not any(h in old for h in io.kills)
     assert state.status == "UPDATING"  # old ones still serve: not UNHEALTHY
