@@ -48,7 +48,7 @@ class LocalCluster:
         common = ["--node-ip", self.node_ip, "--session-dir", str(self.session.path), "--token-file", self.token_file]
         head = spawn(["-m", "cluster", "head", "--port", "0", *common], log_path=str(logs / "head.log"))
         self._children.append(head)
-        agent_args = ["-m", "cluster", "agent", "--head", "-", *common,
+        agent_args = ["-m", "cluster", "agent", "--head", "-", "--is-head-node", *common,
                       "--resources", json.dumps(self.resources)]
         if self.num_cpus is not None:
             agent_args += ["--num-cpus", str(self.num_cpus)]

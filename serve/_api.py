@@ -22,7 +22,6 @@ from ._config import DEFAULT, HTTPOptions, validate_route_prefix
 from ._controller import CONTROLLER_NAME, SERVE_NAMESPACE, ServeController
 from ._deployment import Application, Deployment
 from ._handle import DeploymentHandle
-from ._http import PROXY_NAME, HTTPProxyActor
 from .exceptions import DeploymentUnhealthyError
 from .messages import DeploymentTarget
 
@@ -30,6 +29,7 @@ __all__ = ["start", "run", "delete", "shutdown", "status", "list_deployments", "
            "app_targets", "deploy_targets", "delete_deployments", "http_base_url"]
 
 _DEPLOY_TIMEOUT_S = float(os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300"))
+_PROXY_TIMEOUT_S = 60.0
 
 
 def _controller_or_none() -> actors.ActorHandle | None:
@@ -42,7 +42,8 @@ def _controller_or_none() -> actors.ActorHandle | None:
 
 def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> actors.ActorHandle:
     """Start Serve on the cluster (or connect to the Serve already running there); returns
-    once the controller and the HTTP proxy are ready."""
+    once the controller and its HTTP proxies (one on the head node, or one per node for
+    EveryNode) are ready."""
     http = HTTPOptions.of(http_options)  # wrong options fail here, before anything starts
     controller = _controller_or_none()
     if controller is not None:
@@ -53,19 +54,41 @@ def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> 
     controller = cls.remote(detached, dataclasses.asdict(http))
     actors.get(controller.status.remote(), timeout=60)  # up and recovered
     if http.location != "NoServer":
-        proxy = actors.remote(name=PROXY_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True, lifetime=lifetime,
-                              max_concurrency=100_000, max_restarts=-1)(HTTPProxyActor)
-        handle = proxy.remote(http.host, http.port, dataclasses.asdict(http))
         try:
-            url = actors.get(handle.ready.remote(), timeout=60)
-        except (Exception, asyncio.CancelledError) as e:
-            actors.kill(handle)
+            _wait_proxies(controller, http)
+        except (Exception, asyncio.CancelledError):
             actors.get(controller.shutdown.remote(), timeout=60)
             actors.kill(controller)
-            raise RuntimeError(f"the HTTP proxy could not listen on {http.host}:{http.port} ({e}); "
-                               "pick another http_options port, or location='NoServer'") from None
-        _say(f"HTTP proxy listening on {url}")
+            raise
     return controller
+
+
+def _wait_proxies(controller: actors.ActorHandle, http: HTTPOptions) -> None:
+    """Until every proxy the controller runs is HEALTHY; printing their progress."""
+    deadline = time.monotonic() + _PROXY_TIMEOUT_S
+    last = None
+    while True:
+        proxies = actors.get(controller.status.remote(), timeout=60).get("proxies", {})
+        ready = [p for p in proxies.values() if p["state"] == "HEALTHY"]
+        line = f"HTTP proxies ready: {len(ready)}/{len(proxies)} ({http.location})"
+        if line != last:
+            _say(line)
+            last = line
+        failed = [p for p in proxies.values() if p["state"] == "UNHEALTHY"]
+        if failed:
+            p = failed[0]
+            host = p["node_ip"] if http.host == "node" else http.host
+            raise RuntimeError(f"the HTTP proxy could not listen on {host}:{http.port} on node {p['node_id']} "
+                               f"({p['message']}); pick another http_options port, or location='NoServer'")
+        if proxies and len(ready) == len(proxies):
+            for p in sorted(ready, key=lambda p: p["node_ip"]):
+                _say(f"HTTP proxy listening on {p['url']} (node {p['node_id']})")
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the HTTP proxies were not ready after {_PROXY_TIMEOUT_S:.0f}s: "
+                               f"{len(ready)}/{len(proxies)} ready"
+                               + ("" if proxies else " (no alive node to run one on; see `zeroserve status`)"))
+        time.sleep(0.05)
 
 
 def _controller() -> actors.ActorHandle:
@@ -190,12 +213,8 @@ def shutdown() -> None:
     if controller is None:
         return
     try:
-        actors.get(controller.shutdown.remote(), timeout=90)
+        actors.get(controller.shutdown.remote(), timeout=90)  # deletes deployments, stops the proxies
     finally:
-        try:
-            actors.kill(actors.get_actor(PROXY_NAME, namespace=SERVE_NAMESPACE))
-        except (ValueError, actors.ActorDiedError):
-            pass
         actors.kill(controller)
         rt = current_runtime()
         if rt is not None:
@@ -238,10 +257,15 @@ def get_deployment(name: str) -> Deployment:
 
 
 def http_base_url() -> str:
+    """The URL of a proxy: the head node's (HeadOnly), else the first by IP."""
     host, port = "127.0.0.1", 8000
     try:
-        opts = status().get("http_options", {})
+        st = status()
+        opts = st.get("http_options", {})
         host, port = opts.get("host", host), opts.get("port", port)
+        urls = sorted((p["node_ip"], p["url"]) for p in st.get("proxies", {}).values() if p["url"])
+        if urls:
+            return urls[0][1]
     except Exception:
         pass
-    return f"http://{host}:{port}"
+    return f"http://{'127.0.0.1' if host == 'node' else host}:{port}"

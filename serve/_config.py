@@ -270,8 +270,6 @@ class HTTPOptions:
         opts = cls(**{k: v for k, v in value.items() if k in names})
         if opts.location not in ("HeadOnly", "EveryNode", "NoServer"):
             raise ValueError(f"http_options location must be 'HeadOnly', 'EveryNode' or 'NoServer', got {opts.location!r}")
-        if opts.location == "EveryNode":
-            raise ValueError("http_options location='EveryNode' is not supported yet; use 'HeadOnly'")
         if isinstance(opts.port, bool) or not isinstance(opts.port, int) or not 0 < opts.port < 65536:
             raise ValueError(f"http_options port must be an integer in 1..65535, got {opts.port!r}")
         return opts

@@ -2,10 +2,13 @@
 
 Drivers send targets (`deploy`, `delete`); a reconcile loop steps every deployment
 (`DeploymentState.step`) every TICK_S or at once after a change; routers long-poll
-`listen` for their deployment's replica set. After every change of targets or replica
-membership the controller checkpoints to the head's KV; a restarted controller reads the
-checkpoint and adopts the replicas still alive (they are named actors), so traffic keeps
-flowing while it is down: routers keep their last replica set.
+`listen` for their deployment's replica set. The same loop steps the HTTP proxies
+(`ProxyState.step` over the cluster's nodes: one on the head node, or one per node for
+EveryNode, following nodes that join and leave); proxies long-poll `listen_routes`.
+After every change of targets or replica membership the controller checkpoints to the
+head's KV; a restarted controller reads the checkpoint and adopts the replicas and proxies
+still alive (they are named actors), so traffic keeps flowing while it is down: routers
+and proxies keep their last replica sets and routes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import dataclasses
 import json
 import logging
 import pickle
+import secrets
 import time
 from typing import Any
 
@@ -23,6 +27,8 @@ from actors.messages import ActorState
 from actors.system import current_runtime
 
 from ._deployment_state import DeploymentState, Replica
+from ._http import HTTPProxyActor
+from ._proxy_state import PROXY_PREFIX, NodeView, ProxyState, proxy_actor_name
 from ._replica import ReplicaActor
 from .messages import DeploymentTarget, ReplicaInfo, ReplicaSet
 
@@ -34,6 +40,7 @@ SERVE_NAMESPACE = "serve"
 CHECKPOINT_KEY = "serve/controller-checkpoint"
 STATUS_KEY = "serve/status.json"  # a plain summary for `zeroserve status` (no serve import needed)
 TICK_S = 0.1
+NODES_EVERY_S = 0.5  # how often the controller re-reads the node table (for the proxies)
 
 
 def replica_actor_name(replica_id: str) -> str:
@@ -63,6 +70,30 @@ class _ActorReplicaIO:
         rt.background(_kill(rt, handle))
 
 
+class _ActorProxyIO:
+    """Proxies are actors pinned to their node; calls return ObjectRefs, kills tasks."""
+
+    def __init__(self, detached: bool, http_options: dict[str, Any]) -> None:
+        self.detached = detached
+        self.http_options = http_options
+
+    def start(self, node: NodeView) -> actors.ActorHandle:
+        cls = actors.remote(
+            name=proxy_actor_name(node.node_id, secrets.token_hex(3)), namespace=SERVE_NAMESPACE,
+            lifetime="detached" if self.detached else None, node_id=node.node_id,
+            max_concurrency=100_000, max_restarts=0,  # the controller restarts it (while its node lives)
+        )(HTTPProxyActor)
+        return cls.remote(self.http_options.get("host", "127.0.0.1"), self.http_options.get("port", 8000),
+                          self.http_options)
+
+    def call(self, handle: actors.ActorHandle, method: str, *args: Any) -> actors.ObjectRef:
+        return getattr(handle, method).remote(*args)
+
+    def kill(self, handle: actors.ActorHandle) -> asyncio.Task:
+        rt = current_runtime()
+        return rt.background(_kill(rt, handle))
+
+
 async def _kill(rt: Any, handle: actors.ActorHandle) -> None:
     try:
         await rt.call_head("kill_actor", handle.actor_id, True)
@@ -82,16 +113,30 @@ class ServeController:
         self._routes: dict[str, str] = {}
         self._published: dict[str, Any] | None = None
         self.routes_version = 0
+        self.proxies = ProxyState(self.http_options.get("location", "HeadOnly"),
+                                  _ActorProxyIO(detached, self.http_options))
+        self._nodes: list[NodeView] = []
+        self._nodes_at = 0.0
         self._ready = asyncio.get_running_loop().create_task(self._start())
 
     # -- life --------------------------------------------------------------------------
     async def _start(self) -> None:
         await self._recover()
+        await self._refresh_nodes(time.monotonic())
+        self._reconcile(time.monotonic())  # proxies are STARTING before the first status answer
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _refresh_nodes(self, now: float) -> None:
+        infos = await current_runtime().call_head("nodes")
+        self._nodes = [NodeView(n.node_id.hex, n.ip, n.alive, n.is_head) for n in infos]
+        self._nodes_at = now
 
     async def _run(self) -> None:
         while True:
             try:
+                now = time.monotonic()
+                if now - self._nodes_at >= NODES_EVERY_S:
+                    await self._refresh_nodes(now)
                 self._reconcile(time.monotonic())
                 await self._checkpoint_if_changed()
                 await self._publish_status()
@@ -116,6 +161,7 @@ class ServeController:
             self._routes = routes
             self.routes_version += 1
             changed = True
+        changed |= self.proxies.step(now, self._nodes)
         if changed:
             self._changed.set()
             self._changed = asyncio.Event()
@@ -149,12 +195,36 @@ class ServeController:
             self._published = summary
 
     async def _recover(self) -> None:
+        await self._recover_deployments()
+        await self._adopt_proxies()
+
+    async def _adopt_proxies(self) -> None:
+        """Proxies still running (this controller restarted): keep one per node, kill extras."""
+        infos = await current_runtime().call_head("list_actors")
+        nodes = {n.node_id.hex: n for n in await current_runtime().call_head("nodes")}
+        now = time.monotonic()
+        for info in infos:
+            if (info.namespace != SERVE_NAMESPACE or not (info.name or "").startswith(PROXY_PREFIX)
+                    or info.state is ActorState.DEAD):
+                continue
+            handle = actors.ActorHandle(info.actor_id, info.class_name, info.methods, info.async_methods, info)
+            node = nodes.get(info.name[len(PROXY_PREFIX):].split("::", 1)[0])
+            if node is None or node.node_id.hex in self.proxies.proxies:
+                self.proxies.io.kill(handle)
+                continue
+            self.proxies.adopt(NodeView(node.node_id.hex, node.ip, node.alive, node.is_head), handle, now)
+        if self.proxies.proxies:
+            log.info("adopted %d running HTTP proxies", len(self.proxies.proxies))
+
+    async def _recover_deployments(self) -> None:
         rt = current_runtime()
         blob = await rt.call_head("kv_get", CHECKPOINT_KEY)
         if blob is None:
             return
         state = pickle.loads(blob)
         self.http_options = state.get("http_options", self.http_options)
+        self.proxies.location = self.http_options.get("location", "HeadOnly")
+        self.proxies.io.http_options = self.http_options
         adopted = 0
         for target in state["targets"]:
             ds = DeploymentState(target, self.io)
@@ -231,7 +301,7 @@ class ServeController:
             states = {d["status"] for d in app["deployments"].values()}
             app["status"] = ("UNHEALTHY" if "UNHEALTHY" in states else "DELETING" if states == {"DELETING"}
                              else "RUNNING" if states == {"HEALTHY"} else "DEPLOYING")
-        return {"applications": apps, "http_options": self.http_options}
+        return {"applications": apps, "http_options": self.http_options, "proxies": self.proxies.status()}
 
     async def targets(self) -> dict[str, DeploymentTarget]:
         await self._ready
@@ -271,6 +341,9 @@ class ServeController:
         names = list(self.deployments)
         await self.delete(names)
         done = await self.wait_deleted(names, timeout_s)
+        kills = self.proxies.stop_all()
+        if kills:
+            await asyncio.wait(kills, timeout=timeout_s)
         await current_runtime().call_head("kv_delete", CHECKPOINT_KEY)
         await current_runtime().call_head("kv_delete", STATUS_KEY)
         self._membership = ()

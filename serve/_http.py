@@ -1,6 +1,7 @@
 """The HTTP proxy actor: `proxy.ProxyServer` with the serving layer's router behind it.
 
-One per node that should serve HTTP (HeadOnly: one). It long-polls the controller for
+One per node that should serve HTTP (HeadOnly: one; EveryNode: one per node), placed and
+restarted by the controller. `host="node"` binds this node's own IP. It long-polls the controller for
 the route table ({route_prefix: deployment}) and forwards each request through the same
 `Router` the handles use, to the replica method `__serve_http__`.
 """
@@ -18,10 +19,9 @@ from ._handle import _controller, _router
 from .exceptions import BackPressureError
 from .messages import HTTP_METHOD
 
-__all__ = ["HTTPProxyActor", "PROXY_NAME"]
+__all__ = ["HTTPProxyActor"]
 
 log = logging.getLogger(__name__)
-PROXY_NAME = "SERVE_PROXY"
 
 
 def _status_of(exc: BaseException) -> int:
@@ -30,6 +30,8 @@ def _status_of(exc: BaseException) -> int:
 
 class HTTPProxyActor:
     def __init__(self, host: str, port: int, options: dict[str, Any]) -> None:
+        if host == "node":
+            host = current_runtime().node_ip
         self.server = ProxyServer(host, port, self._forward, classify=_status_of,
                                   request_timeout_s=options.get("request_timeout_s"),
                                   max_body_bytes=options.get("max_body_bytes", 100 * 1024 * 1024),
