@@ -11,6 +11,7 @@
     assert handle.remote(21).result() == 42
 """
 
+from . import dag, drivers, http_adapters
 from ._api import delete, get_deployment, list_deployments, run, shutdown, start, status
 from ._batching import batch
 from ._config import HTTPOptions
@@ -33,10 +34,13 @@ __all__ = [
     "RayServeSyncHandle",
     "ServeError",
     "batch",
+    "dag",
     "delete",
+    "drivers",
     "deployment",
     "get_deployment",
     "get_replica_context",
+    "http_adapters",
     "ingress",
     "list_deployments",
     "run",

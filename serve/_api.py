@@ -21,6 +21,7 @@ from actors.system import current_runtime
 from ._config import DEFAULT, HTTPOptions, validate_route_prefix
 from ._controller import CONTROLLER_NAME, SERVE_NAMESPACE, ServeController
 from ._deployment import Application, Deployment
+from ._graph import compile_graph, is_graph
 from ._handle import DeploymentHandle
 from .exceptions import DeploymentUnhealthyError
 from .messages import DeploymentTarget
@@ -142,6 +143,8 @@ def _collect(app: Application, app_name: str, out: dict[str, DeploymentTarget], 
     """Deploy targets for `app` and everything bound into it; bound nodes become handles."""
 
     def replace(value: Any) -> Any:
+        if is_graph(value):  # a deployment graph: its plan, with the deployments it reaches
+            return compile_graph(value, lambda node: _collect(node, app_name, out, None))
         if isinstance(value, Application):
             return _collect(value, app_name, out, None)
         if isinstance(value, Deployment):
@@ -165,6 +168,9 @@ def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host
     """Deploy an application (a bound deployment graph) and return its ingress handle."""
     if isinstance(target, Deployment):
         target = target.bind()
+    if is_graph(target):
+        raise TypeError(f"serve.run got a deployment graph node ({target!r}); a graph needs an ingress: "
+                        "serve.run(DAGDriver.bind(graph)) with `from serve.drivers import DAGDriver`")
     if not isinstance(target, Application):
         raise TypeError(f"serve.run takes a bound deployment (MyDeployment.bind(...)), got {type(target).__name__}")
     if route_prefix is not DEFAULT:
@@ -183,6 +189,9 @@ def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host
 def app_targets(target: Application, name: str, route_prefix: Any = DEFAULT) -> tuple[DeploymentHandle,
                                                                                       list[DeploymentTarget]]:
     """The ingress handle and the deployment targets of an application; deploys nothing."""
+    if is_graph(target):
+        raise TypeError(f"{target!r} is a deployment graph node; a graph needs an ingress: DAGDriver.bind(graph) "
+                        "with `from serve.drivers import DAGDriver`")
     targets: dict[str, DeploymentTarget] = {}
     handle = _collect(target, name, targets, route_prefix)
     return handle, list(targets.values())

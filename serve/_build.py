@@ -91,6 +91,8 @@ def _deployments(node: Any, out: dict[str, Deployment]) -> dict[str, Deployment]
             _deployments(value, out)
     elif isinstance(node, Deployment):
         out.setdefault(node.name, node)
+    elif hasattr(type(node), "_graph_children"):  # a call node of a deployment graph
+        _deployments(node._graph_children(), out)
     elif isinstance(node, (list, tuple)):
         for value in node:
             _deployments(value, out)

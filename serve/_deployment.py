@@ -106,6 +106,9 @@ class Deployment:
         return Deployment(self._func_or_class, merged)
 
     def bind(self, *args: Any, **kwargs: Any) -> "Application":
+        from ._graph import check_bind_args
+
+        check_bind_args(args, kwargs)
         return Application(self, args, kwargs)
 
     # -- 1.x API -------------------------------------------------------------------------
@@ -178,6 +181,19 @@ class Application:
 
     def __repr__(self) -> str:
         return f"Application({self.deployment.name})"
+
+    # -- deployment graphs: `node.method.bind(...)`, `node.bind(...)` for __call__ ------------
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from ._graph import MethodNode
+
+        return MethodNode(self, name)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        from ._graph import MethodNode
+
+        return MethodNode(self, "__call__").bind(*args, **kwargs)
 
 
 def deployment(_func_or_class: Any = None, **options: Any) -> Any:
