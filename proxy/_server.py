@@ -5,8 +5,9 @@ Per request: match the compiled prefix trie, read the body (refusing more than
 (the serving layer's router), and write the `HTTPResponse` back. Built-ins:
 `GET /-/routes` and `GET /-/healthz` (503 while draining). Errors map to status codes;
 the server never crashes on a request: 404 unknown route, 500 user error, 503
-back-pressure, 504 past `request_timeout_s`, 431 for headers over MAX_HEADER_BYTES; uvicorn
-itself answers a malformed request with 400. `middlewares` and `root_path` wrap the app
+back-pressure, 504 past `request_timeout_s`, 431 for headers over MAX_HEADER_BYTES, 408 for
+a request head not complete within `header_timeout_s` (slow clients); uvicorn itself answers
+a malformed request with 400. `middlewares` and `root_path` wrap the app
 (see `_asgi`): a request's `root_path` is the proxy's root_path plus the matched prefix.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 import uvicorn
 
 from ._asgi import build_app
+from ._protocol import protocol_with_header_deadline
 from ._routes import Route, RouteTable
 from .messages import HTTPRequest, HTTPResponse
 
@@ -29,6 +31,7 @@ __all__ = ["ProxyServer"]
 
 log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
+HEADER_TIMEOUT_S = 30.0  # a request's head must arrive within this (408 and close past it)
 Forward = Callable[[str, HTTPRequest], Awaitable[HTTPResponse]]
 
 
@@ -52,7 +55,7 @@ class ProxyServer:
     def __init__(self, host: str, port: int, forward: Forward, *, request_timeout_s: float | None = None,
                  max_body_bytes: int = 100 * 1024 * 1024, keep_alive_timeout_s: int = 5,
                  classify: Callable[[BaseException], int] | None = None, middlewares: Iterable[Any] = (),
-                 root_path: str = "") -> None:
+                 root_path: str = "", header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
         self.host = host
         self.port = port
         self._forward = forward
@@ -64,7 +67,8 @@ class ProxyServer:
         self.root_path = root_path
         asgi = build_app(self.app, middlewares, root_path)  # the app behind root_path and middlewares
         config = uvicorn.Config(asgi, host=host, port=port, lifespan="off", log_level="warning",
-                                access_log=False, timeout_keep_alive=keep_alive_timeout_s, http="httptools",
+                                access_log=False, timeout_keep_alive=keep_alive_timeout_s,
+                                http=protocol_with_header_deadline(header_timeout_s),
                                 interface="asgi3", proxy_headers=False)
         self._server = _Server(config)
         self._task: asyncio.Task | None = None

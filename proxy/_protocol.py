@@ -1,0 +1,63 @@
+"""uvicorn's httptools protocol with a header-read deadline against slow clients.
+
+uvicorn bounds idle keep-alive connections but not a request whose head trickles in: a
+client sending its headers a byte at a time would hold the connection (and graceful
+shutdown) forever. Here every request's head must be complete within `header_timeout_s`
+of its first byte (of the connection opening, for the first request); past it the client
+gets 408 and the connection is closed. Other connections are not affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["protocol_with_header_deadline"]
+
+_BODY = b"request headers not received in time"
+_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: " + str(len(_BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + _BODY)
+
+
+class _HeaderDeadlineProtocol(HttpToolsProtocol):
+    header_timeout_s: float = 30.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:  # never inside another response
+            self.transport.write(_408)
+        self.transport.close()
+
+
+def protocol_with_header_deadline(header_timeout_s: float) -> type[HttpToolsProtocol]:
+    """A protocol class for `uvicorn.Config(http=...)` with this deadline."""
+    return type("HeaderDeadlineProtocol", (_HeaderDeadlineProtocol,), {"header_timeout_s": header_timeout_s})
