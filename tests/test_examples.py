@@ -46,3 +46,15 @@ def test_classifier_example() -> None:
     url = f"http://127.0.0.1:{port}/iris"
     assert f"POST {url} {{\"features\": [6.7, 3.0, 5.2, 2.3]}} -> 200 {{'class': 'virginica', 'probability': 0.9" in out
     assert f"POST {url} {{\"features\": [1, 2]}} -> 400 {{'error': 'features must be 4 finite numbers" in out
+
+
+def test_pipeline_example() -> None:
+    port = free_port()
+    out = _run("examples/pipeline.py", "--once", "--port", str(port))
+    assert "deployed DAGDriver, IrisClassifier, NoveltyScorer" in out, out
+    assert "[5.1, 3.5, 1.4, 0.2] -> {'class': 'setosa', 'probability': 0.99" in out and "'typical': True}" in out
+    assert re.search(r"\[5\.0, 3\.4, 4\.5, 0\.2\] -> \{'class': '\w+', .*'typical': False\}", out), out
+    url = f"http://127.0.0.1:{port}/pipeline"
+    assert re.search(rf"POST {url} .*\"35mm\".* -> 200 {{'class': 'setosa', .*'typical': True}}", out), out
+    assert f"POST {url} {{\"features\": [6.7, \"3 ft\", 5.2, 2.3]}} -> 400 {{'error': \"a measurement is" in out
+    assert f"POST {url} {{\"features\": [1, 2]}} -> 400 {{'error': 'features must be 4 finite numbers" in out
