@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python benchmarks/handle_calls.py
 	$(BIN)/python benchmarks/http_noop.py
 	$(BIN)/python benchmarks/batching.py
+	$(BIN)/python benchmarks/pipeline_http.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
