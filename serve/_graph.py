@@ -256,7 +256,9 @@ class DAGHandle:
         except RuntimeError:
             raise RuntimeError("DAGHandle.remote() runs the graph on the calling event loop: call it from async "
                                "code (an async method of the deployment)") from None
-        value = _Run(args, kwargs).value(self._plan)
+        run = _Run(args, kwargs)
+        value = run.value(self._plan)
+        run.retrieve_errors()
         if isinstance(value, asyncio.Future):
             return value
         done = loop.create_future()
@@ -285,6 +287,13 @@ class _Run:
         if isinstance(node, dict):
             return {k: self.value(v) for k, v in node.items()}
         return node
+
+    def retrieve_errors(self) -> None:
+        """A branch that fails after the output already failed is nobody's to await: mark its
+        error retrieved, so the replica's log does not fill with 'never retrieved' warnings."""
+        for value in self._memo.values():
+            if isinstance(value, asyncio.Future):
+                value.add_done_callback(_retrieve)
 
     def _input(self) -> Any:
         if len(self._args) == 1 and not self._kwargs:
@@ -319,6 +328,11 @@ class _Run:
         if not _pending(args) and not _pending(kwargs.values()):
             return handle.remote(*args, **kwargs)
         return asyncio.ensure_future(_call_when_ready(handle, args, kwargs))
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _pending(values: Any) -> bool:
