@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
+from actors import ActorDiedError, ActorsError
 from actors.system import current_runtime
 from proxy import HTTPRequest, HTTPResponse, ProxyServer
 
@@ -25,7 +26,16 @@ log = logging.getLogger(__name__)
 
 
 def _status_of(exc: BaseException) -> int:
-    return 503 if isinstance(exc, BackPressureError) else 500
+    """503 back-pressure; 502 when the replica died with the request (a load balancer
+    may retry it elsewhere); 503 when this proxy's own runtime is shutting down (its node
+    is going away); 500 for the deployment's own errors."""
+    if isinstance(exc, BackPressureError):
+        return 503
+    if isinstance(exc, ActorDiedError):
+        return 502
+    if type(exc) is ActorsError:
+        return 503
+    return 500
 
 
 class HTTPProxyActor:
