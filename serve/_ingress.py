@@ -1,17 +1,21 @@
 """`@serve.ingress(app)`: a FastAPI or Starlette app served by a deployment class.
 
-The class's methods that are the app's route endpoints become handlers with `self`
-bound to the replica's instance: in each replica, every such route is rebuilt (through
-FastAPI's public `add_api_route`) around a wrapper whose signature drops `self`, so path
-parameters, validation, dependency injection and the OpenAPI docs keep working. Requests
-reach the app with the deployment's route prefix as `root_path`.
-
-Which endpoints are a class's: at decoration, the app's routes whose endpoint is a function
+Which routes are a class's: at decoration, the app's routes whose endpoint is a function
 defined in the class body (by `__qualname__`, so two methods of one name, as in Ray's
-guide, both count) are marked with the class. One app object may be shared by several
-ingress classes (Ray's `/api1`, `/api2` example): in a replica, the routes marked with
-other classes are dropped from its copy of the app, the class's own are bound, and the
-app's plain routes are served as they are.
+guide, both count) and not claimed by an earlier class.
+
+FastAPI routes are converted at decoration, where the class is defined (so string
+annotations resolve in their own module, even for a class that reaches replicas by
+value from a script): each becomes an `APIRoute` with the same options around a wrapper
+whose `self` parameter is a dependency, `Depends(_Instance(cls))`, that returns the
+replica's instance. Path parameters, validation, dependency injection and the OpenAPI docs
+work as for plain functions, and `self` never shows in the schema. Starlette routes (whose
+endpoint takes the request) are bound to the instance in the replica.
+
+One app object may be shared by several ingress classes (Ray's `/api1`, `/api2` example):
+in a replica (`bind_app`), the routes of other classes are dropped from its copy of the
+app; the class's own and the app's plain routes are served. Requests reach the app with
+the deployment's route prefix as `root_path`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from typing import Any
 __all__ = ["ingress", "bind_app"]
 
 ASGI_APP_ATTR = "_serve_asgi_app"
-OWNER_ATTR = "_serve_ingress_class"  # set on an endpoint function: the ingress class it belongs to
+OWNER_ATTR = "_serve_ingress_class"  # on an endpoint: the ingress class it belongs to
+_INSTANCES: dict[type, Any] = {}  # in a replica: its ingress class (and bases) -> the instance
 
 
 def _reduce_state(state: Any) -> tuple:
@@ -49,68 +54,119 @@ def ingress(app: Any) -> Any:
         if not inspect.isclass(cls):
             raise TypeError(f"@serve.ingress decorates a class, got {cls!r}")
         setattr(cls, ASGI_APP_ATTR, app)
-        _mark_endpoints(app, cls)
+        _claim_routes(app, cls)
         return cls
 
     return decorate
 
 
-def _mark_endpoints(app: Any, cls: type) -> None:
-    """Mark the app's endpoints defined in `cls`'s body (not yet claimed) as `cls`'s."""
+def _routes(app: Any) -> list:
+    return getattr(getattr(app, "router", None), "routes", [])
+
+
+def _claim_routes(app: Any, cls: type) -> None:
+    """Mark the app's endpoints defined in `cls`'s body as `cls`'s; convert FastAPI routes."""
     prefix = cls.__qualname__ + "."
-    for route in getattr(getattr(app, "router", None), "routes", []):
+    routes = _routes(app)
+    for i, route in enumerate(list(routes)):
         endpoint = getattr(route, "endpoint", None)
-        if (inspect.isfunction(endpoint) and getattr(endpoint, OWNER_ATTR, None) is None
+        if not (inspect.isfunction(endpoint) and getattr(endpoint, OWNER_ATTR, None) is None
                 and endpoint.__module__ == cls.__module__ and endpoint.__qualname__.startswith(prefix)
                 and "." not in endpoint.__qualname__[len(prefix):]):
-            setattr(endpoint, OWNER_ATTR, cls)
+            continue
+        setattr(endpoint, OWNER_ATTR, cls)
+        if type(route).__name__ == "APIRoute":
+            routes[i] = _api_route(route, _with_self_dependency(endpoint, cls))
 
 
-def _bound(endpoint: Any, instance: Any) -> Any:
-    """`endpoint` with `instance` as its first argument, and a signature without it."""
-    hints = typing.get_type_hints(endpoint, include_extras=True)
+def _api_route(route: Any, endpoint: Any) -> Any:
+    """A copy of FastAPI `route` (every option its constructor takes) around `endpoint`."""
+    cls = type(route)
+    names = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "path", "endpoint")]
+    return cls(route.path, endpoint, **{n: getattr(route, n) for n in names if hasattr(route, n)})
+
+
+class _Instance:
+    """The FastAPI dependency that gives a method of `cls` its `self`: the replica's instance."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+    async def __call__(self) -> Any:
+        instance = _INSTANCES.get(self.cls)
+        if instance is None:
+            raise RuntimeError(f"{self.cls.__qualname__}'s routes run in the replicas of its deployment; "
+                               "deploy it (serve.run) and call it over HTTP")
+        return instance
+
+
+def _hints(endpoint: Any, cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(endpoint, include_extras=True)
+    except Exception as e:
+        raise TypeError(f"@serve.ingress: cannot resolve the annotations of {endpoint.__qualname__} "
+                        f"({type(e).__name__}: {e}); define the names they use before class {cls.__name__}") from None
+
+
+def _with_self_dependency(endpoint: Any, cls: type) -> Any:
+    """`endpoint` with its first parameter (`self`) filled by `Depends(_Instance(cls))`."""
+    from fastapi import Depends
+
+    hints = _hints(endpoint, cls)
     sig = inspect.signature(endpoint)
-    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in list(sig.parameters.values())[1:]]
+    params = list(sig.parameters.values())
+    if not params or params[0].kind not in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        raise TypeError(f"@serve.ingress: route method {endpoint.__qualname__} needs `self` as its first parameter")
+    # FastAPI passes everything by keyword: keyword-only parameters may have defaults in any order.
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    first = params[0].replace(kind=keyword, annotation=inspect.Parameter.empty, default=Depends(_Instance(cls)))
+    rest = [p.replace(kind=keyword if p.kind is not inspect.Parameter.VAR_KEYWORD else p.kind,
+                      annotation=hints.get(p.name, p.annotation))
+            for p in params[1:] if p.kind is not inspect.Parameter.VAR_POSITIONAL]
     if inspect.iscoroutinefunction(endpoint):
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await endpoint(instance, *args, **kwargs)
+            return await endpoint(*args, **kwargs)
     else:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return endpoint(instance, *args, **kwargs)
+            return endpoint(*args, **kwargs)
     functools.update_wrapper(wrapper, endpoint)
     del wrapper.__wrapped__
-    wrapper.__dict__.pop(OWNER_ATTR, None)  # bound: no longer a method to bind
-    wrapper.__signature__ = sig.replace(parameters=params, return_annotation=hints.get("return", sig.return_annotation))
+    wrapper.__signature__ = sig.replace(parameters=[first, *rest],
+                                        return_annotation=hints.get("return", sig.return_annotation))
     return wrapper
 
 
+def _bound_request_handler(endpoint: Any, instance: Any) -> Any:
+    """A Starlette endpoint (takes the request) with `instance` as its `self`."""
+    if inspect.iscoroutinefunction(endpoint):
+        async def handler(request: Any) -> Any:
+            return await endpoint(instance, request)
+    else:
+        def handler(request: Any) -> Any:
+            return endpoint(instance, request)
+    functools.update_wrapper(handler, endpoint)
+    del handler.__wrapped__
+    handler.__dict__.pop(OWNER_ATTR, None)
+    return handler
+
+
 def bind_app(instance: Any) -> Any:
-    """The instance's ASGI app, with the class's endpoints bound to `instance` (or None)."""
-    app = getattr(type(instance), ASGI_APP_ATTR, None)
+    """In a replica: the instance's ASGI app, serving the instance's routes (or None)."""
+    cls = type(instance)
+    app = getattr(cls, ASGI_APP_ATTR, None)
     if app is None:
         return None
-    cls = type(instance)
-    router = getattr(app, "router", None)
-    routes = getattr(router, "routes", [])
+    for klass in cls.__mro__[:-1]:
+        _INSTANCES[klass] = instance
+    routes = _routes(app)
     for route in list(routes):  # another ingress class's methods: not served here
         owner = getattr(getattr(route, "endpoint", None), OWNER_ATTR, None)
         if owner is not None and not issubclass(cls, owner):
             routes.remove(route)
-    for i, route in enumerate(list(routes)):
+    for route in routes:  # Starlette routes of this class: bind their endpoint
         endpoint = getattr(route, "endpoint", None)
-        if getattr(endpoint, OWNER_ATTR, None) is None:
-            continue
-        bound = _bound(endpoint, instance)
-        if hasattr(app, "add_api_route") and type(route).__name__ == "APIRoute":
-            routes.remove(route)
-            app.add_api_route(route.path, bound, methods=list(route.methods), name=route.name,
-                              response_model=route.response_model, status_code=route.status_code, tags=route.tags,
-                              dependencies=route.dependencies, summary=route.summary,
-                              description=route.description, response_description=route.response_description,
-                              responses=route.responses, deprecated=route.deprecated,
-                              include_in_schema=route.include_in_schema, response_class=route.response_class)
-            routes.insert(i, routes.pop())  # keep the original order (first match wins)
-        else:  # a Starlette Route: its endpoint takes the request
+        if getattr(endpoint, OWNER_ATTR, None) is not None and type(route).__name__ != "APIRoute":
+            bound = _bound_request_handler(endpoint, instance)
             route.endpoint = bound
             route.app = type(route)(route.path, bound, methods=list(route.methods or []), name=route.name).app
     return app

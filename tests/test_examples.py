@@ -58,3 +58,23 @@ def test_pipeline_example() -> None:
     assert re.search(rf"POST {url} .*\"35mm\".* -> 200 {{'class': 'setosa', .*'typical': True}}", out), out
     assert f"POST {url} {{\"features\": [6.7, \"3 ft\", 5.2, 2.3]}} -> 400 {{'error': \"a measurement is" in out
     assert f"POST {url} {{\"features\": [1, 2]}} -> 400 {{'error': 'features must be 4 finite numbers" in out
+
+
+def test_fastapi_app_example() -> None:
+    port = free_port()
+    out = _run("examples/fastapi_app.py", "--once", "--port", str(port))
+    base = f"http://127.0.0.1:{port}/tools"
+    assert f"GET {base} -> 200 {{'service': 'zeroserve tools'" in out, out
+    assert (f"GET {base}/convert/length/26.2?from_unit=mi&to_unit=km&digits=3 -> 200 {{'quantity': 'length', "
+            "'value': 26.2, 'from_unit': 'mi', 'to_unit': 'km', 'result': 42.165}") in out, out
+    assert "from_unit=F&to_unit=C&digits=2 -> 200 {'quantity': 'temperature', 'value': 98.6" in out
+    assert "'result': 37.0}" in out
+    assert "to_unit=K -> 400 {'detail': '-500.0 C is below absolute zero'}" in out
+    assert "to_unit=parsec -> 400 {'detail': \"unknown length unit 'parsec'; use one of" in out
+    assert "/convert/volume/1?from_unit=l&to_unit=ml -> 422 [(['path', 'quantity']" in out
+    assert ("-> 200 {'label': 'latencies', 'count': 4, 'mean': 5.0, 'median': 3.75, 'stdev': 3.44, 'min': 2.5, "
+            "'max': 10.0}") in out
+    assert "{\"values\": []} -> 422 [(['body', 'values'], 'List should have at least 1 item" in out
+    assert (f"GET {base}/docs -> 200 (Swagger UI; its schema at /tools/openapi.json lists /, "
+            "/convert/{quantity}/{value}, /stats)") in out
+    assert f"curl '{base}/convert/length/26.2?from_unit=mi&to_unit=km'" in out

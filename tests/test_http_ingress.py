@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 import pickle
 import threading
+from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Query
+from pydantic import BaseModel, Field
+from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
@@ -313,6 +316,87 @@ def test_shared_app_classes_defined_in_a_function_are_kept_apart(serve_down) -> 
         _wait_routes(http, {"/part1": "Part1", "/part2": "Part2"})
         assert [http.get(f"/part{n}/who").json() for n in (1, 2)] == [1, 2]
         assert http.get("/part2").json() == "root"
+
+
+# -- ingress classes that reach replicas by value, with string annotations ----------------
+
+class Item(BaseModel):
+    name: str = Field(min_length=1)
+    price: float = Field(gt=0)
+
+
+def tax_rate(region: str = "eu") -> float:
+    return {"eu": 0.2, "us": 0.1}[region]
+
+
+def test_ingress_class_pickled_by_value_resolves_annotations_where_it_was_defined(serve_down) -> None:
+    # This module has `from __future__ import annotations`: every annotation below is a string
+    # naming a global of this module, which a class local to a function does not carry along.
+    app = FastAPI()
+
+    @serve.deployment(route_prefix="/shop")
+    @serve.ingress(app)
+    class Shop:
+        def __init__(self) -> None:
+            self.sold: list[str] = []
+
+        @app.post("/items", status_code=201)
+        async def sell(self, item: Item, quantity: Annotated[int, Query(ge=1, le=10)] = 1,
+                       rate: float = Depends(tax_rate)) -> dict:
+            self.sold.append(item.name)
+            return {"total": round(item.price * quantity * (1 + rate), 2), "sold": self.sold}
+
+    serve.start()
+    serve.run(Shop.bind())
+    with _client() as http:
+        _wait_routes(http, {"/shop": "Shop"})
+        r = http.post("/shop/items", params={"quantity": 2, "region": "us"}, json={"name": "pen", "price": 1.5})
+        assert (r.status_code, r.json()) == (201, {"total": 3.3, "sold": ["pen"]})
+        assert http.post("/shop/items", json={"name": "ink", "price": 2}).json()["sold"] == ["pen", "ink"]
+        bad = http.post("/shop/items", params={"quantity": 0}, json={"name": "", "price": -1})
+        assert bad.status_code == 422
+        assert {tuple(e["loc"]) for e in bad.json()["detail"]} == {("query", "quantity"), ("body", "name"),
+                                                                   ("body", "price")}
+        params = http.get("/shop/openapi.json").json()["paths"]["/items"]["post"]["parameters"]
+        assert {p["name"] for p in params} == {"quantity", "region"}  # no `self`
+
+
+starlette_app = Starlette()
+
+
+async def starlette_home(request):
+    from starlette.responses import PlainTextResponse
+
+    return PlainTextResponse("home")
+
+
+starlette_app.add_route("/", starlette_home)
+
+
+@serve.deployment(route_prefix="/st")
+@serve.ingress(starlette_app)
+class StarletteCounter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def count(self, request):
+        from starlette.responses import JSONResponse
+
+        self.n += int(request.query_params.get("by", 1))
+        return JSONResponse({"n": self.n, "path": request.url.path})
+
+    starlette_app.add_route("/count", count, methods=["POST"])
+
+
+def test_starlette_app_ingress_with_method_routes(serve_down) -> None:
+    serve.start()
+    serve.run(StarletteCounter.bind())
+    with _client() as http:
+        _wait_routes(http, {"/st": "StarletteCounter"})
+        assert http.get("/st").text == "home"
+        assert http.post("/st/count", params={"by": 2}).json() == {"n": 2, "path": "/st/count"}
+        assert http.post("/st/count").json()["n"] == 3
+        assert http.get("/st/count").status_code == 405
 
 
 # -- wrong options fail at the call --------------------------------------------------------
