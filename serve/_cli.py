@@ -124,9 +124,14 @@ def _deployments(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n: {**d, "app": a} for a, app in st["applications"].items() for n, d in app["deployments"].items()}
 
 
-def _base_url(http: dict[str, Any]) -> str | None:
+def _base_url(http: dict[str, Any], proxies: dict[str, Any] | None = None) -> str | None:
+    """Where to send requests: the configured host and port, or with host="node" (each
+    proxy on its node's IP) the first proxy's URL."""
     if http.get("location") == "NoServer":
         return None
+    urls = sorted((p["node_ip"], p["url"]) for p in (proxies or {}).values() if p.get("url"))
+    if http.get("host") == "node" and urls:
+        return urls[0][1]
     return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
 
 
@@ -180,8 +185,8 @@ def _report(apps: list[BuiltApp], changed: dict[str, bool]) -> None:
             _say(f"serve: {app.config.name}/{t.name}: {'updating' if changed.get(t.name) else 'unchanged'}")
 
 
-def _where(apps: list[BuiltApp], http: dict[str, Any]) -> None:
-    base = _base_url(http)
+def _where(apps: list[BuiltApp], st: dict[str, Any]) -> None:
+    base = _base_url(st.get("http_options") or {}, st.get("proxies"))
     for app in apps:
         where = f"{base}{app.route_prefix}" if base and app.route_prefix is not None else "no HTTP route (handles only)"
         _say(f"serve: application {app.config.name!r} is serving at {where}")
@@ -216,7 +221,7 @@ def deploy_cmd(args: argparse.Namespace) -> int:
         actors.get(controller.delete.remote(stale), timeout=60)
     if not _roll_out(controller, apps, stale, args.timeout):
         return 1
-    _where(apps, _status(controller).get("http_options", {}))
+    _where(apps, _status(controller))
     return 0
 
 
@@ -262,7 +267,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         _report(apps, changed)
         ok = _roll_out(controller, apps, [], float(os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300")), stop)
         if ok:
-            _where(apps, _status(controller).get("http_options", {}))
+            _where(apps, _status(controller))
             _say("serve: Ctrl-C to stop")
             while not stop.wait(1.0):
                 pass
@@ -308,8 +313,14 @@ def shutdown_cmd(args: argparse.Namespace) -> int:
 # -- rendering -------------------------------------------------------------------------------
 def render(st: dict[str, Any]) -> str:
     http = st.get("http_options") or {}
-    base = _base_url(http)
+    proxies = st.get("proxies") or {}
+    base = _base_url(http, proxies)
     lines = [f"Serve: HTTP at {base} ({http.get('location', 'HeadOnly')})" if base else "Serve: no HTTP proxy", ""]
+    if proxies:
+        rows = [("PROXY NODE", "IP", "STATE", "URL", "MESSAGE")]
+        rows += [(p["node_id"], p["node_ip"], p["state"], p["url"] or "-", (p["message"] or "").split("\n", 1)[0][:60])
+                 for p in sorted(proxies.values(), key=lambda p: p["node_ip"])]
+        lines += [*_table(rows), ""]
     apps = st["applications"]
     if not apps:
         return "\n".join([*lines, "No applications."])

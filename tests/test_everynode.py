@@ -132,6 +132,34 @@ def test_a_proxy_on_every_node_follows_nodes_joining_and_leaving(everynode) -> N
     assert _healthy_proxies().keys() == set(IPS)
 
 
+def test_serve_status_lists_the_proxies(everynode) -> None:
+    port = everynode["http_port"]
+    table = zeroserve("serve", "status").stdout
+    assert f"Serve: HTTP at http://127.0.0.1:{port} (EveryNode)" in table
+    rows = {line.split()[1]: line.split() for line in table.splitlines() if line.strip().startswith(tuple(
+        n["node_id"] for n in actors.nodes()))}
+    assert {ip: row[2:4] for ip, row in rows.items()} == {ip: ["HEALTHY", f"http://{ip}:{port}"] for ip in IPS}
+
+
+def _controller_pid() -> int | None:
+    info = _head("get_named_actor", "SERVE_CONTROLLER", "serve")
+    return info.pid if info is not None and info.state is ActorState.ALIVE else None
+
+
+def test_a_restarted_controller_adopts_the_running_proxies(everynode) -> None:
+    port = everynode["http_port"]
+    proxies = {ip: _proxy_pid(ip) for ip in IPS}
+    old = _controller_pid()
+    assert old is not None and None not in proxies.values()
+    os.kill(old, signal.SIGKILL)
+    for ip in IPS:  # traffic keeps flowing while the controller is down or recovering
+        r = httpx.get(f"http://{ip}:{port}/where", timeout=30)
+        assert r.status_code == 200 and r.text in IPS
+    wait_until(lambda: _controller_pid() not in (None, old), timeout=30, what="the controller to restart")
+    wait_until(lambda: _healthy_proxies().keys() == set(IPS), timeout=30, what="the adopted proxies to be HEALTHY")
+    assert {ip: _proxy_pid(ip) for ip in IPS} == proxies, "proxies were restarted instead of adopted"
+
+
 # -- behind nginx ------------------------------------------------------------------------
 def _nginx() -> str:
     found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
