@@ -4,7 +4,8 @@ forwarding requests through a callable the serving layer provides."""
 from ._codec import run_asgi, to_http_response, to_starlette_request
 from ._routes import Match, Route, RouteTable
 from ._server import ProxyServer
-from .messages import HTTPRequest, HTTPResponse
+from ._stream import ChunkPump, ResponseStream, StreamBody
+from .messages import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart
 
-__all__ = ["HTTPRequest", "HTTPResponse", "Match", "ProxyServer", "Route", "RouteTable", "run_asgi", "to_http_response",
-           "to_starlette_request"]
+__all__ = ["ChunkPump", "HTTPChunks", "HTTPRequest", "HTTPResponse", "HTTPStreamStart", "Match", "ProxyServer",
+           "ResponseStream", "Route", "RouteTable", "StreamBody", "run_asgi", "to_http_response", "to_starlette_request"]

@@ -2,7 +2,8 @@
 
 Per request: match the compiled prefix trie, read the body (refusing more than
 `max_body_bytes` with 413 before buffering it all), hand an `HTTPRequest` to `forward`
-(the serving layer's router), and write the `HTTPResponse` back. Built-ins:
+(the serving layer's router), and write the `HTTPResponse` back, or stream a
+`ResponseStream` (see `_stream`; `request_timeout_s` bounds the wait for its start). Built-ins:
 `GET /-/routes` and `GET /-/healthz` (503 while draining). Errors map to status codes;
 the server never crashes on a request: 404 unknown route, 500 user error, 503
 back-pressure, 504 past `request_timeout_s`, 431 for headers over MAX_HEADER_BYTES, 408 for
@@ -25,6 +26,7 @@ import uvicorn
 from ._asgi import build_app
 from ._protocol import protocol_with_header_deadline
 from ._routes import Route, RouteTable
+from ._stream import ResponseStream, write_stream
 from .messages import HTTPRequest, HTTPResponse
 
 __all__ = ["ProxyServer"]
@@ -32,7 +34,7 @@ __all__ = ["ProxyServer"]
 log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT_S = 30.0  # a request's head must arrive within this (408 and close past it)
-Forward = Callable[[str, HTTPRequest], Awaitable[HTTPResponse]]
+Forward = Callable[[str, HTTPRequest], Awaitable["HTTPResponse | ResponseStream"]]
 
 
 class _Server(uvicorn.Server):
@@ -104,10 +106,13 @@ class ProxyServer:
         except Exception as e:  # never a crashed proxy
             log.exception("proxy error")
             response = _text(500, f"internal proxy error: {e!r}")
+        if type(response) is not HTTPResponse:  # a streamed response
+            await write_stream(response, send, receive)
+            return
         await send({"type": "http.response.start", "status": response.status, "headers": list(response.headers)})
         await send({"type": "http.response.body", "body": response.body})
 
-    async def _respond(self, scope: dict, receive: Any) -> HTTPResponse:
+    async def _respond(self, scope: dict, receive: Any) -> HTTPResponse | ResponseStream:
         if sum(len(k) + len(v) for k, v in scope.get("headers", ())) > MAX_HEADER_BYTES:
             return _text(431, f"request headers larger than {MAX_HEADER_BYTES} bytes")
         path = scope["path"]

@@ -1,10 +1,12 @@
-"""What crosses from the proxy to a replica and back: one HTTP request, one response."""
+"""What crosses from the proxy to a replica and back: one HTTP request, and either one
+whole response or, for a streamed one, its start and then batches of chunks pulled by
+stream id from the same replica."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HTTPRequest", "HTTPResponse"]
+__all__ = ["HTTPChunks", "HTTPRequest", "HTTPResponse", "HTTPStreamStart"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +35,29 @@ class HTTPResponse:
 
     def __reduce__(self):
         return (HTTPResponse, (self.status, self.headers, self.body))
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPStreamStart:
+    """A streamed response begins: status and headers now; its chunks are pulled from the
+    replica that answered, by `stream_id`, until a batch says `done`."""
+
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    stream_id: int
+
+    def __reduce__(self):
+        return (HTTPStreamStart, (self.status, self.headers, self.stream_id))
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPChunks:
+    """The chunks of a streamed response produced since the last pull (at least one unless
+    `done`). `done`: the stream has ended (normally, or with `error`: the response is cut)."""
+
+    chunks: tuple[bytes, ...]
+    done: bool = False
+    error: str | None = None
+
+    def __reduce__(self):
+        return (HTTPChunks, (self.chunks, self.done, self.error))

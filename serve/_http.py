@@ -14,7 +14,7 @@ from typing import Any
 
 from actors import ActorDiedError, ActorsError
 from actors.system import current_runtime
-from proxy import HTTPRequest, HTTPResponse, ProxyServer
+from proxy import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart, ProxyServer
 
 from ._handle import _controller, _router
 from .exceptions import BackPressureError
@@ -38,6 +38,46 @@ def _status_of(exc: BaseException) -> int:
     return 500
 
 
+def _is_stream_start(result: Any) -> bool:
+    return type(result) is HTTPStreamStart
+
+
+class _ReplicaStream:
+    """A streamed response as the proxy sees it: chunks pulled from the replica that
+    answered, which the router counts in flight until the stream ends."""
+
+    __slots__ = ("_ended", "_id", "_replica", "_router", "headers", "status")
+
+    def __init__(self, router: Any, replica: Any, start: HTTPStreamStart) -> None:
+        self.status = start.status
+        self.headers = start.headers
+        self._id = start.stream_id
+        self._router = router
+        self._replica = replica
+        self._ended = False
+
+    async def pull(self) -> HTTPChunks:
+        batch = await self._replica.handle.stream_next.remote(self._id)
+        if batch.done:
+            self._end()
+        return batch
+
+    def close(self) -> None:
+        if not self._ended:
+            self._replica.handle.stream_close.remote(self._id).future().add_done_callback(_ignore_outcome)
+            self._end()
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._router.release(self._replica)
+
+
+def _ignore_outcome(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class HTTPProxyActor:
     def __init__(self, host: str, port: int, options: dict[str, Any]) -> None:
         if host == "node":
@@ -58,9 +98,12 @@ class HTTPProxyActor:
         await self._started
         return f"http://{self.server.host}:{self.server.port}"
 
-    async def _forward(self, deployment: str, request: HTTPRequest) -> HTTPResponse:
+    async def _forward(self, deployment: str, request: HTTPRequest) -> HTTPResponse | _ReplicaStream:
         router = await _router(current_runtime(), deployment)
-        return await router.call(HTTP_METHOD, (request,), {})
+        result, replica = await router.call_holding(HTTP_METHOD, (request,), {}, _is_stream_start)
+        if replica is None:
+            return result
+        return _ReplicaStream(router, replica, result)
 
     async def _poll_routes(self) -> None:
         while True:

@@ -6,6 +6,11 @@ never block the replica's loop (health checks, reconfigure and shutdown keep wor
 `reconfigure(user_config)` is called at start and on every `user_config` change; the
 controller calls `check_health()` periodically and `prepare_for_shutdown()` before it
 stops a replica, which waits for the requests in flight.
+
+A streamed HTTP response (StreamingResponse, generator, an ingress app sending parts)
+stays in flight here, holding its slot, from the request until its stream ends: the
+proxy pulls its chunks by stream id (`stream_next`) from this same replica, or closes it
+when the client leaves (`stream_close`); a stream nobody pulls for STREAM_IDLE_S is closed.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import itertools
 import logging
 import os
 import pickle
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from proxy import run_asgi, to_http_response, to_starlette_request
+from proxy import ChunkPump, HTTPChunks, HTTPStreamStart, StreamBody, run_asgi, to_http_response, to_starlette_request
 
 from ._ingress import bind_app
 from .messages import HTTP_METHOD
@@ -28,6 +35,8 @@ from .messages import HTTP_METHOD
 __all__ = ["ReplicaActor", "ReplicaContext", "get_replica_context"]
 
 log = logging.getLogger(__name__)
+STREAM_IDLE_S = 300.0  # a stream not pulled for this long has lost its proxy: closed
+_SWEEP_EVERY_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,9 @@ class ReplicaActor:
         self._idle = asyncio.Event()
         self._idle.set()
         self._user_config_pending = user_config
+        self._streams: dict[int, ChunkPump] = {}
+        self._stream_ids = itertools.count(1)
+        self._sweeper: asyncio.Task | None = None
 
     async def ready(self) -> dict[str, Any]:
         """Runs `reconfigure(user_config)` if there is one; answers when the replica can serve."""
@@ -100,12 +112,66 @@ class ReplicaActor:
         return fn
 
     async def handle_request(self, method: str, args: tuple, kwargs: dict) -> Any:
-        async with self._slots:
-            return await self._handle(method, args, kwargs)
-
-    async def _handle(self, method: str, args: tuple, kwargs: dict) -> Any:
+        await self._slots.acquire()
         self._ongoing += 1
         self._idle.clear()
+        streaming = False
+        try:
+            result = await self._handle(method, args, kwargs)
+            if type(result) is StreamBody:  # counted in flight until the stream ends
+                streaming = True
+                return self._open_stream(result)
+            return result
+        finally:
+            if not streaming:
+                self._request_done()
+
+    def _request_done(self) -> None:
+        self._slots.release()
+        self._ongoing -= 1
+        if self._ongoing == 0:
+            self._idle.set()
+
+    # -- streamed HTTP responses: the proxy pulls their chunks from this replica -------------
+    def _open_stream(self, body: StreamBody) -> HTTPStreamStart:
+        stream_id = next(self._stream_ids)
+        token = _context.set(self._context)  # the iterator runs in this replica's context
+        try:
+            self._streams[stream_id] = ChunkPump(body.chunks, lambda: self._stream_closed(stream_id))
+        finally:
+            _context.reset(token)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_streams())
+        return HTTPStreamStart(body.status, body.headers, stream_id)
+
+    def _stream_closed(self, stream_id: int) -> None:
+        if self._streams.pop(stream_id, None) is not None:
+            self._request_done()
+
+    async def stream_next(self, stream_id: int) -> HTTPChunks:
+        """The chunks of a streamed response produced since the last pull (proxy only)."""
+        pump = self._streams.get(stream_id)
+        if pump is None:
+            return HTTPChunks((), True, f"stream {stream_id} is closed (its caller was idle over {STREAM_IDLE_S}s?)")
+        return await pump.pull()
+
+    async def stream_close(self, stream_id: int) -> None:
+        """The client left: stop the stream's iterator (its `finally` runs)."""
+        pump = self._streams.get(stream_id)
+        if pump is not None:
+            pump.close()
+
+    async def _sweep_streams(self) -> None:
+        """Close streams nobody pulls any more (their proxy died), so they cannot leak."""
+        while self._streams:
+            await asyncio.sleep(_SWEEP_EVERY_S)
+            now = time.monotonic()
+            for pump in list(self._streams.values()):
+                if not pump.pulling and now - pump.last_active > STREAM_IDLE_S:
+                    log.warning("closing a streamed response of %s: not pulled for %ss", self._deployment, STREAM_IDLE_S)
+                    pump.close()
+
+    async def _handle(self, method: str, args: tuple, kwargs: dict) -> Any:
         token = _context.set(self._context)
         http = method == HTTP_METHOD
         try:
@@ -132,9 +198,6 @@ class ReplicaActor:
             raise
         finally:
             _context.reset(token)
-            self._ongoing -= 1
-            if self._ongoing == 0:
-                self._idle.set()
 
     async def reconfigure(self, user_config: Any) -> None:
         fn = getattr(self._callable, "reconfigure", None)

@@ -194,10 +194,20 @@ class Router:
 
     async def call(self, method: str, args: tuple, kwargs: dict) -> Any:
         """Route one request and return its result."""
+        return (await self.call_holding(method, args, kwargs, None))[0]
+
+    async def call_holding(self, method: str, args: tuple, kwargs: dict,
+                           hold: Callable[[Any], bool] | None) -> tuple[Any, ReplicaInfo | None]:
+        """Route one request; returns (result, replica). If `hold(result)`, the request
+        stays counted in flight on that replica until `release(replica)` (a response
+        streamed from it after this call returns); otherwise replica is None."""
         for attempt in range(3):
             replica = await self._acquire()
+            held = False
             try:
-                return await replica.handle.handle_request.remote(method, args, kwargs)
+                result = await replica.handle.handle_request.remote(method, args, kwargs)
+                held = hold is not None and hold(result)
+                return result, (replica if held else None)
             except ActorDiedError as e:
                 # The replica died: drop it locally; a call that was refused before it
                 # ran is retried on another replica.
@@ -205,8 +215,13 @@ class Router:
                 if not _refused_by_dead(e) or attempt == 2:
                     raise
             finally:
-                self._release(replica)
+                if not held:
+                    self._release(replica)
         raise AssertionError("unreachable")
+
+    def release(self, replica: ReplicaInfo) -> None:
+        """End a request `call_holding` kept in flight."""
+        self._release(replica)
 
     def close(self) -> None:
         self._poller.cancel()
