@@ -91,8 +91,12 @@ class ProxyServer:
                 raise OSError(f"the HTTP server on {self.host}:{self.port} stopped at start")
             await asyncio.sleep(0.01)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Stop accepting connections; wait for the requests in flight (up to `timeout_s`,
+        then they are cancelled). /-/healthz answers 503 from the moment `draining` is set
+        (before this, so load balancers stop sending here while it still serves)."""
         self.draining = True
+        self._server.config.timeout_graceful_shutdown = timeout_s
         self._server.should_exit = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)

@@ -338,9 +338,14 @@ class ServeController:
             state.record_load(time.monotonic(), source, ongoing)
 
     async def shutdown(self, timeout_s: float = 30.0) -> bool:
+        # Proxies drain first (healthz 503) and still serve while the deployments finish
+        # their requests; then they stop accepting and finish theirs before they are killed.
+        proxies = [e.handle for e in self.proxies.proxies.values() if e.handle is not None]
+        await _all_answered([self.proxies.io.call(h, "start_draining") for h in proxies], 5.0)
         names = list(self.deployments)
         await self.delete(names)
         done = await self.wait_deleted(names, timeout_s)
+        await _all_answered([self.proxies.io.call(h, "drain", timeout_s) for h in proxies], timeout_s + 5.0)
         kills = self.proxies.stop_all()
         if kills:
             await asyncio.wait(kills, timeout=timeout_s)
@@ -349,6 +354,19 @@ class ServeController:
         self._membership = ()
         return done
 
+
+
+async def _all_answered(refs: list[Any], timeout_s: float) -> None:
+    """Wait for calls to answer (or fail), at most `timeout_s`; best effort."""
+    if refs:
+        await asyncio.wait([asyncio.ensure_future(_outcome(r)) for r in refs], timeout=timeout_s)
+
+
+async def _outcome(ref: Any) -> None:
+    try:
+        await ref
+    except Exception as e:
+        log.debug("a proxy did not drain cleanly: %r", e)
 
 
 def _metrics_interval(state: DeploymentState) -> float | None:

@@ -119,5 +119,11 @@ class HTTPProxyActor:
             self._routes_version = version
             self.server.set_routes(routes)
 
-    async def drain(self) -> None:
-        await self.server.stop()
+    async def start_draining(self) -> None:
+        """From now on /-/healthz answers 503 (load balancers take this proxy out), while
+        requests are still accepted and served."""
+        self.server.draining = True
+
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Stop accepting connections and wait for the requests in flight (up to `timeout_s`)."""
+        await self.server.stop(timeout_s)

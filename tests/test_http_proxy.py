@@ -29,6 +29,16 @@ class Recorder:
     async def get(self) -> dict[str, int]:
         return dict(self.events)
 
+    async def wait(self, key: str) -> None:
+        await self._gate(key).wait()
+
+    async def open(self, key: str) -> None:
+        self._gate(key).set()
+
+    def _gate(self, key: str) -> asyncio.Event:
+        gates = self.__dict__.setdefault("gates", {})
+        return gates.setdefault(key, asyncio.Event())
+
 
 def _events(rec: actors.ActorHandle) -> dict[str, int]:
     return actors.get(rec.get.remote(), timeout=10)
@@ -191,3 +201,50 @@ def test_a_silent_connection_is_closed_after_the_header_deadline_and_keep_alive_
         # the kept-alive connection, idle past the header deadline, serves its next request
         kept.sendall(request)
         assert _read_response(kept).startswith(b"HTTP/1.1 200")
+
+
+@serve.deployment(route_prefix="/gated")
+class Gated:
+    def __init__(self, rec: actors.ActorHandle) -> None:
+        self.rec = rec
+
+    async def __call__(self, request):
+        self.rec.record.remote("started")
+        await self.rec.wait.remote("gate")
+        return "finished in flight"
+
+
+def test_healthz_is_503_while_serve_shuts_down_and_requests_in_flight_finish() -> None:
+    import threading
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    serve.start(http_options={"port": port})
+    rec = Recorder.remote()
+    serve.run(Gated.bind(rec))
+    shutting: threading.Thread | None = None
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            _routes(client, 1)
+            in_flight: dict = {}
+            requester = threading.Thread(target=lambda: in_flight.update(r=client.get("/gated")))
+            requester.start()
+            wait_until(lambda: _events(rec).get("started") == 1, timeout=30, what="the request to reach the replica")
+            assert httpx.get(f"{base}/-/healthz", timeout=10).status_code == 200
+            shutting = threading.Thread(target=serve.shutdown)
+            shutting.start()
+            # a new connection is still accepted, and told the proxy drains
+            health = wait_until(lambda: (lambda r: r if r.status_code == 503 else None)(
+                httpx.get(f"{base}/-/healthz", timeout=10)), timeout=30, what="/-/healthz to answer 503")
+            assert health.text == "draining"
+            assert shutting.is_alive() and requester.is_alive()
+            actors.get(rec.open.remote("gate"), timeout=10)
+            requester.join(60)
+            assert (in_flight["r"].status_code, in_flight["r"].text) == (200, "finished in flight")
+            shutting.join(90)
+            assert not shutting.is_alive()
+            with pytest.raises(httpx.ConnectError):  # stopped: no longer accepting
+                httpx.get(f"{base}/-/healthz", timeout=10)
+    finally:
+        if shutting is None:
+            serve.shutdown()
