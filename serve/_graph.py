@@ -12,9 +12,10 @@ reaches are deployed with the application.
 
 Running (`await dag_handle.remote(x)`, in the replica holding the handle): every call of
 the graph is started at once; a call whose arguments are other calls' responses gets those
-responses as they are (the handle layer resolves them before routing), so independent
-branches run in parallel and nothing in the graph waits on user code. A node used by two
-others runs once per execution.
+responses as they are (the handle layer resolves top-level ones before routing), so
+independent branches run in parallel and nothing in the graph waits on user code. As in
+Ray, responses inside a list or dict argument arrive as responses: `await` them or
+`actors.get` them. A node used by two others runs once per execution.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._deployment import Application
-from ._handle import DeploymentHandle, DeploymentResponse
+from ._handle import DeploymentHandle
 
 __all__ = ["InputNode", "InputAttributeNode", "MethodNode", "CallNode", "DAGHandle", "is_graph", "compile_graph",
            "check_bind_args"]
@@ -199,6 +200,7 @@ def compile_graph(root: Any, deploy: Callable[[Application], DeploymentHandle]) 
         raise TypeError(f"{root!r} is not bound: use {root!r}.bind(...) as the graph output")
     compiled: dict[int, Any] = {}
     inputs: set[int] = set()
+    functions: dict[int, Application] = {}  # one deployment per function, however many calls of it
 
     def walk(value: Any) -> Any:
         key = id(value)
@@ -218,7 +220,7 @@ def compile_graph(root: Any, deploy: Callable[[Application], DeploymentHandle]) 
         elif isinstance(value, MethodNode):
             raise TypeError(f"{value!r} is in the graph unbound: use {value!r}.bind(...)")
         elif isinstance(value, Application) and _is_function(value):
-            fn = Application(value.deployment, (), {})
+            fn = functions.setdefault(id(value.deployment), Application(value.deployment, (), {}))
             out = _Call(deploy(fn), "__call__", walk(value.args), walk(value.kwargs))
         elif isinstance(value, Application):
             out = deploy(value)  # a class node as a value: its handle
@@ -319,56 +321,12 @@ class _Run:
             return self._input()
         if isinstance(node, _InputPart):
             return self._part(node)
-        args = self.value(node.args)
-        kwargs = self.value(node.kwargs)
         handle = node.handle if node.method == "__call__" else getattr(node.handle, node.method)
-        if _nested_pending(args) or _nested_pending(kwargs):
-            return asyncio.ensure_future(_call_when_ready(handle, args, kwargs))
-        # Top-level responses are resolved by the handle layer, before routing.
-        if not _pending(args) and not _pending(kwargs.values()):
-            return handle.remote(*args, **kwargs)
-        return asyncio.ensure_future(_call_when_ready(handle, args, kwargs))
+        # Responses as top-level arguments are resolved by the handle layer before routing;
+        # inside lists and dicts they travel as responses (`await` them, or actors.get), as in Ray.
+        return handle.remote(*self.value(node.args), **self.value(node.kwargs))
 
 
 def _retrieve(fut: asyncio.Future) -> None:
     if not fut.cancelled():
         fut.exception()
-
-
-def _pending(values: Any) -> bool:
-    """Any awaitable that the handle layer does not resolve itself (our own tasks)."""
-    return any(isinstance(v, asyncio.Future) and not isinstance(v, DeploymentResponse) for v in values)
-
-
-def _nested_pending(value: Any) -> bool:
-    """A future inside a list/tuple/dict argument (the handle resolves only top-level ones)."""
-    items = value.values() if isinstance(value, dict) else value
-    return any(isinstance(v, (list, tuple, dict)) and _has_future(v) for v in items)
-
-
-def _has_future(value: Any) -> bool:
-    if isinstance(value, asyncio.Future):
-        return True
-    if isinstance(value, (list, tuple)):
-        return any(_has_future(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_future(v) for v in value.values())
-    return False
-
-
-async def _resolve(value: Any) -> Any:
-    if isinstance(value, asyncio.Future):
-        return await value
-    if isinstance(value, tuple):
-        return tuple([await _resolve(v) for v in value])
-    if isinstance(value, list):
-        return [await _resolve(v) for v in value]
-    if isinstance(value, dict):
-        return {k: await _resolve(v) for k, v in value.items()}
-    return value
-
-
-async def _call_when_ready(handle: DeploymentHandle, args: tuple, kwargs: dict) -> Any:
-    args = await _resolve(args)
-    kwargs = await _resolve(kwargs)
-    return await handle.remote(*args, **kwargs)

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from ._build import import_attr
 from ._deployment import Application, Deployment
 from ._graph import DAGHandle, is_graph
-from .http_adapters import json_request
+from .http_adapters import json_request, pydantic_request
 
 __all__ = ["DAGDriver"]
 
@@ -30,7 +30,10 @@ def _load_adapter(http_adapter: Any) -> Any:
     if http_adapter is None:
         return json_request
     if isinstance(http_adapter, str):
-        return import_attr(http_adapter)
+        http_adapter = import_attr(http_adapter)
+    is_model = hasattr(http_adapter, "model_validate") or hasattr(http_adapter, "parse_obj")
+    if inspect.isclass(http_adapter) and is_model:
+        return pydantic_request(http_adapter)  # a pydantic model: the JSON body validated into it
     return http_adapter
 
 

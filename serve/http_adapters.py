@@ -2,7 +2,8 @@
 
 An adapter is `adapter(request: starlette.requests.Request) -> input` (sync or async).
 `DAGDriver.bind(graph, http_adapter=...)` takes one (or its import path as a string);
-the default is `json_request`. An adapter that raises `ValueError` (or `TypeError`) makes
+the default is `json_request`. A pydantic model class works as an adapter too: the JSON
+body validated into an instance of it (`pydantic_request(Model)`). An adapter that raises `ValueError` (or `TypeError`) makes
 the request fail with 400 and the error's message.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-__all__ = ["json_request", "starlette_request"]
+__all__ = ["json_request", "pydantic_request", "starlette_request"]
 
 
 async def json_request(request: Request) -> Any:
@@ -30,3 +31,15 @@ async def json_request(request: Request) -> Any:
 async def starlette_request(request: Request) -> Request:
     """The request itself: the graph's input is the `starlette.requests.Request`."""
     return request
+
+
+def pydantic_request(model: type) -> Any:
+    """An adapter validating the JSON body into `model` (a pydantic model class)."""
+    validate = getattr(model, "model_validate", None) or getattr(model, "parse_obj", None)
+    if validate is None:
+        raise TypeError(f"{model!r} is not a pydantic model class")
+
+    async def adapter(request: Request) -> Any:
+        return validate(await json_request(request))  # pydantic's ValidationError is a ValueError
+
+    return adapter

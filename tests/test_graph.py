@@ -7,6 +7,7 @@ import asyncio
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
 import actors
 import serve
@@ -62,6 +63,45 @@ def test_key_concepts_deployment_graph_over_handle_and_http(http) -> None:
     assert set(serve.list_deployments()) == {"DAGDriver", "Model", "preprocess"}
 
 
+# -- Ray Serve 1.x "Deployment Graph" over HTTP with a pydantic adapter, ported the same way --
+class ModelInputData(BaseModel):
+    model_input1: int
+    model_input2: str
+
+
+@serve.deployment
+class InputModel:
+    def __init__(self, weight):
+        self.weight = weight
+
+    def forward(self, input: ModelInputData):
+        return input.model_input1 + len(input.model_input2) + self.weight
+
+
+@serve.deployment
+def combine_refs(value_refs):
+    return sum(actors.get(value_refs))
+
+
+def test_dag_over_http_with_a_pydantic_adapter(http) -> None:
+    with InputNode() as user_input:
+        model1 = InputModel.bind(0)
+        model2 = InputModel.bind(1)
+        output1 = model1.forward.bind(user_input)
+        output2 = model2.forward.bind(user_input)
+        dag = combine_refs.bind([output1, output2])
+        serve_dag = DAGDriver.options(route_prefix="/my-dag").bind(dag, http_adapter=ModelInputData)
+
+    dag_handle = serve.run(serve_dag)
+    assert actors.get(dag_handle.predict.remote(ModelInputData(model_input1=1, model_input2="test"))) == 11
+    _wait_route(http, "/my-dag")
+    assert http.post("/my-dag", json={"model_input1": 1, "model_input2": "test"}).text == "11"
+    invalid = http.post("/my-dag", json={"model_input1": "one"})
+    assert invalid.status_code == 400 and "model_input2" in invalid.json()["error"]
+    # the deployment bound twice is two deployments (Ray names the second Name_1)
+    assert set(serve.list_deployments()) == {"DAGDriver", "InputModel", "InputModel_1", "combine_refs"}
+
+
 # -- input parts, methods, functions, a shared node, parallel branches ----------------------
 @serve.deployment
 class Weighted:
@@ -83,8 +123,9 @@ def combine(a, b, extra=0):
 
 
 @serve.deployment
-def total(values, scale):
-    return sum(values) * scale["factor"]
+async def total(values, scale):
+    assert all(isinstance(v, serve.DeploymentResponse) for v in values), values  # in a list: responses, as in Ray
+    return sum(await asyncio.gather(*values)) * scale["factor"]
 
 
 def test_input_parts_methods_functions_and_a_node_used_twice(cluster) -> None:
@@ -93,13 +134,14 @@ def test_input_parts_methods_functions_and_a_node_used_twice(cluster) -> None:
         m2 = Weighted.options(name="times10").bind(10)
         shared = m1.forward.bind(inp[0])  # used by two nodes below: runs once per request
         left = combine.bind(shared, m2.forward.bind(inp.x))
-        right = combine.options(name="combine2").bind(shared, inp["y"], extra=100)
+        right = combine.bind(shared, inp["y"], extra=100)  # the same function: one deployment
         dag = total.bind([left, right], {"factor": inp.factor})
     handle = serve.run(DAGDriver.bind(dag))
     # inp[0] is the first positional argument, inp.x / inp["y"] keyword arguments
     assert handle.predict.remote(1, x=3, y=5, factor=2).result() == ((2 + 30) + (2 + 5 + 100)) * 2
     assert serve.get_deployment("times2").get_handle().count.remote().result() == 1
     assert serve.get_deployment("times10").get_handle().count.remote().result() == 1
+    assert set(serve.list_deployments()) == {"DAGDriver", "times2", "times10", "combine", "total"}
     serve.shutdown()
 
     with InputNode() as inp:  # one value: parts are picked from it (a dict's keys as attributes too)
@@ -272,3 +314,29 @@ def test_misuse_errors() -> None:
         combine.bind(Weighted.bind(1).forward, inp)
     with InputNode() as inp, pytest.raises(TypeError, match="has no methods"):
         preprocess.bind(inp).forward.bind(inp)
+
+
+@serve.deployment
+class Tagged:
+    def __init__(self, tag):
+        self.tag = tag
+
+    def __call__(self, *_):
+        return self.tag
+
+
+@serve.deployment
+class Both:
+    def __init__(self, first, second, again):
+        self.handles = (first, second, again)
+
+    async def __call__(self):
+        return [await h.remote() for h in self.handles]
+
+
+def test_a_deployment_bound_twice_is_two_deployments_and_a_node_passed_twice_is_one(cluster) -> None:
+    one = Tagged.bind("one")
+    handle = serve.run(Both.bind(one, Tagged.bind("two"), one))
+    assert handle.remote().result() == ["one", "two", "one"]
+    assert set(serve.list_deployments()) == {"Both", "Tagged", "Tagged_1"}
+    serve.shutdown()
