@@ -63,7 +63,9 @@ class _ActorReplicaIO:
                           target.config.user_config, target.is_function, target.config.max_ongoing_requests)
 
     def call(self, handle: actors.ActorHandle, method: str, *args: Any) -> actors.ObjectRef:
-        return getattr(handle, method).remote(*args)
+        ref = getattr(handle, method).remote(*args)
+        ref.future().add_done_callback(_retrieved)  # a replica dropped with a call pending: no noise
+        return ref
 
     def kill(self, handle: actors.ActorHandle) -> None:
         rt = current_runtime()
@@ -87,11 +89,18 @@ class _ActorProxyIO:
                           self.http_options)
 
     def call(self, handle: actors.ActorHandle, method: str, *args: Any) -> actors.ObjectRef:
-        return getattr(handle, method).remote(*args)
+        ref = getattr(handle, method).remote(*args)
+        ref.future().add_done_callback(_retrieved)  # a dropped call's error is no news
+        return ref
 
     def kill(self, handle: actors.ActorHandle) -> asyncio.Task:
         rt = current_runtime()
         return rt.background(_kill(rt, handle))
+
+
+def _retrieved(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def _kill(rt: Any, handle: actors.ActorHandle) -> None:

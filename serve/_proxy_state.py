@@ -7,7 +7,9 @@ proxies through the `ProxyIO` seam, so it runs against fakes in unit tests.
 
 Proxy life (one entry per node that should have a proxy):
     STARTING --ready--> HEALTHY --health check fails / died--> UNHEALTHY --(killed)--> STARTING
-    STARTING --ready raised (e.g. port in use)--> UNHEALTHY, retried after a back-off
+    STARTING --ready raised (e.g. port in use)--> UNHEALTHY, retried after a growing back-off
+A proxy that was serving is restarted RESTART_DELAY_S after it is gone: if its node died
+with it, the node table says so by then and the node is forgotten instead.
 A node that leaves (dead, or no longer wanted) is forgotten; its proxy is killed.
 """
 
@@ -27,6 +29,7 @@ HEALTH_PERIOD_S = 2.0
 HEALTH_TIMEOUT_S = 20.0
 START_TIMEOUT_S = 60.0
 MAX_BACKOFF_S = 30.0
+RESTART_DELAY_S = 1.0  # a serving proxy that died: long enough for the node table to say if its node died too
 
 
 def proxy_actor_name(node_id: str, serial: str) -> str:
@@ -168,7 +171,7 @@ class ProxyState:
         """Kill the proxy; start another once it is gone (after a back-off if it never started)."""
         entry.state, entry.url, entry.message = UNHEALTHY, "", message
         entry.failures += 1
-        entry.retry_at = now + (min(MAX_BACKOFF_S, 2.0 ** (entry.failures - 1)) if backoff else 0.0)
+        entry.retry_at = now + (min(MAX_BACKOFF_S, 2.0 ** (entry.failures - 1)) if backoff else RESTART_DELAY_S)
         entry.ready = entry.health = None
         entry.killing = self.io.kill(entry.handle) if entry.handle is not None else None
         entry.handle = None

@@ -18,6 +18,7 @@ from serve._proxy_state import (
     HEALTH_PERIOD_S,
     HEALTH_TIMEOUT_S,
     HEALTHY,
+    RESTART_DELAY_S,
     STARTING,
     UNHEALTHY,
     NodeView,
@@ -182,12 +183,29 @@ def test_a_dead_or_hung_proxy_is_replaced_at_once() -> None:
     state.step(t + 0.1, [HEAD, N2])
     assert state.status()["n1"]["state"] == UNHEALTHY and head_proxy.killed
     io.kills[-1][1].succeed()
-    state.step(t + 0.2, [HEAD, N2])  # no back-off for a proxy that was serving
+    state.step(t + 0.2, [HEAD, N2])
+    assert len(io.started) == 2, "restarted before the node table could tell whether its node died too"
+    state.step(t + 0.1 + RESTART_DELAY_S, [HEAD, N2])  # no growing back-off for a proxy that was serving
     assert len(io.started) == 3 and io.started[2].node == HEAD
     # n2's health check never answers
     state.step(t + HEALTH_TIMEOUT_S + 1.0, [HEAD, N2])
     assert state.status()["n2"]["state"] == UNHEALTHY and n2_proxy.killed
     assert "health check" in state.status()["n2"]["message"]
+
+
+def test_a_proxy_that_died_with_its_node_is_not_restarted() -> None:
+    io = FakeIO()
+    state = ProxyState("EveryNode", io)
+    state.step(0.0, [HEAD, N2])
+    _ready_all(io)
+    state.step(0.1, [HEAD, N2])
+    state.step(0.1 + HEALTH_PERIOD_S, [HEAD, N2])
+    io.started[1].last("ready").fail(RuntimeError("ActorDiedError: node n2 stopped heartbeating"))
+    state.step(0.2 + HEALTH_PERIOD_S, [HEAD, N2])
+    io.kills[-1][1].succeed()
+    state.step(0.5 + HEALTH_PERIOD_S, [HEAD, _dead(N2)])  # the node table catches up within the delay
+    state.step(5.0 + HEALTH_PERIOD_S, [HEAD, _dead(N2)])
+    assert len(io.started) == 2 and sorted(state.status()) == ["n1"]
 
 
 def test_adopted_proxies_are_checked_before_counting_as_healthy() -> None:
