@@ -282,15 +282,15 @@ def get_deployment(name: str) -> Deployment:
 
 
 def http_base_url() -> str:
-    """The URL of a proxy: the head node's (HeadOnly), else the first by IP."""
-    host, port = "127.0.0.1", 8000
+    """The URL of a proxy (with http_options root_path): the head node's (HeadOnly), else the first by IP."""
+    host, port, root_path = "127.0.0.1", 8000, ""
     try:
         st = status()
         opts = st.get("http_options", {})
-        host, port = opts.get("host", host), opts.get("port", port)
+        host, port, root_path = opts.get("host", host), opts.get("port", port), opts.get("root_path", "")
         urls = sorted((p["node_ip"], p["url"]) for p in st.get("proxies", {}).values() if p["url"])
         if urls:
-            return urls[0][1]
+            return urls[0][1] + root_path
     except Exception:
         pass
-    return f"http://{'127.0.0.1' if host == 'node' else host}:{port}"
+    return f"http://{'127.0.0.1' if host == 'node' else host}:{port}{root_path}"

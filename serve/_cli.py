@@ -130,9 +130,10 @@ def _base_url(http: dict[str, Any], proxies: dict[str, Any] | None = None) -> st
     if http.get("location") == "NoServer":
         return None
     urls = sorted((p["node_ip"], p["url"]) for p in (proxies or {}).values() if p.get("url"))
+    root_path = http.get("root_path", "")
     if http.get("host") == "node" and urls:
-        return urls[0][1]
-    return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+        return urls[0][1] + root_path
+    return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}{root_path}"
 
 
 def _check_http(running: dict[str, Any], wanted: dict[str, Any]) -> None:

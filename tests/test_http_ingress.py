@@ -152,6 +152,7 @@ def test_root_path_mounts_the_proxy_under_a_prefix(serve_down) -> None:
         assert http.get("/-/routes").json() == expected  # built-ins also answer at their own paths
         assert http.get("/-/healthz").text == http.get("/serve/-/healthz").text == "success"
 
+        assert serve.get_deployment("Echo").url == f"http://127.0.0.1:{port}/serve/Echo"
         got = http.get("/serve/Echo/sub/path")
         assert got.status_code == 200
         assert got.json()["path"] == "/sub/path" and got.json()["root_path"] == "/serve/Echo"
@@ -171,6 +172,13 @@ def test_root_path_mounts_the_proxy_under_a_prefix(serve_down) -> None:
         schema = http.get("/serve/hello/openapi.json").json()
         assert "/items/{item_id}" in schema["paths"]
         assert schema.get("servers") == [{"url": "/serve/hello"}]
+
+
+def test_cli_urls_include_root_path() -> None:
+    from serve._cli import _base_url
+
+    assert _base_url({"host": "127.0.0.1", "port": 8000, "root_path": "/serve"}) == "http://127.0.0.1:8000/serve"
+    assert _base_url({"host": "127.0.0.1", "port": 8000}) == "http://127.0.0.1:8000"
 
 
 # -- FastAPI examples of Ray Serve 1.x's HTTP guide, ported --------------------------------

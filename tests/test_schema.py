@@ -108,6 +108,10 @@ def test_single_application_form() -> None:
     ({"http_options": {"location": "Everywhere"}, "applications": [{"import_path": APP}]},
      "http_options.location: must be 'HeadOnly', 'EveryNode' or 'NoServer'"),
     ({"proxy_location": "Nowhere", "applications": [{"import_path": APP}]}, "proxy_location: must be one of"),
+    ({"http_options": {"root_path": "serve/"}, "applications": [{"import_path": APP}]},
+     "http_options.root_path: must be '' or a path starting with '/', such as '/serve'; got 'serve/': use '/serve'"),
+    ({"http_options": {"middlewares": ["cors"]}, "applications": [{"import_path": APP}]},
+     "http_options.middlewares: not supported in a config file"),
 ])
 def test_invalid_configs_name_the_field(data, expected) -> None:
     errors = _errors(data)
