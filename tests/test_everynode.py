@@ -102,6 +102,50 @@ def _agent_pid(ip: str) -> int:
     return json.loads((Path(RUN_DIR) / "nodes" / f"{ip}.json").read_text())["pids"]["agent"]
 
 
+def _proxy_ips() -> list[str]:
+    """IPs of the nodes hosting a live proxy actor, as the head sees it."""
+    ips = {n["node_id"]: n["ip"] for n in actors.nodes()}
+    return sorted(ips[i.node_id.hex] for i in _head("list_actors") if (i.name or "").startswith("SERVE_PROXY::")
+                  and i.node_id is not None and i.state is not ActorState.DEAD)
+
+
+def _refused(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=5)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+# Before the module's EveryNode Serve starts (tests run in file order):
+def test_headonly_runs_one_proxy_on_the_head_node_and_shutdown_stops_it(nodes) -> None:
+    port = free_port()
+    serve.start(http_options={"location": "HeadOnly", "host": "node", "port": port})
+    try:
+        assert _healthy_proxies() == {"127.0.0.1": f"http://127.0.0.1:{port}"}
+        assert _proxy_ips() == ["127.0.0.1"]
+        assert httpx.get(f"http://127.0.0.1:{port}/-/healthz", timeout=10).text == "success"
+        assert _refused(f"http://127.0.0.2:{port}/-/healthz")
+    finally:
+        serve.shutdown()
+    assert _proxy_ips() == []
+    assert _refused(f"http://127.0.0.1:{port}/-/healthz")
+
+
+def test_a_port_taken_on_one_node_fails_serve_start_and_leaves_nothing_behind(nodes) -> None:
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.2", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"could not listen on 127.0.0.2:{port}"):
+            serve.start(http_options={"location": "EveryNode", "host": "node", "port": port})
+    wait_until(lambda: _proxy_ips() == [], timeout=20, what="the other nodes' proxies to be stopped")
+    assert _head("get_named_actor", "SERVE_CONTROLLER", "serve") is None or \
+        _head("get_named_actor", "SERVE_CONTROLLER", "serve").state is ActorState.DEAD
+
+
 def test_a_proxy_on_every_node_follows_nodes_joining_and_leaving(everynode) -> None:
     port = everynode["http_port"]
     assert _healthy_proxies() == {ip: f"http://{ip}:{port}" for ip in IPS}
@@ -110,9 +154,21 @@ def test_a_proxy_on_every_node_follows_nodes_joining_and_leaving(everynode) -> N
         assert (health.status_code, health.text) == (200, "success")
         assert wait_until(lambda ip=ip: _answers(f"http://{ip}:{port}/where"), timeout=20,
                           what=f"the proxy on {ip} to route /where")
-    # A node joins: it gets a proxy of its own.
+    # A node joins: it gets a proxy of its own; while something else holds the port there,
+    # the proxy is reported UNHEALTHY and retried until the port is free.
+    import socket
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.4", port))
+    squatter.listen()
     zeroserve("start", "--address", everynode["address"], "--node-ip", "127.0.0.4", "--num-cpus", "2")
     try:
+        def refused() -> dict | None:
+            return next((p for p in serve.status()["proxies"].values()
+                         if p["node_ip"] == "127.0.0.4" and p["state"] == "UNHEALTHY"), None)
+
+        assert "in use" in wait_until(refused, timeout=30, what="the joining node's proxy to fail on the port")["message"]
+        squatter.close()
         wait_until(lambda: "127.0.0.4" in _healthy_proxies(), timeout=30, what="a proxy on the joining node")
         wait_until(lambda: _answers(f"http://127.0.0.4:{port}/where"), timeout=20,
                    what="the joining node's proxy to route /where")
@@ -125,6 +181,7 @@ def test_a_proxy_on_every_node_follows_nodes_joining_and_leaving(everynode) -> N
         wait_until(lambda: _answers(f"http://127.0.0.2:{port}/-/healthz"), timeout=20,
                    what="the restarted proxy to answer")
     finally:
+        squatter.close()
         zeroserve("stop", "--node-ip", "127.0.0.4")
     # The node leaves: its proxy is forgotten (not restarted elsewhere).
     wait_until(lambda: sorted(p["node_ip"] for p in serve.status()["proxies"].values()) == sorted(IPS),
