@@ -20,18 +20,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["BUILTIN_PATHS", "build_app"]
+__all__ = ["BUILTIN_PATHS", "MiddlewareError", "build_app"]
 
 BUILTIN_PATHS = frozenset({"/-/healthz", "/-/routes"})
 ASGIApp = Any
 
 
+class MiddlewareError(ValueError):
+    """A middleware could not be applied (its constructor raised)."""
+
+
 def build_app(app: ASGIApp, middlewares: Iterable[Any] = (), root_path: str = "") -> ASGIApp:
     if root_path:
         app = _mount(app, root_path)
-    for middleware in reversed(list(middlewares)):
-        cls, args, kwargs = middleware
-        app = cls(app, *args, **kwargs)
+    middlewares = list(middlewares)
+    for i in reversed(range(len(middlewares))):
+        cls, args, kwargs = middlewares[i]
+        try:
+            app = cls(app, *args, **kwargs)
+        except Exception as e:
+            raise MiddlewareError(f"middlewares[{i}] {middlewares[i]!r} could not wrap the proxy's app: "
+                                  f"{type(e).__name__}: {e}") from e
     return app
 
 

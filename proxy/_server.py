@@ -126,7 +126,7 @@ class ProxyServer:
             return HTTPResponse(200, ((b"content-type", b"application/json"),), json.dumps(self.table.routes()).encode())
         match = self.table.match(path)
         if match is None:
-            return _text(404, f"Path '{path}' not found. Ping http://{self.host}:{self.port}/-/routes for the routing table.")
+            return _text(404, f"Path '{scope.get('root_path', '') + path}' not found. Ping http://{self.host}:{self.port}/-/routes for the routing table.")
         body = await self._read_body(scope, receive)
         if body is None:
             return _text(413, f"request body over max_body_bytes={self._max_body}")

@@ -78,6 +78,9 @@ def _wait_proxies(controller: actors.ActorHandle, http: HTTPOptions) -> None:
         failed = [p for p in proxies.values() if p["state"] == "UNHEALTHY"]
         if failed:
             p = failed[0]
+            if "MiddlewareError: " in p["message"]:  # the proxy's constructor: a wrong middleware
+                raise RuntimeError(f"the HTTP proxy could not start: http_options "
+                                   f"{p['message'].rsplit('MiddlewareError: ', 1)[-1].strip()}")
             host = p["node_ip"] if http.host == "node" else http.host
             raise RuntimeError(f"the HTTP proxy could not listen on {host}:{http.port} on node {p['node_id']} "
                                f"({p['message']}); pick another http_options port, or location='NoServer'")

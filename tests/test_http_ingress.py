@@ -164,6 +164,7 @@ def test_root_path_mounts_the_proxy_under_a_prefix(serve_down) -> None:
             assert "root_path '/serve'" in r.text
         inside_unknown = http.get("/serve/nowhere")
         assert inside_unknown.status_code == 404 and "/-/routes" in inside_unknown.text
+        assert "Path '/serve/nowhere' not found" in inside_unknown.text
 
         assert http.get("/serve/hello/items/3").json() == {"item_id": 3}
         assert http.get("/serve/hello/items/x").status_code == 422
@@ -427,3 +428,14 @@ def test_wrong_middlewares_and_root_path_fail_at_the_call() -> None:
     with pytest.raises(ValueError, match="root_path '/a//b' may not contain"):
         serve.start(http_options={"root_path": "/a//b"})
     assert serve.HTTPOptions(root_path=None).root_path == ""
+
+
+def test_a_middleware_that_cannot_be_built_fails_serve_start_clearly(serve_down) -> None:
+    port = free_port()
+    with pytest.raises(RuntimeError, match=r"http_options middlewares\[1\] Middleware\(CORSMiddleware, bogus=1\) "
+                                           r"could not wrap the proxy's app: TypeError: .*'bogus'"):
+        serve.start(http_options={"port": port, "middlewares": [Middleware(CORSMiddleware, allow_origins=["*"]),
+                                                               Middleware(CORSMiddleware, bogus=1)]})
+    serve.start(http_options={"port": port})  # nothing was left behind
+    with _client(port) as http:
+        assert http.get("/-/healthz").text == "success"
