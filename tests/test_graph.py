@@ -340,3 +340,16 @@ def test_a_deployment_bound_twice_is_two_deployments_and_a_node_passed_twice_is_
     assert handle.remote().result() == ["one", "two", "one"]
     assert set(serve.list_deployments()) == {"Both", "Tagged", "Tagged_1"}
     serve.shutdown()
+
+
+def test_a_graph_has_one_input_node() -> None:
+    from serve._api import app_targets  # builds the targets without deploying anything
+
+    with InputNode() as first:
+        a = preprocess.bind(first)
+    with InputNode() as second:
+        b = combine.bind(a, second)
+    with pytest.raises(ValueError, match="one InputNode"):
+        app_targets(DAGDriver.bind(b), "two_inputs")
+    _, targets = app_targets(DAGDriver.bind(a), "one_input")
+    assert sorted(t.name for t in targets) == ["DAGDriver", "preprocess"]
