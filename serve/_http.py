@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-from actors import ActorDiedError, ActorsError
+from actors import ActorsError
 from actors.system import current_runtime
 from proxy import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart, ProxyServer
 
@@ -26,13 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def _status_of(exc: BaseException) -> int:
-    """503 back-pressure; 502 when the replica died with the request (a load balancer
-    may retry it elsewhere); 503 when this proxy's own runtime is shutting down (its node
-    is going away); 500 for the deployment's own errors."""
+    """503 on back-pressure, and when this proxy's own runtime is shutting down (its node
+    is going away: a load balancer should try another proxy); 500 for anything else,
+    the deployment's own errors and a replica that died with the request included (a
+    502 there would make a load balancer count a healthy proxy as failed)."""
     if isinstance(exc, BackPressureError):
         return 503
-    if isinstance(exc, ActorDiedError):
-        return 502
     if type(exc) is ActorsError:
         return 503
     return 500

@@ -373,7 +373,7 @@ def test_proxy_status_codes_tell_a_load_balancer_what_it_may_retry() -> None:
     from serve.exceptions import BackPressureError
 
     assert _status_of(BackPressureError("full")) == 503
-    assert _status_of(actors.ActorDiedError("the replica died with the request")) == 502
+    assert _status_of(actors.ActorDiedError("the replica died with the request")) == 500
     assert _status_of(actors.ActorsError("the runtime of this process is shut down")) == 503
     assert _status_of(ValueError("the deployment's own error")) == 500
     assert _status_of(actors.RemoteError("Oops", "unpicklable user error", "tb")) == 500
