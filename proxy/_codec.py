@@ -62,6 +62,13 @@ def _chunk(item: Any) -> bytes:
     return item if isinstance(item, bytes) else str(item).encode()
 
 
+def _whole(status: int, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HTTPResponse:
+    """A whole response, with its content-length (so it is not sent chunked)."""
+    if status >= 200 and status not in (204, 304):
+        headers = (*headers, (b"content-length", b"%d" % len(body)))
+    return HTTPResponse(status, headers, body)
+
+
 async def _encoded(chunks: Any) -> Any:
     async for item in chunks:
         yield _chunk(item)
@@ -79,13 +86,13 @@ async def to_http_response(result: Any) -> HTTPResponse | StreamBody:
     if isinstance(result, Response):
         return HTTPResponse(result.status_code, tuple(result.raw_headers), bytes(result.body))
     if isinstance(result, str):
-        return HTTPResponse(200, _TEXT, result.encode())
+        return _whole(200, _TEXT, result.encode())
     if isinstance(result, (bytes, bytearray, memoryview)):
-        return HTTPResponse(200, ((b"content-type", b"application/octet-stream"),), bytes(result))
+        return _whole(200, ((b"content-type", b"application/octet-stream"),), bytes(result))
     if inspect.isgenerator(result) or inspect.isasyncgen(result):
         return StreamBody(200, _TEXT, _stream_of(result))
     body = json.dumps(result, default=_json_default).encode()
-    return HTTPResponse(200, ((b"content-type", b"application/json"),), body)
+    return _whole(200, ((b"content-type", b"application/json"),), body)
 
 
 def _json_default(value: Any) -> Any:
@@ -177,7 +184,7 @@ async def run_asgi(app: Any, req: HTTPRequest) -> HTTPResponse | StreamBody:
         raise
     headers = tuple((k, v) for k, v in start["headers"] if k.lower() != b"content-length")
     if not more:
-        return HTTPResponse(start["status"], headers, body)
+        return _whole(start["status"], headers, body)
     return StreamBody(start["status"], headers, _app_parts(body, parts, task))
 
 

@@ -23,26 +23,32 @@ _408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-
 class _HeaderDeadlineProtocol(HttpToolsProtocol):
     header_timeout_s: float = 30.0
     _deadline: asyncio.TimerHandle | None = None
+    _head_since: float | None = None  # when the head being read began (None: no head pending)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()
+        self._head_since = self.loop.time()
+        self._deadline = self.loop.call_at(self._head_since + self.header_timeout_s, self._expired)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # A head that arrived whole (the usual case) costs no timer; one still incomplete
+        # after this packet gets one, measured from its first byte.
+        if self._head_since is not None and self._deadline is None and not self.transport.is_closing():
+            self._deadline = self.loop.call_at(self._head_since + self.header_timeout_s, self._expired)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm()
+        self._head_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
+        self._head_since = None
         self._disarm()
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -51,7 +57,7 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def _expired(self) -> None:
         self._deadline = None
-        if self.transport.is_closing():
+        if self._head_since is None or self.transport.is_closing():
             return
         if self.cycle is None or self.cycle.response_complete:  # never inside another response
             self.transport.write(_408)

@@ -50,7 +50,9 @@ class _Server(uvicorn.Server):
 
 
 def _text(status: int, text: str) -> HTTPResponse:
-    return HTTPResponse(status, ((b"content-type", b"text/plain; charset=utf-8"),), text.encode())
+    body = text.encode()
+    return HTTPResponse(status, ((b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))),
+                        body)
 
 
 class ProxyServer:
