@@ -182,10 +182,12 @@ class Router:
     def _sent(self, replica: ReplicaInfo, method: str, args: tuple, kwargs: dict,
               deliver: Callable[[asyncio.Future], Any], reply: asyncio.Future) -> None:
         self._release(replica)
-        if not reply.cancelled() and _refused_by_dead(reply.exception()):
-            self._drop(replica)
-            asyncio.get_running_loop().create_task(self.call(method, args, kwargs)).add_done_callback(deliver)
-            return
+        error = None if reply.cancelled() else reply.exception()
+        if isinstance(error, ActorDiedError):
+            self._drop(replica)  # as call_holding: forget it now, whether or not the call ran
+            if _refused_by_dead(error):
+                asyncio.get_running_loop().create_task(self.call(method, args, kwargs)).add_done_callback(deliver)
+                return
         deliver(reply)
 
     def _drop(self, replica: ReplicaInfo) -> None:

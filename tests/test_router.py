@@ -661,6 +661,14 @@ def test_a_lost_connection_reaches_the_caller_without_a_retry(via: str) -> None:
         await settle()
         assert len(env.log) == 1, "a call that may have run was retried"
         assert env.router.load == 0
+        lost = env.log[0].replica
+        assert lost not in {r.replica_id for r in env.router.replicas}, "the dead replica was kept"
+        for i in range(6):  # the next calls go elsewhere
+            t = env.call(i)
+            await until(lambda: env.pending(), "dispatch")
+            env.pending()[0].succeed(None)
+            await outcome(t)
+        assert all(r.replica != lost for r in env.log[1:])
         env.router.close()
 
     run(main())

@@ -326,13 +326,16 @@ def test_a_killed_replica_is_replaced_and_traffic_goes_on() -> None:
     os.kill(victim, 9)
     failures = 0
 
-    def replaced() -> bool:
+    def pid() -> int | None:
         nonlocal failures
         try:
-            handle.remote().result(timeout_s=10)
+            return handle.pid.remote().result(timeout_s=10)
         except actors.ActorDiedError:
             failures += 1  # only a request that was on the killed replica may fail
-        now = {handle.pid.remote().result() for _ in range(20)}
+            return None
+
+    def replaced() -> bool:
+        now = {pid() for _ in range(20)} - {None}
         return len(now) == 2 and victim not in now
 
     wait_until(replaced, timeout=30, what="the killed replica to be replaced")
