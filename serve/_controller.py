@@ -310,7 +310,9 @@ class ServeController:
             states = {d["status"] for d in app["deployments"].values()}
             app["status"] = ("UNHEALTHY" if "UNHEALTHY" in states else "DELETING" if states == {"DELETING"}
                              else "RUNNING" if states == {"HEALTHY"} else "DEPLOYING")
-        return {"applications": apps, "http_options": self.http_options, "proxies": self.proxies.status()}
+        # Middlewares as text: a driver asking for the status may not be able to import their classes.
+        http = {**self.http_options, "middlewares": [repr(m) for m in self.http_options.get("middlewares", ())]}
+        return {"applications": apps, "http_options": http, "proxies": self.proxies.status()}
 
     async def targets(self) -> dict[str, DeploymentTarget]:
         await self._ready

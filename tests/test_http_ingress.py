@@ -63,6 +63,8 @@ def test_cors_middleware_example_from_the_ray_http_guide(serve_down) -> None:
                 CORSMiddleware, allow_origins=["*"], allow_methods=["*"])
         ]})
     assert client is not None
+    assert serve.status()["http_options"]["middlewares"] == [
+        "Middleware(CORSMiddleware, allow_origins=['*'], allow_methods=['*'])"]  # as text: drivers need not import it
 
     serve.run(Echo.bind())
     with _client() as http:
