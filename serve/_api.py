@@ -82,8 +82,10 @@ def _wait_proxies(controller: actors.ActorHandle, http: HTTPOptions) -> None:
                 raise RuntimeError(f"the HTTP proxy could not start: http_options "
                                    f"{p['message'].rsplit('MiddlewareError: ', 1)[-1].strip()}")
             host = p["node_ip"] if http.host == "node" else http.host
+            hint = ("; with several nodes on one machine, host='node' binds each proxy to its node's IP"
+                    if http.location == "EveryNode" and http.host != "node" else "")
             raise RuntimeError(f"the HTTP proxy could not listen on {host}:{http.port} on node {p['node_id']} "
-                               f"({p['message']}); pick another http_options port, or location='NoServer'")
+                               f"({p['message']}); pick another http_options port, or location='NoServer'{hint}")
         if proxies and len(ready) == len(proxies):
             for p in sorted(ready, key=lambda p: p["node_ip"]):
                 _say(f"HTTP proxy listening on {p['url']} (node {p['node_id']})")

@@ -142,6 +142,10 @@ def test_a_port_taken_on_one_node_fails_serve_start_and_leaves_nothing_behind(no
         with pytest.raises(RuntimeError, match=f"could not listen on 127.0.0.2:{port}"):
             serve.start(http_options={"location": "EveryNode", "host": "node", "port": port})
     wait_until(lambda: _proxy_ips() == [], timeout=20, what="the other nodes' proxies to be stopped")
+    # Three nodes on one machine all binding 127.0.0.1: the message says what to do.
+    with pytest.raises(RuntimeError, match="host='node' binds each proxy to its node's IP"):
+        serve.start(http_options={"location": "EveryNode", "host": "127.0.0.1", "port": free_port()})
+    wait_until(lambda: _proxy_ips() == [], timeout=20, what="the proxies to be stopped")
     assert _head("get_named_actor", "SERVE_CONTROLLER", "serve") is None or \
         _head("get_named_actor", "SERVE_CONTROLLER", "serve").state is ActorState.DEAD
 
