@@ -75,8 +75,17 @@ def _claim_routes(app: Any, cls: type) -> None:
                 and "." not in endpoint.__qualname__[len(prefix):]):
             continue
         setattr(endpoint, OWNER_ATTR, cls)
-        if type(route).__name__ == "APIRoute":
+        if _is_api_route(route):
             routes[i] = _api_route(route, _with_self_dependency(endpoint, cls))
+
+
+def _is_api_route(route: Any) -> bool:
+    """A FastAPI route (also of a custom `route_class`), as opposed to a Starlette one."""
+    try:
+        from fastapi.routing import APIRoute
+    except ImportError:  # pragma: no cover - fastapi is a dependency
+        return False
+    return isinstance(route, APIRoute)
 
 
 def _api_route(route: Any, endpoint: Any) -> Any:
@@ -165,7 +174,7 @@ def bind_app(instance: Any) -> Any:
             routes.remove(route)
     for route in routes:  # Starlette routes of this class: bind their endpoint
         endpoint = getattr(route, "endpoint", None)
-        if getattr(endpoint, OWNER_ATTR, None) is not None and type(route).__name__ != "APIRoute":
+        if getattr(endpoint, OWNER_ATTR, None) is not None and not _is_api_route(route):
             bound = _bound_request_handler(endpoint, instance)
             route.endpoint = bound
             route.app = type(route)(route.path, bound, methods=list(route.methods or []), name=route.name).app

@@ -13,6 +13,7 @@ from typing import Annotated
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Query
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -340,10 +341,25 @@ def tax_rate(region: str = "eu") -> float:
     return {"eu": 0.2, "us": 0.1}[region]
 
 
+class TaggedRoute(APIRoute):
+    """A custom FastAPI route class: its routes add a header."""
+
+    def get_route_handler(self):
+        handle = super().get_route_handler()
+
+        async def tagged(request):
+            response = await handle(request)
+            response.headers["x-route-class"] = type(self).__name__
+            return response
+
+        return tagged
+
+
 def test_ingress_class_pickled_by_value_resolves_annotations_where_it_was_defined(serve_down) -> None:
     # This module has `from __future__ import annotations`: every annotation below is a string
     # naming a global of this module, which a class local to a function does not carry along.
     app = FastAPI()
+    app.router.route_class = TaggedRoute
 
     @serve.deployment(route_prefix="/shop")
     @serve.ingress(app)
@@ -363,6 +379,7 @@ def test_ingress_class_pickled_by_value_resolves_annotations_where_it_was_define
         _wait_routes(http, {"/shop": "Shop"})
         r = http.post("/shop/items", params={"quantity": 2, "region": "us"}, json={"name": "pen", "price": 1.5})
         assert (r.status_code, r.json()) == (201, {"total": 3.3, "sold": ["pen"]})
+        assert r.headers["x-route-class"] == "TaggedRoute"  # the route kept its class
         assert http.post("/shop/items", json={"name": "ink", "price": 2}).json()["sold"] == ["pen", "ink"]
         bad = http.post("/shop/items", params={"quantity": 0}, json={"name": "", "price": -1})
         assert bad.status_code == 422
