@@ -94,6 +94,7 @@ class ChunkPump:
         self._error: str | None = None
         self._closed = False
         self.pulling = False
+        self.pulled = False  # pulled at least once (a proxy holds it)
         self.last_active = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._produce())
 
@@ -121,7 +122,7 @@ class ChunkPump:
 
     async def pull(self) -> HTTPChunks:
         """Everything produced since the last pull, waiting for at least one chunk (or the end)."""
-        self.pulling = True
+        self.pulling = self.pulled = True
         try:
             while not self._buf and not self._done:
                 self._ready.clear()

@@ -10,7 +10,8 @@ stops a replica, which waits for the requests in flight.
 A streamed HTTP response (StreamingResponse, generator, an ingress app sending parts)
 stays in flight here, holding its slot, from the request until its stream ends: the
 proxy pulls its chunks by stream id (`stream_next`) from this same replica, or closes it
-when the client leaves (`stream_close`); a stream nobody pulls for STREAM_IDLE_S is closed.
+when the client leaves (`stream_close`); a stream nobody pulls for STREAM_IDLE_S (or never
+pulled within STREAM_FIRST_PULL_S of its start) is closed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = ["ReplicaActor", "ReplicaContext", "get_replica_context"]
 
 log = logging.getLogger(__name__)
 STREAM_IDLE_S = 300.0  # a stream not pulled for this long has lost its proxy: closed
+STREAM_FIRST_PULL_S = 30.0  # a stream never pulled this long after it opened: its caller gave up
 _SWEEP_EVERY_S = 10.0
 
 
@@ -167,8 +169,10 @@ class ReplicaActor:
             await asyncio.sleep(_SWEEP_EVERY_S)
             now = time.monotonic()
             for pump in list(self._streams.values()):
-                if not pump.pulling and now - pump.last_active > STREAM_IDLE_S:
-                    log.warning("closing a streamed response of %s: not pulled for %ss", self._deployment, STREAM_IDLE_S)
+                # (never pulled: the proxy gave up on it as it started, e.g. its 504 crossed the start)
+                idle_s = STREAM_IDLE_S if pump.pulled else STREAM_FIRST_PULL_S
+                if not pump.pulling and now - pump.last_active > idle_s:
+                    log.warning("closing a streamed response of %s: not pulled for %ss", self._deployment, idle_s)
                     pump.close()
 
     async def _handle(self, method: str, args: tuple, kwargs: dict) -> Any:

@@ -105,9 +105,14 @@ class StreamingApi:
     @app.get("/tokens/{key}")
     def tokens(self, key: str):
         async def gen():
-            yield "first;"
-            await self.signals.wait.remote(key)
-            yield "last"
+            completed = False
+            try:
+                yield "first;"
+                await self.signals.wait.remote(key)
+                yield "last"
+                completed = True
+            finally:
+                self.signals.record.remote(f"{'finished' if completed else 'closed'} {key}")
 
         return StreamingResponse(gen(), media_type="text/plain")
 
@@ -161,6 +166,16 @@ def test_an_ingress_apps_streaming_response_is_streamed(served) -> None:
     key = f"api-{next(_keys)}"
     r, first, rest = _first_then_rest(client, signals, f"/api/tokens/{key}", {}, key)
     assert (r.status_code, first, rest) == (200, b"first;", b"last")
+    wait_until(lambda: f"finished {key}" in _log(signals), timeout=20, what="the app's generator to finish")
+
+
+def test_a_client_leaving_an_ingress_apps_stream_stops_the_app(served) -> None:
+    client, signals = served
+    key = f"api-leave-{next(_keys)}"
+    with client.stream("GET", f"/api/tokens/{key}") as r:
+        chunks = r.iter_raw()
+        assert next(chunks) == b"first;"
+    wait_until(lambda: f"closed {key}" in _log(signals), timeout=20, what="the app's generator to be closed")
 
 
 @pytest.mark.parametrize("kind", ["async_gen", "sync_gen"])
