@@ -26,6 +26,7 @@ from ._api import (
     wait,
 )
 from ._handles import ActorClass, ActorHandle
+from ._host import unqueued
 from ._refs import ObjectRef
 from .exceptions import (
     ActorDiedError,
@@ -43,6 +44,7 @@ __all__ = [
     "shutdown",
     "is_initialized",
     "remote",
+    "unqueued",
     "get",
     "wait",
     "get_actor",

@@ -1,7 +1,9 @@
 """Hosting one actor instance: runs its methods, at most `max_concurrency` at a time.
 
 Async methods run as tasks on the worker's loop; sync methods run in a thread pool so
-they never block the loop. Calls beyond the limit wait in FIFO order. Top-level
+they never block the loop. Calls beyond the limit wait in FIFO order, except calls of
+methods marked `@actors.unqueued` (quick control methods that must not wait behind the
+work they control), which start at once. Top-level
 ObjectRef arguments are resolved before the method runs. A user exception is sent back
 whole (type, message, traceback); the actor keeps serving.
 """
@@ -20,10 +22,22 @@ from typing import Any
 from ._refs import ObjectRef
 from ._runtime import Inbound
 
-__all__ = ["ActorHost", "ServiceTarget"]
+__all__ = ["ActorHost", "ServiceTarget", "unqueued"]
 
 log = logging.getLogger(__name__)
 _MAX_SYNC_THREADS = 64
+
+
+def unqueued(fn: Any) -> Any:
+    """Mark an actor method to start at once even when `max_concurrency` calls already run
+    (for quick control methods: a stream's next chunk, a stop signal). It still counts
+    while it runs. Meant for async methods: a sync one still needs a free method thread."""
+    fn.__actors_unqueued__ = True
+    return fn
+
+
+def _unqueued_methods(cls: type) -> frozenset[str]:
+    return frozenset(name for name in dir(cls) if getattr(getattr(cls, name, None), "__actors_unqueued__", False))
 
 
 async def _resolve_refs(args: tuple, kwargs: dict | None) -> tuple[tuple, dict]:
@@ -51,12 +65,13 @@ class ActorHost:
         self._tasks: dict[tuple[bytes, int], asyncio.Task] = {}
         self._sync = _SyncRunner(self._loop, min(max_concurrency, _MAX_SYNC_THREADS), self._sync_done)
         self._fns: dict[str, Any] = {}
+        self._unqueued = _unqueued_methods(type(instance))
 
     def handle(self, call: Inbound) -> None:
         if call.method == "__zs_ready__":
             call.reply(True)
             return
-        if self._running >= self._limit and not self._threads_limit:
+        if self._running >= self._limit and not self._threads_limit and call.method not in self._unqueued:
             self._waiting.append(call)
             return
         self._start(call)

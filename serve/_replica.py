@@ -28,6 +28,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+import actors
 from proxy import ChunkPump, HTTPChunks, HTTPStreamStart, StreamBody, run_asgi, to_http_response, to_starlette_request
 
 from ._ingress import bind_app
@@ -150,6 +151,7 @@ class ReplicaActor:
         if self._streams.pop(stream_id, None) is not None:
             self._request_done()
 
+    @actors.unqueued  # never behind requests waiting for a slot that this stream holds
     async def stream_next(self, stream_id: int) -> HTTPChunks:
         """The chunks of a streamed response produced since the last pull (proxy only)."""
         pump = self._streams.get(stream_id)
@@ -157,6 +159,7 @@ class ReplicaActor:
             return HTTPChunks((), True, f"stream {stream_id} is closed (its caller was idle over {STREAM_IDLE_S}s?)")
         return await pump.pull()
 
+    @actors.unqueued
     async def stream_close(self, stream_id: int) -> None:
         """The client left: stop the stream's iterator (its `finally` runs)."""
         pump = self._streams.get(stream_id)
