@@ -13,7 +13,7 @@ __all__ = ["validate_actor_options", "ACTOR_OPTION_NAMES"]
 
 ACTOR_OPTION_NAMES = (
     "num_cpus", "resources", "max_concurrency", "max_restarts", "name", "namespace",
-    "lifetime", "node_id", "get_if_exists", "num_gpus",
+    "lifetime", "node_id", "get_if_exists", "num_gpus", "spread_group",
 )
 DEFAULT_ASYNC_CONCURRENCY = 1000
 
@@ -62,6 +62,9 @@ def validate_actor_options(options: dict[str, Any], *, is_async: bool) -> ActorO
         if not isinstance(node_id, str):
             raise ValueError(f"actor option node_id must be a node id string (see actors.nodes()), got {node_id!r}")
         node_id = NodeId(node_id)
+    spread_group = options.get("spread_group")
+    if spread_group is not None and (not isinstance(spread_group, str) or not spread_group):
+        raise ValueError(f"actor option spread_group must be a non-empty string, got {spread_group!r}")
     return ActorOptions(
         name=name,
         namespace=namespace,
@@ -72,4 +75,5 @@ def validate_actor_options(options: dict[str, Any], *, is_async: bool) -> ActorO
         max_restarts=max_restarts,
         node_id=node_id,
         get_if_exists=bool(options.get("get_if_exists", False)),
+        spread_group=spread_group,
     )

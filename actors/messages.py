@@ -81,6 +81,7 @@ class ActorOptions:
     max_restarts: int = 0
     node_id: NodeId | None = None
     get_if_exists: bool = False
+    spread_group: str | None = None  # actors of one group are spread over the nodes first
 
     def demand(self) -> dict[str, float]:
         d = dict(self.resources)

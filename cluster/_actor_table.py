@@ -79,9 +79,6 @@ class ActorTable:
     def on_node(self, node_id: NodeId) -> list[ActorRecord]:
         return [r for r in self.records.values() if r.node_id == node_id and r.state is not ActorState.DEAD]
 
-    def live_count(self, node_id: NodeId) -> int:
-        return len(self.on_node(node_id))
-
     # -- transitions -------------------------------------------------------------------
     def add(self, spec: ActorSpec, namespace: str) -> ActorRecord:
         name = spec.options.name

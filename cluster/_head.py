@@ -191,16 +191,20 @@ class Head:
             existing = self.actors.named(opts.name, namespace)
             if existing is not None and existing.state is not ActorState.DEAD:
                 return existing.info()
-        pick_node(self._loads(), opts.demand(), opts.node_id)  # raises if never feasible
+        pick_node(self._loads(None), opts.demand(), opts.node_id)  # raises if never feasible
         rec = self.actors.add(spec, namespace)
         self.queue.append(spec.actor_id)
         self._schedule()
         self._notify()
         return rec.info()
 
-    def _loads(self) -> list[NodeLoad]:
-        return [NodeLoad(n.reg.node_id, n.alive, n.reg.resources, n.available, self.actors.live_count(n.reg.node_id))
-                for n in self.node_table.values()]
+    def _loads(self, group: str | None) -> list[NodeLoad]:
+        loads = []
+        for n in self.node_table.values():
+            here = self.actors.on_node(n.reg.node_id)
+            in_group = sum(1 for r in here if r.spec.options.spread_group == group) if group is not None else 0
+            loads.append(NodeLoad(n.reg.node_id, n.alive, n.reg.resources, n.available, len(here), in_group))
+        return loads
 
     def _schedule(self) -> None:
         """Place every queued actor that fits now, in FIFO order."""
@@ -211,7 +215,7 @@ class Head:
                 continue
             demand = rec.spec.options.demand()
             try:
-                node_id = pick_node(self._loads(), demand, rec.spec.options.node_id)
+                node_id = pick_node(self._loads(rec.spec.options.spread_group), demand, rec.spec.options.node_id)
             except ActorUnschedulableError as e:
                 if rec.state is ActorState.RESTARTING and rec.spec.options.node_id is None:
                     still.append(actor_id)  # its node is gone; wait for one that fits to (re)join

@@ -1,8 +1,10 @@
 """Placement policy: which node gets an actor. A pure function over node loads.
 
 Feasible nodes are alive and have the demanded resources in total; of those with the
-resources free now, the one hosting the fewest actors wins (spread), then the one with
-the most free CPU, then the lowest id, so the choice is deterministic.
+resources free now, the one hosting the fewest actors of the actor's spread group wins
+(so the replicas of one deployment land on different nodes whatever else runs there),
+then the one hosting the fewest actors (spread), then the one with the most free CPU,
+then the lowest id, so the choice is deterministic.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class NodeLoad:
     total: dict[str, float]
     available: dict[str, float]
     actors: int = 0
+    group: int = 0  # actors of the spread group being placed
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -46,5 +49,5 @@ def pick_node(nodes: list[NodeLoad], demand: dict[str, float], node_id: NodeId |
     ready = [n for n in feasible if fits(n.available, demand)]
     if not ready:
         return None
-    best = min(ready, key=lambda n: (n.actors, -n.available.get("CPU", 0.0), n.node_id.hex))
+    best = min(ready, key=lambda n: (n.group, n.actors, -n.available.get("CPU", 0.0), n.node_id.hex))
     return best.node_id

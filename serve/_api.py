@@ -50,8 +50,11 @@ def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> 
     if controller is not None:
         return controller
     lifetime = "detached" if detached else None
+    # The controller lives on the head node (as the head's KV it checkpoints to): a worker
+    # node dying never takes it, and its routes, down with it.
+    head = next((n["node_id"] for n in actors.nodes() if n["is_head"] and n["alive"]), None)
     cls = actors.remote(name=CONTROLLER_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True, lifetime=lifetime,
-                        max_concurrency=10_000, max_restarts=-1)(ServeController)
+                        max_concurrency=10_000, max_restarts=-1, node_id=head)(ServeController)
     controller = cls.remote(detached, dataclasses.asdict(http))
     actors.get(controller.status.remote(), timeout=60)  # up and recovered
     if http.location != "NoServer":

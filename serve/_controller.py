@@ -26,7 +26,7 @@ import actors
 from actors.messages import ActorState
 from actors.system import current_runtime
 
-from ._deployment_state import DeploymentState, Replica
+from ._deployment_state import DeploymentState
 from ._http import HTTPProxyActor
 from ._proxy_state import PROXY_PREFIX, NodeView, ProxyState, proxy_actor_name
 from ._replica import ReplicaActor
@@ -58,6 +58,7 @@ class _ActorReplicaIO:
             name=replica_actor_name(replica_id), namespace=SERVE_NAMESPACE,
             lifetime="detached" if self.detached else None,
             max_concurrency=target.config.max_ongoing_requests + 16, **target.config.actor_options,
+            spread_group=f"serve:{target.name}",  # a deployment's replicas go to different nodes first
         )(ReplicaActor)
         return cls.remote(target.name, replica_id.split("#", 1)[1], target.app, target.code,
                           target.config.user_config, target.is_function, target.config.max_ongoing_requests)
@@ -121,7 +122,7 @@ class ServeController:
         self._membership: tuple = ()
         self._routes: dict[str, str] = {}
         self._published: dict[str, Any] | None = None
-        self.routes_version = 0
+        self.routes_version = _version_base()
         self.proxies = ProxyState(self.http_options.get("location", "HeadOnly"),
                                   _ActorProxyIO(detached, self.http_options))
         self._nodes: list[NodeView] = []
@@ -236,7 +237,7 @@ class ServeController:
         self.proxies.io.http_options = self.http_options
         adopted = 0
         for target in state["targets"]:
-            ds = DeploymentState(target, self.io)
+            ds = DeploymentState(target, self.io, version_base=_version_base())
             if target.name in state["deleting"]:
                 ds.delete()
             for replica_id, version, user_config in state["replicas"].get(target.name, ()):
@@ -244,9 +245,7 @@ class ServeController:
                 if info is None or info.state is ActorState.DEAD:
                     continue
                 handle = actors.ActorHandle(info.actor_id, info.class_name, info.methods, info.async_methods, info)
-                r = Replica(replica_id, handle, version, started_at=time.monotonic(), user_config=user_config)
-                r.ready = self.io.call(handle, "ready")  # STARTING until it answers again
-                ds.replicas[replica_id] = r
+                ds.adopt(replica_id, handle, version, user_config, time.monotonic())  # routed on; checked at once
                 adopted += 1
             self.deployments[target.name] = ds
         log.info("recovered %d deployments and adopted %d running replicas", len(self.deployments), adopted)
@@ -259,7 +258,7 @@ class ServeController:
         for target in targets:
             state = self.deployments.get(target.name)
             if state is None:
-                self.deployments[target.name] = DeploymentState(target, self.io)
+                self.deployments[target.name] = DeploymentState(target, self.io, version_base=_version_base())
                 out[target.name] = True
             else:
                 if target.version_given and target.version == state.target.version:
@@ -378,6 +377,13 @@ async def _outcome(ref: Any) -> None:
         await ref
     except Exception as e:
         log.debug("a proxy did not drain cleanly: %r", e)
+
+
+def _version_base() -> int:
+    """Where a route table's or replica set's versions start: the wall clock in µs, so a
+    restarted controller (or a re-created deployment) starts above any version a proxy or
+    router may still hold, and the long polls answer them at once."""
+    return time.time_ns() // 1000
 
 
 def _metrics_interval(state: DeploymentState) -> float | None:

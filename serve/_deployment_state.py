@@ -86,7 +86,7 @@ def _error_text(pending: Pending) -> str | None:
 
 
 class DeploymentState:
-    def __init__(self, target: DeploymentTarget, io: ReplicaIO) -> None:
+    def __init__(self, target: DeploymentTarget, io: ReplicaIO, *, version_base: int = 0) -> None:
         self.target = target
         self.io = io
         self.replicas: dict[str, Replica] = {}
@@ -95,7 +95,7 @@ class DeploymentState:
         self.start_failures = 0
         self.next_start_at = 0.0  # no start before this (back-off after a failed start)
         self.deleting = False
-        self.routing_version = 0
+        self.routing_version = version_base  # a restarted controller starts above any earlier version
         self._routed: tuple[str, ...] = ()
         self.autoscaler: AutoscalingPolicy | None = None
         self._autoscaled = 0
@@ -116,6 +116,13 @@ class DeploymentState:
         self.status = "UPDATING"
         self.message = ""
         return True
+
+    def adopt(self, replica_id: str, handle: Any, version: str, user_config: Any, now: float) -> None:
+        """Take over a replica that was RUNNING under an earlier controller: it keeps serving
+        (it stays in the routing set) and gets its health checked at once."""
+        r = Replica(replica_id, handle, version, state=RUNNING, started_at=now, user_config=user_config)
+        r.next_health_at = now
+        self.replicas[replica_id] = r
 
     def _set_autoscaler(self, now: float) -> None:
         cfg = self.target.config.autoscaling_config

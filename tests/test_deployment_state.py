@@ -886,3 +886,28 @@ def test_record_load_without_autoscaling_changes_nothing() -> None:
     state.record_load(1.0, "router", 1000.0)
     state.step(1.0)
     assert state.desired == 2 and len(io.handles) == 2
+
+
+# ---------------------------------------------------------------------------------------
+# A restarted controller taking over running replicas
+# ---------------------------------------------------------------------------------------
+
+
+def test_adopted_replicas_stay_routed_and_are_checked_at_once() -> None:
+    io = FakeIO()
+    state = DeploymentState(make_target("v1", 2), io, version_base=1_000)
+    for i in range(2):  # running since an earlier controller: the fake IO knows them already
+        handle = FakeHandle(f"d#{i}", state.target)
+        io.handles.append(handle)
+        state.adopt(handle.replica_id, handle, "v1", None, 5.0)
+    assert state.step(5.0) is True, "the adopted replicas were not routed at the first step"
+    assert state.routing_version == 1_001
+    assert sorted(r.replica_id for r in state.running()) == ["d#0", "d#1"]
+    assert len(io.handles) == 2, "replicas were started beside the adopted ones"
+    checks = io.pending("check_health")
+    assert len(checks) == 2, "adopted replicas were not health-checked at once"
+    assert state.status == "HEALTHY"
+
+    checks[0].fail(actors.ActorDiedError("actor is dead"))  # one died while the controller was away
+    state.step(5.1)
+    assert len(state.running()) == 1 and len(io.pending("ready")) == 1  # replaced

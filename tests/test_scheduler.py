@@ -17,11 +17,11 @@ from cluster._scheduler import NodeLoad, fits, pick_node
 
 
 def node(name: str, cpu: float = 4.0, free: float | None = None, actors: int = 0, alive: bool = True,
-         **custom: float) -> NodeLoad:
+         group: int = 0, **custom: float) -> NodeLoad:
     """A node with `cpu` CPUs (`free` of them available) and custom resources, all free."""
     total = {"CPU": cpu, **custom}
     available = {"CPU": cpu if free is None else free, **custom}
-    return NodeLoad(NodeId(name), alive, total, available, actors)
+    return NodeLoad(NodeId(name), alive, total, available, actors, group)
 
 
 # -- fits -------------------------------------------------------------------------------------
@@ -100,6 +100,14 @@ def test_unschedulable_error_is_an_actors_error() -> None:
 def test_spread_fewest_actors_wins_over_more_free_cpu() -> None:
     nodes = [node("a", cpu=16.0, actors=3), node("b", cpu=2.0, free=1.0, actors=1), node("c", cpu=8.0, actors=2)]
     assert pick_node(nodes, {"CPU": 1.0}) == NodeId("b")
+
+
+def test_the_spread_group_comes_before_other_actors() -> None:
+    # the head runs few actors but already one of this group: the group goes elsewhere first
+    nodes = [node("a", actors=1, group=1), node("b", actors=4), node("c", actors=3, group=1)]
+    assert pick_node(nodes, {"CPU": 1.0}) == NodeId("b")
+    nodes = [node("a", actors=1, group=1), node("b", actors=4, group=1)]
+    assert pick_node(nodes, {"CPU": 1.0}) == NodeId("a")  # a tie in the group: fewest actors
 
 
 def test_spread_skips_nodes_without_free_resources() -> None:

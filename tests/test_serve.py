@@ -390,9 +390,25 @@ def test_traffic_flows_while_the_controller_is_killed_and_it_recovers() -> None:
     controller = actors.get_actor("SERVE_CONTROLLER", namespace="serve")
     rt = current_runtime()
     info = rt.run_threadsafe(lambda: rt.call_head("get_actor_info", controller.actor_id))
+    old_routes = actors.get(controller.listen_routes.remote(-1, 0.0), timeout=10)
     os.kill(info.pid, 9)
     for _ in range(50):  # the routers keep their replica set: no request fails
         handle.remote().result(timeout_s=10)
+
+    def first_answers() -> tuple | None:  # from the restarted controller, as soon as it is up
+        try:
+            routes = actors.get(controller.listen_routes.remote(-1, 0.0), timeout=10)
+            replicas = actors.get(controller.listen.remote("Counter", -1, 0.0), timeout=10)
+        except actors.ActorDiedError:
+            return None  # the killed incarnation
+        return routes, replicas
+
+    (version, routes), replica_set = wait_until(first_answers, timeout=30, what="the restarted controller")
+    # What proxies and routers get first from it: the adopted replicas, still routed (never an
+    # empty table that would turn requests into 404s), at a version above any they held.
+    assert routes == old_routes[1] == {"/Counter": "Counter"}
+    assert version > old_routes[0]
+    assert len(replica_set.replicas) == 2
     wait_until(lambda: serve.status()["applications"]["default"]["deployments"]["Counter"]["status"] == "HEALTHY",
                timeout=30, what="the restarted controller to report the deployment healthy")
     assert {handle.pid.remote().result() for _ in range(40)} == pids  # replicas adopted, not replaced
