@@ -253,7 +253,7 @@ class ServeController:
     # -- API for drivers ---------------------------------------------------------------
     async def deploy(self, targets: list[DeploymentTarget]) -> dict[str, bool]:
         """Set desired states; returns {name: changed}."""
-        await self._ready
+        await asyncio.shield(self._ready)  # a cancelled call must not cancel the start
         out = {}
         for target in targets:
             state = self.deployments.get(target.name)
@@ -269,7 +269,7 @@ class ServeController:
         return out
 
     async def delete(self, names: list[str]) -> None:
-        await self._ready
+        await asyncio.shield(self._ready)  # a cancelled call must not cancel the start
         for name in names:
             if name in self.deployments:
                 self.deployments[name].delete()
@@ -295,7 +295,7 @@ class ServeController:
             pass
 
     async def status(self) -> dict[str, Any]:
-        await self._ready
+        await asyncio.shield(self._ready)  # a cancelled call must not cancel the start
         apps: dict[str, dict[str, Any]] = {}
         for name, s in self.deployments.items():
             app = apps.setdefault(s.target.app, {"deployments": {}})
@@ -314,12 +314,12 @@ class ServeController:
         return {"applications": apps, "http_options": http, "proxies": self.proxies.status()}
 
     async def targets(self) -> dict[str, DeploymentTarget]:
-        await self._ready
+        await asyncio.shield(self._ready)  # a cancelled call must not cancel the start
         return {n: s.target for n, s in self.deployments.items() if not s.deleting}
 
     async def listen(self, deployment: str, known_version: int, hold_s: float) -> ReplicaSet:
         """Long poll: the replica set of `deployment` once its version differs from `known_version`."""
-        await self._ready
+        await asyncio.shield(self._ready)  # a cancelled call must not cancel the start
         deadline = time.monotonic() + hold_s
         while True:
             s = self.deployments.get(deployment)
@@ -335,7 +335,7 @@ class ServeController:
 
     async def listen_routes(self, known_version: int, hold_s: float) -> tuple[int, dict[str, str]]:
         """Long poll for proxies: the route table once its version differs from theirs."""
-        await self._ready
+        await asyncio.shield(self._ready)  # a cancelled call must not cancel the start
         deadline = time.monotonic() + hold_s
         while self.routes_version == known_version and time.monotonic() < deadline:
             await self._next_change(deadline)

@@ -94,7 +94,7 @@ class HTTPProxyActor:
         self._poller = asyncio.get_running_loop().create_task(self._poll_routes())
 
     async def ready(self) -> str:
-        await self._started
+        await asyncio.shield(self._started)  # a cancelled call must not cancel the start
         return f"http://{self.server.host}:{self.server.port}"
 
     async def _forward(self, deployment: str, request: HTTPRequest) -> HTTPResponse | _ReplicaStream:
