@@ -28,7 +28,7 @@ from actors.system import current_runtime
 
 from ._deployment_state import DeploymentState
 from ._http import HTTPProxyActor
-from ._proxy_state import PROXY_PREFIX, NodeView, ProxyState, proxy_actor_name
+from ._proxy_state import HEALTHY, PROXY_PREFIX, NodeView, ProxyState, proxy_actor_name
 from ._replica import ReplicaActor
 from .messages import DeploymentTarget, ReplicaInfo, ReplicaSet
 
@@ -350,7 +350,7 @@ class ServeController:
     async def shutdown(self, timeout_s: float = 30.0) -> bool:
         # Proxies drain first (healthz 503) and still serve while the deployments finish
         # their requests; then they stop accepting and finish theirs before they are killed.
-        proxies = [e.handle for e in self.proxies.proxies.values() if e.handle is not None]
+        proxies = [e.handle for e in self.proxies.proxies.values() if e.handle is not None and e.state == HEALTHY]
         await _all_answered([self.proxies.io.call(h, "start_draining") for h in proxies], 5.0)
         names = list(self.deployments)
         await self.delete(names)
