@@ -3,7 +3,10 @@
 One per node that should serve HTTP (HeadOnly: one; EveryNode: one per node), placed and
 restarted by the controller. `host="node"` binds this node's own IP. It long-polls the controller for
 the route table ({route_prefix: deployment}) and forwards each request through the same
-`Router` the handles use, to the replica method `__serve_http__`.
+`Router` the handles use, to the replica method `__serve_http__`. A streamed response
+(`HTTPStreamStart`) stays pinned to the replica that answered: the proxy pulls its chunks
+from there (`_ReplicaStream`) while the router counts it in flight. On shutdown the
+controller calls `start_draining` (healthz 503, still serving) and then `drain`.
 """
 
 from __future__ import annotations
