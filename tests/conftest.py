@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -113,26 +115,66 @@ def start_driver(code: str, **env: str) -> subprocess.Popen:
                             cwd=str(ROOT))
 
 
-def read_json_line(proc: subprocess.Popen, timeout: float = 60.0) -> dict:
-    """The first stdout line of a driver that starts with '{', as JSON. Lines before it
-    are kept in `proc.skipped` (output may interleave with the JSON line)."""
-    import selectors
+class _Lines:
+    """A pipe read line by line on a thread. (A selector on a buffered text pipe misses
+    lines that arrived in the same read as the one before: they sit in the buffer while
+    the descriptor has nothing more to say.)"""
 
-    sel = selectors.DefaultSelector()
-    assert proc.stdout is not None
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    def __init__(self, stream: Any) -> None:
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: Any) -> None:
+        for line in iter(stream.readline, ""):
+            self.queue.put(line)
+        self.queue.put(None)  # EOF
+
+    def next(self, deadline: float) -> str | None:
+        """The next line; None at EOF or past the deadline."""
+        try:
+            line = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+        if line is not None:
+            self.seen.append(line)
+        return line
+
+
+def lines_of(proc: subprocess.Popen, name: str = "stdout") -> _Lines:
+    """The line reader of `proc`'s stdout or stderr (one per stream, made on first use)."""
+    key = f"_lines_{name}"
+    if not hasattr(proc, key):
+        setattr(proc, key, _Lines(getattr(proc, name)))
+    return getattr(proc, key)
+
+
+def read_until(proc: subprocess.Popen, needle: str, name: str = "stdout", timeout: float = 60.0) -> str:
+    """The lines of `proc`'s stdout (or stderr) read so far, once one contains `needle`."""
+    lines = lines_of(proc, name)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(timeout=0.2):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("{"):
-                return json.loads(line)
-            proc.skipped = [*getattr(proc, "skipped", []), line]  # type: ignore[attr-defined]
-        elif proc.poll() is not None:
+    while not any(needle in line for line in lines.seen):
+        if lines.next(deadline) is None:
+            pytest.fail(f"no {needle!r} in the {name} of the driver within {timeout}s "
+                        f"(exit {proc.poll()}):\n{''.join(lines.seen)[-3000:]}")
+    return "".join(lines.seen)
+
+
+def read_json_line(proc: subprocess.Popen, timeout: float = 60.0) -> dict:
+    """The next stdout line of a driver that starts with '{', as JSON (other lines stay
+    in `lines_of(proc).seen`: output may interleave with the JSON line)."""
+    lines = lines_of(proc)
+    deadline = time.monotonic() + timeout
+    while True:
+        line = lines.next(deadline)
+        if line is None:
             break
-    err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
+        if line.startswith("{"):
+            return json.loads(line)
+    if hasattr(proc, "_lines_stderr"):
+        err = "".join(lines_of(proc, "stderr").seen)
+    else:
+        err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
     pytest.fail(f"driver gave no JSON line within {timeout}s (exit {proc.poll()}): {err[-3000:]}")
 
 

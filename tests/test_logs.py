@@ -3,11 +3,9 @@ with the actor's class and pid as prefix."""
 
 from __future__ import annotations
 
-import selectors
-import time
 from pathlib import Path
 
-from .conftest import read_json_line, start_driver
+from .conftest import read_json_line, read_until, start_driver
 
 _DRIVER = """
     import json, os, sys, actors
@@ -29,29 +27,14 @@ _DRIVER = """
 """
 
 
-def _read_until(stream, needle: str, timeout: float = 15.0) -> str:
-    sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
-    seen = ""
-    deadline = time.monotonic() + timeout
-    while needle not in seen and time.monotonic() < deadline:
-        if sel.select(timeout=0.2):
-            line = stream.readline()
-            if not line:
-                break
-            seen += line
-    return seen
-
-
 def test_worker_output_goes_to_a_file_and_is_echoed_with_class_and_pid() -> None:
     driver = start_driver(_DRIVER)
     try:
         info = read_json_line(driver)
         prefix = f"(Printer pid={info['pid']})"
-        early = "".join(getattr(driver, "skipped", []))  # the echo may come before the JSON line
-        out = early if "out: hello" in early else _read_until(driver.stdout, "out: hello")
+        out = read_until(driver, "out: hello", timeout=15)  # the echo may come before the JSON line
         assert f"{prefix} out: hello from the worker" in out
-        assert f"{prefix} err: hello from the worker" in _read_until(driver.stderr, "err: hello")
+        assert f"{prefix} err: hello from the worker" in read_until(driver, "err: hello", "stderr", timeout=15)
         logs = Path(info["session"]) / "logs"
         out_files = list(logs.glob("Printer-*.out"))
         err_files = list(logs.glob("Printer-*.err"))
