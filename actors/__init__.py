@@ -37,6 +37,7 @@ from .exceptions import (
     MessageTooLargeError,
     NotInitializedError,
     RemoteError,
+    RuntimeShutDownError,
 )
 
 __all__ = [
@@ -63,4 +64,5 @@ __all__ = [
     "MessageTooLargeError",
     "NotInitializedError",
     "RemoteError",
+    "RuntimeShutDownError",
 ]

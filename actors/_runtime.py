@@ -30,7 +30,7 @@ from ._security import CurveKeys
 from ._serialization import dumps, loads
 from ._transport import Transport
 from ._wire import Kind, Message
-from .exceptions import ActorDiedError, ActorsError, ClusterUnavailableError
+from .exceptions import ActorDiedError, ActorsError, ClusterUnavailableError, RuntimeShutDownError
 
 __all__ = ["Runtime", "Target", "Inbound", "DEFAULT_MAX_MESSAGE_BYTES"]
 
@@ -150,7 +150,7 @@ class Runtime:
 
     def send_request(self, address: str, route: bytes, payload: bytes, buffers: Any, fut: asyncio.Future) -> int:
         if self._closed:
-            fut.set_exception(ActorsError("the runtime of this process is shut down"))
+            fut.set_exception(RuntimeShutDownError("the runtime of this process is shut down"))
             return 0
         req_id = next(self._ids)
         try:
@@ -298,5 +298,5 @@ class Runtime:
         for task in list(self._tasks):
             task.cancel()
         for address in list(self._pending):
-            self.fail_peer(address, lambda: ActorsError("the runtime of this process is shut down"), close=False)
+            self.fail_peer(address, lambda: RuntimeShutDownError("the runtime of this process is shut down"), close=False)
         self.transport.close()

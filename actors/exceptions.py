@@ -15,6 +15,7 @@ __all__ = [
     "NotInitializedError",
     "RemoteError",
     "ClusterUnavailableError",
+    "RuntimeShutDownError",
 ]
 
 
@@ -55,6 +56,12 @@ class ClusterUnavailableError(ActorsError):
     """Raised when the head cannot be reached in time: cluster start failed, the
     address is wrong, the token is wrong, or the head is down. Calls between
     existing actors do not need the head and keep working."""
+
+
+class RuntimeShutDownError(ActorsError):
+    """Raised by a call made in (or still pending in) a process whose runtime is shutting
+    down or shut down (`actors.shutdown()`, or the process's node going away). The call's
+    target may be fine: the caller is the one going away."""
 
 
 class RemoteError(ActorsError):

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Any
 
-from actors import ActorsError
+from actors import RuntimeShutDownError
 from actors.system import current_runtime
 from proxy import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart, ProxyServer
 
@@ -35,7 +35,7 @@ def _status_of(exc: BaseException) -> int:
     502 there would make a load balancer count a healthy proxy as failed)."""
     if isinstance(exc, BackPressureError):
         return 503
-    if type(exc) is ActorsError:
+    if isinstance(exc, RuntimeShutDownError):
         return 503
     return 500
 

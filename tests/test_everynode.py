@@ -378,6 +378,6 @@ def test_proxy_status_codes_tell_a_load_balancer_what_it_may_retry() -> None:
 
     assert _status_of(BackPressureError("full")) == 503
     assert _status_of(actors.ActorDiedError("the replica died with the request")) == 500
-    assert _status_of(actors.ActorsError("the runtime of this process is shut down")) == 503
+    assert _status_of(actors.RuntimeShutDownError("the runtime of this process is shut down")) == 503
     assert _status_of(ValueError("the deployment's own error")) == 500
     assert _status_of(actors.RemoteError("Oops", "unpicklable user error", "tb")) == 500
