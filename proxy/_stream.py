@@ -107,7 +107,11 @@ class ChunkPump:
                 while len(self._buf) >= self._max:
                     self._room.clear()
                     await self._room.wait()
-        except Exception as e:  # the response is cut; the traceback goes to this replica's log
+        except BaseException as e:
+            if self._own_cancellation(e):  # close() (or the loop) stopped this pump
+                raise
+            # Anything else cuts the response, a CancelledError out of the user's code too
+            # (it must not read as a complete body); the traceback goes to this replica's log.
             traceback.print_exc()
             self._error = f"{type(e).__name__}: {e}"
         finally:
@@ -119,6 +123,14 @@ class ChunkPump:
                     await aclose()
                 except Exception as e:
                     log.warning("closing a streamed response raised %r", e)
+
+    def _own_cancellation(self, exc: BaseException) -> bool:
+        if not isinstance(exc, asyncio.CancelledError):
+            return False
+        if self._closed:
+            return True
+        cancelling = getattr(self._task, "cancelling", None)  # Python 3.11+
+        return cancelling is not None and cancelling() > 0
 
     async def pull(self) -> HTTPChunks:
         """Everything produced since the last pull, waiting for at least one chunk (or the end)."""
@@ -183,10 +195,14 @@ async def _disconnected(receive: Any) -> None:
 
 
 async def write_stream(stream: ResponseStream, send: Any, receive: Any) -> None:
-    """Send a streamed response: batches as they come, until its end or the client leaves."""
-    await send({"type": "http.response.start", "status": stream.status, "headers": list(stream.headers)})
-    left = asyncio.ensure_future(_disconnected(receive))
+    """Send a streamed response: batches as they come, until its end or the client leaves.
+    However it ends (sending the start failed, it was cancelled), the stream is closed: its
+    place at the router and its slot on the replica are given back."""
+    left: asyncio.Future | None = None
+    pull: asyncio.Future | None = None
     try:
+        await send({"type": "http.response.start", "status": stream.status, "headers": list(stream.headers)})
+        left = asyncio.ensure_future(_disconnected(receive))
         while True:
             pull = asyncio.ensure_future(stream.pull())
             await asyncio.wait((pull, left), return_when=asyncio.FIRST_COMPLETED)
@@ -206,5 +222,7 @@ async def write_stream(stream: ResponseStream, send: Any, receive: Any) -> None:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
     finally:
-        left.cancel()
+        for task in (pull, left):
+            if task is not None:
+                task.cancel()
         stream.close()
