@@ -57,7 +57,7 @@ def _text(status: int, text: str) -> HTTPResponse:
 
 class ProxyServer:
     def __init__(self, host: str, port: int, forward: Forward, *, request_timeout_s: float | None = None,
-                 max_body_bytes: int = 100 * 1024 * 1024, keep_alive_timeout_s: int = 5,
+                 max_body_bytes: int = 100 * 1024 * 1024, keep_alive_timeout_s: float = 5,
                  classify: Callable[[BaseException], int] | None = None, middlewares: Iterable[Any] = (),
                  root_path: str = "", header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
         self.host = host

@@ -84,11 +84,7 @@ def _wait_proxies(controller: actors.ActorHandle, http: HTTPOptions) -> None:
             if "MiddlewareError: " in p["message"]:  # the proxy's constructor: a wrong middleware
                 raise RuntimeError(f"the HTTP proxy could not start: http_options "
                                    f"{p['message'].rsplit('MiddlewareError: ', 1)[-1].strip()}")
-            host = p["node_ip"] if http.host == "node" else http.host
-            hint = ("; with several nodes on one machine, host='node' binds each proxy to its node's IP"
-                    if http.location == "EveryNode" and http.host != "node" else "")
-            raise RuntimeError(f"the HTTP proxy could not listen on {host}:{http.port} on node {p['node_id']} "
-                               f"({p['message']}); pick another http_options port, or location='NoServer'{hint}")
+            raise RuntimeError(_proxy_failure(p, http))
         if proxies and len(ready) == len(proxies):
             for p in sorted(ready, key=lambda p: p["node_ip"]):
                 _say(f"HTTP proxy listening on {p['url']} (node {p['node_id']})")
@@ -98,6 +94,23 @@ def _wait_proxies(controller: actors.ActorHandle, http: HTTPOptions) -> None:
                                f"{len(ready)}/{len(proxies)} ready"
                                + ("" if proxies else " (no alive node to run one on; see `zeroserve status`)"))
         time.sleep(0.05)
+
+
+def _proxy_failure(proxy: dict[str, Any], http: HTTPOptions) -> str:
+    """What to tell the user about a proxy that failed to start: a port in use names the
+    port to change; anything else is reported as it is."""
+    host = proxy["node_ip"] if http.host == "node" else http.host
+    message, text = proxy["message"], proxy["message"].lower()
+    if "address already in use" in text or "address in use" in text or "eaddrinuse" in text:
+        hint = ("; with several nodes on one machine, host='node' binds each proxy to its node's IP"
+                if http.location == "EveryNode" and http.host != "node" else "")
+        return (f"the HTTP proxy could not listen on {host}:{http.port} on node {proxy['node_id']}: the port is "
+                f"in use ({message}); pick another http_options port, or location='NoServer'{hint}")
+    hint = ""
+    if "cannot assign requested address" in text or "eaddrnotavail" in text:
+        hint = (f"; {host!r} is not an address of that node: use one of its own addresses, '0.0.0.0' for "
+                "all of them, or 'node' for each node's own IP")
+    return f"the HTTP proxy on node {proxy['node_id']} ({proxy['node_ip']}) failed to start: {message}{hint}"
 
 
 def _controller() -> actors.ActorHandle:

@@ -232,6 +232,56 @@ def _validate_root_path(value: Any) -> str:
     return value
 
 
+_LOCATIONS = ("HeadOnly", "EveryNode", "NoServer")
+
+
+def _did_you_mean(value: Any, choices: tuple[str, ...]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(value, choices, n=1) if isinstance(value, str) else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _validate_host(value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"http_options host must be an IP address or host name such as '127.0.0.1' or '0.0.0.0' "
+                         f"(or 'node': each node's own IP), got {value!r}")
+
+
+def _validate_port(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        hint = ""
+        if isinstance(value, str) and value.strip().isdigit():
+            hint = f": give the number {int(value)}, not the string {value!r}"
+        elif value == 0:
+            hint = " (0, an ephemeral port, is not supported: the proxies must listen on a known port)"
+        raise ValueError(f"http_options port must be an integer in 1..65535, got {value!r}{hint}")
+
+
+def _positive_seconds(name: str, value: Any, alternative: str) -> float:
+    """A positive, finite number of seconds (an int or a float)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        hint = ""
+        if isinstance(value, str):
+            try:
+                hint = f": give the number {float(value):g}, not the string {value!r}"
+            except ValueError:
+                pass
+        raise ValueError(f"http_options {name} must be a positive number of seconds{alternative}, "
+                         f"got {value!r}{hint}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"http_options {name} must be a positive number of seconds{alternative}, got {value!r}")
+    return value
+
+
+def _validate_max_body_bytes(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"http_options max_body_bytes must be a positive integer number of bytes "
+                         f"(default {100 * 1024 * 1024}, 100 MiB), got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class HTTPOptions:
     """Where and how the HTTP proxies listen (`serve.start(http_options=...)`).
@@ -249,11 +299,24 @@ class HTTPOptions:
     root_path: str = ""
     request_timeout_s: float | None = None
     max_body_bytes: int = 100 * 1024 * 1024
-    keep_alive_timeout_s: int = 5
+    keep_alive_timeout_s: float = 5
 
     def __post_init__(self) -> None:
+        """Every field is checked here, so a wrong value fails where it was given (a dict
+        through `of`, or `HTTPOptions(...)` itself), never later in a proxy."""
+        _validate_host(self.host)
+        _validate_port(self.port)
+        if self.location not in _LOCATIONS:
+            raise ValueError(f"http_options location must be 'HeadOnly', 'EveryNode' or 'NoServer', got "
+                             f"{self.location!r}" + _did_you_mean(self.location, _LOCATIONS))
         object.__setattr__(self, "middlewares", _validate_middlewares(self.middlewares))
         object.__setattr__(self, "root_path", _validate_root_path(self.root_path))
+        if self.request_timeout_s is not None:
+            object.__setattr__(self, "request_timeout_s", _positive_seconds(
+                "request_timeout_s", self.request_timeout_s, " or None for no limit (the default)"))
+        object.__setattr__(self, "keep_alive_timeout_s",
+                           _positive_seconds("keep_alive_timeout_s", self.keep_alive_timeout_s, " (default 5)"))
+        _validate_max_body_bytes(self.max_body_bytes)
 
     @classmethod
     def of(cls, value: Any) -> "HTTPOptions":
@@ -267,9 +330,4 @@ class HTTPOptions:
         unknown = sorted(set(value) - names)
         if unknown:
             raise ValueError(f"unknown http_options {unknown}; valid options are {sorted(names)}")
-        opts = cls(**{k: v for k, v in value.items() if k in names})
-        if opts.location not in ("HeadOnly", "EveryNode", "NoServer"):
-            raise ValueError(f"http_options location must be 'HeadOnly', 'EveryNode' or 'NoServer', got {opts.location!r}")
-        if isinstance(opts.port, bool) or not isinstance(opts.port, int) or not 0 < opts.port < 65536:
-            raise ValueError(f"http_options port must be an integer in 1..65535, got {opts.port!r}")
-        return opts
+        return cls(**value)  # __post_init__ validates every field

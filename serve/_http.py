@@ -87,7 +87,7 @@ class HTTPProxyActor:
         self.server = ProxyServer(host, port, self._forward, classify=_status_of,
                                   request_timeout_s=options.get("request_timeout_s"),
                                   max_body_bytes=options.get("max_body_bytes", 100 * 1024 * 1024),
-                                  keep_alive_timeout_s=int(options.get("keep_alive_timeout_s", 5)),
+                                  keep_alive_timeout_s=options.get("keep_alive_timeout_s", 5),
                                   middlewares=options.get("middlewares", ()), root_path=options.get("root_path", ""))
         self._routes_version = -1
         self._started = asyncio.get_running_loop().create_task(self._start())

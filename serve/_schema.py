@@ -159,9 +159,6 @@ def _http_options(value: Any, proxy_location: Any, errors: list[str]) -> dict[st
         errors.append("http_options.middlewares: not supported in a config file (middlewares are Python objects); "
                       "pass them to serve.start(http_options={'middlewares': [...]}) in Python")
         out.pop("middlewares")
-    if "host" in out and (not isinstance(out["host"], str) or not out["host"]):
-        errors.append(f"http_options.host: must be an IP address or host name, got {out['host']!r}")
-        bad = True
     for key in out:
         try:
             HTTPOptions.of({key: out[key]})
