@@ -1,8 +1,10 @@
 """A replica: the user's class (or function) hosted in an actor, answering handle calls.
 
-The replica actor is async with `max_concurrency = max_ongoing_requests`, so the runtime
-never runs more requests than that at once. Sync user methods run on a thread so they
-never block the replica's loop (health checks, reconfigure and shutdown keep working).
+The replica actor is async; its own semaphore keeps the requests it runs at once to
+max_ongoing_requests across all callers (the actor's max_concurrency is a little higher).
+Its control methods are `@actors.unqueued`, so they never wait behind requests. Sync user
+methods run on a thread so they never block the replica's loop (health checks,
+reconfigure and shutdown keep working).
 `reconfigure(user_config)` is called at start and on every `user_config` change; the
 controller calls `check_health()` periodically and `prepare_for_shutdown()` before it
 stops a replica, which waits for the requests in flight.
@@ -65,7 +67,13 @@ def get_replica_context() -> ReplicaContext:
 
 
 class ReplicaActor:
-    """Hosts one replica. Created by the controller with `actors.remote(...)` options."""
+    """Hosts one replica. Created by the controller with `actors.remote(...)` options.
+
+    Its control methods (`ready`, `reconfigure`, `check_health`, `prepare_for_shutdown`,
+    and a stream's `stream_next`/`stream_close`) are `@actors.unqueued`: each caller keeps
+    to max_ongoing_requests on its own, so together they can send more requests than the
+    actor's max_concurrency; the extras wait in the actor's queue, and a health check
+    behind them would time out and get a busy, healthy replica replaced."""
 
     def __init__(self, deployment: str, replica_tag: str, app_name: str, code: bytes, user_config: Any,
                  is_function: bool, max_ongoing_requests: int = 100) -> None:
@@ -95,6 +103,7 @@ class ReplicaActor:
         self._stream_ids = itertools.count(1)
         self._sweeper: asyncio.Task | None = None
 
+    @actors.unqueued  # control: never behind requests (see the class docstring)
     async def ready(self) -> dict[str, Any]:
         """Runs `reconfigure(user_config)` if there is one; answers when the replica can serve."""
         if self._user_config_pending is not None:
@@ -206,6 +215,7 @@ class ReplicaActor:
         finally:
             _context.reset(token)
 
+    @actors.unqueued
     async def reconfigure(self, user_config: Any) -> None:
         fn = getattr(self._callable, "reconfigure", None)
         if fn is None:
@@ -214,6 +224,7 @@ class ReplicaActor:
         if inspect.isawaitable(result):
             await result
 
+    @actors.unqueued
     async def check_health(self) -> bool:
         fn = getattr(self._callable, "check_health", None)
         if fn is not None:
@@ -222,6 +233,7 @@ class ReplicaActor:
                 await result
         return True
 
+    @actors.unqueued
     async def prepare_for_shutdown(self, wait_loop_s: float, timeout_s: float) -> int:
         """Wait (up to `timeout_s`) for the requests in flight; returns how many were left.
         First waits `wait_loop_s` so requests already routed here can still arrive."""
