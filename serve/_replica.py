@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 STREAM_IDLE_S = 300.0  # a stream not pulled for this long has lost its proxy: closed
 STREAM_FIRST_PULL_S = 30.0  # a stream never pulled this long after it opened: its caller gave up
 _SWEEP_EVERY_S = 10.0
+_CLOSED_KEPT = 1024  # why the latest streams were closed, for a late pull's error message
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ class ReplicaActor:
         self._idle.set()
         self._user_config_pending = user_config
         self._streams: dict[int, ChunkPump] = {}
+        self._closed_why: dict[int, str] = {}  # stream id -> why it was closed (latest first out)
         self._stream_ids = itertools.count(1)
         self._sweeper: asyncio.Task | None = None
 
@@ -158,14 +160,23 @@ class ReplicaActor:
 
     def _stream_closed(self, stream_id: int) -> None:
         if self._streams.pop(stream_id, None) is not None:
+            self._closed_why.setdefault(stream_id, "it ended (its last chunks were already pulled)")
+            while len(self._closed_why) > _CLOSED_KEPT:
+                del self._closed_why[next(iter(self._closed_why))]
             self._request_done()
+
+    def _close_stream(self, stream_id: int, pump: ChunkPump, why: str) -> None:
+        if not pump.closed:
+            self._closed_why.setdefault(stream_id, why)
+            pump.close()
 
     @actors.unqueued  # never behind requests waiting for a slot that this stream holds
     async def stream_next(self, stream_id: int) -> HTTPChunks:
         """The chunks of a streamed response produced since the last pull (proxy only)."""
         pump = self._streams.get(stream_id)
         if pump is None:
-            return HTTPChunks((), True, f"stream {stream_id} is closed (its caller was idle over {STREAM_IDLE_S}s?)")
+            why = self._closed_why.get(stream_id, "unknown to this replica (restarted since?)")
+            return HTTPChunks((), True, f"stream {stream_id} of {self._deployment} is closed: {why}")
         return await pump.pull()
 
     @actors.unqueued
@@ -173,19 +184,21 @@ class ReplicaActor:
         """The client left: stop the stream's iterator (its `finally` runs)."""
         pump = self._streams.get(stream_id)
         if pump is not None:
-            pump.close()
+            self._close_stream(stream_id, pump, "closed by the proxy (its client left)")
 
     async def _sweep_streams(self) -> None:
         """Close streams nobody pulls any more (their proxy died), so they cannot leak."""
         while self._streams:
             await asyncio.sleep(_SWEEP_EVERY_S)
             now = time.monotonic()
-            for pump in list(self._streams.values()):
+            for stream_id, pump in list(self._streams.items()):
                 # (never pulled: the proxy gave up on it as it started, e.g. its 504 crossed the start)
                 idle_s = STREAM_IDLE_S if pump.pulled else STREAM_FIRST_PULL_S
                 if not pump.pulling and now - pump.last_active > idle_s:
-                    log.warning("closing a streamed response of %s: not pulled for %ss", self._deployment, idle_s)
-                    pump.close()
+                    why = (f"not pulled for {idle_s}s (its proxy is gone?)" if pump.pulled else
+                           f"never pulled within {idle_s}s of its start (its proxy gave up on it?)")
+                    log.warning("closing a streamed response of %s: %s", self._deployment, why)
+                    self._close_stream(stream_id, pump, why)
 
     async def _handle(self, method: str, args: tuple, kwargs: dict) -> Any:
         token = _context.set(self._context)
