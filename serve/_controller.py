@@ -179,7 +179,8 @@ class ServeController:
     # -- checkpoint and recovery -------------------------------------------------------
     def _snapshot(self) -> tuple:
         return tuple(sorted(
-            (name, s.target.version, s.deleting, tuple(sorted((r.replica_id, r.version) for r in s.replicas.values())))
+            (name, s.target.version, s.deleting,
+             tuple(sorted((r.replica_id, r.version, r.state) for r in s.replicas.values())))
             for name, s in self.deployments.items()))
 
     async def _checkpoint_if_changed(self) -> None:
@@ -189,7 +190,7 @@ class ServeController:
         state = {
             "targets": [s.target for s in self.deployments.values()],
             "deleting": [n for n, s in self.deployments.items() if s.deleting],
-            "replicas": {n: [(r.replica_id, r.version, r.user_config) for r in s.replicas.values()]
+            "replicas": {n: [(r.replica_id, r.version, r.user_config, r.state) for r in s.replicas.values()]
                          for n, s in self.deployments.items()},
             "http_options": self.http_options,
         }
@@ -240,12 +241,12 @@ class ServeController:
             ds = DeploymentState(target, self.io, version_base=_version_base())
             if target.name in state["deleting"]:
                 ds.delete()
-            for replica_id, version, user_config in state["replicas"].get(target.name, ()):
+            for replica_id, version, user_config, replica_state in state["replicas"].get(target.name, ()):
                 info = await rt.call_head("get_named_actor", replica_actor_name(replica_id), SERVE_NAMESPACE)
                 if info is None or info.state is ActorState.DEAD:
                     continue
                 handle = actors.ActorHandle(info.actor_id, info.class_name, info.methods, info.async_methods, info)
-                ds.adopt(replica_id, handle, version, user_config, time.monotonic())  # routed on; checked at once
+                ds.adopt(replica_id, handle, version, user_config, time.monotonic(), replica_state)
                 adopted += 1
             self.deployments[target.name] = ds
         log.info("recovered %d deployments and adopted %d running replicas", len(self.deployments), adopted)

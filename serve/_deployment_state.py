@@ -117,12 +117,20 @@ class DeploymentState:
         self.message = ""
         return True
 
-    def adopt(self, replica_id: str, handle: Any, version: str, user_config: Any, now: float) -> None:
-        """Take over a replica that was RUNNING under an earlier controller: it keeps serving
-        (it stays in the routing set) and gets its health checked at once."""
+    def adopt(self, replica_id: str, handle: Any, version: str, user_config: Any, now: float,
+              state: str = STARTING) -> None:
+        """Take over a replica an earlier controller ran, in the state it had there: a RUNNING
+        one keeps serving (it stays in the routing set) and gets its health checked at once;
+        a STARTING one is asked `ready` again; a STOPPING one is drained again."""
         r = Replica(replica_id, handle, version, state=RUNNING, started_at=now, user_config=user_config)
-        r.next_health_at = now
         self.replicas[replica_id] = r
+        if state == RUNNING:
+            r.next_health_at = now
+        elif state == STOPPING:
+            self._stop(r, now)
+        else:
+            r.state = STARTING
+            r.ready = self.io.call(handle, "ready")
 
     def _set_autoscaler(self, now: float) -> None:
         cfg = self.target.config.autoscaling_config

@@ -899,7 +899,7 @@ def test_adopted_replicas_stay_routed_and_are_checked_at_once() -> None:
     for i in range(2):  # running since an earlier controller: the fake IO knows them already
         handle = FakeHandle(f"d#{i}", state.target)
         io.handles.append(handle)
-        state.adopt(handle.replica_id, handle, "v1", None, 5.0)
+        state.adopt(handle.replica_id, handle, "v1", None, 5.0, "RUNNING")
     assert state.step(5.0) is True, "the adopted replicas were not routed at the first step"
     assert state.routing_version == 1_001
     assert sorted(r.replica_id for r in state.running()) == ["d#0", "d#1"]
@@ -911,3 +911,27 @@ def test_adopted_replicas_stay_routed_and_are_checked_at_once() -> None:
     checks[0].fail(actors.ActorDiedError("actor is dead"))  # one died while the controller was away
     state.step(5.1)
     assert len(state.running()) == 1 and len(io.pending("ready")) == 1  # replaced
+
+
+def test_adopted_replicas_keep_the_state_they_had() -> None:
+    io = FakeIO()
+    state = DeploymentState(make_target("v1", 2, health_check_period_s=1e6), io)
+    handles = {}
+    for name, was in (("d#run", "RUNNING"), ("d#start", "STARTING"), ("d#stop", "STOPPING")):
+        handles[was] = FakeHandle(name, state.target)
+        io.handles.append(handles[was])
+        state.adopt(name, handles[was], "v1", None, 5.0, was)
+    state.step(5.0)
+    # only the one that was serving is routed; the starting one is asked `ready` again
+    assert [r.replica_id for r in state.running()] == ["d#run"]
+    assert [p.handle for p in io.pending("ready")] == [handles["STARTING"]]
+    # the stopping one drains again, out of the routing set, and is killed once drained
+    (drain,) = io.pending("prepare_for_shutdown")
+    assert drain.handle is handles["STOPPING"]
+    drain.succeed(None)
+    state.step(5.1)
+    assert handles["STOPPING"] in io.kills and "d#stop" not in state.replicas
+    io.pending("ready")[0].succeed({})
+    state.step(5.2)
+    assert sorted(r.replica_id for r in state.running()) == ["d#run", "d#start"]
+    assert state.status == "HEALTHY" and len(io.handles) == 3  # nothing new started

@@ -269,6 +269,49 @@ def test_responses_made_on_an_event_loop_are_its_futures() -> None:
     assert "never" not in seen and seen[-2:] == ["hold", "after"], "a cancelled call still ran"
 
 
+@serve.deployment
+def echo(x):
+    return x
+
+
+@serve.deployment
+class Fanout:
+    """Passes one response to two calls and cancels one of them, inside a replica."""
+
+    def __init__(self, latch, gate, echo):
+        self.latch, self.gate, self.echo = latch, gate, echo
+
+    async def __call__(self, _):
+        up = self.gate.remote("hold")
+        b, c = self.echo.remote(up), self.echo.remote(up)
+        while "hold" not in await self.latch.calls.remote():
+            await asyncio.sleep(0.01)
+        b.cancel()  # while b waits for `up`
+        await self.latch.open.remote()
+        return await c, await up
+
+
+def test_cancelling_a_call_given_a_response_leaves_the_response_to_its_other_users() -> None:
+    latch = Latch.remote()
+    gate = serve.run(Gate.bind(latch), name="gate", route_prefix=None)
+    echoes = serve.run(echo.bind(), name="echo", route_prefix=None)
+
+    async def main():  # from an async driver
+        up = gate.remote("hold")
+        b, c = echoes.remote(up), echoes.remote(up)
+        while "hold" not in await latch.calls.remote():
+            await asyncio.sleep(0.01)
+        b.cancel()
+        await latch.open.remote()
+        return await c, await up
+
+    assert asyncio.run(main()) == ("hold", "hold")
+    latch2 = Latch.remote()
+    fanout = serve.run(Fanout.bind(latch2, Gate.options(name="Gate2").bind(latch2), echo.bind()), name="fan",
+                       route_prefix=None)
+    assert tuple(fanout.remote(0).result(timeout_s=30)) == ("hold", "hold")
+
+
 @serve.deployment(max_ongoing_requests=2, max_queued_requests=1)
 class Sleeper:
     def __init__(self):
@@ -414,6 +457,54 @@ def test_traffic_flows_while_the_controller_is_killed_and_it_recovers() -> None:
     assert {handle.pid.remote().result() for _ in range(40)} == pids  # replicas adopted, not replaced
     new_info = rt.run_threadsafe(lambda: rt.call_head("get_actor_info", controller.actor_id))
     assert new_info.pid != info.pid
+
+
+@serve.deployment
+class SlowStart:
+    def __init__(self, port):
+        import socket
+
+        # a constructor busy until the test says so (as one loading a model would be)
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.recv(1)
+
+    def __call__(self):
+        return "constructed"
+
+
+def test_a_replica_still_starting_when_the_controller_dies_is_not_routed_until_ready() -> None:
+    import socket
+
+    from actors.system import current_runtime
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        handle = serve.run(SlowStart.bind(server.getsockname()[1]), _wait=False)
+        server.settimeout(30)
+        conn, _ = server.accept()  # the constructor is running
+        controller = actors.get_actor("SERVE_CONTROLLER", namespace="serve")
+
+        def deployment() -> dict:
+            return serve.status()["applications"]["default"]["deployments"]["SlowStart"]
+
+        rt = current_runtime()
+        info = rt.run_threadsafe(lambda: rt.call_head("get_actor_info", controller.actor_id))
+        os.kill(info.pid, 9)
+
+        def restarted() -> bool:
+            try:
+                return actors.get(controller.status.remote(), timeout=10) is not None
+            except actors.ActorDiedError:
+                return False  # the killed incarnation
+
+        wait_until(restarted, timeout=30, what="the controller to restart")
+        # recovered as it was: still starting, not routed, not healthy
+        assert deployment()["replicas"] == {"STARTING": 1} and deployment()["status"] == "UPDATING"
+        assert actors.get(controller.listen.remote("SlowStart", -1, 0.0), timeout=10).replicas == ()
+        conn.sendall(b"x")  # the constructor may finish
+        conn.close()
+    wait_until(lambda: deployment()["status"] == "HEALTHY", timeout=30, what="the replica to finish starting")
+    assert deployment()["replicas"] == {"RUNNING": 1}, "the starting replica was replaced, not adopted"
+    assert handle.remote().result(timeout_s=10) == "constructed"
 
 
 @serve.deployment(autoscaling_config={"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1,
