@@ -156,9 +156,17 @@ def _has_responses(args: tuple, kwargs: dict) -> bool:
 
 async def _resolve(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Arguments with every top-level `DeploymentResponse` replaced by its value."""
-    args = tuple([(await a) if isinstance(a, DeploymentResponse) else a for a in args])
-    kwargs = {k: ((await v) if isinstance(v, DeploymentResponse) else v) for k, v in kwargs.items()}
+    args = tuple([(await _value(a)) if isinstance(a, DeploymentResponse) else a for a in args])
+    kwargs = {k: ((await _value(v)) if isinstance(v, DeploymentResponse) else v) for k, v in kwargs.items()}
     return args, kwargs
+
+
+async def _value(response: DeploymentResponse) -> Any:
+    """A response argument's value, shielded: this call being cancelled must not cancel the
+    response, which its caller may have passed to other calls too (or await itself)."""
+    if isinstance(response, _LoopResponse) and response.get_loop() is asyncio.get_running_loop():
+        return await asyncio.shield(response)
+    return await asyncio.shield(response._to_object_ref())
 
 
 async def _call(rt: Any, deployment: str, method: str, args: tuple, kwargs: dict) -> Any:
