@@ -114,7 +114,7 @@ class ProxyState:
         if self.stopped:
             return False
         before = {k: (e.state, e.url) for k, e in self.proxies.items()}
-        wanted = {} if self.stopped else wanted_nodes(self.location, nodes)
+        wanted = wanted_nodes(self.location, nodes)
         for node_id in [k for k in self.proxies if k not in wanted]:
             entry = self.proxies.pop(node_id)  # its node left (or is no longer wanted)
             if entry.handle is not None:
