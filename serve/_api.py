@@ -16,13 +16,22 @@ import time
 from typing import Any
 
 import actors
+from actors.messages import ActorState
 from actors.system import current_runtime
 
 from ._config import DEFAULT, HTTPOptions, validate_route_prefix
-from ._controller import CONTROLLER_NAME, SERVE_NAMESPACE, ServeController
+from ._controller import (
+    CHECKPOINT_KEY,
+    CONTROLLER_NAME,
+    SERVE_NAMESPACE,
+    STATUS_KEY,
+    ServeController,
+    replica_actor_name,
+)
 from ._deployment import Application, Deployment
 from ._graph import compile_graph, is_graph
 from ._handle import DeploymentHandle
+from ._proxy_state import PROXY_PREFIX
 from .exceptions import DeploymentUnhealthyError
 from .messages import DeploymentTarget
 
@@ -31,6 +40,8 @@ __all__ = ["start", "run", "delete", "shutdown", "status", "list_deployments", "
 
 _DEPLOY_TIMEOUT_S = float(os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300"))
 _PROXY_TIMEOUT_S = 60.0
+_SHUTDOWN_BUDGET_S = 60.0  # the controller's, in total, to drain and stop the proxies and delete the deployments
+_SHUTDOWN_TIMEOUT_S = _SHUTDOWN_BUDGET_S + 30.0  # the driver's wait; then it kills what is left itself
 
 
 def _controller_or_none() -> actors.ActorHandle | None:
@@ -61,8 +72,10 @@ def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> 
         try:
             _wait_proxies(controller, http)
         except (Exception, asyncio.CancelledError):
-            actors.get(controller.shutdown.remote(), timeout=60)
-            actors.kill(controller)
+            try:
+                _stop_serve(controller)
+            except Exception as e:  # the start's own error is the one to report
+                _warn(f"could not stop the Serve that failed to start: {type(e).__name__}: {e}")
             raise
     return controller
 
@@ -259,14 +272,56 @@ def shutdown() -> None:
     if controller is None:
         return
     try:
-        actors.get(controller.shutdown.remote(), timeout=90)  # deletes deployments, stops the proxies
+        _stop_serve(controller)
     finally:
-        actors.kill(controller)
         rt = current_runtime()
         if rt is not None:
             rt.extensions.pop("serve_controller", None)
             for router in rt.extensions.pop("serve_routers", {}).values():
                 rt.loop.call_soon_threadsafe(router.close)
+
+
+def _stop_serve(controller: actors.ActorHandle) -> None:
+    """The controller's orderly shutdown (drain, delete the deployments, stop the proxies),
+    then the controller killed. If that shutdown fails or outlasts `_SHUTDOWN_TIMEOUT_S`,
+    the driver itself kills the proxies and replicas left and drops the checkpoint (so no
+    detached proxy keeps the port and no later `serve.start` brings the deployments back)."""
+    try:
+        clean = actors.get(controller.shutdown.remote(_SHUTDOWN_BUDGET_S), timeout=_SHUTDOWN_TIMEOUT_S) is True
+        problem = "did not delete every deployment in time"
+    except Exception as e:  # a timeout, the controller died, or its shutdown raised
+        clean, problem = False, f"failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    _kill_quietly(controller)
+    if not clean:
+        killed = _kill_serve_actors()
+        _warn(f"the controller's shutdown {problem}; killed it and {killed} proxies and replicas left")
+
+
+def _kill_quietly(handle: actors.ActorHandle) -> None:
+    try:
+        actors.kill(handle)
+    except actors.ActorDiedError:
+        pass  # gone already
+
+
+def _kill_serve_actors() -> int:
+    """Kill every live proxy and replica actor of Serve, found by name in the head's actor
+    table, and delete the controller's checkpoint; returns how many were killed."""
+    prefixes = (PROXY_PREFIX, replica_actor_name(""))
+    rt = current_runtime()
+    infos = rt.run_threadsafe(lambda: rt.call_head("list_actors"))
+    killed = 0
+    for info in infos:
+        if (info.namespace == SERVE_NAMESPACE and (info.name or "").startswith(prefixes)
+                and info.state is not ActorState.DEAD):
+            killed += bool(rt.run_threadsafe(lambda info=info: rt.call_head("kill_actor", info.actor_id, True)))
+    for key in (CHECKPOINT_KEY, STATUS_KEY):
+        rt.run_threadsafe(lambda key=key: rt.call_head("kv_delete", key))
+    return killed
+
+
+def _warn(text: str) -> None:
+    print(f"serve: warning: {text}", file=sys.stderr, flush=True)
 
 
 def status() -> dict[str, Any]:

@@ -348,20 +348,30 @@ class ServeController:
         if state is not None:
             state.record_load(time.monotonic(), source, ongoing)
 
-    async def shutdown(self, timeout_s: float = 30.0) -> bool:
+    async def shutdown(self, timeout_s: float = 60.0) -> bool:
+        """Drain the proxies, delete every deployment, stop the proxies and drop the
+        checkpoint, all within `timeout_s` in total (the driver waits a little longer, then
+        kills whatever is left itself). True if every deployment was deleted in time."""
+        deadline = time.monotonic() + timeout_s
+        reserve = min(10.0, timeout_s / 4)  # kept back for stopping the proxies and the checkpoint
+
+        def left(keep: float = 0.0) -> float:
+            return max(0.0, deadline - time.monotonic() - keep)
+
         # Proxies drain first (healthz 503) and still serve while the deployments finish
         # their requests; then they stop accepting and finish theirs before they are killed.
         proxies = [e.handle for e in self.proxies.proxies.values() if e.handle is not None and e.state == HEALTHY]
-        await _all_answered([self.proxies.io.call(h, "start_draining") for h in proxies], 5.0)
+        await _all_answered([self.proxies.io.call(h, "start_draining") for h in proxies], min(5.0, left(2 * reserve)))
         names = list(self.deployments)
-        await self.delete(names)
-        done = await self.wait_deleted(names, timeout_s)
-        await _all_answered([self.proxies.io.call(h, "drain", timeout_s) for h in proxies], timeout_s + 5.0)
+        await asyncio.wait_for(self.delete(names), max(left(2 * reserve), 1.0))
+        done = await self.wait_deleted(names, left(2 * reserve))
+        drain_s = left(reserve)
+        await _all_answered([self.proxies.io.call(h, "drain", max(drain_s - 1.0, 0.0)) for h in proxies], drain_s)
         kills = self.proxies.stop_all()
         if kills:
-            await asyncio.wait(kills, timeout=timeout_s)
-        await current_runtime().call_head("kv_delete", CHECKPOINT_KEY)
-        await current_runtime().call_head("kv_delete", STATUS_KEY)
+            await asyncio.wait(kills, timeout=max(left(reserve / 2), 0.5))
+        for key in (CHECKPOINT_KEY, STATUS_KEY):
+            await current_runtime().call_head("kv_delete", key, timeout=max(left(), 1.0))
         self._membership = ()
         return done
 
