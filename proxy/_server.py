@@ -82,11 +82,19 @@ class ProxyServer:
         self.table = RouteTable.compile(Route(prefix, target) for prefix, target in routes.items())
 
     async def start(self) -> None:
-        # uvicorn answers a bind failure with sys.exit: find out first, as an OSError.
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((self.host, self.port))
-        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        # Bind and listen here and hand uvicorn the socket: a port in use is an OSError at
+        # this call (uvicorn answers a bind failure of its own with sys.exit, which would end
+        # the process), and no other server can take the port between a check and the bind.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(self._server.config.backlog)
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # raises the bind error
