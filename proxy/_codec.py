@@ -62,7 +62,7 @@ def _chunk(item: Any) -> bytes:
     return item if isinstance(item, bytes) else str(item).encode()
 
 
-def _whole(status: int, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HTTPResponse:
+def whole_response(status: int, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> HTTPResponse:
     """A whole response, with its content-length (so it is not sent chunked)."""
     if status >= 200 and status not in (204, 304):
         headers = (*headers, (b"content-length", b"%d" % len(body)))
@@ -86,13 +86,13 @@ async def to_http_response(result: Any) -> HTTPResponse | StreamBody:
     if isinstance(result, Response):
         return HTTPResponse(result.status_code, tuple(result.raw_headers), bytes(result.body))
     if isinstance(result, str):
-        return _whole(200, _TEXT, result.encode())
+        return whole_response(200, _TEXT, result.encode())
     if isinstance(result, (bytes, bytearray, memoryview)):
-        return _whole(200, ((b"content-type", b"application/octet-stream"),), bytes(result))
+        return whole_response(200, ((b"content-type", b"application/octet-stream"),), bytes(result))
     if inspect.isgenerator(result) or inspect.isasyncgen(result):
         return StreamBody(200, _TEXT, _stream_of(result))
     body = json.dumps(result, default=_json_default).encode()
-    return _whole(200, ((b"content-type", b"application/json"),), body)
+    return whole_response(200, ((b"content-type", b"application/json"),), body)
 
 
 def _json_default(value: Any) -> Any:
@@ -184,7 +184,7 @@ async def run_asgi(app: Any, req: HTTPRequest) -> HTTPResponse | StreamBody:
         raise
     headers = tuple((k, v) for k, v in start["headers"] if k.lower() != b"content-length")
     if not more:
-        return _whole(start["status"], headers, body)
+        return whole_response(start["status"], headers, body)
     return StreamBody(start["status"], headers, _app_parts(body, parts, task))
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from ._asgi import build_app
+from ._codec import whole_response
 from ._protocol import protocol_with_header_deadline
 from ._routes import Route, RouteTable
 from ._stream import ResponseStream, write_stream
@@ -50,9 +51,7 @@ class _Server(uvicorn.Server):
 
 
 def _text(status: int, text: str) -> HTTPResponse:
-    body = text.encode()
-    return HTTPResponse(status, ((b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))),
-                        body)
+    return whole_response(status, ((b"content-type", b"text/plain; charset=utf-8"),), text.encode())
 
 
 class ProxyServer:
@@ -68,7 +67,6 @@ class ProxyServer:
         self._classify = classify or (lambda e: 500)
         self.table = RouteTable.compile([])
         self.draining = False
-        self.root_path = root_path
         asgi = build_app(self.app, middlewares, root_path)  # the app behind root_path and middlewares
         config = uvicorn.Config(asgi, host=host, port=port, lifespan="off", log_level="warning",
                                 access_log=False, timeout_keep_alive=keep_alive_timeout_s,
@@ -133,7 +131,8 @@ class ProxyServer:
         if path == "/-/healthz":
             return _text(503, "draining") if self.draining else _text(200, "success")
         if path == "/-/routes":
-            return HTTPResponse(200, ((b"content-type", b"application/json"),), json.dumps(self.table.routes()).encode())
+            return whole_response(200, ((b"content-type", b"application/json"),),
+                                  json.dumps(self.table.routes()).encode())
         match = self.table.match(path)
         if match is None:
             return _text(404, f"Path '{scope.get('root_path', '') + path}' not found. Ping http://{self.host}:{self.port}/-/routes for the routing table.")

@@ -98,6 +98,9 @@ def test_errors_and_builtins(http) -> None:
     assert http.get("/kinds", params={"kind": "text"}).text == "plain text"  # the replica keeps serving
     health = http.get("/-/healthz")
     assert (health.status_code, health.text) == (200, "success")
+    for builtin in (health, http.get("/-/routes"), missing):  # whole answers: sized, not chunked
+        assert builtin.headers.get("content-length") == str(len(builtin.content))
+        assert "transfer-encoding" not in builtin.headers
 
 
 def test_routes_follow_deploys_and_deletes(http) -> None:
