@@ -36,7 +36,7 @@ from .exceptions import DeploymentUnhealthyError
 from .messages import DeploymentTarget
 
 __all__ = ["start", "run", "delete", "shutdown", "status", "list_deployments", "get_deployment",
-           "app_targets", "deploy_targets", "delete_deployments", "http_base_url"]
+           "app_targets", "deploy_targets", "delete_deployments", "http_base_url", "base_url"]
 
 _DEPLOY_TIMEOUT_S = float(os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300"))
 _PROXY_TIMEOUT_S = 60.0
@@ -357,16 +357,23 @@ def get_deployment(name: str) -> Deployment:
     return _deployment_of(targets[name])
 
 
-def http_base_url() -> str:
-    """The URL of a proxy (with http_options root_path): the head node's (HeadOnly), else the first by IP."""
-    host, port, root_path = "127.0.0.1", 8000, ""
+def http_base_url() -> str | None:
+    """Where HTTP requests go (see `base_url`), for the Serve running now; None with no proxies."""
     try:
         st = status()
-        opts = st.get("http_options", {})
-        host, port, root_path = opts.get("host", host), opts.get("port", port), opts.get("root_path", "")
-        urls = sorted((p["node_ip"], p["url"]) for p in st.get("proxies", {}).values() if p["url"])
-        if urls:
-            return urls[0][1] + root_path
     except Exception:
-        pass
-    return f"http://{'127.0.0.1' if host == 'node' else host}:{port}{root_path}"
+        st = {}
+    return base_url(st.get("http_options") or {}, st.get("proxies"))
+
+
+def base_url(http_options: dict[str, Any], proxies: dict[str, Any] | None) -> str | None:
+    """The URL of a proxy, with http_options root_path: a running proxy's own (the head's
+    for HeadOnly, else the first by IP), else the configured host and port; None for NoServer."""
+    if http_options.get("location") == "NoServer":
+        return None
+    root_path = http_options.get("root_path", "")
+    urls = sorted((p["node_ip"], p["url"]) for p in (proxies or {}).values() if p.get("url"))
+    if urls:
+        return urls[0][1] + root_path
+    host = http_options.get("host", "127.0.0.1")
+    return f"http://{'127.0.0.1' if host == 'node' else host}:{http_options.get('port', 8000)}{root_path}"

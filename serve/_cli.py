@@ -29,7 +29,7 @@ from typing import Any
 import actors
 from actors.system import PROBE_OK, find_local_head, probe, read_token
 
-from ._api import _controller_or_none, deploy_targets, start
+from ._api import _controller_or_none, base_url, deploy_targets, start
 from ._api import shutdown as serve_shutdown
 from ._build import BuiltApp, build
 from ._config import DEFAULT
@@ -124,18 +124,6 @@ def _deployments(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n: {**d, "app": a} for a, app in st["applications"].items() for n, d in app["deployments"].items()}
 
 
-def _base_url(http: dict[str, Any], proxies: dict[str, Any] | None = None) -> str | None:
-    """Where to send requests: the configured host and port, or with host="node" (each
-    proxy on its node's IP) the first proxy's URL."""
-    if http.get("location") == "NoServer":
-        return None
-    urls = sorted((p["node_ip"], p["url"]) for p in (proxies or {}).values() if p.get("url"))
-    root_path = http.get("root_path", "")
-    if http.get("host") == "node" and urls:
-        return urls[0][1] + root_path
-    return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}{root_path}"
-
-
 def _check_http(running: dict[str, Any], wanted: dict[str, Any]) -> None:
     differ = {k: v for k, v in wanted.items() if running.get(k) != v}
     if differ:
@@ -187,7 +175,7 @@ def _report(apps: list[BuiltApp], changed: dict[str, bool]) -> None:
 
 
 def _where(apps: list[BuiltApp], st: dict[str, Any]) -> None:
-    base = _base_url(st.get("http_options") or {}, st.get("proxies"))
+    base = base_url(st.get("http_options") or {}, st.get("proxies"))
     for app in apps:
         where = f"{base}{app.route_prefix}" if base and app.route_prefix is not None else "no HTTP route (handles only)"
         _say(f"serve: application {app.config.name!r} is serving at {where}")
@@ -315,7 +303,7 @@ def shutdown_cmd(args: argparse.Namespace) -> int:
 def render(st: dict[str, Any]) -> str:
     http = st.get("http_options") or {}
     proxies = st.get("proxies") or {}
-    base = _base_url(http, proxies)
+    base = base_url(http, proxies)
     lines = [f"Serve: HTTP at {base} ({http.get('location', 'HeadOnly')})" if base else "Serve: no HTTP proxy", ""]
     if proxies:
         rows = [("PROXY NODE", "IP", "STATE", "URL", "MESSAGE")]

@@ -81,7 +81,8 @@ class Deployment:
             return None
         from ._api import http_base_url
 
-        return http_base_url() + self.route_prefix
+        base = http_base_url()
+        return None if base is None else base + self.route_prefix
 
     def __repr__(self) -> str:
         return f"Deployment(name={self.name},version={self.version},route_prefix={self.route_prefix})"

@@ -179,10 +179,10 @@ def test_root_path_mounts_the_proxy_under_a_prefix(serve_down) -> None:
 
 
 def test_cli_urls_include_root_path() -> None:
-    from serve._cli import _base_url
+    from serve._api import base_url  # what zeroserve serve run/deploy/status print
 
-    assert _base_url({"host": "127.0.0.1", "port": 8000, "root_path": "/serve"}) == "http://127.0.0.1:8000/serve"
-    assert _base_url({"host": "127.0.0.1", "port": 8000}) == "http://127.0.0.1:8000"
+    assert base_url({"host": "127.0.0.1", "port": 8000, "root_path": "/serve"}, None) == "http://127.0.0.1:8000/serve"
+    assert base_url({"host": "127.0.0.1", "port": 8000}, None) == "http://127.0.0.1:8000"
 
 
 # -- FastAPI examples of Ray Serve 1.x's HTTP guide, ported --------------------------------

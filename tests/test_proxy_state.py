@@ -229,3 +229,16 @@ def test_stop_all_kills_everything_and_starts_nothing_again() -> None:
     assert len(pending) == 3 and all(p.killed for p in io.started)
     state.step(1.0, [HEAD, N2, N3])
     assert len(io.started) == 3 and state.status() == {}
+
+
+def test_the_base_url_is_a_running_proxys_own_else_the_configured_one() -> None:
+    from serve._api import base_url
+
+    proxies = {"b": {"node_ip": "127.0.0.2", "url": "http://127.0.0.2:9000"},
+               "a": {"node_ip": "127.0.0.1", "url": "http://127.0.0.1:9000"},
+               "c": {"node_ip": "127.0.0.0", "url": ""}}  # not serving: no URL
+    assert base_url({"host": "node", "port": 9000, "root_path": "/s"}, proxies) == "http://127.0.0.1:9000/s"
+    assert base_url({"host": "0.0.0.0", "port": 9000}, {"a": proxies["a"]}) == "http://127.0.0.1:9000"
+    assert base_url({"host": "node", "port": 9000}, {}) == "http://127.0.0.1:9000"
+    assert base_url({"host": "10.0.0.5", "port": 80}, None) == "http://10.0.0.5:80"
+    assert base_url({"location": "NoServer"}, proxies) is None
