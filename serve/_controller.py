@@ -30,6 +30,7 @@ from ._deployment_state import DeploymentState
 from ._http import HTTPProxyActor
 from ._proxy_state import HEALTHY, PROXY_PREFIX, NodeView, ProxyState, proxy_actor_name
 from ._replica import ReplicaActor
+from ._router import ignore_outcome
 from .messages import DeploymentTarget, ReplicaInfo, ReplicaSet
 
 __all__ = ["ServeController", "CONTROLLER_NAME", "SERVE_NAMESPACE", "CHECKPOINT_KEY", "replica_actor_name"]
@@ -65,7 +66,7 @@ class _ActorReplicaIO:
 
     def call(self, handle: actors.ActorHandle, method: str, *args: Any) -> actors.ObjectRef:
         ref = getattr(handle, method).remote(*args)
-        ref.future().add_done_callback(_retrieved)  # a replica dropped with a call pending: no noise
+        ref.future().add_done_callback(ignore_outcome)  # a replica dropped with a call pending: no noise
         return ref
 
     def kill(self, handle: actors.ActorHandle) -> None:
@@ -91,17 +92,12 @@ class _ActorProxyIO:
 
     def call(self, handle: actors.ActorHandle, method: str, *args: Any) -> actors.ObjectRef:
         ref = getattr(handle, method).remote(*args)
-        ref.future().add_done_callback(_retrieved)  # a dropped call's error is no news
+        ref.future().add_done_callback(ignore_outcome)  # a dropped call's error is no news
         return ref
 
     def kill(self, handle: actors.ActorHandle) -> asyncio.Task:
         rt = current_runtime()
         return rt.background(_kill(rt, handle))
-
-
-def _retrieved(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 async def _kill(rt: Any, handle: actors.ActorHandle) -> None:

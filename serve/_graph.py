@@ -28,6 +28,7 @@ from typing import Any
 
 from ._deployment import Application
 from ._handle import DeploymentHandle
+from ._router import ignore_outcome
 
 __all__ = ["InputNode", "InputAttributeNode", "MethodNode", "CallNode", "DAGHandle", "is_graph", "compile_graph",
            "check_bind_args"]
@@ -295,7 +296,7 @@ class _Run:
         error retrieved, so the replica's log does not fill with 'never retrieved' warnings."""
         for value in self._memo.values():
             if isinstance(value, asyncio.Future):
-                value.add_done_callback(_retrieve)
+                value.add_done_callback(ignore_outcome)
 
     def _input(self) -> Any:
         if len(self._args) == 1 and not self._kwargs:
@@ -327,6 +328,3 @@ class _Run:
         return handle.remote(*self.value(node.args), **self.value(node.kwargs))
 
 
-def _retrieve(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()

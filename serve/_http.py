@@ -20,6 +20,7 @@ from actors.system import current_runtime
 from proxy import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart, ProxyServer
 
 from ._handle import _controller, _router
+from ._router import ignore_outcome
 from .exceptions import BackPressureError
 from .messages import HTTP_METHOD
 
@@ -66,18 +67,13 @@ class _ReplicaStream:
 
     def close(self) -> None:
         if not self._ended:
-            self._replica.handle.stream_close.remote(self._id).future().add_done_callback(_ignore_outcome)
+            self._replica.handle.stream_close.remote(self._id).future().add_done_callback(ignore_outcome)
             self._end()
 
     def _end(self) -> None:
         if not self._ended:
             self._ended = True
             self._router.release(self._replica)
-
-
-def _ignore_outcome(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 class HTTPProxyActor:

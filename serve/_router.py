@@ -25,7 +25,7 @@ from actors import ActorDiedError
 from .exceptions import BackPressureError, ServeError
 from .messages import ReplicaInfo, ReplicaSet
 
-__all__ = ["Router", "choose"]
+__all__ = ["Router", "choose", "ignore_outcome"]
 
 log = logging.getLogger(__name__)
 _POLL_HOLD_S = 20.0
@@ -104,7 +104,7 @@ class Router:
             if self._report_every is None:
                 continue
             ref = self._controller.record_load.remote(self._source, self.deployment, float(self.load))
-            ref.future().add_done_callback(_ignore_outcome)  # best effort: the next report follows
+            ref.future().add_done_callback(ignore_outcome)  # best effort: the next report follows
 
     def _wake(self, n: int = 1) -> None:
         while n > 0 and self._waiting:
@@ -235,6 +235,8 @@ def _refused_by_dead(exc: BaseException | None) -> bool:
     return isinstance(exc, ActorDiedError) and "is dead" in str(exc)
 
 
-def _ignore_outcome(fut: asyncio.Future) -> None:
+def ignore_outcome(fut: asyncio.Future) -> None:
+    """A done-callback for a call whose outcome nobody reads: retrieve it, so a failure is
+    not logged as 'Future exception was never retrieved'."""
     if not fut.cancelled():
         fut.exception()
