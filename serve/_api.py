@@ -17,7 +17,7 @@ from typing import Any
 
 import actors
 from actors.messages import ActorState
-from actors.system import current_runtime
+from actors.system import current_runtime, local_cluster
 
 from ._config import DEFAULT, HTTPOptions, validate_route_prefix
 from ._controller import (
@@ -268,11 +268,15 @@ def shutdown() -> None:
     """Delete every deployment and stop the controller."""
     if not actors.is_initialized():
         return
-    controller = _controller_or_none()
-    if controller is None:
-        return
     try:
-        _stop_serve(controller)
+        controller = _controller_or_none()
+        if controller is not None:
+            _stop_serve(controller)
+    except actors.ClusterUnavailableError:
+        if local_cluster() is None:
+            raise
+        # This driver's embedded cluster is gone (a terminal's Ctrl-C reaches its processes
+        # too), and Serve with it: nothing is left to stop.
     finally:
         rt = current_runtime()
         if rt is not None:

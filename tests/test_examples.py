@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from .conftest import ROOT, RUN_DIR, driver_env, free_port, wait_until
-from .test_serve_cli import _read_until, _serve_run, _stops_cleanly
+from .test_serve_cli import _env, _read_until, _serve_run, _stops_cleanly
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,6 +34,21 @@ def test_serve_app_example() -> None:
     assert "200 concurrent requests" in out and "Sentiment: HEALTHY, replicas {'RUNNING': 2}" in out
     assert f"GET http://127.0.0.1:{port}/sentiment?text=what+a+great+day -> {{'label': 'positive'" in out
     assert f"curl 'http://127.0.0.1:{port}/sentiment?text=I+love+it'" in out
+
+
+def test_the_main_job_stops_cleanly_on_ctrl_c() -> None:
+    """`make run` in a terminal: Ctrl-C reaches the whole process group, the embedded
+    cluster's processes too, so the example's serve.shutdown() finds the cluster gone."""
+    tmpdir = os.path.join(RUN_DIR, "serve-app-ctrl-c")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "examples/serve_app.py", "--port", str(port)], cwd=str(ROOT),
+                            env=_env(tmpdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _read_until(proc, "Ctrl-C to stop")
+    finally:
+        if proc.poll() is None:
+            _stops_cleanly(proc, signal.SIGINT, tmpdir, port)  # exit 0: no traceback
 
 
 def test_counter_example() -> None:
