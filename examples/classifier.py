@@ -186,12 +186,13 @@ def main() -> None:
           f"    curl -d '{{\"sepal_length\": 5.1, \"sepal_width\": 3.5, \"petal_length\": 1.4, "
           f"\"petal_width\": 0.2}}' {url}\nCtrl-C to stop.", flush=True)
     if not args.once:
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
-    serve.shutdown()
+        threading.Event().wait()  # until Ctrl-C
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # whenever it comes, even mid-deploy
+        pass
+    finally:
+        serve.shutdown()

@@ -182,12 +182,13 @@ def main() -> None:
           f"    curl -H 'content-type: application/json' -d '{{\"values\": [2.5, 3, 4.5, 10]}}' {base}/stats\n"
           f"    open {base}/docs\nCtrl-C to stop.", flush=True)
     if not args.once:
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
-    serve.shutdown()
+        threading.Event().wait()  # until Ctrl-C
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # whenever it comes, even mid-deploy
+        pass
+    finally:
+        serve.shutdown()

@@ -147,12 +147,13 @@ def main() -> None:
           f"    curl -d '{json.dumps(body)}' {url}\n"
           f"    curl -d '{{\"features\": [6.7, 3.0, 5.2, 2.3]}}' {url}\nCtrl-C to stop.", flush=True)
     if not args.once:
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
-    serve.shutdown()
+        threading.Event().wait()  # until Ctrl-C
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # whenever it comes, even mid-deploy
+        pass
+    finally:
+        serve.shutdown()

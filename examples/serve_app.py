@@ -82,12 +82,13 @@ def main() -> None:
     print(f"\nServing on http://127.0.0.1:{port} - try:\n    curl 'http://127.0.0.1:{port}/sentiment?text=I+love+it'\n"
           f"    curl -d 'slow and broken' http://127.0.0.1:{port}/sentiment\nCtrl-C to stop.", flush=True)
     if "--once" not in sys.argv:
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
-    serve.shutdown()
+        threading.Event().wait()  # until Ctrl-C
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # whenever it comes, even mid-deploy
+        pass
+    finally:
+        serve.shutdown()
