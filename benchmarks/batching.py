@@ -17,12 +17,8 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -32,7 +28,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, EXAMPLES, os.enviro
 os.environ.setdefault("ZEROSERVE_QUIET", "1")
 
 from classifier import IrisClassifier, load_iris  # noqa: E402
-from http_noop import ensure_wrk, free_port, wait_http  # noqa: E402
+from http_noop import ensure_wrk, free_port, routes, run_wrk, wait_http  # noqa: E402
 
 import serve  # noqa: E402
 
@@ -69,27 +65,6 @@ async def closed_loop(handle: serve.DeploymentHandle, rows: list[list[float]], c
     return count / (loop.time() - t0)
 
 
-def routes(port: int) -> dict[str, str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/routes", timeout=5) as r:
-        return json.loads(r.read())
-
-
-def run_wrk_post(wrk: str, url: str, connections: int, seconds: float) -> tuple[float, int]:
-    """(requests/s, non-2xx responses) for POSTs of BODY."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(f'wrk.method = "POST"\nwrk.body = \'{BODY}\'\nwrk.headers["Content-Type"] = "application/json"\n')
-    try:
-        subprocess.run([wrk, "-t", "1", "-c", str(connections), "-d", "1s", "-s", f.name, url],  # warm-up
-                       capture_output=True, check=True)
-        out = subprocess.run([wrk, "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-                              "-s", f.name, url], capture_output=True, text=True, check=True).stdout
-    finally:
-        os.unlink(f.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, int(errors.group(1)) if errors else 0
-
-
 def measure(name: str, handle: serve.DeploymentHandle, via: str, c: int, port: int, wrk: str | None, rows: list,
             seconds: float) -> tuple[float, float, int]:
     """(requests/s, mean batch size, non-2xx responses) of one measurement."""
@@ -98,7 +73,8 @@ def measure(name: str, handle: serve.DeploymentHandle, via: str, c: int, port: i
         rps, errors = asyncio.run(closed_loop(handle, rows, c, seconds)), 0
     else:
         assert wrk is not None
-        rps, errors = run_wrk_post(wrk, f"http://127.0.0.1:{port}/{name}", c, seconds)
+        figures = run_wrk(wrk, f"http://127.0.0.1:{port}/{name}", c, seconds, body=BODY, warmup=True)
+        rps, errors = figures["rps"], figures["non_2xx"]
     after = handle.stats.remote().result()
     return rps, (after["items"] - before["items"]) / max(1, after["batches"] - before["batches"]), errors
 

@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -67,13 +68,36 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
     raise SystemExit(f"{url} did not answer within {timeout}s")
 
 
+def routes(port: int) -> dict[str, str]:
+    """The proxy's route table (GET /-/routes)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/routes", timeout=5) as r:
+        return json.loads(r.read())
+
+
 def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_wrk(wrk: str, url: str, connections: int, seconds: int) -> dict[str, float]:
-    out = subprocess.run([wrk, "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+def run_wrk(wrk: str, url: str, connections: int, seconds: float, *, body: str | None = None,
+            warmup: bool = False) -> dict[str, float]:
+    """wrk's requests/s, p50/p99 in ms and non-2xx count. `body`: POST it as JSON instead of
+    GETs; `warmup`: a 1 s run first, not measured. (The other HTTP benchmarks use it too.)"""
+    script: list[str] = []
+    if body is not None:
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(f'wrk.method = "POST"\nwrk.body = \'{body}\'\nwrk.headers["Content-Type"] = "application/json"\n')
+        script = ["-s", f.name]
+    try:
+        if warmup:
+            subprocess.run([wrk, "-t", "1", "-c", str(connections), "-d", "1s", *script, url], capture_output=True,
+                           check=True)
+        out = subprocess.run([wrk, "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency",
+                              *script, url], capture_output=True, text=True, check=True).stdout
+    finally:
+        if script:
+            os.unlink(script[1])
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
     p = {k: _ms(*re.match(r"([\d.]+)(\w+)", v).groups()) for k, v in lat.items()}

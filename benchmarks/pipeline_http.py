@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -31,7 +28,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, EXAMPLES, os.enviro
 os.environ.setdefault("ZEROSERVE_QUIET", "1")
 
 from classifier import IrisClassifier  # noqa: E402
-from http_noop import _ms, ensure_wrk, free_port, wait_http  # noqa: E402
+from http_noop import ensure_wrk, free_port, routes, run_wrk, wait_http  # noqa: E402
 from pipeline import NoveltyScorer, flower_request  # noqa: E402
 from pipeline import app as pipeline_app  # noqa: E402
 
@@ -52,28 +49,6 @@ class ManualPipeline:
         features = await flower_request(request)
         species = await self.classifier.remote(features)
         return await self.scorer.score.remote(features, species)
-
-
-def run_wrk_post(wrk: str, url: str, connections: int, seconds: float) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(f'wrk.method = "POST"\nwrk.body = \'{BODY}\'\nwrk.headers["Content-Type"] = "application/json"\n')
-    try:
-        subprocess.run([wrk, "-t", "1", "-c", str(connections), "-d", "1s", "-s", f.name, url],  # warm-up
-                       capture_output=True, check=True)
-        out = subprocess.run([wrk, "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-                              "--latency", "-s", f.name, url], capture_output=True, text=True, check=True).stdout
-    finally:
-        os.unlink(f.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
-    p = {k: _ms(*re.match(r"([\d.]+)(\w+)", v).groups()) for k, v in lat.items()}
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": p["50"], "p99_ms": p["99"], "non_2xx": int(errors.group(1)) if errors else 0}
-
-
-def routes(port: int) -> dict[str, str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/routes", timeout=5) as r:
-        return json.loads(r.read())
 
 
 def check(url: str) -> None:
@@ -113,7 +88,8 @@ def main() -> int:
             runs: dict[str, list[dict]] = {name: [] for name in names}
             for _ in range(args.rounds):
                 for name in names:
-                    runs[name].append(run_wrk_post(wrk, f"http://127.0.0.1:{port}/{name}", c, args.seconds))
+                    runs[name].append(run_wrk(wrk, f"http://127.0.0.1:{port}/{name}", c, args.seconds, body=BODY,
+                                                 warmup=True))
             for name in names:
                 measured = sorted(runs[name], key=lambda m: m["rps"])
                 median = dict(measured[len(measured) // 2])
