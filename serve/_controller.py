@@ -48,11 +48,24 @@ def replica_actor_name(replica_id: str) -> str:
     return f"SERVE_REPLICA::{replica_id}"
 
 
-class _ActorReplicaIO:
-    """The controller's seam: replicas are actors; calls return ObjectRefs."""
+class _ActorIO:
+    """The controller's seam to the actors it runs: calls return ObjectRefs, kills tasks."""
 
     def __init__(self, detached: bool) -> None:
         self.detached = detached
+
+    def call(self, handle: actors.ActorHandle, method: str, *args: Any) -> actors.ObjectRef:
+        ref = getattr(handle, method).remote(*args)
+        ref.future().add_done_callback(ignore_outcome)  # an actor dropped with a call pending: no noise
+        return ref
+
+    def kill(self, handle: actors.ActorHandle) -> asyncio.Task:
+        rt = current_runtime()
+        return rt.background(_kill(rt, handle))
+
+
+class _ActorReplicaIO(_ActorIO):
+    """Replicas are actors, spread over the nodes by deployment."""
 
     def start(self, target: DeploymentTarget, replica_id: str) -> actors.ActorHandle:
         cls = actors.remote(
@@ -64,21 +77,12 @@ class _ActorReplicaIO:
         return cls.remote(target.name, replica_id.split("#", 1)[1], target.app, target.code,
                           target.config.user_config, target.is_function, target.config.max_ongoing_requests)
 
-    def call(self, handle: actors.ActorHandle, method: str, *args: Any) -> actors.ObjectRef:
-        ref = getattr(handle, method).remote(*args)
-        ref.future().add_done_callback(ignore_outcome)  # a replica dropped with a call pending: no noise
-        return ref
 
-    def kill(self, handle: actors.ActorHandle) -> None:
-        rt = current_runtime()
-        rt.background(_kill(rt, handle))
-
-
-class _ActorProxyIO:
-    """Proxies are actors pinned to their node; calls return ObjectRefs, kills tasks."""
+class _ActorProxyIO(_ActorIO):
+    """Proxies are actors pinned to their node."""
 
     def __init__(self, detached: bool, http_options: dict[str, Any]) -> None:
-        self.detached = detached
+        super().__init__(detached)
         self.http_options = http_options
 
     def start(self, node: NodeView) -> actors.ActorHandle:
@@ -89,15 +93,6 @@ class _ActorProxyIO:
         )(HTTPProxyActor)
         return cls.remote(self.http_options.get("host", "127.0.0.1"), self.http_options.get("port", 8000),
                           self.http_options)
-
-    def call(self, handle: actors.ActorHandle, method: str, *args: Any) -> actors.ObjectRef:
-        ref = getattr(handle, method).remote(*args)
-        ref.future().add_done_callback(ignore_outcome)  # a dropped call's error is no news
-        return ref
-
-    def kill(self, handle: actors.ActorHandle) -> asyncio.Task:
-        rt = current_runtime()
-        return rt.background(_kill(rt, handle))
 
 
 async def _kill(rt: Any, handle: actors.ActorHandle) -> None:
