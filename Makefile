@@ -1,10 +1,10 @@
 # zeroserve: `make run` serves the example app on an embedded local cluster,
-# `make test` runs the whole test suite, `make bench` the benchmarks.
+# `make test` runs the whole test suite (`make test-unit` its unit tier), `make bench` the benchmarks.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-unit lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,9 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
+
+test-unit: install  # logic only, no processes: seconds
+	$(BIN)/python -m pytest -q tests/unit
 
 lint: install
 	$(BIN)/ruff check .

@@ -9,16 +9,25 @@
 
     handle = serve.run(Model.bind())
     assert handle.remote(21).result() == 42
+
+Layout: the public names are here and in `dag`, `drivers`, `handle`, `http_adapters`,
+`exceptions`, `messages`; internals are grouped by role: `_api` (what a driver calls:
+deployments, graphs, run/start/shutdown), `_control` (the controller: reconcile loop,
+deployment and proxy state machines, autoscaling, checkpoint and recovery, its IO seam),
+`_data` (the request path: client, handles, router, replica, streams, HTTP proxy actor),
+`_config` / `_schema` / `_build` (options and config files) and `_cli` (the commands).
 """
 
-from . import dag, drivers, http_adapters
-from ._api import delete, get_deployment, list_deployments, run, shutdown, start, status
-from ._batching import batch
+from . import dag, drivers, handle, http_adapters
+from ._api.deployment import Deployment, deployment
+from ._api.functions import delete, get_deployment, list_deployments, run, status
+from ._api.graph import Application
+from ._api.startup import shutdown, start
 from ._config import HTTPOptions
-from ._deployment import Application, Deployment, deployment
-from ._handle import DeploymentHandle, DeploymentResponse, RayServeHandle, RayServeSyncHandle
-from ._ingress import ingress
-from ._replica import get_replica_context
+from ._data.batching import batch
+from ._data.context import get_replica_context
+from ._data.handle import DeploymentHandle, DeploymentResponse, RayServeHandle, RayServeSyncHandle
+from ._data.ingress import ingress
 from .exceptions import BackPressureError, DeploymentUnhealthyError, RayServeException, ServeError
 
 __all__ = [
@@ -40,6 +49,7 @@ __all__ = [
     "deployment",
     "get_deployment",
     "get_replica_context",
+    "handle",
     "http_adapters",
     "ingress",
     "list_deployments",

@@ -22,8 +22,9 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from ._api import app_targets
-from ._deployment import Application, Deployment
+from ._api.application import app_targets
+from ._api.deployment import Deployment
+from ._api.graph import Application
 from ._schema import AppConfig, ServeConfig
 from .exceptions import ConfigError
 from .messages import DeploymentTarget

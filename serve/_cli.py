@@ -23,16 +23,16 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 import actors
 from actors.system import PROBE_OK, find_local_head, probe, read_token
 
-from ._api import _controller_or_none, base_url, deploy_targets, start
-from ._api import shutdown as serve_shutdown
+from ._api.startup import base_url, start
+from ._api.startup import shutdown as serve_shutdown
 from ._build import BuiltApp, build
 from ._config import DEFAULT
+from ._data.client import ServeClient, deploy_timeout_s
 from ._schema import ServeConfig, load_config, single_app
 from .exceptions import ConfigError
 
@@ -116,8 +116,8 @@ def _connect(args: argparse.Namespace, embedded_ok: bool = False, echo_logs: boo
     return False
 
 
-def _status(controller: actors.ActorHandle) -> dict[str, Any]:
-    return actors.get(controller.status.remote(), timeout=60)
+def _client() -> ServeClient:
+    return ServeClient.current()
 
 
 def _deployments(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -136,36 +136,38 @@ def _targets(apps: list[BuiltApp]) -> list:
     return [t for app in apps for t in app.targets]
 
 
-def _roll_out(controller: actors.ActorHandle, apps: list[BuiltApp], stale: list[str], timeout_s: float,
+def _roll_out(client: ServeClient, apps: list[BuiltApp], stale: list[str], timeout_s: float,
               stop: threading.Event | None = None) -> bool:
     """Print progress until every deployment of `apps` is HEALTHY and `stale` ones are gone."""
     names = [t.name for t in _targets(apps)]
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while True:
-        deps = _deployments(_status(controller))
+    last = [""]
+    failed = [False]
+
+    def done(st: dict[str, Any]) -> bool:
+        deps = _deployments(st)
         parts = [f"{n} {deps[n]['replicas'].get('RUNNING', 0)}/{deps[n]['target_replicas']} {deps[n]['status']}"
                  if n in deps else f"{n} pending" for n in names]
         gone = [n for n in stale if n not in deps]
         if stale:
             parts.append(f"deleted {len(gone)}/{len(stale)}")
         line = "; ".join(parts)
-        if line != last:
+        if line != last[0]:
             _say(f"serve: {line}")
-            last = line
+            last[0] = line
         unhealthy = [n for n in names if n in deps and deps[n]["status"] == "UNHEALTHY"]
         if unhealthy:
             for n in unhealthy:
                 print(f"serve: error: deployment {n} is UNHEALTHY: {deps[n]['message']}", file=sys.stderr, flush=True)
-            return False
-        if all(n in deps and deps[n]["status"] == "HEALTHY" for n in names) and len(gone) == len(stale):
+            failed[0] = True
             return True
-        if time.monotonic() > deadline:
-            print(f"serve: error: the roll-out did not finish within {timeout_s:.0f}s: {line} (busy resources? "
-                  "see `zeroserve status`)", file=sys.stderr, flush=True)
-            return False
-        if (stop or threading.Event()).wait(_POLL_S):  # a signal ends the wait (serve run)
-            return False
+        return all(n in deps and deps[n]["status"] == "HEALTHY" for n in names) and len(gone) == len(stale)
+
+    if client.watch_status(done, timeout_s, stop):
+        return not failed[0]
+    if stop is None or not stop.is_set():
+        print(f"serve: error: the roll-out did not finish within {timeout_s:.0f}s: {last[0]} (busy resources? "
+              "see `zeroserve status`)", file=sys.stderr, flush=True)
+    return False
 
 
 def _report(apps: list[BuiltApp], changed: dict[str, bool]) -> None:
@@ -181,9 +183,9 @@ def _where(apps: list[BuiltApp], st: dict[str, Any]) -> None:
         _say(f"serve: application {app.config.name!r} is serving at {where}")
 
 
-def _check_names(controller: actors.ActorHandle, apps: list[BuiltApp]) -> None:
+def _check_names(client: ServeClient, apps: list[BuiltApp]) -> None:
     """`run` adds applications to a running Serve: refuse to take deployments from other ones."""
-    current = actors.get(controller.targets.remote(), timeout=60)
+    current = client.targets()
     for app in apps:
         for t in app.targets:
             other = current.get(t.name)
@@ -197,20 +199,20 @@ def deploy_cmd(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     apps = build(config)
     _connect(args)
-    controller = start(detached=True, http_options=config.http_options or None)
-    st = _status(controller)
-    _check_http(st.get("http_options", {}), config.http_options)
+    start(detached=True, http_options=config.http_options or None)
+    client = _client()
+    _check_http(client.status().get("http_options", {}), config.http_options)
     wanted = {t.name for t in _targets(apps)}
-    current = actors.get(controller.targets.remote(), timeout=60)
-    changed = deploy_targets(_targets(apps), wait=False)
+    current = client.targets()
+    changed = client.deploy(_targets(apps), wait=False)
     _report(apps, changed)
     stale = sorted(n for n in current if n not in wanted)
     if stale:
         _say(f"serve: deleting deployments not in the config: {', '.join(stale)}")
-        actors.get(controller.delete.remote(stale), timeout=60)
-    if not _roll_out(controller, apps, stale, args.timeout):
+        client.delete(stale, wait=False)
+    if not _roll_out(client, apps, stale, args.timeout):
         return 1
-    _where(apps, _status(controller))
+    _where(apps, client.status())
     return 0
 
 
@@ -243,20 +245,21 @@ def run_cmd(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     embedded = _connect(args, embedded_ok=True, echo_logs=True)
-    started = _controller_or_none() is None
+    started = _client().controller_or_none() is None
     ok = False
     deployed: list[str] = []
     try:
-        controller = start(detached=False, http_options=config.http_options or None)
+        start(detached=False, http_options=config.http_options or None)
+        client = _client()
         if not started:
-            _check_http(_status(controller).get("http_options", {}), config.http_options)
-            _check_names(controller, apps)
+            _check_http(client.status().get("http_options", {}), config.http_options)
+            _check_names(client, apps)
         deployed = [t.name for t in _targets(apps)]
-        changed = deploy_targets(_targets(apps), wait=False)
+        changed = client.deploy(_targets(apps), wait=False)
         _report(apps, changed)
-        ok = _roll_out(controller, apps, [], float(os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300")), stop)
+        ok = _roll_out(client, apps, [], deploy_timeout_s(), stop)
         if ok:
-            _where(apps, _status(controller))
+            _where(apps, client.status())
             _say("serve: Ctrl-C to stop")
             while not stop.wait(1.0):
                 pass
@@ -266,8 +269,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         elif started:  # Serve is ours: all of it goes
             serve_shutdown()
         elif deployed:  # Serve was there before: only what this command deployed goes
-            actors.get(controller.delete.remote(deployed), timeout=60)
-            actors.get(controller.wait_deleted.remote(deployed, 60.0), timeout=70)
+            _client().delete(deployed)
         actors.shutdown()
         _say("serve: stopped")
     return 0 if ok or stop.is_set() else 1
@@ -275,8 +277,8 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 def status_cmd(args: argparse.Namespace) -> int:
     _connect(args)
-    controller = _controller_or_none()
-    st = _status(controller) if controller is not None else {"applications": {}, "http_options": None}
+    controller = _client().controller_or_none()
+    st = _client().status() if controller is not None else {"applications": {}, "http_options": None}
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
     elif controller is None:
@@ -288,11 +290,10 @@ def status_cmd(args: argparse.Namespace) -> int:
 
 def shutdown_cmd(args: argparse.Namespace) -> int:
     _connect(args)
-    controller = _controller_or_none()
-    if controller is None:
+    if _client().controller_or_none() is None:
         _say("serve: Serve is not running on this cluster; nothing to shut down")
         return 0
-    apps = sorted(_status(controller)["applications"])
+    apps = sorted(_client().status()["applications"])
     serve_shutdown()
     _say(f"serve: shut down ({len(apps)} application{'s' if len(apps) != 1 else ''} deleted"
          f"{': ' + ', '.join(apps) if apps else ''})")

@@ -9,6 +9,6 @@
     handle = serve.run(DAGDriver.bind(out))
 """
 
-from ._graph import CallNode, DAGHandle, InputAttributeNode, InputNode, MethodNode
+from ._api.graph import CallNode, DAGHandle, InputAttributeNode, InputNode, MethodNode
 
 __all__ = ["CallNode", "DAGHandle", "InputAttributeNode", "InputNode", "MethodNode"]

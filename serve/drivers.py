@@ -18,9 +18,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ._api.deployment import Deployment
+from ._api.graph import Application, DAGHandle, is_graph
 from ._build import import_attr
-from ._deployment import Application, Deployment
-from ._graph import DAGHandle, is_graph
 from .http_adapters import json_request, pydantic_request
 
 __all__ = ["DAGDriver"]

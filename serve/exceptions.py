@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from actors import ActorsError
 
-__all__ = ["BackPressureError", "ConfigError", "DeploymentUnhealthyError", "RayServeException", "ServeError"]
+__all__ = ["BackPressureError", "ConfigError", "DeploymentUnhealthyError", "RayServeException", "ServeError",
+           "ServeNotRunningError"]
 
 
 class ServeError(ActorsError):
@@ -22,6 +23,11 @@ class BackPressureError(ServeError):
 class DeploymentUnhealthyError(ServeError):
     """Raised by `deploy()` / `serve.run()` when a deployment cannot become healthy: its
     constructor keeps failing (the last error is in the message and in `serve.status()`)."""
+
+
+class ServeNotRunningError(ServeError, RuntimeError):
+    """Raised by a handle call (or a lookup) that needs the controller when Serve is not
+    running on the cluster: `serve.start()` or `serve.run()` first."""
 
 
 class ConfigError(ServeError, ValueError):

@@ -1,22 +1,102 @@
-"""Messages of the serving layer: what a deployment should be, and where its replicas are.
+"""Messages of the serving layer: what a deployment should be, where its replicas are, and
+the states things are in.
 
 Frozen, slotted values; the controller keeps `DeploymentTarget`s (and checkpoints them),
-routers receive `ReplicaSet`s by long poll.
+routers receive `ReplicaSet`s and proxies `RouteTable`s by long poll. States are enums
+whose members are their own names as strings, so they print, compare and serialize
+(JSON, the status summary) as the plain words users see.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from typing import Any
 
 from actors import ActorHandle
 
 from ._config import DeploymentConfig
 
-__all__ = ["DeploymentTarget", "ReplicaInfo", "ReplicaSet", "DEFAULT_APP", "HTTP_METHOD"]
+__all__ = [
+    "DEFAULT_APP", "HTTP_METHOD", "ApplicationStatus", "DeploymentStatus", "DeploymentTarget", "ProxyStatus",
+    "ReplicaId", "ReplicaInfo", "ReplicaSet", "ReplicaState", "RouteTable",
+]
 
 DEFAULT_APP = "default"
 HTTP_METHOD = "__serve_http__"  # the replica entry the proxy calls with an HTTPRequest
+
+
+class _Word(str, enum.Enum):
+    """An enum whose members are strings, printed as their value ("RUNNING"), also inside
+    the dicts of `serve.status()` (its repr is the plain string's)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class ReplicaState(_Word):
+    """A replica's life: STARTING --ready--> RUNNING --stop--> STOPPING (draining) --> gone."""
+
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+
+
+class DeploymentStatus(_Word):
+    UPDATING = "UPDATING"  # replicas are starting, stopping or being reconfigured
+    HEALTHY = "HEALTHY"  # the target number of current replicas runs
+    UNHEALTHY = "UNHEALTHY"  # it cannot start (the message says why); it waits for a redeploy
+    DELETING = "DELETING"
+
+
+class ApplicationStatus(_Word):
+    DEPLOYING = "DEPLOYING"
+    RUNNING = "RUNNING"
+    UNHEALTHY = "UNHEALTHY"
+    DELETING = "DELETING"
+
+    @classmethod
+    def of(cls, statuses: set[DeploymentStatus]) -> "ApplicationStatus":
+        """An application's status from its deployments'."""
+        if DeploymentStatus.UNHEALTHY in statuses:
+            return cls.UNHEALTHY
+        if statuses == {DeploymentStatus.DELETING}:
+            return cls.DELETING
+        if statuses == {DeploymentStatus.HEALTHY}:
+            return cls.RUNNING
+        return cls.DEPLOYING
+
+
+class ProxyStatus(_Word):
+    """An HTTP proxy's life: STARTING --ready--> HEALTHY --fails/dies--> UNHEALTHY --> STARTING."""
+
+    STARTING = "STARTING"
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ReplicaId:
+    """A replica's identity: its deployment and a tag unique within it. Printed as
+    "<deployment>#<tag>" (deployment names may not contain '#')."""
+
+    deployment: str
+    tag: str
+
+    def __str__(self) -> str:
+        return f"{self.deployment}#{self.tag}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ReplicaId":
+        deployment, sep, tag = text.partition("#")
+        if not sep or not deployment or not tag:
+            raise ValueError(f"a replica id looks like 'Deployment#tag', got {text!r}")
+        return cls(deployment, tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +117,7 @@ class DeploymentTarget:
 class ReplicaInfo:
     """A running replica as routers see it."""
 
-    replica_id: str  # "<deployment>#<tag>"
+    replica_id: ReplicaId
     handle: ActorHandle
     max_ongoing_requests: int
     node_id: str | None = None
@@ -45,11 +125,16 @@ class ReplicaInfo:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaSet:
-    """Answer to a router's long poll: the replicas of one deployment at `version`."""
+    """What routers of one deployment need: its running replicas and routing limits."""
 
     deployment: str
-    version: int
     replicas: tuple[ReplicaInfo, ...]
     max_queued_requests: int = -1
-    exists: bool = True
-    extra: Any = None
+    metrics_interval_s: float | None = None  # report load this often (None: no autoscaling)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    """What proxies need: {route_prefix: deployment name} of the deployments serving HTTP."""
+
+    routes: dict[str, str]

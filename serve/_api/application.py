@@ -1,0 +1,70 @@
+"""An application's deployments: from the bound graph a user passes to `serve.run` to the
+deployment targets the controller runs. Nothing here touches a cluster.
+
+One bound node is one deployment however often it is passed; a deployment bound again
+(other arguments) is another deployment, named `Name_1`, `Name_2`... as in Ray. Bound
+deployments in constructor arguments become handles; deployment graphs become plans.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._config import DEFAULT
+from .._data.handle import DeploymentHandle
+from ..messages import DeploymentTarget
+from .deployment import Deployment
+from .graph import Application, compile_graph, is_graph
+
+__all__ = ["app_targets"]
+
+
+def _collect(app: Application, app_name: str, out: dict[str, DeploymentTarget], route_prefix: Any,
+             names: dict[int, Any] | None = None) -> DeploymentHandle:
+    """Deploy targets for `app` and everything bound into it; bound nodes become handles.
+
+    One bound node is one deployment however often it is passed; a deployment bound
+    again (other arguments) is another deployment, named `Name_1`, `Name_2`... as in Ray."""
+    names = {} if names is None else names  # id(node) -> its deployment name (and the nodes, kept alive)
+
+    def replace(value: Any) -> Any:
+        if is_graph(value):  # a deployment graph: its plan, with the deployments it reaches
+            return compile_graph(value, lambda node: _collect(node, app_name, out, None, names))
+        if isinstance(value, Application):
+            return _collect(value, app_name, out, None, names)
+        if isinstance(value, Deployment):
+            bound = names.setdefault(id(value), (value, value.bind()))[1]
+            return _collect(bound, app_name, out, None, names)
+        if isinstance(value, (list, tuple)):
+            return type(value)(replace(v) for v in value)
+        if isinstance(value, dict):
+            return {k: replace(v) for k, v in value.items()}
+        return value
+
+    seen = names.get(id(app))
+    if seen is not None:
+        return DeploymentHandle(seen[1], app_name)
+    d = app.deployment
+    taken = set(out) | {v[1] for v in names.values() if isinstance(v[1], str)}
+    name, n = d.name, 0
+    while name in taken:
+        n += 1
+        name = f"{d.name}_{n}"
+    names[id(app)] = (app, name)
+    if name != d.name:
+        d = d.options(name=name)
+    args = tuple(replace(a) for a in app.args)
+    kwargs = {k: replace(v) for k, v in app.kwargs.items()}
+    out[name] = d.target(args, kwargs, app_name, route_prefix)
+    return DeploymentHandle(name, app_name)
+
+
+def app_targets(target: Application, name: str, route_prefix: Any = DEFAULT) -> tuple[DeploymentHandle,
+                                                                                      list[DeploymentTarget]]:
+    """The ingress handle and the deployment targets of an application; deploys nothing."""
+    if is_graph(target):
+        raise TypeError(f"{target!r} is a deployment graph node; a graph needs an ingress: DAGDriver.bind(graph) "
+                        "with `from serve.drivers import DAGDriver`")
+    targets: dict[str, DeploymentTarget] = {}
+    handle = _collect(target, name, targets, route_prefix)
+    return handle, list(targets.values())

@@ -1,0 +1,175 @@
+"""`@serve.deployment`: Deployment objects, `.options()`, `.bind()` and `.deploy()`.
+
+A Deployment is a value: the user's class or function plus validated options.
+`.bind(*args)` makes an `Application` (a node of a deployment graph); `.deploy(*args)`
+(the 1.x style) sends one target to the controller and waits until it is running.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import secrets
+from typing import Any
+
+import cloudpickle
+
+from .._config import DEFAULT, config_from, validate_options
+from .._data.handle import DeploymentHandle
+from ..messages import DEFAULT_APP, DeploymentTarget
+from . import startup
+from .graph import Application, check_bind_args
+
+__all__ = ["Deployment", "deployment"]
+
+
+class Deployment:
+    def __init__(self, func_or_class: Any, options: dict[str, Any]) -> None:
+        if not (inspect.isclass(func_or_class) or inspect.isfunction(func_or_class)):
+            raise TypeError(f"@serve.deployment decorates a class or a function, got {func_or_class!r}")
+        self._func_or_class = func_or_class
+        self._options = validate_options(options)
+        self._options.setdefault("name", func_or_class.__name__)
+        self._config = config_from(self._options)
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._options["name"]
+
+    @property
+    def version(self) -> str | None:
+        return self._options.get("version")
+
+    @property
+    def func_or_class(self) -> Any:
+        return self._func_or_class
+
+    @property
+    def num_replicas(self) -> int:
+        return self._config.num_replicas
+
+    @property
+    def user_config(self) -> Any:
+        return self._config.user_config
+
+    @property
+    def max_ongoing_requests(self) -> int:
+        return self._config.max_ongoing_requests
+
+    max_concurrent_queries = max_ongoing_requests
+
+    @property
+    def actor_options(self) -> dict[str, Any]:
+        return dict(self._config.actor_options)
+
+    ray_actor_options = actor_options
+
+    @property
+    def init_args(self) -> tuple:
+        return tuple(self._options.get("init_args", ()))
+
+    @property
+    def init_kwargs(self) -> dict[str, Any]:
+        return dict(self._options.get("init_kwargs", {}))
+
+    @property
+    def route_prefix(self) -> str | None:
+        prefix = self._options.get("route_prefix", DEFAULT)
+        return f"/{self.name}" if prefix is DEFAULT else prefix
+
+    @property
+    def url(self) -> str | None:
+        if self.route_prefix is None:
+            return None
+        base = startup.http_base_url()
+        return None if base is None else base + self.route_prefix
+
+    def __repr__(self) -> str:
+        return f"Deployment(name={self.name},version={self.version},route_prefix={self.route_prefix})"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"deployment {self.name} cannot be called directly: use {self.name}.bind(...) with "
+                           f"serve.run, {self.name}.deploy(...), or a handle")
+
+    # -- derived deployments -------------------------------------------------------------
+    def options(self, **options: Any) -> "Deployment":
+        if "max_concurrent_queries" in options and "max_ongoing_requests" in self._options:
+            merged = {k: v for k, v in self._options.items() if k != "max_ongoing_requests"}
+        elif "ray_actor_options" in options and "actor_options" in self._options:
+            merged = {k: v for k, v in self._options.items() if k != "actor_options"}
+        else:
+            merged = dict(self._options)
+        if "autoscaling_config" in options and options["autoscaling_config"] is not None:
+            merged.pop("num_replicas", None)
+        if options.get("num_replicas") is not None:
+            merged.pop("autoscaling_config", None)
+        merged.update(options)
+        return Deployment(self._func_or_class, merged)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Application:
+        check_bind_args(args, kwargs)
+        return Application(self, args, kwargs)
+
+    # -- 1.x API -------------------------------------------------------------------------
+    def deploy(self, *init_args: Any, _blocking: bool = True, **init_kwargs: Any) -> None:
+        args = init_args or self.init_args
+        kwargs = init_kwargs or self.init_kwargs
+        startup.running_client().deploy([self.target(args, kwargs, DEFAULT_APP)], wait=_blocking)
+
+    def delete(self) -> None:
+        startup.running_client().delete([self.name])
+
+    def get_handle(self, sync: bool | None = None) -> DeploymentHandle:
+        return DeploymentHandle(self.name)
+
+    def target(self, init_args: tuple, init_kwargs: dict, app: str,
+               route_prefix: Any = DEFAULT) -> DeploymentTarget:
+        prefix = self.route_prefix if route_prefix is DEFAULT else route_prefix
+        version = self.version
+        return DeploymentTarget(
+            name=self.name, app=app, version=version or secrets.token_hex(6),
+            code=cloudpickle.dumps((_portable(self._func_or_class), tuple(init_args), dict(init_kwargs))),
+            config=self._config, route_prefix=prefix, is_function=inspect.isfunction(self._func_or_class),
+            version_given=version is not None,
+        )
+
+
+class _ImportedDeployment:
+    """Pickles as "import this module, take that deployment's class": what was decorated
+    is importable, but the module attribute is the Deployment, so pickle's by-reference
+    lookup fails and cloudpickle would copy the class (and an ingress app) by value."""
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module, self.qualname = module, qualname
+
+    def __reduce__(self):
+        return (_import_deployment_class, (self.module, self.qualname))
+
+
+def _import_deployment_class(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj.func_or_class if isinstance(obj, Deployment) else obj
+
+
+def _portable(func_or_class: Any) -> Any:
+    module, qualname = func_or_class.__module__, func_or_class.__qualname__
+    if module != "__main__" and "<locals>" not in qualname:
+        try:
+            if _import_deployment_class(module, qualname) is func_or_class:
+                return _ImportedDeployment(module, qualname)
+        except (ImportError, AttributeError):
+            pass
+    return func_or_class
+
+
+def deployment(_func_or_class: Any = None, **options: Any) -> Any:
+    """`@serve.deployment` or `@serve.deployment(name=..., num_replicas=..., ...)`."""
+    if _func_or_class is not None:
+        if options:
+            raise TypeError("@serve.deployment takes a class or function, or keyword options only")
+        return Deployment(_func_or_class, {})
+    validate_options(options)  # fail at the decorator, not later
+    return lambda f: Deployment(f, options)

@@ -1,0 +1,202 @@
+"""Starting and stopping Serve on a cluster: the controller actor, its proxies, its clean-up.
+
+`start()` creates the controller (named, in namespace "serve", on the head node) or
+connects to the one running, and returns once its HTTP proxies are ready, printing their
+progress. `running_client()` is what every other driver call uses: this process's
+`ServeClient`, with Serve started first if it is not running (as Ray Serve does).
+`stop()` is the orderly shutdown, with a fallback that kills what a failed shutdown left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from typing import Any
+
+import actors
+from actors.messages import ActorState
+from actors.system import current_runtime, local_cluster
+
+from .._config import HTTPOptions
+from .._control.controller import ServeController
+from .._data.client import ServeClient, say
+from .._names import CHECKPOINT_KEY, CONTROLLER_NAME, PROXY_PREFIX, REPLICA_PREFIX, SERVE_NAMESPACE, STATUS_KEY
+from ..messages import ProxyStatus
+
+__all__ = ["base_url", "http_base_url", "running_client", "shutdown", "start"]
+
+PROXY_TIMEOUT_S = 60.0
+SHUTDOWN_BUDGET_S = 60.0  # the controller's, in total, to drain and stop the proxies and delete the deployments
+SHUTDOWN_TIMEOUT_S = SHUTDOWN_BUDGET_S + 30.0  # the driver's wait; then it kills what is left itself
+
+
+def _client() -> ServeClient:
+    actors.init()  # no-op when connected; an embedded cluster otherwise, as Ray Serve does
+    return ServeClient.current()
+
+
+def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> actors.ActorHandle:
+    """Start Serve on the cluster (or connect to the Serve already running there); returns
+    once the controller and its HTTP proxies (one on the head node, or one per node for
+    EveryNode) are ready."""
+    http = HTTPOptions.of(http_options)  # wrong options fail here, before anything starts
+    client = _client()
+    controller = client.controller_or_none()
+    if controller is not None:
+        return controller
+    lifetime = "detached" if detached else None
+    # The controller lives on the head node (as the head's KV it checkpoints to): a worker
+    # node dying never takes it, and its routes, down with it.
+    head = next((n["node_id"] for n in actors.nodes() if n["is_head"] and n["alive"]), None)
+    cls = actors.remote(name=CONTROLLER_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True, lifetime=lifetime,
+                        max_concurrency=10_000, max_restarts=-1, node_id=head)(ServeController)
+    cls.remote(detached, dataclasses.asdict(http))
+    client.forget_controller()
+    client.status()  # up and recovered
+    if http.location != "NoServer":
+        try:
+            _wait_proxies(client, http)
+        except (Exception, asyncio.CancelledError):
+            try:
+                stop(client)
+            except Exception as e:  # the start's own error is the one to report
+                _warn(f"could not stop the Serve that failed to start: {type(e).__name__}: {e}")
+            raise
+    controller = client.controller_or_none()
+    assert controller is not None
+    return controller
+
+
+def running_client() -> ServeClient:
+    """This process's client of the running Serve, started first if there is none."""
+    client = _client()
+    if client.controller_or_none() is None:
+        start()
+    return client
+
+
+def _wait_proxies(client: ServeClient, http: HTTPOptions) -> None:
+    """Until every proxy the controller runs is HEALTHY; printing their progress."""
+    last = [""]
+
+    def ready(st: dict[str, Any]) -> bool:
+        proxies = st.get("proxies", {})
+        healthy = [p for p in proxies.values() if p["state"] == ProxyStatus.HEALTHY]
+        line = f"HTTP proxies ready: {len(healthy)}/{len(proxies)} ({http.location})"
+        if line != last[0]:
+            say(line)
+            last[0] = line
+        failed = [p for p in proxies.values() if p["state"] == ProxyStatus.UNHEALTHY]
+        if failed:
+            raise RuntimeError(_proxy_failure(failed[0], http))
+        if proxies and len(healthy) == len(proxies):
+            for p in sorted(healthy, key=lambda p: p["node_ip"]):
+                say(f"HTTP proxy listening on {p['url']} (node {p['node_id']})")
+            return True
+        return False
+
+    if not client.watch_status(ready, PROXY_TIMEOUT_S):
+        proxies = client.status().get("proxies", {})
+        raise RuntimeError(f"the HTTP proxies were not ready after {PROXY_TIMEOUT_S:.0f}s: {last[0]}"
+                           + ("" if proxies else " (no alive node to run one on; see `zeroserve status`)"))
+
+
+def _proxy_failure(proxy: dict[str, Any], http: HTTPOptions) -> str:
+    """What to tell the user about a proxy that failed to start, by the kind of failure."""
+    host = proxy["node_ip"] if http.host == "node" else http.host
+    message, failure = proxy["message"], proxy.get("failure")
+    if failure == "middleware":  # the proxy's constructor: a wrong middleware
+        return f"the HTTP proxy could not start: http_options {message.strip().splitlines()[0]}"
+    if failure == "port_in_use":
+        hint = ("; with several nodes on one machine, host='node' binds each proxy to its node's IP"
+                if http.location == "EveryNode" and http.host != "node" else "")
+        return (f"the HTTP proxy could not listen on {host}:{http.port} on node {proxy['node_id']}: the port is "
+                f"in use ({message}); pick another http_options port, or location='NoServer'{hint}")
+    hint = ""
+    if failure == "address_unavailable":
+        hint = (f"; {host!r} is not an address of that node: use one of its own addresses, '0.0.0.0' for "
+                "all of them, or 'node' for each node's own IP")
+    return f"the HTTP proxy on node {proxy['node_id']} ({proxy['node_ip']}) failed to start: {message}{hint}"
+
+
+def shutdown() -> None:
+    """Delete every deployment and stop the controller."""
+    if not actors.is_initialized():
+        return
+    client = ServeClient.current()
+    try:
+        if client.controller_or_none() is not None:
+            stop(client)
+    except actors.ClusterUnavailableError:
+        if local_cluster() is None:
+            raise
+        # This driver's embedded cluster is gone (a terminal's Ctrl-C reaches its processes
+        # too), and Serve with it: nothing is left to stop.
+    finally:
+        client.close()
+
+
+def stop(client: ServeClient) -> None:
+    """The controller's orderly shutdown (drain, delete the deployments, stop the proxies),
+    then the controller killed. If that shutdown fails or outlasts SHUTDOWN_TIMEOUT_S,
+    the driver itself kills the proxies and replicas left and drops the checkpoint (so no
+    detached proxy keeps the port and no later `serve.start` brings the deployments back)."""
+    controller = client.controller_or_none()
+    if controller is None:
+        return
+    try:
+        clean = client.call("shutdown", SHUTDOWN_BUDGET_S, timeout=SHUTDOWN_TIMEOUT_S) is True
+        problem = "did not delete every deployment in time"
+    except Exception as e:  # a timeout, the controller died, or its shutdown raised
+        clean, problem = False, f"failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    try:
+        actors.kill(controller)
+    except actors.ActorDiedError:
+        pass  # gone already
+    client.forget_controller()
+    if not clean:
+        killed = _kill_serve_actors()
+        _warn(f"the controller's shutdown {problem}; killed it and {killed} proxies and replicas left")
+
+
+def _kill_serve_actors() -> int:
+    """Kill every live proxy and replica actor of Serve, found by name in the head's actor
+    table, and delete the controller's checkpoint; returns how many were killed."""
+    rt = current_runtime()
+    assert rt is not None
+    infos = rt.run_threadsafe(lambda: rt.call_head("list_actors"))
+    killed = 0
+    for info in infos:
+        if (info.namespace == SERVE_NAMESPACE and (info.name or "").startswith((PROXY_PREFIX, REPLICA_PREFIX))
+                and info.state is not ActorState.DEAD):
+            killed += bool(rt.run_threadsafe(lambda info=info: rt.call_head("kill_actor", info.actor_id, True)))
+    for key in (CHECKPOINT_KEY, STATUS_KEY):
+        rt.run_threadsafe(lambda key=key: rt.call_head("kv_delete", key))
+    return killed
+
+
+def _warn(text: str) -> None:
+    print(f"serve: warning: {text}", file=sys.stderr, flush=True)
+
+
+def http_base_url() -> str | None:
+    """Where HTTP requests go (see `base_url`), for the Serve running now; None with no proxies."""
+    try:
+        st = ServeClient.current().status()
+    except Exception:
+        st = {}
+    return base_url(st.get("http_options") or {}, st.get("proxies"))
+
+
+def base_url(http_options: dict[str, Any], proxies: dict[str, Any] | None) -> str | None:
+    """The URL of a proxy, with http_options root_path: a running proxy's own (the head's
+    for HeadOnly, else the first by IP), else the configured host and port; None for NoServer."""
+    if http_options.get("location") == "NoServer":
+        return None
+    root_path = http_options.get("root_path", "")
+    urls = sorted((p["node_ip"], p["url"]) for p in (proxies or {}).values() if p.get("url"))
+    if urls:
+        return urls[0][1] + root_path
+    host = http_options.get("host", "127.0.0.1")
+    return f"http://{'127.0.0.1' if host == 'node' else host}:{http_options.get('port', 8000)}{root_path}"

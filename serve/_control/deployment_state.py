@@ -1,0 +1,315 @@
+"""One deployment's replicas, moved step by step towards its target.
+
+`step(now)` is idempotent and never blocks: it looks at the replicas' pending calls
+(ready, health, shutdown) and starts or stops replicas through the `ReplicaIO` seam, so
+the whole state machine runs against fakes in unit tests.
+
+Replica life:  STARTING --ready--> RUNNING --stop--> STOPPING (draining) --> gone
+               STARTING --ready raised--> gone (a start failure)
+
+Invariants:
+- A rolling update starts new replicas before it stops old ones, at most
+  max(1, 20% of the target count) new ones starting at a time; old replicas are only
+  stopped while more than the target count are RUNNING, so capacity never drops below it.
+- Routers only ever see RUNNING replicas; a replica leaves the routing set before it
+  starts draining.
+- After MAX_START_FAILURES consecutive failed starts with nothing healthy, the
+  deployment is UNHEALTHY and stops retrying until it is redeployed.
+- After a failed start, the next start waits an exponential back-off
+  (START_BACKOFF_S doubling per consecutive failure, at most MAX_START_BACKOFF_S), so a
+  constructor that keeps raising beside healthy replicas costs a start every few
+  seconds, not one per controller tick.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from actors import ActorDiedError
+
+from .._autoscaling import AutoscalingConfig, AutoscalingPolicy
+from ..messages import DeploymentStatus, DeploymentTarget, ReplicaId, ReplicaState
+from .pending import Pending, describe, error_of
+
+__all__ = ["DeploymentState", "ReplicaIO", "Replica", "MAX_START_FAILURES", "HEALTH_FAILURES",
+           "START_BACKOFF_S", "MAX_START_BACKOFF_S"]
+
+MAX_START_FAILURES = 3
+START_BACKOFF_S = 0.1
+MAX_START_BACKOFF_S = 10.0
+HEALTH_FAILURES = 3
+STARTING, RUNNING, STOPPING = ReplicaState.STARTING, ReplicaState.RUNNING, ReplicaState.STOPPING
+
+
+class ReplicaIO(Protocol):
+    """Everything a deployment does outside itself."""
+
+    def start(self, target: DeploymentTarget, replica_id: ReplicaId) -> Any: ...  # returns a replica handle
+
+    def call(self, handle: Any, method: str, *args: Any) -> Pending: ...
+
+    def kill(self, handle: Any) -> None: ...
+
+
+@dataclass
+class Replica:
+    replica_id: ReplicaId
+    handle: Any
+    version: str
+    state: ReplicaState = STARTING
+    started_at: float = 0.0
+    ready: Pending | None = None
+    user_config: Any = None
+    health: Pending | None = None
+    health_sent_at: float = 0.0
+    next_health_at: float = 0.0
+    health_failures: int = 0
+    shutdown: Pending | None = None
+    stop_by: float = 0.0
+    reconfiguring: Pending | None = None
+    config_error: str | None = None  # the last reconfigure failed (kept in the status)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _error_text(pending: Pending) -> str | None:
+    error = error_of(pending)
+    return None if error is None else describe(error)
+
+
+class DeploymentState:
+    def __init__(self, target: DeploymentTarget, io: ReplicaIO, *, version_base: int = 0) -> None:
+        self.target = target
+        self.io = io
+        self.replicas: dict[ReplicaId, Replica] = {}
+        self.status = DeploymentStatus.UPDATING
+        self.message = ""
+        self.start_failures = 0
+        self.next_start_at = 0.0  # no start before this (back-off after a failed start)
+        self.deleting = False
+        self.routing_version = version_base  # a restarted controller starts above any earlier version
+        self._routed: tuple[ReplicaId, ...] = ()
+        self.autoscaler: AutoscalingPolicy | None = None
+        self._autoscaled = 0
+        self._set_autoscaler(0.0)
+
+    # -- the target --------------------------------------------------------------------
+    def update(self, target: DeploymentTarget) -> bool:
+        """Take a new target; False if it changes nothing (same version and config)."""
+        if target == self.target and not self.deleting and self.status != DeploymentStatus.UNHEALTHY:
+            return False
+        old_autoscaling = self.target.config.autoscaling_config
+        self.target = target
+        if target.config.autoscaling_config != old_autoscaling:
+            self._set_autoscaler(0.0)
+        self.deleting = False
+        self.start_failures = 0
+        self.next_start_at = 0.0
+        self.status = DeploymentStatus.UPDATING
+        self.message = ""
+        return True
+
+    def adopt(self, replica_id: ReplicaId, handle: Any, version: str, user_config: Any, now: float,
+              state: ReplicaState = STARTING) -> None:
+        """Take over a replica an earlier controller ran, in the state it had there: a RUNNING
+        one keeps serving (it stays in the routing set) and gets its health checked at once;
+        a STARTING one is asked `ready` again; a STOPPING one is drained again."""
+        r = Replica(replica_id, handle, version, state=RUNNING, started_at=now, user_config=user_config)
+        self.replicas[replica_id] = r
+        if state == RUNNING:
+            r.next_health_at = now
+        elif state == STOPPING:
+            self._stop(r, now)
+        else:
+            r.state = STARTING
+            r.ready = self.io.call(handle, "ready")
+
+    def _set_autoscaler(self, now: float) -> None:
+        cfg = self.target.config.autoscaling_config
+        if cfg is None:
+            self.autoscaler = None
+            return
+        self.autoscaler = AutoscalingPolicy(AutoscalingConfig.from_dict(cfg), now)
+        self._autoscaled = self.autoscaler.initial()
+
+    def record_load(self, now: float, source: str, ongoing: float) -> None:
+        if self.autoscaler is not None:
+            self.autoscaler.record(now, source, ongoing)
+
+    def delete(self) -> None:
+        self.deleting = True
+        self.status = DeploymentStatus.DELETING
+
+    @property
+    def desired(self) -> int:
+        if self.deleting:
+            return 0
+        if self.autoscaler is not None:
+            return self._autoscaled
+        return self.target.config.num_replicas
+
+    @property
+    def finished(self) -> bool:
+        """Deleted and every replica gone."""
+        return self.deleting and not self.replicas
+
+    # -- queries -----------------------------------------------------------------------
+    def running(self) -> list[Replica]:
+        return [r for r in self.replicas.values() if r.state == RUNNING]
+
+    def counts(self) -> dict[ReplicaState, int]:
+        out: dict[ReplicaState, int] = {}
+        for r in self.replicas.values():
+            out[r.state] = out.get(r.state, 0) + 1
+        return out
+
+    # -- the step ----------------------------------------------------------------------
+    def step(self, now: float) -> bool:
+        """Advance every replica and the replica count; True if the routing set changed."""
+        if self.autoscaler is not None and not self.deleting:
+            self._autoscaled = self.autoscaler.desired_replicas(now, self._autoscaled)
+        self._collect_starts(now)
+        self._check_health(now)
+        self._finish_stops(now)
+        if self.status != DeploymentStatus.UNHEALTHY or self.deleting:
+            self._converge(now)
+        self._reconfigure()
+        self._update_status()
+        routed = tuple(sorted((r.replica_id for r in self.running()), key=str))
+        if routed != self._routed:
+            self._routed = routed
+            self.routing_version += 1
+            return True
+        return False
+
+    def _collect_starts(self, now: float) -> None:
+        for r in list(self.replicas.values()):
+            if r.state != STARTING or r.ready is None or not r.ready.done():
+                continue
+            error = _error_text(r.ready)
+            if error is None:
+                r.state = RUNNING  # r.user_config is what it was built with; _reconfigure catches it up
+                r.next_health_at = now + self.target.config.health_check_period_s
+                self.start_failures = 0
+                continue
+            self.io.kill(r.handle)
+            del self.replicas[r.replica_id]
+            self.start_failures += 1
+            backoff = min(START_BACKOFF_S * 2 ** (self.start_failures - 1), MAX_START_BACKOFF_S)
+            self.next_start_at = now + backoff
+            self.message = f"replica {r.replica_id} failed to start (retrying in {backoff:.1f} s): {error}"
+            if self.start_failures >= MAX_START_FAILURES and not self.running():
+                self.status = DeploymentStatus.UNHEALTHY
+                self.message = (f"the deployment failed to start {self.start_failures} times in a row; "
+                                f"last error: {error}")
+
+    def _check_health(self, now: float) -> None:
+        cfg = self.target.config
+        for r in list(self.replicas.values()):
+            if r.state != RUNNING:
+                continue
+            if r.health is None:
+                if now >= r.next_health_at:
+                    r.health, r.health_sent_at = self.io.call(r.handle, "check_health"), now
+                continue
+            if r.health.done():
+                failure = error_of(r.health)
+                r.health = None
+                r.next_health_at = now + cfg.health_check_period_s
+                if failure is None:
+                    r.health_failures = 0
+                    continue
+                dead = isinstance(failure, ActorDiedError)
+                r.health_failures = HEALTH_FAILURES if dead else r.health_failures + 1
+                self.message = f"replica {r.replica_id} failed its health check: {describe(failure)}"
+            elif now - r.health_sent_at > cfg.health_check_timeout_s:
+                r.health = None
+                r.health_failures = HEALTH_FAILURES
+                self.message = f"replica {r.replica_id} did not answer its health check within {cfg.health_check_timeout_s}s"
+            if r.health_failures >= HEALTH_FAILURES:
+                self.io.kill(r.handle)  # replaced by _converge
+                del self.replicas[r.replica_id]
+
+    def _finish_stops(self, now: float) -> None:
+        for r in list(self.replicas.values()):
+            if r.state == STOPPING and ((r.shutdown is not None and r.shutdown.done()) or now > r.stop_by):
+                self.io.kill(r.handle)
+                del self.replicas[r.replica_id]
+
+    def _start(self, now: float) -> None:
+        if now < self.next_start_at:
+            return  # backing off after a failed start
+        replica_id = ReplicaId(self.target.name, secrets.token_hex(3))
+        handle = self.io.start(self.target, replica_id)
+        r = Replica(replica_id, handle, self.target.version, started_at=now, user_config=self.target.config.user_config)
+        r.ready = self.io.call(handle, "ready")
+        self.replicas[replica_id] = r
+
+    def _stop(self, r: Replica, now: float) -> None:
+        cfg = self.target.config
+        if r.state == STARTING:
+            self.io.kill(r.handle)
+            del self.replicas[r.replica_id]
+            return
+        r.state = STOPPING
+        r.shutdown = self.io.call(r.handle, "prepare_for_shutdown", cfg.graceful_shutdown_wait_loop_s,
+                                  cfg.graceful_shutdown_timeout_s)
+        r.stop_by = now + cfg.graceful_shutdown_timeout_s + 5.0
+
+    def _converge(self, now: float) -> None:
+        n = self.desired
+        live = [r for r in self.replicas.values() if r.state in (STARTING, RUNNING)]
+        new = [r for r in live if r.version == self.target.version]
+        old = [r for r in live if r.version != self.target.version]
+        if old:  # rolling update: new ones first, then drain old ones beyond the target count
+            surge = max(1, math.ceil(0.2 * n))
+            starting_new = sum(1 for r in new if r.state == STARTING)
+            for _ in range(max(0, min(surge - starting_new, n - len(new)))):
+                self._start(now)
+            running = [r for r in live if r.state == RUNNING]
+            excess = len(running) - n
+            for r in sorted(old, key=lambda r: (r.state != STARTING, r.started_at)):
+                if r.state == STARTING:
+                    self._stop(r, now)  # never serving yet: just go
+                elif excess > 0:
+                    self._stop(r, now)
+                    excess -= 1
+            return
+        if len(new) < n:
+            for _ in range(n - len(new)):
+                self._start(now)
+        elif len(new) > n:
+            extra = sorted(new, key=lambda r: (r.state != STARTING, -r.started_at))[: len(new) - n]
+            for r in extra:
+                self._stop(r, now)
+
+    def _reconfigure(self) -> None:
+        wanted = self.target.config.user_config
+        for r in self.running():
+            if r.reconfiguring is not None:
+                if r.reconfiguring.done():
+                    error = _error_text(r.reconfiguring)
+                    r.config_error = None if error is None else f"reconfigure failed on {r.replica_id}: {error}"
+                    r.reconfiguring = None
+                continue
+            if r.version == self.target.version and r.user_config != wanted and wanted is not None:
+                r.user_config = wanted
+                r.reconfiguring = self.io.call(r.handle, "reconfigure", wanted)
+
+    def _update_status(self) -> None:
+        if self.deleting:
+            self.status = DeploymentStatus.DELETING
+        elif self.status == DeploymentStatus.UNHEALTHY:
+            return
+        else:
+            current = [r for r in self.running() if r.version == self.target.version]
+            settled = (len(current) == self.desired and len(self.replicas) == self.desired
+                       and not any(r.reconfiguring is not None for r in current))  # user_config applied
+            self.status = DeploymentStatus.HEALTHY if settled else DeploymentStatus.UPDATING
+            config_errors = [r.config_error for r in self.running() if r.config_error]
+            if config_errors:
+                self.message = config_errors[0]
+            elif settled:
+                self.message = ""

@@ -1,0 +1,157 @@
+"""The controller's one seam to the world: the head (nodes, KV, named actors) and the
+replica and proxy actors it runs.
+
+`ControllerIO` is what the controller, its recovery and its state machines use; nothing
+in `serve._control` calls the runtime otherwise, so the whole controller runs against a
+fake in unit tests. `ActorControllerIO` is the real one: replicas and proxies are named
+actors (found again by a restarted controller), calls return ObjectRefs, kills go through
+the head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import actors
+from actors.messages import ActorInfo, ActorState
+from actors.system import Runtime, current_runtime
+
+from .._data.http_proxy import HTTPProxyActor
+from .._data.outcomes import ignore_outcome
+from .._data.replica import ReplicaActor
+from .._names import (
+    CHECKPOINT_KEY,
+    SERVE_NAMESPACE,
+    STATUS_KEY,
+    proxy_actor_name,
+    proxy_node_of,
+    replica_actor_name,
+)
+from ..messages import DeploymentTarget, ReplicaId
+from .deployment_state import ReplicaIO
+from .proxy_state import NodeView, ProxyIO
+
+__all__ = ["ActorControllerIO", "ControllerIO", "RunningProxy"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningProxy:
+    """A proxy actor found alive (by a restarted controller), with the node its name names."""
+
+    node_id: str
+    handle: Any
+
+
+class ControllerIO(Protocol):
+    """Everything the controller does outside itself."""
+
+    replicas: ReplicaIO  # starts, calls and kills replicas (the deployment state machines' seam)
+    proxies: ProxyIO  # the same for proxies
+
+    async def nodes(self) -> list[NodeView]: ...
+
+    async def load_checkpoint(self) -> bytes | None: ...
+
+    async def save_checkpoint(self, blob: bytes) -> None: ...
+
+    async def publish_summary(self, blob: bytes) -> None: ...
+
+    async def drop_records(self, timeout_s: float) -> None: ...  # the checkpoint and the summary
+
+    async def find_replica(self, replica_id: ReplicaId) -> Any | None: ...
+
+    async def running_proxies(self) -> list[RunningProxy]: ...
+
+
+class _Actors:
+    """Calls and kills of the actors the controller runs."""
+
+    def __init__(self, rt: Runtime, detached: bool) -> None:
+        self.rt = rt
+        self.lifetime = "detached" if detached else None
+
+    def call(self, handle: actors.ActorHandle, method: str, *args: Any) -> actors.ObjectRef:
+        ref = getattr(handle, method).remote(*args)
+        ref.future().add_done_callback(ignore_outcome)  # an actor dropped with a call pending: no noise
+        return ref
+
+    def kill(self, handle: actors.ActorHandle) -> asyncio.Task:
+        return self.rt.background(self._kill(handle))
+
+    async def _kill(self, handle: actors.ActorHandle) -> None:
+        try:
+            await self.rt.call_head("kill_actor", handle.actor_id, True)
+        except Exception as e:
+            log.warning("could not kill %s: %s", handle, e)
+
+
+class _ReplicaActors(_Actors):
+    def start(self, target: DeploymentTarget, replica_id: ReplicaId) -> actors.ActorHandle:
+        """A replica; a deployment's replicas go to different nodes first (`spread_group`)."""
+        cls = actors.remote(
+            name=replica_actor_name(replica_id), namespace=SERVE_NAMESPACE, lifetime=self.lifetime,
+            max_concurrency=target.config.max_ongoing_requests + 16, **target.config.actor_options,
+            spread_group=f"serve:{target.name}",
+        )(ReplicaActor)
+        return cls.remote(target.name, replica_id.tag, target.app, target.code, target.config.user_config,
+                          target.is_function, target.config.max_ongoing_requests)
+
+
+class _ProxyActors(_Actors):
+    def start(self, node: NodeView, http_options: Any) -> actors.ActorHandle:
+        """A proxy pinned to its node; the controller restarts it (while its node lives)."""
+        cls = actors.remote(
+            name=proxy_actor_name(node.node_id, secrets.token_hex(3)), namespace=SERVE_NAMESPACE,
+            lifetime=self.lifetime, node_id=node.node_id, max_concurrency=100_000, max_restarts=0,
+        )(HTTPProxyActor)
+        return cls.remote(http_options.get("host", "127.0.0.1"), http_options.get("port", 8000), http_options)
+
+
+class ActorControllerIO:
+    """The real IO: replicas and proxies are actors; records live in the head."""
+
+    def __init__(self, detached: bool, rt: Runtime | None = None) -> None:
+        runtime = rt or current_runtime()
+        assert runtime is not None, "the controller runs in an actor"
+        self.rt = runtime
+        self.replicas = _ReplicaActors(runtime, detached)
+        self.proxies = _ProxyActors(runtime, detached)
+
+    async def nodes(self) -> list[NodeView]:
+        infos = await self.rt.call_head("nodes")
+        return [NodeView(n.node_id.hex, n.ip, n.alive, n.is_head) for n in infos]
+
+    async def load_checkpoint(self) -> bytes | None:
+        return await self.rt.call_head("kv_get", CHECKPOINT_KEY)
+
+    async def save_checkpoint(self, blob: bytes) -> None:
+        await self.rt.call_head("kv_put", CHECKPOINT_KEY, blob)
+
+    async def publish_summary(self, blob: bytes) -> None:
+        await self.rt.call_head("kv_put", STATUS_KEY, blob)
+
+    async def drop_records(self, timeout_s: float) -> None:
+        for key in (CHECKPOINT_KEY, STATUS_KEY):
+            await self.rt.call_head("kv_delete", key, timeout=timeout_s)
+
+    async def find_replica(self, replica_id: ReplicaId) -> actors.ActorHandle | None:
+        info = await self.rt.call_head("get_named_actor", replica_actor_name(replica_id), SERVE_NAMESPACE)
+        return None if info is None or info.state is ActorState.DEAD else _handle(info)
+
+    async def running_proxies(self) -> list[RunningProxy]:
+        found = []
+        for info in await self.rt.call_head("list_actors"):
+            node_id = proxy_node_of(info.name or "")
+            if info.namespace == SERVE_NAMESPACE and node_id is not None and info.state is not ActorState.DEAD:
+                found.append(RunningProxy(node_id, _handle(info)))
+        return found
+
+
+def _handle(info: ActorInfo) -> actors.ActorHandle:
+    return actors.ActorHandle(info.actor_id, info.class_name, info.methods, info.async_methods, info)

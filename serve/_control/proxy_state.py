@@ -1,0 +1,212 @@
+"""The HTTP proxies, moved step by step towards `http_options.location` over the nodes.
+
+`ProxyState.step(now, nodes)` is idempotent and never blocks, like `DeploymentState.step`:
+it compares the proxies it runs with the nodes that should have one (HeadOnly: the alive
+head node; EveryNode: every alive node; NoServer: none) and starts, checks and stops
+proxies through the `ProxyIO` seam, so it runs against fakes in unit tests.
+
+Proxy life (one entry per node that should have a proxy):
+    STARTING --ready--> HEALTHY --health check fails / died--> UNHEALTHY --(killed)--> STARTING
+    STARTING --ready raised (e.g. port in use)--> UNHEALTHY, retried after a growing back-off
+A proxy that was serving is restarted RESTART_DELAY_S after it is gone: if its node died
+with it, the node table says so by then and the node is forgotten instead.
+A node that leaves (dead, or no longer wanted) is forgotten; its proxy is killed.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from proxy import MiddlewareError
+
+from ..messages import ProxyStatus
+from .pending import Pending, describe, error_of
+
+__all__ = ["ProxyState", "ProxyIO", "ProxyEntry", "ProxyFailure", "NodeView", "STARTING", "HEALTHY", "UNHEALTHY",
+           "failure_of"]
+
+STARTING, HEALTHY, UNHEALTHY = ProxyStatus.STARTING, ProxyStatus.HEALTHY, ProxyStatus.UNHEALTHY
+HEALTH_PERIOD_S = 2.0
+HEALTH_TIMEOUT_S = 20.0
+START_TIMEOUT_S = 60.0
+MAX_BACKOFF_S = 30.0
+RESTART_DELAY_S = 1.0  # a serving proxy that died: long enough for the node table to say if its node died too
+
+
+class ProxyFailure(str, enum.Enum):
+    """Why a proxy failed, as far as the user has something to change."""
+
+    PORT_IN_USE = "port_in_use"
+    ADDRESS_UNAVAILABLE = "address_unavailable"  # the host is not an address of the node
+    MIDDLEWARE = "middleware"  # a middleware could not wrap the proxy's app
+    OTHER = "other"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def failure_of(error: BaseException) -> ProxyFailure:
+    if isinstance(error, MiddlewareError):
+        return ProxyFailure.MIDDLEWARE
+    if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+        return ProxyFailure.PORT_IN_USE
+    if isinstance(error, OSError) and error.errno == errno.EADDRNOTAVAIL:
+        return ProxyFailure.ADDRESS_UNAVAILABLE
+    return ProxyFailure.OTHER
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """What the proxy step needs of a node."""
+
+    node_id: str
+    ip: str
+    alive: bool
+    is_head: bool
+
+
+class ProxyIO(Protocol):
+    def start(self, node: NodeView, http_options: Any) -> Any: ...  # returns a proxy handle
+
+    def call(self, handle: Any, method: str, *args: Any) -> Pending: ...
+
+    def kill(self, handle: Any) -> Pending: ...  # done once the proxy is gone
+
+
+@dataclass
+class ProxyEntry:
+    node: NodeView
+    handle: Any = None
+    state: ProxyStatus = STARTING
+    ready: Pending | None = None
+    started_at: float = 0.0
+    url: str = ""
+    message: str = ""
+    failure: ProxyFailure | None = None
+    failures: int = 0
+    retry_at: float = 0.0
+    killing: Pending | None = None
+    health: Pending | None = None
+    health_sent_at: float = 0.0
+    next_health_at: float = 0.0
+
+    def view(self) -> dict[str, Any]:
+        return {"node_id": self.node.node_id, "node_ip": self.node.ip, "state": self.state, "url": self.url,
+                "message": self.message, "failure": self.failure, "failures": self.failures}
+
+
+def wanted_nodes(location: str, nodes: list[NodeView]) -> dict[str, NodeView]:
+    alive = [n for n in nodes if n.alive]
+    if location == "EveryNode":
+        return {n.node_id: n for n in alive}
+    if location == "HeadOnly":
+        return {n.node_id: n for n in alive if n.is_head}
+    return {}
+
+
+class ProxyState:
+    def __init__(self, http_options: Any, io: ProxyIO) -> None:
+        self.http_options = http_options  # the proxies' options (where: `location`)
+        self.io = io
+        self.proxies: dict[str, ProxyEntry] = {}
+        self.stopped = False
+
+    @property
+    def location(self) -> str:
+        options = self.http_options
+        return options.get("location", "HeadOnly") if isinstance(options, dict) else options.location
+
+    def adopt(self, node: NodeView, handle: Any, now: float) -> None:
+        """A running proxy found after a controller restart: STARTING until it answers again."""
+        entry = ProxyEntry(node, handle, started_at=now)
+        entry.ready = self.io.call(handle, "ready")
+        self.proxies[node.node_id] = entry
+
+    def stop_all(self) -> list[Pending]:
+        """Stop every proxy and start none again (Serve shuts down)."""
+        self.stopped = True
+        pending = [self.io.kill(e.handle) for e in self.proxies.values() if e.handle is not None]
+        self.proxies.clear()
+        return pending
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return {node_id: e.view() for node_id, e in sorted(self.proxies.items())}
+
+    # -- the step ----------------------------------------------------------------------
+    def step(self, now: float, nodes: list[NodeView]) -> bool:
+        """Advance every proxy; True if any proxy changed state."""
+        if self.stopped:
+            return False
+        before = {k: (e.state, e.url) for k, e in self.proxies.items()}
+        wanted = wanted_nodes(self.location, nodes)
+        for node_id in [k for k in self.proxies if k not in wanted]:
+            entry = self.proxies.pop(node_id)  # its node left (or is no longer wanted)
+            if entry.handle is not None:
+                self.io.kill(entry.handle)
+        for node_id, node in wanted.items():
+            entry = self.proxies.get(node_id)
+            if entry is None:
+                entry = self.proxies[node_id] = ProxyEntry(node)
+                self._start(entry, now)
+            elif entry.state == STARTING:
+                self._collect_start(entry, now)
+            elif entry.state == HEALTHY:
+                self._check_health(entry, now)
+            elif entry.state == UNHEALTHY:
+                self._retry(entry, now)
+        return before != {k: (e.state, e.url) for k, e in self.proxies.items()}
+
+    def _start(self, entry: ProxyEntry, now: float) -> None:
+        entry.state, entry.url, entry.started_at = STARTING, "", now
+        entry.killing = entry.health = None
+        entry.handle = self.io.start(entry.node, self.http_options)
+        entry.ready = self.io.call(entry.handle, "ready")
+
+    def _collect_start(self, entry: ProxyEntry, now: float) -> None:
+        assert entry.ready is not None
+        if not entry.ready.done():
+            if now - entry.started_at > START_TIMEOUT_S:
+                self._fail(entry, now, f"the proxy did not start within {START_TIMEOUT_S:.0f}s", ProxyFailure.OTHER)
+            return
+        error = error_of(entry.ready)
+        if error is not None:
+            failure = failure_of(error)  # a wrong middleware: its message says it all
+            self._fail(entry, now, str(error) if failure is ProxyFailure.MIDDLEWARE else describe(error), failure)
+            return
+        entry.url = entry.ready.result(0)
+        entry.state, entry.message, entry.failure, entry.failures = HEALTHY, "", None, 0
+        entry.next_health_at = now + HEALTH_PERIOD_S
+
+    def _check_health(self, entry: ProxyEntry, now: float) -> None:
+        if entry.health is None:
+            if now >= entry.next_health_at:
+                entry.health, entry.health_sent_at = self.io.call(entry.handle, "ready"), now
+            return
+        if entry.health.done():
+            error = error_of(entry.health)
+            entry.health = None
+            entry.next_health_at = now + HEALTH_PERIOD_S
+            if error is not None:
+                self._fail(entry, now, f"health check failed: {describe(error)}", failure_of(error), backoff=False)
+        elif now - entry.health_sent_at > HEALTH_TIMEOUT_S:
+            self._fail(entry, now, f"did not answer its health check within {HEALTH_TIMEOUT_S:.0f}s",
+                       ProxyFailure.OTHER, backoff=False)
+
+    def _fail(self, entry: ProxyEntry, now: float, message: str, failure: ProxyFailure,
+              backoff: bool = True) -> None:
+        """Kill the proxy; start another once it is gone (after a back-off if it never started)."""
+        entry.state, entry.url, entry.message, entry.failure = UNHEALTHY, "", message, failure
+        entry.failures += 1
+        entry.retry_at = now + (min(MAX_BACKOFF_S, 2.0 ** (entry.failures - 1)) if backoff else RESTART_DELAY_S)
+        entry.ready = entry.health = None
+        entry.killing = self.io.kill(entry.handle) if entry.handle is not None else None
+        entry.handle = None
+
+    def _retry(self, entry: ProxyEntry, now: float) -> None:
+        if entry.killing is not None and not entry.killing.done():
+            return  # its port is free once it is gone
+        if now >= entry.retry_at:
+            self._start(entry, now)

@@ -1,0 +1,228 @@
+"""This process's client of Serve: the controller, one router per deployment, and the
+driver-side calls that deploy, delete and wait.
+
+One `ServeClient` per runtime (`ServeClient.of(rt)`), shared by handles, the HTTP proxy
+actor, the driver API and `Deployment`. Two sides:
+- on the runtime's loop (async): `controller()` finds the controller by name once and
+  caches it; `router(name)` makes the deployment's `Router` once; `start_call` starts a
+  handle call there (calls from other threads arrive through one inbox, per burst);
+- from a driver's thread (blocking): `call(method, ...)` calls the controller; `deploy`,
+  `delete` and the waits watch the controller's status by long poll, printing progress.
+
+Invariant: nothing here starts Serve; `serve._api.startup` does (it needs the controller
+class, which lives above this layer).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import actors
+from actors import ActorHandle
+from actors.messages import ActorState
+from actors.system import LoopInbox, Runtime, runtime_or_init
+
+from .._longpoll_tmp import Update
+from .._names import CONTROLLER_NAME, SERVE_NAMESPACE
+from ..exceptions import DeploymentUnhealthyError, ServeNotRunningError
+from ..messages import DeploymentStatus, DeploymentTarget
+from .router import Router
+
+__all__ = ["STATUS_KEY", "ServeClient", "deploy_timeout_s", "say"]
+
+STATUS_KEY = "status"  # the controller's long-poll key of its status summary
+_CALL_TIMEOUT_S = 60.0
+_HOLD_S = 5.0  # a waiting driver hears from the controller at least this often
+_lock = threading.Lock()
+
+
+def deploy_timeout_s() -> float:
+    """How long deploys wait for their replicas by default: `$ZEROSERVE_DEPLOY_TIMEOUT_S` (300)."""
+    return float(os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300"))
+
+
+def say(text: str) -> None:
+    """A progress line for the user (stderr; silenced by ZEROSERVE_QUIET=1)."""
+    if os.environ.get("ZEROSERVE_QUIET") != "1":
+        print(f"serve: {text}", file=sys.stderr, flush=True)
+
+
+class ServeClient:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._controller: ActorHandle | None = None
+        self._routers: dict[str, Router] = {}
+        self._inbox = LoopInbox(rt.loop, self._start_calls)
+        self._closed = False
+
+    @classmethod
+    def of(cls, rt: Runtime) -> "ServeClient":
+        client = rt.extensions.get("serve_client")
+        if client is None:
+            with _lock:
+                client = rt.extensions.get("serve_client")
+                if client is None:
+                    client = rt.extensions["serve_client"] = cls(rt)
+        return client
+
+    @classmethod
+    def current(cls) -> "ServeClient":
+        """The client of this process's runtime (connecting the driver first if needed)."""
+        return cls.of(runtime_or_init())
+
+    # -- on the runtime's loop -------------------------------------------------------------
+    async def controller(self) -> ActorHandle:
+        """The controller's handle; ServeNotRunningError if Serve is not running."""
+        if self._controller is None:
+            info = await self.rt.call_head("get_named_actor", CONTROLLER_NAME, SERVE_NAMESPACE)
+            if info is None or info.state is ActorState.DEAD:
+                raise ServeNotRunningError("Serve is not running on this cluster: call serve.start() or "
+                                           "serve.run() first")
+            self.rt.extensions["directory"].update(info)
+            self._controller = ActorHandle(info.actor_id, info.class_name, info.methods, info.async_methods, info)
+        return self._controller
+
+    def router_now(self, deployment: str) -> Router | None:
+        return self._routers.get(deployment)
+
+    async def router(self, deployment: str) -> Router:
+        router = self._routers.get(deployment)
+        if router is None:
+            controller = await self.controller()
+            router = self._routers.get(deployment)  # another call may have made it meanwhile
+            if router is None:
+                router = self._routers[deployment] = Router(deployment, controller)
+        return router
+
+    def submit(self, start: Callable[[], None]) -> None:
+        """Run `start()` on the runtime's loop, soon (from any thread; one wake-up per burst)."""
+        self._inbox.put(start)
+
+    @staticmethod
+    def _start_calls(items: Iterable[Callable[[], None]]) -> None:
+        for start in items:
+            start()
+
+    # -- from a driver's thread --------------------------------------------------------------
+    def controller_or_none(self) -> ActorHandle | None:
+        try:
+            return self.rt.run_threadsafe(self.controller)
+        except ServeNotRunningError:
+            return None
+
+    def call(self, method: str, *args: Any, timeout: float = _CALL_TIMEOUT_S) -> Any:
+        """Call the controller and wait for the answer (ServeNotRunningError without one)."""
+        controller = self.rt.run_threadsafe(self.controller)
+        try:
+            return actors.get(getattr(controller, method).remote(*args), timeout=timeout)
+        except actors.ActorDiedError:
+            self._controller = None
+            fresh = self.controller_or_none()
+            if fresh is None or fresh.actor_id == controller.actor_id:
+                raise
+            # Serve was restarted since this process cached its controller: ask the new one.
+            return actors.get(getattr(fresh, method).remote(*args), timeout=timeout)
+
+    def forget_controller(self) -> None:
+        self._controller = None
+
+    def status(self) -> dict[str, Any]:
+        return self.call("status")
+
+    def targets(self) -> dict[str, DeploymentTarget]:
+        return self.call("targets")
+
+    def watch_status(self, until: Callable[[dict[str, Any]], bool], timeout_s: float,
+                     stop: threading.Event | None = None) -> bool:
+        """Long-poll the controller's status until `until(status)` is true (True), the
+        deadline passes (False) or `stop` is set (False). `until` may raise to end the wait."""
+        deadline = time.monotonic() + timeout_s
+        version = -1
+        while True:
+            hold = max(0.0, min(_HOLD_S, deadline - time.monotonic()))
+            update: Update = self.call("listen", STATUS_KEY, version, hold, timeout=hold + _CALL_TIMEOUT_S)
+            version = update.version
+            if until(update.value):
+                return True
+            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                return False
+
+    def deploy(self, targets: list[DeploymentTarget], wait: bool = True,
+               timeout_s: float | None = None) -> dict[str, bool]:
+        """Send targets to the controller; returns {name: changed}. `wait`: until all are HEALTHY."""
+        changed = self.call("deploy", targets)
+        if wait:
+            names = [t.name for t in targets]
+            if not any(changed.values()):
+                say(f"{', '.join(names)}: unchanged (same version and config), nothing to do")
+            self.wait_healthy(names, timeout_s)
+        return changed
+
+    def wait_healthy(self, names: list[str], timeout_s: float | None = None) -> None:
+        """Until every deployment of `names` is HEALTHY, printing progress; raises
+        DeploymentUnhealthyError (one cannot start) or TimeoutError."""
+        timeout_s = deploy_timeout_s() if timeout_s is None else timeout_s
+        progress = _Progress()
+
+        def healthy(st: dict[str, Any]) -> bool:
+            deps = {n: d for app in st["applications"].values() for n, d in app["deployments"].items()
+                    if n in names}
+            progress.line("; ".join(f"{n} {d['replicas'].get('RUNNING', 0)}/{d['target_replicas']} running "
+                                    f"({d['status']})" for n, d in sorted(deps.items())))
+            unhealthy = {n: d["message"] for n, d in deps.items() if d["status"] == DeploymentStatus.UNHEALTHY}
+            if unhealthy:
+                raise DeploymentUnhealthyError("; ".join(f"deployment {n} is unhealthy: {m}"
+                                                         for n, m in unhealthy.items()))
+            return len(deps) == len(names) and all(d["status"] == DeploymentStatus.HEALTHY for d in deps.values())
+
+        if not self.watch_status(healthy, timeout_s):
+            raise TimeoutError(f"deployments not ready after {timeout_s:.0f}s: {progress.last} "
+                               "(busy resources? see `zeroserve status`)")
+
+    def delete(self, names: list[str], wait: bool = True, timeout_s: float = 60.0) -> None:
+        self.call("delete", names)
+        if wait:
+            self.wait_deleted(names, timeout_s)
+
+    def wait_deleted(self, names: list[str], timeout_s: float = 60.0) -> bool:
+        def gone(st: dict[str, Any]) -> bool:
+            present = {n for app in st["applications"].values() for n in app["deployments"]}
+            return not present.intersection(names)
+
+        return self.watch_status(gone, timeout_s)
+
+    def delete_app(self, app: str, wait: bool = True) -> list[str]:
+        """Delete an application's deployments; returns their names ([] if no such app)."""
+        names = self.call("delete_app", app)
+        if names and wait:
+            self.wait_deleted(names)
+        return names
+
+    # -- life --------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Forget the controller and close the routers (Serve was shut down)."""
+        if self.rt.extensions.get("serve_client") is self:
+            del self.rt.extensions["serve_client"]
+        routers, self._routers = list(self._routers.values()), {}
+        for router in routers:
+            self.rt.loop.call_soon_threadsafe(router.close)
+        self._controller = None
+
+
+class _Progress:
+    """Progress lines: printed when they change."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def line(self, text: str) -> None:
+        if text and text != self.last:
+            say(text)
+        self.last = text
+
+

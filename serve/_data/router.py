@@ -1,0 +1,232 @@
+"""Routing in every caller: which replica gets a request, and waiting when all are busy.
+
+One `Router` per deployment per process, on the runtime's loop, made by the process's
+`ServeClient`. Its replica set comes by long poll from the controller (pushed, not polled
+per request); while the controller is away, the last set stays in use.
+
+Policy (`PowerOfTwoChoices`): over the replicas with room (requests this caller has in
+flight there < max_ongoing_requests), sample two and take the less loaded. With no room
+anywhere, requests wait in FIFO order at the caller; past `max_queued_requests` they fail
+at once with `BackPressureError`.
+
+A request refused by a replica that was already gone (`ActorUnavailableError`: it never
+ran) is retried on another replica; one that was in flight when its replica died fails
+(it may have run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from actors import ActorDiedError
+
+from .._longpoll_tmp import LongPollClient, Update, is_unavailable
+from ..exceptions import BackPressureError, ServeError
+from ..messages import ReplicaId, ReplicaInfo, ReplicaSet
+from .outcomes import ignore_outcome
+
+__all__ = ["POLL_HOLD_S", "PowerOfTwoChoices", "Router", "replica_set_key"]
+
+POLL_HOLD_S = 20.0
+_ATTEMPTS = 3  # a request refused by gone replicas is tried on at most this many
+
+
+def replica_set_key(deployment: str) -> str:
+    """The controller's long-poll key of a deployment's replica set."""
+    return f"replicas/{deployment}"
+
+
+class PowerOfTwoChoices:
+    """Among replicas with room, the less loaded of two picked at random; None if all are full."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+
+    def choose(self, replicas: Sequence[ReplicaInfo], in_flight: dict[ReplicaId, int]) -> ReplicaInfo | None:
+        room = [r for r in replicas if in_flight.get(r.replica_id, 0) < r.max_ongoing_requests]
+        if not room:
+            return None
+        if len(room) == 1:
+            return room[0]
+        a, b = self._rng.sample(room, 2)
+        return a if in_flight.get(a.replica_id, 0) <= in_flight.get(b.replica_id, 0) else b
+
+
+class Router:
+    def __init__(self, deployment: str, controller: Any, rng: random.Random | None = None) -> None:
+        self.deployment = deployment
+        self._controller = controller
+        self._policy = PowerOfTwoChoices(rng)
+        self._replicas: tuple[ReplicaInfo, ...] = ()
+        self._max_queued = -1
+        self._in_flight: dict[ReplicaId, int] = collections.defaultdict(int)
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()
+        self._handoffs = 0  # woken waiters that have not taken their slot yet
+        self._have_set = asyncio.Event()
+        self._missing = False
+        self._report_every: float | None = None
+        self._source = f"{id(self):x}@{controller!r}"
+        key = replica_set_key(deployment)
+        self._poll = LongPollClient(lambda version: controller.listen.remote(key, version, POLL_HOLD_S), self.apply,
+                                    name=f"replica set of {deployment}").start()
+        self._reporter = asyncio.get_running_loop().create_task(self._report())
+
+    @property
+    def replicas(self) -> tuple[ReplicaInfo, ...]:
+        return self._replicas
+
+    def apply(self, update: Update) -> None:
+        """Take a replica set from the controller (`exists=False`: no such deployment)."""
+        self._missing = not update.exists
+        rs: ReplicaSet = update.value if update.exists else ReplicaSet(self.deployment, ())
+        self._replicas = rs.replicas
+        self._max_queued = rs.max_queued_requests
+        self._report_every = rs.metrics_interval_s
+        live = {r.replica_id for r in rs.replicas}
+        for rid in [k for k in self._in_flight if k not in live and self._in_flight[k] == 0]:
+            del self._in_flight[rid]
+        self._have_set.set()
+        if self._waiting and self._has_room():
+            self._wake()  # each one that gets a slot hands on to the next
+
+    @property
+    def load(self) -> int:
+        """Requests this caller has in flight or waiting for this deployment."""
+        return sum(self._in_flight.values()) + len(self._waiting)
+
+    async def _report(self) -> None:
+        """Report load to the controller while the deployment autoscales."""
+        while True:
+            await asyncio.sleep(self._report_every or 1.0)
+            if self._report_every is None:
+                continue
+            ref = self._controller.record_load.remote(self._source, self.deployment, float(self.load))
+            ref.future().add_done_callback(ignore_outcome)  # best effort: the next report follows
+
+    def _wake(self, n: int = 1) -> None:
+        while n > 0 and self._waiting:
+            fut = self._waiting.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                self._handoffs += 1
+                n -= 1
+
+    def _has_room(self) -> bool:
+        return any(self._in_flight.get(r.replica_id, 0) < r.max_ongoing_requests for r in self._replicas)
+
+    async def _acquire(self) -> ReplicaInfo:
+        """A replica with room, in FIFO order: requests already waiting (or woken and
+        about to run) go before a new arrival."""
+        if not self._have_set.is_set():
+            await self._have_set.wait()
+        arriving = True
+        while True:
+            if self._missing:
+                raise ServeError(f"there is no deployment named {self.deployment!r} (see serve.status())")
+            ahead = arriving and (self._waiting or self._handoffs)
+            replica = None if ahead else self._policy.choose(self._replicas, self._in_flight)
+            if replica is not None:
+                self._in_flight[replica.replica_id] += 1
+                if self._waiting and self._has_room():
+                    self._wake()  # room for the next one too: hand it on
+                return replica
+            if arriving and 0 <= self._max_queued <= len(self._waiting):
+                raise BackPressureError(
+                    f"deployment {self.deployment!r}: all {len(self._replicas)} replicas are at "
+                    f"max_ongoing_requests and {len(self._waiting)} requests already wait "
+                    f"(max_queued_requests={self._max_queued})")
+            fut = asyncio.get_running_loop().create_future()
+            if arriving:
+                self._waiting.append(fut)
+            else:
+                self._waiting.appendleft(fut)  # woken but no room after all: keep its place
+            arriving = False
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if not fut.done() or fut.cancelled():
+                    if fut in self._waiting:
+                        self._waiting.remove(fut)  # a cancelled call gives its place up
+                else:
+                    self._handoffs -= 1
+                    self._wake()  # it was handed a slot: pass it on
+                raise
+            self._handoffs -= 1
+
+    def _release(self, replica: ReplicaInfo) -> None:
+        self._in_flight[replica.replica_id] -= 1
+        self._wake()
+
+    def send(self, method: str, args: tuple, kwargs: dict, deliver: Callable[[asyncio.Future], Any]) -> asyncio.Future:
+        """Route one request; `deliver(future)` gets its finished outcome (on this loop).
+        Returns the future to cancel to abandon the request.
+
+        The common case costs no task: a replica with room is chosen at once, the call
+        goes out, and its reply future is delivered when it lands. Anything else (no
+        replica set yet, callers waiting, a retry) goes through `call` on a task."""
+        replica = None
+        if self._have_set.is_set() and not self._missing and not self._waiting and not self._handoffs:
+            replica = self._policy.choose(self._replicas, self._in_flight)
+        if replica is None:
+            task = asyncio.get_running_loop().create_task(self.call(method, args, kwargs))
+            task.add_done_callback(deliver)
+            return task
+        self._in_flight[replica.replica_id] += 1
+        reply = replica.handle.handle_request.remote(method, args, kwargs).future()
+        reply.add_done_callback(functools.partial(self._sent, replica, method, args, kwargs, deliver))
+        return reply
+
+    def _sent(self, replica: ReplicaInfo, method: str, args: tuple, kwargs: dict,
+              deliver: Callable[[asyncio.Future], Any], reply: asyncio.Future) -> None:
+        self._release(replica)
+        error = None if reply.cancelled() else reply.exception()
+        if isinstance(error, ActorDiedError):
+            self._drop(replica)  # as call_holding: forget it now, whether or not the call ran
+            if is_unavailable(error):  # it never ran: try another replica
+                asyncio.get_running_loop().create_task(self.call(method, args, kwargs)).add_done_callback(deliver)
+                return
+        deliver(reply)
+
+    def _drop(self, replica: ReplicaInfo) -> None:
+        """Forget a dead replica until the controller says otherwise."""
+        self._replicas = tuple(r for r in self._replicas if r.replica_id != replica.replica_id)
+
+    async def call(self, method: str, args: tuple, kwargs: dict) -> Any:
+        """Route one request and return its result."""
+        return (await self.call_holding(method, args, kwargs, None))[0]
+
+    async def call_holding(self, method: str, args: tuple, kwargs: dict,
+                           hold: Callable[[Any], bool] | None) -> tuple[Any, ReplicaInfo | None]:
+        """Route one request; returns (result, replica). If `hold(result)`, the request
+        stays counted in flight on that replica until `release(replica)` (a response
+        streamed from it after this call returns); otherwise replica is None."""
+        for attempt in range(_ATTEMPTS):
+            replica = await self._acquire()
+            held = False
+            try:
+                result = await replica.handle.handle_request.remote(method, args, kwargs)
+                held = hold is not None and hold(result)
+                return result, (replica if held else None)
+            except ActorDiedError as e:
+                # The replica died: drop it locally; a call it never received is retried
+                # on another replica.
+                self._drop(replica)
+                if not is_unavailable(e) or attempt == _ATTEMPTS - 1:
+                    raise
+            finally:
+                if not held:
+                    self._release(replica)
+        raise AssertionError("unreachable")
+
+    def release(self, replica: ReplicaInfo) -> None:
+        """End a request `call_holding` kept in flight."""
+        self._release(replica)
+
+    def close(self) -> None:
+        self._poll.close()
+        self._reporter.cancel()

@@ -1,0 +1,36 @@
+"""The names Serve's actors and records go by in the cluster, in one place.
+
+The controller is found by name; replicas and proxies are named actors so that a
+restarted controller (or a driver cleaning up after a failed shutdown) finds them in the
+head's actor table; the controller's checkpoint and status summary are KV keys.
+"""
+
+from __future__ import annotations
+
+from .messages import ReplicaId
+
+__all__ = ["CHECKPOINT_KEY", "CONTROLLER_NAME", "PROXY_PREFIX", "REPLICA_PREFIX", "SERVE_NAMESPACE", "STATUS_KEY",
+           "proxy_actor_name", "proxy_node_of", "replica_actor_name"]
+
+CONTROLLER_NAME = "SERVE_CONTROLLER"
+SERVE_NAMESPACE = "serve"
+CHECKPOINT_KEY = "serve/controller-checkpoint"
+STATUS_KEY = "serve/status.json"  # a plain summary for `zeroserve status` (no serve import needed)
+REPLICA_PREFIX = "SERVE_REPLICA::"
+PROXY_PREFIX = "SERVE_PROXY::"
+
+
+def replica_actor_name(replica_id: ReplicaId) -> str:
+    return f"{REPLICA_PREFIX}{replica_id}"
+
+
+def proxy_actor_name(node_id: str, serial: str) -> str:
+    """Named per node and incarnation, so a replacement never waits for its predecessor's name."""
+    return f"{PROXY_PREFIX}{node_id}::{serial}"
+
+
+def proxy_node_of(actor_name: str) -> str | None:
+    """The node id in a proxy actor's name; None if it is not a proxy's name."""
+    if not actor_name.startswith(PROXY_PREFIX):
+        return None
+    return actor_name[len(PROXY_PREFIX):].split("::", 1)[0]

@@ -1,0 +1,332 @@
+"""Unit tests of the whole controller (`serve._control.controller`) against a fake `ControllerIO`.
+
+No processes: replicas and proxies are fake handles whose calls the test (or the fake, for
+calls it is told to answer by itself) completes; the head is a dict. Covered: a deploy
+rolled out and published on the long poll (replica sets, routes, status), checkpoints
+written only on change, a restarted controller recovering deployments and adopting
+replicas and proxies in the state they had, deletion ending a replica set, and the
+orderly shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pytest
+
+from serve._config import DeploymentConfig
+from serve._control.checkpoint import Checkpoint
+from serve._control.controller import ServeController
+from serve._control.io import RunningProxy
+from serve._control.proxy_state import NodeView
+from serve._data.client import STATUS_KEY
+from serve._data.http_proxy import ROUTES_KEY
+from serve._data.router import replica_set_key
+from serve.messages import DeploymentStatus, DeploymentTarget, ProxyStatus, ReplicaId, ReplicaState
+
+T = TypeVar("T")
+HEAD = NodeView("n1", "127.0.0.1", True, True)
+N2 = NodeView("n2", "127.0.0.2", True, False)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+class _NotDone(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class FakeActorId:
+    hex: str
+
+
+@dataclass(eq=False)
+class FakeHandle:
+    what: str  # "replica" | "proxy"
+    key: Any  # the replica id, or the node
+    actor_id: FakeActorId = field(default_factory=lambda: FakeActorId(secrets.token_hex(4)))
+    killed: bool = False
+
+
+@dataclass(eq=False)
+class FakePending:
+    handle: FakeHandle
+    method: str
+    args: tuple[Any, ...]
+    _done: bool = False
+    _value: Any = None
+    _error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self._done:
+            raise _NotDone(self.method)
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def succeed(self, value: Any = None) -> None:
+        self._done, self._value = True, value
+
+    def __await__(self) -> Any:
+        async def wait() -> Any:
+            while not self._done:
+                await asyncio.sleep(0)
+            return self.result()
+
+        return wait().__await__()
+
+
+class FakeActors:
+    """Starts, calls and kills fake actors; answers the methods in `auto` by itself."""
+
+    def __init__(self, what: str, auto: dict[str, Callable[[FakeHandle], Any]]) -> None:
+        self.what = what
+        self.auto = auto
+        self.started: list[FakeHandle] = []
+        self.calls: list[FakePending] = []
+        self.killed: list[FakeHandle] = []
+
+    def call(self, handle: FakeHandle, method: str, *args: Any) -> FakePending:
+        pending = FakePending(handle, method, args)
+        if method in self.auto:
+            pending.succeed(self.auto[method](handle))
+        self.calls.append(pending)
+        return pending
+
+    def kill(self, handle: FakeHandle) -> FakePending:
+        handle.killed = True
+        self.killed.append(handle)
+        done = FakePending(handle, "kill", ())
+        done.succeed()
+        return done
+
+    def pending(self, method: str) -> list[FakePending]:
+        return [c for c in self.calls if c.method == method and not c.done() and not c.handle.killed]
+
+    def live(self) -> list[FakeHandle]:
+        return [h for h in self.started if not h.killed]
+
+
+class FakeReplicas(FakeActors):
+    def start(self, target: DeploymentTarget, replica_id: ReplicaId) -> FakeHandle:
+        handle = FakeHandle("replica", replica_id)
+        self.started.append(handle)
+        return handle
+
+
+class FakeProxies(FakeActors):
+    def start(self, node: NodeView, http_options: Any) -> FakeHandle:
+        handle = FakeHandle("proxy", node)
+        self.started.append(handle)
+        return handle
+
+
+class FakeIO:
+    """The head as a dict and a node list; replicas and proxies as fake actors."""
+
+    def __init__(self, nodes: list[NodeView] | None = None) -> None:
+        self.replicas = FakeReplicas("replica", {"check_health": lambda h: True,
+                                                 "prepare_for_shutdown": lambda h: 0})
+        self.proxies = FakeProxies("proxy", {"ready": lambda h: f"http://{h.key.ip}:8000",
+                                             "start_draining": lambda h: None, "drain": lambda h: None})
+        self.node_list = list(nodes or [HEAD])
+        self.kv: dict[str, bytes] = {}
+        self.checkpoints = 0
+
+    async def nodes(self) -> list[NodeView]:
+        return list(self.node_list)
+
+    async def load_checkpoint(self) -> bytes | None:
+        return self.kv.get("checkpoint")
+
+    async def save_checkpoint(self, blob: bytes) -> None:
+        self.kv["checkpoint"] = blob
+        self.checkpoints += 1
+
+    async def publish_summary(self, blob: bytes) -> None:
+        self.kv["summary"] = blob
+
+    async def drop_records(self, timeout_s: float) -> None:
+        self.kv.clear()
+
+    async def find_replica(self, replica_id: ReplicaId) -> FakeHandle | None:
+        return next((h for h in self.replicas.live() if h.key == replica_id), None)
+
+    async def running_proxies(self) -> list[RunningProxy]:
+        return [RunningProxy(h.key.node_id, h) for h in self.proxies.live()]
+
+
+def target(name: str = "d", n: int = 2, version: str = "v1", route: str | None = "/d") -> DeploymentTarget:
+    return DeploymentTarget(name, "app", version, b"code", DeploymentConfig(num_replicas=n), route, False, True)
+
+
+async def controller_on(io: FakeIO, location: str = "HeadOnly") -> ServeController:
+    c = ServeController(http_options={"location": location}, io=io, clock=_Clock(), run_loop=False)
+    await c.ready()
+    return c
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def step(c: ServeController, dt: float = 0.1) -> None:
+    c.clock.now += dt  # type: ignore[attr-defined]
+    await c.step(c.clock())
+
+
+def answer_ready(io: FakeIO) -> None:
+    for p in io.replicas.pending("ready"):
+        p.succeed({"pid": 1})
+
+
+async def healthy(c: ServeController, io: FakeIO) -> None:
+    """Step until the deployments' replicas answered ready and everything is HEALTHY."""
+    for _ in range(20):
+        answer_ready(io)
+        await step(c)
+        st = await c.status()
+        deps = [d for a in st["applications"].values() for d in a["deployments"].values()]
+        if deps and all(d["status"] == DeploymentStatus.HEALTHY for d in deps):
+            return
+    pytest.fail(f"never healthy: {await c.status()}")
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_deploy_is_rolled_out_and_published_on_the_long_poll() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = await controller_on(io)
+        first = await c.listen(replica_set_key("d"), -1, 0.0)
+        assert not first.exists  # no such deployment yet: routers fail their calls
+        waiter = asyncio.ensure_future(c.listen(replica_set_key("d"), first.version, 30.0))
+        assert await c.deploy([target()]) == {"d": True}
+        assert len(io.replicas.started) == 2 and len(io.replicas.pending("ready")) == 2
+        await healthy(c, io)
+        update = await asyncio.wait_for(waiter, 5)  # woken by the change, not by its hold time
+        assert update.exists and len(update.value.replicas) in (1, 2)
+        rs = (await c.listen(replica_set_key("d"), -1, 0.0)).value
+        assert sorted(r.replica_id for r in rs.replicas) == sorted(h.key for h in io.replicas.started)
+        routes = (await c.listen(ROUTES_KEY, -1, 0.0)).value
+        assert routes.routes == {"/d": "d"}
+        st = (await c.listen(STATUS_KEY, -1, 0.0)).value
+        assert st["applications"]["app"]["status"] == "RUNNING"
+        assert st["proxies"]["n1"]["state"] == ProxyStatus.HEALTHY
+        assert await c.deploy([target()]) == {"d": False}  # same version and config: a no-op
+
+    run(main())
+
+
+def test_a_checkpoint_is_written_on_changes_only() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = await controller_on(io)
+        await c.deploy([target()])
+        await healthy(c, io)
+        written = io.checkpoints
+        for _ in range(10):
+            await step(c, 1.0)  # health checks come and go; membership stays
+        assert io.checkpoints == written
+        cp = Checkpoint.loads(io.kv["checkpoint"])
+        assert [t.name for t in cp.targets] == ["d"]
+        assert {r.state for r in cp.replicas["d"]} == {ReplicaState.RUNNING}
+        await c.deploy([target(n=3)])
+        await step(c)
+        assert io.checkpoints > written
+
+    run(main())
+
+
+def test_a_restarted_controller_adopts_replicas_and_proxies_in_their_states() -> None:
+    async def main() -> None:
+        io = FakeIO([HEAD, N2])
+        c = await controller_on(io, "EveryNode")
+        await c.deploy([target(n=2)])
+        await healthy(c, io)
+        for _ in range(3):
+            await step(c)
+        before = {h.key for h in io.replicas.live()}
+        proxies_before = list(io.proxies.live())
+        assert len(proxies_before) == 2
+        # A third replica still in its constructor when the controller dies:
+        await c.deploy([target(n=3)])
+        await step(c)
+        starting = [h for h in io.replicas.live() if h.key not in before]
+        assert len(starting) == 1
+        # One running replica died with the controller.
+        dead = next(h for h in io.replicas.live() if h.key in before)
+        dead.killed = True
+        io.replicas.calls.clear()
+
+        c2 = await controller_on(io, "HeadOnly")  # the checkpoint's options win over the new ones'
+        assert c2.http_options["location"] == "EveryNode"
+        state = c2.deployments["d"]
+        known = before | {starting[0].key}
+        adopted = {r.replica_id: r.state for r in state.replicas.values() if r.replica_id in known}
+        assert adopted == {**{k: ReplicaState.RUNNING for k in before if k != dead.key},
+                           starting[0].key: ReplicaState.STARTING}
+        asked = [p.handle for p in io.replicas.pending("ready")]
+        assert starting[0] in asked and all(h.key not in before for h in asked)  # asked again; plus the replacement
+        rs = (await c2.listen(replica_set_key("d"), -1, 0.0)).value
+        assert [r.replica_id for r in rs.replicas] == [k for k in before if k != dead.key]  # still routed
+        assert {e.handle for e in c2.proxies.proxies.values()} == set(proxies_before)  # adopted, not restarted
+        await healthy(c2, io)
+        assert len(state.running()) == 3  # the dead one replaced
+        assert len(io.proxies.started) == 2
+
+    run(main())
+
+
+def test_deleting_a_deployment_ends_its_replica_set() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = await controller_on(io)
+        await c.deploy([target(n=1)])
+        await healthy(c, io)
+        known = await c.listen(replica_set_key("d"), -1, 0.0)
+        await c.delete(["d"])
+        for _ in range(5):
+            await step(c)
+        update = await c.listen(replica_set_key("d"), known.version, 0.0)
+        assert not update.exists
+        assert (await c.listen(ROUTES_KEY, -1, 0.0)).value.routes == {}
+        assert all(h.killed for h in io.replicas.started)
+
+    run(main())
+
+
+def test_shutdown_drains_proxies_deletes_everything_and_drops_the_records() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = ServeController(http_options={"location": "HeadOnly"}, io=io, run_loop=True)
+        await c.ready()
+        await c.deploy([target(n=2)])
+        for _ in range(200):
+            answer_ready(io)
+            st = await c.status()
+            if st["applications"]["app"]["status"] == "RUNNING" and st["proxies"]["n1"]["state"] == "HEALTHY":
+                break
+            await asyncio.sleep(0.02)
+        assert await asyncio.wait_for(c.shutdown(5.0), 10) is True
+        methods = [p.method for p in io.proxies.calls]
+        assert methods.index("start_draining") < methods.index("drain")
+        assert all(h.killed for h in io.replicas.started) and all(h.killed for h in io.proxies.started)
+        assert io.kv == {}
+        assert [p.method for p in io.replicas.calls].count("prepare_for_shutdown") == 2
+
+    run(main())
