@@ -234,7 +234,7 @@ def _try_create() -> actors.ActorHandle | None:
 
 
 def test_a_detached_actor_outlives_the_driver_that_made_it(nodes) -> None:
-    from .conftest import read_json_line, start_driver
+    from ..conftest import read_json_line, start_driver
 
     maker = start_driver("""
         import json, actors

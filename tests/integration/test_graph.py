@@ -244,7 +244,7 @@ def test_http_adapters_and_routes(http) -> None:
     assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
 
     handle = serve.run(DAGDriver.options(name="lengths", route_prefix="/len").bind(
-        length, http_adapter="tests.test_graph.body_length"), name="lengths")
+        length, http_adapter="tests.integration.test_graph.body_length"), name="lengths")
     _wait_route(http, "/len")
     assert http.get("/len", params={"text": "hello"}).json() == {"got": 5}
     assert handle.predict.remote("abc").result() == {"got": "abc"}

@@ -604,7 +604,7 @@ def test_deleting_waits_for_requests_in_flight() -> None:
 def test_detached_serve_is_reached_from_another_driver(cluster) -> None:
     from actors.system import current_runtime
 
-    from .conftest import read_json_line, start_driver
+    from ..conftest import read_json_line, start_driver
 
     rt = current_runtime()
     serve.start(detached=True)
@@ -629,7 +629,7 @@ def test_zeroserve_status_lists_serve_deployments() -> None:
 
     from actors.system import current_runtime
 
-    from .conftest import zeroserve
+    from ..conftest import zeroserve
 
     serve.run(Adder.options(name="listed").bind(1), name="statusapp")
     rt = current_runtime()
