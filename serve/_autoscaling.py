@@ -22,106 +22,79 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AliasChoices, Field
+
+from ._model import Loc, Model, Must, NonNegativeSeconds, PositiveSeconds, Rule
 
 __all__ = ["AutoscalingConfig", "AutoscalingPolicy", "MAX_SAMPLES_PER_SOURCE"]
 
 MAX_SAMPLES_PER_SOURCE = 1024
 """Hard cap on samples kept per source, for a source that reports far faster than the window needs."""
 
-_ALIAS = "target_num_ongoing_requests_per_replica"
 _EPS = 1e-9
 
 
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"autoscaling config: {name} must be a number, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value):
-        raise ValueError(f"autoscaling config: {name} must be a finite number, got {value!r}")
-    return float(value)
+class AutoscalingConfig(Model):
+    """Autoscaling parameters of one deployment (Ray Serve's `autoscaling_config`).
 
+    A strict, frozen model (see `_model`): validated on construction, `from_dict`, or as a
+    deployment option; Ray 1.x's `target_num_ongoing_requests_per_replica` is accepted for
+    `target_ongoing_requests`.
+    """
 
-def _integer(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"autoscaling config: {name} must be an integer, got {value!r} ({type(value).__name__})")
-    return value
+    must: ClassVar[str] = "a dict such as {'min_replicas': 1, 'max_replicas': 4}"
+    where: ClassVar[Loc] = ("autoscaling_config",)
+    noun: ClassVar[str] = "autoscaling_config"
 
+    min_replicas: Annotated[int, Field(ge=0), Must("an integer >= 0")] = 1
+    """The fewest replicas to run (0: scale to zero when idle)."""
+    max_replicas: Annotated[int, Field(ge=1), Must("an integer >= 1")] = 1
+    """The most replicas to run."""
+    initial_replicas: Annotated[int | None, Field(ge=0), Must("an integer >= 0, or omitted")] = None
+    """The replicas a new deployment starts with (default: min_replicas)."""
+    target_ongoing_requests: Annotated[
+        float, Field(gt=0, allow_inf_nan=False,
+                     validation_alias=AliasChoices("target_ongoing_requests", "target_num_ongoing_requests_per_replica")),
+        Must("a number > 0")] = 2.0
+    """Requests in flight per replica that autoscaling aims at."""
+    upscale_delay_s: NonNegativeSeconds = 30.0
+    """How long the load must call for more replicas before they are added."""
+    downscale_delay_s: NonNegativeSeconds = 600.0
+    """How long the load must call for fewer replicas before they are removed."""
+    metrics_interval_s: NonNegativeSeconds = 10.0
+    """How often load is reported."""
+    look_back_period_s: PositiveSeconds = 30.0
+    """The window the load is averaged over."""
+    upscale_smoothing_factor: Annotated[float, Field(gt=0, allow_inf_nan=False),
+                                        Must("a number > 0 (1.0 = no smoothing)")] = 1.0
+    """How much of an upscale decision is taken at once."""
+    downscale_smoothing_factor: Annotated[float, Field(gt=0, allow_inf_nan=False),
+                                          Must("a number > 0 (1.0 = no smoothing)")] = 1.0
+    """How much of a downscale decision is taken at once."""
 
-@dataclass(frozen=True, slots=True)
-class AutoscalingConfig:
-    """Autoscaling parameters of one deployment (Ray Serve's `autoscaling_config`). Validated on construction."""
-
-    min_replicas: int = 1
-    max_replicas: int = 1
-    initial_replicas: int | None = None
-    target_ongoing_requests: float = 2.0
-    upscale_delay_s: float = 30.0
-    downscale_delay_s: float = 600.0
-    metrics_interval_s: float = 10.0
-    look_back_period_s: float = 30.0
-    upscale_smoothing_factor: float = 1.0
-    downscale_smoothing_factor: float = 1.0
-
-    def __post_init__(self) -> None:
-        lo = _integer("min_replicas", self.min_replicas)
-        hi = _integer("max_replicas", self.max_replicas)
-        if lo < 0:
-            raise ValueError(f"autoscaling config: min_replicas must be >= 0, got {lo}")
-        if hi < 1:
-            raise ValueError(f"autoscaling config: max_replicas must be >= 1, got {hi}")
+    @classmethod
+    def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
+        lo, hi, init = values.get("min_replicas"), values.get("max_replicas"), values.get("initial_replicas")
+        if not (_int(lo) and _int(hi)):
+            return
         if lo > hi:
-            raise ValueError(
-                f"autoscaling config: min_replicas ({lo}) must be <= max_replicas ({hi}); "
-                f"raise max_replicas or lower min_replicas"
-            )
-        if self.initial_replicas is not None:
-            init = _integer("initial_replicas", self.initial_replicas)
-            if not lo <= init <= hi:
-                raise ValueError(
-                    f"autoscaling config: initial_replicas ({init}) must be within "
-                    f"[min_replicas, max_replicas] = [{lo}, {hi}], or omitted to start at min_replicas"
-                )
-        if _number("target_ongoing_requests", self.target_ongoing_requests) <= 0:
-            raise ValueError(
-                f"autoscaling config: target_ongoing_requests must be > 0, got {self.target_ongoing_requests}"
-            )
-        for name in ("upscale_delay_s", "downscale_delay_s", "metrics_interval_s"):
-            if _number(name, getattr(self, name)) < 0:
-                raise ValueError(f"autoscaling config: {name} must be >= 0 seconds, got {getattr(self, name)}")
-        if _number("look_back_period_s", self.look_back_period_s) <= 0:
-            raise ValueError(f"autoscaling config: look_back_period_s must be > 0 seconds, got {self.look_back_period_s}")
-        for name in ("upscale_smoothing_factor", "downscale_smoothing_factor"):
-            if _number(name, getattr(self, name)) <= 0:
-                raise ValueError(f"autoscaling config: {name} must be > 0 (1.0 = no smoothing), got {getattr(self, name)}")
+            yield Rule(("min_replicas",), f"must be <= max_replicas ({hi}), got {lo}: raise max_replicas or lower "
+                                          "min_replicas")
+        elif _int(init) and not lo <= init <= hi:
+            yield Rule(("initial_replicas",), f"must be within [min_replicas, max_replicas] = [{lo}, {hi}], got "
+                                              f"{init}; or leave it out to start at min_replicas")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AutoscalingConfig:
-        """A validated config from user options; also accepts the Ray 1.x name of target_ongoing_requests."""
-        if not isinstance(d, Mapping):
-            raise ValueError(f"autoscaling config must be a dict, got {type(d).__name__}")
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(str(k) for k in d if k not in valid and k != _ALIAS)
-        if unknown:
-            raise ValueError(
-                f"autoscaling config: unknown key(s) {', '.join(unknown)}; valid keys are "
-                f"{', '.join([*valid, _ALIAS])}"
-            )
-        values = dict(d)
-        if _ALIAS in values:
-            alias_value = values.pop(_ALIAS)
-            _number(_ALIAS, alias_value)
-            if "target_ongoing_requests" in values:
-                if _number("target_ongoing_requests", values["target_ongoing_requests"]) != alias_value:
-                    raise ValueError(
-                        f"autoscaling config: target_ongoing_requests ({values['target_ongoing_requests']}) and its "
-                        f"old name {_ALIAS} ({alias_value}) disagree; give only target_ongoing_requests"
-                    )
-            elif alias_value <= 0:
-                raise ValueError(f"autoscaling config: {_ALIAS} must be > 0, got {alias_value}")
-            values["target_ongoing_requests"] = alias_value
-        return cls(**values)
+        """A validated config from user options; raises naming the wrong field (see `_model`)."""
+        return cls.parse(d)  # type: ignore[no-any-return]
+
+
+def _int(value: Any) -> bool:
+    return type(value) is int
 
 
 class AutoscalingPolicy:

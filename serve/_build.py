@@ -2,7 +2,9 @@
 
 Nothing here touches a cluster, so a config that cannot be built fails before anything
 changes. Errors are `ConfigError`s naming the config field (`applications[0].import_path`,
-`applications[0].deployments[1].name`).
+`applications[0].deployments[1].name`); `build_config` reports them together with the
+config's field errors (an application whose other fields are wrong is still imported and
+its deployment names checked), so one run shows every problem.
 
 Versions: a deployment without an explicit `version` gets one computed from what its
 replicas are built from (its pickled code and constructor arguments, the source file of
@@ -14,22 +16,24 @@ setting is applied to the live replicas; anything else rolls them.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import importlib
 import inspect
 import json
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ._api.application import app_targets
 from ._api.deployment import Deployment
 from ._api.graph import Application
-from ._schema import AppConfig, ServeConfig
-from .exceptions import ConfigError
+from ._model import Kind, Loc, Problem, path_text
+from ._schema import AppConfig, DeploymentOverride, ServeConfig, buildable_apps, check_config, config_error, read_config
 from .messages import DeploymentTarget
 
-__all__ = ["BuiltApp", "build", "import_attr"]
+__all__ = ["BuiltApp", "build", "build_config", "import_attr", "load_and_build"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,14 @@ class BuiltApp:
     targets: tuple[DeploymentTarget, ...]
     ingress: str
     route_prefix: str | None  # where the ingress is served
+
+
+class _Unbuildable(Exception):
+    """An application that cannot be imported or built; `problem` says where and why."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.line())
+        self.problem = problem
 
 
 def import_attr(import_path: str) -> Any:
@@ -51,36 +63,37 @@ def import_attr(import_path: str) -> Any:
     return obj
 
 
-def _load(app: AppConfig) -> Application:
-    where = f"{app.path}.import_path"
+def _load(app: AppConfig, at: Loc) -> Application:
+    def fail(field: str, message: str) -> _Unbuildable:
+        return _Unbuildable(Problem((*at, field), Kind.VALUE, message))
+
     try:
         obj = import_attr(app.import_path)
     except (ImportError, AttributeError) as e:
-        raise ConfigError(f"{where}: cannot import {app.import_path!r}: {type(e).__name__}: {e} (the module must "
-                          "be importable from the current directory or the Python path)") from None
+        raise fail("import_path", f"cannot import {app.import_path!r}: {type(e).__name__}: {e} (the module must be "
+                                  "importable from the current directory or the Python path)") from None
     except Exception as e:
         last = traceback.extract_tb(e.__traceback__)[-1]
-        raise ConfigError(f"{where}: importing {app.import_path!r} raised {type(e).__name__}: {e} "
-                          f"({last.filename}:{last.lineno})") from None
+        raise fail("import_path", f"importing {app.import_path!r} raised {type(e).__name__}: {e} "
+                                  f"({last.filename}:{last.lineno})") from None
     if isinstance(obj, Deployment):
         obj = obj.bind()
     if not isinstance(obj, Application) and callable(obj) and not inspect.isclass(obj):
         try:
             obj = obj(dict(app.args))
         except Exception as e:
-            raise ConfigError(f"{app.path}.args: the application builder {app.import_path} raised "
-                              f"{type(e).__name__}: {e}") from None
+            raise fail("args", f"the application builder {app.import_path} raised {type(e).__name__}: {e}") from None
         if isinstance(obj, Deployment):
             obj = obj.bind()
         if not isinstance(obj, Application):
-            raise ConfigError(f"{where}: the builder {app.import_path} must return a bound deployment "
-                              f"(Model.bind(...)), it returned {type(obj).__name__}")
+            raise fail("import_path", f"the builder {app.import_path} must return a bound deployment "
+                                      f"(Model.bind(...)), it returned {type(obj).__name__}")
     elif app.args:
-        raise ConfigError(f"{app.path}.args: {app.import_path} is an application already bound; args need "
-                          "import_path to name a builder function `def build(args) -> Application`")
+        raise fail("args", f"{app.import_path} is an application already bound; args need import_path to name a "
+                           "builder function `def build(args) -> Application`")
     if not isinstance(obj, Application):
-        raise ConfigError(f"{where}: {app.import_path} is a {type(obj).__name__}; it must be a bound deployment "
-                          "(app = Model.bind(...)), a deployment, or a builder function returning one")
+        raise fail("import_path", f"{app.import_path} is a {type(obj).__name__}; it must be a bound deployment "
+                                  "(app = Model.bind(...)), a deployment, or a builder function returning one")
     return obj
 
 
@@ -123,42 +136,84 @@ def _pin_version(target: DeploymentTarget, deployment: Deployment | None) -> Dep
     return dataclasses.replace(target, version=h.hexdigest()[:12], version_given=True)
 
 
-def _apply(target: DeploymentTarget, options: dict[str, Any]) -> DeploymentTarget:
-    changes = dict(options)
+def _apply(target: DeploymentTarget, override: DeploymentOverride) -> DeploymentTarget:
+    changes = override.options  # validated already
     if "num_replicas" in changes:
         changes["autoscaling_config"] = None
-    fields = {f.name for f in dataclasses.fields(target.config)}
-    config = dataclasses.replace(target.config, **{k: v for k, v in changes.items() if k in fields})
-    return dataclasses.replace(target, config=config)
+    return dataclasses.replace(target, config=target.config.model_copy(update=changes))
+
+
+Plan = tuple[int, AppConfig, list[tuple[int, str]]]  # app index, app, (index, name) of its deployment overrides
 
 
 def build(config: ServeConfig) -> list[BuiltApp]:
-    """Import every application and make its targets; ConfigError before anything is deployed."""
+    """Import every application and make its targets; ConfigError (every problem) before anything is deployed."""
+    built, found = _build(_plans(config))
+    if found:
+        raise config_error(found, "config")
+    return built
+
+
+def build_config(data: Any, source: str = "config") -> tuple[ServeConfig, list[BuiltApp]]:
+    """Validate `data` (a parsed config file) and build it; one ConfigError lists every problem
+    found: field errors, and the import errors and unknown deployment names of every
+    application that can be imported despite them."""
+    config, found = check_config(data)
+    built, unbuilt = _build(_plans(config) if config is not None else buildable_apps(data))
+    if config is None or unbuilt:
+        raise config_error(found + unbuilt, source, data)
+    return config, built
+
+
+def load_and_build(path: str | Path) -> tuple[ServeConfig, list[BuiltApp]]:
+    """`build_config` of a config file (see `_schema.read_config`)."""
+    return build_config(read_config(path), str(path))
+
+
+def _plans(config: ServeConfig) -> list[Plan]:
+    return [(i, app, [(j, d.name) for j, d in enumerate(app.deployments)]) for i, app in enumerate(config.applications)]
+
+
+def _build(plans: list[Plan]) -> tuple[list[BuiltApp], list[Problem]]:
     built: list[BuiltApp] = []
+    found: list[Problem] = []
     owner: dict[str, str] = {}  # deployment name -> application path
     prefixes: dict[str, str] = {}
-    for app in config.applications:
-        root = _load(app)
-        handle, targets = app_targets(root, app.name, app.route_prefix)
+    for i, app, names in plans:
+        at: Loc = ("applications", i)
+        try:
+            root = _load(app, at)
+            handle, targets = app_targets(root, app.name, app.route_prefix)
+        except _Unbuildable as e:
+            found.append(e.problem)
+            continue
+        except TypeError as e:  # a graph without an ingress
+            found.append(Problem((*at, "import_path"), Kind.VALUE, str(e)))
+            continue
         by_name = {t.name: t for t in targets}
-        for ov in app.deployments:
-            if ov.name not in by_name:
-                raise ConfigError(f"{ov.path}.name: application {app.name!r} ({app.import_path}) has no deployment "
-                                  f"named {ov.name!r}; its deployments are {sorted(by_name)}")
-            by_name[ov.name] = _apply(by_name[ov.name], ov.options)
+        for j, name in names:
+            if name not in by_name:
+                close = difflib.get_close_matches(name, list(by_name), n=1)
+                found.append(Problem((*at, "deployments", j, "name"), Kind.VALUE,
+                                     f"application {app.name!r} ({app.import_path}) has no deployment named {name!r}"
+                                     + (f" (did you mean {close[0]!r}?)" if close else "")
+                                     + f"; its deployments are {sorted(by_name)}"))
+        for override in app.deployments:
+            if override.name in by_name:
+                by_name[override.name] = _apply(by_name[override.name], override)
         sources = _deployments(root, {})
         pinned = tuple(_pin_version(by_name[t.name], sources.get(t.name)) for t in targets)
         for t in pinned:
             if t.name in owner:
-                raise ConfigError(f"{app.path}: deployment {t.name!r} is also part of {owner[t.name]}; deployment "
-                                  "names are unique across applications (rename one with .options(name=...))")
-            owner[t.name] = app.path
+                found.append(Problem(at, Kind.VALUE, f"deployment {t.name!r} is also part of {owner[t.name]}; "
+                                     "deployment names are unique across applications (rename one with "
+                                     ".options(name=...))"))
+            owner.setdefault(t.name, path_text(at))
         prefix = by_name[handle.deployment_name].route_prefix
         if prefix is not None:
             if prefix in prefixes:
-                raise ConfigError(f"{app.path}.route_prefix: {prefix!r} is also served by {prefixes[prefix]}; "
-                                  "give each application its own route_prefix")
-            prefixes[prefix] = app.path
+                found.append(Problem((*at, "route_prefix"), Kind.VALUE, f"{prefix!r} is also served by "
+                                     f"{prefixes[prefix]}; give each application its own route_prefix"))
+            prefixes.setdefault(prefix, path_text(at))
         built.append(BuiltApp(app, pinned, handle.deployment_name, prefix))
-    return built
-
+    return built, found

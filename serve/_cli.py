@@ -5,10 +5,11 @@
     serve deploy CONFIG.yaml [--address H:P] [--timeout S]
     serve status [--address H:P] [--json]
     serve shutdown [--address H:P] [-y]
+    serve config-schema            # the JSON Schema of config files, for editors
 
 Everything a command is given (config file, import path, options) is checked and the
 applications are imported before the command connects to a cluster, so a bad input
-changes nothing. `run` uses `--address`, else the cluster `zeroserve start` runs on this
+changes nothing; every problem found is listed at once. `run` uses `--address`, else the cluster `zeroserve start` runs on this
 machine, else an embedded one; it blocks until SIGINT/SIGTERM, then removes what it
 deployed (and the embedded cluster). `deploy` is declarative: the config's applications
 are brought to the given state (unchanged deployments are left alone, changed ones are
@@ -23,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import actors
@@ -30,10 +32,10 @@ from actors.system import PROBE_OK, find_local_head, probe, read_token
 
 from ._api.startup import base_url, start
 from ._api.startup import shutdown as serve_shutdown
-from ._build import BuiltApp, build
+from ._build import BuiltApp, build_config, load_and_build
 from ._config import DEFAULT
 from ._data.client import ServeClient, deploy_timeout_s
-from ._schema import ServeConfig, load_config, single_app
+from ._schema import ServeConfig, app_data, config_json_schema, read_config
 from .exceptions import ConfigError
 
 __all__ = ["main"]
@@ -81,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     shutdown = sub.add_parser("shutdown", help="delete every application and stop Serve on the cluster")
     connection(shutdown)
     shutdown.add_argument("-y", "--yes", action="store_true", help="(accepted for Ray Serve compatibility)")
+
+    schema = sub.add_parser("config-schema", help="print the JSON Schema of Serve config files (for editors)")
+    schema.add_argument("--indent", type=int, default=2, help="JSON indentation (default 2)")
     return p
 
 
@@ -196,12 +201,11 @@ def _check_names(client: ServeClient, apps: list[BuiltApp]) -> None:
 
 
 def deploy_cmd(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    apps = build(config)
+    config, apps = load_and_build(args.config)
     _connect(args)
-    start(detached=True, http_options=config.http_options or None)
+    start(detached=True, http_options=config.http_options)
     client = _client()
-    _check_http(client.status().get("http_options", {}), config.http_options)
+    _check_http(client.status().get("http_options", {}), config.http_options.given())
     wanted = {t.name for t in _targets(apps)}
     current = client.targets()
     changed = client.deploy(_targets(apps), wait=False)
@@ -216,7 +220,7 @@ def deploy_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_config(args: argparse.Namespace) -> ServeConfig:
+def _run_config(args: argparse.Namespace) -> tuple[ServeConfig, list[BuiltApp]]:
     http = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     route_prefix = DEFAULT if args.route_prefix is None else (None if args.route_prefix in ("", "none", "None")
                                                                else args.route_prefix)
@@ -224,16 +228,18 @@ def _run_config(args: argparse.Namespace) -> ServeConfig:
         bad = [a for a in args.app_args if "=" not in a]
         if bad:
             raise CommandError(f"application args must be key=value, got {bad}")
-        return single_app(args.target, args.name, route_prefix, http, dict(a.split("=", 1) for a in args.app_args))
+        data = app_data(args.target, args.name, route_prefix, http, dict(a.split("=", 1) for a in args.app_args))
+        return build_config(data, args.target)
     if args.route_prefix is not None or args.name != "default" or args.app_args:
         raise CommandError("--route-prefix, --name and key=value args apply to MODULE:APP; set them in the config file")
-    config = load_config(args.target)
-    return ServeConfig({**config.http_options, **http}, config.applications) if http else config
+    data = read_config(args.target)
+    if http and isinstance(data, Mapping) and isinstance(data.get("http_options") or {}, Mapping):
+        data = {**data, "http_options": {**(data.get("http_options") or {}), **http}}  # --host/--port win
+    return build_config(data, args.target)
 
 
 def run_cmd(args: argparse.Namespace) -> int:
-    config = _run_config(args)
-    apps = build(config)
+    config, apps = _run_config(args)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -249,10 +255,10 @@ def run_cmd(args: argparse.Namespace) -> int:
     ok = False
     deployed: list[str] = []
     try:
-        start(detached=False, http_options=config.http_options or None)
+        start(detached=False, http_options=config.http_options)
         client = _client()
         if not started:
-            _check_http(client.status().get("http_options", {}), config.http_options)
+            _check_http(client.status().get("http_options", {}), config.http_options.given())
             _check_names(client, apps)
         deployed = [t.name for t in _targets(apps)]
         changed = client.deploy(_targets(apps), wait=False)
@@ -285,6 +291,11 @@ def status_cmd(args: argparse.Namespace) -> int:
         _say("Serve is not running on this cluster")
     else:
         _say(render(st))
+    return 0
+
+
+def schema_cmd(args: argparse.Namespace) -> int:
+    print(json.dumps(config_json_schema(), indent=args.indent))
     return 0
 
 
@@ -341,7 +352,8 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = {"run": run_cmd, "deploy": deploy_cmd, "status": status_cmd, "shutdown": shutdown_cmd}[args.command]
+    command = {"run": run_cmd, "deploy": deploy_cmd, "status": status_cmd, "shutdown": shutdown_cmd,
+               "config-schema": schema_cmd}[args.command]
     try:
         return command(args)
     except (ConfigError, CommandError, RuntimeError, actors.ActorsError) as e:

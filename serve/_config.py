@@ -1,19 +1,40 @@
-"""Deployment options: validated once, at the call that gave them, into frozen values.
+"""Deployment options and `HTTPOptions`: validated once, at the call that gave them, into
+frozen pydantic models (strict; see `_model` for the rules and the messages).
 
-Both spellings of renamed options are accepted (`max_concurrent_queries` for
-`max_ongoing_requests`, `ray_actor_options` for `actor_options`); a wrong option fails with
-a message that names it and says what to change.
+- `DeploymentConfig` is what the controller needs to run a deployment's replicas; each
+  option's default lives on its field here and nowhere else. `DeploymentOptions` adds what
+  `@serve.deployment(...)` takes beyond it (name, version, init args, route_prefix).
+- Renamed options keep their old names (`max_concurrent_queries` for `max_ongoing_requests`,
+  `ray_actor_options` for `actor_options`); giving both with different values is an error.
+- `HTTPOptions` is where and how the HTTP proxies listen; its `port` defaults to
+  `$ZEROSERVE_HTTP_PORT` or 8000. `middlewares` travel as a `Middlewares` tuple that pickles
+  its items with cloudpickle, so classes defined in a driver script reach the proxies.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
-__all__ = ["DeploymentConfig", "DEFAULT", "HTTPOptions", "Middlewares", "OPTION_NAMES", "validate_options",
-           "validate_route_prefix"]
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import InitErrorDetails
+
+from ._autoscaling import AutoscalingConfig
+from ._model import Loc, Model, Must, NonNegativeSeconds, PositiveSeconds, Rule, invalid, python_error, wrong
+
+__all__ = ["ActorOptions", "DEFAULT", "DeploymentConfig", "DeploymentOptions", "HTTPOptions", "Middlewares",
+           "OPTION_NAMES", "RoutePrefix", "config_from", "validate_options", "validate_route_prefix"]
 
 
 class _Default:
@@ -25,130 +46,150 @@ class _Default:
 
 DEFAULT: Any = _Default()
 
-OPTION_NAMES = (
-    "name", "version", "num_replicas", "init_args", "init_kwargs", "route_prefix", "actor_options",
-    "ray_actor_options", "user_config", "max_ongoing_requests", "max_concurrent_queries", "max_queued_requests",
-    "autoscaling_config", "health_check_period_s", "health_check_timeout_s", "graceful_shutdown_wait_loop_s",
-    "graceful_shutdown_timeout_s",
-)
-_ACTOR_OPTIONS = ("num_cpus", "resources", "num_gpus")
+FILE_CONTEXT = "config_file"  # validation context key: the values come from a config file
 
 
-@dataclass(frozen=True, slots=True)
-class DeploymentConfig:
-    """What the controller needs to run a deployment's replicas."""
-
-    num_replicas: int = 1
-    max_ongoing_requests: int = 100
-    max_queued_requests: int = -1
-    user_config: Any = None
-    autoscaling_config: dict[str, Any] | None = None
-    health_check_period_s: float = 10.0
-    health_check_timeout_s: float = 30.0
-    graceful_shutdown_wait_loop_s: float = 2.0
-    graceful_shutdown_timeout_s: float = 20.0
-    actor_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def replace(self, **changes: Any) -> "DeploymentConfig":
-        return dataclasses.replace(self, **changes)
+# -- route prefixes ----------------------------------------------------------------------------
 
 
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _route_prefix(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith("/"):
+        raise invalid()
+    if value != "/" and value.endswith("/"):
+        raise wrong(f"must not end with '/' (except '/' itself): use {value.rstrip('/')!r}")
+    if any(c in value for c in "{}?#") or "//" in value:
+        raise wrong(f"{value!r} may not contain '{{', '}}', '?', '#' or '//'")
     return value
 
 
-def _seconds(name: str, value: Any, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a number of seconds {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
+RoutePrefix = Annotated[str | None, AfterValidator(_route_prefix),
+                        Must("None or a string starting with '/', such as '/api'")]
+_ROUTE_PREFIX: TypeAdapter[str | None] = TypeAdapter(RoutePrefix)
 
 
 def validate_route_prefix(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise ValueError(f"route_prefix must be None or a string starting with '/', e.g. '/api'; got {value!r}")
-    if value != "/" and value.endswith("/"):
-        raise ValueError(f"route_prefix must not end with '/' (except '/' itself): use {value.rstrip('/')!r}")
-    if any(c in value for c in "{}?#") or "//" in value:
-        raise ValueError(f"route_prefix {value!r} may not contain '{{', '}}', '?', '#' or '//'")
-    return value
+    """`value` if it is a valid route prefix (None: no HTTP route); ValueError/TypeError otherwise."""
+    try:
+        return _ROUTE_PREFIX.validate_python(value, strict=True)
+    except ValidationError as e:
+        raise python_error(e, RoutePrefix, ("route_prefix",)) from None
+
+
+# -- deployment options ------------------------------------------------------------------------
+
+
+class ActorOptions(Model):
+    """Resources each replica's actor asks for; what is left out (or null) is the runtime's default."""
+
+    must: ClassVar[str] = "a dict such as {'num_cpus': 1}"
+    schema_defaults: ClassVar[bool] = False
+
+    num_cpus: Annotated[float | None, Field(ge=0, allow_inf_nan=False), Must("a number of CPUs >= 0, such as 0.5")] \
+        = None
+    """CPUs each replica takes from its node."""
+    resources: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False), Must("a number >= 0")]] | None = None
+    """Custom resources each replica takes, such as {'GPU': 1} (nodes offer them with --resources)."""
+    num_gpus: Annotated[float | None, Field(ge=0, allow_inf_nan=False), Must("0")] = None
+    """Not supported (only 0): request a custom resource instead."""
+
+    @classmethod
+    def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
+        gpus, resources = values.get("num_gpus"), values.get("resources")
+        if isinstance(gpus, (int, float)) and not isinstance(gpus, bool) and gpus > 0:
+            yield Rule(("num_gpus",), "is not supported; request a custom resource instead, e.g. "
+                                      "{'resources': {'GPU': 1}} on nodes started with --resources '{\"GPU\": 1}'")
+        if isinstance(resources, Mapping) and "CPU" in resources:
+            yield Rule(("resources", "CPU"), "is not a custom resource: give CPUs as num_cpus")
 
 
 def _actor_options(value: Any) -> dict[str, Any]:
+    """actor_options as the dict the actor runtime takes: the options given, without nulls and `num_gpus: 0`."""
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"actor_options must be a dict such as {{'num_cpus': 1}}, got {value!r}")
-    unknown = sorted(set(value) - set(_ACTOR_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown actor_options {unknown}; zeroserve replicas accept {list(_ACTOR_OPTIONS)}")
-    out = dict(value)
-    if out.pop("num_gpus", 0):
-        raise ValueError("actor_options num_gpus is not supported; request a custom resource instead, e.g. "
-                         "{'resources': {'GPU': 1}} on nodes started with --resources '{\"GPU\": 1}'")
-    return out
+    options = ActorOptions.model_validate(value)
+    return {k: v for k, v in options if v is not None and not (k == "num_gpus" and v == 0)}
 
 
-def validate_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Check `@serve.deployment(...)`/`.options(...)` arguments; return them normalised
-    (canonical names only). Raises ValueError/TypeError naming the wrong option."""
-    unknown = sorted(set(options) - set(OPTION_NAMES))
-    if unknown:
-        raise TypeError(f"unknown deployment option(s) {unknown}; valid options are {list(OPTION_NAMES)}")
-    out = dict(options)
-    for old, new in (("max_concurrent_queries", "max_ongoing_requests"), ("ray_actor_options", "actor_options")):
-        if old in out:
-            value = out.pop(old)
-            if new in out and out[new] != value:
-                raise ValueError(f"{old} is the old name of {new}; give only one of them")
-            out[new] = value
-    if "name" in out and (not isinstance(out["name"], str) or not out["name"] or "#" in out["name"]):
-        raise ValueError(f"name must be a non-empty string without '#', got {out['name']!r}")
-    if "version" in out and out["version"] is not None and not isinstance(out["version"], str):
-        raise ValueError(f"version must be a string (or None), got {out['version']!r}")
-    if "num_replicas" in out and out["num_replicas"] is not None:
-        _positive_int("num_replicas", out["num_replicas"], minimum=0)
-    if out.get("autoscaling_config") is not None:
-        if out.get("num_replicas") not in (None, DEFAULT) and "num_replicas" in options:
-            raise ValueError("give either num_replicas or autoscaling_config, not both: "
-                             "autoscaling decides the number of replicas")
-        if not isinstance(out["autoscaling_config"], dict):
-            raise ValueError("autoscaling_config must be a dict such as {'min_replicas': 1, 'max_replicas': 4}")
-        from ._autoscaling import AutoscalingConfig
-
-        AutoscalingConfig.from_dict(out["autoscaling_config"])  # raises naming the wrong field
-    if "init_args" in out and not isinstance(out["init_args"], (tuple, list)):
-        raise ValueError(f"init_args must be a tuple or list, got {type(out['init_args']).__name__}")
-    if "init_kwargs" in out and not isinstance(out["init_kwargs"], dict):
-        raise ValueError(f"init_kwargs must be a dict, got {type(out['init_kwargs']).__name__}")
-    if "route_prefix" in out:
-        out["route_prefix"] = validate_route_prefix(out["route_prefix"])
-    if "actor_options" in out:
-        out["actor_options"] = _actor_options(out["actor_options"])
-    if "max_ongoing_requests" in out:
-        _positive_int("max_ongoing_requests", out["max_ongoing_requests"])
-    if "max_queued_requests" in out:
-        q = out["max_queued_requests"]
-        if isinstance(q, bool) or not isinstance(q, int) or (q < 0 and q != -1):
-            raise ValueError(f"max_queued_requests must be -1 (no limit) or an integer >= 0, got {q!r}")
-    for name in ("health_check_period_s", "health_check_timeout_s", "graceful_shutdown_timeout_s"):
-        if name in out:
-            _seconds(name, out[name])
-    if "graceful_shutdown_wait_loop_s" in out:
-        _seconds("graceful_shutdown_wait_loop_s", out["graceful_shutdown_wait_loop_s"], positive=False)
-    return out
+def _replicas_or_autoscaling(values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
+    if ({"num_replicas", "autoscaling_config"} <= given and values.get("num_replicas") is not None
+            and values.get("autoscaling_config") is not None):
+        yield Rule((), "give either num_replicas or autoscaling_config, not both: autoscaling decides the number "
+                       "of replicas")
 
 
-def config_from(options: dict[str, Any]) -> DeploymentConfig:
-    """The DeploymentConfig of validated options (defaults for what is not given)."""
-    fields = {f.name for f in dataclasses.fields(DeploymentConfig)}
-    given = {k: v for k, v in options.items() if k in fields and v is not DEFAULT}
-    if given.get("num_replicas") is None:
-        given.pop("num_replicas", None)
-    return DeploymentConfig(**given)
+class DeploymentConfig(Model):
+    """What the controller needs to run a deployment's replicas (its defaults are Serve's)."""
+
+    noun: ClassVar[str] = "deployment option"
+
+    num_replicas: Annotated[int, Field(ge=0), Must("an integer >= 0")] = 1
+    """Replicas to run (without autoscaling)."""
+    max_ongoing_requests: Annotated[
+        int, Field(ge=1, validation_alias=AliasChoices("max_ongoing_requests", "max_concurrent_queries")),
+        Must("an integer >= 1")] = 100
+    """The most requests a replica runs at once; more wait at the caller."""
+    max_queued_requests: Annotated[int, Field(ge=-1), Must("-1 (no limit) or an integer >= 0")] = -1
+    """The most requests a caller queues for the deployment before failing fast (-1: no limit)."""
+    user_config: Any = None
+    """Passed to the replicas' `reconfigure(config)`, at start and on every change (no restart)."""
+    autoscaling_config: AutoscalingConfig | None = None
+    """Scale the replicas with the load (instead of num_replicas)."""
+    health_check_period_s: PositiveSeconds = 10.0
+    """How often each replica's `check_health()` runs."""
+    health_check_timeout_s: PositiveSeconds = 30.0
+    """How long a health check may take before the replica is replaced."""
+    graceful_shutdown_wait_loop_s: NonNegativeSeconds = 2.0
+    """How often a stopping replica checks whether its requests are done."""
+    graceful_shutdown_timeout_s: PositiveSeconds = 20.0
+    """How long a stopping replica may take to finish its requests."""
+    actor_options: Annotated[
+        dict[str, Any], PlainValidator(_actor_options, json_schema_input_type=ActorOptions),
+        Field(validation_alias=AliasChoices("actor_options", "ray_actor_options"))] = {}
+    """Resources of each replica's actor, such as {'num_cpus': 0.5}."""
+
+
+class DeploymentOptions(DeploymentConfig):
+    """Everything `@serve.deployment(...)` / `.options(...)` take; None or absent means not given."""
+
+    must: ClassVar[str] = "keyword options"
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[^#]*$"), Must("a non-empty string without '#'")] = None  # type: ignore[assignment]
+    """The deployment's name (default: the class or function name)."""
+    version: Annotated[str | None, Must("a string (or None)")] = None
+    """Redeploying an unchanged version changes nothing; a new one rolls the replicas."""
+    init_args: Annotated[tuple[Any, ...], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v),
+                         Must("a tuple or list of constructor arguments")] = ()
+    """Positional arguments of the class's constructor."""
+    init_kwargs: Annotated[dict[str, Any], Must("a dict of constructor keyword arguments")] = {}
+    """Keyword arguments of the class's constructor."""
+    route_prefix: RoutePrefix = None
+    """The HTTP route (default: /{name}; None: no route)."""
+
+    @classmethod
+    def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
+        return _replicas_or_autoscaling(values, given)
+
+
+OPTION_NAMES = (*DeploymentOptions.model_fields, *DeploymentOptions.renamed())
+
+
+def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check `@serve.deployment(...)`/`.options(...)` arguments; return those given (DEFAULT
+    and `num_replicas=None` are "not given"), validated, under their current names.
+    Raises OptionTypeError (a TypeError) for a wrong type or name, ValueError for a wrong value."""
+    given = {k: v for k, v in options.items() if v is not DEFAULT and not (k == "num_replicas" and v is None)}
+    checked = DeploymentOptions.parse(given)
+    return {k: v for k, v in checked if k in checked.model_fields_set}
+
+
+def config_from(options: Mapping[str, Any]) -> DeploymentConfig:
+    """The DeploymentConfig of validated options (each field's default for what is not given)."""
+    return DeploymentConfig.parse({k: v for k, v in options.items() if k in DeploymentConfig.model_fields})  # type: ignore[no-any-return]
+
+
+# -- HTTP options ------------------------------------------------------------------------------
 
 
 def _default_port() -> int:
@@ -160,7 +201,7 @@ def _default_port() -> int:
         raise ValueError(f"ZEROSERVE_HTTP_PORT must be a port number, got {value!r}") from None
 
 
-def _middlewares_from_blob(blob: bytes) -> "Middlewares":
+def _middlewares_from_blob(blob: bytes) -> Middlewares:
     import cloudpickle
 
     return Middlewares(cloudpickle.loads(blob))
@@ -181,110 +222,74 @@ class Middlewares(tuple):
 
         return (_middlewares_from_blob, (cloudpickle.dumps(tuple(self)),))
 
-    def __deepcopy__(self, memo: dict) -> "Middlewares":
-        return self  # immutable as far as serve is concerned; dataclasses.asdict copies
+    def __deepcopy__(self, memo: dict) -> Middlewares:
+        return self  # immutable as far as serve is concerned
 
 
-def _validate_middlewares(value: Any) -> Middlewares:
-    try:
-        from starlette.middleware import Middleware
-    except ImportError:  # pragma: no cover - starlette is a dependency
-        raise ValueError("http_options middlewares need starlette installed") from None
-    example = "[Middleware(CORSMiddleware, allow_origins=['*'])] (from starlette.middleware import Middleware)"
+_MIDDLEWARE_EXAMPLE = "[Middleware(CORSMiddleware, allow_origins=['*'])] (from starlette.middleware import Middleware)"
+
+
+def _middlewares(value: Any, info: ValidationInfo) -> Middlewares:
+    from starlette.middleware import Middleware
+
+    if info.context and info.context.get(FILE_CONTEXT):
+        raise wrong("not supported in a config file (middlewares are Python objects); pass them to "
+                    "serve.start(http_options={'middlewares': [...]}) in Python")
     if value is None:
         return Middlewares()
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"http_options middlewares must be a list of starlette Middleware objects such as "
-                         f"{example}; got {type(value).__name__} {value!r}")
+        raise wrong(f"must be a list of starlette Middleware objects such as {_MIDDLEWARE_EXAMPLE}; got "
+                    f"{type(value).__name__} {value!r}", of_type=True)
+    errors: list[InitErrorDetails] = []
     for i, item in enumerate(value):
         if not isinstance(item, Middleware):
             hint = (f"wrap it: Middleware({item.__name__}, ...)" if isinstance(item, type)
                     else "give Middleware(cls, *args, **kwargs) objects")
-            raise ValueError(f"http_options middlewares[{i}] is {item!r}, not a starlette Middleware; {hint}, "
-                             f"e.g. {example}")
-        if not callable(item.cls):
-            raise ValueError(f"http_options middlewares[{i}]: Middleware({item.cls!r}) does not wrap a middleware "
-                             "class or factory (called as cls(app, *args, **kwargs))")
-    out = Middlewares(value)
+            errors.append({"type": wrong(f"is {item!r}, not a starlette Middleware; {hint}, e.g. {_MIDDLEWARE_EXAMPLE}",
+                                         of_type=True), "loc": (i,), "input": item})
+        elif not callable(item.cls):
+            errors.append({"type": wrong(f"Middleware({item.cls!r}) does not wrap a middleware class or factory "
+                                         "(called as cls(app, *args, **kwargs))", of_type=True),
+                           "loc": (i,), "input": item})
+    if errors:
+        raise ValidationError.from_exception_data("middlewares", errors)
     import cloudpickle
 
     try:
-        cloudpickle.dumps(tuple(out))
+        cloudpickle.dumps(tuple(value))
     except Exception as e:
-        raise ValueError(f"http_options middlewares must pickle with cloudpickle to reach the HTTP proxy; "
-                         f"pickling failed: {type(e).__name__}: {e}. Pass picklable arguments (no locks, "
-                         "sockets or open files) and create such resources inside the middleware") from None
-    return out
+        raise wrong(f"must pickle with cloudpickle to reach the HTTP proxy; pickling failed: {type(e).__name__}: "
+                    f"{e}. Pass picklable arguments (no locks, sockets or open files) and create such resources "
+                    "inside the middleware") from None
+    return value if isinstance(value, Middlewares) else Middlewares(value)
 
 
-def _validate_root_path(value: Any) -> str:
-    if value is None or value == "":
-        return ""
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise ValueError(f"http_options root_path must be '' or a path starting with '/', such as '/serve'; "
-                         f"got {value!r}" + (f": use {'/' + value.strip('/')!r}" if isinstance(value, str) else ""))
-    if value == "/" or value.endswith("/"):
+def _root_path(value: str) -> str:
+    if value == "":
+        return value
+    if not value.startswith("/"):
+        raise invalid()
+    if value.endswith("/"):
         suggestion = value.rstrip("/")
-        raise ValueError(f"http_options root_path must not end with '/': use {suggestion!r}"
-                         + (" (the empty string: no prefix)" if not suggestion else ""))
+        raise wrong(f"must not end with '/': use {suggestion!r}" + (" (the empty string: no prefix)"
+                                                                     if not suggestion else ""))
     if any(c in value for c in "{}?#") or "//" in value:
-        raise ValueError(f"http_options root_path {value!r} may not contain '{{', '}}', '?', '#' or '//'")
+        raise wrong(f"{value!r} may not contain '{{', '}}', '?', '#' or '//'")
     return value
 
 
-_LOCATIONS = ("HeadOnly", "EveryNode", "NoServer")
+def _root_path_hint(value: Any) -> str:
+    return f"; use {'/' + value.strip('/')!r}" if isinstance(value, str) and value.strip("/") else ""
 
 
-def _did_you_mean(value: Any, choices: tuple[str, ...]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(value, choices, n=1) if isinstance(value, str) else []
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _port_hint(value: Any) -> str:
+    return " (0, an ephemeral port, is not supported: the proxies must listen on a known port)" \
+        if type(value) is int and value == 0 else ""
 
 
-def _validate_host(value: Any) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"http_options host must be an IP address or host name such as '127.0.0.1' or '0.0.0.0' "
-                         f"(or 'node': each node's own IP), got {value!r}")
-
-
-def _validate_port(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        hint = ""
-        if isinstance(value, str) and value.strip().isdigit():
-            hint = f": give the number {int(value)}, not the string {value!r}"
-        elif value == 0:
-            hint = " (0, an ephemeral port, is not supported: the proxies must listen on a known port)"
-        raise ValueError(f"http_options port must be an integer in 1..65535, got {value!r}{hint}")
-
-
-def _positive_seconds(name: str, value: Any, alternative: str) -> float:
-    """A positive, finite number of seconds (an int or a float)."""
-    import math
-
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        hint = ""
-        if isinstance(value, str):
-            try:
-                hint = f": give the number {float(value):g}, not the string {value!r}"
-            except ValueError:
-                pass
-        raise ValueError(f"http_options {name} must be a positive number of seconds{alternative}, "
-                         f"got {value!r}{hint}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"http_options {name} must be a positive number of seconds{alternative}, got {value!r}")
-    return value
-
-
-def _validate_max_body_bytes(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"http_options max_body_bytes must be a positive integer number of bytes "
-                         f"(default {100 * 1024 * 1024}, 100 MiB), got {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPOptions:
-    """Where and how the HTTP proxies listen (`serve.start(http_options=...)`).
+class HTTPOptions(Model):
+    """Where and how the HTTP proxies listen (`serve.start(http_options=...)`, or a config
+    file's `http_options:`).
 
     `middlewares`: Starlette `Middleware` objects wrapping each proxy's ASGI app (first is
     outermost). `root_path`: the prefix the proxies are mounted under (as behind a reverse
@@ -292,42 +297,45 @@ class HTTPOptions:
     ASGI `root_path`.
     """
 
-    host: str = "127.0.0.1"
-    port: int = dataclasses.field(default_factory=lambda: _default_port())
-    location: str = "HeadOnly"
-    middlewares: Middlewares = dataclasses.field(default_factory=Middlewares)
-    root_path: str = ""
-    request_timeout_s: float | None = None
-    max_body_bytes: int = 100 * 1024 * 1024
-    keep_alive_timeout_s: float = 5
+    must: ClassVar[str] = "a dict such as {'host': '127.0.0.1', 'port': 8000}, or serve.HTTPOptions"
+    where: ClassVar[Loc] = ("http_options",)
+    noun: ClassVar[str] = "http_options"
 
-    def __post_init__(self) -> None:
-        """Every field is checked here, so a wrong value fails where it was given (a dict
-        through `of`, or `HTTPOptions(...)` itself), never later in a proxy."""
-        _validate_host(self.host)
-        _validate_port(self.port)
-        if self.location not in _LOCATIONS:
-            raise ValueError(f"http_options location must be 'HeadOnly', 'EveryNode' or 'NoServer', got "
-                             f"{self.location!r}" + _did_you_mean(self.location, _LOCATIONS))
-        object.__setattr__(self, "middlewares", _validate_middlewares(self.middlewares))
-        object.__setattr__(self, "root_path", _validate_root_path(self.root_path))
-        if self.request_timeout_s is not None:
-            object.__setattr__(self, "request_timeout_s", _positive_seconds(
-                "request_timeout_s", self.request_timeout_s, " or None for no limit (the default)"))
-        object.__setattr__(self, "keep_alive_timeout_s",
-                           _positive_seconds("keep_alive_timeout_s", self.keep_alive_timeout_s, " (default 5)"))
-        _validate_max_body_bytes(self.max_body_bytes)
+    host: Annotated[str, Field(pattern=r"\S"), Must("an IP address or host name such as '127.0.0.1' or '0.0.0.0' "
+                                                    "(or 'node': each node's own IP)")] = "127.0.0.1"
+    """The address each proxy binds; 'node' binds each node's own IP."""
+    port: Annotated[int, Field(ge=1, le=65535), Must("an integer in 1..65535", hint=_port_hint)] = Field(
+        default_factory=_default_port)
+    """The port each proxy listens on (default 8000, or $ZEROSERVE_HTTP_PORT)."""
+    location: Annotated[Literal["HeadOnly", "EveryNode", "NoServer"],
+                        Must("'HeadOnly', 'EveryNode' or 'NoServer'")] = "HeadOnly"
+    """Where proxies run: one on the head node, one on every node, or none."""
+    middlewares: Annotated[Middlewares, PlainValidator(_middlewares), SkipJsonSchema()] = Middlewares()
+    """Starlette Middleware objects wrapping each proxy's app, outermost first (Python only)."""
+    root_path: Annotated[str, BeforeValidator(lambda v: "" if v is None else v), AfterValidator(_root_path),
+                         Must("'' or a path starting with '/', such as '/serve'", hint=_root_path_hint)] = ""
+    """The prefix the proxies are mounted under, as behind a reverse proxy ('': none)."""
+    request_timeout_s: Annotated[float | None, Field(gt=0, allow_inf_nan=False), Must(
+        "a positive number of seconds or None for no limit (the default)")] = None
+    """How long a request may take before the proxy answers 504 (None: no limit)."""
+    max_body_bytes: Annotated[int, Field(gt=0), Must("a positive integer number of bytes", show_default=True)] = \
+        100 * 1024 * 1024
+    """The largest request body accepted (larger: 413)."""
+    keep_alive_timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False),
+                                    Must("a positive number of seconds", show_default=True)] = 5
+    """How long an idle HTTP connection is kept open."""
 
     @classmethod
-    def of(cls, value: Any) -> "HTTPOptions":
+    def of(cls, value: HTTPOptions | Mapping[str, Any] | None) -> HTTPOptions:
+        """`serve.start`'s http_options (a dict, an HTTPOptions, or None for the defaults) as an HTTPOptions."""
         if value is None:
             return cls()
         if isinstance(value, HTTPOptions):
             return value
-        if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
             raise TypeError(f"http_options must be a dict or serve.HTTPOptions, got {type(value).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - names)
-        if unknown:
-            raise ValueError(f"unknown http_options {unknown}; valid options are {sorted(names)}")
-        return cls(**value)  # __post_init__ validates every field
+        return cls.parse(value)  # type: ignore[no-any-return]
+
+    def given(self) -> dict[str, Any]:
+        """The options set explicitly (as a config file's `http_options:`), without defaults."""
+        return {k: v for k, v in self if k in self.model_fields_set}

@@ -1,4 +1,4 @@
-"""Serve config files: parse and validate them (Ray Serve 2.x shape) before anything changes.
+"""Serve config files: read, parse and validate them (Ray Serve 2.x shape) before anything changes.
 
     http_options: {host: 127.0.0.1, port: 8000, location: HeadOnly, ...}
     applications:
@@ -9,263 +9,328 @@
         deployments:                    # option overrides, by deployment name
           - {name: Model, num_replicas: 2, user_config: {...}}
 
-A single application may sit at the top level instead (`import_path:`, `deployments:`...).
+A single application may sit at the top level instead (`import_path:`, `deployments:`...);
+its errors then name the fields as the file has them (`deployments[0].num_replicas`).
 `proxy_location` (Ray 2.x) is accepted as `http_options.location` ("Disabled" = "NoServer").
 
-Invariants: validation is pure (no import, no cluster); every problem found is reported at
-once, one line each, starting with its field path (`applications[0].deployments[1].num_replicas:
-must be an integer >= 0, got -1`); unknown fields are errors; option values go through
-`_config.validate_options`, the checks `@serve.deployment(...)` runs.
+Invariants: validation is pure (no import, no cluster) and is the models' own (`ServeConfig`,
+`AppConfig`, `DeploymentOverride`, with `HTTPOptions` and `AutoscalingConfig`): the deployment
+options a file may set are `DeploymentConfig`'s fields, checked exactly as
+`@serve.deployment(...)` checks them. Every problem found is reported at once, one line each,
+starting with its field path (`applications[0].deployments[1].num_replicas: must be an
+integer >= 0, got -1`). A file is read with libyaml when present, and refused unread past
+`$ZEROSERVE_CONFIG_MAX_BYTES` (10 MiB). `config_json_schema()` is the JSON Schema of the file.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 
-from ._config import DEFAULT, HTTPOptions, validate_options, validate_route_prefix
+from ._config import DEFAULT, FILE_CONTEXT, DeploymentConfig, HTTPOptions, RoutePrefix, _replicas_or_autoscaling
+from ._model import Model, Must, Problem, Rule, invalid, problems, wrong
 from .exceptions import ConfigError
 
-__all__ = ["AppConfig", "DeploymentOverride", "ServeConfig", "load_config", "parse_config", "single_app"]
+__all__ = ["AppConfig", "DeploymentOverride", "MAX_CONFIG_BYTES", "ServeConfig", "app_data", "buildable_apps",
+           "check_config", "config_error", "config_json_schema", "load_config", "parse_config", "read_config",
+           "single_app"]
 
-OVERRIDE_OPTIONS = (
-    "num_replicas", "max_ongoing_requests", "max_concurrent_queries", "max_queued_requests", "user_config",
-    "autoscaling_config", "actor_options", "ray_actor_options", "health_check_period_s", "health_check_timeout_s",
-    "graceful_shutdown_wait_loop_s", "graceful_shutdown_timeout_s",
-)
-_APP_FIELDS = ("name", "route_prefix", "import_path", "args", "deployments", "runtime_env")
-_TOP_FIELDS = ("http_options", "proxy_location", "applications")
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's C parser when present
+
+
+def _tuple(value: Any) -> Any:
+    """A YAML list as the tuple a field holds (None: empty); anything else is left to fail."""
+    return () if value is None else tuple(value) if isinstance(value, list) else value
+
+
+def _non_empty_tuple(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and not value:
+        raise invalid()
+    return _tuple(value)
+
+
+def _no_runtime_env(value: Any) -> Any:
+    if value:
+        raise wrong("not supported; install the application's code and dependencies on every node (or start the "
+                    "nodes from the project directory)")
+    return value
+
+
+class DeploymentOverride(DeploymentConfig):
+    """Options the config sets on one deployment of the application, by its name; an option
+    left out keeps the deployment's own value (from `@serve.deployment(...)`)."""
+
+    must: ClassVar[str] = "a mapping with a `name` and options, such as {name: Model, num_replicas: 2}"
+    schema_defaults: ClassVar[bool] = False
+
+    name: Annotated[str, Field(min_length=1), Must("the name of a deployment of the application")]
+    """The deployment's name, as `@serve.deployment` (or `.options(name=...)`) gave it."""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options the config sets (current names), without `name`."""
+        return {k: v for k, v in self if k in self.model_fields_set and k != "name"}
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> tuple[dict[str, Any], list[Rule]]:
+        data, broken = super()._prepare(data)
+        if "route_prefix" in data:
+            broken.append(Rule(("route_prefix",), "set route_prefix on the application, not on a deployment"))
+            data = {k: v for k, v in data.items() if k != "route_prefix"}
+        return data, broken
+
+    @classmethod
+    def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
+        return _replicas_or_autoscaling(values, given)
+
+
+_IMPORT_PATH = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*|\.[A-Za-z_]\w*)$"
+
+
+class AppConfig(Model):
+    """One application: what to import, where to serve it, and options for its deployments."""
+
+    must: ClassVar[str] = "a mapping with at least `import_path`"
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[^#]*$"), Must("a non-empty string without '#'")] = "default"
+    """The application's name, unique in the config (needed when there are several)."""
+    import_path: Annotated[str, Field(pattern=_IMPORT_PATH),
+                           Must("an import path such as 'package.module:app' (or 'package.module.app')")]
+    """Where the application is: a bound deployment (`app = Model.bind()`), a deployment, or a builder
+    function `def app(args) -> Application`; importable from the current directory or the Python path."""
+    route_prefix: RoutePrefix = Field(default_factory=lambda: DEFAULT)
+    """The HTTP route of the application's ingress deployment (default: the deployment's own; null: none)."""
+    args: Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v),
+                    Must("a mapping (passed to the application builder)")] = {}
+    """Arguments for the builder function named by import_path."""
+    deployments: Annotated[tuple[DeploymentOverride, ...], BeforeValidator(_tuple),
+                           Must("a list of {name: ..., <option>: ...}")] = ()
+    """Options for deployments of the application, by name."""
+    runtime_env: Annotated[Any, BeforeValidator(_no_runtime_env), SkipJsonSchema()] = None
+    """Not supported: install the application's code on every node."""
+
+    @classmethod
+    def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
+        deployments = values.get("deployments")
+        names = [_get(d, "name") for d in deployments] if isinstance(deployments, (list, tuple)) else []
+        yield from _unique(names, "deployments", "name", "give each deployment's options once")
+
+
+class _ServeWide(Model):
+    http_options: Annotated[HTTPOptions, BeforeValidator(lambda v: {} if v is None else v)] = Field(
+        default_factory=HTTPOptions)
+    """Where and how the HTTP proxies listen (used when Serve starts)."""
+    proxy_location: Literal["HeadOnly", "EveryNode", "NoServer", "Disabled"] | None = None
+    """Ray 2.x's name of http_options.location ("Disabled": "NoServer")."""
+
+
+class ServeConfig(_ServeWide):
+    """A Serve config file (`zeroserve serve deploy/run CONFIG.yaml`)."""
+
+    must: ClassVar[str] = "a mapping with `applications:` (or a top-level `import_path:`)"
+
+    applications: Annotated[tuple[AppConfig, ...], BeforeValidator(_non_empty_tuple),
+                            Field(json_schema_extra={"minItems": 1}),
+                            Must("a non-empty list of applications, each with an `import_path`")]
+    """The applications to run; those already running and not listed are deleted (deploy)."""
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> tuple[dict[str, Any], list[Rule]]:
+        data, broken = super()._prepare(data)
+        app_fields = [k for k in AppConfig.model_fields if k in data]
+        if app_fields:
+            rest = {k: v for k, v in data.items() if k not in app_fields}
+            if "applications" in data:
+                broken.append(Rule((), "give either `applications:` or a top-level `import_path:`, not both"))
+                data = rest
+            else:  # the single-application form
+                data = {**rest, "applications": [{k: data[k] for k in app_fields}]}
+        location = data.get("proxy_location")
+        http = data.get("http_options")
+        if isinstance(location, str) and location in _PROXY_LOCATIONS and (http is None or isinstance(http, Mapping)):
+            http = dict(http or {})
+            if http.setdefault("location", _PROXY_LOCATIONS[location]) != _PROXY_LOCATIONS[location]:
+                broken.append(Rule(("proxy_location",), f"{location!r} disagrees with http_options.location "
+                                                        f"{http['location']!r}; give only one"))
+            data = {**data, "http_options": http}
+        return data, broken
+
+    @classmethod
+    def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
+        apps = values.get("applications")
+        if not isinstance(apps, (list, tuple)):
+            return
+        names = []
+        for i, app in enumerate(apps):
+            if not isinstance(app, (Mapping, AppConfig)):
+                names.append(None)
+            elif _given(app, "name"):
+                names.append(_get(app, "name"))
+            elif len(apps) > 1:
+                yield Rule(("applications", i, "name"), "required when the config has several applications")
+                names.append(None)
+            else:
+                names.append("default")
+        yield from _unique(names, "applications", "name", "application names must be unique")
+        yield from _unique([_get(app, "route_prefix") for app in apps], "applications", "route_prefix",
+                           "two applications cannot share a route_prefix")
+
+
 _PROXY_LOCATIONS = {"HeadOnly": "HeadOnly", "EveryNode": "EveryNode", "NoServer": "NoServer", "Disabled": "NoServer"}
-_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
 
 
-@dataclass(frozen=True, slots=True)
-class DeploymentOverride:
-    """Options a config sets on one deployment of an application (canonical names)."""
-
-    name: str
-    options: dict[str, Any]
-    path: str  # "applications[0].deployments[1]"
+class SingleAppConfig(AppConfig, _ServeWide):
+    """A Serve config file with one application, its fields at the top level."""
 
 
-@dataclass(frozen=True, slots=True)
-class AppConfig:
-    name: str
-    import_path: str
-    route_prefix: Any  # DEFAULT (the ingress deployment's own), None (no HTTP) or "/..."
-    args: dict[str, Any]
-    deployments: tuple[DeploymentOverride, ...]
-    path: str  # "applications[0]"
+def _get(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
 
 
-@dataclass(frozen=True, slots=True)
-class ServeConfig:
-    http_options: dict[str, Any]  # only what the file gives (validated), for serve.start
-    applications: tuple[AppConfig, ...]
+def _given(item: Any, key: str) -> bool:
+    return key in item if isinstance(item, Mapping) else key in getattr(item, "model_fields_set", ())
 
 
-def single_app(import_path: str, name: str = "default", route_prefix: Any = DEFAULT,
-               http_options: dict[str, Any] | None = None, args: dict[str, Any] | None = None) -> ServeConfig:
-    """The config of `zeroserve serve run MODULE:APP [key=value ...]` (validated like a file's)."""
-    data: dict[str, Any] = {"applications": [{"name": name, "import_path": import_path}]}
-    if args:
-        data["applications"][0]["args"] = args
-    if route_prefix is not DEFAULT:
-        data["applications"][0]["route_prefix"] = route_prefix
-    if http_options:
-        data["http_options"] = http_options
-    return parse_config(data)
+def _unique(values: list[Any], field: str, key: str, why: str) -> Iterator[Rule]:
+    seen: dict[str, int] = {}
+    for i, value in enumerate(values):
+        if isinstance(value, str):
+            if value in seen:
+                yield Rule((field, i, key), f"{value!r} is also used by {field}[{seen[value]}]; {why}")
+            seen.setdefault(value, i)
+
+
+# -- reading, checking, reporting ----------------------------------------------------------------
+
+
+def _max_bytes() -> int:
+    value = os.environ.get("ZEROSERVE_CONFIG_MAX_BYTES", str(MAX_CONFIG_BYTES))
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"ZEROSERVE_CONFIG_MAX_BYTES must be a number of bytes, got {value!r}") from None
+
+
+def read_config(path: str | Path) -> Any:
+    """The parsed YAML of a config file (not yet validated); ConfigError if it cannot be read,
+    is larger than $ZEROSERVE_CONFIG_MAX_BYTES (checked before parsing) or is not YAML."""
+    limit = _max_bytes()
+    try:
+        with Path(path).open("rb") as f:
+            text = f.read(limit + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file {str(path)!r}: {e.strerror or e}") from None
+    if len(text) > limit:
+        raise ConfigError(f"{path}: the config file is larger than {limit} bytes, so it was not read (a Serve config "
+                          "is a few KiB); set $ZEROSERVE_CONFIG_MAX_BYTES to allow more")
+    try:
+        return yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(p) for p in (getattr(e, "problem", None), getattr(e, "context", None)) if p) or str(e)
+        raise ConfigError(f"{path}: not valid YAML{where}: {what}") from None
+
+
+def check_config(data: Any) -> tuple[ServeConfig | None, list[Problem]]:
+    """`data` (a parsed config file) validated: the config, or None and every problem found."""
+    try:
+        return ServeConfig.model_validate(data, context={FILE_CONTEXT: True}), []
+    except ValidationError as e:
+        return None, problems(e, ServeConfig)
+
+
+def config_error(found: list[Problem], source: str, data: Any = None) -> ConfigError:
+    """One ConfigError listing `found` (field and build problems alike), by application, as
+    the file `data` has them (a single application's fields at the top level)."""
+    single = isinstance(data, Mapping) and "applications" not in data and "import_path" in data
+    lines = []
+    for p in sorted(found, key=_by_application):
+        if single and p.loc[:2] == ("applications", 0):
+            p = p.moved(p.loc[2:])
+        lines.append(p.line())
+    return ConfigError(f"invalid config {source}:\n  " + "\n  ".join(lines))
+
+
+def _by_application(p: Problem) -> tuple[int, int]:
+    return (1, p.loc[1]) if p.loc[:1] == ("applications",) and len(p.loc) > 1 and isinstance(p.loc[1], int) else (0, 0)
+
+
+def parse_config(data: Any, source: str = "config") -> ServeConfig:
+    """`data` (a parsed config file) validated; ConfigError listing every problem."""
+    config, found = check_config(data)
+    if config is None:
+        raise config_error(found, source, data)
+    return config
 
 
 def load_config(path: str | Path) -> ServeConfig:
     """Read and validate a YAML config file; ConfigError says what to change."""
-    try:
-        with Path(path).open() as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read the config file {str(path)!r}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return parse_config(data, source=str(path))
+    return parse_config(read_config(path), source=str(path))
 
 
-def parse_config(data: Any, source: str = "config") -> ServeConfig:
-    errors: list[str] = []
+def app_data(import_path: str, name: str = "default", route_prefix: Any = DEFAULT,
+             http_options: Mapping[str, Any] | None = None, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The config (as data) of `zeroserve serve run MODULE:APP [key=value ...]`."""
+    app: dict[str, Any] = {"name": name, "import_path": import_path}
+    if args:
+        app["args"] = dict(args)
+    if route_prefix is not DEFAULT:
+        app["route_prefix"] = route_prefix
+    return {"applications": [app], **({"http_options": dict(http_options)} if http_options else {})}
+
+
+def single_app(import_path: str, name: str = "default", route_prefix: Any = DEFAULT,
+               http_options: Mapping[str, Any] | None = None, args: Mapping[str, Any] | None = None) -> ServeConfig:
+    """The config of `zeroserve serve run MODULE:APP [key=value ...]` (validated like a file's)."""
+    return parse_config(app_data(import_path, name, route_prefix, http_options, args), source=import_path)
+
+
+def buildable_apps(data: Any) -> list[tuple[int, AppConfig, list[tuple[int, str]]]]:
+    """For a config with errors: each application that can still be imported (a valid
+    `import_path` and `args`), with the deployment names its `deployments:` give, by index, so
+    that import errors and unknown names are reported along with the field errors."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: the config must be a mapping with `applications:` (or a top-level "
-                          f"`import_path:`), got {type(data).__name__}")
-    data = dict(data)
-    if "import_path" in data:  # the single-application form
-        if "applications" in data:
-            raise ConfigError(f"{source}: give either `applications:` or a top-level `import_path:`, not both")
-        app = {k: data.pop(k) for k in _APP_FIELDS if k in data}
-        data["applications"] = [app]
-    _unknown(data, _TOP_FIELDS + _APP_FIELDS, "", errors)
-    http = _http_options(data.get("http_options"), data.get("proxy_location"), errors)
-    apps_data = data.get("applications")
-    apps: list[AppConfig] = []
-    if not isinstance(apps_data, list) or not apps_data:
-        errors.append("applications: must be a non-empty list of applications, each with an `import_path`")
-    else:
-        for i, app in enumerate(apps_data):
-            parsed = _app(app, f"applications[{i}]", single=len(apps_data) == 1, errors=errors)
-            if parsed is not None:
-                apps.append(parsed)
-        _unique(apps, lambda a: a.name, "name", "application names must be unique", errors)
-        _unique([a for a in apps if isinstance(a.route_prefix, str)], lambda a: a.route_prefix, "route_prefix",
-                "two applications cannot share a route_prefix", errors)
-    if errors:
-        raise ConfigError(f"invalid config {source}:\n  " + "\n  ".join(errors))
-    return ServeConfig(http, tuple(apps))
-
-
-def _unknown(data: Mapping, valid: tuple[str, ...], path: str, errors: list[str], hint: str = "") -> None:
-    for key in data:
-        if key not in valid:
-            errors.append(f"{path}{key}: unknown field{hint}; valid fields here are {', '.join(valid)}")
-
-
-def _unique(items: list, key: Any, field: str, why: str, errors: list[str]) -> None:
-    seen: dict[Any, str] = {}
-    for item in items:
-        k = key(item)
-        if k in seen:
-            errors.append(f"{item.path}.{field}: {k!r} is also used by {seen[k]}; {why}")
-        seen.setdefault(k, item.path)
-
-
-def _http_options(value: Any, proxy_location: Any, errors: list[str]) -> dict[str, Any]:
-    if value is None:
-        value = {}
-    if not isinstance(value, Mapping):
-        errors.append(f"http_options: must be a mapping such as {{host: 127.0.0.1, port: 8000}}, got {value!r}")
-        return {}
-    out = dict(value)
-    if proxy_location is not None:
-        if proxy_location not in _PROXY_LOCATIONS:
-            errors.append(f"proxy_location: must be one of {', '.join(_PROXY_LOCATIONS)}, got {proxy_location!r}")
-        elif "location" in out and out["location"] != _PROXY_LOCATIONS[proxy_location]:
-            errors.append(f"proxy_location: {proxy_location!r} disagrees with http_options.location "
-                          f"{out['location']!r}; give only one")
-        else:
-            out["location"] = _PROXY_LOCATIONS[proxy_location]
-    bad = False
-    if "middlewares" in out:
-        errors.append("http_options.middlewares: not supported in a config file (middlewares are Python objects); "
-                      "pass them to serve.start(http_options={'middlewares': [...]}) in Python")
-        out.pop("middlewares")
-    for key in out:
-        try:
-            HTTPOptions.of({key: out[key]})
-        except (TypeError, ValueError) as e:
-            msg = str(e)
-            if msg.startswith("unknown http_options"):
-                errors.append(f"http_options.{key}: unknown field; {msg.split(';', 1)[-1].strip()}")
-            else:
-                errors.append(f"http_options.{key}: {_strip(msg, f'http_options {key} ')}")
-            bad = True
-    if not bad:
-        try:
-            HTTPOptions.of(out)
-        except (TypeError, ValueError) as e:
-            errors.append(f"http_options: {e}")
+        return []
+    apps = data.get("applications")
+    if "applications" not in data and "import_path" in data:
+        apps = [data]
+    if not isinstance(apps, (list, tuple)):
+        return []
+    out = []
+    for i, raw in enumerate(apps):
+        if not isinstance(raw, Mapping):
+            continue
+        core = {k: raw[k] for k in ("import_path", "args", "name", "route_prefix") if k in raw}
+        app = _valid_app(core) or _valid_app({k: v for k, v in core.items() if k in ("import_path", "args")})
+        deployments = raw.get("deployments")
+        if app is None:
+            continue
+        names = [(j, d["name"]) for j, d in enumerate(deployments) if isinstance(d, Mapping)
+                 and isinstance(d.get("name"), str) and d["name"]] if isinstance(deployments, (list, tuple)) else []
+        out.append((i, app, names))
     return out
 
 
-def _strip(msg: str, prefix: str) -> str:
-    return msg[len(prefix):] if msg.startswith(prefix) else msg
-
-
-def _app(app: Any, path: str, single: bool, errors: list[str]) -> AppConfig | None:
-    if not isinstance(app, Mapping):
-        errors.append(f"{path}: must be a mapping with at least `import_path`, got {app!r}")
-        return None
-    _unknown(app, _APP_FIELDS, f"{path}.", errors)
-    ok = True
-    name = app.get("name", "default" if single else None)
-    if not isinstance(name, str) or not name or "#" in name:
-        errors.append(f"{path}.name: " + ("required when the config has several applications" if name is None
-                                          else f"must be a non-empty string without '#', got {name!r}"))
-        ok = False
-    import_path = app.get("import_path")
-    if not isinstance(import_path, str) or not _IMPORT_PATH.match(import_path) or "." not in import_path.replace(":", "."):
-        errors.append(f"{path}.import_path: " + ("required" if import_path is None else
-                      f"must look like 'package.module:app' (or 'module.app'), got {import_path!r}"))
-        ok = False
-    route_prefix = app.get("route_prefix", DEFAULT)
-    if route_prefix is not DEFAULT:
-        try:
-            route_prefix = validate_route_prefix(route_prefix)
-        except ValueError as e:
-            errors.append(f"{path}.route_prefix: {_strip(str(e), 'route_prefix ')}")
-            ok = False
-    args = app.get("args") or {}
-    if not isinstance(args, Mapping):
-        errors.append(f"{path}.args: must be a mapping (passed to the application builder), got {args!r}")
-        ok = False
-    if app.get("runtime_env"):
-        errors.append(f"{path}.runtime_env: not supported; install the application's code and dependencies on "
-                      "every node (or start the nodes from the project directory)")
-        ok = False
-    overrides = _overrides(app.get("deployments"), path, errors)
-    if not ok or overrides is None:
-        return None
-    return AppConfig(name, import_path, route_prefix, dict(args), overrides, path)
-
-
-def _overrides(value: Any, app_path: str, errors: list[str]) -> tuple[DeploymentOverride, ...] | None:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        errors.append(f"{app_path}.deployments: must be a list of {{name: ..., <option>: ...}}, got {value!r}")
-        return None
-    out: list[DeploymentOverride] = []
-    before = len(errors)
-    for j, dep in enumerate(value):
-        path = f"{app_path}.deployments[{j}]"
-        if not isinstance(dep, Mapping):
-            errors.append(f"{path}: must be a mapping with a `name` and options, got {dep!r}")
-            continue
-        name = dep.get("name")
-        if not isinstance(name, str) or not name:
-            errors.append(f"{path}.name: " + ("required: the name of a deployment of the application"
-                                              if name is None else f"must be a deployment name, got {name!r}"))
-        options = {k: v for k, v in dep.items() if k != "name"}
-        for key in options:
-            if key == "route_prefix":
-                errors.append(f"{path}.route_prefix: set route_prefix on the application, not on a deployment")
-            elif key not in OVERRIDE_OPTIONS:
-                errors.append(f"{path}.{key}: unknown field; valid fields here are name, {', '.join(OVERRIDE_OPTIONS)}")
-        options = {k: v for k, v in options.items() if k in OVERRIDE_OPTIONS}
-        checked = _check_options(options, path, errors)
-        if isinstance(name, str) and name and checked is not None:
-            out.append(DeploymentOverride(name, checked, path))
-    _unique(out, lambda d: d.name, "name", "give each deployment's options once", errors)
-    return tuple(out) if len(errors) == before else None
-
-
-def _check_options(options: dict[str, Any], path: str, errors: list[str]) -> dict[str, Any] | None:
-    """Each option alone (to name its field), then all together (for rules across options)."""
-    before = len(errors)
-    for key, value in options.items():
-        try:
-            validate_options({key: value})
-        except (TypeError, ValueError) as e:
-            msg = str(e)
-            auto = re.match(r"autoscaling config: (\w+) (.*)", msg, re.S)
-            if key == "autoscaling_config" and auto and auto.group(1) in (value if isinstance(value, Mapping) else {}):
-                errors.append(f"{path}.autoscaling_config.{auto.group(1)}: {auto.group(2)}")
-            else:
-                errors.append(f"{path}.{key}: {_strip(_strip(msg, key + ' '), 'autoscaling config: ')}")
-    if len(errors) > before:
-        return None
+def _valid_app(data: dict[str, Any]) -> AppConfig | None:
     try:
-        return validate_options(options)
-    except (TypeError, ValueError) as e:
-        errors.append(f"{path}: {e}")
+        return AppConfig.model_validate(data, context={FILE_CONTEXT: True})
+    except ValidationError:
         return None
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a Serve config file (for editors), from the models above."""
+    schema = TypeAdapter(ServeConfig | SingleAppConfig).json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "zeroserve Serve config",
+            "description": "A Serve config file: `zeroserve serve deploy CONFIG.yaml` / `zeroserve serve run "
+                           "CONFIG.yaml`. Several applications under `applications:`, or one at the top level.",
+            **schema}
+

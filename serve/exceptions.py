@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from actors import ActorsError
 
-__all__ = ["BackPressureError", "ConfigError", "DeploymentUnhealthyError", "RayServeException", "ServeError",
-           "ServeNotRunningError"]
+__all__ = ["BackPressureError", "ConfigError", "DeploymentUnhealthyError", "OptionTypeError", "RayServeException",
+           "ServeError", "ServeNotRunningError"]
 
 
 class ServeError(ActorsError):
@@ -34,3 +34,11 @@ class ConfigError(ServeError, ValueError):
     """Raised by the config-file loader (`zeroserve serve run/deploy CONFIG.yaml`) before
     anything is deployed; each line of the message names a field path such as
     `applications[0].deployments[1].num_replicas` and what is wrong with it."""
+
+
+class OptionTypeError(TypeError, ValueError):
+    """Raised at the call that gave the options (`@serve.deployment(...)`, `.options(...)`,
+    `serve.start(http_options=...)`, `serve.HTTPOptions(...)`, `AutoscalingConfig(...)`) when an
+    option has the wrong type or is unknown; the message names it and says what to give. A
+    TypeError, as Ray's; also a ValueError, which is what these calls raised for it before.
+    (An option of the right type but out of range raises a plain ValueError.)"""

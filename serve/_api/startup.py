@@ -10,7 +10,6 @@ progress. `running_client()` is what every other driver call uses: this process'
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sys
 from typing import Any
 
@@ -51,7 +50,7 @@ def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> 
     head = next((n["node_id"] for n in actors.nodes() if n["is_head"] and n["alive"]), None)
     cls = actors.remote(name=CONTROLLER_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True, lifetime=lifetime,
                         max_concurrency=10_000, max_restarts=-1, node_id=head)(ServeController)
-    cls.remote(detached, dataclasses.asdict(http))
+    cls.remote(detached, dict(http))  # field -> value; the controller still takes a dict
     client.forget_controller()
     client.status()  # up and recovered
     if http.location != "NoServer":

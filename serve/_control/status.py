@@ -36,4 +36,4 @@ def _metrics_interval(s: DeploymentState) -> float | None:
     cfg = s.target.config.autoscaling_config
     if cfg is None:
         return None
-    return min(float(cfg.get("metrics_interval_s", 10.0)), 1.0)
+    return min(cfg.metrics_interval_s, 1.0)

@@ -1,6 +1,7 @@
-"""`http_options` are validated in one place (HTTPOptions), whether given as a dict or as
-`serve.HTTPOptions(...)`, with messages that say what to change; and a proxy that fails to
-start for a reason other than a port in use is reported as what it is."""
+"""`http_options` are validated in one place (HTTPOptions, a strict pydantic model), whether
+given as a dict or as `serve.HTTPOptions(...)`, with messages that name the field and say what
+to change; and a proxy that fails to start for a reason other than a port in use is reported
+as what it is."""
 
 from __future__ import annotations
 
@@ -14,44 +15,77 @@ from ..conftest import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
+# (given, TypeError for a wrong type (also a ValueError, as before) or ValueError for a wrong value, message)
 BAD = [
-    ({"location": "EveryNodes"}, "location must be 'HeadOnly', 'EveryNode' or 'NoServer', got 'EveryNodes' "
-                                 "(did you mean 'EveryNode'?)"),
-    ({"port": 0}, "port must be an integer in 1..65535, got 0 (0, an ephemeral port, is not supported"),
-    ({"port": "8000"}, "port must be an integer in 1..65535, got '8000': give the number 8000"),
-    ({"port": 65536}, "port must be an integer in 1..65535"),
-    ({"port": True}, "port must be an integer in 1..65535"),
-    ({"host": ""}, "host must be an IP address or host name"),
-    ({"host": 5}, "host must be an IP address or host name"),
-    ({"request_timeout_s": "5"}, "request_timeout_s must be a positive number of seconds or None for no limit "
-                                 "(the default), got '5': give the number 5"),
-    ({"request_timeout_s": 0}, "request_timeout_s must be a positive number of seconds"),
-    ({"request_timeout_s": -1.5}, "request_timeout_s must be a positive number of seconds"),
-    ({"request_timeout_s": float("inf")}, "request_timeout_s must be a positive number of seconds"),
-    ({"request_timeout_s": float("nan")}, "request_timeout_s must be a positive number of seconds"),
-    ({"keep_alive_timeout_s": "x"}, "keep_alive_timeout_s must be a positive number of seconds (default 5), got 'x'"),
-    ({"keep_alive_timeout_s": 0}, "keep_alive_timeout_s must be a positive number of seconds"),
-    ({"keep_alive_timeout_s": None}, "keep_alive_timeout_s must be a positive number of seconds"),
-    ({"max_body_bytes": "1MB"}, "max_body_bytes must be a positive integer number of bytes"),
-    ({"max_body_bytes": 0}, "max_body_bytes must be a positive integer number of bytes"),
-    ({"max_body_bytes": 1.5}, "max_body_bytes must be a positive integer number of bytes"),
+    ({"location": "EveryNodes"}, ValueError,
+     "location must be 'HeadOnly', 'EveryNode' or 'NoServer', got 'EveryNodes' "
+                                    "(did you mean 'EveryNode'?)"),
+    ({"port": 0}, ValueError,
+     "port must be an integer in 1..65535, got 0 (0, an ephemeral port, is not supported"),
+    ({"port": "8000"}, TypeError,
+     "port must be an integer in 1..65535, got '8000': give the number 8000, not the string"),
+    ({"port": 8000.0}, TypeError,
+     "port must be an integer in 1..65535, got 8000.0"),
+    ({"port": 65536}, ValueError,
+     "port must be an integer in 1..65535"),
+    ({"port": True}, TypeError,
+     "port must be an integer in 1..65535"),
+    ({"host": ""}, ValueError,
+     "host must be an IP address or host name"),
+    ({"host": 5}, TypeError,
+     "host must be an IP address or host name"),
+    ({"request_timeout_s": "5"}, TypeError,
+     "request_timeout_s must be a positive number of seconds or None for no "
+                                    "limit (the default), got '5': give the number 5"),
+    ({"request_timeout_s": 0}, ValueError,
+     "request_timeout_s must be a positive number of seconds"),
+    ({"request_timeout_s": -1.5}, ValueError,
+     "request_timeout_s must be a positive number of seconds"),
+    ({"request_timeout_s": float("inf")}, ValueError,
+     "request_timeout_s must be a positive number of seconds"),
+    ({"request_timeout_s": float("nan")}, ValueError,
+     "request_timeout_s must be a positive number of seconds"),
+    ({"keep_alive_timeout_s": "x"}, TypeError,
+     "keep_alive_timeout_s must be a positive number of seconds (default 5), got 'x'"),
+    ({"keep_alive_timeout_s": 0}, ValueError,
+     "keep_alive_timeout_s must be a positive number of seconds"),
+    ({"keep_alive_timeout_s": None}, TypeError,
+     "keep_alive_timeout_s must be a positive number of seconds"),
+    ({"max_body_bytes": "1MB"}, TypeError,
+     "max_body_bytes must be a positive integer number of bytes"),
+    ({"max_body_bytes": 0}, ValueError,
+     "max_body_bytes must be a positive integer number of bytes (default 104857600)"),
+    ({"max_body_bytes": 1.5}, TypeError,
+     "max_body_bytes must be a positive integer number of bytes"),
+    ({"root_path": 5}, TypeError,
+     "root_path must be '' or a path starting with '/', such as '/serve', got 5"),
 ]
 
 
-@pytest.mark.parametrize(("given", "message"), BAD)
-def test_a_wrong_field_fails_the_same_way_as_a_dict_and_as_http_options(given, message) -> None:
-    with pytest.raises(ValueError, match="http_options " + _literal(message)):
+@pytest.mark.parametrize(("given", "error", "message"), BAD)
+def test_a_wrong_field_fails_the_same_way_as_a_dict_and_as_http_options(given, error, message) -> None:
+    with pytest.raises(ValueError, match="^http_options." + _literal(message)) as dict_error:
         HTTPOptions.of(given)
-    with pytest.raises(ValueError, match="http_options " + _literal(message)):
+    with pytest.raises(ValueError, match="^http_options." + _literal(message)) as direct_error:
         HTTPOptions(**given)
+    assert str(dict_error.value) == str(direct_error.value)
+    assert isinstance(dict_error.value, TypeError) is (error is TypeError), repr(dict_error.value)
+
+
+def test_every_wrong_field_is_listed_at_once() -> None:
+    with pytest.raises(ValueError) as e:
+        HTTPOptions(location="EveryNodes", port=0, request_timeout_s="5", colour="red")
+    assert [line.split(" ")[0] for line in str(e.value).splitlines()] == [
+        "http_options.port", "http_options.location", "http_options.request_timeout_s", "unknown"]
+    assert str(e.value).splitlines()[-1].startswith("unknown http_options 'colour'; valid ones are host, port,")
 
 
 def test_the_review_example_is_refused() -> None:
-    with pytest.raises(ValueError, match="http_options port must be"):
+    with pytest.raises(ValueError, match=r"http_options\.port must be"):
         HTTPOptions.of(HTTPOptions(location="EveryNodes", port=0, request_timeout_s="5"))
-    with pytest.raises(ValueError, match="http_options location must be"):
+    with pytest.raises(ValueError, match=r"http_options\.location must be"):
         HTTPOptions.of(HTTPOptions(location="EveryNodes", port=8000, request_timeout_s="5"))
-    with pytest.raises(ValueError, match="http_options request_timeout_s must be"):
+    with pytest.raises(ValueError, match=r"http_options\.request_timeout_s must be"):
         HTTPOptions.of(HTTPOptions(location="EveryNode", port=8000, request_timeout_s="5"))
 
 

@@ -1,7 +1,9 @@
 """Unit tests of the autoscaling policy (`serve._autoscaling`), on a fake clock (plain floats).
 
-Contract: `AutoscalingConfig.from_dict` validates every field and names it in its ValueError
-(also accepting Ray 1.x's target_num_ongoing_requests_per_replica). Load is the sum over
+Contract: `AutoscalingConfig` (a strict, frozen pydantic model) validates every field and
+names it in its error, a TypeError (also a ValueError) for a wrong type and a ValueError for a
+wrong value, whether built directly or with `from_dict` (which also accepts Ray 1.x's
+target_num_ongoing_requests_per_replica). Load is the sum over
 sources of each one's mean report over the look-back window; stale sources count 0 and are
 dropped. The policy wants ceil(load / target) replicas, smoothed toward that and clamped to
 [min, max]; an upscale or downscale takes effect only after its condition held continuously
@@ -10,12 +12,12 @@ for its delay, except 0 -> 1 under load, which is immediate.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from collections.abc import Callable
 from typing import Any
 
+import pydantic
 import pytest
 
 from serve._autoscaling import MAX_SAMPLES_PER_SOURCE, AutoscalingConfig, AutoscalingPolicy
@@ -75,15 +77,18 @@ def test_from_dict_takes_every_field() -> None:
         downscale_delay_s=2.0, metrics_interval_s=0.5, look_back_period_s=5.0, upscale_smoothing_factor=0.5,
         downscale_smoothing_factor=2.0,
     )
-    assert dataclasses.asdict(AutoscalingConfig.from_dict(d)) == d
+    assert AutoscalingConfig.from_dict(d).model_dump() == d
 
 
 def test_config_is_frozen_and_validated_on_direct_construction() -> None:
     c = AutoscalingConfig()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         c.max_replicas = 5  # type: ignore[misc]
-    with pytest.raises(ValueError, match="min_replicas"):
+    with pytest.raises(ValueError, match=r"^autoscaling_config\.min_replicas must be an integer >= 0, got -1$"):
         AutoscalingConfig(min_replicas=-1)
+    with pytest.raises(TypeError, match=r"^autoscaling_config\.max_replicas must be an integer >= 1, got 2\.0$"):
+        AutoscalingConfig(max_replicas=2.0)
+    assert AutoscalingConfig(upscale_delay_s=3).upscale_delay_s == 3.0  # an int where a float is expected
 
 
 def test_boundary_values_are_accepted() -> None:
@@ -98,19 +103,21 @@ def test_boundary_values_are_accepted() -> None:
 @pytest.mark.parametrize(
     ("d", "names"),
     [
-        ({"bogus": 1}, ["bogus", "valid keys", "min_replicas", "downscale_smoothing_factor", ALIAS]),
+        ({"bogus": 1}, ["bogus", "valid ones are", "min_replicas", "downscale_smoothing_factor", ALIAS]),
         ({"min_replicas": "2"}, ["min_replicas", "integer"]),
         ({"min_replicas": 1.5}, ["min_replicas", "integer"]),
         ({"max_replicas": True}, ["max_replicas", "integer"]),
         ({"initial_replicas": "1"}, ["initial_replicas", "integer"]),
         ({"target_ongoing_requests": "x"}, ["target_ongoing_requests", "number"]),
         ({"target_ongoing_requests": None}, ["target_ongoing_requests", "number"]),
-        ({"upscale_delay_s": float("nan")}, ["upscale_delay_s", "finite"]),
+        ({"upscale_delay_s": float("nan")}, ["upscale_delay_s", "must be a number of seconds >= 0, got nan"]),
+        ({"upscale_delay_s": float("inf")}, ["upscale_delay_s", "must be a number of seconds >= 0, got inf"]),
         ({"look_back_period_s": [30]}, ["look_back_period_s", "number"]),
         ({"upscale_smoothing_factor": False}, ["upscale_smoothing_factor", "number"]),
         ({"min_replicas": -1}, ["min_replicas", ">= 0"]),
         ({"max_replicas": 0}, ["max_replicas", ">= 1"]),
         ({"min_replicas": 3, "max_replicas": 2}, ["min_replicas", "max_replicas", "raise max_replicas"]),
+        ({"min_replicas": 3, "max_replicas": 2, "look_back_period_s": 0}, ["min_replicas", "look_back_period_s"]),
         ({"min_replicas": 3}, ["min_replicas", "max_replicas"]),  # max defaults to 1
         ({"min_replicas": 1, "max_replicas": 3, "initial_replicas": 4}, ["initial_replicas", "[1, 3]"]),
         ({"min_replicas": 1, "max_replicas": 3, "initial_replicas": 0}, ["initial_replicas", "[1, 3]"]),
@@ -135,8 +142,9 @@ def test_from_dict_errors_name_the_field(d: dict[str, Any], names: list[str]) ->
 
 
 def test_from_dict_rejects_a_non_dict() -> None:
-    with pytest.raises(ValueError, match="dict"):
+    with pytest.raises(TypeError, match="autoscaling_config must be a dict such as"):
         AutoscalingConfig.from_dict([("min_replicas", 1)])  # type: ignore[arg-type]
+    assert AutoscalingConfig.from_dict(AutoscalingConfig(max_replicas=3)) == AutoscalingConfig(max_replicas=3)
 
 
 def test_ray1_alias_means_target_ongoing_requests() -> None:
