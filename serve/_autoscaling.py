@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeGuard
 
 from pydantic import AliasChoices, Field
 
@@ -38,12 +38,12 @@ _EPS = 1e-9
 
 
 class AutoscalingConfig(Model):
-    """Autoscaling parameters of one deployment (Ray Serve's `autoscaling_config`).
+    """Autoscaling of one deployment's replicas by the requests in flight (Ray Serve's
+    `autoscaling_config`); `target_num_ongoing_requests_per_replica` (Ray 1.x) is accepted
+    for `target_ongoing_requests`."""
 
-    A strict, frozen model (see `_model`): validated on construction, `from_dict`, or as a
-    deployment option; Ray 1.x's `target_num_ongoing_requests_per_replica` is accepted for
-    `target_ongoing_requests`.
-    """
+    # A strict, frozen model (see `_model`): validated on construction, by `from_dict`, or as a
+    # deployment option.
 
     must: ClassVar[str] = "a dict such as {'min_replicas': 1, 'max_replicas': 4}"
     where: ClassVar[Loc] = ("autoscaling_config",)
@@ -90,10 +90,10 @@ class AutoscalingConfig(Model):
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AutoscalingConfig:
         """A validated config from user options; raises naming the wrong field (see `_model`)."""
-        return cls.parse(d)  # type: ignore[no-any-return]
+        return cls.parse(d)
 
 
-def _int(value: Any) -> bool:
+def _int(value: Any) -> TypeGuard[int]:
     return type(value) is int
 
 

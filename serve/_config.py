@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from functools import cache
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -66,13 +67,15 @@ def _route_prefix(value: str | None) -> str | None:
 
 RoutePrefix = Annotated[str | None, AfterValidator(_route_prefix),
                         Must("None or a string starting with '/', such as '/api'")]
-_ROUTE_PREFIX: TypeAdapter[str | None] = TypeAdapter(RoutePrefix)
+@cache
+def _route_prefix_adapter() -> TypeAdapter[str | None]:
+    return TypeAdapter(RoutePrefix)
 
 
 def validate_route_prefix(value: Any) -> str | None:
     """`value` if it is a valid route prefix (None: no HTTP route); ValueError/TypeError otherwise."""
     try:
-        return _ROUTE_PREFIX.validate_python(value, strict=True)
+        return _route_prefix_adapter().validate_python(value, strict=True)
     except ValidationError as e:
         raise python_error(e, RoutePrefix, ("route_prefix",)) from None
 
@@ -186,7 +189,7 @@ def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def config_from(options: Mapping[str, Any]) -> DeploymentConfig:
     """The DeploymentConfig of validated options (each field's default for what is not given)."""
-    return DeploymentConfig.parse({k: v for k, v in options.items() if k in DeploymentConfig.model_fields})  # type: ignore[no-any-return]
+    return DeploymentConfig.parse({k: v for k, v in options.items() if k in DeploymentConfig.model_fields})
 
 
 # -- HTTP options ------------------------------------------------------------------------------
@@ -334,7 +337,7 @@ class HTTPOptions(Model):
             return value
         if not isinstance(value, Mapping):
             raise TypeError(f"http_options must be a dict or serve.HTTPOptions, got {type(value).__name__}")
-        return cls.parse(value)  # type: ignore[no-any-return]
+        return cls.parse(value)
 
     def given(self) -> dict[str, Any]:
         """The options set explicitly (as a config file's `http_options:`), without defaults."""

@@ -21,18 +21,23 @@ ValueError) and anything else ValueError.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import enum
+import inspect
+import itertools
+import textwrap
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic.functional_validators import PlainValidator
 from pydantic_core import InitErrorDetails, PydanticCustomError
+from typing_extensions import Self
 
 from .exceptions import OptionTypeError
 
@@ -133,7 +138,9 @@ class Rule:
 class Model(BaseModel):
     """Base of serve's option and config models (see the module docstring)."""
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", use_attribute_docstrings=True)
+    # defer_build: a model's validator is built at its first validation, not at import (every
+    # replica process imports serve, and mostly only unpickles these).
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", defer_build=True)
 
     must: ClassVar[str] = "a mapping"  # what a value of this model must be, after "must be"
     where: ClassVar[Loc] = ()  # the path of this model's fields in a Python call's errors
@@ -152,7 +159,7 @@ class Model(BaseModel):
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @classmethod
-    def parse(cls, value: Any) -> Any:
+    def parse(cls, value: Any) -> Self:
         """`value` (a mapping, or an instance) validated; errors raised as at a Python call."""
         try:
             return cls.model_validate(value)
@@ -202,7 +209,7 @@ class Model(BaseModel):
         broken += list(cls._rules(values, given))
         if failed is None and not broken:
             return model
-        details = [] if failed is None else [
+        details: list[InitErrorDetails] = [] if failed is None else [
             {"type": PydanticCustomError(e["type"], e["msg"], e.get("ctx")), "loc": e["loc"], "input": e["input"]}
             for e in failed.errors()]
         details += [rule.detail(values.get(rule.loc[0]) if rule.loc else None) for rule in broken]
@@ -215,8 +222,11 @@ class Model(BaseModel):
         for old, new in cls.renamed().items():
             if new in props:
                 props[old] = {**props[new], "title": old, "deprecated": True, "description": f"The old name of {new}."}
-        if not cls.schema_defaults:
-            for prop in props.values():
+        docs = _field_docs(cls)
+        for name, prop in props.items():
+            if name in docs:
+                prop.setdefault("description", docs[name])
+            if not cls.schema_defaults:
                 prop.pop("default", None)
         return schema
 
@@ -228,6 +238,27 @@ def _renamed(model: type[Model]) -> dict[str, str]:
         if isinstance(info.validation_alias, AliasChoices):
             out.update({alias: name for alias in info.validation_alias.choices if alias != name})
     return out  # type: ignore[return-value]
+
+
+@cache
+def _field_docs(model: type[Model]) -> dict[str, str]:
+    """Each field's docstring (the string literal under it), for the JSON Schema. Read from the
+    source only when a schema is made: pydantic's `use_attribute_docstrings` does it for every
+    model at import, which costs a replica process ~0.2 s."""
+    docs: dict[str, str] = {}
+    for klass in reversed(model.__mro__):
+        if not (isinstance(klass, type) and issubclass(klass, Model)) or klass is Model:
+            continue
+        try:
+            (tree,) = ast.parse(textwrap.dedent(inspect.getsource(klass))).body
+        except (OSError, TypeError, SyntaxError, ValueError):
+            continue
+        body = getattr(tree, "body", [])
+        for node, after in itertools.pairwise(body):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
 
 
 def _defaults(model: type[Model]) -> dict[str, Any]:
@@ -307,39 +338,28 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
+    """The type under `Annotated[...]` and `X | None`, and the Annotated metadata on the way."""
+    metadata: list[Any] = []
+    while True:
+        if get_origin(tp) is Annotated:
+            metadata += tp.__metadata__
+            tp = get_args(tp)[0]
+        elif get_origin(tp) in (Union, types.UnionType) and len(args := [a for a in get_args(tp)
+                                                                         if a is not type(None)]) == 1:
+            tp = args[0]
+        else:
+            return tp, metadata
+
+
 def _strip(tp: Any) -> Any:
-    """The type under `Annotated[...]` and `X | None`."""
-    while True:
-        if get_origin(tp) is Annotated:
-            tp = get_args(tp)[0]
-        elif get_origin(tp) in (Union, types.UnionType):
-            args = [a for a in get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
-
-
-def _metadata(tp: Any) -> list[Any]:
-    out: list[Any] = []
-    while True:
-        if get_origin(tp) is Annotated:
-            out += tp.__metadata__
-            tp = get_args(tp)[0]
-        elif get_origin(tp) in (Union, types.UnionType):
-            args = [a for a in get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return out
-            tp = args[0]
-        else:
-            return out
+    return _unwrap(tp)[0]
 
 
 def _model_of(tp: Any) -> type[Model] | None:
     """The model a value of annotated type `tp` is validated as (also through a PlainValidator
     whose `json_schema_input_type` is a model, as `actor_options`)."""
-    for meta in _metadata(tp):
+    for meta in _unwrap(tp)[1]:
         if isinstance(meta, PlainValidator) and _is_model(meta.json_schema_input_type):
             return meta.json_schema_input_type  # type: ignore[no-any-return]
     base = _strip(tp)
@@ -351,7 +371,7 @@ def _is_model(tp: Any) -> bool:
 
 
 def _must(tp: Any) -> Must | None:
-    for meta in _metadata(tp):
+    for meta in _unwrap(tp)[1]:
         if isinstance(meta, Must):
             return meta
     model = _model_of(tp)
@@ -362,8 +382,7 @@ def _locate(root: Any, loc: Loc) -> tuple[Any, FieldInfo | None]:
     """The annotated type (and field) at `loc` under `root`; (None, None) where it is unknown."""
     tp, info = root, None
     for part in loc:
-        model = _model_of(tp) if isinstance(part, str) else None
-        if model is not None:
+        if isinstance(part, str) and (model := _model_of(tp)) is not None:
             name = model.renamed().get(part, part)
             if name not in model.model_fields:
                 return None, None
@@ -380,8 +399,3 @@ def _locate(root: Any, loc: Loc) -> tuple[Any, FieldInfo | None]:
             return None, None
     return tp, info
 
-
-def literal_choices(tp: Any) -> tuple[Any, ...]:
-    """The values of a `Literal[...]` type (for messages and checks)."""
-    base = _strip(tp)
-    return get_args(base) if get_origin(base) is Literal else ()

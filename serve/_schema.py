@@ -144,8 +144,8 @@ class ServeConfig(_ServeWide):
     @classmethod
     def _prepare(cls, data: dict[str, Any]) -> tuple[dict[str, Any], list[Rule]]:
         data, broken = super()._prepare(data)
-        app_fields = [k for k in AppConfig.model_fields if k in data]
-        if app_fields:
+        app_fields = [k for k in data if k not in cls.model_fields] if "import_path" in data else []
+        if app_fields:  # the single-application form (unknown fields are the application's)
             rest = {k: v for k, v in data.items() if k not in app_fields}
             if "applications" in data:
                 broken.append(Rule((), "give either `applications:` or a top-level `import_path:`, not both"))
@@ -167,7 +167,7 @@ class ServeConfig(_ServeWide):
         apps = values.get("applications")
         if not isinstance(apps, (list, tuple)):
             return
-        names = []
+        names: list[str | None] = []
         for i, app in enumerate(apps):
             if not isinstance(app, (Mapping, AppConfig)):
                 names.append(None)

@@ -242,6 +242,9 @@ def test_config_schema_command_prints_a_schema_editors_can_use() -> None:
     http = schema["$defs"]["HTTPOptions"]["properties"]
     assert http["port"]["maximum"] == 65535 and "middlewares" not in http  # Python objects: not in a file
     assert schema["$defs"]["AutoscalingConfig"]["properties"]["min_replicas"]["default"] == 1
+    undocumented = [f"{name}.{field}" for name, model in schema["$defs"].items()
+                    for field, prop in model["properties"].items() if not prop.get("description")]
+    assert undocumented == [] and all(model.get("description") for model in schema["$defs"].values())
 
 
 GOOD = [
