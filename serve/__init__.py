@@ -15,7 +15,8 @@ Layout: the public names are here and in `dag`, `drivers`, `handle`, `http_adapt
 deployments, graphs, run/start/shutdown), `_control` (the controller: reconcile loop,
 deployment and proxy state machines, autoscaling, checkpoint and recovery, its IO seam),
 `_data` (the request path: client, handles, router, replica, streams, HTTP proxy actor),
-`_config` / `_schema` / `_build` (options and config files) and `_cli` (the commands).
+`_model` / `_config` / `_schema` / `_build` (options and config files: pydantic models,
+one formatter of their errors) and `_cli` (the commands).
 """
 
 from . import dag, drivers, handle, http_adapters

@@ -115,17 +115,13 @@ def _actor_options(value: Any) -> dict[str, Any]:
     return {k: v for k, v in options if v is not None and not (k == "num_gpus" and v == 0)}
 
 
-def _replicas_or_autoscaling(values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
-    if ({"num_replicas", "autoscaling_config"} <= given and values.get("num_replicas") is not None
-            and values.get("autoscaling_config") is not None):
-        yield Rule((), "give either num_replicas or autoscaling_config, not both: autoscaling decides the number "
-                       "of replicas")
-
-
 class DeploymentConfig(Model):
     """What the controller needs to run a deployment's replicas (its defaults are Serve's)."""
 
     noun: ClassVar[str] = "deployment option"
+    # Options as the user gives them (not the controller's config, which holds both): giving
+    # num_replicas and autoscaling_config together is an error.
+    replicas_or_autoscaling: ClassVar[bool] = False
 
     num_replicas: Annotated[int, Field(ge=0), Must("an integer >= 0")] = 1
     """Replicas to run (without autoscaling)."""
@@ -152,11 +148,19 @@ class DeploymentConfig(Model):
         Field(validation_alias=AliasChoices("actor_options", "ray_actor_options"))] = {}
     """Resources of each replica's actor, such as {'num_cpus': 0.5}."""
 
+    @classmethod
+    def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
+        if (cls.replicas_or_autoscaling and {"num_replicas", "autoscaling_config"} <= given
+                and values.get("num_replicas") is not None and values.get("autoscaling_config") is not None):
+            yield Rule((), "give either num_replicas or autoscaling_config, not both: autoscaling decides the number "
+                           "of replicas")
+
 
 class DeploymentOptions(DeploymentConfig):
     """Everything `@serve.deployment(...)` / `.options(...)` take; None or absent means not given."""
 
     must: ClassVar[str] = "keyword options"
+    replicas_or_autoscaling: ClassVar[bool] = True
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[^#]*$"), Must("a non-empty string without '#'")] = None  # type: ignore[assignment]
     """The deployment's name (default: the class or function name)."""
@@ -169,10 +173,6 @@ class DeploymentOptions(DeploymentConfig):
     """Keyword arguments of the class's constructor."""
     route_prefix: RoutePrefix = None
     """The HTTP route (default: /{name}; None: no route)."""
-
-    @classmethod
-    def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
-        return _replicas_or_autoscaling(values, given)
 
 
 OPTION_NAMES = (*DeploymentOptions.model_fields, *DeploymentOptions.renamed())

@@ -33,7 +33,7 @@ import yaml
 from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
-from ._config import DEFAULT, FILE_CONTEXT, DeploymentConfig, HTTPOptions, RoutePrefix, _replicas_or_autoscaling
+from ._config import DEFAULT, FILE_CONTEXT, DeploymentConfig, HTTPOptions, RoutePrefix
 from ._model import Model, Must, Problem, Rule, invalid, problems, wrong
 from .exceptions import ConfigError
 
@@ -69,6 +69,7 @@ class DeploymentOverride(DeploymentConfig):
 
     must: ClassVar[str] = "a mapping with a `name` and options, such as {name: Model, num_replicas: 2}"
     schema_defaults: ClassVar[bool] = False
+    replicas_or_autoscaling: ClassVar[bool] = True
 
     name: Annotated[str, Field(min_length=1), Must("the name of a deployment of the application")]
     """The deployment's name, as `@serve.deployment` (or `.options(name=...)`) gave it."""
@@ -85,10 +86,6 @@ class DeploymentOverride(DeploymentConfig):
             broken.append(Rule(("route_prefix",), "set route_prefix on the application, not on a deployment"))
             data = {k: v for k, v in data.items() if k != "route_prefix"}
         return data, broken
-
-    @classmethod
-    def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
-        return _replicas_or_autoscaling(values, given)
 
 
 _IMPORT_PATH = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*|\.[A-Za-z_]\w*)$"
