@@ -31,6 +31,7 @@ from ._refs import ObjectRef
 from .exceptions import (
     ActorDiedError,
     ActorsError,
+    ActorUnavailableError,
     ActorUnschedulableError,
     ClusterUnavailableError,
     GetTimeoutError,
@@ -58,6 +59,7 @@ __all__ = [
     "ObjectRef",
     "ActorsError",
     "ActorDiedError",
+    "ActorUnavailableError",
     "ActorUnschedulableError",
     "ClusterUnavailableError",
     "GetTimeoutError",

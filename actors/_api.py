@@ -129,7 +129,7 @@ def _local_ip_towards(head_address: str) -> str:
 def _connection_info() -> dict[str, Any]:
     rt = current_runtime()
     assert rt is not None
-    return {"address": rt.head_address, "node_ip": rt.node_ip, "namespace": rt.extensions.get("namespace"),
+    return {"address": rt.head_address, "node_ip": rt.node_ip, "namespace": rt.namespace,
             "session_dir": str(_local.session.path) if _local else None}
 
 
@@ -216,11 +216,11 @@ def wait(refs: Sequence[Any], num_returns: int = 1, timeout: float | None = None
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of a named actor; ValueError if there is none alive by that name."""
     rt = runtime_or_init()
-    ns = namespace if namespace is not None else rt.extensions.get("namespace")
-    info = rt.run_threadsafe(lambda: rt.call_head("get_named_actor", name, ns))
+    ns = namespace if namespace is not None else rt.namespace
+    info = rt.run_threadsafe(lambda: rt.head.get_named_actor(name, ns))
     if info is None or info.state is ActorState.DEAD:
         raise ValueError(f"no actor named {name!r} in namespace {ns!r}")
-    rt.loop.call_soon_threadsafe(rt.extensions["directory"].update, info)
+    rt.loop.call_soon_threadsafe(rt.directory.update, info)
     return ActorHandle(info.actor_id, info.class_name, info.methods, info.async_methods, info)
 
 
@@ -229,7 +229,7 @@ def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
     if not isinstance(handle, ActorHandle):
         raise TypeError(f"actors.kill expects an ActorHandle, got {type(handle).__name__}")
     rt = runtime_or_init()
-    found = rt.run_threadsafe(lambda: rt.call_head("kill_actor", handle.actor_id, no_restart))
+    found = rt.run_threadsafe(lambda: rt.head.kill_actor(handle.actor_id, no_restart))
     if not found:
         raise ActorDiedError(f"{handle!r} is unknown to the cluster or already dead")
 
@@ -237,7 +237,7 @@ def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
 def nodes() -> list[dict[str, Any]]:
     """The nodes of the cluster: id, IP, alive, resources (Ray's keys too)."""
     rt = runtime_or_init()
-    infos = rt.run_threadsafe(lambda: rt.call_head("nodes"))
+    infos = rt.run_threadsafe(lambda: rt.head.nodes())
     return [{"NodeID": n.node_id.hex, "node_id": n.node_id.hex, "NodeManagerAddress": n.ip, "ip": n.ip,
              "Alive": n.alive, "alive": n.alive, "is_head": n.is_head, "Resources": dict(n.resources_total),
              "resources_total": dict(n.resources_total), "resources_available": dict(n.resources_available),
@@ -246,10 +246,10 @@ def nodes() -> list[dict[str, Any]]:
 
 def cluster_resources() -> dict[str, float]:
     rt = runtime_or_init()
-    return rt.run_threadsafe(lambda: rt.call_head("cluster_resources"))
+    return rt.run_threadsafe(lambda: rt.head.cluster_resources())
 
 
 def available_resources() -> dict[str, float]:
     rt = runtime_or_init()
-    return rt.run_threadsafe(lambda: rt.call_head("available_resources"))
+    return rt.run_threadsafe(lambda: rt.head.available_resources())
 

@@ -1,53 +1,79 @@
 """The process's view of actors: where each answers, and calls waiting for it.
 
-Kept fresh by one long poll on the head (`head/watch`) that returns every actor whose
-record changed. Calls to an actor that is not ALIVE yet (pending, restarting, unknown
-here) queue in submission order and are sent when it becomes ALIVE; when the incarnation
-a call was sent to dies, the call fails with `ActorDiedError` (the runtime fails every
-call pending on that address at once).
+Kept fresh by one long poll on the head (`head.watch`, followed by a `LongPollClient`)
+that returns every actor whose record changed. Calls to an actor that is not ALIVE yet
+(pending, restarting, unknown here) queue in submission order and are sent when it
+becomes ALIVE.
+
+How a call fails tells whether it ran:
+- `ActorUnavailableError`: it never left this process (the actor was known DEAD when the
+  call was made, or it was queued and the actor turned out DEAD or unknown, or this
+  runtime shut down while it was queued);
+- plain `ActorDiedError`: it was sent, and the incarnation it was sent to died (the
+  runtime fails every call pending on that address at once); it may have run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
-from .exceptions import ActorDiedError, ClusterUnavailableError
-from .messages import ActorId, ActorInfo, ActorState, WatchReply
+from ._futures import CallFuture
+from ._head_client import HeadClient
+from ._longpoll import LongPollClient, Update
+from .exceptions import ActorDiedError, ActorUnavailableError, ClusterUnavailableError
+from .messages import ActorId, ActorInfo, ActorState
 
-__all__ = ["ActorDirectory"]
+__all__ = ["ActorDirectory", "DirectoryRuntime"]
 
 log = logging.getLogger(__name__)
 _WATCH_HOLD_S = 20.0
 _SUSPECT_RECHECK_S = 2.0
 
+_Queued = tuple[bytes, Any, Any, CallFuture]
+
+
+class DirectoryRuntime(Protocol):
+    """What the directory needs of its runtime (`Runtime` is one; the directory is part
+    of it, so it names this instead of importing it)."""
+
+    loop: asyncio.AbstractEventLoop
+    head: HeadClient
+
+    def send_request(self, address: str, route: bytes, payload: bytes, buffers: Any, fut: CallFuture) -> int: ...
+
+    def fail_peer(self, address: str, make_exc: Callable[[], BaseException], close: bool = True) -> int: ...
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
 
 class ActorDirectory:
-    def __init__(self, rt: Any) -> None:
+    def __init__(self, rt: DirectoryRuntime) -> None:
         self._rt = rt
         self._infos: dict[ActorId, ActorInfo] = {}
-        self._queued: dict[ActorId, list[tuple[bytes, Any, Any, asyncio.Future]]] = {}
-        self._version = 0
+        self._queued: dict[ActorId, list[_Queued]] = {}
         self._epoch: str | None = None
-        self._watch_task: asyncio.Task | None = None
+        self._watch: LongPollClient[tuple[ActorInfo, ...]] | None = None
+        self._closed = False
         self._resolving: set[ActorId] = set()
         self._suspect: set[ActorId] = set()  # connection lost; waiting for the head's verdict
 
     # -- calls -------------------------------------------------------------------------
     def submit(self, actor_id: ActorId, hint: ActorInfo | None, route: bytes, payload: Any, buffers: Any,
-               fut: asyncio.Future) -> None:
+               fut: CallFuture) -> None:
         """Send a call to the actor now if it is ALIVE, else queue it. Loop thread only."""
         info = self._infos.get(actor_id)
         if info is None and hint is not None:
             self.update(hint)
             info = self._infos.get(actor_id)
-        if info is not None and info.state is ActorState.ALIVE and actor_id not in self._queued \
-                and actor_id not in self._suspect:
+        if info is not None and info.state is ActorState.ALIVE and info.address is not None \
+                and actor_id not in self._queued and actor_id not in self._suspect:
             self._rt.send_request(info.address, route, payload, buffers, fut)
             return
         if info is not None and info.state is ActorState.DEAD:
-            fut.set_exception(_died(info))
+            fut.set_exception(ActorUnavailableError(_death_text(info)))
             return
         self._queued.setdefault(actor_id, []).append((route, payload, buffers, fut))
         self.ensure_watching()
@@ -85,18 +111,18 @@ class ActorDirectory:
         if old is not None and old.address and old.state is ActorState.ALIVE and (
             info.state is not ActorState.ALIVE or info.address != old.address
         ):
-            cause = _died(info, old)
-            self._rt.fail_peer(old.address, lambda: ActorDiedError(str(cause)))
-        if info.state is ActorState.ALIVE:
+            text = _death_text(info, old)
+            self._rt.fail_peer(old.address, lambda: ActorDiedError(text))  # in flight: they may have run
+        if info.state is ActorState.ALIVE and info.address is not None:
+            address = info.address
             for route, payload, buffers, fut in self._queued.pop(info.actor_id, ()):
                 if not fut.done():
-                    self._rt.send_request(info.address, route, payload, buffers, fut)
+                    self._rt.send_request(address, route, payload, buffers, fut)
         elif info.state is ActorState.DEAD:
-            for *_, fut in self._queued.pop(info.actor_id, ()):
-                if not fut.done():
-                    fut.set_exception(_died(info))
+            self.fail_queued(info.actor_id, ActorUnavailableError(_death_text(info)))
 
     def fail_queued(self, actor_id: ActorId, exc: BaseException) -> None:
+        """Fail the calls queued for the actor (none of them was sent) with `exc`."""
         for *_, fut in self._queued.pop(actor_id, ()):
             if not fut.done():
                 fut.set_exception(exc)
@@ -108,14 +134,14 @@ class ActorDirectory:
 
         async def ask() -> None:
             try:
-                info = await self._rt.call_head("get_actor_info", actor_id)
+                info = await self._rt.head.get_actor_info(actor_id)
             except Exception as e:
                 self.fail_queued(actor_id, ClusterUnavailableError(f"cannot look up actor {actor_id}: {e}"))
                 return
             finally:
                 self._resolving.discard(actor_id)
             if info is None:
-                self.fail_queued(actor_id, ActorDiedError(f"actor {actor_id} is unknown to the cluster"))
+                self.fail_queued(actor_id, ActorUnavailableError(f"actor {actor_id} is unknown to the cluster"))
             else:
                 self.update(info)
 
@@ -123,40 +149,35 @@ class ActorDirectory:
 
     # -- the long poll -----------------------------------------------------------------
     def ensure_watching(self) -> None:
-        if self._watch_task is None or self._watch_task.done():
-            self._watch_task = self._rt.background(self._watch())
+        if self._closed:
+            return
+        if self._watch is None:
+            self._watch = LongPollClient(self._fetch_changes, self._apply_changes, name="actor directory <- head",
+                                         spawn=self._rt.background)
+        self._watch.start()
 
-    async def _watch(self) -> None:
-        backoff = 0.05
-        while True:
-            try:
-                reply: WatchReply = await self._rt.call_head(
-                    "watch", self._version, self._epoch, _WATCH_HOLD_S, timeout=_WATCH_HOLD_S + 10
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.debug("watch on the head failed (%s); retrying", e)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            if reply.head_epoch != self._epoch:
-                self._epoch = reply.head_epoch
-            self._version = reply.version
-            for info in reply.actors:
-                self.update(info)
+    async def _fetch_changes(self, known_version: int) -> Update[tuple[ActorInfo, ...]]:
+        """One long poll on the head. A head of another epoch (restarted) answers with all
+        its actors, at a version above any of the old head's."""
+        reply = await self._rt.head.watch(known_version, self._epoch, _WATCH_HOLD_S, timeout=_WATCH_HOLD_S + 10)
+        self._epoch = reply.head_epoch
+        return Update(reply.version, reply.actors)
+
+    def _apply_changes(self, update: Update[tuple[ActorInfo, ...]]) -> None:
+        for info in update.value or ():
+            self.update(info)
 
     def close(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
+        self._closed = True
+        if self._watch is not None:
+            self._watch.close()
         for actor_id in list(self._queued):
-            self.fail_queued(actor_id, ActorDiedError("the runtime of this process is shut down"))
+            self.fail_queued(actor_id, ActorUnavailableError("the runtime of this process is shut down"))
 
 
-def _died(info: ActorInfo, old: ActorInfo | None = None) -> ActorDiedError:
+def _death_text(info: ActorInfo, old: ActorInfo | None = None) -> str:
     who = f"{info.class_name} actor {info.actor_id}"
     if info.state is ActorState.RESTARTING:
-        return ActorDiedError(f"{who} died (incarnation {old.incarnation if old else '?'}) and is restarting: "
-                              f"{info.death_cause or 'worker process exited'}")
-    return ActorDiedError(f"{who} is dead: {info.death_cause or 'worker process exited'}")
+        return (f"{who} died (incarnation {old.incarnation if old else '?'}) and is restarting: "
+                f"{info.death_cause or 'worker process exited'}")
+    return f"{who} is dead: {info.death_cause or 'worker process exited'}"

@@ -69,17 +69,16 @@ class DriverRuntime:
         self.rt = rt
         _endpoints.install(rt, echo_logs=self._echo)
         try:
-            job = await rt.call_head("register_job", rt.address, self._namespace, os.getpid(),
-                                     timeout=_CONNECT_TIMEOUT_S)
+            job = await rt.head.register_job(rt.address, self._namespace, os.getpid(), timeout=_CONNECT_TIMEOUT_S)
         except ClusterUnavailableError as e:
             rt.close()
             raise ClusterUnavailableError(
                 f"could not reach the head at {self._args['head_address']} within {_CONNECT_TIMEOUT_S:.0f}s: "
                 "is the cluster running (`zeroserve status`), and is the token right?"
             ) from e
-        rt.extensions["job_id"] = JobId(job["job_id"])
-        rt.extensions["namespace"] = job["namespace"]
-        rt.background(self._heartbeat(rt, rt.extensions["job_id"]))
+        rt.job_id = job_id = JobId(job["job_id"])
+        rt.namespace = job["namespace"]
+        rt.background(self._heartbeat(rt, job_id))
 
     @staticmethod
     async def _heartbeat(rt: Runtime, job_id: JobId) -> None:
@@ -87,7 +86,7 @@ class DriverRuntime:
         while True:
             await asyncio.sleep(_HEARTBEAT_S)
             try:
-                await rt.call_head("job_heartbeat", job_id, timeout=5.0)
+                await rt.head.job_heartbeat(job_id, timeout=5.0)
             except Exception:
                 continue  # the head may be restarting; calls between actors go on
 
@@ -106,11 +105,12 @@ class DriverRuntime:
         rt = self.rt
         if rt is not None and self._thread.is_alive():
             async def finish() -> None:
-                try:
-                    await rt.call_head("job_finished", rt.extensions["job_id"], timeout=2.0)
-                except Exception:
-                    pass
-                rt.extensions["directory"].close()
+                if rt.job_id is not None:
+                    try:
+                        await rt.head.job_finished(rt.job_id, timeout=2.0)
+                    except Exception:
+                        pass
+                rt.directory.close()
 
             try:
                 asyncio.run_coroutine_threadsafe(finish(), self.loop).result(timeout)

@@ -1,5 +1,4 @@
-"""The runtime's own endpoints (target `rt`) and the per-process extensions every
-runtime carries: the actor directory and the table of exported refs.
+"""The runtime's own endpoints (target `rt`), served by every process of the cluster.
 
 `rt/fetch` serves exported ref values to borrowers, `rt/log` receives worker output
 lines to echo (drivers), `rt/ping` answers liveness probes.
@@ -10,21 +9,22 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ._directory import ActorDirectory
-from ._host import ServiceTarget
-from ._refs import Exports
+from ._host import ServiceTarget, rpc
+from ._runtime import Runtime
 
 __all__ = ["install", "RuntimeEndpoints"]
 
 
 class RuntimeEndpoints:
-    def __init__(self, rt: Any, echo_logs: bool) -> None:
+    def __init__(self, rt: Runtime, echo_logs: bool) -> None:
         self._rt = rt
         self._echo = echo_logs
 
+    @rpc
     async def fetch(self, export_id: int) -> Any:
-        return await self._rt.extensions["exports"].fetch(export_id)
+        return await self._rt.exports.fetch(export_id)
 
+    @rpc
     def log(self, prefix: str, stream: str, lines: list[str]) -> None:
         if not self._echo:
             return
@@ -32,11 +32,11 @@ class RuntimeEndpoints:
         out.write("".join(f"{prefix} {line}\n" for line in lines))
         out.flush()
 
+    @rpc
     def ping(self) -> str:
         return self._rt.role
 
 
-def install(rt: Any, *, echo_logs: bool = False) -> None:
-    rt.extensions["directory"] = ActorDirectory(rt)
-    rt.extensions["exports"] = Exports(rt)
+def install(rt: Runtime, *, echo_logs: bool = False) -> None:
+    """Serve the runtime's endpoints (`rt/...`) on this runtime."""
     rt.register("rt", ServiceTarget(RuntimeEndpoints(rt, echo_logs)))

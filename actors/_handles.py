@@ -14,8 +14,11 @@ import sys
 from typing import Any
 
 from ._context import current, current_or_init
+from ._directory import ActorDirectory
+from ._futures import CallFuture
 from ._options import validate_actor_options
 from ._refs import ObjectRef
+from ._runtime import Runtime
 from ._serialization import dumps, dumps_code
 from .messages import ActorId, ActorInfo, ActorSpec, ActorState
 
@@ -71,12 +74,12 @@ class ActorClass:
             payload=dumps_code((self._cls, args, kwargs)),
             options=self._options,
             owner_address=rt.address,
-            job_id=rt.extensions.get("job_id"),
+            job_id=rt.job_id,
             methods=self._methods,
             async_methods=self._async_methods,
             sys_path=tuple(p for p in sys.path if p),
         )
-        directory = rt.extensions["directory"]
+        directory = rt.directory
         if rt.in_loop_thread():
             # Known here as PENDING at once: calls queue until the head reports it ALIVE
             # (version 0: any record from the head supersedes this one).
@@ -88,9 +91,9 @@ class ActorClass:
         return ActorHandle(info.actor_id, info.class_name, info.methods, info.async_methods, info)
 
 
-async def _create(rt: Any, directory: Any, spec: ActorSpec, raise_errors: bool = False) -> ActorInfo:
+async def _create(rt: Runtime, directory: ActorDirectory, spec: ActorSpec, raise_errors: bool = False) -> ActorInfo:
     try:
-        info: ActorInfo = await rt.call_head("create_actor", spec)
+        info = await rt.head.create_actor(spec)
     except Exception as e:
         if raise_errors:
             raise
@@ -144,7 +147,7 @@ class ActorHandle:
     def _latest_info(self) -> ActorInfo | None:
         rt = current()
         if rt is not None:
-            info = rt.extensions["directory"].info(self._actor_id)
+            info = rt.directory.info(self._actor_id)
             if info is not None:
                 return info
         return self._hint
@@ -168,8 +171,9 @@ class ActorMethod:
         rt = current_or_init()
         h = self._handle
         payload, buffers = dumps((args, kwargs or None)) if (args or kwargs) else (b"", ())
-        directory = rt.extensions["directory"]
+        directory = rt.directory
         label = self._label
+        fut: CallFuture
         if rt.in_loop_thread():
             fut = rt.loop.create_future()
             directory.submit(h._actor_id, h._hint, self._route, payload, buffers, fut)

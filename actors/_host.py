@@ -17,12 +17,13 @@ import logging
 import queue
 import threading
 import types
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ._refs import ObjectRef
 from ._runtime import Inbound
 
-__all__ = ["ActorHost", "ServiceTarget", "unqueued"]
+__all__ = ["ActorHost", "ServiceTarget", "rpc", "rpc_methods", "unqueued"]
 
 log = logging.getLogger(__name__)
 _MAX_SYNC_THREADS = 64
@@ -206,30 +207,46 @@ class _SyncRunner:
             self._queue.put(None)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+_RPC = "__zs_rpc__"
+
+
+def rpc(fn: F) -> F:
+    """Mark a method of a service class (head, agent, runtime endpoints) as callable
+    remotely through `ServiceTarget`; its other methods are not reachable."""
+    setattr(fn, _RPC, True)
+    return fn
+
+
+def rpc_methods(cls: type) -> frozenset[str]:
+    """The names of the methods of `cls` marked `@rpc`."""
+    return frozenset(name for name in dir(cls)
+                     if not name.startswith("_") and getattr(getattr(cls, name, None), _RPC, False))
+
+
 class ServiceTarget:
     """Answers requests by calling `obj.<method>(*args, **kwargs)`, awaiting coroutines.
 
     For system services (head, agent, the runtime's own endpoints): their methods are
-    async or quick, so they run on the loop. Only public methods are reachable.
+    async or quick, so they run on the loop. Only methods marked `@rpc` are reachable.
     """
 
     def __init__(self, obj: Any) -> None:
         self._obj = obj
+        self._methods = rpc_methods(type(obj))
         self._loop = asyncio.get_running_loop()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     def handle(self, call: Inbound) -> None:
-        if call.method.startswith("_"):
-            call.fail(AttributeError(f"{type(self._obj).__name__}.{call.method} is not callable remotely"))
+        if call.method not in self._methods:
+            what = "is not callable remotely" if hasattr(self._obj, call.method) else "does not exist"
+            call.fail(AttributeError(f"{type(self._obj).__name__}.{call.method} {what}"))
             return
-        fn = getattr(self._obj, call.method, None)
-        if fn is None:
-            call.fail(AttributeError(f"{type(self._obj).__name__} has no method {call.method!r}"))
-            return
+        fn = getattr(self._obj, call.method)
         args, kwargs = call.args()
         result = fn(*args, **(kwargs or {}))
         if inspect.isawaitable(result):
-            task = self._loop.create_task(result)
+            task = asyncio.ensure_future(result, loop=self._loop)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(lambda t: _reply_from_task(call, t))
@@ -240,10 +257,12 @@ class ServiceTarget:
         pass
 
 
-def _reply_from_task(call: Inbound, task: asyncio.Task) -> None:
+def _reply_from_task(call: Inbound, task: asyncio.Future[Any]) -> None:
     if task.cancelled():
         call.fail(asyncio.CancelledError("the service call was cancelled"))
-    elif task.exception() is not None:
-        call.fail(task.exception())
+        return
+    exc = task.exception()
+    if exc is not None:
+        call.fail(exc)
     else:
         call.reply(task.result())

@@ -8,6 +8,7 @@ does not answer, instead of both looking like a time-out.
 from __future__ import annotations
 
 import time
+from enum import Enum
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -15,16 +16,23 @@ from zmq.utils.monitor import recv_monitor_message
 from ._security import CurveKeys
 from ._wire import Kind, Message, encode
 
-__all__ = ["probe", "PROBE_OK", "PROBE_REFUSED", "PROBE_UNREACHABLE"]
+__all__ = ["probe", "ProbeResult", "PROBE_OK", "PROBE_REFUSED", "PROBE_UNREACHABLE"]
 
-PROBE_OK = "ok"
-PROBE_REFUSED = "refused"
-PROBE_UNREACHABLE = "unreachable"
+
+class ProbeResult(str, Enum):
+    OK = "ok"  # it answered a ping with our token
+    REFUSED = "refused"  # it is there but rejects our token
+    UNREACHABLE = "unreachable"  # nothing answered in time
+
+
+PROBE_OK = ProbeResult.OK
+PROBE_REFUSED = ProbeResult.REFUSED
+PROBE_UNREACHABLE = ProbeResult.UNREACHABLE
 _FAILED = {zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL}
 
 
-def probe(address: str, token: str, timeout: float = 3.0) -> str:
+def probe(address: str, token: str, timeout: float = 3.0) -> ProbeResult:
     """PROBE_OK if `address` answers a ping with our token, PROBE_REFUSED if it is there
     but rejects the token, PROBE_UNREACHABLE if nothing answers within `timeout`."""
     ctx = zmq.Context()
@@ -41,7 +49,7 @@ def probe(address: str, token: str, timeout: float = 3.0) -> str:
         connected = False
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            for s, _ in poller.poll(left * 1000):
+            for s, _ in poller.poll(int(left * 1000) + 1):
                 if s is sock:
                     return PROBE_OK
                 event = recv_monitor_message(monitor)["event"]

@@ -8,36 +8,34 @@ when it was made from another thread (the loop completes either directly). Waiti
 - from plain threads: `ref.result(timeout)` blocks on it (no hop for thread-made refs);
 - on the runtime's own loop thread, `ref.result()` raises instead of deadlocking.
 
-Pickled, a ref exports its value: the owner keeps it in `Exports` for `EXPORT_TTL_S`
-after completion and answers `rt/fetch` requests; the unpickled copy fetches from the
-owner when awaited.
+Pickled, a ref exports its value: the owner keeps it in its `Exports` (`_exports.py`)
+and answers `rt/fetch` requests; the unpickled copy fetches from the owner when awaited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
 import weakref
 from collections.abc import Generator
 from typing import Any
 
 from ._context import current_or_init
+from ._futures import CallFuture, copy_state
 from ._inbox import LoopInbox
+from ._runtime import Runtime
 from .exceptions import GetTimeoutError
 
-__all__ = ["ObjectRef", "Exports", "EXPORT_TTL_S"]
+__all__ = ["ObjectRef"]
 
-EXPORT_TTL_S = 300.0
 _DEADLOCK = ("{0!r}.result() was called on the runtime's event loop thread, where it would "
              "deadlock; use `await ref` in async code (actor methods, handlers)")
-_export_ids = itertools.count(1)
 
 
 class ObjectRef:
     __slots__ = ("__weakref__", "_fut", "_label", "_rt")
 
-    def __init__(self, fut: Any, rt: Any, label: str = "") -> None:
+    def __init__(self, fut: CallFuture, rt: Runtime, label: str = "") -> None:
         self._fut = fut
         self._rt = rt
         self._label = label
@@ -130,7 +128,7 @@ class ObjectRef:
             raise GetTimeoutError(f"{self!r} was not ready within {timeout}s") from None
 
     def __reduce__(self):
-        owner, export_id = self._rt.extensions["exports"].export(self._fut)
+        owner, export_id = self._rt.exports.export(self._fut)
         return (_borrowed, (owner, export_id, self._label))
 
 
@@ -154,23 +152,10 @@ def _add_done(fut: asyncio.Future, cb: Any) -> None:
     fut.add_done_callback(cb)
 
 
-def copy_state(src: Any, dst: Any) -> None:
-    """Give `dst` the outcome of the finished future `src` (asyncio or concurrent, either way)."""
-    if dst.done():
-        return
-    if src.cancelled():
-        dst.cancel()
-    elif src.exception() is not None:
-        dst.set_exception(src.exception())
-    else:
-        dst.set_result(src.result())
-
-
 def _borrowed(owner: str, export_id: int, label: str) -> ObjectRef:
     rt = current_or_init()
-    exports: Exports = rt.extensions["exports"]
     if owner == rt.address:
-        fut = exports.local(export_id)
+        fut = rt.exports.local(export_id)
         if fut is not None:
             return ObjectRef(fut, rt, label)
     fut = rt.loop.create_future() if rt.in_loop_thread() else asyncio.Future(loop=rt.loop)
@@ -184,45 +169,3 @@ def _borrowed(owner: str, export_id: int, label: str) -> ObjectRef:
     else:
         rt.loop.call_soon_threadsafe(start)
     return ObjectRef(fut, rt, label)
-
-
-class Exports:
-    """Values of refs this process pickled, kept for borrowers to fetch."""
-
-    def __init__(self, rt: Any) -> None:
-        self._rt = rt
-        self._futs: dict[int, asyncio.Future] = {}
-        self._by_future: dict[int, int] = {}
-
-    def export(self, fut: Any) -> tuple[str, int]:
-        key = id(fut)
-        export_id = self._by_future.get(key)
-        if export_id is None:
-            export_id = next(_export_ids)
-            self._futs[export_id] = fut
-            self._by_future[key] = export_id
-            self._rt.loop.call_soon_threadsafe(_add_done, fut, lambda f: self._rt.loop.call_soon_threadsafe(
-                self._expire_later, export_id, key))
-        return self._rt.address, export_id
-
-    def _expire_later(self, export_id: int, key: int) -> None:
-        def drop() -> None:
-            self._futs.pop(export_id, None)
-            self._by_future.pop(key, None)
-
-        self._rt.loop.call_later(EXPORT_TTL_S, drop)
-
-    def local(self, export_id: int) -> Any:
-        return self._futs.get(export_id)
-
-    async def fetch(self, export_id: int) -> Any:
-        fut = self._futs.get(export_id)
-        if fut is None:
-            raise KeyError(
-                f"object {export_id} is no longer held by its owner {self._rt.address} "
-                f"(exported values are kept {EXPORT_TTL_S:.0f}s after they are ready)"
-            )
-        if not isinstance(fut, asyncio.Future):
-            fut = asyncio.wrap_future(fut)
-        return await asyncio.shield(fut)
-

@@ -11,6 +11,11 @@ Invariants:
   task, `ObjectRef.cancel()`) is cancelled at the callee too: a CANCEL message goes to
   it, and an async actor method running there gets `CancelledError`;
 - all of this runs on `self.loop`; other threads enter through `run_threadsafe`.
+
+What the process knows about itself and the cluster is in typed attributes: `head` (the
+head's client), `directory` (where actors answer), `exports` (refs lent out), and
+`job_id`, `namespace`, `actor_id`, `node_id` (set by the driver's or worker's start-up).
+Higher layers keep their per-process singletons with `attachment(cls, make)`.
 """
 
 from __future__ import annotations
@@ -22,22 +27,33 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
+from ._directory import ActorDirectory
 from ._errors import decode_error, encode_error
+from ._exports import Exports
+from ._futures import CallFuture
+from ._head_client import ENV_TIMEOUT, HeadClient, Timeout
 from ._security import CurveKeys
 from ._serialization import dumps, loads
 from ._transport import Transport
 from ._wire import Kind, Message
-from .exceptions import ActorDiedError, ActorsError, ClusterUnavailableError, RuntimeShutDownError
+from .exceptions import (
+    ActorDiedError,
+    ActorsError,
+    ActorUnavailableError,
+    ClusterUnavailableError,
+    RuntimeShutDownError,
+)
+from .messages import ActorId, JobId, NodeId
 
 __all__ = ["Runtime", "Target", "Inbound", "DEFAULT_MAX_MESSAGE_BYTES"]
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = int(os.environ.get("ZEROSERVE_MAX_MESSAGE_BYTES", str(1 << 30)))
-_EMPTY_ARGS = ((), None)
-_HEAD_TIMEOUT = object()
+_EMPTY_ARGS: tuple[tuple[Any, ...], dict[str, Any] | None] = ((), None)
+T = TypeVar("T")
 
 
 class Inbound:
@@ -54,7 +70,7 @@ class Inbound:
         self.buffers = msg.buffers
         self.oneway = msg.kind == Kind.ONEWAY
 
-    def args(self) -> tuple[tuple, dict | None]:
+    def args(self) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
         if not len(self.payload):
             return _EMPTY_ARGS
         return loads(self.payload, self.buffers)
@@ -111,11 +127,41 @@ class Runtime:
         )
         self.address = self.transport.address
         self._ids = itertools.count(1)
-        self._pending: dict[str, dict[int, asyncio.Future]] = {}
+        self._pending: dict[str, dict[int, CallFuture]] = {}
         self._targets: dict[bytes, Target] = {}
         self._closed = False
-        self._tasks: set[asyncio.Task] = set()
-        self.extensions: dict[str, Any] = {}  # per-process singletons of higher layers
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.head = HeadClient(self._call_head)
+        self.directory = ActorDirectory(self)
+        self.exports = Exports(self.loop, self.address)
+        self.job_id: JobId | None = None  # the driver's job, or the job that created this worker's actor
+        self.namespace: str | None = None
+        self.actor_id: ActorId | None = None  # in a worker: the actor it hosts
+        self.node_id: NodeId | None = None  # in a worker: its node
+        self._attachments: dict[type, Any] = {}
+        # Deprecated: serve's per-process singletons until it moves to `attachment`.
+        self.extensions: dict[str, Any] = {}
+
+    # -- attachments of higher layers ----------------------------------------------------
+    def attachment(self, cls: type[T], make: Callable[[], T] | None = None) -> T:
+        """This runtime's one instance of `cls` (a class of the layer that asks), made by
+        `make()` (default `cls()`) the first time. Key by a class you own."""
+        obj = self._attachments.get(cls)
+        if obj is None:
+            obj = make() if make is not None else cls()
+            if not isinstance(obj, cls):
+                raise TypeError(f"attachment({cls.__name__}) was made as {type(obj).__name__}")
+            self._attachments[cls] = obj
+        return obj
+
+    def attached(self, cls: type[T]) -> T | None:
+        """This runtime's instance of `cls` if there is one (None: nothing is made)."""
+        obj = self._attachments.get(cls)
+        return obj if obj is None or isinstance(obj, cls) else None
+
+    def detach(self, cls: type[T]) -> T | None:
+        """Forget this runtime's instance of `cls`, returning it (to close it) if there was one."""
+        return self._attachments.pop(cls, None)
 
     # -- targets -----------------------------------------------------------------------
     def register(self, name: str, target: Target) -> None:
@@ -141,14 +187,15 @@ class Runtime:
             call.fail(e)
 
     # -- calls out ---------------------------------------------------------------------
-    def call(self, address: str, route: bytes, args: tuple = (), kwargs: dict | None = None) -> asyncio.Future:
+    def call(self, address: str, route: bytes, args: tuple[Any, ...] = (),
+             kwargs: dict[str, Any] | None = None) -> asyncio.Future[Any]:
         """Send a request; return a future for its reply. Loop thread only."""
         payload, buffers = dumps((args, kwargs)) if (args or kwargs) else (b"", ())
         fut = self.loop.create_future()
         self.send_request(address, route, payload, buffers, fut)
         return fut
 
-    def send_request(self, address: str, route: bytes, payload: bytes, buffers: Any, fut: asyncio.Future) -> int:
+    def send_request(self, address: str, route: bytes, payload: bytes, buffers: Any, fut: CallFuture) -> int:
         if self._closed:
             fut.set_exception(RuntimeShutDownError("the runtime of this process is shut down"))
             return 0
@@ -184,7 +231,7 @@ class Runtime:
         except Exception as e:  # best effort: the callee may be gone
             log.debug("could not send a cancel to %s: %r", address, e)
 
-    def send_oneway(self, address: str, route: bytes, args: tuple = ()) -> None:
+    def send_oneway(self, address: str, route: bytes, args: tuple[Any, ...] = ()) -> None:
         payload, buffers = dumps((args, None))
         self.transport.send(address, Message(Kind.ONEWAY, 0, route, payload, buffers))
 
@@ -205,11 +252,17 @@ class Runtime:
             fut.set_exception(ActorsError(f"could not decode the reply from {address}: {e!r}"))
 
     def _on_undeliverable(self, address: str, messages: list[Message], exc: Exception) -> None:
+        """Requests the transport could not hand to ZeroMQ: they never left this process."""
         pending = self._pending.get(address, {})
+        to_actor = self.directory.is_actor_address(address)
         for msg in messages:
             fut = pending.pop(msg.req_id, None) if msg.kind == Kind.REQUEST else None
             if fut is not None and not fut.done():
-                fut.set_exception(ConnectionError(f"could not send to {address}: {exc}"))
+                if to_actor:
+                    fut.set_exception(ActorUnavailableError(
+                        f"could not send the call to the actor's process at {address} ({exc}); it was not sent"))
+                else:
+                    fut.set_exception(ConnectionError(f"could not send to {address}: {exc}"))
 
     def _on_lost(self, address: str) -> None:
         """The connection to `address` dropped: fail what was in flight to it."""
@@ -217,9 +270,8 @@ class Runtime:
             self.fail_peer(address, lambda: ClusterUnavailableError(f"lost the connection to the head at {address}"),
                            close=False)
             return
-        directory = self.extensions.get("directory")
-        if directory is not None and directory.is_actor_address(address):
-            directory.peer_lost(address)
+        if self.directory.is_actor_address(address):
+            self.directory.peer_lost(address)
             make: Callable[[], BaseException] = lambda: ActorDiedError(  # noqa: E731
                 f"lost the connection to the actor's process at {address}: it died or is unreachable")
         else:
@@ -251,25 +303,21 @@ class Runtime:
                 f"the {service} at {address} did not answer {method} within {timeout}s"
             ) from None
 
-    async def call_head(self, method: str, *args: Any, timeout: float | object | None = _HEAD_TIMEOUT) -> Any:
-        """Call the head; without `timeout`, fail after `$ZEROSERVE_HEAD_TIMEOUT_S` (10 s)."""
+    async def _call_head(self, method: str, args: tuple[Any, ...], timeout: float | None) -> Any:
+        """The transport of `self.head` (a `HeadClient`): one call to the head service."""
         if not self.head_address:
             raise ClusterUnavailableError("this process does not know the head's address")
-        if timeout is _HEAD_TIMEOUT:
-            timeout = float(os.environ.get("ZEROSERVE_HEAD_TIMEOUT_S", "10"))
         return await self.call_service(self.head_address, "head", method, *args, timeout=timeout)
 
-    async def call_head_retrying(self, method: str, *args: Any, attempts: int = 60) -> Any:
-        """Call the head until it answers (it may be restarting), up to `attempts` tries."""
-        for attempt in range(attempts):
-            try:
-                return await self.call_head(method, *args, timeout=5.0)
-            except ClusterUnavailableError:
-                if attempt == attempts - 1:
-                    raise
-                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+    async def call_head(self, method: str, *args: Any, timeout: Timeout = ENV_TIMEOUT) -> Any:
+        """Deprecated (serve's call sites until they move to `self.head`): a head RPC by name."""
+        return await self.head.call(method, args, timeout)
 
-    def background(self, coro: Any) -> asyncio.Task:
+    async def call_head_retrying(self, method: str, *args: Any, attempts: int = 60) -> Any:
+        """Deprecated (as `call_head`): `self.head.retrying(attempts)`, by name."""
+        return await self.head.retrying(attempts).call(method, args)
+
+    def background(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run a coroutine as a task this runtime keeps alive until it ends."""
         task = self.loop.create_task(coro)
         self._tasks.add(task)
@@ -280,14 +328,14 @@ class Runtime:
     def in_loop_thread(self) -> bool:
         return threading.get_ident() == self.thread_id
 
-    def run_threadsafe(self, fn: Callable[[], Awaitable[Any]], timeout: float | None = None) -> Any:
+    def run_threadsafe(self, fn: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None) -> T:
         """Run a coroutine function on the loop from another thread and wait for it."""
         if self.in_loop_thread():
             raise RuntimeError(
                 "a blocking runtime call was made on the runtime's own event loop thread; "
                 "inside async code use `await` instead of a blocking call"
             )
-        cf: concurrent.futures.Future = asyncio.run_coroutine_threadsafe(fn(), self.loop)
+        cf: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(fn(), self.loop)
         return cf.result(timeout)
 
     # -- lifecycle ---------------------------------------------------------------------

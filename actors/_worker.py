@@ -50,10 +50,10 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     spec = assignment.spec
     rt.head_address = assignment.head_address
-    rt.extensions["job_id"] = spec.job_id
-    rt.extensions["namespace"] = spec.options.namespace
-    rt.extensions["actor_id"] = spec.actor_id
-    rt.extensions["node_id"] = assignment.node_id
+    rt.job_id = spec.job_id
+    rt.namespace = spec.options.namespace
+    rt.actor_id = spec.actor_id
+    rt.node_id = assignment.node_id
     for entry in spec.sys_path:
         if entry not in sys.path:
             sys.path.append(entry)
@@ -63,15 +63,14 @@ async def _serve(args: argparse.Namespace) -> int:
     except BaseException as e:
         text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         print(text, file=sys.stderr, flush=True)
-        await rt.call_head_retrying("actor_failed", spec.actor_id, assignment.incarnation,
-                           f"the constructor of {spec.class_name} raised:\n{text}")
+        await rt.head.retrying().actor_failed(spec.actor_id, assignment.incarnation,
+                                              f"the constructor of {spec.class_name} raised:\n{text}")
         rt.close()
         return 1
     host = ActorHost(instance, spec.options.max_concurrency, spec.async_methods)
     rt.register("a", host)
-    rt.extensions["host"] = host
-    await rt.call_head_retrying("actor_started", spec.actor_id, assignment.incarnation, rt.address, os.getpid(),
-                                assignment.node_id)
+    await rt.head.retrying().actor_started(spec.actor_id, assignment.incarnation, rt.address, os.getpid(),
+                                           assignment.node_id)
     await stop.wait()
     host.close()
     rt.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ActorsError",
     "ActorDiedError",
+    "ActorUnavailableError",
     "ActorUnschedulableError",
     "GetTimeoutError",
     "MessageTooLargeError",
@@ -16,6 +17,7 @@ __all__ = [
     "RemoteError",
     "ClusterUnavailableError",
     "RuntimeShutDownError",
+    "LongPollClosedError",
 ]
 
 
@@ -29,6 +31,24 @@ class ActorDiedError(ActorsError):
     Pending calls fail with it as soon as the death is known (the agent reports the
     worker's exit at once); later calls fail at once. An actor that is restarting
     (`max_restarts`) does not raise it for calls made after the restart began.
+
+    Raised as this class itself, the call had been sent to the actor and was in flight
+    when it died (or the connection to it dropped): it may have run, in part or whole.
+    A call that never reached the actor raises the subclass `ActorUnavailableError`.
+    """
+
+
+class ActorUnavailableError(ActorDiedError):
+    """The call never reached the actor: it did not run, so retrying elsewhere is safe.
+
+    Raised (instead of plain `ActorDiedError`) when
+    - the call is made to an actor already known DEAD;
+    - the call was queued (the actor was pending, restarting, or not yet known in this
+      process) and the actor then turned out DEAD or unknown to the cluster;
+    - the call was queued when this process's runtime shut down;
+    - the call's message could not be handed to the transport of an actor's process
+      (dropped before it left this process).
+    A call in flight when the actor died raises plain `ActorDiedError`.
     """
 
 
@@ -62,6 +82,11 @@ class RuntimeShutDownError(ActorsError):
     """Raised by a call made in (or still pending in) a process whose runtime is shutting
     down or shut down (`actors.shutdown()`, or the process's node going away). The call's
     target may be fine: the caller is the one going away."""
+
+
+class LongPollClosedError(ActorsError):
+    """Raised by `LongPollClient.first()` (and `start()`) once the client is closed: no
+    update will come."""
 
 
 class RemoteError(ActorsError):

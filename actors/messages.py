@@ -1,7 +1,7 @@
 """Value types and control-plane messages shared by the runtime and the cluster processes.
 
-The runtime (drivers, workers) talks to the head and the agents with these; `cluster`
-implements the servers. Every message is a frozen, slotted dataclass; ids are value
+The runtime (drivers, workers, and the agents through `HeadClient`) talks to the head and
+the agents with these; `cluster` implements the servers. Every message is a frozen, slotted dataclass; ids are value
 types with a readable `str`.
 """
 
@@ -22,6 +22,8 @@ __all__ = [
     "NodeInfo",
     "Assignment",
     "WatchReply",
+    "NodeRegistration",
+    "WorkerExit",
 ]
 
 
@@ -159,3 +161,26 @@ class WatchReply:
     version: int
     actors: tuple[ActorInfo, ...]
     head_epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRegistration:
+    """Sent by an agent when it starts (and again after the head restarts)."""
+
+    node_id: NodeId
+    ip: str
+    agent_address: str
+    resources: dict[str, float] = field(default_factory=dict)
+    is_head: bool = False
+    hostname: str = ""
+    running: tuple[tuple[ActorId, int], ...] = ()  # actors (and incarnations) already hosted
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExit:
+    """Sent by an agent the moment one of its worker processes exits."""
+
+    actor_id: ActorId
+    incarnation: int
+    exit_code: int | None
+    reason: str

@@ -5,26 +5,35 @@ host services and start processes through these names, so no other package reach
 `actors`' private modules.
 """
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from ._api import current_runtime, local_cluster, runtime_or_init
+from ._directory import ActorDirectory
 from ._endpoints import install as install_endpoints
-from ._host import ServiceTarget
+from ._futures import CallFuture, copy_state
+from ._head_client import ENV_TIMEOUT, HeadClient, Timeout
+from ._host import ServiceTarget, rpc, rpc_methods
 from ._inbox import LoopInbox
-from ._probe import PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, probe
+from ._longpoll import MISSING_VERSION, UNKNOWN_VERSION, Backoff, LongPollClient, LongPollHost, Update
+from ._probe import PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, ProbeResult, probe
 from ._process import Child, signal_ready, spawn, watch_parent
-from ._refs import copy_state
 from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
 from ._security import CurveKeys, new_token
 from ._serialization import dumps, loads
 from ._session import Session, base_dir, find_local_head, node_files, read_token, write_token
 from ._zygote import ForkServer
 
+T = TypeVar("T")
 
-def run_client(head_address: str, token: str, fn, *, node_ip: str = "127.0.0.1"):
+
+def run_client(head_address: str, token: str, fn: Callable[[Runtime], Awaitable[T]], *,
+               node_ip: str = "127.0.0.1") -> T:
     """Run `await fn(runtime)` on a short-lived runtime (for command-line tools that
     talk to the head without registering as a driver)."""
     import uvloop
 
-    async def main():
+    async def main() -> T:
         rt = Runtime(token=token, node_ip=node_ip, head_address=head_address, role="client")
         try:
             return await fn(rt)
@@ -33,7 +42,22 @@ def run_client(head_address: str, token: str, fn, *, node_ip: str = "127.0.0.1")
 
     return uvloop.run(main())
 
+
 __all__ = [
+    "ActorDirectory",
+    "Backoff",
+    "CallFuture",
+    "ENV_TIMEOUT",
+    "HeadClient",
+    "LongPollClient",
+    "LongPollHost",
+    "MISSING_VERSION",
+    "ProbeResult",
+    "Timeout",
+    "UNKNOWN_VERSION",
+    "Update",
+    "rpc",
+    "rpc_methods",
     "PROBE_OK",
     "PROBE_REFUSED",
     "PROBE_UNREACHABLE",

@@ -4,13 +4,15 @@
        |                   |                                       |
        +--failed/killed----+--worker exit, none left / killed------+--> DEAD (final)
 
-Every change bumps a global version; `changed_since(v)` is what the long poll returns.
+Every change gives the record a new table version (from `next_version`, by default a
+counter from 0); `changed_since(v)` is what the long poll returns.
 Events for an older incarnation than the record's are ignored (a late exit report of a
 replaced worker must not kill its successor). Pure logic: no I/O, unit-tested directly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from actors.messages import ActorId, ActorInfo, ActorSpec, ActorState, JobId, NodeId
@@ -53,13 +55,15 @@ class ActorRecord:
 
 
 class ActorTable:
-    def __init__(self) -> None:
+    def __init__(self, next_version: Callable[[], int] | None = None) -> None:
+        """`next_version()` gives each change its version (increasing); default a counter."""
         self.records: dict[ActorId, ActorRecord] = {}
         self.names: dict[tuple[str, str], ActorId] = {}
-        self.version = 0
+        self._next_version = next_version
+        self.version = next_version() if next_version is not None else 0
 
     def _touch(self, rec: ActorRecord) -> None:
-        self.version += 1
+        self.version = self._next_version() if self._next_version is not None else self.version + 1
         rec.version = self.version
 
     # -- queries -----------------------------------------------------------------------

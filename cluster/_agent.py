@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.messages import ActorId, ActorSpec, Assignment, NodeId
-from actors.system import ForkServer, Runtime
+from actors.system import ForkServer, Runtime, rpc
 
 from .messages import NodeRegistration, WorkerExit
 
@@ -77,7 +77,7 @@ class Agent:
                                 self.is_head, socket.gethostname(), running)
 
     async def register(self, timeout: float = 15.0) -> dict[str, Any]:
-        reply = await self.rt.call_head("register_node", self.registration(), timeout=timeout)
+        reply = await self.rt.head.register_node(self.registration(), timeout=timeout)
         for actor_id, incarnation in reply.get("stale", ()):
             log.warning("killing the worker of %s: the head moved it off this node", actor_id)
             self.kill_worker(actor_id, incarnation)
@@ -87,7 +87,7 @@ class Agent:
         while not self._closing:
             await asyncio.sleep(HEARTBEAT_S)
             try:
-                known = await self.rt.call_head("node_heartbeat", self.node_id, timeout=max(2.0, HEARTBEAT_S * 4))
+                known = await self.rt.head.node_heartbeat(self.node_id, timeout=max(2.0, HEARTBEAT_S * 4))
                 if not known:
                     log.warning("the head does not know this node (it restarted?): registering again")
                     await self.register()
@@ -102,6 +102,7 @@ class Agent:
             self._forks = ForkServer(self._on_exit, env=env, log_path=log)
         return self._forks
 
+    @rpc
     async def start_actor(self, spec: ActorSpec, incarnation: int, node_id: NodeId) -> int:
         """Start a worker process for this actor incarnation; returns its pid."""
         self._seq += 1
@@ -135,12 +136,14 @@ class Agent:
             loop.add_reader(fd, self._on_output, w, stream, fd)
         return w.pid
 
+    @rpc
     async def worker_ready(self, worker_id: str, address: str, pid: int) -> Assignment:
         w = self._workers.get(worker_id)
         if w is None or w.exited:
             raise KeyError(f"unknown worker {worker_id}")
         return Assignment(w.spec, w.incarnation, self.node_id, self.head_address)
 
+    @rpc
     def kill_worker(self, actor_id: ActorId, incarnation: int) -> bool:
         w = self._by_actor.get(actor_id)
         if w is None or w.exited or w.incarnation != incarnation:
@@ -154,6 +157,7 @@ class Agent:
         except ProcessLookupError:
             pass
 
+    @rpc
     def workers(self) -> list[dict[str, Any]]:
         return [{"actor_id": w.spec.actor_id.hex, "class_name": w.spec.class_name, "pid": w.pid,
                  "incarnation": w.incarnation} for w in self._workers.values() if not w.exited]
@@ -202,7 +206,7 @@ class Agent:
 
     async def _report_exit(self, exit: WorkerExit) -> None:
         try:
-            await self.rt.call_head_retrying("worker_exited", exit)
+            await self.rt.head.retrying().worker_exited(exit)
         except Exception as e:
             log.error("could not report %s to the head: %s", exit, e)
 

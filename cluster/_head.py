@@ -1,8 +1,12 @@
 """The head service: node table, jobs, actor table, placement, long poll, KV store.
 
 All network I/O goes through the `HeadIO` seam (start/kill workers on agents), so the
-whole service runs against a fake in unit tests. Methods are called by the runtime
-(`head/<method>`); they are async only where they wait.
+whole service runs against a fake in unit tests. Methods marked `@rpc` are called by the
+runtime (`head/<method>`, through `actors.system.HeadClient`, which mirrors them); they
+are async only where they wait.
+
+The actor table's versions come from a `LongPollHost` (one key, `ACTORS_KEY`), so `watch`
+waits on it, and a restarted head's versions are above any its watchers hold.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, Protocol
 
 from actors import ActorUnschedulableError
 from actors.messages import ActorId, ActorInfo, ActorSpec, ActorState, JobId, NodeId, NodeInfo, WatchReply
+from actors.system import LongPollHost, rpc
 
 from ._actor_table import ActorRecord, ActorTable
 from ._head_state import StateFile
@@ -23,13 +28,14 @@ from ._records import JobEntry, NodeEntry
 from ._scheduler import NodeLoad, pick_node
 from .messages import NodeRegistration, WorkerExit
 
-__all__ = ["Head", "HeadIO", "NODE_TIMEOUT_S"]
+__all__ = ["Head", "HeadIO", "NODE_TIMEOUT_S", "ACTORS_KEY"]
 
 log = logging.getLogger(__name__)
 NODE_TIMEOUT_S = 3.0
 JOB_TIMEOUT_S = 5.0
 TICK_S = 0.25
 STALL_S = 1.0  # a tick this late means the head itself was not running
+ACTORS_KEY = "actors"  # the key of the actor table's version in `Head.actor_versions`
 
 
 class HeadIO(Protocol):
@@ -44,7 +50,8 @@ class Head:
         self.state = state
         self.address = address
         self.epoch = secrets.token_hex(4)
-        self.actors = ActorTable()
+        self.actor_versions: LongPollHost[str, None] = LongPollHost()
+        self.actors = ActorTable(next_version=lambda: self.actor_versions.publish(ACTORS_KEY, None))
         self.node_table: dict[NodeId, NodeEntry] = {}
         self.jobs: dict[JobId, JobEntry] = {}
         self.kv: dict[str, bytes] = {}
@@ -70,10 +77,17 @@ class Head:
         if self.state is not None:
             self.state.save(self)
 
+    def restore_actor_version(self, saved: int) -> None:
+        """After a restore: versions given from now on are above `saved` (the snapshot's)."""
+        self.actor_versions.skip_to(saved)
+        self.actors.version = self.actor_versions.publish(ACTORS_KEY, None)
+
+    @rpc
     def info(self) -> dict[str, Any]:
         return {"address": self.address, "pid": os.getpid(), "epoch": self.epoch, "actors": len(self.actors.records)}
 
     # -- nodes -------------------------------------------------------------------------
+    @rpc
     def register_node(self, reg: NodeRegistration) -> dict[str, Any]:
         old = self.node_table.get(reg.node_id)
         used: dict[str, float] = {}
@@ -112,6 +126,7 @@ class Head:
         self.check_nodes(now)
         await self.check_jobs(now)
 
+    @rpc
     def node_heartbeat(self, node_id: NodeId) -> bool:
         """False tells the agent the head does not know it (restarted): register again."""
         node = self.node_table.get(node_id)
@@ -128,6 +143,7 @@ class Head:
             self._node_lost(node, f"node {node.reg.node_id} ({node.reg.ip}) stopped heartbeating")
         return [n.reg.node_id for n in lost]
 
+    @rpc
     def node_leaving(self, node_id: NodeId) -> None:
         node = self.node_table.get(node_id)
         if node is not None and node.alive:
@@ -140,16 +156,20 @@ class Head:
             self._exited(rec.actor_id, rec.incarnation, cause, release=False)
         self._notify()
 
+    @rpc
     def nodes(self) -> list[NodeInfo]:
         return [n.info() for n in self.node_table.values()]
 
+    @rpc
     def cluster_resources(self) -> dict[str, float]:
         return _sum(n.reg.resources for n in self.node_table.values() if n.alive)
 
+    @rpc
     def available_resources(self) -> dict[str, float]:
         return _sum(n.available for n in self.node_table.values() if n.alive)
 
     # -- jobs --------------------------------------------------------------------------
+    @rpc
     def register_job(self, address: str, namespace: str | None, pid: int) -> dict[str, str]:
         job_id = JobId.new()
         ns = namespace if namespace is not None else f"anonymous-{job_id.hex}"
@@ -157,6 +177,7 @@ class Head:
         self._notify()
         return {"job_id": job_id.hex, "namespace": ns}
 
+    @rpc
     def job_heartbeat(self, job_id: JobId) -> bool:
         job = self.jobs.get(job_id)
         if job is None:
@@ -173,6 +194,7 @@ class Head:
             await self.job_finished(job_id)
         return lost
 
+    @rpc
     async def job_finished(self, job_id: JobId) -> int:
         """The driver is done: kill the actors it owns that are not detached."""
         self.jobs.pop(job_id, None)
@@ -183,6 +205,7 @@ class Head:
         return len(owned)
 
     # -- actors ------------------------------------------------------------------------
+    @rpc
     async def create_actor(self, spec: ActorSpec) -> ActorInfo:
         opts = spec.options
         job = self.jobs.get(spec.job_id) if spec.job_id is not None else None
@@ -241,12 +264,14 @@ class Head:
             self._exited(rec.actor_id, incarnation, f"its worker could not be started on node "
                                                     f"{node.reg.node_id}: {e}")
 
+    @rpc
     def actor_started(self, actor_id: ActorId, incarnation: int, address: str, pid: int, node_id: NodeId) -> bool:
         ok = self.actors.started(actor_id, incarnation, address, pid, node_id)
         if ok:
             self._notify()
         return ok
 
+    @rpc
     def actor_failed(self, actor_id: ActorId, incarnation: int, cause: str) -> None:
         """The constructor raised: the actor is dead for good (no restart)."""
         rec = self.actors.get(actor_id)
@@ -255,6 +280,7 @@ class Head:
             self.actors.dead(rec, cause)
             self._schedule()
 
+    @rpc
     def worker_exited(self, exit: WorkerExit) -> None:
         self._exited(exit.actor_id, exit.incarnation, exit.reason)
 
@@ -275,6 +301,7 @@ class Head:
             for k, v in rec.spec.options.demand().items():
                 node.available[k] = node.available.get(k, 0.0) + v
 
+    @rpc
     async def kill_actor(self, actor_id: ActorId, no_restart: bool = True, cause: str = "killed by actors.kill") -> bool:
         rec = self.actors.get(actor_id)
         if rec is None or rec.state is ActorState.DEAD:
@@ -296,33 +323,33 @@ class Head:
             log.warning("kill of %s on node %s failed: %s", actor_id, node.reg.node_id, e)
         return True
 
+    @rpc
     def get_actor_info(self, actor_id: ActorId) -> ActorInfo | None:
         rec = self.actors.get(actor_id)
         return rec.info() if rec is not None else None
 
+    @rpc
     def get_named_actor(self, name: str, namespace: str | None) -> ActorInfo | None:
         rec = self.actors.named(name, namespace if namespace is not None else "default")
         return rec.info() if rec is not None else None
 
+    @rpc
     def list_actors(self) -> list[ActorInfo]:
         return [r.info() for r in self.actors.records.values()]
 
+    @rpc
     async def watch(self, version: int, epoch: str | None, hold_s: float) -> WatchReply:
         """Long poll: actors changed since `version` (all of them after a head restart)."""
         if epoch != self.epoch:
             version = 0
-        deadline = time.monotonic() + hold_s
-        while True:
+        changed = self.actors.changed_since(version)
+        if not changed:
+            await self.actor_versions.listen(ACTORS_KEY, version, hold_s)
             changed = self.actors.changed_since(version)
-            left = deadline - time.monotonic()
-            if changed or left <= 0:
-                return WatchReply(self.actors.version, tuple(changed), self.epoch)
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+        return WatchReply(self.actors.version, tuple(changed), self.epoch)
 
     # -- key-value store ---------------------------------------------------------------
+    @rpc
     def kv_put(self, key: str, value: bytes, overwrite: bool = True) -> bool:
         if not overwrite and key in self.kv:
             return False
@@ -330,15 +357,18 @@ class Head:
         self._save_now()  # durable before it is acknowledged
         return True
 
+    @rpc
     def kv_get(self, key: str) -> bytes | None:
         return self.kv.get(key)
 
+    @rpc
     def kv_delete(self, key: str) -> bool:
         found = self.kv.pop(key, None) is not None
         if found:
             self._save_now()
         return found
 
+    @rpc
     def kv_keys(self, prefix: str = "") -> list[str]:
         return sorted(k for k in self.kv if k.startswith(prefix))
 

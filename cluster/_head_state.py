@@ -61,7 +61,7 @@ class StateFile:
             rec = ActorRecord(**fields)
             head.actors.records[rec.actor_id] = rec
         head.actors.names.update(state["names"])
-        head.actors.version = state["version"]
+        head.restore_actor_version(state["version"])
         now = time.monotonic()
         for reg, available, alive in state["nodes"]:
             head.node_table[reg.node_id] = NodeEntry(reg, available, alive, now)

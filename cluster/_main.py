@@ -140,7 +140,7 @@ async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
     beats.cancel()
     agent.shutdown()
     try:
-        await rt.call_head("node_leaving", agent.node_id, timeout=1.0)
+        await rt.head.node_leaving(agent.node_id, timeout=1.0)
     except Exception:
         pass
     if supervisor is not None:

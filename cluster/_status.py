@@ -6,16 +6,16 @@ import json
 from collections import Counter
 from typing import Any
 
-from actors.system import run_client
+from actors.system import Runtime, run_client
 
 __all__ = ["fetch_status", "render_status"]
 
 
 def fetch_status(head_address: str, token: str) -> dict[str, Any]:
-    async def read(rt: Any) -> dict[str, Any]:
-        nodes = await rt.call_head("nodes", timeout=10)
-        actor_infos = await rt.call_head("list_actors", timeout=10)
-        serve_blob = await rt.call_head("kv_get", "serve/status.json", timeout=10)
+    async def read(rt: Runtime) -> dict[str, Any]:
+        nodes = await rt.head.nodes(timeout=10)
+        actor_infos = await rt.head.list_actors(timeout=10)
+        serve_blob = await rt.head.kv_get("serve/status.json", timeout=10)
         return {
             "head": head_address.removeprefix("tcp://"),
             "nodes": [{"node_id": n.node_id.hex, "ip": n.ip, "alive": n.alive, "is_head": n.is_head,

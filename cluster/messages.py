@@ -1,32 +1,12 @@
-"""Messages between agents and the head (the runtime's messages are in `actors.messages`)."""
+"""Messages between agents and the head.
+
+They are defined in `actors.messages`, beside the runtime's other control-plane messages,
+because the runtime's typed head client (`Runtime.head`) carries them; this module names
+them for the cluster's own code (and for head state files written before they moved).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from actors.messages import ActorId, NodeId
+from actors.messages import NodeRegistration, WorkerExit
 
 __all__ = ["NodeRegistration", "WorkerExit"]
-
-
-@dataclass(frozen=True, slots=True)
-class NodeRegistration:
-    """Sent by an agent when it starts (and again after the head restarts)."""
-
-    node_id: NodeId
-    ip: str
-    agent_address: str
-    resources: dict[str, float] = field(default_factory=dict)
-    is_head: bool = False
-    hostname: str = ""
-    running: tuple[tuple[ActorId, int], ...] = ()  # actors (and incarnations) already hosted
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerExit:
-    """Sent by an agent the moment one of its worker processes exits."""
-
-    actor_id: ActorId
-    incarnation: int
-    exit_code: int | None
-    reason: str

@@ -83,7 +83,7 @@ class ServeClient:
             if info is None or info.state is ActorState.DEAD:
                 raise ServeNotRunningError("Serve is not running on this cluster: call serve.start() or "
                                            "serve.run() first")
-            self.rt.extensions["directory"].update(info)
+            self.rt.directory.update(info)
             self._controller = ActorHandle(info.actor_id, info.class_name, info.methods, info.async_methods, info)
         return self._controller
 
