@@ -1,8 +1,13 @@
 # zeroserve: `make run` serves the example app on an embedded local cluster,
-# `make test` runs the whole test suite (`make test-unit` its unit tier), `make bench` the benchmarks.
+# `make test` runs the lint checks and the whole test suite (`make test-unit` its unit tier),
+# `make lint` the checks alone (ruff, and mypy on the packages it is clean on), `make bench`
+# the benchmarks.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+
+# Packages type-checked by `make lint` (serve joins when it is clean).
+TYPED := actors cluster proxy
 
 .PHONY: install run test test-unit lint bench clean
 
@@ -16,8 +21,7 @@ install: $(BIN)/python
 run: install
 	$(BIN)/python examples/serve_app.py
 
-test: install
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 test-unit: install  # logic only, no processes: seconds
@@ -25,6 +29,7 @@ test-unit: install  # logic only, no processes: seconds
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy $(TYPED)
 
 bench: install
 	$(BIN)/python benchmarks/actor_calls.py
@@ -35,4 +40,4 @@ bench: install
 	$(BIN)/python benchmarks/pipeline_http.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _context
+from ._driver import DriverRuntime
 from ._handles import ActorClass, ActorHandle
 from ._local import LocalCluster
 from ._refs import ObjectRef
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 _lock = threading.RLock()
-_driver: Any = None  # DriverRuntime
+_driver: DriverRuntime | None = None
 _local: LocalCluster | None = None
 
 
@@ -64,8 +65,6 @@ def init(address: str | None = None, *, namespace: str | None = None, token: str
     session file. Returns a dict describing the connection.
     """
     global _driver, _local
-    from ._driver import DriverRuntime
-
     with _lock:
         if is_initialized():
             if not ignore_reinit_error:
@@ -76,6 +75,7 @@ def init(address: str | None = None, *, namespace: str | None = None, token: str
         node_ip = "127.0.0.1"
         if address is None:
             _local = LocalCluster(num_cpus=num_cpus, resources=resources, token=token).start()
+            assert _local.head_address is not None  # start() returns once the head is up
             head_address = _local.head_address
             tok = read_token(_local.token_file)
         else:

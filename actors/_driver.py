@@ -39,7 +39,7 @@ class DriverRuntime:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.rt: Runtime | None = None
-        self._args = dict(token=token, node_ip=node_ip, head_address=head_address, role="driver")
+        self._token, self._node_ip, self._head_address = token, node_ip, head_address
         self._namespace = namespace
         self._echo = echo_logs
         self._thread = threading.Thread(target=self._run, name="actors-io", daemon=True)
@@ -65,7 +65,7 @@ class DriverRuntime:
             self._close_loop()
 
     async def _setup(self) -> None:
-        rt = Runtime(**self._args)
+        rt = Runtime(token=self._token, node_ip=self._node_ip, head_address=self._head_address, role="driver")
         self.rt = rt
         _endpoints.install(rt, echo_logs=self._echo)
         try:
@@ -73,7 +73,7 @@ class DriverRuntime:
         except ClusterUnavailableError as e:
             rt.close()
             raise ClusterUnavailableError(
-                f"could not reach the head at {self._args['head_address']} within {_CONNECT_TIMEOUT_S:.0f}s: "
+                f"could not reach the head at {self._head_address} within {_CONNECT_TIMEOUT_S:.0f}s: "
                 "is the cluster running (`zeroserve status`), and is the token right?"
             ) from e
         rt.job_id = job_id = JobId(job["job_id"])

@@ -40,7 +40,7 @@ def encode_error(exc: BaseException) -> tuple[bytes, list]:
         return dumps(("remote", cls.__name__, _plain_str(exc, cls), tb))
 
 
-def _plain_str(exc: BaseException, cls: type) -> str:
+def _plain_str(exc: BaseException, cls: type[BaseException]) -> str:
     try:
         return cls.__str__(exc)
     except Exception:
@@ -75,7 +75,7 @@ def _subclass_for(cls: type) -> type | None:
 
 
 def _remote_str(self: BaseException) -> str:
-    base = type(self).__mro__[1]
+    base: type[BaseException] = type(self).__mro__[1]
     try:
         text = base.__str__(self)
     except Exception:
@@ -99,8 +99,8 @@ def decode_error(payload: Any, buffers: Any = ()) -> BaseException:
             exc.add_note("Remote traceback:\n" + tb)
         return exc
     out = _rebuild(sub, args, state)
-    out._zs_remote_tb = tb
-    out._zs_original_type = cls
+    out._zs_remote_tb = tb  # type: ignore[attr-defined]
+    out._zs_original_type = cls  # type: ignore[attr-defined]
     return out
 
 
@@ -110,7 +110,7 @@ def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
         exc.args = args
     else:
         # Built-in initialisers set fields (OSError.filename, UnicodeError.reason...).
-        cls.__init__(exc, *args)
+        cls.__init__(exc, *args)  # type: ignore[misc]
     exc.__dict__.update(state)
     return exc
 

@@ -10,6 +10,7 @@ A child gets two inherited pipe ends:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -114,7 +115,7 @@ def spawn(args: list[str], *, log_path: str | None = None, env: dict[str, str] |
     return Child(proc, life_w, ready_r, log_path)
 
 
-def watch_parent(loop: Any, fd: int, on_parent_death: Callable[[], None]) -> None:
+def watch_parent(loop: asyncio.AbstractEventLoop, fd: int, on_parent_death: Callable[[], None]) -> None:
     """Call `on_parent_death` when the lifeline pipe closes (the parent is gone)."""
 
     def readable() -> None:

@@ -85,17 +85,19 @@ class ObjectRef:
             mine.add_done_callback(self._cancel_if_cancelled)  # the awaiter gave up: so does the call
             return mine.__await__()
         try:
-            loop = asyncio.get_running_loop()
+            running = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        if loop is self._rt.loop or fut.done():
+            running = None
+        if running is self._rt.loop or fut.done():
             return fut.__await__()
-        return self._await_foreign(loop).__await__()
+        if running is None:
+            raise RuntimeError(f"{self!r} was awaited outside a running event loop")
+        return self._await_foreign(running).__await__()
 
     async def _await_foreign(self, loop: asyncio.AbstractEventLoop) -> Any:
         mine = loop.create_future()
 
-        def transfer(src: asyncio.Future) -> None:
+        def transfer(src: CallFuture) -> None:
             loop.call_soon_threadsafe(copy_state, src, mine)
 
         self._rt.loop.call_soon_threadsafe(_add_done, self._fut, transfer)
@@ -148,7 +150,7 @@ def _copy_all(items: Any) -> None:
         copy_state(src, dst)
 
 
-def _add_done(fut: asyncio.Future, cb: Any) -> None:
+def _add_done(fut: CallFuture, cb: Any) -> None:
     fut.add_done_callback(cb)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import zmq
 
@@ -29,10 +30,12 @@ log = logging.getLogger(__name__)
 _DRAIN_BUDGET = 256
 # Plain ints and the Cython methods: pyzmq's Python-level sugar (enum conversions,
 # argument checks) cost more than the send itself for small frames.
-_EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
+_EVENTS, _POLLIN, _RCVMORE, _FD = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.FD)
 _NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
 _raw_send = zmq.backend.Socket.send
 _raw_recv = zmq.backend.Socket.recv
+# The options read here (EVENTS, FD) are ints; pyzmq's stubs say int | bytes for all.
+_get_int = cast("Callable[[zmq.Socket, int], int]", zmq.backend.Socket.get)
 _MAX_BATCH = 4096
 
 RequestHandler = Callable[[bytes, Message], None]
@@ -95,7 +98,7 @@ class Transport:
         self._dirty: list[_Outbox] = []  # outboxes with something queued
         self._flush_scheduled = False
         self._closed = False
-        loop.add_reader(self._router.getsockopt(zmq.FD), self._drain_router)
+        loop.add_reader(_get_int(self._router, _FD), self._drain_router)
         loop.call_soon(self._drain_router)  # see the monitor note in _dealer
         loop.call_soon(self._zap.drain)
 
@@ -120,20 +123,20 @@ class Transport:
             if self._on_lost is not None:
                 monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
                 self._monitors[address] = monitor
-                self._loop.add_reader(monitor.getsockopt(zmq.FD), self._drain_monitor, address, monitor)
+                self._loop.add_reader(_get_int(monitor, _FD), self._drain_monitor, address, monitor)
                 # Process the commands the monitor's set-up left in its mailbox; until
                 # then its fd may never signal again (ZeroMQ's fd is edge-like).
                 self._loop.call_soon(self._drain_monitor, address, monitor)
             sock.connect(address)
             self._dealers[address] = sock
-            self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain_dealer, address, sock)
+            self._loop.add_reader(_get_int(sock, _FD), self._drain_dealer, address, sock)
         return sock
 
     def _drain_monitor(self, address: str, monitor: zmq.Socket) -> None:
         """A peer's connection dropped: requests written to it are lost (ZeroMQ does not
         resend), so the peer is closed and its callers told at once."""
         lost = False
-        while not monitor.closed and monitor.get(_EVENTS) & _POLLIN:
+        while not monitor.closed and _get_int(monitor, _EVENTS) & _POLLIN:
             monitor.recv_multipart(zmq.NOBLOCK)
             lost = True
         if lost and self._monitors.get(address) is monitor:
@@ -146,10 +149,10 @@ class Transport:
         sock = self._dealers.pop(address, None)
         if sock is not None:
             self._outboxes.pop(address, None)
-            self._loop.remove_reader(sock.getsockopt(zmq.FD))
+            self._loop.remove_reader(_get_int(sock, _FD))
             monitor = self._monitors.pop(address, None)
             if monitor is not None:
-                self._loop.remove_reader(monitor.getsockopt(zmq.FD))
+                self._loop.remove_reader(_get_int(monitor, _FD))
                 sock.disable_monitor()
                 monitor.close(0)
             sock.close(0)
@@ -216,16 +219,16 @@ class Transport:
                     if box.address is not None and self._on_undeliverable is not None:
                         self._on_undeliverable(box.address, batch, e)
             # A send can consume the fd's edge for a message already waiting: look.
-            if box.address is not None and not box.sock.closed and box.sock.get(_EVENTS) & _POLLIN:
+            if box.address is not None and not box.sock.closed and _get_int(box.sock, _EVENTS) & _POLLIN:
                 self._loop.call_soon(self._drain_dealer, box.address, box.sock)
-        if router_sent and not self._router.closed and self._router.get(_EVENTS) & _POLLIN:
+        if router_sent and not self._router.closed and _get_int(self._router, _EVENTS) & _POLLIN:
             self._loop.call_soon(self._drain_router)
 
     # -- receiving ---------------------------------------------------------------------
     def _drain_router(self) -> None:
         sock = self._router
         for _ in range(_DRAIN_BUDGET):
-            if sock.closed or not sock.get(_EVENTS) & _POLLIN:
+            if sock.closed or not _get_int(sock, _EVENTS) & _POLLIN:
                 return
             identity = _raw_recv(sock, _NOBLOCK, True)
             messages = _recv_batch(sock, identity)
@@ -235,7 +238,7 @@ class Transport:
 
     def _drain_dealer(self, address: str, sock: zmq.Socket) -> None:
         for _ in range(_DRAIN_BUDGET):
-            if sock.closed or not sock.get(_EVENTS) & _POLLIN:
+            if sock.closed or not _get_int(sock, _EVENTS) & _POLLIN:
                 return
             messages = _recv_batch(sock, address)
             for msg in messages:
@@ -250,7 +253,7 @@ class Transport:
         self._closed = True
         for address in list(self._dealers):
             self.close_peer(address)
-        for sock_fd in (self._router.getsockopt(zmq.FD), self._zap.fd):
+        for sock_fd in (_get_int(self._router, _FD), self._zap.fd):
             self._loop.remove_reader(sock_fd)
         self._router.close(0)
         self._zap.close()

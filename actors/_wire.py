@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Kind", "Message", "WireError", "encode", "decode", "extra_frames", "INLINE_LIMIT"]
 
@@ -25,6 +26,9 @@ _ENTRY = struct.Struct("<BBQHIH")
 PAYLOAD_OWN_FRAME = 1
 INLINE_LIMIT = 16 * 1024
 MAX_BATCH = 0xFFFF
+# A frame: bytes, a memoryview, a zmq.Frame... anything with the buffer protocol (which
+# has no type before Python 3.12's collections.abc.Buffer).
+Frame = Any
 
 
 class Kind:
@@ -47,16 +51,16 @@ class Message:
     req_id: int
     route: bytes
     payload: bytes | memoryview
-    buffers: Sequence[object] = ()
+    buffers: Sequence[Frame] = ()
 
 
-def encode(messages: Sequence[Message]) -> list[object]:
+def encode(messages: Sequence[Message]) -> list[Frame]:
     """Pack messages into the frames of one multipart send."""
     if not 0 < len(messages) <= MAX_BATCH:
         raise WireError(f"a batch holds 1..{MAX_BATCH} messages, got {len(messages)}")
     header = [_COUNT.pack(len(messages))]
     inline: list[bytes | memoryview] = []
-    extra: list[object] = []
+    extra: list[Frame] = []
     for m in messages:
         flags = 0
         n = len(m.payload)
@@ -85,7 +89,7 @@ def extra_frames(header: bytes) -> int:
     return n
 
 
-def decode(frames: Sequence[object]) -> list[Message]:
+def decode(frames: Sequence[Frame]) -> list[Message]:
     """Unpack the frames of one multipart receive into messages.
 
     Frames may be bytes or objects with the buffer protocol (zmq.Frame); large

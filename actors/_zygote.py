@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import IO
 
 __all__ = ["ForkServer", "zygote_main"]
 
@@ -38,11 +39,11 @@ def zygote_main(fd: int) -> int:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     while True:
-        ready, _, _ = select.select([sock, wake_r], [], [])
+        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
         if wake_r in ready:
             os.read(wake_r, 4096)
             _reap(sock)
-        if sock in ready:
+        if sock.fileno() in ready:
             try:
                 data, fds, _, _ = socket.recv_fds(sock, _MAX_MSG, 3)
             except OSError:
@@ -108,7 +109,7 @@ class ForkServer:
                  log_path: str | None = None) -> None:
         self._on_exit = on_exit
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        out: IO[bytes] | int = open(log_path, "ab") if log_path else subprocess.DEVNULL
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "actors", "zygote", "--fd", str(theirs.fileno())],
@@ -117,7 +118,7 @@ class ForkServer:
             )
         finally:
             theirs.close()
-            if log_path:
+            if not isinstance(out, int):
                 out.close()
         self._sock = ours
         self._sock.setblocking(False)

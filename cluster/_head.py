@@ -120,8 +120,10 @@ class Head:
         self._last_tick = now
         if gap > STALL_S:
             log.warning("the head stalled for %.1fs; giving nodes and jobs a fresh deadline", gap)
-            for entry in (*self.node_table.values(), *self.jobs.values()):
-                entry.last_seen = now
+            for node in self.node_table.values():
+                node.last_seen = now
+            for job in self.jobs.values():
+                job.last_seen = now
             return
         self.check_nodes(now)
         await self.check_jobs(now)

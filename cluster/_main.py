@@ -99,7 +99,7 @@ async def _run_head(args: argparse.Namespace) -> int:
     signal_ready(args.ready_fd, {"address": rt.address, "pid": os.getpid()})
     await stop.wait()
     checker.cancel()
-    if saver is not None:
+    if saver is not None and state is not None:
         saver.cancel()
         state.save(head)
     rt.close()
@@ -143,8 +143,9 @@ async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
         await rt.head.node_leaving(agent.node_id, timeout=1.0)
     except Exception:
         pass
-    if supervisor is not None:
+    if watcher is not None:
         watcher.cancel()
+    if supervisor is not None:
         supervisor.stop()
     rt.close()
     return 0

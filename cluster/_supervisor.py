@@ -56,9 +56,9 @@ class HeadSupervisor:
         while not self._stopping:
             child = self._child
             assert child is not None
-            exited = loop.create_future()
+            exited: asyncio.Future[None] = loop.create_future()
             pidfd = os.pidfd_open(child.proc.pid)
-            loop.add_reader(pidfd, lambda f=exited: f.done() or f.set_result(None))
+            loop.add_reader(pidfd, _set_done, exited)
             try:
                 await exited
             finally:
@@ -86,3 +86,8 @@ class HeadSupervisor:
         self._stopping = True
         if self._child is not None:
             self._child.stop()
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -69,7 +69,9 @@ class ProxyServer:
         self.draining = False
         asgi = build_app(self.app, middlewares, root_path)  # the app behind root_path and middlewares
         config = uvicorn.Config(asgi, host=host, port=port, lifespan="off", log_level="warning",
-                                access_log=False, timeout_keep_alive=keep_alive_timeout_s,
+                                access_log=False,
+                                # seconds, as a float at run time too (the annotation says int)
+                                timeout_keep_alive=keep_alive_timeout_s,  # type: ignore[arg-type]
                                 http=protocol_with_header_deadline(header_timeout_s),
                                 interface="asgi3", proxy_headers=False)
         self._server = _Server(config)
@@ -104,7 +106,7 @@ class ProxyServer:
         then they are cancelled). /-/healthz answers 503 from the moment `draining` is set
         (before this, so load balancers stop sending here while it still serves)."""
         self.draining = True
-        self._server.config.timeout_graceful_shutdown = timeout_s
+        self._server.config.timeout_graceful_shutdown = timeout_s  # type: ignore[assignment]  # (as above)
         self._server.should_exit = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
@@ -118,7 +120,7 @@ class ProxyServer:
         except Exception as e:  # never a crashed proxy
             log.exception("proxy error")
             response = _text(500, f"internal proxy error: {e!r}")
-        if type(response) is not HTTPResponse:  # a streamed response
+        if not isinstance(response, HTTPResponse):  # a streamed response
             await write_stream(response, send, receive)
             return
         await send({"type": "http.response.start", "status": response.status, "headers": list(response.headers)})
