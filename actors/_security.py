@@ -83,8 +83,9 @@ class ZapHandler:
         return self._sock.getsockopt(zmq.FD)
 
     def drain(self) -> None:
-        """Answer every pending request; call when the socket's fd is readable."""
-        while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        """Answer every pending request; call when the socket's fd is readable. (A drain
+        scheduled before `close()` finds the socket closed: nothing is left to answer.)"""
+        while not self._sock.closed and self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             frames = self._sock.recv_multipart(zmq.NOBLOCK)
             self._sock.send_multipart(self._answer(frames))
 
