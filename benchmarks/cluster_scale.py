@@ -72,7 +72,7 @@ def main() -> int:
         from actors.system import current_runtime
 
         rt = current_runtime()
-        placed = Counter(infos[rt.run_threadsafe(lambda h=h: rt.call_head("get_actor_info", h.actor_id)).node_id.hex]
+        placed = Counter(infos[rt.run_threadsafe(lambda h=h: rt.head.get_actor_info(h.actor_id)).node_id.hex]
                          for h in handles)
         actors.shutdown()
     finally:

@@ -37,7 +37,7 @@ def nodes():
 
 def _head(method: str, *args):
     rt = current_runtime()
-    return rt.run_threadsafe(lambda: rt.call_head(method, *args))
+    return rt.run_threadsafe(lambda: rt.head.call(method, args))
 
 
 def _ip_of(handle: actors.ActorHandle) -> str:

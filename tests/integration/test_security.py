@@ -56,7 +56,7 @@ def _listening_sockets() -> dict[str, tuple[str, bytes]]:
     rt = current_runtime()
     t = Target.remote()
     actors.get(t.incr.remote())
-    info = rt.run_threadsafe(lambda: rt.call_head("get_actor_info", t.actor_id))
+    info = rt.run_threadsafe(lambda: rt.head.get_actor_info(t.actor_id))
     return {
         "head": (rt.head_address, b"head/nodes"),
         "agent": (actors.nodes()[0]["agent_address"], b"agent/workers"),
