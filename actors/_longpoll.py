@@ -12,7 +12,7 @@ must hold while nothing changes (as `listen` does): the client fetches again at 
 A client sees the latest state, not every intermediate one.
 
 Invariants:
-- versions come from one counter per host, starting above `base_version` (default: the
+- versions come from one counter per host, starting above `version_base` (default: the
   wall clock in µs), so every publish gets a version no earlier one had, and a restarted
   host starts above any version its clients hold: they see a new version at once;
 - a key that does not exist (never published, or removed) answers
@@ -65,10 +65,10 @@ class _Waiters:
 class LongPollHost(Generic[K, V]):
     """Versioned values by key, with listeners woken on change. Loop thread only."""
 
-    def __init__(self, base_version: int | None = None) -> None:
-        base = time.time_ns() // 1000 if base_version is None else base_version
+    def __init__(self, version_base: int | None = None) -> None:
+        base = time.time_ns() // 1000 if version_base is None else version_base
         if base < MISSING_VERSION:
-            raise ValueError(f"base_version must be >= {MISSING_VERSION}, got {base}")
+            raise ValueError(f"version_base must be >= {MISSING_VERSION}, got {base}")
         self._version = base
         self._values: dict[K, tuple[int, V]] = {}
         self._waiters: dict[K, _Waiters] = {}
@@ -163,12 +163,14 @@ class LongPollClient(Generic[V]):
     new version. Create, `start()` and `close()` on the loop that runs it."""
 
     def __init__(self, fetch: Callable[[int], Awaitable[Update[V]]], on_update: Callable[[Update[V]], None], *,
-                 name: str = "long poll", backoff: Backoff | None = None, spawn: Spawn | None = None,
-                 initial_version: int = UNKNOWN_VERSION) -> None:
+                 name: str = "long poll", backoff: Backoff | None = None, rng: random.Random | None = None,
+                 spawn: Spawn | None = None, initial_version: int = UNKNOWN_VERSION) -> None:
+        """`backoff`: the retry delays (default `Backoff(rng=rng)`); `spawn`: how to run the
+        background task (default: a task on the running loop; a runtime passes `background`)."""
         self._fetch = fetch
         self._on_update = on_update
         self.name = name
-        self._backoff = backoff if backoff is not None else Backoff()
+        self._backoff = backoff if backoff is not None else Backoff(rng=rng)
         self._spawn = spawn
         self._version = initial_version
         self._latest: Update[V] | None = None
@@ -190,13 +192,14 @@ class LongPollClient(Generic[V]):
     def closed(self) -> bool:
         return self._closed
 
-    def start(self) -> None:
-        """Start following (again, if the task ended). Idempotent."""
+    def start(self) -> LongPollClient[V]:
+        """Start following (again, if the task ended). Idempotent; returns the client."""
         if self._closed:
             raise LongPollClosedError(f"{self.name} is closed")
         if self._task is None or self._task.done():
             coro = self._run()
             self._task = self._spawn(coro) if self._spawn is not None else asyncio.get_running_loop().create_task(coro)
+        return self
 
     async def first(self) -> Update[V]:
         """The first update delivered (at once if there was one). Raises

@@ -27,7 +27,7 @@ def run(main: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def test_publish_gives_increasing_versions_from_the_base() -> None:
-    host: LongPollHost[str, int] = LongPollHost(base_version=100)
+    host: LongPollHost[str, int] = LongPollHost(version_base=100)
     assert host.publish("a", 1) == 101
     assert host.publish("b", 2) == 102
     assert host.publish("a", 3) == 103
@@ -48,7 +48,7 @@ def test_default_base_is_the_wall_clock_so_a_restarted_host_starts_above() -> No
 
 
 def test_skip_to_puts_later_versions_above() -> None:
-    host: LongPollHost[str, int] = LongPollHost(base_version=10)
+    host: LongPollHost[str, int] = LongPollHost(version_base=10)
     host.skip_to(500)
     assert host.publish("k", 1) == 501
     host.skip_to(3)  # never backwards
@@ -56,13 +56,13 @@ def test_skip_to_puts_later_versions_above() -> None:
 
 
 def test_negative_base_is_refused() -> None:
-    with pytest.raises(ValueError, match="base_version"):
-        LongPollHost(base_version=-5)
+    with pytest.raises(ValueError, match="version_base"):
+        LongPollHost(version_base=-5)
 
 
 def test_listen_answers_at_once_when_the_version_differs() -> None:
     async def main() -> None:
-        host: LongPollHost[str, str] = LongPollHost(base_version=0)
+        host: LongPollHost[str, str] = LongPollHost(version_base=0)
         v = host.publish("k", "x")
         start = time.monotonic()
         assert await host.listen("k", UNKNOWN_VERSION, hold_s=30) == Update(v, "x", True)
@@ -74,7 +74,7 @@ def test_listen_answers_at_once_when_the_version_differs() -> None:
 
 def test_listen_holds_then_answers_the_unchanged_state() -> None:
     async def main() -> None:
-        host: LongPollHost[str, str] = LongPollHost(base_version=0)
+        host: LongPollHost[str, str] = LongPollHost(version_base=0)
         v = host.publish("k", "x")
         start = time.monotonic()
         update = await host.listen("k", v, hold_s=0.05)
@@ -87,7 +87,7 @@ def test_listen_holds_then_answers_the_unchanged_state() -> None:
 
 def test_listen_with_no_hold_answers_at_once() -> None:
     async def main() -> None:
-        host: LongPollHost[str, str] = LongPollHost(base_version=0)
+        host: LongPollHost[str, str] = LongPollHost(version_base=0)
         v = host.publish("k", "x")
         assert await host.listen("k", v, hold_s=0) == Update(v, "x", True)
 
@@ -96,7 +96,7 @@ def test_listen_with_no_hold_answers_at_once() -> None:
 
 def test_publish_wakes_every_listener_of_the_key_only() -> None:
     async def main() -> None:
-        host: LongPollHost[str, str] = LongPollHost(base_version=0)
+        host: LongPollHost[str, str] = LongPollHost(version_base=0)
         v = host.publish("k", "x")
         other = host.publish("other", "o")
         waiters = [asyncio.ensure_future(host.listen("k", v, hold_s=30)) for _ in range(3)]
@@ -118,7 +118,7 @@ def test_publish_wakes_every_listener_of_the_key_only() -> None:
 
 def test_removed_and_unknown_keys_answer_exists_false() -> None:
     async def main() -> None:
-        host: LongPollHost[str, str] = LongPollHost(base_version=0)
+        host: LongPollHost[str, str] = LongPollHost(version_base=0)
         assert host.snapshot("never") == Update(MISSING_VERSION, None, False)
         assert await host.listen("never", UNKNOWN_VERSION, hold_s=30) == Update(MISSING_VERSION, None, False)
         v = host.publish("k", "x")
@@ -136,7 +136,7 @@ def test_removed_and_unknown_keys_answer_exists_false() -> None:
 
 def test_remove_and_republish_wake_listeners() -> None:
     async def main() -> None:
-        host: LongPollHost[str, str] = LongPollHost(base_version=0)
+        host: LongPollHost[str, str] = LongPollHost(version_base=0)
         v = host.publish("k", "x")
         gone = asyncio.ensure_future(host.listen("k", v, hold_s=30))
         await asyncio.sleep(0)
@@ -215,7 +215,7 @@ class Recorder:
 
 def test_client_follows_a_host_once_per_version() -> None:
     async def main() -> None:
-        host: LongPollHost[str, str] = LongPollHost(base_version=0)
+        host: LongPollHost[str, str] = LongPollHost(version_base=0)
         v1 = host.publish("k", "one")
         fetches: list[int] = []
 
@@ -245,7 +245,7 @@ def test_client_follows_a_host_once_per_version() -> None:
 
 def test_first_answers_exists_false_for_a_missing_key() -> None:
     async def main() -> None:
-        host: LongPollHost[str, str] = LongPollHost(base_version=0)
+        host: LongPollHost[str, str] = LongPollHost(version_base=0)
         client = LongPollClient(lambda known: host.listen("nope", known, 30), lambda u: None)
         client.start()
         assert await client.first() == Update(MISSING_VERSION, None, False)
@@ -364,7 +364,7 @@ def test_close_cancels_the_fetch_in_flight_and_stops_updates() -> None:
 
 def test_a_failing_on_update_does_not_stop_the_client() -> None:
     async def main() -> None:
-        host: LongPollHost[str, int] = LongPollHost(base_version=0)
+        host: LongPollHost[str, int] = LongPollHost(version_base=0)
         host.publish("k", 1)
         seen: list[int | None] = []
         second = asyncio.Event()
@@ -395,7 +395,7 @@ def test_client_runs_on_a_given_spawner() -> None:
             tasks.append(task)
             return task
 
-        host: LongPollHost[str, str] = LongPollHost(base_version=0)
+        host: LongPollHost[str, str] = LongPollHost(version_base=0)
         host.publish("k", "x")
         client = LongPollClient(lambda known: host.listen("k", known, 30), lambda u: None, spawn=spawn)
         client.start()
@@ -403,5 +403,38 @@ def test_client_runs_on_a_given_spawner() -> None:
         assert len(tasks) == 1
         await client.aclose()
         assert tasks[0].done()
+
+    run(main)
+
+
+def test_updates_travel_between_processes() -> None:
+    from actors.system import dumps, loads
+
+    for update in (Update(7, {"routes": ["/a"]}), Update(MISSING_VERSION, None, False)):
+        payload, buffers = dumps(update)
+        assert loads(payload, buffers) == update
+
+
+def test_start_returns_the_client_and_rng_drives_the_jitter() -> None:
+    async def main() -> None:
+        calls = 0
+        gate = asyncio.Event()
+
+        async def fetch(known: int) -> Update[str]:
+            nonlocal calls
+            calls += 1
+            if calls <= 2:
+                raise ConnectionError("not yet")
+            if calls > 3:
+                await gate.wait()
+            return Update(1, "x")
+
+        client = LongPollClient(fetch, lambda u: None, rng=_Extreme(high=False)).start()
+        assert isinstance(client, LongPollClient)
+        start = time.monotonic()
+        await client.first()
+        # two retries at the low end of the jitter: 0.025 s then 0.05 s
+        assert time.monotonic() - start >= 0.07
+        await client.aclose()
 
     run(main)
