@@ -153,30 +153,3 @@ def test_retrying_needs_at_least_one_attempt() -> None:
     with pytest.raises(ValueError, match="attempts"):
         HeadClient(InProcess(Head(NoAgents()))).retrying(0)
 
-
-def test_over_the_transport_only_rpcs_are_reachable() -> None:
-    """Two runtimes in one process (loopback sockets, no processes): `rt.head` reaches a
-    head service, which answers its `@rpc` methods and refuses the others."""
-    from actors.system import Runtime, ServiceTarget, new_token
-
-    async def main() -> None:
-        token = new_token()
-        server = Runtime(token=token, node_ip="127.0.0.1", head_address=None, role="head")
-        head = Head(NoAgents(), server.address)
-        server.register("head", ServiceTarget(head))
-        client = Runtime(token=token, node_ip="127.0.0.1", head_address=server.address, role="client")
-        try:
-            assert (await client.head.info(timeout=10))["address"] == server.address
-            assert await client.head.kv_put("k", b"v", timeout=10) is True
-            assert await client.head.kv_get("k", timeout=10) == b"v"
-            with pytest.raises(AttributeError, match="tick is not callable remotely"):
-                await client.call_service(server.address, "head", "tick", timeout=10)
-            with pytest.raises(AttributeError, match="nope does not exist"):
-                await client.call_service(server.address, "head", "nope", timeout=10)
-            with pytest.raises(AttributeError, match="_notify is not callable remotely"):
-                await client.call_service(server.address, "head", "_notify", timeout=10)
-        finally:
-            client.close()
-            server.close()
-
-    asyncio.run(main())
