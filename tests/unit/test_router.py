@@ -634,7 +634,7 @@ def test_a_dead_replica_is_dropped_and_the_call_retried_on_another(via: str) -> 
         task = env.call(1)
         await until(lambda: env.log, "first attempt")
         dead = env.log[0].replica
-        env.log[0].fail(actors.ActorDiedError(f"actor {dead} is dead"))
+        env.log[0].fail(actors.ActorUnavailableError(f"actor {dead} is dead"))
         await until(lambda: len(env.log) == 2, "the retry")
         assert env.log[1].replica != dead and env.log[1].args == (1,)
         assert [r.replica_id for r in env.router.replicas] != [] and dead not in {
@@ -687,7 +687,7 @@ def test_retries_of_dead_replicas_are_bounded(via: str) -> None:
             if task.done():
                 break
             (req,) = env.pending()
-            req.fail(actors.ActorDiedError(f"actor {req.replica} is dead"))
+            req.fail(actors.ActorUnavailableError(f"actor {req.replica} is dead"))
         await settle()
         assert task.done(), "the call kept retrying"
         with pytest.raises(actors.ActorDiedError, match="is dead"):
