@@ -8,9 +8,12 @@ becomes ALIVE.
 How a call fails tells whether it ran:
 - `ActorUnavailableError`: it never left this process (the actor was known DEAD when the
   call was made, or it was queued and the actor turned out DEAD or unknown, or this
-  runtime shut down while it was queued);
+  runtime shut down while it was queued, or the connection to the actor's address never
+  came up before it died);
 - plain `ActorDiedError`: it was sent, and the incarnation it was sent to died (the
-  runtime fails every call pending on that address at once); it may have run.
+  runtime fails every call pending on that address at once); it may have run. (Calls
+  "sent" on a connection that never completed its handshake were still queued in this
+  process: they fail with `ActorUnavailableError`.)
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class DirectoryRuntime(Protocol):
 
     def send_request(self, address: str, route: bytes, payload: bytes, buffers: Any, fut: CallFuture) -> int: ...
 
-    def fail_peer(self, address: str, make_exc: Callable[[], BaseException], close: bool = True) -> int: ...
+    def fail_peer(self, address: str, make_exc: Callable[[], BaseException], close: bool = True, *,
+                  make_unsent: Callable[[], BaseException] | None = None) -> int: ...
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 
@@ -112,7 +116,8 @@ class ActorDirectory:
             info.state is not ActorState.ALIVE or info.address != old.address
         ):
             text = _death_text(info, old)
-            self._rt.fail_peer(old.address, lambda: ActorDiedError(text))  # in flight: they may have run
+            # Sent: they may have run; unless the connection never came up (still queued here).
+            self._rt.fail_peer(old.address, lambda: ActorDiedError(text), make_unsent=lambda: ActorUnavailableError(text))
         if info.state is ActorState.ALIVE and info.address is not None:
             address = info.address
             for route, payload, buffers, fut in self._queued.pop(info.actor_id, ()):

@@ -278,8 +278,13 @@ class Runtime:
             make = lambda: ConnectionError(f"lost the connection to {address}")  # noqa: E731
         self.fail_peer(address, make, close=False)
 
-    def fail_peer(self, address: str, make_exc: Callable[[], BaseException], close: bool = True) -> int:
-        """Fail every call waiting on `address`; forget the peer. Returns how many failed."""
+    def fail_peer(self, address: str, make_exc: Callable[[], BaseException], close: bool = True, *,
+                  make_unsent: Callable[[], BaseException] | None = None) -> int:
+        """Fail every call waiting on `address`; forget the peer. Returns how many failed.
+        With `make_unsent`, that is their error if none of them can have reached the peer
+        (its connection never completed a handshake: they are all still queued here)."""
+        if make_unsent is not None and not self.transport.reached(address):
+            make_exc = make_unsent
         pending = self._pending.pop(address, {})
         for fut in pending.values():
             if not fut.done():

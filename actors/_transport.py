@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Callable
 from typing import cast
 
@@ -37,6 +38,9 @@ _raw_recv = zmq.backend.Socket.recv
 # The options read here (EVENTS, FD) are ints; pyzmq's stubs say int | bytes for all.
 _get_int = cast("Callable[[zmq.Socket, int], int]", zmq.backend.Socket.get)
 _MAX_BATCH = 4096
+_MONITORED = int(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_HANDSHAKE_DONE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_EVENT_ID = struct.Struct("=H")  # a monitor event's first frame starts with its u16 id
 
 RequestHandler = Callable[[bytes, Message], None]
 ReplyHandler = Callable[[str, Message], None]
@@ -81,6 +85,7 @@ class Transport:
         self._on_undeliverable = on_undeliverable
         self._on_lost = on_lost
         self._monitors: dict[str, zmq.Socket] = {}
+        self._reached: set[str] = set()  # peers whose current connection completed a handshake
         self.max_message_bytes = max_message_bytes
         self._ctx = zmq.Context()
         self._zap = ZapHandler(self._ctx, keys)
@@ -121,7 +126,7 @@ class Transport:
             sock.reconnect_ivl = 100
             sock.reconnect_ivl_max = 2000
             if self._on_lost is not None:
-                monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                monitor = sock.get_monitor_socket(_MONITORED)
                 self._monitors[address] = monitor
                 self._loop.add_reader(_get_int(monitor, _FD), self._drain_monitor, address, monitor)
                 # Process the commands the monitor's set-up left in its mailbox; until
@@ -133,19 +138,35 @@ class Transport:
         return sock
 
     def _drain_monitor(self, address: str, monitor: zmq.Socket) -> None:
-        """A peer's connection dropped: requests written to it are lost (ZeroMQ does not
-        resend), so the peer is closed and its callers told at once."""
+        """Read a peer connection's events. A handshake done means what is sent from now on
+        can reach the peer. A dropped connection loses what was written to it (ZeroMQ does
+        not resend), so the peer is closed and its callers told at once."""
         lost = False
         while not monitor.closed and _get_int(monitor, _EVENTS) & _POLLIN:
-            monitor.recv_multipart(zmq.NOBLOCK)
-            lost = True
+            event = _EVENT_ID.unpack_from(monitor.recv_multipart(zmq.NOBLOCK)[0])[0]
+            if event == _HANDSHAKE_DONE:
+                self._reached.add(address)
+            else:
+                lost = True
         if lost and self._monitors.get(address) is monitor:
             self.close_peer(address)
             assert self._on_lost is not None
             self._on_lost(address)
 
+    def reached(self, address: str) -> bool:
+        """Whether anything sent to `address` since its connection was (re)opened may have
+        been delivered: False only if that connection has never completed a handshake, so
+        every request sent on it is still queued here. (Its monitor is read first: ZeroMQ
+        queues the handshake event before it sends a byte over the connection.)"""
+        monitor = self._monitors.get(address)
+        if monitor is None:
+            return True  # not watched, or already closed: it may have
+        self._drain_monitor(address, monitor)
+        return address in self._reached or self._monitors.get(address) is not monitor
+
     def close_peer(self, address: str) -> None:
         """Forget a peer (it is known dead): close its socket, drop its queued sends."""
+        self._reached.discard(address)
         sock = self._dealers.pop(address, None)
         if sock is not None:
             self._outboxes.pop(address, None)

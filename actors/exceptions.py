@@ -47,7 +47,9 @@ class ActorUnavailableError(ActorDiedError):
       process) and the actor then turned out DEAD or unknown to the cluster;
     - the call was queued when this process's runtime shut down;
     - the call's message could not be handed to the transport of an actor's process
-      (dropped before it left this process).
+      (dropped before it left this process);
+    - the call was sent to an address whose connection never completed its handshake
+      (the process there was already gone) and the actor was then reported dead.
     A call in flight when the actor died raises plain `ActorDiedError`.
     """
 

@@ -90,3 +90,42 @@ def test_attachments_are_made_once_per_runtime_and_class() -> None:
             other_rt.close()
 
     asyncio.run(main())
+
+
+def test_the_transport_knows_whether_a_connection_ever_came_up() -> None:
+    """A call to an address where nothing listens stays queued here: failing its peer
+    then gives the `make_unsent` error. A call on a connection that came up gets the
+    other (it may have been delivered)."""
+    from actors import ActorDiedError, ActorUnavailableError
+
+    async def main() -> None:
+        token = new_token()
+        server = Runtime(token=token, node_ip="127.0.0.1", head_address=None, role="head")
+        head = Head(NoAgents(), server.address)
+        server.register("head", ServiceTarget(head))
+        client = Runtime(token=token, node_ip="127.0.0.1", head_address=server.address, role="client")
+        gone = Runtime(token=token, node_ip="127.0.0.1", head_address=None, role="client")
+        nowhere = gone.address
+        gone.close()  # its port is closed: connections to it never come up
+        try:
+            await client.head.info(timeout=10)
+            assert client.transport.reached(server.address)
+            fut = client.call(nowhere, b"rt/ping")
+            # Give the connection every chance to (wrongly) come up: a few reconnect rounds.
+            await asyncio.sleep(0.3)
+            assert not client.transport.reached(nowhere)
+            client.fail_peer(nowhere, lambda: ActorDiedError("in flight"),
+                             make_unsent=lambda: ActorUnavailableError("never sent"))
+            with pytest.raises(ActorUnavailableError, match="never sent"):
+                await fut
+            held = client.call(server.address, b"head/watch", (head.actors.version, head.epoch, 30.0))
+            await asyncio.sleep(0)
+            client.fail_peer(server.address, lambda: ActorDiedError("in flight"),
+                             make_unsent=lambda: ActorUnavailableError("never sent"))
+            with pytest.raises(ActorDiedError, match="in flight"):
+                await held
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(main())

@@ -30,6 +30,7 @@ class FakeRuntime:
         self.head_service = head if head is not None else Head(NoAgents())
         self.head = HeadClient(self._call_head)
         self.sent: dict[str, list[CallFuture]] = {}
+        self.reached: set[str] = set()  # addresses whose connection came up
         self.tasks: set[asyncio.Task[Any]] = set()
 
     async def _call_head(self, method: str, args: tuple[Any, ...], timeout: float | None) -> Any:
@@ -40,7 +41,10 @@ class FakeRuntime:
         self.sent.setdefault(address, []).append(fut)
         return 1
 
-    def fail_peer(self, address: str, make_exc: Callable[[], BaseException], close: bool = True) -> int:
+    def fail_peer(self, address: str, make_exc: Callable[[], BaseException], close: bool = True, *,
+                  make_unsent: Callable[[], BaseException] | None = None) -> int:
+        if make_unsent is not None and address not in self.reached:
+            make_exc = make_unsent
         futs = self.sent.pop(address, [])
         for fut in futs:
             if not fut.done():
@@ -133,12 +137,26 @@ def test_calls_in_flight_when_the_actor_dies_are_plain_actor_died() -> None:
         directory = ActorDirectory(rt)
         a = ActorId.new()
         directory.update(info(a, ActorState.ALIVE, 1, "tcp://w:1"))
+        rt.reached.add("tcp://w:1")
         sent = call(directory, a)
         assert rt.sent["tcp://w:1"] == [sent]
         directory.update(info(a, ActorState.DEAD, 2))
         exc = await outcome(sent)
         assert type(exc) is ActorDiedError
         assert not isinstance(exc, ActorUnavailableError)
+
+    asyncio.run(main())
+
+
+def test_calls_sent_on_a_connection_that_never_came_up_are_unavailable() -> None:
+    async def main() -> None:
+        rt = FakeRuntime()
+        directory = ActorDirectory(rt)
+        a = ActorId.new()
+        directory.update(info(a, ActorState.ALIVE, 1, "tcp://gone:1"))
+        sent = call(directory, a)  # handed to a connection that never completed its handshake
+        directory.update(info(a, ActorState.DEAD, 2))
+        assert type(await outcome(sent)) is ActorUnavailableError
 
     asyncio.run(main())
 
@@ -170,6 +188,7 @@ def test_the_directory_follows_the_head_through_its_long_poll() -> None:
         queued = call(directory, spec.actor_id)  # known to the head as PENDING: queued here
         await turns_until(lambda: directory.info(spec.actor_id) is not None, "the directory learns the actor")
         assert rt.sent == {}
+        rt.reached.add("tcp://worker:1")
         head.actor_started(spec.actor_id, 0, "tcp://worker:1", 4242, node)  # the watch wakes at once
         await turns_until(lambda: rt.sent, "the queued call is sent")
         assert rt.sent == {"tcp://worker:1": [queued]}
