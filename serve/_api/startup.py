@@ -50,7 +50,7 @@ def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> 
     head = next((n["node_id"] for n in actors.nodes() if n["is_head"] and n["alive"]), None)
     cls = actors.remote(name=CONTROLLER_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True, lifetime=lifetime,
                         max_concurrency=10_000, max_restarts=-1, node_id=head)(ServeController)
-    cls.remote(detached, dict(http))  # field -> value; the controller still takes a dict
+    cls.remote(detached, http)  # field -> value; the controller still takes a dict
     client.forget_controller()
     client.status()  # up and recovered
     if http.location != "NoServer":
@@ -191,11 +191,12 @@ def http_base_url() -> str | None:
 def base_url(http_options: dict[str, Any], proxies: dict[str, Any] | None) -> str | None:
     """The URL of a proxy, with http_options root_path: a running proxy's own (the head's
     for HeadOnly, else the first by IP), else the configured host and port; None for NoServer."""
-    if http_options.get("location") == "NoServer":
+    default = HTTPOptions()
+    if http_options.get("location", default.location) == "NoServer":
         return None
-    root_path = http_options.get("root_path", "")
+    root_path = http_options.get("root_path", default.root_path)
     urls = sorted((p["node_ip"], p["url"]) for p in (proxies or {}).values() if p.get("url"))
     if urls:
         return urls[0][1] + root_path
-    host = http_options.get("host", "127.0.0.1")
-    return f"http://{'127.0.0.1' if host == 'node' else host}:{http_options.get('port', 8000)}{root_path}"
+    host, port = http_options.get("host", default.host), http_options.get("port", default.port)
+    return f"http://{'127.0.0.1' if host == 'node' else host}:{port}{root_path}"

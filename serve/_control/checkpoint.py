@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._config import HTTPOptions
 from ..messages import DeploymentTarget, ReplicaId, ReplicaState
 from .deployment_state import DeploymentState
 
@@ -33,10 +34,10 @@ class Checkpoint:
     targets: tuple[DeploymentTarget, ...]
     deleting: frozenset[str]
     replicas: dict[str, tuple[ReplicaRecord, ...]]
-    http_options: Any
+    http_options: HTTPOptions
 
     @classmethod
-    def of(cls, deployments: Mapping[str, DeploymentState], http_options: Any) -> "Checkpoint":
+    def of(cls, deployments: Mapping[str, DeploymentState], http_options: HTTPOptions) -> "Checkpoint":
         return cls(
             targets=tuple(s.target for s in deployments.values()),
             deleting=frozenset(n for n, s in deployments.items() if s.deleting),

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._config import HTTPOptions
 from .._data.client import STATUS_KEY
 from .._data.http_proxy import ROUTES_KEY
 from .._data.router import replica_set_key
@@ -44,11 +45,12 @@ NODES_EVERY_S = 0.5  # how often the controller re-reads the node table (for the
 
 
 class ServeController:
-    def __init__(self, detached: bool = False, http_options: Any = None, *, io: ControllerIO | None = None,
+    def __init__(self, detached: bool = False, http_options: HTTPOptions | None = None, *,
+                 io: ControllerIO | None = None,
                  clock: Callable[[], float] = time.monotonic, run_loop: bool = True) -> None:
         self.io = io if io is not None else ActorControllerIO(detached)
         self.clock = clock
-        self.http_options = dict(http_options or {})
+        self.http_options = HTTPOptions.of(http_options)
         self.deployments: dict[str, DeploymentState] = {}
         self.proxies = ProxyState(self.http_options, self.io.proxies)
         self.polls = LongPollHost()
@@ -136,7 +138,7 @@ class ServeController:
         for app in apps.values():
             app["status"] = ApplicationStatus.of({d["status"] for d in app["deployments"].values()})
         # Middlewares as text: a driver asking for the status may not be able to import their classes.
-        http = {**self.http_options, "middlewares": [repr(m) for m in self.http_options.get("middlewares", ())]}
+        http = {**dict(self.http_options), "middlewares": [repr(m) for m in self.http_options.middlewares]}
         return {"applications": apps, "http_options": http, "proxies": self.proxies.status()}
 
     # -- checkpoint and summary ----------------------------------------------------------

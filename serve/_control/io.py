@@ -20,6 +20,7 @@ import actors
 from actors.messages import ActorInfo, ActorState
 from actors.system import Runtime, current_runtime
 
+from .._config import HTTPOptions
 from .._data.http_proxy import HTTPProxyActor
 from .._data.outcomes import ignore_outcome
 from .._data.replica import ReplicaActor
@@ -104,13 +105,13 @@ class _ReplicaActors(_Actors):
 
 
 class _ProxyActors(_Actors):
-    def start(self, node: NodeView, http_options: Any) -> actors.ActorHandle:
+    def start(self, node: NodeView, http_options: HTTPOptions) -> actors.ActorHandle:
         """A proxy pinned to its node; the controller restarts it (while its node lives)."""
         cls = actors.remote(
             name=proxy_actor_name(node.node_id, secrets.token_hex(3)), namespace=SERVE_NAMESPACE,
             lifetime=self.lifetime, node_id=node.node_id, max_concurrency=100_000, max_restarts=0,
         )(HTTPProxyActor)
-        return cls.remote(http_options.get("host", "127.0.0.1"), http_options.get("port", 8000), http_options)
+        return cls.remote(http_options)
 
 
 class ActorControllerIO:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from proxy import MiddlewareError
 
+from .._config import HTTPOptions
 from ..messages import ProxyStatus
 from .pending import Pending, describe, error_of
 
@@ -69,7 +70,7 @@ class NodeView:
 
 
 class ProxyIO(Protocol):
-    def start(self, node: NodeView, http_options: Any) -> Any: ...  # returns a proxy handle
+    def start(self, node: NodeView, http_options: HTTPOptions) -> Any: ...  # returns a proxy handle
 
     def call(self, handle: Any, method: str, *args: Any) -> Pending: ...
 
@@ -108,7 +109,7 @@ def wanted_nodes(location: str, nodes: list[NodeView]) -> dict[str, NodeView]:
 
 
 class ProxyState:
-    def __init__(self, http_options: Any, io: ProxyIO) -> None:
+    def __init__(self, http_options: HTTPOptions, io: ProxyIO) -> None:
         self.http_options = http_options  # the proxies' options (where: `location`)
         self.io = io
         self.proxies: dict[str, ProxyEntry] = {}
@@ -116,8 +117,7 @@ class ProxyState:
 
     @property
     def location(self) -> str:
-        options = self.http_options
-        return options.get("location", "HeadOnly") if isinstance(options, dict) else options.location
+        return self.http_options.location
 
     def adopt(self, node: NodeView, handle: Any, now: float) -> None:
         """A running proxy found after a controller restart: STARTING until it answers again."""

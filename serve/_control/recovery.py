@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
+from .._config import HTTPOptions
 from .checkpoint import Checkpoint
 from .deployment_state import DeploymentState
 from .io import ControllerIO
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Recovered:
     deployments: dict[str, DeploymentState]
-    http_options: Any  # None: no checkpoint (a fresh start keeps the options it was given)
+    http_options: HTTPOptions | None  # None: no checkpoint (a fresh start keeps the options it was given)
     adopted: int
 
 

@@ -18,6 +18,7 @@ from actors import RuntimeShutDownError
 from actors.system import current_runtime
 from proxy import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart, ProxyServer
 
+from .._config import HTTPOptions
 from .._longpoll_tmp import LongPollClient, Update
 from ..exceptions import BackPressureError
 from ..messages import HTTP_METHOD, RouteTable
@@ -78,23 +79,21 @@ class _ReplicaStream:
 
 
 class HTTPProxyActor:
-    def __init__(self, host: str, port: int, options: Any) -> None:
+    def __init__(self, options: HTTPOptions) -> None:
         rt = current_runtime()
         assert rt is not None, "the proxy runs in an actor"
-        if host == "node":
-            host = rt.node_ip
+        host = rt.node_ip if options.host == "node" else options.host
         self.client = ServeClient.of(rt)
         self._routes: LongPollClient | None = None
-        self._started = asyncio.get_running_loop().create_task(self._start(host, port, options))
+        self._started = asyncio.get_running_loop().create_task(self._start(host, options))
 
-    async def _start(self, host: str, port: int, options: Any) -> None:
+    async def _start(self, host: str, options: HTTPOptions) -> None:
         # Built here, not in the constructor: a failure (a middleware that cannot wrap the
         # app, a port in use) reaches the controller through `ready` as its own type.
-        self.server = ProxyServer(host, port, self._forward, classify=_status_of,
-                                  request_timeout_s=options.get("request_timeout_s"),
-                                  max_body_bytes=options.get("max_body_bytes", 100 * 1024 * 1024),
-                                  keep_alive_timeout_s=options.get("keep_alive_timeout_s", 5),
-                                  middlewares=options.get("middlewares", ()), root_path=options.get("root_path", ""))
+        self.server = ProxyServer(host, options.port, self._forward, classify=_status_of,
+                                  request_timeout_s=options.request_timeout_s, max_body_bytes=options.max_body_bytes,
+                                  keep_alive_timeout_s=options.keep_alive_timeout_s,
+                                  middlewares=options.middlewares, root_path=options.root_path)
         await self.server.start()
         self._routes = LongPollClient(self._fetch_routes, self._apply_routes, name="route table").start()
 

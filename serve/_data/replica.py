@@ -49,7 +49,7 @@ class ReplicaActor:
     behind them would time out and get a busy, healthy replica replaced."""
 
     def __init__(self, deployment: str, replica_tag: str, app_name: str, code: bytes, user_config: Any,
-                 is_function: bool, max_ongoing_requests: int = 100) -> None:
+                 is_function: bool, max_ongoing_requests: int) -> None:
         self._deployment = deployment
         self._tag = replica_tag
         fn_or_cls, init_args, init_kwargs = pickle.loads(code)

@@ -274,7 +274,7 @@ def test_a_restarted_controller_adopts_replicas_and_proxies_in_their_states() ->
         io.replicas.calls.clear()
 
         c2 = await controller_on(io, "HeadOnly")  # the checkpoint's options win over the new ones'
-        assert c2.http_options["location"] == "EveryNode"
+        assert c2.http_options.location == "EveryNode"
         state = c2.deployments["d"]
         known = before | {starting[0].key}
         adopted = {r.replica_id: r.state for r in state.replicas.values() if r.replica_id in known}

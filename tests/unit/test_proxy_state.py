@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from serve import HTTPOptions
 from serve._control.proxy_state import (
     HEALTH_PERIOD_S,
     HEALTH_TIMEOUT_S,
@@ -110,7 +111,7 @@ def _ready_all(io: FakeIO) -> None:
                                                     ("NoServer", [])])
 def test_location_decides_which_nodes_run_a_proxy(location: str, expected: list[str]) -> None:
     io = FakeIO()
-    state = ProxyState({"location": location}, io)
+    state = ProxyState(HTTPOptions(location=location), io)
     state.step(0.0, [HEAD, N2, N3])
     assert sorted(p.node.node_id for p in io.started) == expected
     assert all(e["state"] == STARTING for e in state.status().values())
@@ -124,7 +125,7 @@ def test_location_decides_which_nodes_run_a_proxy(location: str, expected: list[
 
 def test_everynode_follows_nodes_joining_and_leaving() -> None:
     io = FakeIO()
-    state = ProxyState({"location": "EveryNode"}, io)
+    state = ProxyState(HTTPOptions(location="EveryNode"), io)
     state.step(0.0, [HEAD, N2])
     _ready_all(io)
     state.step(0.1, [HEAD, N2])
@@ -138,7 +139,7 @@ def test_everynode_follows_nodes_joining_and_leaving() -> None:
 
 def test_headonly_waits_for_an_alive_head_node() -> None:
     io = FakeIO()
-    state = ProxyState({"location": "HeadOnly"}, io)
+    state = ProxyState(HTTPOptions(location="HeadOnly"), io)
     state.step(0.0, [_dead(HEAD), N2])
     assert io.started == [] and state.status() == {}
     state.step(1.0, [HEAD, N2])
@@ -147,7 +148,7 @@ def test_headonly_waits_for_an_alive_head_node() -> None:
 
 def test_a_failed_start_is_retried_with_backoff_once_the_old_proxy_is_gone() -> None:
     io = FakeIO()
-    state = ProxyState({"location": "HeadOnly"}, io)
+    state = ProxyState(HTTPOptions(location="HeadOnly"), io)
     state.step(0.0, [HEAD])
     io.started[0].last("ready").fail(OSError(errno.EADDRINUSE, "address already in use"))
     state.step(0.1, [HEAD])
@@ -175,7 +176,7 @@ def test_a_failed_start_is_retried_with_backoff_once_the_old_proxy_is_gone() -> 
 
 def test_a_dead_or_hung_proxy_is_replaced_at_once() -> None:
     io = FakeIO()
-    state = ProxyState({"location": "EveryNode"}, io)
+    state = ProxyState(HTTPOptions(location="EveryNode"), io)
     state.step(0.0, [HEAD, N2])
     _ready_all(io)
     state.step(0.1, [HEAD, N2])
@@ -198,7 +199,7 @@ def test_a_dead_or_hung_proxy_is_replaced_at_once() -> None:
 
 def test_a_proxy_that_died_with_its_node_is_not_restarted() -> None:
     io = FakeIO()
-    state = ProxyState({"location": "EveryNode"}, io)
+    state = ProxyState(HTTPOptions(location="EveryNode"), io)
     state.step(0.0, [HEAD, N2])
     _ready_all(io)
     state.step(0.1, [HEAD, N2])
@@ -213,7 +214,7 @@ def test_a_proxy_that_died_with_its_node_is_not_restarted() -> None:
 
 def test_adopted_proxies_are_checked_before_counting_as_healthy() -> None:
     io = FakeIO()
-    state = ProxyState({"location": "EveryNode"}, io)
+    state = ProxyState(HTTPOptions(location="EveryNode"), io)
     running = FakeProxy(N2)
     state.adopt(N2, running, 0.0)
     state.step(0.0, [HEAD, N2])
@@ -226,7 +227,7 @@ def test_adopted_proxies_are_checked_before_counting_as_healthy() -> None:
 
 def test_stop_all_kills_everything_and_starts_nothing_again() -> None:
     io = FakeIO()
-    state = ProxyState({"location": "EveryNode"}, io)
+    state = ProxyState(HTTPOptions(location="EveryNode"), io)
     state.step(0.0, [HEAD, N2, N3])
     pending = state.stop_all()
     assert len(pending) == 3 and all(p.killed for p in io.started)
