@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import actors
@@ -317,6 +317,7 @@ def render(st: dict[str, Any]) -> str:
     proxies = st.get("proxies") or {}
     base = base_url(http, proxies)
     lines = [f"Serve: HTTP at {base} ({http.get('location', 'HeadOnly')})" if base else "Serve: no HTTP proxy", ""]
+    rows: list[tuple[str, ...]]
     if proxies:
         rows = [("PROXY NODE", "IP", "STATE", "URL", "MESSAGE")]
         rows += [(p["node_id"], p["node_ip"], p["state"], p["url"] or "-", (p["message"] or "").split("\n", 1)[0][:60])
@@ -345,7 +346,7 @@ def render(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 

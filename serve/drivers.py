@@ -55,17 +55,18 @@ class DAGDriver:
             self._default = dags
         self._adapter = _load_adapter(http_adapter)
 
-    def _dag(self, route: str | None) -> DAGHandle | None:
-        if route is None:
-            if self._default is None:
-                raise ValueError(f"this DAGDriver serves several graphs ({sorted(self._routes)}): call "
-                                 "predict_with_route(route, ...)")
-            return self._default
+    def _default_dag(self) -> DAGHandle:
+        if self._default is None:
+            raise ValueError(f"this DAGDriver serves several graphs ({sorted(self._routes)}): call "
+                             "predict_with_route(route, ...)")
+        return self._default
+
+    def _dag(self, route: str) -> DAGHandle | None:
         return self._routes.get(route.rstrip("/") or "/", self._default)
 
     async def __call__(self, request: Any) -> Any:
         if not isinstance(request, Request):  # from a handle: `handle.remote(x)` as predict(x)
-            return await self._dag(None).remote(request)
+            return await self._default_dag().remote(request)
         dag = self._dag(request.scope.get("path") or "/")
         if dag is None:
             return JSONResponse({"error": f"no graph at {request.url.path}; routes: {sorted(self._routes)}"},
@@ -79,7 +80,7 @@ class DAGDriver:
         return await dag.remote(value)
 
     async def predict(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._dag(None).remote(*args, **kwargs)
+        return await self._default_dag().remote(*args, **kwargs)
 
     async def predict_with_route(self, route_path: str, *args: Any, **kwargs: Any) -> Any:
         dag = self._routes.get(route_path.rstrip("/") or "/") if self._routes else self._default
@@ -126,4 +127,4 @@ class _DriverDeployment(Deployment):
 
 
 # The module attribute is the deployment (replicas import the class through it).
-DAGDriver = _DriverDeployment(DAGDriver, {"route_prefix": "/"})
+DAGDriver = _DriverDeployment(DAGDriver, {"route_prefix": "/"})  # type: ignore[misc,assignment]

@@ -164,15 +164,18 @@ def _kill_serve_actors() -> int:
     table, and delete the controller's checkpoint; returns how many were killed."""
     rt = current_runtime()
     assert rt is not None
-    infos = rt.run_threadsafe(lambda: rt.call_head("list_actors"))
-    killed = 0
-    for info in infos:
-        if (info.namespace == SERVE_NAMESPACE and (info.name or "").startswith((PROXY_PREFIX, REPLICA_PREFIX))
-                and info.state is not ActorState.DEAD):
-            killed += bool(rt.run_threadsafe(lambda info=info: rt.call_head("kill_actor", info.actor_id, True)))
-    for key in (CHECKPOINT_KEY, STATUS_KEY):
-        rt.run_threadsafe(lambda key=key: rt.call_head("kv_delete", key))
-    return killed
+
+    async def kill_all() -> int:
+        killed = 0
+        for info in await rt.call_head("list_actors"):
+            if (info.namespace == SERVE_NAMESPACE and (info.name or "").startswith((PROXY_PREFIX, REPLICA_PREFIX))
+                    and info.state is not ActorState.DEAD):
+                killed += bool(await rt.call_head("kill_actor", info.actor_id, True))
+        for key in (CHECKPOINT_KEY, STATUS_KEY):
+            await rt.call_head("kv_delete", key)
+        return killed
+
+    return rt.run_threadsafe(kill_all)
 
 
 def _warn(text: str) -> None:

@@ -48,7 +48,7 @@ class ServeController:
     def __init__(self, detached: bool = False, http_options: HTTPOptions | None = None, *,
                  io: ControllerIO | None = None,
                  clock: Callable[[], float] = time.monotonic, run_loop: bool = True) -> None:
-        self.io = io if io is not None else ActorControllerIO(detached)
+        self.io: ControllerIO = io if io is not None else ActorControllerIO(detached)
         self.clock = clock
         self.http_options = HTTPOptions.of(http_options)
         self.deployments: dict[str, DeploymentState] = {}

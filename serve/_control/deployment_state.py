@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from actors import ActorDiedError
 
-from .._autoscaling import AutoscalingConfig, AutoscalingPolicy
+from .._autoscaling import AutoscalingPolicy
 from ..messages import DeploymentStatus, DeploymentTarget, ReplicaId, ReplicaState
 from .pending import Pending, describe, error_of
 
@@ -51,7 +51,7 @@ class ReplicaIO(Protocol):
 
     def call(self, handle: Any, method: str, *args: Any) -> Pending: ...
 
-    def kill(self, handle: Any) -> None: ...
+    def kill(self, handle: Any) -> Any: ...
 
 
 @dataclass
@@ -131,7 +131,7 @@ class DeploymentState:
         if cfg is None:
             self.autoscaler = None
             return
-        self.autoscaler = AutoscalingPolicy(AutoscalingConfig.from_dict(cfg), now)
+        self.autoscaler = AutoscalingPolicy(cfg, now)
         self._autoscaled = self.autoscaler.initial()
 
     def record_load(self, now: float, source: str, ongoing: float) -> None:

@@ -52,8 +52,11 @@ class RunningProxy:
 class ControllerIO(Protocol):
     """Everything the controller does outside itself."""
 
-    replicas: ReplicaIO  # starts, calls and kills replicas (the deployment state machines' seam)
-    proxies: ProxyIO  # the same for proxies
+    @property
+    def replicas(self) -> ReplicaIO: ...  # starts, calls and kills replicas (the deployment state machines' seam)
+
+    @property
+    def proxies(self) -> ProxyIO: ...  # the same for proxies
 
     async def nodes(self) -> list[NodeView]: ...
 

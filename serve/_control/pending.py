@@ -6,9 +6,10 @@ it got, and looks at it on a later step. `error_of` and `describe` read a finish
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any, Protocol
 
-__all__ = ["Pending", "describe", "error_of"]
+__all__ = ["Completion", "Pending", "describe", "error_of"]
 
 
 class Pending(Protocol):
@@ -17,6 +18,14 @@ class Pending(Protocol):
     def done(self) -> bool: ...
 
     def result(self, timeout: float | None = None) -> Any: ...
+
+
+class Completion(Protocol):
+    """Something that finishes (a kill, which a shutdown waits for): ask, or await it."""
+
+    def done(self) -> bool: ...
+
+    def __await__(self) -> Generator[Any, None, Any]: ...
 
 
 def error_of(pending: Pending) -> BaseException | None:

@@ -24,7 +24,7 @@ from proxy import MiddlewareError
 
 from .._config import HTTPOptions
 from ..messages import ProxyStatus
-from .pending import Pending, describe, error_of
+from .pending import Completion, Pending, describe, error_of
 
 __all__ = ["ProxyState", "ProxyIO", "ProxyEntry", "ProxyFailure", "NodeView", "STARTING", "HEALTHY", "UNHEALTHY",
            "failure_of"]
@@ -74,7 +74,7 @@ class ProxyIO(Protocol):
 
     def call(self, handle: Any, method: str, *args: Any) -> Pending: ...
 
-    def kill(self, handle: Any) -> Pending: ...  # done once the proxy is gone
+    def kill(self, handle: Any) -> Completion: ...  # done once the proxy is gone
 
 
 @dataclass
@@ -89,7 +89,7 @@ class ProxyEntry:
     failure: ProxyFailure | None = None
     failures: int = 0
     retry_at: float = 0.0
-    killing: Pending | None = None
+    killing: Completion | None = None
     health: Pending | None = None
     health_sent_at: float = 0.0
     next_health_at: float = 0.0
@@ -125,7 +125,7 @@ class ProxyState:
         entry.ready = self.io.call(handle, "ready")
         self.proxies[node.node_id] = entry
 
-    def stop_all(self) -> list[Pending]:
+    def stop_all(self) -> list[Completion]:
         """Stop every proxy and start none again (Serve shuts down)."""
         self.stopped = True
         pending = [self.io.kill(e.handle) for e in self.proxies.values() if e.handle is not None]
@@ -143,9 +143,9 @@ class ProxyState:
         before = {k: (e.state, e.url) for k, e in self.proxies.items()}
         wanted = wanted_nodes(self.location, nodes)
         for node_id in [k for k in self.proxies if k not in wanted]:
-            entry = self.proxies.pop(node_id)  # its node left (or is no longer wanted)
-            if entry.handle is not None:
-                self.io.kill(entry.handle)
+            gone = self.proxies.pop(node_id)  # its node left (or is no longer wanted)
+            if gone.handle is not None:
+                self.io.kill(gone.handle)
         for node_id, node in wanted.items():
             entry = self.proxies.get(node_id)
             if entry is None:

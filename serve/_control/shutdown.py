@@ -53,7 +53,7 @@ async def shut_down(controller: Stoppable, proxies: list[Any], timeout_s: float)
     await _all_answered([io.call(h, "drain", max(drain_s - 1.0, 0.0)) for h in proxies], drain_s)
     kills = controller.proxies.stop_all()
     if kills:
-        await asyncio.wait([asyncio.ensure_future(k) for k in kills], timeout=max(left(reserve / 2), 0.5))
+        await _all_answered(kills, max(left(reserve / 2), 0.5))
     await controller.io.drop_records(max(left(), 1.0))
     return done
 

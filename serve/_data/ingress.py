@@ -132,12 +132,15 @@ def _with_self_dependency(endpoint: Any, cls: type) -> Any:
     rest = [p.replace(kind=keyword if p.kind is not inspect.Parameter.VAR_KEYWORD else p.kind,
                       annotation=hints.get(p.name, p.annotation))
             for p in params[1:] if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    wrapper: Any
     if inspect.iscoroutinefunction(endpoint):
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        async def call_async(*args: Any, **kwargs: Any) -> Any:
             return await endpoint(*args, **kwargs)
+        wrapper = call_async
     else:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
             return endpoint(*args, **kwargs)
+        wrapper = call
     functools.update_wrapper(wrapper, endpoint)
     del wrapper.__wrapped__
     wrapper.__signature__ = sig.replace(parameters=[first, *rest],
@@ -147,12 +150,15 @@ def _with_self_dependency(endpoint: Any, cls: type) -> Any:
 
 def _bound_request_handler(endpoint: Any, instance: Any) -> Any:
     """A Starlette endpoint (takes the request) with `instance` as its `self`."""
+    handler: Any
     if inspect.iscoroutinefunction(endpoint):
-        async def handler(request: Any) -> Any:
+        async def handle_async(request: Any) -> Any:
             return await endpoint(instance, request)
+        handler = handle_async
     else:
-        def handler(request: Any) -> Any:
+        def handle(request: Any) -> Any:
             return endpoint(instance, request)
+        handler = handle
     functools.update_wrapper(handler, endpoint)
     del handler.__wrapped__
     handler.__dict__.pop(OWNER_ATTR, None)
