@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 # Packages type-checked by `make lint` (serve joins when it is clean).
-TYPED := actors cluster proxy
+TYPED := actors cluster proxy serve
 
 .PHONY: install run test test-unit lint bench clean
 

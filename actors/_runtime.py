@@ -34,7 +34,7 @@ from ._directory import ActorDirectory
 from ._errors import decode_error, encode_error
 from ._exports import Exports
 from ._futures import CallFuture
-from ._head_client import ENV_TIMEOUT, HeadClient, Timeout
+from ._head_client import HeadClient
 from ._security import CurveKeys
 from ._serialization import dumps, loads
 from ._transport import Transport
@@ -139,8 +139,6 @@ class Runtime:
         self.actor_id: ActorId | None = None  # in a worker: the actor it hosts
         self.node_id: NodeId | None = None  # in a worker: its node
         self._attachments: dict[type, Any] = {}
-        # Deprecated: serve's per-process singletons until it moves to `attachment`.
-        self.extensions: dict[str, Any] = {}
 
     # -- attachments of higher layers ----------------------------------------------------
     def attachment(self, cls: type[T], make: Callable[[], T] | None = None) -> T:
@@ -313,14 +311,6 @@ class Runtime:
         if not self.head_address:
             raise ClusterUnavailableError("this process does not know the head's address")
         return await self.call_service(self.head_address, "head", method, *args, timeout=timeout)
-
-    async def call_head(self, method: str, *args: Any, timeout: Timeout = ENV_TIMEOUT) -> Any:
-        """Deprecated (serve's call sites until they move to `self.head`): a head RPC by name."""
-        return await self.head.call(method, args, timeout)
-
-    async def call_head_retrying(self, method: str, *args: Any, attempts: int = 60) -> Any:
-        """Deprecated (as `call_head`): `self.head.retrying(attempts)`, by name."""
-        return await self.head.retrying(attempts).call(method, args)
 
     def background(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run a coroutine as a task this runtime keeps alive until it ends."""

@@ -361,7 +361,7 @@ def _model_of(tp: Any) -> type[Model] | None:
     whose `json_schema_input_type` is a model, as `actor_options`)."""
     for meta in _unwrap(tp)[1]:
         if isinstance(meta, PlainValidator) and _is_model(meta.json_schema_input_type):
-            return meta.json_schema_input_type  # type: ignore[no-any-return]
+            return meta.json_schema_input_type
     base = _strip(tp)
     return base if _is_model(base) else None
 

@@ -167,12 +167,12 @@ def _kill_serve_actors() -> int:
 
     async def kill_all() -> int:
         killed = 0
-        for info in await rt.call_head("list_actors"):
+        for info in await rt.head.list_actors():
             if (info.namespace == SERVE_NAMESPACE and (info.name or "").startswith((PROXY_PREFIX, REPLICA_PREFIX))
                     and info.state is not ActorState.DEAD):
-                killed += bool(await rt.call_head("kill_actor", info.actor_id, True))
+                killed += bool(await rt.head.kill_actor(info.actor_id, True))
         for key in (CHECKPOINT_KEY, STATUS_KEY):
-            await rt.call_head("kv_delete", key)
+            await rt.head.kv_delete(key)
         return killed
 
     return rt.run_threadsafe(kill_all)

@@ -23,11 +23,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from actors.system import LongPollHost, Update
+
 from .._config import HTTPOptions
 from .._data.client import STATUS_KEY
 from .._data.http_proxy import ROUTES_KEY
 from .._data.router import replica_set_key
-from .._longpoll_tmp import LongPollHost, Update
 from ..messages import ApplicationStatus, DeploymentTarget, RouteTable
 from .checkpoint import Checkpoint, membership
 from .deployment_state import DeploymentState
@@ -53,7 +54,7 @@ class ServeController:
         self.http_options = HTTPOptions.of(http_options)
         self.deployments: dict[str, DeploymentState] = {}
         self.proxies = ProxyState(self.http_options, self.io.proxies)
-        self.polls = LongPollHost()
+        self.polls: LongPollHost[str, Any] = LongPollHost()
         self._kick = asyncio.Event()
         self._membership: tuple = ()
         self._published: dict[str, Any] = {}  # long-poll key -> what was published there last

@@ -90,7 +90,7 @@ class _Actors:
 
     async def _kill(self, handle: actors.ActorHandle) -> None:
         try:
-            await self.rt.call_head("kill_actor", handle.actor_id, True)
+            await self.rt.head.kill_actor(handle.actor_id, True)
         except Exception as e:
             log.warning("could not kill %s: %s", handle, e)
 
@@ -128,29 +128,29 @@ class ActorControllerIO:
         self.proxies = _ProxyActors(runtime, detached)
 
     async def nodes(self) -> list[NodeView]:
-        infos = await self.rt.call_head("nodes")
+        infos = await self.rt.head.nodes()
         return [NodeView(n.node_id.hex, n.ip, n.alive, n.is_head) for n in infos]
 
     async def load_checkpoint(self) -> bytes | None:
-        return await self.rt.call_head("kv_get", CHECKPOINT_KEY)
+        return await self.rt.head.kv_get(CHECKPOINT_KEY)
 
     async def save_checkpoint(self, blob: bytes) -> None:
-        await self.rt.call_head("kv_put", CHECKPOINT_KEY, blob)
+        await self.rt.head.kv_put(CHECKPOINT_KEY, blob)
 
     async def publish_summary(self, blob: bytes) -> None:
-        await self.rt.call_head("kv_put", STATUS_KEY, blob)
+        await self.rt.head.kv_put(STATUS_KEY, blob)
 
     async def drop_records(self, timeout_s: float) -> None:
         for key in (CHECKPOINT_KEY, STATUS_KEY):
-            await self.rt.call_head("kv_delete", key, timeout=timeout_s)
+            await self.rt.head.kv_delete(key, timeout=timeout_s)
 
     async def find_replica(self, replica_id: ReplicaId) -> actors.ActorHandle | None:
-        info = await self.rt.call_head("get_named_actor", replica_actor_name(replica_id), SERVE_NAMESPACE)
+        info = await self.rt.head.get_named_actor(replica_actor_name(replica_id), SERVE_NAMESPACE)
         return None if info is None or info.state is ActorState.DEAD else _handle(info)
 
     async def running_proxies(self) -> list[RunningProxy]:
         found = []
-        for info in await self.rt.call_head("list_actors"):
+        for info in await self.rt.head.list_actors():
             node_id = proxy_node_of(info.name or "")
             if info.namespace == SERVE_NAMESPACE and node_id is not None and info.state is not ActorState.DEAD:
                 found.append(RunningProxy(node_id, _handle(info)))

@@ -25,9 +25,8 @@ from typing import Any
 import actors
 from actors import ActorHandle
 from actors.messages import ActorState
-from actors.system import LoopInbox, Runtime, runtime_or_init
+from actors.system import LoopInbox, Runtime, Update, runtime_or_init
 
-from .._longpoll_tmp import Update
 from .._names import CONTROLLER_NAME, SERVE_NAMESPACE
 from ..exceptions import DeploymentUnhealthyError, ServeNotRunningError
 from ..messages import DeploymentStatus, DeploymentTarget
@@ -62,12 +61,10 @@ class ServeClient:
 
     @classmethod
     def of(cls, rt: Runtime) -> "ServeClient":
-        client = rt.extensions.get("serve_client")
+        client = rt.attached(cls)
         if client is None:
-            with _lock:
-                client = rt.extensions.get("serve_client")
-                if client is None:
-                    client = rt.extensions["serve_client"] = cls(rt)
+            with _lock:  # handles are used from any thread
+                client = rt.attachment(cls, lambda: cls(rt))
         return client
 
     @classmethod
@@ -79,7 +76,7 @@ class ServeClient:
     async def controller(self) -> ActorHandle:
         """The controller's handle; ServeNotRunningError if Serve is not running."""
         if self._controller is None:
-            info = await self.rt.call_head("get_named_actor", CONTROLLER_NAME, SERVE_NAMESPACE)
+            info = await self.rt.head.get_named_actor(CONTROLLER_NAME, SERVE_NAMESPACE)
             if info is None or info.state is ActorState.DEAD:
                 raise ServeNotRunningError("Serve is not running on this cluster: call serve.start() or "
                                            "serve.run() first")
@@ -147,7 +144,7 @@ class ServeClient:
             hold = max(0.0, min(_HOLD_S, deadline - time.monotonic()))
             update: Update = self.call("listen", STATUS_KEY, version, hold, timeout=hold + _CALL_TIMEOUT_S)
             version = update.version
-            if until(update.value):
+            if update.value is not None and until(update.value):
                 return True
             if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                 return False
@@ -206,8 +203,8 @@ class ServeClient:
     # -- life --------------------------------------------------------------------------------
     def close(self) -> None:
         """Forget the controller and close the routers (Serve was shut down)."""
-        if self.rt.extensions.get("serve_client") is self:
-            del self.rt.extensions["serve_client"]
+        if self.rt.attached(ServeClient) is self:
+            self.rt.detach(ServeClient)
         routers, self._routers = list(self._routers.values()), {}
         for router in routers:
             self.rt.loop.call_soon_threadsafe(router.close)

@@ -15,11 +15,10 @@ import asyncio
 from typing import Any
 
 from actors import RuntimeShutDownError
-from actors.system import current_runtime
+from actors.system import LongPollClient, Update, current_runtime
 from proxy import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart, ProxyServer
 
 from .._config import HTTPOptions
-from .._longpoll_tmp import LongPollClient, Update
 from ..exceptions import BackPressureError
 from ..messages import HTTP_METHOD, RouteTable
 from .client import ServeClient
@@ -102,7 +101,7 @@ class HTTPProxyActor:
         return await controller.listen.remote(ROUTES_KEY, version, POLL_HOLD_S)
 
     def _apply_routes(self, update: Update) -> None:
-        table: RouteTable = update.value if update.exists else RouteTable({})
+        table = update.value if update.exists and update.value is not None else RouteTable({})
         self.server.set_routes(table.routes)
 
     async def ready(self) -> str:

@@ -23,9 +23,9 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from actors import ActorDiedError
+from actors import ActorDiedError, ActorUnavailableError
+from actors.system import LongPollClient, Update
 
-from .._longpoll_tmp import LongPollClient, Update, is_unavailable
 from ..exceptions import BackPressureError, ServeError
 from ..messages import ReplicaId, ReplicaInfo, ReplicaSet
 from .outcomes import ignore_outcome
@@ -83,7 +83,7 @@ class Router:
     def apply(self, update: Update) -> None:
         """Take a replica set from the controller (`exists=False`: no such deployment)."""
         self._missing = not update.exists
-        rs: ReplicaSet = update.value if update.exists else ReplicaSet(self.deployment, ())
+        rs = update.value if update.exists and update.value is not None else ReplicaSet(self.deployment, ())
         self._replicas = rs.replicas
         self._max_queued = rs.max_queued_requests
         self._report_every = rs.metrics_interval_s
@@ -187,7 +187,7 @@ class Router:
         error = None if reply.cancelled() else reply.exception()
         if isinstance(error, ActorDiedError):
             self._drop(replica)  # as call_holding: forget it now, whether or not the call ran
-            if is_unavailable(error):  # it never ran: try another replica
+            if isinstance(error, ActorUnavailableError):  # it never ran: try another replica
                 asyncio.get_running_loop().create_task(self.call(method, args, kwargs)).add_done_callback(deliver)
                 return
         deliver(reply)
@@ -216,7 +216,7 @@ class Router:
                 # The replica died: drop it locally; a call it never received is retried
                 # on another replica.
                 self._drop(replica)
-                if not is_unavailable(e) or attempt == _ATTEMPTS - 1:
+                if not isinstance(e, ActorUnavailableError) or attempt == _ATTEMPTS - 1:
                     raise
             finally:
                 if not held:

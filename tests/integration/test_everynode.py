@@ -72,9 +72,10 @@ class WhereAmI:
         return current_runtime().node_ip
 
 
-def _head(method: str, *args):
+def _head(call):
+    """`call(head_client)`, awaited on the runtime's loop: e.g. _head(lambda h: h.list_actors())."""
     rt = current_runtime()
-    return rt.run_threadsafe(lambda: rt.call_head(method, *args))
+    return rt.run_threadsafe(lambda: call(rt.head))
 
 
 def _healthy_proxies() -> dict[str, str]:
@@ -84,7 +85,7 @@ def _healthy_proxies() -> dict[str, str]:
 
 def _proxy_pid(ip: str) -> int | None:
     node_ids = {n["node_id"] for n in actors.nodes() if n["ip"] == ip and n["alive"]}
-    for info in _head("list_actors"):
+    for info in _head(lambda h: h.list_actors()):
         if ((info.name or "").startswith("SERVE_PROXY::") and info.node_id is not None
                 and info.node_id.hex in node_ids and info.state is ActorState.ALIVE):
             return info.pid
@@ -105,7 +106,7 @@ def _agent_pid(ip: str) -> int:
 def _proxy_ips() -> list[str]:
     """IPs of the nodes hosting a live proxy actor, as the head sees it."""
     ips = {n["node_id"]: n["ip"] for n in actors.nodes()}
-    return sorted(ips[i.node_id.hex] for i in _head("list_actors") if (i.name or "").startswith("SERVE_PROXY::")
+    return sorted(ips[i.node_id.hex] for i in _head(lambda h: h.list_actors()) if (i.name or "").startswith("SERVE_PROXY::")
                   and i.node_id is not None and i.state is not ActorState.DEAD)
 
 
@@ -146,8 +147,8 @@ def test_a_port_taken_on_one_node_fails_serve_start_and_leaves_nothing_behind(no
     with pytest.raises(RuntimeError, match="host='node' binds each proxy to its node's IP"):
         serve.start(http_options={"location": "EveryNode", "host": "127.0.0.1", "port": free_port()})
     wait_until(lambda: _proxy_ips() == [], timeout=20, what="the proxies to be stopped")
-    assert _head("get_named_actor", "SERVE_CONTROLLER", "serve") is None or \
-        _head("get_named_actor", "SERVE_CONTROLLER", "serve").state is ActorState.DEAD
+    assert _head(lambda h: h.get_named_actor("SERVE_CONTROLLER", "serve")) is None or \
+        _head(lambda h: h.get_named_actor("SERVE_CONTROLLER", "serve")).state is ActorState.DEAD
 
 
 def test_a_proxy_on_every_node_follows_nodes_joining_and_leaving(everynode) -> None:
@@ -203,7 +204,7 @@ def test_serve_status_lists_the_proxies(everynode) -> None:
 
 
 def _controller_pid() -> int | None:
-    info = _head("get_named_actor", "SERVE_CONTROLLER", "serve")
+    info = _head(lambda h: h.get_named_actor("SERVE_CONTROLLER", "serve"))
     return info.pid if info is not None and info.state is ActorState.ALIVE else None
 
 

@@ -432,7 +432,7 @@ def test_traffic_flows_while_the_controller_is_killed_and_it_recovers() -> None:
     pids = {handle.pid.remote().result() for _ in range(40)}
     controller = actors.get_actor("SERVE_CONTROLLER", namespace="serve")
     rt = current_runtime()
-    info = rt.run_threadsafe(lambda: rt.call_head("get_actor_info", controller.actor_id))
+    info = rt.run_threadsafe(lambda: rt.head.get_actor_info(controller.actor_id))
     old_routes = actors.get(controller.listen.remote("routes", -1, 0.0), timeout=10)
     os.kill(info.pid, 9)
     for _ in range(50):  # the routers keep their replica set: no request fails
@@ -455,7 +455,7 @@ def test_traffic_flows_while_the_controller_is_killed_and_it_recovers() -> None:
     wait_until(lambda: serve.status()["applications"]["default"]["deployments"]["Counter"]["status"] == "HEALTHY",
                timeout=30, what="the restarted controller to report the deployment healthy")
     assert {handle.pid.remote().result() for _ in range(40)} == pids  # replicas adopted, not replaced
-    new_info = rt.run_threadsafe(lambda: rt.call_head("get_actor_info", controller.actor_id))
+    new_info = rt.run_threadsafe(lambda: rt.head.get_actor_info(controller.actor_id))
     assert new_info.pid != info.pid
 
 
@@ -487,7 +487,7 @@ def test_a_replica_still_starting_when_the_controller_dies_is_not_routed_until_r
             return serve.status()["applications"]["default"]["deployments"]["SlowStart"]
 
         rt = current_runtime()
-        info = rt.run_threadsafe(lambda: rt.call_head("get_actor_info", controller.actor_id))
+        info = rt.run_threadsafe(lambda: rt.head.get_actor_info(controller.actor_id))
         os.kill(info.pid, 9)
 
         def restarted() -> bool:

@@ -43,14 +43,15 @@ class Stuck:
         return "ok"
 
 
-def _head(method: str, *args):
+def _head(call):
+    """`call(head_client)`, awaited on the runtime's loop: e.g. _head(lambda h: h.list_actors())."""
     rt = current_runtime()
-    return rt.run_threadsafe(lambda: rt.call_head(method, *args))
+    return rt.run_threadsafe(lambda: call(rt.head))
 
 
 def _serve_actors() -> dict[str, int | None]:
     """{name: pid} of the live actors in Serve's namespace (controller, proxies, replicas)."""
-    return {i.name: i.pid for i in _head("list_actors")
+    return {i.name: i.pid for i in _head(lambda h: h.list_actors())
             if i.namespace == "serve" and i.name and i.state is not ActorState.DEAD}
 
 
@@ -82,7 +83,7 @@ def _assert_nothing_left(port: int, running: dict[str, int | None]) -> None:
         if pid is not None:
             wait_until(lambda pid=pid: not pid_alive(pid), timeout=30, what=f"{name}'s process (pid {pid}) to exit")
     assert _refused(f"http://127.0.0.1:{port}/-/healthz")
-    assert _head("kv_get", CHECKPOINT_KEY) is None  # a later serve.start does not bring "stuck" back
+    assert _head(lambda h: h.kv_get(CHECKPOINT_KEY)) is None  # a later serve.start does not bring "stuck" back
 
 
 def test_a_controller_that_cannot_shut_down_is_killed_with_its_proxies_and_replicas(monkeypatch, capfd) -> None:

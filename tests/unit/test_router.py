@@ -15,7 +15,8 @@ Contract under test (module docstring):
   BackPressureError;
 - a replica set update replaces the replicas routed to; while the controller is away the
   last set stays in use;
-- a replica that is dead ("is dead") is dropped and the call retried elsewhere; other actor
+- a replica that refused a call (ActorUnavailableError: it never ran) is dropped and the call
+  retried elsewhere; other actor
   deaths (e.g. a lost connection: the call may have run) reach the caller;
 - in-flight slots are released however a call ends.
 
@@ -37,9 +38,8 @@ import pytest
 
 import actors
 import serve
-from actors.system import copy_state
+from actors.system import Update, copy_state
 from serve._data.router import PowerOfTwoChoices, Router, replica_set_key
-from serve._longpoll_tmp import Update
 from serve.exceptions import BackPressureError, ServeError
 from serve.messages import ReplicaInfo, ReplicaSet
 
