@@ -16,6 +16,7 @@ from ._head_client import ENV_TIMEOUT, HeadClient, Timeout
 from ._host import ServiceTarget, rpc, rpc_methods
 from ._inbox import LoopInbox
 from ._longpoll import MISSING_VERSION, UNKNOWN_VERSION, Backoff, LongPollClient, LongPollHost, Update
+from ._metrics import metrics_registry
 from ._probe import PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, ProbeResult, probe
 from ._process import Child, signal_ready, spawn, watch_parent
 from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
@@ -44,6 +45,7 @@ def run_client(head_address: str, token: str, fn: Callable[[Runtime], Awaitable[
 
 
 __all__ = [
+    "metrics_registry",
     "ActorDirectory",
     "Backoff",
     "CallFuture",
