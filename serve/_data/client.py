@@ -25,7 +25,7 @@ from typing import Any
 import actors
 from actors import ActorHandle
 from actors.messages import ActorState
-from actors.system import LoopInbox, Runtime, Update, runtime_or_init
+from actors.system import LoopInbox, Runtime, Update, current_runtime, runtime_or_init
 
 from .._names import CONTROLLER_NAME, SERVE_NAMESPACE
 from ..exceptions import DeploymentUnhealthyError, ServeNotRunningError
@@ -57,7 +57,7 @@ class ServeClient:
         self._controller: ActorHandle | None = None
         self._routers: dict[str, Router] = {}
         self._inbox = LoopInbox(rt.loop, self._start_calls)
-        self._closed = False
+        self.closed = False
 
     @classmethod
     def of(cls, rt: Runtime) -> "ServeClient":
@@ -70,7 +70,11 @@ class ServeClient:
     @classmethod
     def current(cls) -> "ServeClient":
         """The client of this process's runtime (connecting the driver first if needed)."""
-        return cls.of(runtime_or_init())
+        rt = current_runtime()
+        last = _last
+        if last is not None and last.rt is rt and not last.closed:  # the hot path of every handle call
+            return last
+        return _remember(cls.of(rt if rt is not None else runtime_or_init()))
 
     # -- on the runtime's loop -------------------------------------------------------------
     async def controller(self) -> ActorHandle:
@@ -96,14 +100,14 @@ class ServeClient:
                 router = self._routers[deployment] = Router(deployment, controller)
         return router
 
-    def submit(self, start: Callable[[], None]) -> None:
-        """Run `start()` on the runtime's loop, soon (from any thread; one wake-up per burst)."""
-        self._inbox.put(start)
+    def submit(self, fn: Callable[..., None], args: tuple) -> None:
+        """Run `fn(*args)` on the runtime's loop, soon (from any thread; one wake-up per burst)."""
+        self._inbox.put((fn, args))
 
     @staticmethod
-    def _start_calls(items: Iterable[Callable[[], None]]) -> None:
-        for start in items:
-            start()
+    def _start_calls(items: Iterable[tuple[Callable[..., None], tuple]]) -> None:
+        for fn, args in items:
+            fn(*args)
 
     # -- from a driver's thread --------------------------------------------------------------
     def controller_or_none(self) -> ActorHandle | None:
@@ -209,6 +213,16 @@ class ServeClient:
         for router in routers:
             self.rt.loop.call_soon_threadsafe(router.close)
         self._controller = None
+        self.closed = True
+
+
+_last: ServeClient | None = None  # the client `current()` found last
+
+
+def _remember(client: ServeClient) -> ServeClient:
+    global _last
+    _last = client
+    return client
 
 
 class _Progress:

@@ -201,11 +201,11 @@ class DeploymentHandle:
         if loop is not None:  # an async driver: the outcome comes back to its loop per burst
             response = _LoopResponse(loop=loop)
             deliver = functools.partial(_bridge(loop).put, dst=response)
-            client.submit(functools.partial(_start, client, name, method, args, kwargs, deliver, response))
+            client.submit(_start, (client, name, method, args, kwargs, deliver, response))
             return response
         waiter: concurrent.futures.Future = concurrent.futures.Future()
         deliver = functools.partial(copy_state, dst=waiter)
-        client.submit(functools.partial(_start, client, name, method, args, kwargs, deliver, None))
+        client.submit(_start, (client, name, method, args, kwargs, deliver, None))
         return _RefResponse(ObjectRef(waiter, rt, f"{name}.{method}"))
 
 
