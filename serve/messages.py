@@ -10,7 +10,7 @@ whose members are their own names as strings, so they print, compare and seriali
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from actors import ActorHandle
 
@@ -83,10 +83,21 @@ class ProxyStatus(_Word):
 @dataclass(frozen=True, slots=True, order=True)
 class ReplicaId:
     """A replica's identity: its deployment and a tag unique within it. Printed as
-    "<deployment>#<tag>" (deployment names may not contain '#')."""
+    "<deployment>#<tag>" (deployment names may not contain '#'). Its hash is computed once:
+    routers key their per-replica counts by it on every request."""
 
     deployment: str
     tag: str
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.deployment, self.tag)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple:
+        return (ReplicaId, (self.deployment, self.tag))
 
     def __str__(self) -> str:
         return f"{self.deployment}#{self.tag}"
