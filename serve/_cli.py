@@ -37,6 +37,7 @@ from ._config import DEFAULT
 from ._data.client import ServeClient, deploy_timeout_s
 from ._schema import ServeConfig, app_data, config_json_schema, read_config
 from .exceptions import ConfigError
+from .messages import DeploymentTarget
 
 __all__ = ["main"]
 
@@ -175,6 +176,10 @@ def _roll_out(client: ServeClient, apps: list[BuiltApp], stale: list[str], timeo
     return False
 
 
+def _by_app(apps: list[BuiltApp]) -> dict[str, list[DeploymentTarget]]:
+    return {app.config.name: list(app.targets) for app in apps}
+
+
 def _report(apps: list[BuiltApp], changed: dict[str, bool]) -> None:
     for app in apps:
         for t in app.targets:
@@ -188,18 +193,6 @@ def _where(apps: list[BuiltApp], st: dict[str, Any]) -> None:
         _say(f"serve: application {app.config.name!r} is serving at {where}")
 
 
-def _check_names(client: ServeClient, apps: list[BuiltApp]) -> None:
-    """`run` adds applications to a running Serve: refuse to take deployments from other ones."""
-    current = client.targets()
-    for app in apps:
-        for t in app.targets:
-            other = current.get(t.name)
-            if other is not None and other.app != app.config.name:
-                raise CommandError(f"deployment {t.name!r} already belongs to application {other.app!r} on this "
-                                   "cluster (deployment names are unique across applications): delete that "
-                                   f"application first, or give yours another name with .options(name=...)")
-
-
 def deploy_cmd(args: argparse.Namespace) -> int:
     config, apps = load_and_build(args.config)
     _connect(args)
@@ -208,12 +201,11 @@ def deploy_cmd(args: argparse.Namespace) -> int:
     _check_http(client.status().get("http_options", {}), config.http_options.given())
     wanted = {t.name for t in _targets(apps)}
     current = client.targets()
-    changed = client.deploy(_targets(apps), wait=False)
+    changed = client.deploy_apps(_by_app(apps), exclusive=True, wait=False)  # the rest is deleted
     _report(apps, changed)
     stale = sorted(n for n in current if n not in wanted)
     if stale:
         _say(f"serve: deleting deployments not in the config: {', '.join(stale)}")
-        client.delete(stale, wait=False)
     if not _roll_out(client, apps, stale, args.timeout):
         return 1
     _where(apps, client.status())
@@ -259,9 +251,8 @@ def run_cmd(args: argparse.Namespace) -> int:
         client = _client()
         if not started:
             _check_http(client.status().get("http_options", {}), config.http_options.given())
-            _check_names(client, apps)
         deployed = [t.name for t in _targets(apps)]
-        changed = client.deploy(_targets(apps), wait=False)
+        changed = client.deploy_apps(_by_app(apps), wait=False)
         _report(apps, changed)
         ok = _roll_out(client, apps, [], deploy_timeout_s(), stop)
         if ok:

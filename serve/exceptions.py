@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from actors import ActorsError
 
-__all__ = ["BackPressureError", "ConfigError", "DeploymentUnhealthyError", "OptionTypeError", "RayServeException",
+__all__ = ["BackPressureError", "ConfigError", "ConflictError", "DeploymentUnhealthyError", "OptionTypeError", "RayServeException",
            "ServeError", "ServeNotRunningError"]
 
 
@@ -23,6 +23,12 @@ class BackPressureError(ServeError):
 class DeploymentUnhealthyError(ServeError):
     """Raised by `deploy()` / `serve.run()` when a deployment cannot become healthy: its
     constructor keeps failing (the last error is in the message and in `serve.status()`)."""
+
+
+class ConflictError(ServeError, ValueError):
+    """Raised by `serve.run`, `Deployment.deploy()` and `zeroserve serve deploy/run` when the
+    new deployments would claim a route prefix or a deployment name that another holds;
+    the message names both, and nothing was changed."""
 
 
 class ServeNotRunningError(ServeError, RuntimeError):

@@ -61,7 +61,15 @@ def _collect(app: Application, app_name: str, out: dict[str, DeploymentTarget], 
 
 def app_targets(target: Application, name: str, route_prefix: Any = DEFAULT) -> tuple[DeploymentHandle,
                                                                                       list[DeploymentTarget]]:
-    """The ingress handle and the deployment targets of an application; deploys nothing."""
+    """The ingress handle and the deployment targets of an application; deploys nothing.
+
+    The application is served at `route_prefix` if given, else at its ingress deployment's
+    own `route_prefix` option if it has one, else at "/" (as Ray 2.x); its other deployments
+    have no HTTP route."""
+    if route_prefix is DEFAULT:
+        route_prefix = target.deployment.given_route_prefix
+    if route_prefix is DEFAULT:
+        route_prefix = "/"
     if is_graph(target):
         raise TypeError(f"{target!r} is a deployment graph node; a graph needs an ingress: DAGDriver.bind(graph) "
                         "with `from serve.drivers import DAGDriver`")

@@ -79,6 +79,11 @@ class Deployment:
         return f"/{self.name}" if prefix is DEFAULT else prefix
 
     @property
+    def given_route_prefix(self) -> Any:
+        """The `route_prefix` option as given (None: no HTTP), or DEFAULT if it was not."""
+        return self._options.get("route_prefix", DEFAULT)
+
+    @property
     def url(self) -> str | None:
         if self.route_prefix is None:
             return None

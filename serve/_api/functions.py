@@ -41,7 +41,7 @@ def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host
         http["port"] = port
     startup.start(http_options=http or None)
     handle, targets = app_targets(target, name, route_prefix)
-    ServeClient.current().deploy(targets, wait=_wait)
+    ServeClient.current().deploy_apps({name: targets}, wait=_wait)
     return handle
 
 

@@ -33,6 +33,7 @@ from ..messages import ApplicationStatus, DeploymentTarget, RouteTable
 from .checkpoint import Checkpoint, membership
 from .deployment_state import DeploymentState
 from .io import ActorControllerIO, ControllerIO
+from .plan import DeployPlan, plan_deploy
 from .proxy_state import HEALTHY, NodeView, ProxyState
 from .recovery import adopt_proxies, recover_deployments
 from .shutdown import shut_down
@@ -161,10 +162,24 @@ class ServeController:
 
     # -- API for drivers ---------------------------------------------------------------
     async def deploy(self, targets: list[DeploymentTarget]) -> dict[str, bool]:
-        """Set desired states; returns {name: changed}."""
+        """Add or update deployments (1.x `Deployment.deploy()`); returns {name: changed}.
+        ConflictError (nothing changed) if one would take another's route or name."""
         await self.ready()
+        apps: dict[str, list[DeploymentTarget]] = {}
+        for t in targets:
+            apps.setdefault(t.app, []).append(t)
+        return self._apply(plan_deploy(self.deployments, apps, replace_apps=False))
+
+    async def deploy_apps(self, apps: dict[str, list[DeploymentTarget]], exclusive: bool = False) -> dict[str, bool]:
+        """Deploy applications: each becomes exactly its targets (its other deployments are
+        deleted); with `exclusive`, applications not named are deleted too (a config file).
+        Returns {name: changed}; ConflictError (nothing changed) on a route or name clash."""
+        await self.ready()
+        return self._apply(plan_deploy(self.deployments, apps, exclusive=exclusive))
+
+    def _apply(self, plan: DeployPlan) -> dict[str, bool]:
         out = {}
-        for target in targets:
+        for target in plan.targets:
             state = self.deployments.get(target.name)
             if state is None:
                 self.deployments[target.name] = DeploymentState(target, self.io.replicas, version_base=_version_base())
@@ -174,6 +189,8 @@ class ServeController:
                     # Same code version: only the config may change (replicas, user_config...).
                     target = _same_code(state.target, target)
                 out[target.name] = state.update(target)
+        for name in plan.removed:
+            self.deployments[name].delete()
         self._reconcile(self.clock())
         self._kick.set()
         return out

@@ -155,8 +155,17 @@ class ServeClient:
 
     def deploy(self, targets: list[DeploymentTarget], wait: bool = True,
                timeout_s: float | None = None) -> dict[str, bool]:
-        """Send targets to the controller; returns {name: changed}. `wait`: until all are HEALTHY."""
-        changed = self.call("deploy", targets)
+        """Add or update deployments (1.x); returns {name: changed}. `wait`: until all are HEALTHY."""
+        return self._deployed(self.call("deploy", targets), targets, wait, timeout_s)
+
+    def deploy_apps(self, apps: dict[str, list[DeploymentTarget]], exclusive: bool = False, wait: bool = True,
+                    timeout_s: float | None = None) -> dict[str, bool]:
+        """Deploy whole applications (see the controller's `deploy_apps`); returns {name: changed}."""
+        targets = [t for ts in apps.values() for t in ts]
+        return self._deployed(self.call("deploy_apps", apps, exclusive), targets, wait, timeout_s)
+
+    def _deployed(self, changed: dict[str, bool], targets: list[DeploymentTarget], wait: bool,
+                  timeout_s: float | None) -> dict[str, bool]:
         if wait:
             names = [t.name for t in targets]
             if not any(changed.values()):
