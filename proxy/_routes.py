@@ -48,7 +48,8 @@ class Route:
     """One entry of the route table: requests under `prefix` go to `target`."""
 
     prefix: str  # e.g. "/", "/api", "/api/v1"
-    target: str  # deployment (or app) name the route leads to
+    target: str  # what the route leads to (a key the proxy's forwarder understands)
+    name: str = ""  # how GET /-/routes shows the target (default: the target itself)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +187,8 @@ class RouteTable:
         return Match(best, root_path, path[len(root_path) :] or "/")
 
     def routes(self) -> dict[str, str]:
-        """{prefix: target}, sorted by prefix (a new dict; for GET /-/routes)."""
-        return {prefix: route.target for prefix, route in self._routes.items()}
+        """{prefix: target name}, sorted by prefix (a new dict; for GET /-/routes)."""
+        return {prefix: route.name or route.target for prefix, route in self._routes.items()}
 
     def __iter__(self) -> Iterator[Route]:
         return iter(self._routes.values())

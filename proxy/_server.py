@@ -77,9 +77,11 @@ class ProxyServer:
         self._server = _Server(config)
         self._task: asyncio.Task | None = None
 
-    def set_routes(self, routes: dict[str, str]) -> None:
-        """Swap in a new compiled table (atomically: one assignment)."""
-        self.table = RouteTable.compile(Route(prefix, target) for prefix, target in routes.items())
+    def set_routes(self, routes: dict[str, str], names: dict[str, str] | None = None) -> None:
+        """Swap in a new compiled table (atomically: one assignment). `names`: how
+        GET /-/routes shows each target (default: the target)."""
+        names = names or {}
+        self.table = RouteTable.compile(Route(prefix, target, names.get(target, "")) for prefix, target in routes.items())
 
     async def start(self) -> None:
         # Bind and listen here and hand uvicorn the socket: a port in use is an OSError at

@@ -177,7 +177,6 @@ def _plans(config: ServeConfig) -> list[Plan]:
 def _build(plans: list[Plan]) -> tuple[list[BuiltApp], list[Problem]]:
     built: list[BuiltApp] = []
     found: list[Problem] = []
-    owner: dict[str, str] = {}  # deployment name -> application path
     prefixes: dict[str, str] = {}
     for i, app, names in plans:
         at: Loc = ("applications", i)
@@ -203,12 +202,6 @@ def _build(plans: list[Plan]) -> tuple[list[BuiltApp], list[Problem]]:
                 by_name[override.name] = _apply(by_name[override.name], override)
         sources = _deployments(root, {})
         pinned = tuple(_pin_version(by_name[t.name], sources.get(t.name)) for t in targets)
-        for t in pinned:
-            if t.name in owner:
-                found.append(Problem(at, Kind.VALUE, f"deployment {t.name!r} is also part of {owner[t.name]}; "
-                                     "deployment names are unique across applications (rename one with "
-                                     ".options(name=...))"))
-            owner.setdefault(t.name, path_text(at))
         prefix = by_name[handle.deployment_name].route_prefix
         if prefix is not None:
             if prefix in prefixes:

@@ -34,10 +34,10 @@ from ._api.startup import base_url, start
 from ._api.startup import shutdown as serve_shutdown
 from ._build import BuiltApp, build_config, load_and_build
 from ._config import DEFAULT
-from ._data.client import ServeClient, deploy_timeout_s
+from ._data.client import ServeClient, deploy_timeout_s, deployments_in
 from ._schema import ServeConfig, app_data, config_json_schema, read_config
 from .exceptions import ConfigError
-from .messages import DeploymentTarget
+from .messages import DeploymentId, DeploymentTarget
 
 __all__ = ["main"]
 
@@ -126,8 +126,8 @@ def _client() -> ServeClient:
     return ServeClient.current()
 
 
-def _deployments(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {n: {**d, "app": a} for a, app in st["applications"].items() for n, d in app["deployments"].items()}
+def _deployments(st: dict[str, Any]) -> dict[DeploymentId, dict[str, Any]]:
+    return {d: {**s, "app": d.app} for d, s in deployments_in(st).items()}
 
 
 def _check_http(running: dict[str, Any], wanted: dict[str, Any]) -> None:
@@ -142,17 +142,17 @@ def _targets(apps: list[BuiltApp]) -> list:
     return [t for app in apps for t in app.targets]
 
 
-def _roll_out(client: ServeClient, apps: list[BuiltApp], stale: list[str], timeout_s: float,
+def _roll_out(client: ServeClient, apps: list[BuiltApp], stale: list[DeploymentId], timeout_s: float,
               stop: threading.Event | None = None) -> bool:
     """Print progress until every deployment of `apps` is HEALTHY and `stale` ones are gone."""
-    names = [t.name for t in _targets(apps)]
+    names = [t.id for t in _targets(apps)]
     last = [""]
     failed = [False]
 
     def done(st: dict[str, Any]) -> bool:
         deps = _deployments(st)
-        parts = [f"{n} {deps[n]['replicas'].get('RUNNING', 0)}/{deps[n]['target_replicas']} {deps[n]['status']}"
-                 if n in deps else f"{n} pending" for n in names]
+        parts = [f"{n.name} {deps[n]['replicas'].get('RUNNING', 0)}/{deps[n]['target_replicas']} "
+                 f"{deps[n]['status']}" if n in deps else f"{n.name} pending" for n in names]
         gone = [n for n in stale if n not in deps]
         if stale:
             parts.append(f"deleted {len(gone)}/{len(stale)}")
@@ -163,7 +163,8 @@ def _roll_out(client: ServeClient, apps: list[BuiltApp], stale: list[str], timeo
         unhealthy = [n for n in names if n in deps and deps[n]["status"] == "UNHEALTHY"]
         if unhealthy:
             for n in unhealthy:
-                print(f"serve: error: deployment {n} is UNHEALTHY: {deps[n]['message']}", file=sys.stderr, flush=True)
+                print(f"serve: error: deployment {n.name} of {n.app} is UNHEALTHY: {deps[n]['message']}",
+                      file=sys.stderr, flush=True)
             failed[0] = True
             return True
         return all(n in deps and deps[n]["status"] == "HEALTHY" for n in names) and len(gone) == len(stale)
@@ -180,10 +181,10 @@ def _by_app(apps: list[BuiltApp]) -> dict[str, list[DeploymentTarget]]:
     return {app.config.name: list(app.targets) for app in apps}
 
 
-def _report(apps: list[BuiltApp], changed: dict[str, bool]) -> None:
+def _report(apps: list[BuiltApp], changed: dict[DeploymentId, bool]) -> None:
     for app in apps:
         for t in app.targets:
-            _say(f"serve: {app.config.name}/{t.name}: {'updating' if changed.get(t.name) else 'unchanged'}")
+            _say(f"serve: {app.config.name}/{t.name}: {'updating' if changed.get(t.id) else 'unchanged'}")
 
 
 def _where(apps: list[BuiltApp], st: dict[str, Any]) -> None:
@@ -199,13 +200,13 @@ def deploy_cmd(args: argparse.Namespace) -> int:
     start(detached=True, http_options=config.http_options)
     client = _client()
     _check_http(client.status().get("http_options", {}), config.http_options.given())
-    wanted = {t.name for t in _targets(apps)}
+    wanted = {t.id for t in _targets(apps)}
     current = client.targets()
     changed = client.deploy_apps(_by_app(apps), exclusive=True, wait=False)  # the rest is deleted
     _report(apps, changed)
     stale = sorted(n for n in current if n not in wanted)
     if stale:
-        _say(f"serve: deleting deployments not in the config: {', '.join(stale)}")
+        _say(f"serve: deleting deployments not in the config: {', '.join(f'{d.app}/{d.name}' for d in stale)}")
     if not _roll_out(client, apps, stale, args.timeout):
         return 1
     _where(apps, client.status())
@@ -245,13 +246,13 @@ def run_cmd(args: argparse.Namespace) -> int:
     embedded = _connect(args, embedded_ok=True, echo_logs=True)
     started = _client().controller_or_none() is None
     ok = False
-    deployed: list[str] = []
+    deployed: list[DeploymentId] = []
     try:
         start(detached=False, http_options=config.http_options)
         client = _client()
         if not started:
             _check_http(client.status().get("http_options", {}), config.http_options.given())
-        deployed = [t.name for t in _targets(apps)]
+        deployed = [t.id for t in _targets(apps)]
         changed = client.deploy_apps(_by_app(apps), wait=False)
         _report(apps, changed)
         ok = _roll_out(client, apps, [], deploy_timeout_s(), stop)
@@ -323,12 +324,12 @@ def render(st: dict[str, Any]) -> str:
         rows.append((name, app["status"], ", ".join(routes) or "-", str(len(app["deployments"]))))
     lines += [*_table(rows), ""]
     rows = [("DEPLOYMENT", "APPLICATION", "STATUS", "RUNNING/TARGET", "REPLICA STATES", "VERSION", "MESSAGE")]
-    for name, d in sorted(_deployments(st).items(), key=lambda kv: (kv[1]["app"], kv[0])):
+    for dep_id, d in sorted(_deployments(st).items()):
         states = ", ".join(f"{s} {c}" for s, c in sorted(d["replicas"].items())) or "-"
-        rows.append((name, d["app"], d["status"], f"{d['replicas'].get('RUNNING', 0)}/{d['target_replicas']}",
+        rows.append((dep_id.name, d["app"], d["status"], f"{d['replicas'].get('RUNNING', 0)}/{d['target_replicas']}",
                      states, str(d["version"])[:12], (d["message"] or "").split("\n", 1)[0][:60]))
     lines += _table(rows)
-    messages = [(n, d["message"]) for n, d in sorted(_deployments(st).items()) if d["message"]]
+    messages = [(n.name, d["message"]) for n, d in sorted(_deployments(st).items()) if d["message"]]
     if messages:
         lines += ["", "Messages:"]
         for name, message in messages:

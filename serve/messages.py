@@ -17,7 +17,8 @@ from actors import ActorHandle
 from ._config import DeploymentConfig
 
 __all__ = [
-    "DEFAULT_APP", "HTTP_METHOD", "ApplicationStatus", "DeploymentStatus", "DeploymentTarget", "ProxyStatus",
+    "DEFAULT_APP", "HTTP_METHOD", "ApplicationStatus", "DeploymentId", "DeploymentStatus", "DeploymentTarget",
+    "ProxyStatus",
     "ReplicaId", "ReplicaInfo", "ReplicaSet", "ReplicaState", "RouteTable",
 ]
 
@@ -81,12 +82,35 @@ class ProxyStatus(_Word):
 
 
 @dataclass(frozen=True, slots=True, order=True)
+class DeploymentId:
+    """A deployment's identity: its application and its name, unique within the
+    application (two applications may each have a `Model`, as in Ray). Printed as
+    "<app>#<name>" (names may not contain '#'). Its hash is computed once: routers and the
+    controller key by it on every request."""
+
+    app: str
+    name: str
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.app, self.name)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple:
+        return (DeploymentId, (self.app, self.name))
+
+    def __str__(self) -> str:
+        return f"{self.app}#{self.name}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
 class ReplicaId:
     """A replica's identity: its deployment and a tag unique within it. Printed as
-    "<deployment>#<tag>" (deployment names may not contain '#'). Its hash is computed once:
-    routers key their per-replica counts by it on every request."""
+    "<app>#<deployment>#<tag>", as Ray names replicas."""
 
-    deployment: str
+    deployment: DeploymentId
     tag: str
     _hash: int = field(init=False, repr=False, compare=False)
 
@@ -104,10 +128,10 @@ class ReplicaId:
 
     @classmethod
     def parse(cls, text: str) -> "ReplicaId":
-        deployment, sep, tag = text.partition("#")
-        if not sep or not deployment or not tag:
-            raise ValueError(f"a replica id looks like 'Deployment#tag', got {text!r}")
-        return cls(deployment, tag)
+        parts = text.split("#")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"a replica id looks like 'app#Deployment#tag', got {text!r}")
+        return cls(DeploymentId(parts[0], parts[1]), parts[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +146,10 @@ class DeploymentTarget:
     route_prefix: str | None
     is_function: bool
     version_given: bool = False  # the user set `version` (so redeploying it is a no-op)
+
+    @property
+    def id(self) -> DeploymentId:
+        return DeploymentId(self.app, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +166,7 @@ class ReplicaInfo:
 class ReplicaSet:
     """What routers of one deployment need: its running replicas and routing limits."""
 
-    deployment: str
+    deployment: DeploymentId
     replicas: tuple[ReplicaInfo, ...]
     max_queued_requests: int = -1
     metrics_interval_s: float | None = None  # report load this often (None: no autoscaling)
@@ -146,6 +174,6 @@ class ReplicaSet:
 
 @dataclass(frozen=True, slots=True)
 class RouteTable:
-    """What proxies need: {route_prefix: deployment name} of the deployments serving HTTP."""
+    """What proxies need: {route_prefix: deployment} of the deployments serving HTTP."""
 
-    routes: dict[str, str]
+    routes: dict[str, DeploymentId]

@@ -16,7 +16,7 @@ import cloudpickle
 
 from .._config import DEFAULT, config_from, validate_options
 from .._data.handle import DeploymentHandle
-from ..messages import DEFAULT_APP, DeploymentTarget
+from ..messages import DEFAULT_APP, DeploymentId, DeploymentTarget
 from . import startup
 from .graph import Application, check_bind_args
 
@@ -123,7 +123,7 @@ class Deployment:
         startup.running_client().deploy([self.target(args, kwargs, DEFAULT_APP)], wait=_blocking)
 
     def delete(self) -> None:
-        startup.running_client().delete([self.name])
+        startup.running_client().delete([DeploymentId(DEFAULT_APP, self.name)])
 
     def get_handle(self, sync: bool | None = None) -> DeploymentHandle:
         return DeploymentHandle(self.name)

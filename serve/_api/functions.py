@@ -13,7 +13,7 @@ from typing import Any
 from .._config import DEFAULT, validate_route_prefix
 from .._data.client import ServeClient
 from .._data.handle import DeploymentHandle
-from ..messages import DeploymentTarget
+from ..messages import DEFAULT_APP, DeploymentId, DeploymentTarget
 from . import startup
 from .application import app_targets
 from .deployment import Deployment
@@ -49,7 +49,7 @@ def delete(name: str, _blocking: bool = True) -> None:
     """Delete an application (or, for 1.x programs, a deployment) by name."""
     client = startup.running_client()
     if not client.delete_app(name, wait=_blocking):
-        client.delete([name], wait=_blocking)
+        client.delete([DeploymentId(DEFAULT_APP, name)], wait=_blocking)
 
 
 def status() -> dict[str, Any]:
@@ -74,12 +74,21 @@ def _deployment_of(target: DeploymentTarget) -> Deployment:
 
 
 def list_deployments() -> dict[str, Deployment]:
-    targets = startup.running_client().targets()
-    return {name: _deployment_of(t) for name, t in targets.items()}
+    """Every deployment by name (1.x); where two applications use one name, the default
+    application's."""
+    targets = sorted(startup.running_client().targets().values(), key=lambda t: t.app == DEFAULT_APP)
+    return {t.name: _deployment_of(t) for t in targets}
 
 
 def get_deployment(name: str) -> Deployment:
+    """The deployment `name` (1.x): the default application's, else the one application's
+    that has it; KeyError if none (or several, naming them) has it."""
     targets = startup.running_client().targets()
-    if name not in targets:
-        raise KeyError(f"there is no deployment named {name!r}; deployed: {sorted(targets)}")
-    return _deployment_of(targets[name])
+    found = [t for dep_id, t in targets.items() if dep_id.name == name]
+    ours = [t for t in found if t.app == DEFAULT_APP]
+    if len(ours) == 1 or len(found) == 1:
+        return _deployment_of((ours or found)[0])
+    if found:
+        raise KeyError(f"deployment {name!r} is in several applications ({sorted(t.app for t in found)}): use "
+                       "serve.get_deployment_handle(name, app_name=...)")
+    raise KeyError(f"there is no deployment named {name!r}; deployed: {sorted(d.name for d in targets)}")

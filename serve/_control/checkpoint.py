@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._config import HTTPOptions
-from ..messages import DeploymentTarget, ReplicaId, ReplicaState
+from ..messages import DeploymentId, DeploymentTarget, ReplicaId, ReplicaState
 from .deployment_state import DeploymentState
 
 __all__ = ["Checkpoint", "ReplicaRecord", "membership"]
@@ -32,12 +32,12 @@ class ReplicaRecord:
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     targets: tuple[DeploymentTarget, ...]
-    deleting: frozenset[str]
-    replicas: dict[str, tuple[ReplicaRecord, ...]]
+    deleting: frozenset[DeploymentId]
+    replicas: dict[DeploymentId, tuple[ReplicaRecord, ...]]
     http_options: HTTPOptions
 
     @classmethod
-    def of(cls, deployments: Mapping[str, DeploymentState], http_options: HTTPOptions) -> "Checkpoint":
+    def of(cls, deployments: Mapping[DeploymentId, DeploymentState], http_options: HTTPOptions) -> "Checkpoint":
         return cls(
             targets=tuple(s.target for s in deployments.values()),
             deleting=frozenset(n for n, s in deployments.items() if s.deleting),
@@ -57,9 +57,9 @@ class Checkpoint:
         return checkpoint
 
 
-def membership(deployments: Mapping[str, DeploymentState]) -> tuple:
+def membership(deployments: Mapping[DeploymentId, DeploymentState]) -> tuple:
     """What a checkpoint must follow: targets' versions, deletions, replicas and their states."""
     return tuple(sorted(
-        (name, s.target.version, s.deleting,
+        (str(dep_id), s.target.version, s.deleting,
          tuple(sorted((str(r.replica_id), r.version, r.state) for r in s.replicas.values())))
-        for name, s in deployments.items()))
+        for dep_id, s in deployments.items()))

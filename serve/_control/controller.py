@@ -29,7 +29,7 @@ from .._config import HTTPOptions
 from .._data.client import STATUS_KEY
 from .._data.http_proxy import ROUTES_KEY
 from .._data.router import replica_set_key
-from ..messages import ApplicationStatus, DeploymentTarget, RouteTable
+from ..messages import ApplicationStatus, DeploymentId, DeploymentTarget, ReplicaSet, RouteTable
 from .checkpoint import Checkpoint, membership
 from .deployment_state import DeploymentState
 from .io import ActorControllerIO, ControllerIO
@@ -53,12 +53,13 @@ class ServeController:
         self.io: ControllerIO = io if io is not None else ActorControllerIO(detached)
         self.clock = clock
         self.http_options = HTTPOptions.of(http_options)
-        self.deployments: dict[str, DeploymentState] = {}
+        self.deployments: dict[DeploymentId, DeploymentState] = {}
         self.proxies = ProxyState(self.http_options, self.io.proxies)
         self.polls: LongPollHost[str, Any] = LongPollHost()
         self._kick = asyncio.Event()
         self._membership: tuple = ()
         self._published: dict[str, Any] = {}  # long-poll key -> what was published there last
+        self._replica_sets: dict[DeploymentId, str] = {}  # deployment -> its replica set's key
         self._summary: dict[str, Any] | None = None
         self._nodes: list[NodeView] = []
         self._nodes_at = float("-inf")
@@ -106,37 +107,39 @@ class ServeController:
         await self._publish_summary()
 
     def _reconcile(self, now: float) -> None:
-        for name, state in list(self.deployments.items()):
+        for dep_id, state in list(self.deployments.items()):
             state.step(now)
             if state.finished:
-                del self.deployments[name]
+                del self.deployments[dep_id]
         self.proxies.step(now, self._nodes)
         self._publish()
 
     # -- what others wait for ----------------------------------------------------------
     def _publish(self) -> None:
         """Publish what changed: replica sets, the route table, the status."""
-        for name, state in self.deployments.items():
-            self._offer(replica_set_key(name), replica_set_of(state))
-        for key in [k for k in self._published if k.startswith("replicas/")]:
-            if key[len("replicas/"):] not in self.deployments:
-                del self._published[key]
-                self.polls.remove(key)
-        routes = {s.target.route_prefix: name for name, s in self.deployments.items()
+        for dep_id, state in self.deployments.items():
+            self._offer(replica_set_key(dep_id), replica_set_of(state))
+        for dep_id in [d for d in self._replica_sets if d not in self.deployments]:
+            key = self._replica_sets.pop(dep_id)
+            del self._published[key]
+            self.polls.remove(key)
+        routes = {s.target.route_prefix: dep_id for dep_id, s in self.deployments.items()
                   if s.target.route_prefix is not None and not s.deleting and s.running()}
         self._offer(ROUTES_KEY, RouteTable(routes))
         self._offer(STATUS_KEY, self._status())
 
     def _offer(self, key: str, value: Any) -> None:
+        if isinstance(value, ReplicaSet):
+            self._replica_sets[value.deployment] = key
         if self._published.get(key) != value:
             self._published[key] = value
             self.polls.publish(key, value)
 
     def _status(self) -> dict[str, Any]:
         apps: dict[str, dict[str, Any]] = {}
-        for name, s in self.deployments.items():
-            app = apps.setdefault(s.target.app, {"deployments": {}})
-            app["deployments"][name] = deployment_status(s)
+        for dep_id, s in self.deployments.items():
+            app = apps.setdefault(dep_id.app, {"deployments": {}})
+            app["deployments"][dep_id.name] = deployment_status(s)
         for app in apps.values():
             app["status"] = ApplicationStatus.of({d["status"] for d in app["deployments"].values()})
         # Middlewares as text: a driver asking for the status may not be able to import their classes.
@@ -153,16 +156,16 @@ class ServeController:
 
     async def _publish_summary(self) -> None:
         """A plain JSON summary in the head's KV, for `zeroserve status` (which does not import serve)."""
-        summary = {name: {"app": s.target.app, "status": s.status, "replicas": s.counts(), "target": s.desired,
-                          "route_prefix": s.target.route_prefix, "message": s.message}
-                   for name, s in sorted(self.deployments.items())}
+        summary = {str(d): {"name": d.name, "app": d.app, "status": s.status, "replicas": s.counts(),
+                            "target": s.desired, "route_prefix": s.target.route_prefix, "message": s.message}
+                   for d, s in sorted(self.deployments.items())}
         if summary != self._summary:
             await self.io.publish_summary(json.dumps(summary).encode())
             self._summary = summary
 
     # -- API for drivers ---------------------------------------------------------------
-    async def deploy(self, targets: list[DeploymentTarget]) -> dict[str, bool]:
-        """Add or update deployments (1.x `Deployment.deploy()`); returns {name: changed}.
+    async def deploy(self, targets: list[DeploymentTarget]) -> dict[DeploymentId, bool]:
+        """Add or update deployments (1.x `Deployment.deploy()`); returns {deployment: changed}.
         ConflictError (nothing changed) if one would take another's route or name."""
         await self.ready()
         apps: dict[str, list[DeploymentTarget]] = {}
@@ -170,52 +173,53 @@ class ServeController:
             apps.setdefault(t.app, []).append(t)
         return self._apply(plan_deploy(self.deployments, apps, replace_apps=False))
 
-    async def deploy_apps(self, apps: dict[str, list[DeploymentTarget]], exclusive: bool = False) -> dict[str, bool]:
+    async def deploy_apps(self, apps: dict[str, list[DeploymentTarget]],
+                          exclusive: bool = False) -> dict[DeploymentId, bool]:
         """Deploy applications: each becomes exactly its targets (its other deployments are
         deleted); with `exclusive`, applications not named are deleted too (a config file).
-        Returns {name: changed}; ConflictError (nothing changed) on a route or name clash."""
+        Returns {deployment: changed}; ConflictError (nothing changed) on a route clash."""
         await self.ready()
         return self._apply(plan_deploy(self.deployments, apps, exclusive=exclusive))
 
-    def _apply(self, plan: DeployPlan) -> dict[str, bool]:
+    def _apply(self, plan: DeployPlan) -> dict[DeploymentId, bool]:
         out = {}
         for target in plan.targets:
-            state = self.deployments.get(target.name)
+            state = self.deployments.get(target.id)
             if state is None:
-                self.deployments[target.name] = DeploymentState(target, self.io.replicas, version_base=_version_base())
-                out[target.name] = True
+                self.deployments[target.id] = DeploymentState(target, self.io.replicas, version_base=_version_base())
+                out[target.id] = True
             else:
                 if target.version_given and target.version == state.target.version:
                     # Same code version: only the config may change (replicas, user_config...).
                     target = _same_code(state.target, target)
-                out[target.name] = state.update(target)
-        for name in plan.removed:
-            self.deployments[name].delete()
+                out[target.id] = state.update(target)
+        for dep_id in plan.removed:
+            self.deployments[dep_id].delete()
         self._reconcile(self.clock())
         self._kick.set()
         return out
 
-    async def delete(self, names: list[str]) -> None:
+    async def delete(self, ids: list[DeploymentId]) -> None:
         await self.ready()
-        for name in names:
-            if name in self.deployments:
-                self.deployments[name].delete()
+        for dep_id in ids:
+            if dep_id in self.deployments:
+                self.deployments[dep_id].delete()
         self._reconcile(self.clock())
         self._kick.set()
 
-    async def delete_app(self, app: str) -> list[str]:
+    async def delete_app(self, app: str) -> list[DeploymentId]:
         await self.ready()
-        names = [n for n, s in self.deployments.items() if s.target.app == app]
-        await self.delete(names)
-        return names
+        ids = [d for d in self.deployments if d.app == app]
+        await self.delete(ids)
+        return ids
 
     async def status(self) -> dict[str, Any]:
         await self.ready()
         return self._status()
 
-    async def targets(self) -> dict[str, DeploymentTarget]:
+    async def targets(self) -> dict[DeploymentId, DeploymentTarget]:
         await self.ready()
-        return {n: s.target for n, s in self.deployments.items() if not s.deleting}
+        return {d: s.target for d, s in self.deployments.items() if not s.deleting}
 
     async def listen(self, key: str, known_version: int, hold_s: float) -> Update:
         """Long poll on `key` (a replica set, the route table, the status): answered once its
@@ -223,7 +227,7 @@ class ServeController:
         await self.ready()
         return await self.polls.listen(key, known_version, hold_s)
 
-    def record_load(self, source: str, deployment: str, ongoing: float) -> None:
+    def record_load(self, source: str, deployment: DeploymentId, ongoing: float) -> None:
         """A router's requests in flight (and queued) for `deployment`, for autoscaling."""
         state = self.deployments.get(deployment)
         if state is not None:
@@ -239,10 +243,10 @@ class ServeController:
         self._membership = ()
         return done
 
-    async def wait_gone(self, names: list[str], deadline: float) -> bool:
-        """Until none of `names` is a deployment any more (True), or the deadline (False)."""
+    async def wait_gone(self, ids: list[DeploymentId], deadline: float) -> bool:
+        """Until none of `ids` is a deployment any more (True), or the deadline (False)."""
         version = -1
-        while any(n in self.deployments for n in names):
+        while any(d in self.deployments for d in ids):
             left = deadline - self.clock()
             if left <= 0:
                 return False

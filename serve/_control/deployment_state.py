@@ -241,7 +241,7 @@ class DeploymentState:
     def _start(self, now: float) -> None:
         if now < self.next_start_at:
             return  # backing off after a failed start
-        replica_id = ReplicaId(self.target.name, secrets.token_hex(3))
+        replica_id = ReplicaId(self.target.id, secrets.token_hex(3))
         handle = self.io.start(self.target, replica_id)
         r = Replica(replica_id, handle, self.target.version, started_at=now, user_config=self.target.config.user_config)
         r.ready = self.io.call(handle, "ready")

@@ -101,7 +101,7 @@ class _ReplicaActors(_Actors):
         cls = actors.remote(
             name=replica_actor_name(replica_id), namespace=SERVE_NAMESPACE, lifetime=self.lifetime,
             max_concurrency=target.config.max_ongoing_requests + 16, **target.config.actor_options,
-            spread_group=f"serve:{target.name}",
+            spread_group=f"serve:{target.id}",
         )(ReplicaActor)
         return cls.remote(target.name, replica_id.tag, target.app, target.code, target.config.user_config,
                           target.is_function, target.config.max_ongoing_requests)

@@ -8,9 +8,9 @@ Three kinds of deploy:
   the applications it does not name are deleted;
 - a 1.x `Deployment.deploy()`: its one target is added (or updated), nothing is deleted.
 
-Refused with `ConflictError`, naming both sides, when after the deploy two deployments
-would serve one route prefix, or a deployment name would belong to two applications
-(names are unique across applications).
+Deployment names are scoped by application (two applications may each have a `Model`,
+as in Ray). Refused with `ConflictError`, naming both sides, when after the deploy two
+deployments would serve one route prefix, or one application lists a name twice.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..exceptions import ConflictError
-from ..messages import DeploymentTarget
+from ..messages import DeploymentId, DeploymentTarget
 from .deployment_state import DeploymentState
 
 __all__ = ["DeployPlan", "plan_deploy"]
@@ -28,38 +28,31 @@ __all__ = ["DeployPlan", "plan_deploy"]
 @dataclass(frozen=True, slots=True)
 class DeployPlan:
     targets: tuple[DeploymentTarget, ...]
-    removed: tuple[str, ...]  # deployments to delete
+    removed: tuple[DeploymentId, ...]  # deployments to delete
 
 
-def plan_deploy(current: Mapping[str, DeploymentState], apps: Mapping[str, list[DeploymentTarget]], *,
+def plan_deploy(current: Mapping[DeploymentId, DeploymentState], apps: Mapping[str, list[DeploymentTarget]], *,
                 replace_apps: bool = True, exclusive: bool = False) -> DeployPlan:
     """The plan of deploying `apps` ({application: its targets}) over `current`.
     `replace_apps`: each named application becomes exactly its targets; `exclusive`:
     applications not named are deleted too."""
-    live = {name: s.target for name, s in current.items() if not s.deleting}
-    incoming: dict[str, DeploymentTarget] = {}
+    live = {dep_id: s.target for dep_id, s in current.items() if not s.deleting}
+    incoming: dict[DeploymentId, DeploymentTarget] = {}
     for app, targets in apps.items():
         for t in targets:
             if t.app != app:
                 raise ValueError(f"target {t.name} of application {t.app!r} was given for application {app!r}")
-            if t.name in incoming:
-                raise ConflictError(f"deployment {t.name!r} is part of applications {incoming[t.name].app!r} and "
-                                    f"{app!r}; deployment names are unique across applications (rename one with "
-                                    ".options(name=...))")
-            incoming[t.name] = t
-    removed = [name for name, t in live.items() if name not in incoming and (
-        exclusive or (replace_apps and t.app in apps))]
-    final = {name: t for name, t in live.items() if name not in removed}
-    for name, t in incoming.items():
-        held = final.get(name)
-        if held is not None and held.app != t.app:
-            raise ConflictError(f"deployment {name!r} already belongs to application {held.app!r}; application "
-                                f"{t.app!r} cannot take it (deployment names are unique across applications): "
-                                f"delete {held.app!r} first, or rename one with .options(name=...)")
-        final[name] = t
+            if t.id in incoming:
+                raise ConflictError(f"application {app!r} has two deployments named {t.name!r}; rename one with "
+                                    ".options(name=...)")
+            incoming[t.id] = t
+    removed = [dep_id for dep_id in live if dep_id not in incoming and (
+        exclusive or (replace_apps and dep_id.app in apps))]
+    final = {dep_id: t for dep_id, t in live.items() if dep_id not in removed}
+    final.update(incoming)
     routes: dict[str, DeploymentTarget] = {}
-    for name in sorted(final, key=lambda n: n in incoming):  # the ones serving now first
-        t = final[name]
+    for dep_id in sorted(final, key=lambda d: d in incoming):  # the ones serving now first
+        t = final[dep_id]
         if t.route_prefix is None:
             continue
         other = routes.get(t.route_prefix)

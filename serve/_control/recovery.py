@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from .._config import HTTPOptions
+from ..messages import DeploymentId
 from .checkpoint import Checkpoint
 from .deployment_state import DeploymentState
 from .io import ControllerIO
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Recovered:
-    deployments: dict[str, DeploymentState]
+    deployments: dict[DeploymentId, DeploymentState]
     http_options: HTTPOptions | None  # None: no checkpoint (a fresh start keeps the options it was given)
     adopted: int
 
@@ -36,19 +37,19 @@ async def recover_deployments(io: ControllerIO, now: float, version_base: int) -
     if blob is None:
         return Recovered({}, None, 0)
     checkpoint = Checkpoint.loads(blob)
-    deployments: dict[str, DeploymentState] = {}
+    deployments: dict[DeploymentId, DeploymentState] = {}
     adopted = 0
     for target in checkpoint.targets:
         state = DeploymentState(target, io.replicas, version_base=version_base)
-        if target.name in checkpoint.deleting:
+        if target.id in checkpoint.deleting:
             state.delete()
-        for record in checkpoint.replicas.get(target.name, ()):
+        for record in checkpoint.replicas.get(target.id, ()):
             handle = await io.find_replica(record.replica_id)
             if handle is None:
                 continue
             state.adopt(record.replica_id, handle, record.version, record.user_config, now, record.state)
             adopted += 1
-        deployments[target.name] = state
+        deployments[target.id] = state
     log.info("recovered %d deployments and adopted %d running replicas", len(deployments), adopted)
     return Recovered(deployments, checkpoint.http_options, adopted)
 

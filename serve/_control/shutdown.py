@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..messages import DeploymentId
 from .deployment_state import DeploymentState
 from .io import ControllerIO
 from .proxy_state import ProxyState
@@ -28,11 +29,11 @@ class Stoppable(Protocol):
     clock: Callable[[], float]
     io: ControllerIO
     proxies: ProxyState
-    deployments: dict[str, DeploymentState]
+    deployments: dict[DeploymentId, DeploymentState]
 
-    async def delete(self, names: list[str]) -> None: ...
+    async def delete(self, ids: list[DeploymentId]) -> None: ...
 
-    async def wait_gone(self, names: list[str], deadline: float) -> bool: ...
+    async def wait_gone(self, ids: list[DeploymentId], deadline: float) -> bool: ...
 
 
 async def shut_down(controller: Stoppable, proxies: list[Any], timeout_s: float) -> bool:

@@ -24,7 +24,7 @@ def replica_set_of(s: DeploymentState) -> ReplicaSet:
     """What routers of the deployment need: its running replicas and limits."""
     cfg = s.target.config
     return ReplicaSet(
-        s.target.name,
+        s.target.id,
         tuple(ReplicaInfo(r.replica_id, r.handle, cfg.max_ongoing_requests) for r in s.running()),
         cfg.max_queued_requests,
         _metrics_interval(s),

@@ -29,10 +29,10 @@ from actors.system import LoopInbox, Runtime, Update, current_runtime, runtime_o
 
 from .._names import CONTROLLER_NAME, SERVE_NAMESPACE
 from ..exceptions import DeploymentUnhealthyError, ServeNotRunningError
-from ..messages import DeploymentStatus, DeploymentTarget
+from ..messages import DeploymentId, DeploymentStatus, DeploymentTarget
 from .router import Router
 
-__all__ = ["STATUS_KEY", "ServeClient", "deploy_timeout_s", "say"]
+__all__ = ["STATUS_KEY", "ServeClient", "deploy_timeout_s", "deployments_in", "say"]
 
 STATUS_KEY = "status"  # the controller's long-poll key of its status summary
 _CALL_TIMEOUT_S = 60.0
@@ -55,7 +55,7 @@ class ServeClient:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._controller: ActorHandle | None = None
-        self._routers: dict[str, Router] = {}
+        self._routers: dict[DeploymentId, Router] = {}
         self._inbox = LoopInbox(rt.loop, self._start_calls)
         self.closed = False
 
@@ -88,10 +88,10 @@ class ServeClient:
             self._controller = ActorHandle(info.actor_id, info.class_name, info.methods, info.async_methods, info)
         return self._controller
 
-    def router_now(self, deployment: str) -> Router | None:
+    def router_now(self, deployment: DeploymentId) -> Router | None:
         return self._routers.get(deployment)
 
-    async def router(self, deployment: str) -> Router:
+    async def router(self, deployment: DeploymentId) -> Router:
         router = self._routers.get(deployment)
         if router is None:
             controller = await self.controller()
@@ -135,7 +135,7 @@ class ServeClient:
     def status(self) -> dict[str, Any]:
         return self.call("status")
 
-    def targets(self) -> dict[str, DeploymentTarget]:
+    def targets(self) -> dict[DeploymentId, DeploymentTarget]:
         return self.call("targets")
 
     def watch_status(self, until: Callable[[dict[str, Any]], bool], timeout_s: float,
@@ -154,64 +154,62 @@ class ServeClient:
                 return False
 
     def deploy(self, targets: list[DeploymentTarget], wait: bool = True,
-               timeout_s: float | None = None) -> dict[str, bool]:
-        """Add or update deployments (1.x); returns {name: changed}. `wait`: until all are HEALTHY."""
+               timeout_s: float | None = None) -> dict[DeploymentId, bool]:
+        """Add or update deployments (1.x); returns {deployment: changed}. `wait`: until all are HEALTHY."""
         return self._deployed(self.call("deploy", targets), targets, wait, timeout_s)
 
     def deploy_apps(self, apps: dict[str, list[DeploymentTarget]], exclusive: bool = False, wait: bool = True,
-                    timeout_s: float | None = None) -> dict[str, bool]:
-        """Deploy whole applications (see the controller's `deploy_apps`); returns {name: changed}."""
+                    timeout_s: float | None = None) -> dict[DeploymentId, bool]:
+        """Deploy whole applications (see the controller's `deploy_apps`); returns {deployment: changed}."""
         targets = [t for ts in apps.values() for t in ts]
         return self._deployed(self.call("deploy_apps", apps, exclusive), targets, wait, timeout_s)
 
-    def _deployed(self, changed: dict[str, bool], targets: list[DeploymentTarget], wait: bool,
-                  timeout_s: float | None) -> dict[str, bool]:
+    def _deployed(self, changed: dict[DeploymentId, bool], targets: list[DeploymentTarget], wait: bool,
+                  timeout_s: float | None) -> dict[DeploymentId, bool]:
         if wait:
-            names = [t.name for t in targets]
+            ids = [t.id for t in targets]
             if not any(changed.values()):
-                say(f"{', '.join(names)}: unchanged (same version and config), nothing to do")
-            self.wait_healthy(names, timeout_s)
+                say(f"{', '.join(t.name for t in targets)}: unchanged (same version and config), nothing to do")
+            self.wait_healthy(ids, timeout_s)
         return changed
 
-    def wait_healthy(self, names: list[str], timeout_s: float | None = None) -> None:
-        """Until every deployment of `names` is HEALTHY, printing progress; raises
+    def wait_healthy(self, ids: list[DeploymentId], timeout_s: float | None = None) -> None:
+        """Until every deployment of `ids` is HEALTHY, printing progress; raises
         DeploymentUnhealthyError (one cannot start) or TimeoutError."""
         timeout_s = deploy_timeout_s() if timeout_s is None else timeout_s
         progress = _Progress()
 
         def healthy(st: dict[str, Any]) -> bool:
-            deps = {n: d for app in st["applications"].values() for n, d in app["deployments"].items()
-                    if n in names}
-            progress.line("; ".join(f"{n} {d['replicas'].get('RUNNING', 0)}/{d['target_replicas']} running "
-                                    f"({d['status']})" for n, d in sorted(deps.items())))
-            unhealthy = {n: d["message"] for n, d in deps.items() if d["status"] == DeploymentStatus.UNHEALTHY}
+            deps = {d: s for d, s in deployments_in(st).items() if d in ids}
+            progress.line("; ".join(f"{d.name} {s['replicas'].get('RUNNING', 0)}/{s['target_replicas']} running "
+                                    f"({s['status']})" for d, s in sorted(deps.items())))
+            unhealthy = {d: s["message"] for d, s in deps.items() if s["status"] == DeploymentStatus.UNHEALTHY}
             if unhealthy:
-                raise DeploymentUnhealthyError("; ".join(f"deployment {n} is unhealthy: {m}"
-                                                         for n, m in unhealthy.items()))
-            return len(deps) == len(names) and all(d["status"] == DeploymentStatus.HEALTHY for d in deps.values())
+                raise DeploymentUnhealthyError("; ".join(f"deployment {d.name} is unhealthy: {m}"
+                                                         for d, m in unhealthy.items()))
+            return len(deps) == len(ids) and all(s["status"] == DeploymentStatus.HEALTHY for s in deps.values())
 
         if not self.watch_status(healthy, timeout_s):
             raise TimeoutError(f"deployments not ready after {timeout_s:.0f}s: {progress.last} "
                                "(busy resources? see `zeroserve status`)")
 
-    def delete(self, names: list[str], wait: bool = True, timeout_s: float = 60.0) -> None:
-        self.call("delete", names)
+    def delete(self, ids: list[DeploymentId], wait: bool = True, timeout_s: float = 60.0) -> None:
+        self.call("delete", ids)
         if wait:
-            self.wait_deleted(names, timeout_s)
+            self.wait_deleted(ids, timeout_s)
 
-    def wait_deleted(self, names: list[str], timeout_s: float = 60.0) -> bool:
+    def wait_deleted(self, ids: list[DeploymentId], timeout_s: float = 60.0) -> bool:
         def gone(st: dict[str, Any]) -> bool:
-            present = {n for app in st["applications"].values() for n in app["deployments"]}
-            return not present.intersection(names)
+            return not set(deployments_in(st)).intersection(ids)
 
         return self.watch_status(gone, timeout_s)
 
-    def delete_app(self, app: str, wait: bool = True) -> list[str]:
-        """Delete an application's deployments; returns their names ([] if no such app)."""
-        names = self.call("delete_app", app)
-        if names and wait:
-            self.wait_deleted(names)
-        return names
+    def delete_app(self, app: str, wait: bool = True) -> list[DeploymentId]:
+        """Delete an application's deployments; returns them ([] if no such app)."""
+        ids = self.call("delete_app", app)
+        if ids and wait:
+            self.wait_deleted(ids)
+        return ids
 
     # -- life --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -232,6 +230,12 @@ def _remember(client: ServeClient) -> ServeClient:
     global _last
     _last = client
     return client
+
+
+def deployments_in(status: dict[str, Any]) -> dict[DeploymentId, dict[str, Any]]:
+    """The deployments of a status summary, by id."""
+    return {DeploymentId(app, name): d for app, a in status["applications"].items()
+            for name, d in a["deployments"].items()}
 
 
 class _Progress:

@@ -19,6 +19,7 @@ from typing import Any
 from actors import GetTimeoutError, ObjectRef
 from actors.system import LoopInbox, copy_state, current_runtime, runtime_or_init
 
+from ..messages import DeploymentId
 from .client import ServeClient
 
 __all__ = ["DeploymentHandle", "DeploymentResponse", "RayServeHandle", "RayServeSyncHandle"]
@@ -144,14 +145,14 @@ async def _value(response: DeploymentResponse) -> Any:
     return await asyncio.shield(response._to_object_ref())
 
 
-async def _call(client: ServeClient, deployment: str, method: str, args: tuple, kwargs: dict) -> Any:
+async def _call(client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict) -> Any:
     """The slow path of a call: resolve response arguments, find the router, route."""
     args, kwargs = await _resolve(args, kwargs)
     router = await client.router(deployment)
     return await router.call(method, args, kwargs)
 
 
-def _start(client: ServeClient, deployment: str, method: str, args: tuple, kwargs: dict,
+def _start(client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict,
            deliver: Callable[[asyncio.Future], Any], response: _LoopResponse | None) -> None:
     """Start one call on the runtime's loop; `deliver(future)` gets its outcome."""
     if response is not None and response.done():
@@ -174,6 +175,7 @@ class DeploymentHandle:
         self.deployment_name = deployment_name
         self.app_name = app_name
         self.method_name = method_name
+        self._id = DeploymentId(app_name, deployment_name)
 
     def __repr__(self) -> str:
         return f"DeploymentHandle(deployment={self.deployment_name!r}, method={self.method_name!r})"
@@ -193,7 +195,7 @@ class DeploymentHandle:
         client = ServeClient.current()
         rt = client.rt
         loop = asyncio._get_running_loop()
-        name, method = self.deployment_name, self.method_name
+        name, method = self._id, self.method_name
         if loop is rt.loop:  # in a replica or actor: no hand-over at all
             response = _LoopResponse(loop=loop)
             _start(client, name, method, args, kwargs, functools.partial(copy_state, dst=response), response)
@@ -206,7 +208,7 @@ class DeploymentHandle:
         waiter: concurrent.futures.Future = concurrent.futures.Future()
         deliver = functools.partial(copy_state, dst=waiter)
         client.submit(_start, (client, name, method, args, kwargs, deliver, None))
-        return _RefResponse(ObjectRef(waiter, rt, f"{name}.{method}"))
+        return _RefResponse(ObjectRef(waiter, rt, f"{self.deployment_name}.{method}"))
 
 
 _bridges: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -20,7 +20,7 @@ from proxy import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart, ProxyS
 
 from .._config import HTTPOptions
 from ..exceptions import BackPressureError
-from ..messages import HTTP_METHOD, RouteTable
+from ..messages import HTTP_METHOD, DeploymentId, RouteTable
 from .client import ServeClient
 from .outcomes import ignore_outcome
 from .router import POLL_HOLD_S, Router
@@ -84,6 +84,7 @@ class HTTPProxyActor:
         host = rt.node_ip if options.host == "node" else options.host
         self.client = ServeClient.of(rt)
         self._routes: LongPollClient | None = None
+        self._targets: dict[str, DeploymentId] = {}  # a route's target -> its deployment
         self._started = asyncio.get_running_loop().create_task(self._start(host, options))
 
     async def _start(self, host: str, options: HTTPOptions) -> None:
@@ -102,14 +103,17 @@ class HTTPProxyActor:
 
     def _apply_routes(self, update: Update) -> None:
         table = update.value if update.exists and update.value is not None else RouteTable({})
-        self.server.set_routes(table.routes)
+        targets = {str(dep_id): dep_id for dep_id in table.routes.values()}
+        self.server.set_routes({prefix: str(dep_id) for prefix, dep_id in table.routes.items()},
+                               {key: dep_id.name for key, dep_id in targets.items()})
+        self._targets = targets
 
     async def ready(self) -> str:
         await asyncio.shield(self._started)  # a cancelled call must not cancel the start
         return f"http://{self.server.host}:{self.server.port}"
 
-    async def _forward(self, deployment: str, request: HTTPRequest) -> HTTPResponse | _ReplicaStream:
-        router = await self.client.router(deployment)
+    async def _forward(self, target: str, request: HTTPRequest) -> HTTPResponse | _ReplicaStream:
+        router = await self.client.router(self._targets[target])
         result, replica = await router.call_holding(HTTP_METHOD, (request,), {}, _is_stream_start)
         if replica is None:
             return result

@@ -27,7 +27,7 @@ from actors import ActorDiedError, ActorUnavailableError
 from actors.system import LongPollClient, Update
 
 from ..exceptions import BackPressureError, ServeError
-from ..messages import ReplicaId, ReplicaInfo, ReplicaSet
+from ..messages import DeploymentId, ReplicaId, ReplicaInfo, ReplicaSet
 from .outcomes import ignore_outcome
 
 __all__ = ["POLL_HOLD_S", "PowerOfTwoChoices", "Router", "replica_set_key"]
@@ -36,7 +36,7 @@ POLL_HOLD_S = 20.0
 _ATTEMPTS = 3  # a request refused by gone replicas is tried on at most this many
 
 
-def replica_set_key(deployment: str) -> str:
+def replica_set_key(deployment: DeploymentId) -> str:
     """The controller's long-poll key of a deployment's replica set."""
     return f"replicas/{deployment}"
 
@@ -58,7 +58,7 @@ class PowerOfTwoChoices:
 
 
 class Router:
-    def __init__(self, deployment: str, controller: Any, rng: random.Random | None = None) -> None:
+    def __init__(self, deployment: DeploymentId, controller: Any, rng: random.Random | None = None) -> None:
         self.deployment = deployment
         self._controller = controller
         self._policy = PowerOfTwoChoices(rng)
@@ -127,7 +127,8 @@ class Router:
         arriving = True
         while True:
             if self._missing:
-                raise ServeError(f"there is no deployment named {self.deployment!r} (see serve.status())")
+                raise ServeError(f"there is no deployment {self.deployment.name!r} in application "
+                                 f"{self.deployment.app!r} (see serve.status())")
             ahead = arriving and (self._waiting or self._handoffs)
             replica = None if ahead else self._policy.choose(self._replicas, self._in_flight)
             if replica is not None:
@@ -137,7 +138,7 @@ class Router:
                 return replica
             if arriving and 0 <= self._max_queued <= len(self._waiting):
                 raise BackPressureError(
-                    f"deployment {self.deployment!r}: all {len(self._replicas)} replicas are at "
+                    f"deployment {self.deployment.name!r}: all {len(self._replicas)} replicas are at "
                     f"max_ongoing_requests and {len(self._waiting)} requests already wait "
                     f"(max_queued_requests={self._max_queued})")
             fut = asyncio.get_running_loop().create_future()

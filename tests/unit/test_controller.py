@@ -26,9 +26,10 @@ from serve._control.proxy_state import NodeView
 from serve._data.client import STATUS_KEY
 from serve._data.http_proxy import ROUTES_KEY
 from serve._data.router import replica_set_key
-from serve.messages import DeploymentStatus, DeploymentTarget, ProxyStatus, ReplicaId, ReplicaState
+from serve.messages import DeploymentId, DeploymentStatus, DeploymentTarget, ProxyStatus, ReplicaId, ReplicaState
 
 T = TypeVar("T")
+D = DeploymentId("app", "d")
 HEAD = NodeView("n1", "127.0.0.1", True, True)
 N2 = NodeView("n2", "127.0.0.2", True, False)
 
@@ -212,22 +213,22 @@ def test_a_deploy_is_rolled_out_and_published_on_the_long_poll() -> None:
     async def main() -> None:
         io = FakeIO()
         c = await controller_on(io)
-        first = await c.listen(replica_set_key("d"), -1, 0.0)
+        first = await c.listen(replica_set_key(D), -1, 0.0)
         assert not first.exists  # no such deployment yet: routers fail their calls
-        waiter = asyncio.ensure_future(c.listen(replica_set_key("d"), first.version, 30.0))
-        assert await c.deploy([target()]) == {"d": True}
+        waiter = asyncio.ensure_future(c.listen(replica_set_key(D), first.version, 30.0))
+        assert await c.deploy([target()]) == {D: True}
         assert len(io.replicas.started) == 2 and len(io.replicas.pending("ready")) == 2
         await healthy(c, io)
         update = await asyncio.wait_for(waiter, 5)  # woken by the change, not by its hold time
         assert update.exists and len(update.value.replicas) in (1, 2)
-        rs = (await c.listen(replica_set_key("d"), -1, 0.0)).value
+        rs = (await c.listen(replica_set_key(D), -1, 0.0)).value
         assert sorted(r.replica_id for r in rs.replicas) == sorted(h.key for h in io.replicas.started)
         routes = (await c.listen(ROUTES_KEY, -1, 0.0)).value
-        assert routes.routes == {"/d": "d"}
+        assert routes.routes == {"/d": D}
         st = (await c.listen(STATUS_KEY, -1, 0.0)).value
         assert st["applications"]["app"]["status"] == "RUNNING"
         assert st["proxies"]["n1"]["state"] == ProxyStatus.HEALTHY
-        assert await c.deploy([target()]) == {"d": False}  # same version and config: a no-op
+        assert await c.deploy([target()]) == {D: False}  # same version and config: a no-op
 
     run(main())
 
@@ -244,7 +245,7 @@ def test_a_checkpoint_is_written_on_changes_only() -> None:
         assert io.checkpoints == written
         cp = Checkpoint.loads(io.kv["checkpoint"])
         assert [t.name for t in cp.targets] == ["d"]
-        assert {r.state for r in cp.replicas["d"]} == {ReplicaState.RUNNING}
+        assert {r.state for r in cp.replicas[D]} == {ReplicaState.RUNNING}
         await c.deploy([target(n=3)])
         await step(c)
         assert io.checkpoints > written
@@ -275,14 +276,14 @@ def test_a_restarted_controller_adopts_replicas_and_proxies_in_their_states() ->
 
         c2 = await controller_on(io, "HeadOnly")  # the checkpoint's options win over the new ones'
         assert c2.http_options.location == "EveryNode"
-        state = c2.deployments["d"]
+        state = c2.deployments[D]
         known = before | {starting[0].key}
         adopted = {r.replica_id: r.state for r in state.replicas.values() if r.replica_id in known}
         assert adopted == {**{k: ReplicaState.RUNNING for k in before if k != dead.key},
                            starting[0].key: ReplicaState.STARTING}
         asked = [p.handle for p in io.replicas.pending("ready")]
         assert starting[0] in asked and all(h.key not in before for h in asked)  # asked again; plus the replacement
-        rs = (await c2.listen(replica_set_key("d"), -1, 0.0)).value
+        rs = (await c2.listen(replica_set_key(D), -1, 0.0)).value
         assert [r.replica_id for r in rs.replicas] == [k for k in before if k != dead.key]  # still routed
         assert {e.handle for e in c2.proxies.proxies.values()} == set(proxies_before)  # adopted, not restarted
         await healthy(c2, io)
@@ -298,11 +299,11 @@ def test_deleting_a_deployment_ends_its_replica_set() -> None:
         c = await controller_on(io)
         await c.deploy([target(n=1)])
         await healthy(c, io)
-        known = await c.listen(replica_set_key("d"), -1, 0.0)
-        await c.delete(["d"])
+        known = await c.listen(replica_set_key(D), -1, 0.0)
+        await c.delete([D])
         for _ in range(5):
             await step(c)
-        update = await c.listen(replica_set_key("d"), known.version, 0.0)
+        update = await c.listen(replica_set_key(D), known.version, 0.0)
         assert not update.exists
         assert (await c.listen(ROUTES_KEY, -1, 0.0)).value.routes == {}
         assert all(h.killed for h in io.replicas.started)

@@ -208,7 +208,7 @@ def test_a_new_deployment_starts_n_replicas_each_asked_ready() -> None:
     assert len(io.handles) == 3
     assert all(h.target == target for h in io.handles)
     assert len({h.replica_id for h in io.handles}) == 3
-    assert all(h.replica_id.deployment == "d" and h.replica_id.tag for h in io.handles)
+    assert all(h.replica_id.deployment.name == "d" and h.replica_id.tag for h in io.handles)
     assert [len(io.calls_of("ready", h)) for h in io.handles] == [1, 1, 1]
     assert state.counts() == {"STARTING": 3}
     assert state.running() == [] and state.routing_version == 0

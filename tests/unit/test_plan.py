@@ -10,7 +10,7 @@ from serve._config import DeploymentConfig
 from serve._control.deployment_state import DeploymentState
 from serve._control.plan import plan_deploy
 from serve.exceptions import ConflictError
-from serve.messages import DeploymentTarget
+from serve.messages import DeploymentId, DeploymentTarget
 
 
 class _NoIO:
@@ -28,10 +28,11 @@ def t(name: str, app: str = "default", route: str | None = None) -> DeploymentTa
     return DeploymentTarget(name, app, "v1", b"", DeploymentConfig(), route, False, True)
 
 
-def running(*targets: DeploymentTarget, deleting: tuple[str, ...] = ()) -> dict[str, DeploymentState]:
-    out = {x.name: DeploymentState(x, _NoIO()) for x in targets}
-    for name in deleting:
-        out[name].delete()
+def running(*targets: DeploymentTarget, deleting: tuple[str, ...] = ()) -> dict[DeploymentId, DeploymentState]:
+    out = {x.id: DeploymentState(x, _NoIO()) for x in targets}
+    for dep_id in out:
+        if dep_id.name in deleting:
+            out[dep_id].delete()
     return out
 
 
@@ -39,13 +40,13 @@ def test_an_application_becomes_exactly_its_new_targets() -> None:
     current = running(t("A", "app", "/"), t("B", "app"), t("C", "other", "/c"))
     plan = plan_deploy(current, {"app": [t("A", "app", "/"), t("D", "app")]})
     assert [x.name for x in plan.targets] == ["A", "D"]
-    assert plan.removed == ("B",)  # the other application's C stays
+    assert plan.removed == (DeploymentId("app", "B"),)  # the other application's C stays
 
 
 def test_a_config_deploy_deletes_applications_it_does_not_name() -> None:
     current = running(t("A", "one", "/a"), t("C", "other", "/c"))
     plan = plan_deploy(current, {"one": [t("A", "one", "/a")]}, exclusive=True)
-    assert plan.removed == ("C",)
+    assert plan.removed == (DeploymentId("other", "C"),)
 
 
 def test_a_1x_deploy_only_adds() -> None:
@@ -67,12 +68,12 @@ def test_a_route_freed_in_the_same_deploy_can_be_taken() -> None:
     plan_deploy(current, {"two": [t("B2", "two", "/x")]}, exclusive=True)  # /x's owner is deleted
 
 
-def test_a_deployment_name_of_another_application_is_refused_naming_both() -> None:
+def test_deployment_names_are_scoped_by_application() -> None:
     current = running(t("Model", "one", "/one"))
-    with pytest.raises(ConflictError, match="'Model' already belongs to application 'one'; application 'two'"):
-        plan_deploy(current, {"two": [t("Model", "two", "/two")]})
-    with pytest.raises(ConflictError, match="part of applications 'a' and 'b'"):
-        plan_deploy({}, {"a": [t("M", "a")], "b": [t("M", "b")]})
+    plan = plan_deploy(current, {"two": [t("Model", "two", "/two")]})
+    assert [x.id for x in plan.targets] == [DeploymentId("two", "Model")] and plan.removed == ()
+    with pytest.raises(ConflictError, match="application 'a' has two deployments named 'M'"):
+        plan_deploy({}, {"a": [t("M", "a"), t("M", "a")]})
 
 
 def test_deployments_being_deleted_hold_nothing() -> None:

@@ -41,10 +41,10 @@ import serve
 from actors.system import Update, copy_state
 from serve._data.router import PowerOfTwoChoices, Router, replica_set_key
 from serve.exceptions import BackPressureError, ServeError
-from serve.messages import ReplicaInfo, ReplicaSet
+from serve.messages import DeploymentId, ReplicaInfo, ReplicaSet
 
 T = TypeVar("T")
-DEPLOYMENT = "d"
+DEPLOYMENT = DeploymentId("app", "d")
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -443,10 +443,10 @@ def test_a_missing_deployment_fails_calls_with_serve_error(via: str) -> None:
         early = env.call(0)  # waiting for the first set
         await settle()
         await env.apply(env.replica_set([], exists=False))
-        with pytest.raises(ServeError, match=r"no deployment named 'd'") as info:
+        with pytest.raises(ServeError, match=r"no deployment 'd' in application 'app'") as info:
             await outcome(early)
         assert not isinstance(info.value, BackPressureError)
-        with pytest.raises(ServeError, match=r"no deployment named 'd'"):
+        with pytest.raises(ServeError, match=r"no deployment 'd' in application 'app'"):
             await outcome(env.call())
         assert env.router.load == 0
         env.router.close()

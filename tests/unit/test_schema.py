@@ -400,10 +400,14 @@ def test_build_names_unknown_deployments_and_import_errors() -> None:
         build(parse_config({"import_path": APP, "args": {"x": 1}}))
 
 
-def test_two_applications_may_not_share_a_deployment_or_a_route() -> None:
-    with pytest.raises(ConfigError, match=r"applications\[1\]: deployment '\w+' is also part of applications\[0\]"):
+def test_two_applications_may_share_deployment_names_but_not_a_route() -> None:
+    a, b = build(parse_config({"applications": [{"name": "a", "import_path": APP, "route_prefix": "/a"},
+                                                {"name": "b", "import_path": APP, "route_prefix": "/b"}]}))
+    assert {t.name for t in a.targets} == {t.name for t in b.targets}  # names are scoped by application
+    assert {t.app for t in a.targets} == {"a"} and {t.app for t in b.targets} == {"b"}
+    with pytest.raises(ConfigError, match=r"route_prefix"):
         build(parse_config({"applications": [{"name": "a", "import_path": APP, "route_prefix": "/a"},
-                                             {"name": "b", "import_path": APP, "route_prefix": "/b"}]}))
+                                             {"name": "b", "import_path": APP, "route_prefix": "/a"}]}))
 
 
 def test_the_example_config_builds() -> None:
@@ -428,7 +432,7 @@ def test_a_builder_gets_the_args() -> None:
     (built,) = build(parse_config({"import_path": "tests.unit.test_schema:echo_builder", "args": {"prefix": "hi"}}))
     (target,) = built.targets
     _, init_args, _ = pickle.loads(target.code)
-    assert (target.name, init_args, built.route_prefix) == ("Echo", ("hi",), "/Echo")
+    assert (target.name, init_args, built.route_prefix) == ("Echo", ("hi",), "/")
     with pytest.raises(ConfigError, match=r"applications\[0\].args: the application builder .* raised KeyError"):
         build(parse_config({"import_path": "tests.unit.test_schema:echo_builder", "args": {"prefx": "hi"}}))
     other, = build(parse_config({"import_path": "tests.unit.test_schema:echo_builder", "args": {"prefix": "ho"}}))
