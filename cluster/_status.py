@@ -59,7 +59,7 @@ def render_status(data: dict[str, Any]) -> str:
     if deployments:
         lines += ["", "Serve deployments:"]
         rows = [("DEPLOYMENT", "APP", "STATUS", "RUNNING/TARGET", "ROUTE", "MESSAGE")]
-        rows += [(name, d["app"], d["status"], f"{d['replicas'].get('RUNNING', 0)}/{d['target']}",
+        rows += [(d.get("name", name), d["app"], d["status"], f"{d['replicas'].get('RUNNING', 0)}/{d['target']}",
                   d["route_prefix"] or "-", (d["message"] or "")[:60]) for name, d in deployments.items()]
         lines += _table(rows)
     return "\n".join(lines)

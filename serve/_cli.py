@@ -163,8 +163,8 @@ def _roll_out(client: ServeClient, apps: list[BuiltApp], stale: list[DeploymentI
         unhealthy = [n for n in names if n in deps and deps[n]["status"] == "UNHEALTHY"]
         if unhealthy:
             for n in unhealthy:
-                print(f"serve: error: deployment {n.name} of {n.app} is UNHEALTHY: {deps[n]['message']}",
-                      file=sys.stderr, flush=True)
+                print(f"serve: error: deployment {n.name} is UNHEALTHY (application {n.app!r}): "
+                      f"{deps[n]['message']}", file=sys.stderr, flush=True)
             failed[0] = True
             return True
         return all(n in deps and deps[n]["status"] == "HEALTHY" for n in names) and len(gone) == len(stale)
@@ -206,7 +206,11 @@ def deploy_cmd(args: argparse.Namespace) -> int:
     _report(apps, changed)
     stale = sorted(n for n in current if n not in wanted)
     if stale:
-        _say(f"serve: deleting deployments not in the config: {', '.join(f'{d.app}/{d.name}' for d in stale)}")
+        by_app: dict[str, list[str]] = {}
+        for d in stale:
+            by_app.setdefault(d.app, []).append(d.name)
+        _say("serve: deleting deployments not in the config: "
+             + "; ".join(f"{', '.join(names)} (application {app!r})" for app, names in sorted(by_app.items())))
     if not _roll_out(client, apps, stale, args.timeout):
         return 1
     _where(apps, client.status())

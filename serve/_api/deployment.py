@@ -24,9 +24,10 @@ __all__ = ["Deployment", "deployment"]
 
 
 class Deployment:
-    def __init__(self, func_or_class: Any, options: dict[str, Any]) -> None:
+    def __init__(self, func_or_class: Any, options: dict[str, Any], app: str = DEFAULT_APP) -> None:
         if not (inspect.isclass(func_or_class) or inspect.isfunction(func_or_class)):
             raise TypeError(f"@serve.deployment decorates a class or a function, got {func_or_class!r}")
+        self._app = app  # the application it is part of (1.x deploys: the default one)
         self._func_or_class = func_or_class
         self._options = validate_options(options)
         self._options.setdefault("name", func_or_class.__name__)
@@ -110,7 +111,7 @@ class Deployment:
         if options.get("num_replicas") is not None:
             merged.pop("autoscaling_config", None)
         merged.update(options)
-        return Deployment(self._func_or_class, merged)
+        return Deployment(self._func_or_class, merged, self._app)
 
     def bind(self, *args: Any, **kwargs: Any) -> Application:
         check_bind_args(args, kwargs)
@@ -120,13 +121,13 @@ class Deployment:
     def deploy(self, *init_args: Any, _blocking: bool = True, **init_kwargs: Any) -> None:
         args = init_args or self.init_args
         kwargs = init_kwargs or self.init_kwargs
-        startup.running_client().deploy([self.target(args, kwargs, DEFAULT_APP)], wait=_blocking)
+        startup.running_client().deploy([self.target(args, kwargs, self._app)], wait=_blocking)
 
     def delete(self) -> None:
-        startup.running_client().delete([DeploymentId(DEFAULT_APP, self.name)])
+        startup.running_client().delete([DeploymentId(self._app, self.name)])
 
     def get_handle(self, sync: bool | None = None) -> DeploymentHandle:
-        return DeploymentHandle(self.name)
+        return DeploymentHandle(self.name, self._app)
 
     def target(self, init_args: tuple, init_kwargs: dict, app: str,
                route_prefix: Any = DEFAULT) -> DeploymentTarget:

@@ -70,7 +70,7 @@ def _deployment_of(target: DeploymentTarget) -> Deployment:
         opts["autoscaling_config"] = cfg.autoscaling_config
     else:
         opts["num_replicas"] = cfg.num_replicas
-    return Deployment(func_or_class, opts)
+    return Deployment(func_or_class, opts, target.app)
 
 
 def list_deployments() -> dict[str, Deployment]:

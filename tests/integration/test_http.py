@@ -58,7 +58,7 @@ class Kinds:
 
 
 def test_requests_reach_the_deployment_with_method_path_query_body_headers(http) -> None:
-    serve.run(Echo.bind())
+    serve.run(Echo.bind(), route_prefix="/Echo")
     _routes(http, 1)
     r = http.post("/Echo/sub/path?x=1&y=two", content=b"payload", headers={"x-test": "yes"})
     assert r.status_code == 200
@@ -104,12 +104,32 @@ def test_errors_and_builtins(http) -> None:
 
 
 def test_routes_follow_deploys_and_deletes(http) -> None:
-    serve.run(Echo.bind(), name="one")
+    serve.run(Echo.bind(), name="one", route_prefix="/Echo")
     serve.run(Kinds.bind(), name="two")
     assert _routes(http, 2) == {"/Echo": "Echo", "/kinds": "Kinds"}
     serve.delete("two")
     assert _routes(http, 1) == {"/Echo": "Echo"}
     assert http.get("/kinds").status_code == 404
+
+
+def test_an_application_is_served_at_root_unless_told_otherwise(http) -> None:
+    """Ray 2.x: `serve.run(app)` serves at "/" (its ingress's own route_prefix wins); a
+    second application claiming a taken route is refused, naming both; 1.x `deploy()`
+    keeps "/{name}"."""
+    serve.run(Echo.bind(), name="rooted")
+    assert _routes(http, 1) == {"/": "Echo"}
+    assert http.get("/any/path").json()["path"] == "/any/path"
+    with pytest.raises(serve.exceptions.ConflictError, match=r"'/' is claimed by deployment 'Echo' of application "
+                                                              r"'rooted' and by 'Echo' of application 'again'"):
+        serve.run(Echo.bind(), name="again")
+    assert _routes(http, 1) == {"/": "Echo"}  # nothing changed
+    serve.run(Kinds.bind(), name="rooted")  # the same application again: replaced, Echo goes
+    assert _routes(http, 1) == {"/kinds": "Kinds"}
+    Echo.options(name="Legacy").deploy()
+    assert _routes(http, 2) == {"/Legacy": "Legacy", "/kinds": "Kinds"}
+    serve.delete("rooted")
+    Echo.options(name="Legacy").delete()
+    wait_until(lambda: http.get("/-/routes").json() == {}, timeout=20, what="no routes left")
 
 
 def test_a_port_in_use_fails_serve_start_clearly() -> None:

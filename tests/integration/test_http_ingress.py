@@ -67,7 +67,7 @@ def test_cors_middleware_example_from_the_ray_http_guide(serve_down) -> None:
     assert serve.status()["http_options"]["middlewares"] == [
         "Middleware(CORSMiddleware, allow_origins=['*'], allow_methods=['*'])"]  # as text: drivers need not import it
 
-    serve.run(Echo.bind())
+    serve.run(Echo.bind(), route_prefix="/Echo")
     with _client() as http:
         _wait_routes(http, {"/Echo": "Echo"})
         preflight = http.options("/Echo/x", headers={"Origin": "https://example.com",
@@ -87,7 +87,7 @@ def test_cors_middleware_example_from_the_ray_http_guide(serve_down) -> None:
 
 def test_without_middlewares_there_are_no_cors_headers(serve_down) -> None:
     serve.start()
-    serve.run(Echo.bind())
+    serve.run(Echo.bind(), route_prefix="/Echo")
     with _client() as http:
         _wait_routes(http, {"/Echo": "Echo"})
         got = http.get("/Echo", headers={"Origin": "https://example.com"})
@@ -118,7 +118,7 @@ def test_middlewares_defined_in_the_driver_run_in_order_around_the_proxy(serve_d
                                 middlewares=[Middleware(Tag, "outer"), Middleware(Tag, name="inner")])
     assert pickle.loads(pickle.dumps(options)).middlewares[0].args == ("outer",)  # the controller's checkpoint
     serve.start(http_options=options)
-    serve.run(Echo.bind())
+    serve.run(Echo.bind(), route_prefix="/Echo")
     with _client(options.port) as http:
         _wait_routes(http, {"/Echo": "Echo"})
         got = http.get("/base/Echo/y")
@@ -147,7 +147,7 @@ class Greeter:
 def test_root_path_mounts_the_proxy_under_a_prefix(serve_down) -> None:
     port = free_port()
     serve.start(http_options={"port": port, "root_path": "/serve"})
-    serve.run(Echo.bind(), name="echo")
+    serve.run(Echo.bind(), name="echo", route_prefix="/Echo")
     serve.run(Greeter.bind(), name="greeter")
     with _client(port) as http:
         expected = {"/Echo": "Echo", "/hello": "Greeter"}

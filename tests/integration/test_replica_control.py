@@ -61,7 +61,7 @@ class Busy:
 
     def where(self) -> tuple[str, int]:
         ctx = serve.get_replica_context()
-        return f"SERVE_REPLICA::{ctx.deployment}#{ctx.replica_tag}", os.getpid()
+        return f"SERVE_REPLICA::{ctx.app_name}#{ctx.deployment}#{ctx.replica_tag}", os.getpid()
 
 
 def test_a_replica_with_more_requests_than_its_actor_runs_keeps_answering_health_checks() -> None:

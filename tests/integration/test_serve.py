@@ -11,6 +11,7 @@ import pytest
 
 import actors
 import serve
+from serve.messages import DeploymentId
 
 from ..conftest import wait_until
 
@@ -441,7 +442,7 @@ def test_traffic_flows_while_the_controller_is_killed_and_it_recovers() -> None:
     def first_answers() -> tuple | None:  # from the restarted controller, as soon as it is up
         try:
             routes = actors.get(controller.listen.remote("routes", -1, 0.0), timeout=10)
-            replicas = actors.get(controller.listen.remote("replicas/Counter", -1, 0.0), timeout=10)
+            replicas = actors.get(controller.listen.remote("replicas/default#Counter", -1, 0.0), timeout=10)
         except actors.ActorDiedError:
             return None  # the killed incarnation
         return routes, replicas
@@ -449,7 +450,7 @@ def test_traffic_flows_while_the_controller_is_killed_and_it_recovers() -> None:
     routes, replica_set = wait_until(first_answers, timeout=30, what="the restarted controller")
     # What proxies and routers get first from it: the adopted replicas, still routed (never an
     # empty table that would turn requests into 404s), at a version above any they held.
-    assert routes.value.routes == old_routes.value.routes == {"/Counter": "Counter"}
+    assert routes.value.routes == old_routes.value.routes == {"/": DeploymentId("default", "Counter")}
     assert routes.version > old_routes.version
     assert len(replica_set.value.replicas) == 2
     wait_until(lambda: serve.status()["applications"]["default"]["deployments"]["Counter"]["status"] == "HEALTHY",
@@ -499,7 +500,7 @@ def test_a_replica_still_starting_when_the_controller_dies_is_not_routed_until_r
         wait_until(restarted, timeout=30, what="the controller to restart")
         # recovered as it was: still starting, not routed, not healthy
         assert deployment()["replicas"] == {"STARTING": 1} and deployment()["status"] == "UPDATING"
-        assert actors.get(controller.listen.remote("replicas/SlowStart", -1, 0.0), timeout=10).value.replicas == ()
+        assert actors.get(controller.listen.remote("replicas/default#SlowStart", -1, 0.0), timeout=10).value.replicas == ()
         conn.sendall(b"x")  # the constructor may finish
         conn.close()
     wait_until(lambda: deployment()["status"] == "HEALTHY", timeout=30, what="the replica to finish starting")
@@ -617,7 +618,7 @@ def test_detached_serve_is_reached_from_another_driver(cluster) -> None:
     """)
     try:
         out = read_json_line(driver)
-        assert out == {"value": 101, "repr": "Deployment(name=shared_adder,version=None,route_prefix=/shared_adder)"}
+        assert out == {"value": 101, "repr": "Deployment(name=shared_adder,version=None,route_prefix=/)"}
         assert driver.wait(timeout=30) == 0
     finally:
         driver.kill()
@@ -637,10 +638,10 @@ def test_zeroserve_status_lists_serve_deployments() -> None:
 
     def listed() -> dict | None:
         data = json.loads(zeroserve("status", "--address", address, "--token", rt.token, "--json").stdout)
-        return data["serve"].get("listed")
+        return data["serve"].get("statusapp#listed")
 
     entry = wait_until(listed, timeout=20, what="the deployment in zeroserve status")
-    assert entry["app"] == "statusapp" and entry["status"] == "HEALTHY" and entry["route_prefix"] == "/listed"
+    assert entry["app"] == "statusapp" and entry["status"] == "HEALTHY" and entry["route_prefix"] == "/" and entry["name"] == "listed"
     table = zeroserve("status", "--address", address, "--token", rt.token).stdout
     assert "Serve deployments:" in table and "listed" in table and "1/1" in table
 

@@ -283,8 +283,10 @@ def test_deploy_is_declarative_what_the_config_no_longer_has_is_deleted(head, tm
 
 
 def test_serve_run_on_the_running_cluster_removes_only_its_own_app(head) -> None:
-    clash = zs(HEAD_DIR, "serve", "run", "tests.integration.serve_cli_app:build", "greeting=yo", check=False)
-    assert clash.returncode == 1 and "deployment 'Greeter' already belongs to application 'greet'" in clash.stderr
+    clash = zs(HEAD_DIR, "serve", "run", "tests.integration.serve_cli_app:build", "greeting=yo", "--route-prefix",
+               "/greet", check=False)
+    assert clash.returncode == 1 and ("route prefix '/greet' is claimed by deployment 'Greeter' of application "
+                                      "'greet' and by 'Greeter' of application 'default'") in clash.stderr
     proc = _serve_run(HEAD_DIR, "examples.serve_app:app", "--route-prefix", "/s2", "--name", "s2")
     try:
         out = _read_until(proc, "Ctrl-C to stop")
