@@ -92,7 +92,7 @@ class _ServerThread:
 
         from proxy import HTTPResponse, ProxyServer
 
-        async def forward(target, request):
+        async def forward(target, request, request_id):
             return HTTPResponse(200, ((b"content-type", b"text/plain"),), b"ok")
 
         self.port = free_port()
