@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from actors import ActorsError
 
-__all__ = ["BackPressureError", "ConfigError", "DeploymentUnhealthyError", "OptionTypeError", "RayServeException",
-           "ServeError", "ServeNotRunningError"]
+__all__ = ["BackPressureError", "ConfigError", "DeployTimeoutError", "DeploymentUnhealthyError", "OptionTypeError",
+           "RayServeException", "ServeError", "ServeNotRunningError"]
 
 
 class ServeError(ActorsError):
@@ -23,6 +23,14 @@ class BackPressureError(ServeError):
 class DeploymentUnhealthyError(ServeError):
     """Raised by `deploy()` / `serve.run()` when a deployment cannot become healthy: its
     constructor keeps failing (the last error is in the message and in `serve.status()`)."""
+
+
+class DeployTimeoutError(ServeError, TimeoutError):
+    """Raised by `serve.run()` / `deploy()` when a deployment is not ready within the deploy
+    deadline (`timeout_s=`, a config file's `deploy_timeout_s`, `$ZEROSERVE_DEPLOY_TIMEOUT_S`,
+    300 s by default); the message names each deployment not ready and why (waiting for
+    resources, its constructor still running, retrying after an error). What was deployed
+    keeps starting: the deadline only ends the wait."""
 
 
 class ServeNotRunningError(ServeError, RuntimeError):

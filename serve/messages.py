@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from actors import ActorHandle
 
 from ._config import DeploymentConfig
+from ._obs_config import LoggingConfig, TracingConfig
 
 __all__ = [
     "DEFAULT_APP", "HTTP_METHOD", "ApplicationStatus", "DeploymentStatus", "DeploymentTarget", "ProxyStatus",
-    "ReplicaId", "ReplicaInfo", "ReplicaSet", "ReplicaState", "RouteTable",
+    "ReplicaId", "ReplicaInfo", "ReplicaSet", "ReplicaState", "RouteTable", "ServeSettings",
 ]
 
 DEFAULT_APP = "default"
@@ -146,6 +147,17 @@ class ReplicaSet:
 
 @dataclass(frozen=True, slots=True)
 class RouteTable:
-    """What proxies need: {route_prefix: deployment name} of the deployments serving HTTP."""
+    """What proxies need: {route_prefix: deployment name} of the deployments serving HTTP,
+    and {deployment name: application} of those (for request contexts and metrics)."""
 
     routes: dict[str, str]
+    apps: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """Serve-wide settings given at `serve.start`, which the controller hands to every proxy
+    and replica it starts: how they log by default, and how they trace."""
+
+    logging_config: LoggingConfig | None = None
+    tracing_config: TracingConfig | None = None

@@ -26,7 +26,7 @@ from serve._control.proxy_state import NodeView
 from serve._data.client import STATUS_KEY
 from serve._data.http_proxy import ROUTES_KEY
 from serve._data.router import replica_set_key
-from serve.messages import DeploymentStatus, DeploymentTarget, ProxyStatus, ReplicaId, ReplicaState
+from serve.messages import DeploymentStatus, DeploymentTarget, ProxyStatus, ReplicaId, ReplicaState, ServeSettings
 
 T = TypeVar("T")
 HEAD = NodeView("n1", "127.0.0.1", True, True)
@@ -122,6 +122,9 @@ class FakeReplicas(FakeActors):
         self.started.append(handle)
         return handle
 
+    def placement(self, handle: FakeHandle) -> FakePending:
+        return FakePending(handle, "placement", ())  # never answered
+
 
 class FakeProxies(FakeActors):
     def start(self, node: NodeView, http_options: Any) -> FakeHandle:
@@ -141,6 +144,7 @@ class FakeIO:
         self.node_list = list(nodes or [HEAD])
         self.kv: dict[str, bytes] = {}
         self.checkpoints = 0
+        self.settings = ServeSettings()
 
     async def nodes(self) -> list[NodeView]:
         return list(self.node_list)
