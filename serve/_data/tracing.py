@@ -29,7 +29,7 @@ from typing import Any
 
 from .._obs_config import TracingConfig
 
-__all__ = ["ENABLED", "client_parent", "configure", "current_traceparent", "end", "remote_parent", "start",
+__all__ = ["ENABLED", "client_parent", "configure", "current_traceparent", "disable", "end", "remote_parent", "start",
            "start_current", "traceparent_of"]
 
 ENABLED = False
@@ -71,6 +71,24 @@ def configure(config: TracingConfig | None = None) -> bool:
         _config = config
         ENABLED = True
     return True
+
+
+def disable() -> None:
+    """Stop making spans in this process (spans already made are still exported)."""
+    global ENABLED
+    with _lock:
+        ENABLED = False
+        if _tracer is not None:
+            _provider_flush()
+
+
+def _provider_flush() -> None:
+    from opentelemetry import trace
+
+    provider = trace.get_tracer_provider()
+    flush = getattr(provider, "force_flush", None)
+    if flush is not None:
+        flush()
 
 
 def _exporter(config: TracingConfig) -> tuple[Any, bool]:
