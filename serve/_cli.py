@@ -336,7 +336,7 @@ def render(st: dict[str, Any]) -> str:
     for name, d in sorted(_deployments(st).items(), key=lambda kv: (kv[1]["app"], kv[0])):
         states = ", ".join(f"{s} {c}" for s, c in sorted(d["replicas"].items())) or "-"
         rows.append((name, d["app"], d["status"], f"{d['replicas'].get('RUNNING', 0)}/{d['target_replicas']}",
-                     states, str(d["version"])[:12], (d["message"] or "").split("\n", 1)[0][:60]))
+                     states, str(d["version"])[:12], (d["message"] or d.get("progress") or "").split("\n", 1)[0][:60]))
     lines += _table(rows)
     messages = [(n, d["message"]) for n, d in sorted(_deployments(st).items()) if d["message"]]
     if messages:

@@ -34,7 +34,7 @@ from typing import Any
 
 import prometheus_client
 
-from ._data.context import current_request, process_context
+from ._data.context import ROUTE, current_request, process_context
 
 __all__ = ["Counter", "Gauge", "Histogram"]
 
@@ -135,7 +135,7 @@ class _Metric:
             if unknown:
                 raise ValueError(f"tag(s) {unknown} are not tag_keys of metric {self.name!r} {self._tag_keys}")
             if "route" in self._tag_keys and "route" not in tags and "route" not in self._defaults:
-                tags["route"] = current_request.get().route
+                tags["route"] = current_request.get()[ROUTE]
             found = self._key(tags)
             if found is None:
                 missing = [k for k in self._tag_keys if k not in tags and k not in self._defaults]

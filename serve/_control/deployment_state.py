@@ -227,6 +227,9 @@ class DeploymentState:
                 continue
             error = _error_text(r.ready)
             if error is None:
+                info = r.ready.result(0)
+                if isinstance(info, dict):  # its pid and log file, for the status
+                    r.meta.update({k: info[k] for k in ("pid", "log_file") if k in info})
                 log.info("replica %s is running (started in %.1f s)", r.replica_id, now - r.started_at)
                 r.state = RUNNING  # r.user_config is what it was built with; _reconfigure catches it up
                 r.next_health_at = now + self.target.config.health_check_period_s

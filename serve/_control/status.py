@@ -26,7 +26,7 @@ def deployment_status(s: DeploymentState, now: float | None = None) -> dict[str,
         "status": s.status, "message": s.message, "replicas": s.counts(),
         "target_replicas": s.desired, "version": s.target.version, "route_prefix": s.target.route_prefix,
         "replica_details": [{"replica_id": str(r.replica_id), "state": r.state, "version": r.version,
-                             "actor_id": r.handle.actor_id.hex,
+                             "actor_id": r.handle.actor_id.hex, **r.meta,
                              **({"waiting": waiting_reason(s, r, now)} if now is not None and r.state == STARTING
                                 else {})} for r in s.replicas.values()],
         "progress": progress(s, now) if now is not None else "",

@@ -34,7 +34,7 @@ from .._names import CONTROLLER_NAME, SERVE_NAMESPACE
 from ..exceptions import DeploymentUnhealthyError, DeployTimeoutError, ServeNotRunningError
 from ..messages import DeploymentStatus, DeploymentTarget
 from . import counting, tracing
-from .context import RequestContext
+from .context import APP, ROUTE, Ctx
 from .router import Router
 from .serve_metrics import caller_metrics
 
@@ -133,16 +133,16 @@ class ServeClient:
                                                             actor_id=self.actor_id)
         return router
 
-    def count_call(self, deployment: str, ctx: RequestContext) -> None:
+    def count_call(self, deployment: str, ctx: Ctx) -> None:
         """serve_handle_request_counter_total: one handle call (on the runtime's loop)."""
         counts = self._call_counts
         if counts is None:
             return
-        key = (deployment, ctx.route, ctx.app_name)
+        key = (deployment, ctx[ROUTE], ctx[APP])
         cell = counts.get(key)
         if cell is None:
-            cell = counts[key] = caller_metrics().handle_requests.cell(self.handle_id, deployment, ctx.route,
-                                                                      ctx.app_name)
+            cell = counts[key] = caller_metrics().handle_requests.cell(self.handle_id, deployment, ctx[ROUTE],
+                                                                      ctx[APP])
         cell.value += 1
 
     def submit(self, fn: Callable[..., None], args: tuple) -> None:

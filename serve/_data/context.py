@@ -11,8 +11,14 @@ made while handling a request carries the caller's on (same id, route and applic
 a handle call made outside any request (a driver) gets a new id. The router sends it to the
 replica with the call; the replica sets it for the user's code, its logs and its metrics.
 
-Invariant: a `RequestContext` is immutable; "no request" is `NO_REQUEST` (empty fields), so
-reading it never needs a None check.
+On the request path a context is a plain tuple `Ctx` = (request_id, route, app_name,
+multiplexed_model_id, traceparent), indexed by `RID`, `ROUTE`, `APP`, `MODEL`, `TRACE`: it is
+made per request and pickled with every call, and a plain tuple of strings costs a fraction
+of any class there (no class lookup when pickled or unpickled). `get_request_context()`
+turns the current one into a `RequestContext` for the user.
+
+Invariant: a context is immutable; "no request" is `NO_REQUEST` (empty fields), so reading it
+never needs a None check.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NO_REQUEST", "ReplicaContext", "RequestContext", "current_context", "current_request",
-           "get_replica_context", "get_request_context", "new_request_id", "process_context", "set_process_context"]
+__all__ = ["APP", "MODEL", "NO_REQUEST", "RID", "ROUTE", "TRACE", "Ctx", "ReplicaContext", "RequestContext",
+           "current_context", "current_request", "get_replica_context", "get_request_context", "new_request_id",
+           "process_context", "set_process_context"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +65,13 @@ class RequestContext:
     multiplexed_model_id: str = ""
     traceparent: str = ""
 
-    def __reduce__(self) -> tuple:  # positional: cheaper than the dataclass state protocol
-        return (RequestContext, (self.request_id, self.route, self.app_name, self.multiplexed_model_id,
-                                 self.traceparent))
 
-
-NO_REQUEST = RequestContext()
+Ctx = tuple[str, str, str, str, str]  # (request_id, route, app_name, multiplexed_model_id, traceparent)
+RID, ROUTE, APP, MODEL, TRACE = range(5)
+NO_REQUEST: Ctx = ("", "", "", "", "")
 
 current_context: contextvars.ContextVar[ReplicaContext | None] = contextvars.ContextVar("serve_replica", default=None)
-current_request: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("serve_request", default=NO_REQUEST)
+current_request: contextvars.ContextVar[Ctx] = contextvars.ContextVar("serve_request", default=NO_REQUEST)
 _process_context: ReplicaContext | None = None
 
 # Request ids made here: a random per-process prefix and a counter (unique across the cluster
@@ -95,7 +100,7 @@ def process_context() -> ReplicaContext | None:
 def get_request_context() -> RequestContext:
     """The request this code handles (`request_id`, `route`, `app_name`,
     `multiplexed_model_id`); all fields empty outside a request."""
-    return current_request.get()
+    return RequestContext(*current_request.get())
 
 
 def set_process_context(ctx: ReplicaContext) -> None:

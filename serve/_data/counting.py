@@ -33,6 +33,7 @@ ENABLED = os.environ.get("ZEROSERVE_SERVE_METRICS", "1") != "0"
 LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000)
 
 Labels = tuple[str, ...]
+_bisect_left = bisect.bisect_left
 
 
 class _Cell:
@@ -51,7 +52,7 @@ class _HistogramCell:
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[_bisect_left(self.bounds, value)] += 1
         self.sum += value
 
 

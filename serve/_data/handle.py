@@ -25,7 +25,7 @@ from actors.system import LoopInbox, copy_state, current_runtime, runtime_or_ini
 
 from . import tracing
 from .client import ServeClient
-from .context import NO_REQUEST, RequestContext, current_request, new_request_id
+from .context import NO_REQUEST, RID, Ctx, current_request, new_request_id
 
 __all__ = ["DeploymentHandle", "DeploymentResponse", "RayServeHandle", "RayServeSyncHandle"]
 
@@ -151,7 +151,7 @@ async def _value(response: DeploymentResponse) -> Any:
 
 
 async def _call(client: ServeClient, deployment: str, method: str, args: tuple, kwargs: dict,
-                ctx: RequestContext) -> Any:
+                ctx: Ctx) -> Any:
     """The slow path of a call: resolve response arguments, find the router, route."""
     args, kwargs = await _resolve(args, kwargs)
     router = await client.router(deployment)
@@ -159,7 +159,7 @@ async def _call(client: ServeClient, deployment: str, method: str, args: tuple, 
 
 
 def _start(client: ServeClient, deployment: str, method: str, args: tuple, kwargs: dict,
-           deliver: Callable[[asyncio.Future], Any], response: _LoopResponse | None, ctx: RequestContext) -> None:
+           deliver: Callable[[asyncio.Future], Any], response: _LoopResponse | None, ctx: Ctx) -> None:
     """Start one call on the runtime's loop; `deliver(future)` gets its outcome."""
     if response is not None and response.done():
         return  # cancelled before it started
@@ -175,21 +175,20 @@ def _start(client: ServeClient, deployment: str, method: str, args: tuple, kwarg
         response._source = source
 
 
-def _context_of_call(app_name: str) -> RequestContext:
+def _context_of_call(app_name: str) -> Ctx:
     """The request context a call carries: the caller's, or a new request's."""
     ctx = current_request.get()
     if ctx is NO_REQUEST:
-        return RequestContext(new_request_id(), "", app_name)
+        return (new_request_id(), "", app_name, "", "")
     return ctx
 
 
-def _traced(deployment: str, method: str, ctx: RequestContext) -> tuple[Any, RequestContext]:
+def _traced(deployment: str, method: str, ctx: Ctx) -> tuple[Any, Ctx]:
     """A span for one handle call (a child of the caller's current span), and the context
     that carries it on."""
     span = tracing.start(f"handle {deployment}.{method}", "CLIENT",
-                         attributes={"serve.deployment": deployment, "serve.request_id": ctx.request_id})
-    return span, RequestContext(ctx.request_id, ctx.route, ctx.app_name, ctx.multiplexed_model_id,
-                                tracing.traceparent_of(span))
+                         attributes={"serve.deployment": deployment, "serve.request_id": ctx[RID]})
+    return span, (*ctx[:4], tracing.traceparent_of(span))
 
 
 def _end_span(span: Any, fut: Any) -> None:

@@ -30,7 +30,7 @@ from ..exceptions import BackPressureError
 from ..messages import HTTP_METHOD, RouteTable
 from . import counting, logs, tracing
 from .client import ServeClient
-from .context import RequestContext
+from .context import Ctx
 from .outcomes import ignore_outcome
 from .router import POLL_HOLD_S, Router
 from .serve_metrics import proxy_metrics
@@ -113,20 +113,22 @@ class _Observer:
     def end(self, token: Any, method: str, route: str, target: str | None, status: int, started: float,
             request_id: str, path: str) -> None:
         latency_ms = (time.perf_counter() - started) * 1000.0
-        app = self.apps.get(target, "") if target is not None else ""
         cells = self._cells
         if cells is not None:
             key = (route, method, status)
             c = cells.get(key)
             if c is None:
+                app = self.apps.get(target, "") if target is not None else ""
                 c = cells[key] = self._make_cells(route, method, target, app, status)
             c[0].value += 1
             c[1].observe(latency_ms)
             if len(c) > 2:
                 c[2].value += 1
                 c[3].value += 1
-        if self.access is not None and not route.startswith("/-/"):
-            self.access.write(method, route or path, status, latency_ms, request_id, route, app)
+        access = self.access
+        if access is not None and route[:3] != "/-/":
+            access.write(method, route or path, status, latency_ms, request_id, route,
+                         self.apps.get(target, "") if target is not None else "")
         if token is not None:
             span, span_token = token
             span.update_name(f"HTTP {method} {route or path}")
@@ -187,9 +189,7 @@ class HTTPProxyActor:
 
     async def _forward(self, deployment: str, request: HTTPRequest, request_id: str) -> HTTPResponse | _ReplicaStream:
         route, app = self._targets.get(deployment, ("", ""))
-        ctx = RequestContext(request_id, route, app)
-        if tracing.ENABLED:
-            ctx = RequestContext(request_id, route, app, "", tracing.current_traceparent())
+        ctx: Ctx = (request_id, route, app, "", tracing.current_traceparent() if tracing.ENABLED else "")
         router = await self.client.router(deployment)
         result, replica = await router.call_holding(HTTP_METHOD, (request,), {}, _is_stream_start, ctx)
         if replica is None:
@@ -204,3 +204,4 @@ class HTTPProxyActor:
     async def drain(self, timeout_s: float | None = None) -> None:
         """Stop accepting connections and wait for the requests in flight (up to `timeout_s`)."""
         await self.server.stop(timeout_s)
+        logs.flush()  # the process is killed next

@@ -10,15 +10,21 @@ stderr (the worker's output, which its agent keeps and echoes to the driver). It
 `AccessLog` (or None when `enable_access_log` is off or the level is above INFO): one line
 per request, written to the file only.
 
-Costs, on the request path: an access line is formatted straight into the file's buffer
-(no LogRecord, the time text cached per second); files are flushed every FLUSH_S by one
-thread, and at once after a WARNING or worse; with the access log off nothing happens at
-all. Files rotate by size: `$ZEROSERVE_LOG_MAX_BYTES` (100 MiB) and `$ZEROSERVE_LOG_BACKUPS`
-(5) old files kept (`name.log.1` is the newest).
+Costs, on the request path: an access line is one f-string (no LogRecord; the time text
+cached per millisecond) queued for the file; one thread writes the queue every FLUSH_S, at
+once after a WARNING or worse, and at exit; with the access log off nothing happens at all.
+Files rotate by size: `$ZEROSERVE_LOG_MAX_BYTES` (100 MiB) and `$ZEROSERVE_LOG_BACKUPS` (5)
+old files kept (`name.log.1` is the newest), as the runtime's own log files.
+
+Serve's own components (the proxies, the controller) write to stderr only from WARNING up (it
+is echoed to the driver); a replica writes its records there at its level, so the user's
+logging shows in the driver as in Ray.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
 import json
 import logging
 import os
@@ -32,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._obs_config import LoggingConfig
-from .context import NO_REQUEST, current_request
+from .context import APP, NO_REQUEST, RID, ROUTE, current_request
 
-__all__ = ["AccessLog", "FLUSH_S", "LogFile", "Who", "configure", "log_path"]
+__all__ = ["AccessLog", "FLUSH_S", "LogFile", "Who", "configure", "flush", "log_path"]
 
 FLUSH_S = 0.2
 ACCESS_LOGGER = "serve.access"
@@ -95,38 +101,42 @@ def _safe(name: str) -> str:
 
 # -- files -----------------------------------------------------------------------------------
 class LogFile:
-    """A log file of this process: written through a buffer (thread-safe), flushed every
-    FLUSH_S by one thread, rotated by size keeping `backups` older files."""
+    """A log file of this process. `write` only queues the text (a deque append: the request
+    path never waits for the file); the queue is written every FLUSH_S by one thread, at once
+    for an urgent record, and at exit. Rotated by size between lines: a file holds at most
+    `max_bytes` (unless one line is longer), and `backups` older files are kept."""
 
     def __init__(self, path: Path, max_bytes: int | None = None, backups: int | None = None) -> None:
         self.path = path
         self.max_bytes = max_bytes if max_bytes is not None else _env_int("ZEROSERVE_LOG_MAX_BYTES", 100 << 20)
         self.backups = backups if backups is not None else _env_int("ZEROSERVE_LOG_BACKUPS", 5)
-        self._lock = threading.Lock()
+        self._pending: collections.deque[str] = collections.deque()
+        self._lock = threading.Lock()  # the file: writes and rotation
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "a", buffering=1 << 16, encoding="utf-8", errors="replace")
+        self._f = open(path, "a", encoding="utf-8", errors="replace")
         self._size = self._f.tell()
-        self._dirty = False
         _flusher.add(self)
 
     def write(self, text: str, urgent: bool = False) -> None:
-        with self._lock:
-            self._f.write(text)
-            self._size += len(text)
-            self._dirty = True
-            if self.max_bytes > 0 and self._size >= self.max_bytes:
-                self._rotate()
-            elif urgent:
-                self._flush()
+        self._pending.append(text)
+        if urgent:
+            self.flush()
 
     def flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
         with self._lock:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._dirty and not self._f.closed:
-            self._dirty = False
+            if self._f.closed:
+                return
+            limit = self.max_bytes
             try:
+                while pending:
+                    line = pending.popleft()
+                    if limit > 0 and self._size and self._size + len(line) > limit:
+                        self._rotate()
+                    self._f.write(line)
+                    self._size += len(line)
                 self._f.flush()
             except OSError:
                 pass
@@ -141,13 +151,12 @@ class LogFile:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink(missing_ok=True)
-        self._f = open(self.path, "a", buffering=1 << 16, encoding="utf-8", errors="replace")
+        self._f = open(self.path, "a", encoding="utf-8", errors="replace")
         self._size = 0
-        self._dirty = False
 
     def close(self) -> None:
+        self.flush()
         with self._lock:
-            self._flush()
             self._f.close()
 
 
@@ -167,6 +176,7 @@ class _Flusher:
                 self._thread.start()
 
     def _run(self) -> None:
+        atexit.register(self.flush_all)
         while True:
             time.sleep(FLUSH_S)
             self.flush_all()
@@ -182,16 +192,22 @@ _flusher = _Flusher()
 # -- time text ----------------------------------------------------------------------------------
 _sec = -1
 _sec_text = ""
+_ms = -1
+_ms_text = ""
 
 
 def _asctime(t: float) -> str:
-    """`2026-12-05 21:59:45,123` (local time), the seconds' text cached."""
-    global _sec, _sec_text
-    s = int(t)
-    if s != _sec:
-        _sec_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s))
-        _sec = s
-    return f"{_sec_text},{int((t - s) * 1000):03d}"
+    """`2026-12-05 21:59:45,123` (local time), cached per millisecond (and its second's text)."""
+    global _sec, _sec_text, _ms, _ms_text
+    ms = int(t * 1000)
+    if ms != _ms:
+        s = ms // 1000
+        if s != _sec:
+            _sec_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s))
+            _sec = s
+        _ms_text = f"{_sec_text},{ms % 1000:03d}"
+        _ms = ms
+    return _ms_text
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -212,7 +228,7 @@ class _Format:
         ctx = current_request.get()
         if ctx is NO_REQUEST and self.fallback is not None:
             return self.fallback(), "", ""
-        return ctx.request_id, ctx.route, ctx.app_name
+        return ctx[RID], ctx[ROUTE], ctx[APP]
 
     def text(self, t: float, level: str, logger: str, request_id: str, message: str) -> str:
         who = self.who
@@ -281,27 +297,27 @@ class _StderrHandler(logging.Handler):
 class AccessLog:
     """One line per request, straight into the component's file (no LogRecord)."""
 
-    __slots__ = ("_fmt", "_out")
+    __slots__ = ("_append", "_fmt", "_json", "_mid", "_out", "_tail")
 
     def __init__(self, out: LogFile, fmt: _Format) -> None:
         self._out = out
         self._fmt = fmt
+        self._json = fmt.json
+        self._append = out._pending.append  # the request path: one f-string, one deque append
+        self._mid = f" INFO {fmt.who.name} {fmt.who.id} "
+        self._tail = f" {ACCESS_LOGGER}: "
 
     def write(self, method: str, what: str, status: int | str, latency_ms: float, request_id: str,
               route: str = "", app: str = "") -> None:
         """`method what status latency`: an HTTP request's method and route (or path), or
         "CALL" and the method of a handle call; `route` and `app` are the request's."""
-        t = time.time()
-        fmt = self._fmt
-        if fmt.json:
-            line = fmt.json_line(t, "INFO", ACCESS_LOGGER, request_id, route, app,
-                                 f"{method} {what} {status} {latency_ms:.1f}ms",
-                                 {"method": method, "status": status, "latency_ms": round(latency_ms, 3)})
+        if self._json:
+            self._append(self._fmt.json_line(time.time(), "INFO", ACCESS_LOGGER, request_id, route, app,
+                                             f"{method} {what} {status} {latency_ms:.1f}ms",
+                                             {"method": method, "status": status, "latency_ms": round(latency_ms, 3)}))
         else:
-            who = fmt.who
-            line = (f"{_asctime(t)} INFO {who.name} {who.id} {request_id or _DASH} {ACCESS_LOGGER}: "
-                    f"{method} {what} {status} {latency_ms:.1f}ms\n")
-        self._out.write(line)
+            self._append(f"{_asctime(time.time())}{self._mid}{request_id or _DASH}{self._tail}"
+                         f"{method} {what} {status} {latency_ms:.1f}ms\n")
 
 
 _installed: list[logging.Handler] = []
@@ -322,10 +338,16 @@ def configure(who: Who, config: LoggingConfig | None, *, default_dir: Path | Non
     root = logging.getLogger()
     for handler in _installed:
         root.removeHandler(handler)
-    _installed[:] = [_FileHandler(out, fmt, level), _StderrHandler(fmt, level)]
+    stderr_level = level if who.kind == "replica" else max(level, logging.WARNING)
+    _installed[:] = [_FileHandler(out, fmt, level), _StderrHandler(fmt, stderr_level)]
     for handler in _installed:
         root.addHandler(handler)
     root.setLevel(level)
     if not config.enable_access_log or level > logging.INFO:
         return None
     return AccessLog(out, fmt)
+
+
+def flush() -> None:
+    """Write every queued line now (before this process stops)."""
+    _flusher.flush_all()

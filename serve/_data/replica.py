@@ -16,7 +16,7 @@ its stream ends (`StreamRegistry`): the proxy pulls its chunks by stream id
 
 Observability: before the user's constructor runs, the process's logging goes to the
 replica's log file as its `LoggingConfig` says (`logs.configure`; changed live by
-`set_logging_config`). Each request runs with the `RequestContext` its caller sent
+`set_logging_config`). Each request runs with the request context its caller sent
 (`serve.get_request_context()`, the request id in every log line), is counted in the
 `serve_deployment_*` metrics, written to the access log, and traced when tracing is on.
 A user exception is logged here with its traceback (the caller gets it too).
@@ -48,7 +48,18 @@ from proxy import (
 from .._obs_config import LoggingConfig, TracingConfig
 from ..messages import HTTP_METHOD
 from . import counting, logs, tracing
-from .context import NO_REQUEST, ReplicaContext, RequestContext, current_context, current_request, set_process_context
+from .context import (
+    APP,
+    NO_REQUEST,
+    RID,
+    ROUTE,
+    TRACE,
+    Ctx,
+    ReplicaContext,
+    current_context,
+    current_request,
+    set_process_context,
+)
 from .ingress import bind_app
 from .serve_metrics import replica_metrics
 from .streams import StreamRegistry
@@ -132,7 +143,7 @@ class ReplicaActor:
             raise AttributeError(f"deployment {self._deployment} has no method {name!r}")
         return fn
 
-    async def handle_request(self, method: str, args: tuple, kwargs: dict, ctx: RequestContext = NO_REQUEST) -> Any:
+    async def handle_request(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST) -> Any:
         await self._slots.acquire()
         self._ongoing += 1
         self._idle.clear()
@@ -142,8 +153,8 @@ class ReplicaActor:
         span = span_token = None
         if tracing.ENABLED:
             span, span_token = tracing.start_current(
-                f"replica {self._deployment}.{method}", "SERVER", traceparent=ctx.traceparent,
-                attributes={"serve.replica": self._id, "serve.request_id": ctx.request_id})
+                f"replica {self._deployment}.{method}", "SERVER", traceparent=ctx[TRACE],
+                attributes={"serve.replica": self._id, "serve.request_id": ctx[RID]})
         result: Any = None
         error: BaseException | None = None
         try:
@@ -165,17 +176,17 @@ class ReplicaActor:
                     failed = error if isinstance(error, Exception) else None
                     tracing.end(span, span_token, error=failed, status=status if isinstance(status, int) else None)
 
-    def _observe(self, method: str, args: tuple, ctx: RequestContext, result: Any, error: BaseException | None,
+    def _observe(self, method: str, args: tuple, ctx: Ctx, result: Any, error: BaseException | None,
                  started: float) -> int | str:
         """Count one request and write its access-log line; returns its status."""
         latency_ms = (time.perf_counter() - started) * 1000.0
         failed = error is not None and isinstance(error, Exception)
         cells = self._cells
         if cells is not None:
-            route_cells = cells.get(ctx.route)
+            route_cells = cells.get(ctx[ROUTE])
             if route_cells is None:
-                metrics, labels = replica_metrics(), (self._deployment, self._id, ctx.route, self._app)
-                route_cells = cells[ctx.route] = (metrics.requests.cell(*labels), metrics.errors.cell(*labels),
+                metrics, labels = replica_metrics(), (self._deployment, self._id, ctx[ROUTE], self._app)
+                route_cells = cells[ctx[ROUTE]] = (metrics.requests.cell(*labels), metrics.errors.cell(*labels),
                                                   metrics.latency.cell(*labels))
             route_cells[0].value += 1
             route_cells[2].observe(latency_ms)
@@ -188,10 +199,10 @@ class ReplicaActor:
             status = "ERROR" if failed else ("CANCELLED" if error is not None else "OK")
         if self._access is not None:
             if method == HTTP_METHOD:
-                verb, what = args[0].method, ctx.route or args[0].root_path or "/"
+                verb, what = args[0].method, ctx[ROUTE] or args[0].root_path or "/"
             else:
                 verb, what = "CALL", method
-            self._access.write(verb, what, status, latency_ms, ctx.request_id, ctx.route, ctx.app_name)
+            self._access.write(verb, what, status, latency_ms, ctx[RID], ctx[ROUTE], ctx[APP])
         return status
 
     def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
@@ -285,6 +296,7 @@ class ReplicaActor:
                     await result
             except Exception as e:
                 log.warning("%s.__del__ raised during shutdown: %r", self._deployment, e)
+        logs.flush()  # the process is killed next
         return self._ongoing
 
 

@@ -13,7 +13,7 @@ A request refused by a replica that was already gone (`ActorUnavailableError`: i
 ran) is retried on another replica; one that was in flight when its replica died fails
 (it may have run).
 
-Each request carries its `RequestContext` to the replica (an argument of the call). The
+Each request carries its request context (`context.Ctx`) to the replica (an argument of the call). The
 router counts requests (`serve_num_router_requests_total`, by the context's route and
 application), shows its queue (`serve_deployment_queued_queries`), and, when tracing is on,
 makes a span of the queueing and the choice of a replica.
@@ -34,7 +34,7 @@ from actors.system import LongPollClient, Update
 from ..exceptions import BackPressureError, ServeError
 from ..messages import ReplicaId, ReplicaInfo, ReplicaSet
 from . import counting, tracing
-from .context import NO_REQUEST, RequestContext
+from .context import APP, NO_REQUEST, ROUTE, TRACE, Ctx
 from .outcomes import ignore_outcome
 from .serve_metrics import caller_metrics
 
@@ -111,16 +111,16 @@ class Router:
             self._wake()  # each one that gets a slot hands on to the next
 
     # -- metrics -------------------------------------------------------------------------
-    def _count(self, ctx: RequestContext) -> None:
+    def _count(self, ctx: Ctx) -> None:
         counts = self._counts
         if counts is None:
             return
-        key = (ctx.route, ctx.app_name)
+        key = (ctx[ROUTE], ctx[APP])
         cell = counts.get(key)
         if cell is None:
-            self._app = ctx.app_name
+            self._app = ctx[APP]
             cell = counts[key] = caller_metrics().router_requests.cell(
-                self.deployment, ctx.route, ctx.app_name, self.handle_id, self.actor_id)
+                self.deployment, ctx[ROUTE], ctx[APP], self.handle_id, self.actor_id)
         cell.value += 1
 
     def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
@@ -196,7 +196,7 @@ class Router:
         self._wake()
 
     def send(self, method: str, args: tuple, kwargs: dict, deliver: Callable[[asyncio.Future], Any],
-             ctx: RequestContext = NO_REQUEST) -> asyncio.Future:
+             ctx: Ctx = NO_REQUEST) -> asyncio.Future:
         """Route one request; `deliver(future)` gets its finished outcome (on this loop).
         Returns the future to cancel to abandon the request.
 
@@ -212,14 +212,14 @@ class Router:
             task.add_done_callback(deliver)
             return task
         if tracing.ENABLED:
-            tracing.end(tracing.start(f"route {self.deployment}", traceparent=ctx.traceparent,
+            tracing.end(tracing.start(f"route {self.deployment}", traceparent=ctx[TRACE],
                                       attributes={"serve.replica": str(replica.replica_id), "serve.queued": False}))
         self._in_flight[replica.replica_id] += 1
         reply = replica.handle.handle_request.remote(method, args, kwargs, ctx).future()
         reply.add_done_callback(functools.partial(self._sent, replica, method, args, kwargs, ctx, deliver))
         return reply
 
-    def _sent(self, replica: ReplicaInfo, method: str, args: tuple, kwargs: dict, ctx: RequestContext,
+    def _sent(self, replica: ReplicaInfo, method: str, args: tuple, kwargs: dict, ctx: Ctx,
               deliver: Callable[[asyncio.Future], Any], reply: asyncio.Future) -> None:
         self._release(replica)
         error = None if reply.cancelled() else reply.exception()
@@ -235,24 +235,24 @@ class Router:
         """Forget a dead replica until the controller says otherwise."""
         self._replicas = tuple(r for r in self._replicas if r.replica_id != replica.replica_id)
 
-    async def call(self, method: str, args: tuple, kwargs: dict, ctx: RequestContext = NO_REQUEST) -> Any:
+    async def call(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST) -> Any:
         """Route one request and return its result."""
         self._count(ctx)
         return (await self._route(method, args, kwargs, None, ctx))[0]
 
     async def call_holding(self, method: str, args: tuple, kwargs: dict, hold: Callable[[Any], bool] | None,
-                           ctx: RequestContext = NO_REQUEST) -> tuple[Any, ReplicaInfo | None]:
+                           ctx: Ctx = NO_REQUEST) -> tuple[Any, ReplicaInfo | None]:
         """Route one request; returns (result, replica). If `hold(result)`, the request
         stays counted in flight on that replica until `release(replica)` (a response
         streamed from it after this call returns); otherwise replica is None."""
         self._count(ctx)
         return await self._route(method, args, kwargs, hold, ctx)
 
-    async def _route_value(self, method: str, args: tuple, kwargs: dict, ctx: RequestContext) -> Any:
+    async def _route_value(self, method: str, args: tuple, kwargs: dict, ctx: Ctx) -> Any:
         return (await self._route(method, args, kwargs, None, ctx))[0]
 
-    async def _acquire_traced(self, ctx: RequestContext) -> ReplicaInfo:
-        span = tracing.start(f"route {self.deployment}", traceparent=ctx.traceparent,
+    async def _acquire_traced(self, ctx: Ctx) -> ReplicaInfo:
+        span = tracing.start(f"route {self.deployment}", traceparent=ctx[TRACE],
                              attributes={"serve.queued": bool(self._waiting or self._handoffs)})
         try:
             replica = await self._acquire()
@@ -264,7 +264,7 @@ class Router:
         return replica
 
     async def _route(self, method: str, args: tuple, kwargs: dict, hold: Callable[[Any], bool] | None,
-                     ctx: RequestContext) -> tuple[Any, ReplicaInfo | None]:
+                     ctx: Ctx) -> tuple[Any, ReplicaInfo | None]:
         for attempt in range(_ATTEMPTS):
             replica = await (self._acquire_traced(ctx) if tracing.ENABLED else self._acquire())
             held = False

@@ -88,7 +88,7 @@ def test_user_metrics_in_a_replica_get_its_tags_and_the_request_route() -> None:
     context.set_process_context(context.ReplicaContext("Model", "ab12", "app"))
     try:
         counter = metrics.Counter("test_replica_hits", tag_keys=("route",))
-        token = context.current_request.set(context.RequestContext("r1", "/model", "app"))
+        token = context.current_request.set(("r1", "/model", "app", "", ""))
         try:
             counter.inc()
         finally:
