@@ -157,7 +157,7 @@ def test_every_status_carries_the_id(http) -> None:
     worker.join(30)
     assert (slow["r"].status_code, slow["r"].headers["x-request-id"]) == (504, "slow-1")
     actors.get(gate.open.remote())
-    errors = wait_until(lambda: _files_with("s500-", "replica_shop_Front_*") or None, timeout=10,
+    errors = wait_until(lambda: _files_with("s500-", "replica_shop_Front_*.log") or None, timeout=10,
                         what="the 500's lines in Front's log")
     (name, lines), = errors.items()
     assert any("Front.__call__ raised" in line for line in lines)  # with its traceback after it
@@ -193,7 +193,7 @@ def test_json_logs_parse_line_by_line_and_the_access_log_can_be_off(http) -> Non
     access = next(r for r in records if r.get("logger") == "serve.access")
     assert access["request_id"] == said["request_id"] and access["status"] == "OK" and access["method"] == "CALL"
 
-    quiet_file = wait_until(lambda: _files_with("chatty says hello-quiet", "replica_quiet-app_*"), timeout=10,
+    quiet_file = wait_until(lambda: _files_with("chatty says hello-quiet", "replica_quiet-app_*.log"), timeout=10,
                             what="the quiet replica's record")
     text = (_logs() / next(iter(quiet_file))).read_text()
     assert "serve.access" not in text
