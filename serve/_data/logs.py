@@ -129,14 +129,20 @@ class LogFile:
         with self._lock:
             if self._f.closed:
                 return
+            popleft = pending.popleft
+            lines = [popleft() for _ in range(len(pending))]  # what is queued now (others may append meanwhile)
+            text = "".join(lines)
             limit = self.max_bytes
             try:
-                while pending:
-                    line = pending.popleft()
-                    if limit > 0 and self._size and self._size + len(line) > limit:
-                        self._rotate()
-                    self._f.write(line)
-                    self._size += len(line)
+                if limit <= 0 or self._size + len(text) <= limit:
+                    self._f.write(text)  # the common case: one write for the whole batch
+                    self._size += len(text)
+                else:  # the file fills up in this batch: rotate between lines
+                    for line in lines:
+                        if self._size and self._size + len(line) > limit:
+                            self._rotate()
+                        self._f.write(line)
+                        self._size += len(line)
                 self._f.flush()
             except OSError:
                 pass
