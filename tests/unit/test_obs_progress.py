@@ -111,3 +111,65 @@ def test_the_controllers_metrics_rows_follow_its_state() -> None:
             raise AssertionError(f"the dead replica never showed 0: {c.metric_rows('serve_deployment_replica_healthy')}")
 
     asyncio.run(main())
+
+
+def test_autoscaling_decisions_are_counted_by_direction() -> None:
+    from .test_deployment_state import AUTOSCALING, ready_all
+
+    io = FakeIO()
+    s = DeploymentState(make_target("v1", 1, autoscaling_config=AUTOSCALING, health_check_period_s=1e6), io)
+    s.step(0.0)
+    s.record_load(0.5, "router", 6.0)  # 3 replicas
+    s.step(0.5)
+    assert s.scaled == {"up": 1, "down": 0}
+    t = 0.5
+    while t < 6.0:  # no more load: back to 1 after the downscale delay
+        t = round(t + 0.1, 3)
+        s.step(t)
+        ready_all(io)
+        for p in io.pending("prepare_for_shutdown"):
+            p.succeed(None)
+    assert s.desired == 1 and s.scaled == {"up": 1, "down": 1}
+
+
+def test_a_logging_config_change_reaches_running_replicas_without_a_restart() -> None:
+    import dataclasses
+
+    from serve import LoggingConfig
+
+    from .test_deployment_state import ready_all
+
+    io = FakeIO()
+    s = DeploymentState(make_target("v1", 2), io)
+    s.step(0.0)
+    ready_all(io)
+    s.step(0.1)
+    json_config = LoggingConfig(encoding="JSON")
+    target = dataclasses.replace(s.target, config=s.target.config.model_copy(update={"logging_config": json_config}))
+    assert s.update(target)
+    s.step(0.2)
+    calls = io.pending("set_logging_config")
+    assert len(calls) == 2 and all(c.args == (json_config,) for c in calls)
+    for c in calls:
+        c.succeed(None)
+    s.step(0.3)
+    assert len(io.handles) == 2 and not io.kills and s.status == "HEALTHY"  # no replica was replaced
+
+
+def test_logging_config_precedence_in_a_config_file() -> None:
+    from serve._build import build_config
+
+    def logging_of(data: dict) -> dict:
+        _, (app,) = build_config(data)
+        return {t.name: t.config.logging_config for t in app.targets}
+
+    serve_level = {"log_level": "WARNING"}  # Serve's, and the default of every deployment
+    both = logging_of({
+        "logging_config": serve_level,
+        "applications": [{"import_path": "examples.serve_app:app", "logging_config": {"encoding": "JSON"},
+                          "deployments": [{"name": "Tokenizer", "logging_config": {"enable_access_log": False}}]}]})
+    assert both["Tokenizer"].enable_access_log is False and both["Tokenizer"].encoding == "TEXT"  # its own
+    assert both["Sentiment"].encoding == "JSON" and both["Sentiment"].log_level == "INFO"  # the application's
+    only_serve = logging_of({"logging_config": serve_level, "import_path": "examples.serve_app:app"})
+    assert {c.log_level for c in only_serve.values()} == {"WARNING"}  # Serve's
+    assert set(logging_of({"import_path": "examples.serve_app:app"}).values()) == {None}  # Serve's defaults then
