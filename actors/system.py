@@ -5,7 +5,9 @@ host services and start processes through these names, so no other package reach
 `actors`' private modules.
 """
 
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from ._api import current_runtime, local_cluster, runtime_or_init
@@ -28,6 +30,16 @@ from ._zygote import ForkServer
 T = TypeVar("T")
 
 
+def node_logs_dir() -> Path | None:
+    """The directory where this node keeps its logs: a worker's from its agent
+    (`$ZEROSERVE_LOGS_DIR`), a driver's from the embedded cluster it started; None otherwise."""
+    given = os.environ.get("ZEROSERVE_LOGS_DIR")
+    if given:
+        return Path(given)
+    local = local_cluster()
+    return local.session.logs if local is not None else None
+
+
 def run_client(head_address: str, token: str, fn: Callable[[Runtime], Awaitable[T]], *,
                node_ip: str = "127.0.0.1") -> T:
     """Run `await fn(runtime)` on a short-lived runtime (for command-line tools that
@@ -46,6 +58,7 @@ def run_client(head_address: str, token: str, fn: Callable[[Runtime], Awaitable[
 
 __all__ = [
     "metrics_registry",
+    "node_logs_dir",
     "ActorDirectory",
     "Backoff",
     "CallFuture",

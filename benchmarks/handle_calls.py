@@ -1,4 +1,5 @@
-"""Handle calls to a no-op deployment, against the runtime's own actor calls in the same run.
+"""Handle calls to a no-op deployment, against the runtime's own actor calls in the same run,
+and the cost of observability.
 
 Measures, on an embedded cluster:
 - sequential calls from a sync driver (`handle.remote(x).result()`), 1 replica;
@@ -8,7 +9,15 @@ Measures, on an embedded cluster:
 - baseline: a no-op actor method called the same ways.
 Targets (DESIGN.md §5): >= 3,000 sequential calls/s; >= 20,000 calls/s with 1,000 in flight.
 
-    python benchmarks/handle_calls.py [--quick] [--json PATH]
+Observability: each measurement runs with Serve's defaults (serve_* metrics and access
+logs on) and with both off (`$ZEROSERVE_SERVE_METRICS=0`, `logging_config={"enable_access_log":
+False}`), alternately, `--rounds` times each, every run in its own embedded cluster (a child
+process of this one, whose actor-call rates are its yardstick: a shared machine's speed
+drifts between runs); the median over rounds of (handle / actor call) with the defaults over
+the same without is the defaults' throughput (target: cost at most 5%).
+The observability hooks are also timed in-process (microseconds per call, on minus off).
+
+    python benchmarks/handle_calls.py [--quick] [--rounds 2] [--json PATH]
 """
 
 from __future__ import annotations
@@ -73,12 +82,9 @@ def par_rate(make, total: int, window: int = 1000) -> float:
     return asyncio.run(main())
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
-    parser.add_argument("--json", help="write the figures here")
-    args = parser.parse_args()
-    n_seq, n_par = (300, 3000) if args.quick else (3000, 20000)
+def measure(quick: bool, mode: str) -> list[tuple[str, float, float | None]]:
+    """Every measurement on a fresh embedded cluster; observability as `mode` says."""
+    n_seq, n_par = (300, 3000) if quick else (3000, 20000)
     actors.init()
     rows: list[tuple[str, float, float | None]] = []
     try:
@@ -86,7 +92,8 @@ def main() -> int:
         actors.get(base.noop.remote(0))
         rows.append(("actor call, sync driver, sequential", seq_rate(lambda: actors.get(base.noop.remote(1)), n_seq), None))
         rows.append(("actor call, async driver, 1,000 in flight", par_rate(lambda: base.noop.remote(1), n_par), None))
-        serve.start(http_options={"location": "NoServer"})  # handles only
+        logging_config = {"enable_access_log": False} if mode == "off" else None
+        serve.start(http_options={"location": "NoServer"}, logging_config=logging_config)  # handles only
         one = serve.run(Noop.bind(), name="one", route_prefix=None)
         rows.append(("handle, sync driver, sequential, 1 replica", seq_rate(lambda: one.remote(1).result(), n_seq),
                      SEQ_TARGET))
@@ -101,15 +108,78 @@ def main() -> int:
     finally:
         serve.shutdown()
         actors.shutdown()
-    print(f"\n{'measurement':<52} {'calls/s':>10}  {'target':>8}  verdict")
-    for label, rate, target in rows:
-        verdict = "" if target is None else ("PASS" if rate >= target else "MISS")
-        print(f"{label:<52} {rate:>10,.0f}  {target or '':>8}  {verdict}")
-    base_seq, base_par = rows[0][1], rows[1][1]
-    print(f"\nhandle / actor-call ratio: sequential {rows[2][1] / base_seq:.2f}, 1,000 in flight {rows[3][1] / base_par:.2f}")
+    return rows
+
+
+def run_child(mode: str, quick: bool) -> list[tuple[str, float, float | None]]:
+    import subprocess
+
+    env = dict(os.environ, ZEROSERVE_SERVE_METRICS="0" if mode == "off" else "1")
+    out = subprocess.run([sys.executable, __file__, "--child", mode, *(["--quick"] if quick else [])], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return [tuple(r) for r in json.loads(out.strip().splitlines()[-1])]  # type: ignore[misc]
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs with observability on and off, alternately")
+    parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--child", choices=["defaults", "off"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.quick, args.child)), flush=True)
+        return 0
+    runs: dict[str, list[list[tuple[str, float, float | None]]]] = {"defaults": [], "off": []}
+    for _ in range(args.rounds):
+        for mode in ("defaults", "off"):
+            runs[mode].append(run_child(mode, args.quick))
+    labels = [r[0] for r in runs["defaults"][0]]
+    targets = {r[0]: r[2] for r in runs["defaults"][0]}
+    rate = {mode: {label: _median([dict((r[0], r[1]) for r in run)[label] for run in runs[mode]])
+                   for label in labels} for mode in runs}
+    print(f"\n{'measurement':<52} {'calls/s':>10}  {'target':>8}  verdict  {'obs off':>10}  defaults/off")
+    for label in labels:
+        on, off, target = rate["defaults"][label], rate["off"][label], targets[label]
+        verdict = "" if target is None else ("PASS" if on >= target else "MISS")
+        ratio = f"{on / off:.3f}" if label.startswith("handle") else ""
+        print(f"{label:<52} {on:>10,.0f}  {target or '':>8}  {verdict:<7}  {off:>10,.0f}  {ratio}")
+    base_seq, base_par = rate["defaults"][labels[0]], rate["defaults"][labels[1]]
+    print(f"\nhandle / actor-call ratio: sequential {rate['defaults'][labels[2]] / base_seq:.2f}, "
+          f"1,000 in flight {rate['defaults'][labels[3]] / base_par:.2f}")
+    # Each run's handle rates over its own actor-call rate (no observability in those): the drift cancels.
+    def normalized(run: list[tuple[str, float, float | None]]) -> dict[str, float]:
+        rates = {r[0]: r[1] for r in run}
+        return {"seq": rates[labels[2]] / rates[labels[0]], "par": rates[labels[3]] / rates[labels[1]]}
+
+    pairs = [(normalized(d), normalized(o)) for d, o in zip(runs["defaults"], runs["off"], strict=True)]
+    seq_ratio = _median([d["seq"] / o["seq"] for d, o in pairs])
+    par_ratio = _median([d["par"] / o["par"] for d, o in pairs])
+    cost = 1 - min(seq_ratio, par_ratio)
+    print(f"observability defaults (metrics + access logs) / off, each run over its own actor calls: sequential "
+          f"{seq_ratio:.3f}, 1,000 in flight {par_ratio:.3f} (worst cost {cost:+.1%}; target <= 5%: "
+          f"{'PASS' if cost <= 0.05 else 'MISS'}; per round: "
+          f"{', '.join(f'{d[k] / o[k]:.3f}' for d, o in pairs for k in ('seq', 'par'))})")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _obs_hooks import hook_costs_us
+
+    hooks = hook_costs_us()
+    seq_us = 1e6 / rate["off"][labels[2]]
+    per_call = hooks["router count"] + hooks["replica, handle call"]
+    print(f"observability hooks per handle call, timed in-process: {per_call:.2f} us (router "
+          f"{hooks['router count']:.2f}, replica {hooks['replica, handle call']:.2f}) = {per_call / seq_us:.1%} of a "
+          f"sequential call's {seq_us:.0f} us")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([{"measurement": r[0], "calls_per_s": round(r[1]), "target": r[2]} for r in rows], f, indent=2)
+            json.dump({"rows": [{"measurement": label, "calls_per_s": round(rate["defaults"][label]),
+                                 "obs_off_calls_per_s": round(rate["off"][label]), "target": targets[label]}
+                                for label in labels], "obs_cost": cost, "hooks_us": hooks}, f, indent=2)
     return 0
 
 

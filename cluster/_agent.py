@@ -97,7 +97,8 @@ class Agent:
     # -- workers -----------------------------------------------------------------------
     def _fork_server(self) -> ForkServer:
         if self._forks is None or not self._forks.alive():
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            # ZEROSERVE_LOGS_DIR: where this node keeps logs (actors.system.node_logs_dir() in workers)
+            env = dict(os.environ, PYTHONUNBUFFERED="1", ZEROSERVE_LOGS_DIR=str(self.session_dir / "logs"))
             log = str(self.session_dir / "logs" / f"zygote-{self.node_ip}.log")
             self._forks = ForkServer(self._on_exit, env=env, log_path=log)
         return self._forks

@@ -3,11 +3,13 @@ forwarding requests through a callable the serving layer provides."""
 
 from ._asgi import MiddlewareError
 from ._codec import run_asgi, to_http_response, to_starlette_request
+from ._observe import REQUEST_ID_HEADER, RequestObserver, current_request_id, new_request_id, request_id_of
 from ._routes import Match, Route, RouteTable
 from ._server import ProxyServer
 from ._stream import ChunkPump, ResponseStream, StreamBody
 from .messages import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart
 
 __all__ = ["ChunkPump", "HTTPChunks", "HTTPRequest", "HTTPResponse", "HTTPStreamStart", "Match", "MiddlewareError",
-           "ProxyServer",
-           "ResponseStream", "Route", "RouteTable", "StreamBody", "run_asgi", "to_http_response", "to_starlette_request"]
+           "ProxyServer", "REQUEST_ID_HEADER", "RequestObserver", "ResponseStream", "Route", "RouteTable", "StreamBody",
+           "current_request_id", "new_request_id", "request_id_of", "run_asgi", "to_http_response",
+           "to_starlette_request"]

@@ -12,27 +12,34 @@ it, before routing.
 The mount (only with a non-empty `root_path`) passes a request whose path is `root_path`
 or begins with `root_path + '/'` on to the app with `root_path` removed from `path` and
 added to the scope's `root_path`; the built-ins `/-/healthz` and `/-/routes` also answer
-at their own paths (load balancers probe the proxy directly); any other path gets 404.
+at their own paths (load balancers probe the proxy directly); any other path gets 404,
+answered by `outside(scope, receive, send, response)` when given (the proxy's own request
+handling: an id, an observer), else directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from ._codec import whole_response
+from .messages import HTTPResponse
 
 __all__ = ["BUILTIN_PATHS", "MiddlewareError", "build_app"]
 
 BUILTIN_PATHS = frozenset({"/-/healthz", "/-/routes"})
 ASGIApp = Any
+Outside = Callable[[dict, Any, Any, HTTPResponse], Awaitable[None]]
 
 
 class MiddlewareError(ValueError):
     """A middleware could not be applied (its constructor raised)."""
 
 
-def build_app(app: ASGIApp, middlewares: Iterable[Any] = (), root_path: str = "") -> ASGIApp:
+def build_app(app: ASGIApp, middlewares: Iterable[Any] = (), root_path: str = "",
+              outside: Outside | None = None) -> ASGIApp:
     if root_path:
-        app = _mount(app, root_path)
+        app = _mount(app, root_path, outside)
     middlewares = list(middlewares)
     for i in reversed(range(len(middlewares))):
         cls, args, kwargs = middlewares[i]
@@ -44,9 +51,10 @@ def build_app(app: ASGIApp, middlewares: Iterable[Any] = (), root_path: str = ""
     return app
 
 
-def _mount(app: ASGIApp, root_path: str) -> ASGIApp:
+def _mount(app: ASGIApp, root_path: str, outside: Outside | None) -> ASGIApp:
     below = root_path + "/"
-    not_found_body = f"Path not found: this proxy serves under root_path {root_path!r}.".encode()
+    not_found = whole_response(404, ((b"content-type", b"text/plain; charset=utf-8"),),
+                               f"Path not found: this proxy serves under root_path {root_path!r}.".encode())
 
     async def mounted(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -57,9 +65,9 @@ def _mount(app: ASGIApp, root_path: str) -> ASGIApp:
             return await app(scope, receive, send)
         if path in BUILTIN_PATHS:
             return await app(scope, receive, send)
-        await send({"type": "http.response.start", "status": 404,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                                (b"content-length", str(len(not_found_body)).encode())]})
-        await send({"type": "http.response.body", "body": not_found_body})
+        if outside is not None:
+            return await outside(scope, receive, send, not_found)
+        await send({"type": "http.response.start", "status": 404, "headers": list(not_found.headers)})
+        await send({"type": "http.response.body", "body": not_found.body})
 
     return mounted

@@ -10,6 +10,11 @@ back-pressure, 504 past `request_timeout_s`, 431 for headers over MAX_HEADER_BYT
 a request head not complete within `header_timeout_s` (slow clients); uvicorn itself answers
 a malformed request with 400. `middlewares` and `root_path` wrap the app
 (see `_asgi`): a request's `root_path` is the proxy's root_path plus the matched prefix.
+
+Every request gets an id (see `_observe`), sent back in its `X-Request-ID` response header
+whatever the status, and passed to `forward`; an `observer` hears of each request's end
+(status, route, latency) for metrics and access logs, and of its start when it traces.
+`in_flight` counts the requests being handled.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import json
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -25,6 +31,7 @@ import uvicorn
 
 from ._asgi import build_app
 from ._codec import whole_response
+from ._observe import REQUEST_ID_HEADER, RequestObserver, request_id_of, set_current
 from ._protocol import protocol_with_header_deadline
 from ._routes import Route, RouteTable
 from ._stream import ResponseStream, write_stream
@@ -35,7 +42,8 @@ __all__ = ["ProxyServer"]
 log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT_S = 30.0  # a request's head must arrive within this (408 and close past it)
-Forward = Callable[[str, HTTPRequest], Awaitable["HTTPResponse | ResponseStream"]]
+Forward = Callable[[str, HTTPRequest, str], Awaitable["HTTPResponse | ResponseStream"]]
+_BUILTINS = ("/-/healthz", "/-/routes")
 
 
 class _Server(uvicorn.Server):
@@ -58,16 +66,20 @@ class ProxyServer:
     def __init__(self, host: str, port: int, forward: Forward, *, request_timeout_s: float | None = None,
                  max_body_bytes: int = 100 * 1024 * 1024, keep_alive_timeout_s: float = 5,
                  classify: Callable[[BaseException], int] | None = None, middlewares: Iterable[Any] = (),
-                 root_path: str = "", header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
+                 root_path: str = "", header_timeout_s: float = HEADER_TIMEOUT_S,
+                 observer: RequestObserver | None = None) -> None:
         self.host = host
         self.port = port
         self._forward = forward
         self._timeout = request_timeout_s
         self._max_body = max_body_bytes
         self._classify = classify or (lambda e: 500)
+        self._observer = observer
         self.table = RouteTable.compile([])
         self.draining = False
-        asgi = build_app(self.app, middlewares, root_path)  # the app behind root_path and middlewares
+        self.in_flight = 0
+        # the app behind root_path and middlewares
+        asgi = build_app(self.app, middlewares, root_path, outside=self._outside_root_path)
         config = uvicorn.Config(asgi, host=host, port=port, lifespan="off", log_level="warning",
                                 access_log=False,
                                 # seconds, as a float at run time too (the annotation says int)
@@ -115,49 +127,82 @@ class ProxyServer:
 
     # -- the ASGI app ------------------------------------------------------------------
     async def app(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        try:
-            response = await self._respond(scope, receive)
-        except Exception as e:  # never a crashed proxy
-            log.exception("proxy error")
-            response = _text(500, f"internal proxy error: {e!r}")
-        if not isinstance(response, HTTPResponse):  # a streamed response
-            await write_stream(response, send, receive)
-            return
-        await send({"type": "http.response.start", "status": response.status, "headers": list(response.headers)})
-        await send({"type": "http.response.body", "body": response.body})
+        if scope["type"] == "http":
+            await self._handle(scope, receive, send, None)
 
-    async def _respond(self, scope: dict, receive: Any) -> HTTPResponse | ResponseStream:
+    async def _outside_root_path(self, scope: dict, receive: Any, send: Any, response: HTTPResponse) -> None:
+        """A request outside `root_path` (answered by the mount, with an id like any other)."""
+        await self._handle(scope, receive, send, response)
+
+    async def _handle(self, scope: dict, receive: Any, send: Any, fixed: HTTPResponse | None) -> None:
+        started = time.perf_counter()
+        request_id = request_id_of(scope.get("headers", ()))
+        set_current(request_id)  # this request's task: its logs carry the id
+        observer = self._observer
+        token = observer.begin(scope, request_id) if observer is not None and observer.tracing else None
+        self.in_flight += 1
+        route: str = ""
+        target: str | None = None
+        status = 500
+        try:
+            response: HTTPResponse | ResponseStream
+            if fixed is not None:
+                response = fixed
+            else:
+                try:
+                    response, route, target = await self._respond(scope, receive, request_id)
+                except Exception as e:  # never a crashed proxy
+                    log.exception("proxy error")
+                    response = _text(500, f"internal proxy error: {e!r}")
+            status = response.status
+            id_header = (REQUEST_ID_HEADER, request_id.encode())
+            if not isinstance(response, HTTPResponse):  # a streamed response
+                await write_stream(response, send, receive, id_header)
+                return
+            await send({"type": "http.response.start", "status": status,
+                        "headers": _with_header(response.headers, id_header)})
+            await send({"type": "http.response.body", "body": response.body})
+        finally:
+            self.in_flight -= 1
+            if observer is not None:
+                try:
+                    observer.end(token, scope["method"], route, target, status, started, request_id, scope["path"])
+                except Exception:
+                    log.exception("the request observer failed")
+
+    async def _respond(self, scope: dict, receive: Any,
+                       request_id: str) -> tuple[HTTPResponse | ResponseStream, str, str | None]:
+        """The response, the route it matched ("" if none) and its target."""
         if sum(len(k) + len(v) for k, v in scope.get("headers", ())) > MAX_HEADER_BYTES:
-            return _text(431, f"request headers larger than {MAX_HEADER_BYTES} bytes")
+            return _text(431, f"request headers larger than {MAX_HEADER_BYTES} bytes"), "", None
         path = scope["path"]
-        if path == "/-/healthz":
-            return _text(503, "draining") if self.draining else _text(200, "success")
-        if path == "/-/routes":
+        if path in _BUILTINS:
+            if path == "/-/healthz":
+                return (_text(503, "draining") if self.draining else _text(200, "success")), path, None
             return whole_response(200, ((b"content-type", b"application/json"),),
-                                  json.dumps(self.table.routes()).encode())
+                                  json.dumps(self.table.routes()).encode()), path, None
         match = self.table.match(path)
         if match is None:
-            return _text(404, f"Path '{scope.get('root_path', '') + path}' not found. Ping http://{self.host}:{self.port}/-/routes for the routing table.")
+            return _text(404, f"Path '{scope.get('root_path', '') + path}' not found. Ping http://{self.host}:{self.port}/-/routes for the routing table."), "", None
+        route, target = match.route.prefix, match.route.target
         body = await self._read_body(scope, receive)
         if body is None:
-            return _text(413, f"request body over max_body_bytes={self._max_body}")
+            return _text(413, f"request body over max_body_bytes={self._max_body}"), route, target
         request = HTTPRequest(scope["method"], match.path, scope.get("root_path", "") + match.root_path,
                               scope.get("query_string", b""),
                               tuple(scope.get("headers", ())), body, scope.get("scheme", "http"),
                               tuple(scope["client"]) if scope.get("client") else None,
                               tuple(scope["server"]) if scope.get("server") else None, scope.get("http_version", "1.1"))
         try:
-            return await asyncio.wait_for(self._forward(match.route.target, request), self._timeout)
+            return await asyncio.wait_for(self._forward(target, request, request_id), self._timeout), route, target
         except asyncio.TimeoutError:
-            return _text(504, f"the request took longer than request_timeout_s={self._timeout}")
+            return _text(504, f"the request took longer than request_timeout_s={self._timeout}"), route, target
         except Exception as e:
             status = self._classify(e)
             if status == 500:  # the traceback is in the replica's log, not for the client
                 first = str(e).split("\n", 1)[0]
-                return _text(500, f"Internal Server Error: {type(e).__name__}: {first}")
-            return _text(status, f"{type(e).__name__}: {e}")
+                return _text(500, f"Internal Server Error: {type(e).__name__}: {first}"), route, target
+            return _text(status, f"{type(e).__name__}: {e}"), route, target
 
     async def _read_body(self, scope: dict, receive: Any) -> bytes | None:
         for name, value in scope.get("headers", ()):
@@ -176,3 +221,12 @@ class ProxyServer:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _with_header(headers: tuple[tuple[bytes, bytes], ...], header: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """The response's headers and `header`, unless the response has that header already."""
+    name = header[0]
+    for k, _ in headers:
+        if k == name:
+            return list(headers)
+    return [*headers, header]

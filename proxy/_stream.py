@@ -194,14 +194,19 @@ async def _disconnected(receive: Any) -> None:
         pass
 
 
-async def write_stream(stream: ResponseStream, send: Any, receive: Any) -> None:
-    """Send a streamed response: batches as they come, until its end or the client leaves.
-    However it ends (sending the start failed, it was cancelled), the stream is closed: its
-    place at the router and its slot on the replica are given back."""
+async def write_stream(stream: ResponseStream, send: Any, receive: Any,
+                       header: tuple[bytes, bytes] | None = None) -> None:
+    """Send a streamed response (with `header` added, unless it has one of that name):
+    batches as they come, until its end or the client leaves. However it ends (sending the
+    start failed, it was cancelled), the stream is closed: its place at the router and its
+    slot on the replica are given back."""
     left: asyncio.Future | None = None
     pull: asyncio.Future | None = None
     try:
-        await send({"type": "http.response.start", "status": stream.status, "headers": list(stream.headers)})
+        headers = list(stream.headers)
+        if header is not None and all(k != header[0] for k, _ in headers):
+            headers.append(header)
+        await send({"type": "http.response.start", "status": stream.status, "headers": headers})
         left = asyncio.ensure_future(_disconnected(receive))
         while True:
             pull = asyncio.ensure_future(stream.pull())

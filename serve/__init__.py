@@ -14,35 +14,42 @@ Layout: the public names are here and in `dag`, `drivers`, `handle`, `http_adapt
 `exceptions`, `messages`; internals are grouped by role: `_api` (what a driver calls:
 deployments, graphs, run/start/shutdown), `_control` (the controller: reconcile loop,
 deployment and proxy state machines, autoscaling, checkpoint and recovery, its IO seam),
-`_data` (the request path: client, handles, router, replica, streams, HTTP proxy actor),
-`_model` / `_config` / `_schema` / `_build` (options and config files: pydantic models,
-one formatter of their errors) and `_cli` (the commands).
+`_data` (the request path: client, handles, router, replica, streams, HTTP proxy actor,
+and what observes it: request contexts, logs, `serve_*` metrics, tracing),
+`_model` / `_config` / `_obs_config` / `_schema` / `_build` (options and config files:
+pydantic models, one formatter of their errors) and `_cli` (the commands). `metrics` holds
+the user metrics (`serve.metrics.Counter`, `Gauge`, `Histogram`).
 """
 
-from . import dag, drivers, handle, http_adapters
+from . import dag, drivers, handle, http_adapters, metrics, schema
 from ._api.deployment import Deployment, deployment
 from ._api.functions import delete, get_deployment, list_deployments, run, status
 from ._api.graph import Application
 from ._api.startup import shutdown, start
 from ._config import HTTPOptions
 from ._data.batching import batch
-from ._data.context import get_replica_context
+from ._data.context import RequestContext, get_replica_context, get_request_context
 from ._data.handle import DeploymentHandle, DeploymentResponse, RayServeHandle, RayServeSyncHandle
 from ._data.ingress import ingress
-from .exceptions import BackPressureError, DeploymentUnhealthyError, RayServeException, ServeError
+from ._obs_config import LoggingConfig, TracingConfig
+from .exceptions import BackPressureError, DeploymentUnhealthyError, DeployTimeoutError, RayServeException, ServeError
 
 __all__ = [
     "Application",
     "BackPressureError",
+    "DeployTimeoutError",
     "Deployment",
     "DeploymentHandle",
     "DeploymentResponse",
     "DeploymentUnhealthyError",
     "HTTPOptions",
+    "LoggingConfig",
     "RayServeException",
     "RayServeHandle",
     "RayServeSyncHandle",
+    "RequestContext",
     "ServeError",
+    "TracingConfig",
     "batch",
     "dag",
     "delete",
@@ -50,11 +57,14 @@ __all__ = [
     "deployment",
     "get_deployment",
     "get_replica_context",
+    "get_request_context",
     "handle",
     "http_adapters",
     "ingress",
     "list_deployments",
+    "metrics",
     "run",
+    "schema",
     "shutdown",
     "start",
     "status",

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._api.application import app_targets
+from ._api.application import app_targets, with_logging
 from ._api.deployment import Deployment
 from ._api.graph import Application
 from ._model import Kind, Loc, Problem, path_text
+from ._obs_config import LoggingConfig
 from ._schema import AppConfig, DeploymentOverride, ServeConfig, buildable_apps, check_config, config_error, read_config
 from .messages import DeploymentTarget
 
@@ -143,12 +144,13 @@ def _apply(target: DeploymentTarget, override: DeploymentOverride) -> Deployment
     return dataclasses.replace(target, config=target.config.model_copy(update=changes))
 
 
+
 Plan = tuple[int, AppConfig, list[tuple[int, str]]]  # app index, app, (index, name) of its deployment overrides
 
 
 def build(config: ServeConfig) -> list[BuiltApp]:
     """Import every application and make its targets; ConfigError (every problem) before anything is deployed."""
-    built, found = _build(_plans(config))
+    built, found = _build(_plans(config), config.logging_config)
     if found:
         raise config_error(found, "config")
     return built
@@ -159,7 +161,8 @@ def build_config(data: Any, source: str = "config") -> tuple[ServeConfig, list[B
     found: field errors, and the import errors and unknown deployment names of every
     application that can be imported despite them."""
     config, found = check_config(data)
-    built, unbuilt = _build(_plans(config) if config is not None else buildable_apps(data))
+    built, unbuilt = _build(_plans(config) if config is not None else buildable_apps(data),
+                            config.logging_config if config is not None else None)
     if config is None or unbuilt:
         raise config_error(found + unbuilt, source, data)
     return config, built
@@ -174,7 +177,7 @@ def _plans(config: ServeConfig) -> list[Plan]:
     return [(i, app, [(j, d.name) for j, d in enumerate(app.deployments)]) for i, app in enumerate(config.applications)]
 
 
-def _build(plans: list[Plan]) -> tuple[list[BuiltApp], list[Problem]]:
+def _build(plans: list[Plan], serve_logging: LoggingConfig | None = None) -> tuple[list[BuiltApp], list[Problem]]:
     built: list[BuiltApp] = []
     found: list[Problem] = []
     prefixes: dict[str, str] = {}
@@ -201,7 +204,8 @@ def _build(plans: list[Plan]) -> tuple[list[BuiltApp], list[Problem]]:
             if override.name in by_name:
                 by_name[override.name] = _apply(by_name[override.name], override)
         sources = _deployments(root, {})
-        pinned = tuple(_pin_version(by_name[t.name], sources.get(t.name)) for t in targets)
+        logged = with_logging((by_name[t.name] for t in targets), app.logging_config or serve_logging)
+        pinned = tuple(_pin_version(t, sources.get(t.name)) for t in logged)
         prefix = by_name[handle.deployment_name].route_prefix
         if prefix is not None:
             if prefix in prefixes:

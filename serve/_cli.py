@@ -34,7 +34,7 @@ from ._api.startup import base_url, start
 from ._api.startup import shutdown as serve_shutdown
 from ._build import BuiltApp, build_config, load_and_build
 from ._config import DEFAULT
-from ._data.client import ServeClient, deploy_timeout_s, deployments_in
+from ._data.client import Progress, ServeClient, deploy_timeout_s, deployments_in, describe
 from ._schema import ServeConfig, app_data, config_json_schema, read_config
 from .exceptions import ConfigError
 from .messages import DeploymentId, DeploymentTarget
@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser("deploy", help="bring a running cluster to the state of a config file")
     deploy.add_argument("config", help="CONFIG.yaml")
     connection(deploy)
-    deploy.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the roll-out (300)")
+    deploy.add_argument("--timeout", type=float, help="seconds to wait for the roll-out (default: the config's "
+                                                      "deploy_timeout_s, else $ZEROSERVE_DEPLOY_TIMEOUT_S, else 300)")
 
     status = sub.add_parser("status", help="applications, deployments and replicas")
     connection(status)
@@ -146,20 +147,16 @@ def _roll_out(client: ServeClient, apps: list[BuiltApp], stale: list[DeploymentI
               stop: threading.Event | None = None) -> bool:
     """Print progress until every deployment of `apps` is HEALTHY and `stale` ones are gone."""
     names = [t.id for t in _targets(apps)]
-    last = [""]
+    progress = Progress(lambda line: _say(f"serve: {line}"))
     failed = [False]
 
     def done(st: dict[str, Any]) -> bool:
         deps = _deployments(st)
-        parts = [f"{n.name} {deps[n]['replicas'].get('RUNNING', 0)}/{deps[n]['target_replicas']} "
-                 f"{deps[n]['status']}" if n in deps else f"{n.name} pending" for n in names]
+        parts = [describe(n.name, deps[n]) if n in deps else f"{n.name} pending" for n in names]
         gone = [n for n in stale if n not in deps]
         if stale:
             parts.append(f"deleted {len(gone)}/{len(stale)}")
-        line = "; ".join(parts)
-        if line != last[0]:
-            _say(f"serve: {line}")
-            last[0] = line
+        progress.line("; ".join(parts))
         unhealthy = [n for n in names if n in deps and deps[n]["status"] == "UNHEALTHY"]
         if unhealthy:
             for n in unhealthy:
@@ -172,8 +169,9 @@ def _roll_out(client: ServeClient, apps: list[BuiltApp], stale: list[DeploymentI
     if client.watch_status(done, timeout_s, stop):
         return not failed[0]
     if stop is None or not stop.is_set():
-        print(f"serve: error: the roll-out did not finish within {timeout_s:.0f}s: {last[0]} (busy resources? "
-              "see `zeroserve status`)", file=sys.stderr, flush=True)
+        print(f"serve: error: the roll-out did not finish within {timeout_s:g} s (the deploy deadline: --timeout, "
+              f"the config's deploy_timeout_s or $ZEROSERVE_DEPLOY_TIMEOUT_S): {progress.last} (see `zeroserve serve "
+              "status`)", file=sys.stderr, flush=True)
     return False
 
 
@@ -196,8 +194,10 @@ def _where(apps: list[BuiltApp], st: dict[str, Any]) -> None:
 
 def deploy_cmd(args: argparse.Namespace) -> int:
     config, apps = load_and_build(args.config)
+    timeout_s = args.timeout if args.timeout is not None else (config.deploy_timeout_s or deploy_timeout_s())
     _connect(args)
-    start(detached=True, http_options=config.http_options)
+    start(detached=True, http_options=config.http_options, logging_config=config.logging_config,
+          tracing_config=config.tracing_config)
     client = _client()
     _check_http(client.status().get("http_options", {}), config.http_options.given())
     wanted = {t.id for t in _targets(apps)}
@@ -211,7 +211,7 @@ def deploy_cmd(args: argparse.Namespace) -> int:
             by_app.setdefault(d.app, []).append(d.name)
         _say("serve: deleting deployments not in the config: "
              + "; ".join(f"{', '.join(names)} (application {app!r})" for app, names in sorted(by_app.items())))
-    if not _roll_out(client, apps, stale, args.timeout):
+    if not _roll_out(client, apps, stale, timeout_s):
         return 1
     _where(apps, client.status())
     return 0
@@ -252,14 +252,15 @@ def run_cmd(args: argparse.Namespace) -> int:
     ok = False
     deployed: list[DeploymentId] = []
     try:
-        start(detached=False, http_options=config.http_options)
+        start(detached=False, http_options=config.http_options, logging_config=config.logging_config,
+              tracing_config=config.tracing_config)
         client = _client()
         if not started:
             _check_http(client.status().get("http_options", {}), config.http_options.given())
         deployed = [t.id for t in _targets(apps)]
         changed = client.deploy_apps(_by_app(apps), wait=False)
         _report(apps, changed)
-        ok = _roll_out(client, apps, [], deploy_timeout_s(), stop)
+        ok = _roll_out(client, apps, [], config.deploy_timeout_s or deploy_timeout_s(), stop)
         if ok:
             _where(apps, client.status())
             _say("serve: Ctrl-C to stop")
@@ -331,7 +332,7 @@ def render(st: dict[str, Any]) -> str:
     for dep_id, d in sorted(_deployments(st).items()):
         states = ", ".join(f"{s} {c}" for s, c in sorted(d["replicas"].items())) or "-"
         rows.append((dep_id.name, d["app"], d["status"], f"{d['replicas'].get('RUNNING', 0)}/{d['target_replicas']}",
-                     states, str(d["version"])[:12], (d["message"] or "").split("\n", 1)[0][:60]))
+                     states, str(d["version"])[:12], (d["message"] or d.get("progress") or "").split("\n", 1)[0][:60]))
     lines += _table(rows)
     messages = [(n.name, d["message"]) for n, d in sorted(_deployments(st).items()) if d["message"]]
     if messages:

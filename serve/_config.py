@@ -33,6 +33,7 @@ from pydantic_core import InitErrorDetails
 
 from ._autoscaling import AutoscalingConfig
 from ._model import Loc, Model, Must, NonNegativeSeconds, PositiveSeconds, Rule, invalid, python_error, wrong
+from ._obs_config import LoggingConfig
 
 __all__ = ["ActorOptions", "DEFAULT", "DeploymentConfig", "DeploymentOptions", "HTTPOptions", "Middlewares",
            "OPTION_NAMES", "RoutePrefix", "config_from", "validate_options", "validate_route_prefix"]
@@ -147,6 +148,8 @@ class DeploymentConfig(Model):
         dict[str, Any], PlainValidator(_actor_options, json_schema_input_type=ActorOptions),
         Field(validation_alias=AliasChoices("actor_options", "ray_actor_options"))] = {}
     """Resources of each replica's actor, such as {'num_cpus': 0.5}."""
+    logging_config: LoggingConfig | None = None
+    """How the replicas log (default: the application's, else Serve's); changed without a restart."""
 
     @classmethod
     def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:

@@ -34,7 +34,8 @@ from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
 from ._config import DEFAULT, FILE_CONTEXT, DeploymentConfig, HTTPOptions, RoutePrefix
-from ._model import Model, Must, Problem, Rule, invalid, problems, wrong
+from ._model import Model, Must, PositiveSeconds, Problem, Rule, invalid, problems, wrong
+from ._obs_config import LoggingConfig, TracingConfig
 from .exceptions import ConfigError
 
 __all__ = ["AppConfig", "DeploymentOverride", "MAX_CONFIG_BYTES", "ServeConfig", "app_data", "buildable_apps",
@@ -112,6 +113,8 @@ class AppConfig(Model):
     """Options for deployments of the application, by name."""
     runtime_env: Annotated[Any, BeforeValidator(_no_runtime_env), SkipJsonSchema()] = None
     """Not supported: install the application's code on every node."""
+    logging_config: LoggingConfig | None = None
+    """How the application's deployments log, unless a deployment sets its own."""
 
     @classmethod
     def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
@@ -126,6 +129,12 @@ class _ServeWide(Model):
     """Where and how the HTTP proxies listen (used when Serve starts)."""
     proxy_location: Literal["HeadOnly", "EveryNode", "NoServer", "Disabled"] | None = None
     """Ray 2.x's name of http_options.location ("Disabled": "NoServer")."""
+    logging_config: LoggingConfig | None = None
+    """How Serve's controller and proxies log (used when Serve starts), and every deployment's default."""
+    tracing_config: TracingConfig | None = None
+    """OpenTelemetry tracing of requests (used when Serve starts; needs zeroserve[tracing])."""
+    deploy_timeout_s: PositiveSeconds | None = None
+    """How long a deploy waits for every deployment to be ready (default 300, or $ZEROSERVE_DEPLOY_TIMEOUT_S)."""
 
 
 class ServeConfig(_ServeWide):

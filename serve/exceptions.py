@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from actors import ActorsError
 
-__all__ = ["BackPressureError", "ConfigError", "ConflictError", "DeploymentUnhealthyError", "OptionTypeError", "RayServeException",
-           "ServeError", "ServeNotRunningError"]
+__all__ = ["BackPressureError", "ConfigError", "ConflictError", "DeployTimeoutError", "DeploymentUnhealthyError",
+           "OptionTypeError", "RayServeException", "ServeError", "ServeNotRunningError"]
 
 
 class ServeError(ActorsError):
@@ -29,6 +29,14 @@ class ConflictError(ServeError, ValueError):
     """Raised by `serve.run`, `Deployment.deploy()` and `zeroserve serve deploy/run` when the
     new deployments would claim a route prefix or a deployment name that another holds;
     the message names both, and nothing was changed."""
+
+
+class DeployTimeoutError(ServeError, TimeoutError):
+    """Raised by `serve.run()` / `deploy()` when a deployment is not ready within the deploy
+    deadline (`timeout_s=`, a config file's `deploy_timeout_s`, `$ZEROSERVE_DEPLOY_TIMEOUT_S`,
+    300 s by default); the message names each deployment not ready and why (waiting for
+    resources, its constructor still running, retrying after an error). What was deployed
+    keeps starting: the deadline only ends the wait."""
 
 
 class ServeNotRunningError(ServeError, RuntimeError):

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from actors import ActorHandle
 
 from ._config import DeploymentConfig
+from ._obs_config import LoggingConfig, TracingConfig
 
 __all__ = [
     "DEFAULT_APP", "HTTP_METHOD", "ApplicationStatus", "DeploymentId", "DeploymentStatus", "DeploymentTarget",
-    "ProxyStatus",
-    "ReplicaId", "ReplicaInfo", "ReplicaSet", "ReplicaState", "RouteTable",
+    "ProxyStatus", "ReplicaId", "ReplicaInfo", "ReplicaSet", "ReplicaState", "RouteTable", "ServeSettings",
 ]
 
 DEFAULT_APP = "default"
@@ -174,6 +174,16 @@ class ReplicaSet:
 
 @dataclass(frozen=True, slots=True)
 class RouteTable:
-    """What proxies need: {route_prefix: deployment} of the deployments serving HTTP."""
+    """What proxies need: {route_prefix: deployment} of the deployments serving HTTP (the
+    id carries the application, for request contexts and metrics)."""
 
     routes: dict[str, DeploymentId]
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """Serve-wide settings given at `serve.start`, which the controller hands to every proxy
+    and replica it starts: how they log by default, and how they trace."""
+
+    logging_config: LoggingConfig | None = None
+    tracing_config: TracingConfig | None = None

@@ -8,15 +8,18 @@ deployments in constructor arguments become handles; deployment graphs become pl
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from .._config import DEFAULT
 from .._data.handle import DeploymentHandle
+from .._obs_config import LoggingConfig
 from ..messages import DeploymentTarget
 from .deployment import Deployment
 from .graph import Application, compile_graph, is_graph
 
-__all__ = ["app_targets"]
+__all__ = ["app_targets", "with_logging"]
 
 
 def _collect(app: Application, app_name: str, out: dict[str, DeploymentTarget], route_prefix: Any,
@@ -76,3 +79,12 @@ def app_targets(target: Application, name: str, route_prefix: Any = DEFAULT) -> 
     targets: dict[str, DeploymentTarget] = {}
     handle = _collect(target, name, targets, route_prefix)
     return handle, list(targets.values())
+
+
+def with_logging(targets: Iterable[DeploymentTarget], logging_config: LoggingConfig | None) -> list[DeploymentTarget]:
+    """`targets`, those without a `logging_config` of their own given the application's."""
+    if logging_config is None:
+        return list(targets)
+    return [t if t.config.logging_config is not None else
+            dataclasses.replace(t, config=t.config.model_copy(update={"logging_config": logging_config}))
+            for t in targets]

@@ -13,9 +13,10 @@ from typing import Any
 from .._config import DEFAULT, validate_route_prefix
 from .._data.client import ServeClient
 from .._data.handle import DeploymentHandle
+from .._obs_config import LoggingConfig
 from ..messages import DEFAULT_APP, DeploymentId, DeploymentTarget
 from . import startup
-from .application import app_targets
+from .application import app_targets, with_logging
 from .deployment import Deployment
 from .graph import Application, is_graph
 
@@ -23,8 +24,14 @@ __all__ = ["delete", "get_deployment", "list_deployments", "run", "status"]
 
 
 def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host: str | None = None,
-        port: int | None = None, blocking: bool = False, _wait: bool = True) -> DeploymentHandle:
-    """Deploy an application (a bound deployment graph) and return its ingress handle."""
+        port: int | None = None, blocking: bool = False, logging_config: Any = None, timeout_s: float | None = None,
+        _wait: bool = True) -> DeploymentHandle:
+    """Deploy an application (a bound deployment graph) and return its ingress handle.
+
+    `logging_config` (a dict or `serve.LoggingConfig`): how the application's deployments log,
+    unless one sets its own. Waits until every deployment is ready, printing its progress,
+    for `timeout_s` (default `$ZEROSERVE_DEPLOY_TIMEOUT_S`, 300 s); then raises
+    `serve.DeployTimeoutError` saying which deployment was not ready and why."""
     if isinstance(target, Deployment):
         target = target.bind()
     if is_graph(target):
@@ -34,6 +41,10 @@ def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host
         raise TypeError(f"serve.run takes a bound deployment (MyDeployment.bind(...)), got {type(target).__name__}")
     if route_prefix is not DEFAULT:
         validate_route_prefix(route_prefix)
+    app_logging = LoggingConfig.of(logging_config)
+    if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
+                                      and timeout_s > 0):
+        raise ValueError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}")
     http: dict[str, Any] = {}
     if host is not None:
         http["host"] = host
@@ -41,7 +52,7 @@ def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host
         http["port"] = port
     startup.start(http_options=http or None)
     handle, targets = app_targets(target, name, route_prefix)
-    ServeClient.current().deploy_apps({name: targets}, wait=_wait)
+    ServeClient.current().deploy_apps({name: with_logging(targets, app_logging)}, wait=_wait, timeout_s=timeout_s)
     return handle
 
 

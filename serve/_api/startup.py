@@ -19,8 +19,10 @@ from actors.system import current_runtime, local_cluster
 
 from .._config import HTTPOptions
 from .._control.controller import ServeController
+from .._data import tracing
 from .._data.client import ServeClient, say
 from .._names import CHECKPOINT_KEY, CONTROLLER_NAME, PROXY_PREFIX, REPLICA_PREFIX, SERVE_NAMESPACE, STATUS_KEY
+from .._obs_config import LoggingConfig, TracingConfig
 from ..messages import ProxyStatus
 
 __all__ = ["base_url", "http_base_url", "running_client", "shutdown", "start"]
@@ -35,11 +37,20 @@ def _client() -> ServeClient:
     return ServeClient.current()
 
 
-def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> actors.ActorHandle:
+def start(detached: bool = False, http_options: Any = None, logging_config: Any = None, tracing_config: Any = None,
+          **_ignored: Any) -> actors.ActorHandle:
     """Start Serve on the cluster (or connect to the Serve already running there); returns
     once the controller and its HTTP proxies (one on the head node, or one per node for
-    EveryNode) are ready."""
+    EveryNode) are ready.
+
+    `logging_config` (a dict or `serve.LoggingConfig`): how the controller and the proxies
+    log, and every deployment's default; `tracing_config` (a dict or `serve.TracingConfig`):
+    OpenTelemetry tracing of requests, in Serve's processes and in this one."""
     http = HTTPOptions.of(http_options)  # wrong options fail here, before anything starts
+    logging_cfg = LoggingConfig.of(logging_config)
+    tracing_cfg = TracingConfig.of(tracing_config)
+    if tracing_cfg is not None:
+        tracing.configure(tracing_cfg)  # this driver's handle calls are traced too (fails here without the SDK)
     client = _client()
     controller = client.controller_or_none()
     if controller is not None:
@@ -50,7 +61,7 @@ def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> 
     head = next((n["node_id"] for n in actors.nodes() if n["is_head"] and n["alive"]), None)
     cls = actors.remote(name=CONTROLLER_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True, lifetime=lifetime,
                         max_concurrency=10_000, max_restarts=-1, node_id=head)(ServeController)
-    cls.remote(detached, http)  # field -> value; the controller still takes a dict
+    cls.remote(detached, http, logging_cfg, tracing_cfg)
     client.forget_controller()
     client.status()  # up and recovered
     if http.location != "NoServer":

@@ -1,7 +1,7 @@
 """What the controller writes to the head's KV after every change, and reads back after a restart.
 
 A `Checkpoint` holds the desired state (targets, which are being deleted, the HTTP options)
-and each replica's identity, version, applied `user_config` and state, so a restarted
+(and Serve's settings) and each replica's identity, version, applied `user_config` and state, so a restarted
 controller takes every replica back as it was (see `recovery`). `membership` is the cheap
 part that decides whether a new checkpoint is due: it changes with targets and replica
 membership or state, not with health checks or load.
@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._config import HTTPOptions
-from ..messages import DeploymentId, DeploymentTarget, ReplicaId, ReplicaState
+from ..messages import DeploymentId, DeploymentTarget, ReplicaId, ReplicaState, ServeSettings
 from .deployment_state import DeploymentState
 
 __all__ = ["Checkpoint", "ReplicaRecord", "membership"]
+
+_NO_SETTINGS = ServeSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +37,18 @@ class Checkpoint:
     deleting: frozenset[DeploymentId]
     replicas: dict[DeploymentId, tuple[ReplicaRecord, ...]]
     http_options: HTTPOptions
+    settings: ServeSettings = _NO_SETTINGS
 
     @classmethod
-    def of(cls, deployments: Mapping[DeploymentId, DeploymentState], http_options: HTTPOptions) -> "Checkpoint":
+    def of(cls, deployments: Mapping[DeploymentId, DeploymentState], http_options: HTTPOptions,
+           settings: ServeSettings = _NO_SETTINGS) -> "Checkpoint":
         return cls(
             targets=tuple(s.target for s in deployments.values()),
             deleting=frozenset(n for n, s in deployments.items() if s.deleting),
             replicas={n: tuple(ReplicaRecord(r.replica_id, r.version, r.user_config, r.state)
                                for r in s.replicas.values()) for n, s in deployments.items()},
             http_options=http_options,
+            settings=settings,
         )
 
     def dumps(self) -> bytes:

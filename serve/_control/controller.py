@@ -11,6 +11,12 @@ proxies keep their last replica sets and routes.
 
 All I/O goes through `ControllerIO`; with `run_loop=False` nothing runs by itself and a
 test drives the controller with `step(now)`.
+
+Serve-wide settings given at `serve.start` (`logging_config`: the controller's and the
+proxies' logs and every deployment's default; `tracing_config`) are checkpointed with the
+HTTP options and handed to every proxy and replica the controller starts. The controller's
+own metrics (replicas healthy, target and running replicas, autoscaling decisions) are read
+from its state when the node scrapes it.
 """
 
 from __future__ import annotations
@@ -23,15 +29,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from actors.system import LongPollHost, Update
+from actors.system import LongPollHost, Update, node_logs_dir
 
 from .._config import HTTPOptions
+from .._data import counting, logs, tracing
 from .._data.client import STATUS_KEY
 from .._data.http_proxy import ROUTES_KEY
 from .._data.router import replica_set_key
-from ..messages import ApplicationStatus, DeploymentId, DeploymentTarget, ReplicaSet, RouteTable
+from .._data.serve_metrics import controller_metrics
+from .._obs_config import LoggingConfig, TracingConfig
+from ..messages import ApplicationStatus, DeploymentId, DeploymentTarget, ReplicaSet, RouteTable, ServeSettings
 from .checkpoint import Checkpoint, membership
-from .deployment_state import DeploymentState
+from .deployment_state import RUNNING, DeploymentState
 from .io import ActorControllerIO, ControllerIO
 from .plan import DeployPlan, plan_deploy
 from .proxy_state import HEALTHY, NodeView, ProxyState
@@ -47,10 +56,17 @@ NODES_EVERY_S = 0.5  # how often the controller re-reads the node table (for the
 
 
 class ServeController:
-    def __init__(self, detached: bool = False, http_options: HTTPOptions | None = None, *,
+    def __init__(self, detached: bool = False, http_options: HTTPOptions | None = None,
+                 logging_config: LoggingConfig | None = None, tracing_config: TracingConfig | None = None, *,
                  io: ControllerIO | None = None,
                  clock: Callable[[], float] = time.monotonic, run_loop: bool = True) -> None:
+        settings = ServeSettings(LoggingConfig.of(logging_config),
+                                 TracingConfig.of(tracing_config) or (TracingConfig.from_env() if io is None else None))
+        if io is None:  # the real controller: its own log file, its traces
+            logs.configure(logs.Who.controller(), settings.logging_config, default_dir=node_logs_dir())
+            tracing.configure(settings.tracing_config)
         self.io: ControllerIO = io if io is not None else ActorControllerIO(detached)
+        self.io.settings = settings
         self.clock = clock
         self.http_options = HTTPOptions.of(http_options)
         self.deployments: dict[DeploymentId, DeploymentState] = {}
@@ -64,6 +80,10 @@ class ServeController:
         self._nodes: list[NodeView] = []
         self._nodes_at = float("-inf")
         self._ready = asyncio.get_running_loop().create_task(self._start(run_loop))
+        if counting.ENABLED:
+            metrics = controller_metrics()
+            for family in (metrics.healthy, metrics.target, metrics.running, metrics.decisions):
+                family.add_source(self)
 
     # -- life --------------------------------------------------------------------------
     async def _start(self, run_loop: bool) -> None:
@@ -73,6 +93,8 @@ class ServeController:
         if recovered.http_options is not None:
             self.http_options = recovered.http_options
             self.proxies.http_options = recovered.http_options
+        if recovered.settings is not None:
+            self.io.settings = recovered.settings
         await self._refresh_nodes(now)
         await adopt_proxies(self.io, self.proxies, self._nodes, now)
         self._reconcile(self.clock())  # proxies are STARTING before the first status answer
@@ -137,9 +159,10 @@ class ServeController:
 
     def _status(self) -> dict[str, Any]:
         apps: dict[str, dict[str, Any]] = {}
+        now = self.clock()
         for dep_id, s in self.deployments.items():
             app = apps.setdefault(dep_id.app, {"deployments": {}})
-            app["deployments"][dep_id.name] = deployment_status(s)
+            app["deployments"][dep_id.name] = deployment_status(s, now)
         for app in apps.values():
             app["status"] = ApplicationStatus.of({d["status"] for d in app["deployments"].values()})
         # Middlewares as text: a driver asking for the status may not be able to import their classes.
@@ -151,7 +174,7 @@ class ServeController:
         snap = membership(self.deployments)
         if snap == self._membership:
             return
-        await self.io.save_checkpoint(Checkpoint.of(self.deployments, self.http_options).dumps())
+        await self.io.save_checkpoint(Checkpoint.of(self.deployments, self.http_options, self.io.settings).dumps())
         self._membership = snap
 
     async def _publish_summary(self) -> None:
@@ -183,8 +206,13 @@ class ServeController:
 
     def _apply(self, plan: DeployPlan) -> dict[DeploymentId, bool]:
         out = {}
+        default_logging = self.io.settings.logging_config
         for target in plan.targets:
+            if target.config.logging_config is None and default_logging is not None:  # Serve's default
+                target = dataclasses.replace(target, config=target.config.model_copy(
+                    update={"logging_config": default_logging}))
             state = self.deployments.get(target.id)
+            log.info("deploy %s (application %s, version %s)", target.name, target.app, target.version)
             if state is None:
                 self.deployments[target.id] = DeploymentState(target, self.io.replicas, version_base=_version_base())
                 out[target.id] = True
@@ -203,6 +231,7 @@ class ServeController:
         await self.ready()
         for dep_id in ids:
             if dep_id in self.deployments:
+                log.info("delete %s (application %s)", dep_id.name, dep_id.app)
                 self.deployments[dep_id].delete()
         self._reconcile(self.clock())
         self._kick.set()
@@ -226,6 +255,23 @@ class ServeController:
         version differs from `known_version`, or after `hold_s` with the current one."""
         await self.ready()
         return await self.polls.listen(key, known_version, hold_s)
+
+    def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
+        """The controller's metrics, read from its state at scrape time."""
+        rows: list[tuple[tuple[str, ...], float]] = []
+        for dep_id, s in list(self.deployments.items()):
+            dep, app = dep_id.name, dep_id.app
+            if name == "serve_deployment_replica_healthy":
+                rows += [((dep, str(r.replica_id), app), float(r.health_failures == 0))
+                         for r in list(s.replicas.values()) if r.state == RUNNING]
+                rows += [((dep, str(rid), app), 0.0) for rid in list(s.lost)]
+            elif name == "serve_deployment_target_replicas":
+                rows.append(((dep, app), float(s.desired)))
+            elif name == "serve_deployment_running_replicas":
+                rows.append(((dep, app), float(len(s.running()))))
+            elif name == "serve_autoscaling_decisions" and s.autoscaler is not None:
+                rows += [((dep, app, direction), float(n)) for direction, n in s.scaled.items()]
+        return rows
 
     def record_load(self, source: str, deployment: DeploymentId, ongoing: float) -> None:
         """A router's requests in flight (and queued) for `deployment`, for autoscaling."""

@@ -19,10 +19,17 @@ Invariants:
   (START_BACKOFF_S doubling per consecutive failure, at most MAX_START_BACKOFF_S), so a
   constructor that keeps raising beside healthy replicas costs a start every few
   seconds, not one per controller tick.
+- A replica still starting after PROBE_AFTER_S is asked about (`ReplicaIO.placement`, the
+  head's view of its actor) every PROBE_EVERY_S, so the status can say why it is not ready
+  (waiting for resources, its constructor running); see `status.waiting_reason`.
+- For the metrics: replicas replaced after failing health checks or dying are remembered
+  (the latest LOST_KEPT), and autoscaling decisions are counted.
 """
 
 from __future__ import annotations
 
+import collections
+import logging
 import math
 import secrets
 from dataclasses import dataclass, field
@@ -35,13 +42,28 @@ from ..messages import DeploymentStatus, DeploymentTarget, ReplicaId, ReplicaSta
 from .pending import Pending, describe, error_of
 
 __all__ = ["DeploymentState", "ReplicaIO", "Replica", "MAX_START_FAILURES", "HEALTH_FAILURES",
-           "START_BACKOFF_S", "MAX_START_BACKOFF_S"]
+           "START_BACKOFF_S", "MAX_START_BACKOFF_S", "Placement"]
 
 MAX_START_FAILURES = 3
 START_BACKOFF_S = 0.1
 MAX_START_BACKOFF_S = 10.0
 HEALTH_FAILURES = 3
+PROBE_AFTER_S = 1.0
+PROBE_EVERY_S = 1.0
+LOST_KEPT = 32
 STARTING, RUNNING, STOPPING = ReplicaState.STARTING, ReplicaState.RUNNING, ReplicaState.STOPPING
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a starting replica's actor is, as the head sees it: not placed yet (waiting for
+    resources), placed on a node (its process starting, then its constructor running), or
+    constructed (alive)."""
+
+    placed: bool
+    alive: bool
+    node: str = ""
 
 
 class ReplicaIO(Protocol):
@@ -52,6 +74,8 @@ class ReplicaIO(Protocol):
     def call(self, handle: Any, method: str, *args: Any) -> Pending: ...
 
     def kill(self, handle: Any) -> Any: ...
+
+    def placement(self, handle: Any) -> Pending: ...  # resolves to a Placement (None: unknown actor)
 
 
 @dataclass
@@ -71,6 +95,12 @@ class Replica:
     stop_by: float = 0.0
     reconfiguring: Pending | None = None
     config_error: str | None = None  # the last reconfigure failed (kept in the status)
+    logging_config: Any = None  # the logging_config it runs with
+    logging_pending: Pending | None = None
+    probe: Pending | None = None  # a placement question in flight
+    probed_at: float = float("-inf")
+    placement: Placement | None = None
+    placed_at: float | None = None  # first seen placed on a node (its constructor starts about then)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,6 +123,8 @@ class DeploymentState:
         self._routed: tuple[ReplicaId, ...] = ()
         self.autoscaler: AutoscalingPolicy | None = None
         self._autoscaled = 0
+        self.scaled = {"up": 0, "down": 0}  # autoscaling decisions taken
+        self.lost: collections.deque[ReplicaId] = collections.deque(maxlen=LOST_KEPT)  # replaced: unhealthy/died
         self._set_autoscaler(0.0)
 
     # -- the target --------------------------------------------------------------------
@@ -116,7 +148,8 @@ class DeploymentState:
         """Take over a replica an earlier controller ran, in the state it had there: a RUNNING
         one keeps serving (it stays in the routing set) and gets its health checked at once;
         a STARTING one is asked `ready` again; a STOPPING one is drained again."""
-        r = Replica(replica_id, handle, version, state=RUNNING, started_at=now, user_config=user_config)
+        r = Replica(replica_id, handle, version, state=RUNNING, started_at=now, user_config=user_config,
+                    logging_config=self.target.config.logging_config)
         self.replicas[replica_id] = r
         if state == RUNNING:
             r.next_health_at = now
@@ -169,8 +202,12 @@ class DeploymentState:
     def step(self, now: float) -> bool:
         """Advance every replica and the replica count; True if the routing set changed."""
         if self.autoscaler is not None and not self.deleting:
-            self._autoscaled = self.autoscaler.desired_replicas(now, self._autoscaled)
+            decided = self.autoscaler.desired_replicas(now, self._autoscaled)
+            if decided != self._autoscaled:
+                self.scaled["up" if decided > self._autoscaled else "down"] += 1
+            self._autoscaled = decided
         self._collect_starts(now)
+        self._probe_starts(now)
         self._check_health(now)
         self._finish_stops(now)
         if self.status != DeploymentStatus.UNHEALTHY or self.deleting:
@@ -190,6 +227,10 @@ class DeploymentState:
                 continue
             error = _error_text(r.ready)
             if error is None:
+                info = r.ready.result(0)
+                if isinstance(info, dict):  # its pid and log file, for the status
+                    r.meta.update({k: info[k] for k in ("pid", "log_file") if k in info})
+                log.info("replica %s is running (started in %.1f s)", r.replica_id, now - r.started_at)
                 r.state = RUNNING  # r.user_config is what it was built with; _reconfigure catches it up
                 r.next_health_at = now + self.target.config.health_check_period_s
                 self.start_failures = 0
@@ -200,6 +241,7 @@ class DeploymentState:
             backoff = min(START_BACKOFF_S * 2 ** (self.start_failures - 1), MAX_START_BACKOFF_S)
             self.next_start_at = now + backoff
             self.message = f"replica {r.replica_id} failed to start (retrying in {backoff:.1f} s): {error}"
+            log.warning("%s", self.message)
             if self.start_failures >= MAX_START_FAILURES and not self.running():
                 self.status = DeploymentStatus.UNHEALTHY
                 self.message = (f"the deployment failed to start {self.start_failures} times in a row; "
@@ -224,13 +266,33 @@ class DeploymentState:
                 dead = isinstance(failure, ActorDiedError)
                 r.health_failures = HEALTH_FAILURES if dead else r.health_failures + 1
                 self.message = f"replica {r.replica_id} failed its health check: {describe(failure)}"
+                log.warning("%s", self.message)
             elif now - r.health_sent_at > cfg.health_check_timeout_s:
                 r.health = None
                 r.health_failures = HEALTH_FAILURES
                 self.message = f"replica {r.replica_id} did not answer its health check within {cfg.health_check_timeout_s}s"
+                log.warning("%s", self.message)
             if r.health_failures >= HEALTH_FAILURES:
+                log.warning("replacing replica %s (unhealthy or dead)", r.replica_id)
                 self.io.kill(r.handle)  # replaced by _converge
                 del self.replicas[r.replica_id]
+                self.lost.append(r.replica_id)
+
+    def _probe_starts(self, now: float) -> None:
+        """Ask where replicas that are slow to start are (for the status's reasons)."""
+        for r in self.replicas.values():
+            if r.state != STARTING:
+                continue
+            if r.probe is not None:
+                if r.probe.done():
+                    placement = None if error_of(r.probe) is not None else r.probe.result(0)
+                    r.probe, r.probed_at = None, now
+                    if isinstance(placement, Placement):
+                        r.placement = placement
+                        if placement.placed and r.placed_at is None:
+                            r.placed_at = now
+            elif now - r.started_at >= PROBE_AFTER_S and now - r.probed_at >= PROBE_EVERY_S:
+                r.probe = self.io.placement(r.handle)
 
     def _finish_stops(self, now: float) -> None:
         for r in list(self.replicas.values()):
@@ -242,8 +304,10 @@ class DeploymentState:
         if now < self.next_start_at:
             return  # backing off after a failed start
         replica_id = ReplicaId(self.target.id, secrets.token_hex(3))
+        log.info("starting replica %s (version %s)", replica_id, self.target.version)
         handle = self.io.start(self.target, replica_id)
-        r = Replica(replica_id, handle, self.target.version, started_at=now, user_config=self.target.config.user_config)
+        r = Replica(replica_id, handle, self.target.version, started_at=now, user_config=self.target.config.user_config,
+                    logging_config=self.target.config.logging_config)
         r.ready = self.io.call(handle, "ready")
         self.replicas[replica_id] = r
 
@@ -253,6 +317,7 @@ class DeploymentState:
             self.io.kill(r.handle)
             del self.replicas[r.replica_id]
             return
+        log.info("stopping replica %s", r.replica_id)
         r.state = STOPPING
         r.shutdown = self.io.call(r.handle, "prepare_for_shutdown", cfg.graceful_shutdown_wait_loop_s,
                                   cfg.graceful_shutdown_timeout_s)
@@ -287,7 +352,13 @@ class DeploymentState:
 
     def _reconfigure(self) -> None:
         wanted = self.target.config.user_config
+        logging_config = self.target.config.logging_config
         for r in self.running():
+            if r.logging_pending is not None and r.logging_pending.done():
+                r.logging_pending = None
+            if r.logging_pending is None and r.logging_config != logging_config and r.version == self.target.version:
+                r.logging_config = logging_config
+                r.logging_pending = self.io.call(r.handle, "set_logging_config", logging_config)
             if r.reconfiguring is not None:
                 if r.reconfiguring.done():
                     error = _error_text(r.reconfiguring)

@@ -5,7 +5,8 @@ replica and proxy actors it runs.
 in `serve._control` calls the runtime otherwise, so the whole controller runs against a
 fake in unit tests. `ActorControllerIO` is the real one: replicas and proxies are named
 actors (found again by a restarted controller), calls return ObjectRefs, kills go through
-the head.
+the head, and a starting replica's placement is the head's view of its actor. Its
+`settings` (Serve's logging and tracing) go to every replica and proxy it starts.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from .._names import (
     proxy_node_of,
     replica_actor_name,
 )
-from ..messages import DeploymentTarget, ReplicaId
-from .deployment_state import ReplicaIO
+from ..messages import DeploymentTarget, ReplicaId, ServeSettings
+from .deployment_state import Placement, ReplicaIO
 from .proxy_state import NodeView, ProxyIO
 
 __all__ = ["ActorControllerIO", "ControllerIO", "RunningProxy"]
@@ -58,6 +59,8 @@ class ControllerIO(Protocol):
     @property
     def proxies(self) -> ProxyIO: ...  # the same for proxies
 
+    settings: ServeSettings  # what every replica and proxy started is given
+
     async def nodes(self) -> list[NodeView]: ...
 
     async def load_checkpoint(self) -> bytes | None: ...
@@ -79,6 +82,7 @@ class _Actors:
     def __init__(self, rt: Runtime, detached: bool) -> None:
         self.rt = rt
         self.lifetime = "detached" if detached else None
+        self.settings = ServeSettings()
 
     def call(self, handle: actors.ActorHandle, method: str, *args: Any) -> actors.ObjectRef:
         ref = getattr(handle, method).remote(*args)
@@ -96,6 +100,10 @@ class _Actors:
 
 
 class _ReplicaActors(_Actors):
+    def __init__(self, rt: Runtime, detached: bool) -> None:
+        super().__init__(rt, detached)
+        self._node_ips: dict[str, str] = {}  # node id -> ip, for placements
+
     def start(self, target: DeploymentTarget, replica_id: ReplicaId) -> actors.ActorHandle:
         """A replica; a deployment's replicas go to different nodes first (`spread_group`)."""
         cls = actors.remote(
@@ -104,7 +112,37 @@ class _ReplicaActors(_Actors):
             spread_group=f"serve:{target.id}",
         )(ReplicaActor)
         return cls.remote(target.name, replica_id.tag, target.app, target.code, target.config.user_config,
-                          target.is_function, target.config.max_ongoing_requests)
+                          target.is_function, target.config.max_ongoing_requests,
+                          target.config.logging_config or self.settings.logging_config, self.settings.tracing_config)
+
+    def placement(self, handle: actors.ActorHandle) -> _Asked:
+        """Where the head has the replica's actor (None if it does not know it)."""
+        return _Asked(self.rt.background(self._placement(handle)))
+
+    async def _placement(self, handle: actors.ActorHandle) -> Placement | None:
+        info = await self.rt.head.get_actor_info(handle.actor_id)
+        if info is None:
+            return None
+        node = ""
+        if info.node_id is not None:
+            if info.node_id.hex not in self._node_ips:  # a node not seen yet: read the node table again
+                self._node_ips.update({n.node_id.hex: n.ip for n in await self.rt.head.nodes()})
+            node = self._node_ips.get(info.node_id.hex, info.node_id.hex)
+        return Placement(placed=info.node_id is not None, alive=info.state is ActorState.ALIVE, node=node)
+
+
+class _Asked:
+    """A background task as a `Pending` (what the state machines look at)."""
+
+    def __init__(self, task: asyncio.Task) -> None:
+        self._task = task
+        task.add_done_callback(ignore_outcome)
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._task.result()
 
 
 class _ProxyActors(_Actors):
@@ -114,7 +152,7 @@ class _ProxyActors(_Actors):
             name=proxy_actor_name(node.node_id, secrets.token_hex(3)), namespace=SERVE_NAMESPACE,
             lifetime=self.lifetime, node_id=node.node_id, max_concurrency=100_000, max_restarts=0,
         )(HTTPProxyActor)
-        return cls.remote(http_options)
+        return cls.remote(http_options, self.settings.logging_config, self.settings.tracing_config)
 
 
 class ActorControllerIO:
@@ -126,6 +164,14 @@ class ActorControllerIO:
         self.rt = runtime
         self.replicas = _ReplicaActors(runtime, detached)
         self.proxies = _ProxyActors(runtime, detached)
+
+    @property
+    def settings(self) -> ServeSettings:
+        return self.replicas.settings
+
+    @settings.setter
+    def settings(self, value: ServeSettings) -> None:
+        self.replicas.settings = self.proxies.settings = value
 
     async def nodes(self) -> list[NodeView]:
         infos = await self.rt.head.nodes()

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from .._config import HTTPOptions
-from ..messages import DeploymentId
+from ..messages import DeploymentId, ServeSettings
 from .checkpoint import Checkpoint
 from .deployment_state import DeploymentState
 from .io import ControllerIO
@@ -30,6 +30,7 @@ class Recovered:
     deployments: dict[DeploymentId, DeploymentState]
     http_options: HTTPOptions | None  # None: no checkpoint (a fresh start keeps the options it was given)
     adopted: int
+    settings: ServeSettings | None = None
 
 
 async def recover_deployments(io: ControllerIO, now: float, version_base: int) -> Recovered:
@@ -51,7 +52,7 @@ async def recover_deployments(io: ControllerIO, now: float, version_base: int) -
             adopted += 1
         deployments[target.id] = state
     log.info("recovered %d deployments and adopted %d running replicas", len(deployments), adopted)
-    return Recovered(deployments, checkpoint.http_options, adopted)
+    return Recovered(deployments, checkpoint.http_options, adopted, checkpoint.settings)
 
 
 async def adopt_proxies(io: ControllerIO, proxies: ProxyState, nodes: list[NodeView], now: float) -> int:

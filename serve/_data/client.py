@@ -7,7 +7,9 @@ actor, the driver API and `Deployment`. Two sides:
   caches it; `router(name)` makes the deployment's `Router` once; `start_call` starts a
   handle call there (calls from other threads arrive through one inbox, per burst);
 - from a driver's thread (blocking): `call(method, ...)` calls the controller; `deploy`,
-  `delete` and the waits watch the controller's status by long poll, printing progress.
+  `delete` and the waits watch the controller's status by long poll, printing progress:
+  a line when something changes and at least every PROGRESS_S while nothing does, with the
+  reason each deployment is not ready (see `_control.status.progress`).
 
 Invariant: nothing here starts Serve; `serve._api.startup` does (it needs the controller
 class, which lives above this layer).
@@ -16,6 +18,7 @@ class, which lives above this layer).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -28,21 +31,45 @@ from actors.messages import ActorState
 from actors.system import LoopInbox, Runtime, Update, current_runtime, runtime_or_init
 
 from .._names import CONTROLLER_NAME, SERVE_NAMESPACE
-from ..exceptions import DeploymentUnhealthyError, ServeNotRunningError
+from ..exceptions import DeploymentUnhealthyError, DeployTimeoutError, ServeNotRunningError
 from ..messages import DeploymentId, DeploymentStatus, DeploymentTarget
+from . import counting, tracing
+from .context import APP, ROUTE, Ctx
 from .router import Router
+from .serve_metrics import caller_metrics
 
-__all__ = ["STATUS_KEY", "ServeClient", "deploy_timeout_s", "deployments_in", "say"]
+__all__ = ["PROGRESS_S", "Progress", "STATUS_KEY", "ServeClient", "deploy_timeout_s", "deployments_in", "describe",
+           "not_ready", "say"]
 
 STATUS_KEY = "status"  # the controller's long-poll key of its status summary
 _CALL_TIMEOUT_S = 60.0
-_HOLD_S = 5.0  # a waiting driver hears from the controller at least this often
+_HOLD_S = 4.0  # a waiting driver hears from the controller at least this often
+PROGRESS_S = 4.0  # a waiting driver prints progress at least this often
 _lock = threading.Lock()
 
 
 def deploy_timeout_s() -> float:
     """How long deploys wait for their replicas by default: `$ZEROSERVE_DEPLOY_TIMEOUT_S` (300)."""
-    return float(os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300"))
+    value = os.environ.get("ZEROSERVE_DEPLOY_TIMEOUT_S", "300")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"ZEROSERVE_DEPLOY_TIMEOUT_S must be a number of seconds, got {value!r}") from None
+
+
+def describe(name: str, d: dict[str, Any]) -> str:
+    """A deployment's progress: `Model 1/2 running (UPDATING): Model#ab12cd constructor running for 12 s`."""
+    line = f"{name} {d['replicas'].get('RUNNING', 0)}/{d['target_replicas']} running ({d['status']})"
+    return f"{line}: {d['progress']}" if d.get("progress") and d["status"] != DeploymentStatus.HEALTHY else line
+
+
+def not_ready(deps: dict[DeploymentId, dict[str, Any]], ids: list[DeploymentId], timeout_s: float) -> DeployTimeoutError:
+    """The error of a deploy whose deadline passed: each deployment not ready, and why."""
+    late = [describe(d.name, deps[d]) if d in deps else f"{d.name} not created yet" for d in ids
+            if d not in deps or deps[d]["status"] != DeploymentStatus.HEALTHY]
+    return DeployTimeoutError(f"not ready after {timeout_s:g} s (the deploy deadline: timeout_s=, a config file's "
+                              f"deploy_timeout_s or $ZEROSERVE_DEPLOY_TIMEOUT_S): " + "; ".join(late) +
+                              " (see `zeroserve serve status`; it keeps starting meanwhile)")
 
 
 def say(text: str) -> None:
@@ -58,6 +85,11 @@ class ServeClient:
         self._routers: dict[DeploymentId, Router] = {}
         self._inbox = LoopInbox(rt.loop, self._start_calls)
         self.closed = False
+        # The `handle` label of this process's calls (one per process), and its actor's id.
+        self.handle_id = os.urandom(3).hex()
+        self.actor_id = rt.actor_id.hex if rt.actor_id is not None else ""
+        self._call_counts: dict[tuple[DeploymentId, str, str], Any] | None = {} if counting.ENABLED else None
+        tracing.configure()  # on if $ZEROSERVE_TRACING_EXPORTER says so
 
     @classmethod
     def of(cls, rt: Runtime) -> "ServeClient":
@@ -97,8 +129,21 @@ class ServeClient:
             controller = await self.controller()
             router = self._routers.get(deployment)  # another call may have made it meanwhile
             if router is None:
-                router = self._routers[deployment] = Router(deployment, controller)
+                router = self._routers[deployment] = Router(deployment, controller, handle_id=self.handle_id,
+                                                            actor_id=self.actor_id)
         return router
+
+    def count_call(self, deployment: DeploymentId, ctx: Ctx) -> None:
+        """serve_handle_request_counter_total: one handle call (on the runtime's loop)."""
+        counts = self._call_counts
+        if counts is None:
+            return
+        key = (deployment, ctx[ROUTE], ctx[APP])
+        cell = counts.get(key)
+        if cell is None:
+            cell = counts[key] = caller_metrics().handle_requests.cell(self.handle_id, deployment.name, ctx[ROUTE],
+                                                                      ctx[APP])
+        cell.value += 1
 
     def submit(self, fn: Callable[..., None], args: tuple) -> None:
         """Run `fn(*args)` on the runtime's loop, soon (from any thread; one wake-up per burst)."""
@@ -175,14 +220,16 @@ class ServeClient:
 
     def wait_healthy(self, ids: list[DeploymentId], timeout_s: float | None = None) -> None:
         """Until every deployment of `ids` is HEALTHY, printing progress; raises
-        DeploymentUnhealthyError (one cannot start) or TimeoutError."""
+        DeploymentUnhealthyError (one cannot start) or DeployTimeoutError."""
         timeout_s = deploy_timeout_s() if timeout_s is None else timeout_s
-        progress = _Progress()
+        progress = Progress(say)
+        seen: dict[DeploymentId, dict[str, Any]] = {}
 
         def healthy(st: dict[str, Any]) -> bool:
             deps = {d: s for d, s in deployments_in(st).items() if d in ids}
-            progress.line("; ".join(f"{d.name} {s['replicas'].get('RUNNING', 0)}/{s['target_replicas']} running "
-                                    f"({s['status']})" for d, s in sorted(deps.items())))
+            seen.clear()
+            seen.update(deps)
+            progress.line("; ".join(describe(d.name, s) for d, s in sorted(deps.items())))
             unhealthy = {d: s["message"] for d, s in deps.items() if s["status"] == DeploymentStatus.UNHEALTHY}
             if unhealthy:
                 raise DeploymentUnhealthyError("; ".join(f"deployment {d.name} is unhealthy: {m}"
@@ -190,8 +237,7 @@ class ServeClient:
             return len(deps) == len(ids) and all(s["status"] == DeploymentStatus.HEALTHY for s in deps.values())
 
         if not self.watch_status(healthy, timeout_s):
-            raise TimeoutError(f"deployments not ready after {timeout_s:.0f}s: {progress.last} "
-                               "(busy resources? see `zeroserve status`)")
+            raise not_ready(seen, ids, timeout_s)
 
     def delete(self, ids: list[DeploymentId], wait: bool = True, timeout_s: float = 60.0) -> None:
         self.call("delete", ids)
@@ -238,15 +284,26 @@ def deployments_in(status: dict[str, Any]) -> dict[DeploymentId, dict[str, Any]]
             for name, d in a["deployments"].items()}
 
 
-class _Progress:
-    """Progress lines: printed when they change."""
+class Progress:
+    """Progress lines: printed when they change (other than in their seconds), and at least
+    every PROGRESS_S while they do not."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Callable[[str], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.out = out
+        self.clock = clock
         self.last = ""
+        self._shape = ""
+        self._at = float("-inf")
 
     def line(self, text: str) -> None:
-        if text and text != self.last:
-            say(text)
+        shape = _SECONDS.sub("N s", text)
+        now = self.clock()
+        if text and (shape != self._shape or now - self._at >= PROGRESS_S):
+            self.out(text)
+            self._shape, self._at = shape, now
         self.last = text
+
+
+_SECONDS = re.compile(r"\b\d+ s\b")
 
 

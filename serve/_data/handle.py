@@ -5,6 +5,10 @@ for the deployment and return a `DeploymentResponse`: awaitable, `.result(timeou
 accepted by `actors.get`, and passable as an argument to another handle call (resolved
 before that call is routed). Handles are picklable: in another process they find the
 controller by name and build their own router.
+
+A call carries the request context of the code that makes it (`serve.get_request_context()`:
+same request id, route and application), or a new request id outside any request; with
+tracing on it is a span of its own, whose trace context goes along.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from actors import GetTimeoutError, ObjectRef
 from actors.system import LoopInbox, copy_state, current_runtime, runtime_or_init
 
 from ..messages import DeploymentId
+from . import tracing
 from .client import ServeClient
+from .context import NO_REQUEST, RID, Ctx, current_request, new_request_id
 
 __all__ = ["DeploymentHandle", "DeploymentResponse", "RayServeHandle", "RayServeSyncHandle"]
 
@@ -145,27 +151,50 @@ async def _value(response: DeploymentResponse) -> Any:
     return await asyncio.shield(response._to_object_ref())
 
 
-async def _call(client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict) -> Any:
+async def _call(client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict,
+                ctx: Ctx) -> Any:
     """The slow path of a call: resolve response arguments, find the router, route."""
     args, kwargs = await _resolve(args, kwargs)
     router = await client.router(deployment)
-    return await router.call(method, args, kwargs)
+    return await router.call(method, args, kwargs, ctx)
 
 
 def _start(client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict,
-           deliver: Callable[[asyncio.Future], Any], response: _LoopResponse | None) -> None:
+           deliver: Callable[[asyncio.Future], Any], response: _LoopResponse | None, ctx: Ctx) -> None:
     """Start one call on the runtime's loop; `deliver(future)` gets its outcome."""
     if response is not None and response.done():
         return  # cancelled before it started
+    client.count_call(deployment, ctx)
     router = client.router_now(deployment)
     source: asyncio.Future
     if router is not None and not _has_responses(args, kwargs):
-        source = router.send(method, args, kwargs, deliver)
+        source = router.send(method, args, kwargs, deliver, ctx)
     else:
-        source = client.rt.loop.create_task(_call(client, deployment, method, args, kwargs))
+        source = client.rt.loop.create_task(_call(client, deployment, method, args, kwargs, ctx))
         source.add_done_callback(deliver)
     if response is not None:
         response._source = source
+
+
+def _context_of_call(app_name: str) -> Ctx:
+    """The request context a call carries: the caller's, or a new request's."""
+    ctx = current_request.get()
+    if ctx is NO_REQUEST:
+        return (new_request_id(), "", app_name, "", "")
+    return ctx
+
+
+def _traced(deployment: str, method: str, ctx: Ctx) -> tuple[Any, Ctx]:
+    """A span for one handle call (a child of the caller's current span), and the context
+    that carries it on."""
+    span = tracing.start(f"handle {deployment}.{method}", "CLIENT",
+                         attributes={"serve.deployment": deployment, "serve.request_id": ctx[RID]})
+    return span, (*ctx[:4], tracing.traceparent_of(span))
+
+
+def _end_span(span: Any, fut: Any) -> None:
+    error = None if fut.cancelled() else fut.exception()
+    tracing.end(span, error=error if isinstance(error, Exception) else None)
 
 
 class DeploymentHandle:
@@ -196,18 +225,25 @@ class DeploymentHandle:
         rt = client.rt
         loop = asyncio._get_running_loop()
         name, method = self._id, self.method_name
-        if loop is rt.loop:  # in a replica or actor: no hand-over at all
+        ctx = _context_of_call(self.app_name)
+        span = None
+        if tracing.ENABLED:
+            span, ctx = _traced(self.deployment_name, method, ctx)
+        if loop is not None:
             response = _LoopResponse(loop=loop)
-            _start(client, name, method, args, kwargs, functools.partial(copy_state, dst=response), response)
-            return response
-        if loop is not None:  # an async driver: the outcome comes back to its loop per burst
-            response = _LoopResponse(loop=loop)
-            deliver = functools.partial(_bridge(loop).put, dst=response)
-            client.submit(_start, (client, name, method, args, kwargs, deliver, response))
+            if span is not None:
+                response.add_done_callback(functools.partial(_end_span, span))
+            if loop is rt.loop:  # in a replica or actor: no hand-over at all
+                _start(client, name, method, args, kwargs, functools.partial(copy_state, dst=response), response, ctx)
+            else:  # an async driver: the outcome comes back to its loop per burst
+                deliver = functools.partial(_bridge(loop).put, dst=response)
+                client.submit(_start, (client, name, method, args, kwargs, deliver, response, ctx))
             return response
         waiter: concurrent.futures.Future = concurrent.futures.Future()
+        if span is not None:
+            waiter.add_done_callback(functools.partial(_end_span, span))
         deliver = functools.partial(copy_state, dst=waiter)
-        client.submit(_start, (client, name, method, args, kwargs, deliver, None))
+        client.submit(_start, (client, name, method, args, kwargs, deliver, None, ctx))
         return _RefResponse(ObjectRef(waiter, rt, f"{self.deployment_name}.{method}"))
 
 

@@ -7,23 +7,33 @@ the route table ({route_prefix: deployment}) and forwards each request through t
 (`HTTPStreamStart`) stays pinned to the replica that answered: the proxy pulls its chunks
 from there (`_ReplicaStream`) while the router counts it in flight. On shutdown the
 controller calls `start_draining` (healthz 503, still serving) and then `drain`.
+
+Each request's id (the server's, see `proxy._observe`) goes to the replica in the request
+context, with the route prefix matched and its application; `_Observer` counts requests
+(`serve_num_http_*`, `serve_http_request_latency_ms`), writes the proxy's access log and,
+when tracing is on, makes the request's span (a child of the client's `traceparent`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from actors import RuntimeShutDownError
-from actors.system import LongPollClient, Update, current_runtime
-from proxy import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart, ProxyServer
+from actors.system import LongPollClient, Update, current_runtime, node_logs_dir
+from proxy import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart, ProxyServer, current_request_id
 
 from .._config import HTTPOptions
+from .._obs_config import LoggingConfig, TracingConfig
 from ..exceptions import BackPressureError
 from ..messages import HTTP_METHOD, DeploymentId, RouteTable
+from . import counting, logs, tracing
 from .client import ServeClient
+from .context import Ctx
 from .outcomes import ignore_outcome
 from .router import POLL_HOLD_S, Router
+from .serve_metrics import proxy_metrics
 
 __all__ = ["HTTPProxyActor", "ROUTES_KEY"]
 
@@ -77,14 +87,79 @@ class _ReplicaStream:
             self._router.release(self._replica)
 
 
+class _Observer:
+    """The end of each HTTP request at this proxy: metrics, access log, span."""
+
+    def __init__(self, node_id: str, node_ip: str, access: logs.AccessLog | None) -> None:
+        self.tracing = tracing.ENABLED
+        self.access = access
+        self.targets: dict[str, DeploymentId] = {}  # a route's target -> its deployment
+        self.server: ProxyServer | None = None
+        self._node = (node_id, node_ip)
+        self._cells: dict[tuple[str, str, int], tuple[Any, ...]] | None = None
+        if counting.ENABLED:
+            self._cells = {}
+            proxy_metrics().ongoing.add_source(self)
+
+    def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
+        """serve_num_ongoing_http_requests, read at scrape time."""
+        return [(self._node, float(self.server.in_flight if self.server is not None else 0))]
+
+    def begin(self, scope: dict, request_id: str) -> Any:
+        return tracing.start_current(f"HTTP {scope['method']}", "SERVER", parent=tracing.client_parent(scope["headers"]),
+                                     attributes={"http.method": scope["method"], "http.target": scope["path"],
+                                                 "serve.request_id": request_id})
+
+    def end(self, token: Any, method: str, route: str, target: str | None, status: int, started: float,
+            request_id: str, path: str) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        cells = self._cells
+        if cells is not None:
+            key = (route, method, status)
+            c = cells.get(key)
+            if c is None:
+                dep = self.targets.get(target) if target is not None else None
+                c = cells[key] = self._make_cells(route, method, dep, status)
+            c[0].value += 1
+            c[1].observe(latency_ms)
+            if len(c) > 2:
+                c[2].value += 1
+                c[3].value += 1
+        access = self.access
+        if access is not None and route[:3] != "/-/":
+            dep = self.targets.get(target) if target is not None else None
+            access.write(method, route or path, status, latency_ms, request_id, route,
+                         dep.app if dep is not None else "")
+        if token is not None:
+            span, span_token = token
+            span.update_name(f"HTTP {method} {route or path}")
+            span.set_attribute("http.route", route)
+            tracing.end(span, span_token, status=status)
+
+    @staticmethod
+    def _make_cells(route: str, method: str, dep: DeploymentId | None, status: int) -> tuple[Any, ...]:
+        m, code = proxy_metrics(), str(status)
+        name, app = (dep.name, dep.app) if dep is not None else ("", "")
+        cells: tuple[Any, ...] = (m.requests.cell(route, method, app, code), m.latency.cell(method, route, app, code))
+        if status >= 400:
+            cells += (m.errors.cell(route, code, method, app),
+                      m.deployment_errors.cell(name, code, method, route, app))
+        return cells
+
+
 class HTTPProxyActor:
-    def __init__(self, options: HTTPOptions) -> None:
+    def __init__(self, options: HTTPOptions, logging_config: LoggingConfig | None = None,
+                 tracing_config: TracingConfig | None = None) -> None:
         rt = current_runtime()
         assert rt is not None, "the proxy runs in an actor"
         host = rt.node_ip if options.host == "node" else options.host
+        access = logs.configure(logs.Who.proxy(rt.node_ip), logging_config, default_dir=node_logs_dir(),
+                                fallback=current_request_id)
+        tracing.configure(tracing_config)
         self.client = ServeClient.of(rt)
+        self._observer = _Observer(rt.node_id.hex if rt.node_id is not None else "", rt.node_ip, access)
         self._routes: LongPollClient | None = None
-        self._targets: dict[str, DeploymentId] = {}  # a route's target -> its deployment
+        self._targets: dict[str, tuple[DeploymentId, str]] = {}  # a route's target -> (deployment, route prefix)
         self._started = asyncio.get_running_loop().create_task(self._start(host, options))
 
     async def _start(self, host: str, options: HTTPOptions) -> None:
@@ -93,7 +168,9 @@ class HTTPProxyActor:
         self.server = ProxyServer(host, options.port, self._forward, classify=_status_of,
                                   request_timeout_s=options.request_timeout_s, max_body_bytes=options.max_body_bytes,
                                   keep_alive_timeout_s=options.keep_alive_timeout_s,
-                                  middlewares=options.middlewares, root_path=options.root_path)
+                                  middlewares=options.middlewares, root_path=options.root_path,
+                                  observer=self._observer)
+        self._observer.server = self.server
         await self.server.start()
         self._routes = LongPollClient(self._fetch_routes, self._apply_routes, name="route table").start()
 
@@ -103,18 +180,20 @@ class HTTPProxyActor:
 
     def _apply_routes(self, update: Update) -> None:
         table = update.value if update.exists and update.value is not None else RouteTable({})
-        targets = {str(dep_id): dep_id for dep_id in table.routes.values()}
+        self._targets = {str(dep_id): (dep_id, prefix) for prefix, dep_id in table.routes.items()}
+        self._observer.targets = {key: dep_id for key, (dep_id, _) in self._targets.items()}
         self.server.set_routes({prefix: str(dep_id) for prefix, dep_id in table.routes.items()},
-                               {key: dep_id.name for key, dep_id in targets.items()})
-        self._targets = targets
+                               {key: dep_id.name for key, (dep_id, _) in self._targets.items()})
 
     async def ready(self) -> str:
         await asyncio.shield(self._started)  # a cancelled call must not cancel the start
         return f"http://{self.server.host}:{self.server.port}"
 
-    async def _forward(self, target: str, request: HTTPRequest) -> HTTPResponse | _ReplicaStream:
-        router = await self.client.router(self._targets[target])
-        result, replica = await router.call_holding(HTTP_METHOD, (request,), {}, _is_stream_start)
+    async def _forward(self, target: str, request: HTTPRequest, request_id: str) -> HTTPResponse | _ReplicaStream:
+        dep_id, route = self._targets[target]
+        ctx: Ctx = (request_id, route, dep_id.app, "", tracing.current_traceparent() if tracing.ENABLED else "")
+        router = await self.client.router(dep_id)
+        result, replica = await router.call_holding(HTTP_METHOD, (request,), {}, _is_stream_start, ctx)
         if replica is None:
             return result
         return _ReplicaStream(router, replica, result)
@@ -127,3 +206,4 @@ class HTTPProxyActor:
     async def drain(self, timeout_s: float | None = None) -> None:
         """Stop accepting connections and wait for the requests in flight (up to `timeout_s`)."""
         await self.server.stop(timeout_s)
+        logs.flush()  # the process is killed next

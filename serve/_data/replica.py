@@ -13,6 +13,13 @@ A streamed HTTP response stays in flight here, holding its slot, from the reques
 its stream ends (`StreamRegistry`): the proxy pulls its chunks by stream id
 (`stream_next`) from this same replica, or closes it when the client leaves
 (`stream_close`).
+
+Observability: before the user's constructor runs, the process's logging goes to the
+replica's log file as its `LoggingConfig` says (`logs.configure`; changed live by
+`set_logging_config`). Each request runs with the request context its caller sent
+(`serve.get_request_context()`, the request id in every log line), is counted in the
+`serve_deployment_*` metrics, written to the access log, and traced when tracing is on.
+A user exception is logged here with its traceback (the caller gets it too).
 """
 
 from __future__ import annotations
@@ -23,15 +30,38 @@ import inspect
 import logging
 import os
 import pickle
-import traceback
+import time
 from typing import Any
 
 import actors
-from proxy import HTTPChunks, HTTPStreamStart, StreamBody, run_asgi, to_http_response, to_starlette_request
+from actors.system import node_logs_dir
+from proxy import (
+    HTTPChunks,
+    HTTPResponse,
+    HTTPStreamStart,
+    StreamBody,
+    run_asgi,
+    to_http_response,
+    to_starlette_request,
+)
 
+from .._obs_config import LoggingConfig, TracingConfig
 from ..messages import HTTP_METHOD
-from .context import ReplicaContext, current_context, set_process_context
+from . import counting, logs, tracing
+from .context import (
+    APP,
+    NO_REQUEST,
+    RID,
+    ROUTE,
+    TRACE,
+    Ctx,
+    ReplicaContext,
+    current_context,
+    current_request,
+    set_process_context,
+)
 from .ingress import bind_app
+from .serve_metrics import replica_metrics
 from .streams import StreamRegistry
 
 __all__ = ["ReplicaActor"]
@@ -49,9 +79,21 @@ class ReplicaActor:
     behind them would time out and get a busy, healthy replica replaced."""
 
     def __init__(self, deployment: str, replica_tag: str, app_name: str, code: bytes, user_config: Any,
-                 is_function: bool, max_ongoing_requests: int) -> None:
+                 is_function: bool, max_ongoing_requests: int, logging_config: LoggingConfig | None = None,
+                 tracing_config: TracingConfig | None = None) -> None:
         self._deployment = deployment
         self._tag = replica_tag
+        self._app = app_name
+        self._id = f"{deployment}#{replica_tag}"
+        self._who = logs.Who.replica(app_name, deployment, replica_tag)
+        self._access = logs.configure(self._who, logging_config, default_dir=node_logs_dir())
+        tracing.configure(tracing_config)
+        self._cells: dict[str, tuple[Any, Any, Any]] | None = None
+        if counting.ENABLED:
+            self._cells = {}
+            metrics = replica_metrics()
+            metrics.starts.cell(deployment, self._id, app_name).value += 1
+            metrics.processing.add_source(self)
         fn_or_cls, init_args, init_kwargs = pickle.loads(code)
         self._context = ReplicaContext(deployment, replica_tag, app_name)
         set_process_context(self._context)
@@ -71,6 +113,7 @@ class ReplicaActor:
         self._idle = asyncio.Event()
         self._idle.set()
         self._user_config_pending = user_config
+        self._logging = logging_config
         self._streams = StreamRegistry(deployment, self._request_done)
 
     @actors.unqueued  # control: never behind requests (see the class docstring)
@@ -79,7 +122,14 @@ class ReplicaActor:
         if self._user_config_pending is not None:
             await self.reconfigure(self._user_config_pending)
             self._user_config_pending = None
-        return {"replica_tag": self._tag, "pid": os.getpid()}
+        return {"replica_tag": self._tag, "pid": os.getpid(),
+                "log_file": str(logs.log_path(self._who, self._logging or LoggingConfig(), node_logs_dir()))}
+
+    @actors.unqueued
+    async def set_logging_config(self, logging_config: LoggingConfig | None) -> None:
+        """A changed `logging_config`: applied at once, without a restart."""
+        self._logging = logging_config
+        self._access = logs.configure(self._who, logging_config, default_dir=node_logs_dir())
 
     def _method(self, name: str) -> Any:
         if self._is_function:
@@ -93,20 +143,71 @@ class ReplicaActor:
             raise AttributeError(f"deployment {self._deployment} has no method {name!r}")
         return fn
 
-    async def handle_request(self, method: str, args: tuple, kwargs: dict) -> Any:
+    async def handle_request(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST) -> Any:
         await self._slots.acquire()
         self._ongoing += 1
         self._idle.clear()
         streaming = False
+        started = time.perf_counter()
+        request_token = current_request.set(ctx)
+        span = span_token = None
+        if tracing.ENABLED:
+            span, span_token = tracing.start_current(
+                f"replica {self._deployment}.{method}", "SERVER", traceparent=ctx[TRACE],
+                attributes={"serve.replica": self._id, "serve.request_id": ctx[RID]})
+        result: Any = None
+        error: BaseException | None = None
         try:
             result = await self._handle(method, args, kwargs)
             if type(result) is StreamBody:  # counted in flight until the stream ends
                 streaming = True
                 return self._open_stream(result)
             return result
+        except BaseException as e:
+            error = e
+            raise
         finally:
             if not streaming:
                 self._request_done()
+            current_request.reset(request_token)
+            if self._cells is not None or self._access is not None or span is not None:
+                status = self._observe(method, args, ctx, result, error, started)
+                if span is not None:
+                    failed = error if isinstance(error, Exception) else None
+                    tracing.end(span, span_token, error=failed, status=status if isinstance(status, int) else None)
+
+    def _observe(self, method: str, args: tuple, ctx: Ctx, result: Any, error: BaseException | None,
+                 started: float) -> int | str:
+        """Count one request and write its access-log line; returns its status."""
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        failed = error is not None and isinstance(error, Exception)
+        cells = self._cells
+        if cells is not None:
+            route_cells = cells.get(ctx[ROUTE])
+            if route_cells is None:
+                metrics, labels = replica_metrics(), (self._deployment, self._id, ctx[ROUTE], self._app)
+                route_cells = cells[ctx[ROUTE]] = (metrics.requests.cell(*labels), metrics.errors.cell(*labels),
+                                                  metrics.latency.cell(*labels))
+            route_cells[0].value += 1
+            route_cells[2].observe(latency_ms)
+            if failed:
+                route_cells[1].value += 1
+        status: int | str
+        if method == HTTP_METHOD:
+            status = 500 if failed else ("CANCELLED" if error is not None else _status_of(result))
+        else:
+            status = "ERROR" if failed else ("CANCELLED" if error is not None else "OK")
+        if self._access is not None:
+            if method == HTTP_METHOD:
+                verb, what = args[0].method, ctx[ROUTE] or args[0].root_path or "/"
+            else:
+                verb, what = "CALL", method
+            self._access.write(verb, what, status, latency_ms, ctx[RID], ctx[ROUTE], ctx[APP])
+        return status
+
+    def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
+        """serve_replica_processing_queries, read at scrape time."""
+        return [((self._deployment, self._id, self._app), float(self._ongoing))]
 
     def _request_done(self) -> None:
         self._slots.release()
@@ -154,8 +255,8 @@ class ReplicaActor:
                 result = [item async for item in result]
             return await to_http_response(result) if http else result
         except Exception:
-            if http:  # the client gets a 500; the traceback goes to this replica's log
-                traceback.print_exc()
+            # The caller gets the error (an HTTP client a 500); the traceback goes to this replica's log.
+            log.exception("%s.%s raised", self._deployment, "__call__" if http else method)
             raise
         finally:
             current_context.reset(token)
@@ -195,4 +296,12 @@ class ReplicaActor:
                     await result
             except Exception as e:
                 log.warning("%s.__del__ raised during shutdown: %r", self._deployment, e)
+        logs.flush()  # the process is killed next
         return self._ongoing
+
+
+def _status_of(result: Any) -> int:
+    """The HTTP status of what the replica answered an HTTP request with."""
+    if isinstance(result, (HTTPResponse, HTTPStreamStart)):
+        return result.status
+    return 200

@@ -12,6 +12,11 @@ at once with `BackPressureError`.
 A request refused by a replica that was already gone (`ActorUnavailableError`: it never
 ran) is retried on another replica; one that was in flight when its replica died fails
 (it may have run).
+
+Each request carries its request context (`context.Ctx`) to the replica (an argument of the call). The
+router counts requests (`serve_num_router_requests_total`, by the context's route and
+application), shows its queue (`serve_deployment_queued_queries`), and, when tracing is on,
+makes a span of the queueing and the choice of a replica.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from actors.system import LongPollClient, Update
 
 from ..exceptions import BackPressureError, ServeError
 from ..messages import DeploymentId, ReplicaId, ReplicaInfo, ReplicaSet
+from . import counting, tracing
+from .context import APP, NO_REQUEST, ROUTE, TRACE, Ctx
 from .outcomes import ignore_outcome
+from .serve_metrics import caller_metrics
 
 __all__ = ["POLL_HOLD_S", "PowerOfTwoChoices", "Router", "replica_set_key"]
 
@@ -58,8 +66,15 @@ class PowerOfTwoChoices:
 
 
 class Router:
-    def __init__(self, deployment: DeploymentId, controller: Any, rng: random.Random | None = None) -> None:
+    def __init__(self, deployment: DeploymentId, controller: Any, rng: random.Random | None = None, *,
+                 handle_id: str = "", actor_id: str = "") -> None:
         self.deployment = deployment
+        self.handle_id = handle_id
+        self.actor_id = actor_id
+        self._counts: dict[tuple[str, str], Any] | None = None
+        if counting.ENABLED:
+            self._counts = {}
+            caller_metrics().queued.add_source(self)
         self._controller = controller
         self._policy = PowerOfTwoChoices(rng)
         self._replicas: tuple[ReplicaInfo, ...] = ()
@@ -93,6 +108,22 @@ class Router:
         self._have_set.set()
         if self._waiting and self._has_room():
             self._wake()  # each one that gets a slot hands on to the next
+
+    # -- metrics -------------------------------------------------------------------------
+    def _count(self, ctx: Ctx) -> None:
+        counts = self._counts
+        if counts is None:
+            return
+        key = (ctx[ROUTE], ctx[APP])
+        cell = counts.get(key)
+        if cell is None:
+            cell = counts[key] = caller_metrics().router_requests.cell(
+                self.deployment.name, ctx[ROUTE], ctx[APP], self.handle_id, self.actor_id)
+        cell.value += 1
+
+    def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
+        """serve_deployment_queued_queries, read at scrape time."""
+        return [((self.deployment.name, self.deployment.app, self.handle_id, self.actor_id), float(len(self._waiting)))]
 
     @property
     def load(self) -> int:
@@ -163,33 +194,39 @@ class Router:
         self._in_flight[replica.replica_id] -= 1
         self._wake()
 
-    def send(self, method: str, args: tuple, kwargs: dict, deliver: Callable[[asyncio.Future], Any]) -> asyncio.Future:
+    def send(self, method: str, args: tuple, kwargs: dict, deliver: Callable[[asyncio.Future], Any],
+             ctx: Ctx = NO_REQUEST) -> asyncio.Future:
         """Route one request; `deliver(future)` gets its finished outcome (on this loop).
         Returns the future to cancel to abandon the request.
 
         The common case costs no task: a replica with room is chosen at once, the call
         goes out, and its reply future is delivered when it lands. Anything else (no
         replica set yet, callers waiting, a retry) goes through `call` on a task."""
+        self._count(ctx)
         replica = None
         if self._have_set.is_set() and not self._missing and not self._waiting and not self._handoffs:
             replica = self._policy.choose(self._replicas, self._in_flight)
         if replica is None:
-            task = asyncio.get_running_loop().create_task(self.call(method, args, kwargs))
+            task = asyncio.get_running_loop().create_task(self._route_value(method, args, kwargs, ctx))
             task.add_done_callback(deliver)
             return task
+        if tracing.ENABLED:
+            tracing.end(tracing.start(f"route {self.deployment.name}", traceparent=ctx[TRACE],
+                                      attributes={"serve.replica": str(replica.replica_id), "serve.queued": False}))
         self._in_flight[replica.replica_id] += 1
-        reply = replica.handle.handle_request.remote(method, args, kwargs).future()
-        reply.add_done_callback(functools.partial(self._sent, replica, method, args, kwargs, deliver))
+        reply = replica.handle.handle_request.remote(method, args, kwargs, ctx).future()
+        reply.add_done_callback(functools.partial(self._sent, replica, method, args, kwargs, ctx, deliver))
         return reply
 
-    def _sent(self, replica: ReplicaInfo, method: str, args: tuple, kwargs: dict,
+    def _sent(self, replica: ReplicaInfo, method: str, args: tuple, kwargs: dict, ctx: Ctx,
               deliver: Callable[[asyncio.Future], Any], reply: asyncio.Future) -> None:
         self._release(replica)
         error = None if reply.cancelled() else reply.exception()
         if isinstance(error, ActorDiedError):
             self._drop(replica)  # as call_holding: forget it now, whether or not the call ran
             if isinstance(error, ActorUnavailableError):  # it never ran: try another replica
-                asyncio.get_running_loop().create_task(self.call(method, args, kwargs)).add_done_callback(deliver)
+                retry = asyncio.get_running_loop().create_task(self._route_value(method, args, kwargs, ctx))
+                retry.add_done_callback(deliver)
                 return
         deliver(reply)
 
@@ -197,20 +234,41 @@ class Router:
         """Forget a dead replica until the controller says otherwise."""
         self._replicas = tuple(r for r in self._replicas if r.replica_id != replica.replica_id)
 
-    async def call(self, method: str, args: tuple, kwargs: dict) -> Any:
+    async def call(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST) -> Any:
         """Route one request and return its result."""
-        return (await self.call_holding(method, args, kwargs, None))[0]
+        self._count(ctx)
+        return (await self._route(method, args, kwargs, None, ctx))[0]
 
-    async def call_holding(self, method: str, args: tuple, kwargs: dict,
-                           hold: Callable[[Any], bool] | None) -> tuple[Any, ReplicaInfo | None]:
+    async def call_holding(self, method: str, args: tuple, kwargs: dict, hold: Callable[[Any], bool] | None,
+                           ctx: Ctx = NO_REQUEST) -> tuple[Any, ReplicaInfo | None]:
         """Route one request; returns (result, replica). If `hold(result)`, the request
         stays counted in flight on that replica until `release(replica)` (a response
         streamed from it after this call returns); otherwise replica is None."""
-        for attempt in range(_ATTEMPTS):
+        self._count(ctx)
+        return await self._route(method, args, kwargs, hold, ctx)
+
+    async def _route_value(self, method: str, args: tuple, kwargs: dict, ctx: Ctx) -> Any:
+        return (await self._route(method, args, kwargs, None, ctx))[0]
+
+    async def _acquire_traced(self, ctx: Ctx) -> ReplicaInfo:
+        span = tracing.start(f"route {self.deployment.name}", traceparent=ctx[TRACE],
+                             attributes={"serve.queued": bool(self._waiting or self._handoffs)})
+        try:
             replica = await self._acquire()
+        except BaseException as e:
+            tracing.end(span, error=e if isinstance(e, Exception) else None)
+            raise
+        span.set_attribute("serve.replica", str(replica.replica_id))
+        tracing.end(span)
+        return replica
+
+    async def _route(self, method: str, args: tuple, kwargs: dict, hold: Callable[[Any], bool] | None,
+                     ctx: Ctx) -> tuple[Any, ReplicaInfo | None]:
+        for attempt in range(_ATTEMPTS):
+            replica = await (self._acquire_traced(ctx) if tracing.ENABLED else self._acquire())
             held = False
             try:
-                result = await replica.handle.handle_request.remote(method, args, kwargs)
+                result = await replica.handle.handle_request.remote(method, args, kwargs, ctx)
                 held = hold is not None and hold(result)
                 return result, (replica if held else None)
             except ActorDiedError as e:

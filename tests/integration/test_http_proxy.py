@@ -92,7 +92,7 @@ class _ServerThread:
 
         from proxy import HTTPResponse, ProxyServer
 
-        async def forward(target, request):
+        async def forward(target, request, request_id):
             return HTTPResponse(200, ((b"content-type", b"text/plain"),), b"ok")
 
         self.port = free_port()
@@ -248,3 +248,13 @@ def test_healthz_is_503_while_serve_shuts_down_and_requests_in_flight_finish() -
     finally:
         if shutting is None:
             serve.shutdown()
+
+
+def test_a_request_outside_root_path_gets_an_id_too(bare_server) -> None:
+    srv = bare_server(root_path="/serve")
+    with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as client:
+        outside = client.get("/elsewhere", headers={"X-Request-ID": "outside-1"})
+        assert (outside.status_code, outside.headers["x-request-id"]) == (404, "outside-1")
+        inside = client.get("/serve/x")
+        assert inside.text == "ok" and inside.headers["x-request-id"]
+        assert client.get("/-/healthz", headers={"X-Request-ID": "hz"}).headers["x-request-id"] == "hz"

@@ -11,7 +11,7 @@ from proxy import HTTPRequest, HTTPResponse, ProxyServer
 from ..conftest import free_port
 
 
-async def _never(target: str, request: HTTPRequest) -> HTTPResponse:
+async def _never(target: str, request: HTTPRequest, request_id: str) -> HTTPResponse:
     raise AssertionError("no request is routed in these tests")
 
 

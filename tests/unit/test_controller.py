@@ -26,7 +26,15 @@ from serve._control.proxy_state import NodeView
 from serve._data.client import STATUS_KEY
 from serve._data.http_proxy import ROUTES_KEY
 from serve._data.router import replica_set_key
-from serve.messages import DeploymentId, DeploymentStatus, DeploymentTarget, ProxyStatus, ReplicaId, ReplicaState
+from serve.messages import (
+    DeploymentId,
+    DeploymentStatus,
+    DeploymentTarget,
+    ProxyStatus,
+    ReplicaId,
+    ReplicaState,
+    ServeSettings,
+)
 
 T = TypeVar("T")
 D = DeploymentId("app", "d")
@@ -123,6 +131,9 @@ class FakeReplicas(FakeActors):
         self.started.append(handle)
         return handle
 
+    def placement(self, handle: FakeHandle) -> FakePending:
+        return FakePending(handle, "placement", ())  # never answered
+
 
 class FakeProxies(FakeActors):
     def start(self, node: NodeView, http_options: Any) -> FakeHandle:
@@ -142,6 +153,7 @@ class FakeIO:
         self.node_list = list(nodes or [HEAD])
         self.kv: dict[str, bytes] = {}
         self.checkpoints = 0
+        self.settings = ServeSettings()
 
     async def nodes(self) -> list[NodeView]:
         return list(self.node_list)

@@ -104,6 +104,7 @@ class FakeIO:
     calls: list[FakePending] = field(default_factory=list)
     kills: list[FakeHandle] = field(default_factory=list)
     events: list[tuple[str, FakeHandle, str]] = field(default_factory=list)  # (kind, handle, method)
+    placements: list[FakePending] = field(default_factory=list)  # placement questions asked
 
     def start(self, target: DeploymentTarget, replica_id: str) -> FakeHandle:
         assert all(h.replica_id != replica_id for h in self.handles), f"replica id {replica_id} reused"
@@ -118,6 +119,12 @@ class FakeIO:
         pending = FakePending(handle, method, args)
         self.calls.append(pending)
         self.events.append(("call", handle, method))
+        return pending
+
+    def placement(self, handle: FakeHandle) -> FakePending:
+        """Where the head has a starting replica: the test answers (or never does)."""
+        pending = FakePending(handle, "placement", ())
+        self.placements.append(pending)
         return pending
 
     def kill(self, handle: FakeHandle) -> None:

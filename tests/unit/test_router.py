@@ -189,6 +189,7 @@ class Request:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     fut: asyncio.Future[Any]
+    ctx: Any = None  # the RequestContext the router sent along
 
     @property
     def pending(self) -> bool:
@@ -210,8 +211,8 @@ class FakeReplica:
         self.handle_request = _Remote(self._handle_request)
         self.requests: list[Request] = []
 
-    def _handle_request(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FakeRef:
-        req = Request(self.name, method, args, kwargs, asyncio.get_running_loop().create_future())
+    def _handle_request(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any = None) -> FakeRef:
+        req = Request(self.name, method, args, kwargs, asyncio.get_running_loop().create_future(), ctx)
         self.requests.append(req)
         self.log.append(req)
         return FakeRef(req.fut)

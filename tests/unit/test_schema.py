@@ -176,7 +176,7 @@ def test_every_problem_is_reported_at_once_field_errors_and_build_errors(tmp_pat
         "applications[0].deployments[0].num_replicas: must be an integer >= 0, got -1",
         "applications[0].deployments[1].colour: unknown field; valid fields here are num_replicas, max_ongoing_requests, "
         "max_queued_requests, user_config, autoscaling_config, health_check_period_s, health_check_timeout_s, "
-        "graceful_shutdown_wait_loop_s, graceful_shutdown_timeout_s, actor_options, name, max_concurrent_queries, "
+        "graceful_shutdown_wait_loop_s, graceful_shutdown_timeout_s, actor_options, logging_config, name, max_concurrent_queries, "
         "ray_actor_options",
         "applications[0].deployments[0].name: application 'a' (examples.serve_app:app) has no deployment named "
         "'Sentimint' (did you mean 'Sentiment'?); its deployments are ['Pipeline', 'Sentiment', 'Tokenizer']",

@@ -1,0 +1,359 @@
+"""Serve's logs in its own processes (replicas, proxies, the controller): one log file per
+component, its records and its access log, as `LoggingConfig` says.
+
+`configure(who, config)` points the process's root logger at `<logs_dir>/<who.file>.log`:
+every record at or above `log_level`, from any logger, is written there with time, level,
+the component (deployment and replica id, or proxy and node ip, or controller), the request
+id and route of the request being handled (from `context.current_request`, or `fallback()`,
+the proxy's own), as TEXT or one JSON object per line. The same records, as text, also go to
+stderr (the worker's output, which its agent keeps and echoes to the driver). It returns an
+`AccessLog` (or None when `enable_access_log` is off or the level is above INFO): one line
+per request, written to the file only.
+
+Costs, on the request path: an access line is one f-string (no LogRecord; the time text
+cached per millisecond) queued for the file; one thread writes the queue every FLUSH_S, at
+once after a WARNING or worse, and at exit; with the access log off nothing happens at all.
+Files rotate by size: `$ZEROSERVE_LOG_MAX_BYTES` (100 MiB) and `$ZEROSERVE_LOG_BACKUPS` (5)
+old files kept (`name.log.1` is the newest), as the runtime's own log files.
+
+Serve's own components (the proxies, the controller) write to stderr only from WARNING up (it
+is echoed to the driver); a replica writes its records there at its level, so the user's
+logging shows in the driver as in Ray.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._obs_config import LoggingConfig
+from .context import APP, NO_REQUEST, RID, ROUTE, current_request
+
+__all__ = ["AccessLog", "FLUSH_S", "LogFile", "Who", "configure", "flush", "log_path"]
+
+FLUSH_S = 0.2
+ACCESS_LOGGER = "serve.access"
+_DASH = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """A component writing logs: `name` and `id` appear in each record (a replica: its
+    deployment and replica id; a proxy: "proxy" and its node ip); `file` names its file."""
+
+    name: str
+    id: str
+    file: str
+    kind: str = "replica"  # replica | proxy | controller
+    app: str = ""
+
+    @classmethod
+    def replica(cls, app: str, deployment: str, tag: str) -> Who:
+        return cls(deployment, f"{deployment}#{tag}", f"replica_{app}_{deployment}_{tag}", "replica", app)
+
+    @classmethod
+    def proxy(cls, node_ip: str) -> Who:
+        return cls("proxy", node_ip, f"proxy_{node_ip}", "proxy")
+
+    @classmethod
+    def controller(cls) -> Who:
+        return cls("controller", _DASH, "controller", "controller")
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def log_path(who: Who, config: LoggingConfig, default_dir: Path | None) -> Path:
+    """Where `who` writes with `config`: its `logs_dir`, else the node's log directory."""
+    if config.logs_dir:
+        base = Path(config.logs_dir)
+    elif default_dir is not None:
+        base = default_dir
+    else:
+        from actors.system import base_dir
+
+        base = base_dir() / "logs"
+    return base / f"{_safe(who.file)}.log"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _safe(name: str) -> str:
+    """A file name from any text (as the runtime names worker log files): other characters as '-'."""
+    return _UNSAFE.sub("-", name).lstrip(".-")[:128] or "_"
+
+
+# -- files -----------------------------------------------------------------------------------
+class LogFile:
+    """A log file of this process. `write` only queues the text (a deque append: the request
+    path never waits for the file); the queue is written every FLUSH_S by one thread, at once
+    for an urgent record, and at exit. Rotated by size between lines: a file holds at most
+    `max_bytes` (unless one line is longer), and `backups` older files are kept."""
+
+    def __init__(self, path: Path, max_bytes: int | None = None, backups: int | None = None) -> None:
+        self.path = path
+        self.max_bytes = max_bytes if max_bytes is not None else _env_int("ZEROSERVE_LOG_MAX_BYTES", 100 << 20)
+        self.backups = backups if backups is not None else _env_int("ZEROSERVE_LOG_BACKUPS", 5)
+        self._pending: collections.deque[str] = collections.deque()
+        self._lock = threading.Lock()  # the file: writes and rotation
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "a", encoding="utf-8", errors="replace")
+        self._size = self._f.tell()
+        _flusher.add(self)
+
+    def write(self, text: str, urgent: bool = False) -> None:
+        self._pending.append(text)
+        if urgent:
+            self.flush()
+
+    def flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        with self._lock:
+            if self._f.closed:
+                return
+            popleft = pending.popleft
+            lines = [popleft() for _ in range(len(pending))]  # what is queued now (others may append meanwhile)
+            text = "".join(lines)
+            limit = self.max_bytes
+            try:
+                if limit <= 0 or self._size + len(text) <= limit:
+                    self._f.write(text)  # the common case: one write for the whole batch
+                    self._size += len(text)
+                else:  # the file fills up in this batch: rotate between lines
+                    for line in lines:
+                        if self._size and self._size + len(line) > limit:
+                            self._rotate()
+                        self._f.write(line)
+                        self._size += len(line)
+                self._f.flush()
+            except OSError:
+                pass
+
+    def _rotate(self) -> None:
+        self._f.close()
+        if self.backups > 0:
+            for i in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{i}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._f = open(self.path, "a", encoding="utf-8", errors="replace")
+        self._size = 0
+
+    def close(self) -> None:
+        self.flush()
+        with self._lock:
+            self._f.close()
+
+
+class _Flusher:
+    """One daemon thread flushing every open LogFile each FLUSH_S (started with the first)."""
+
+    def __init__(self) -> None:
+        self._files: weakref.WeakSet[LogFile] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def add(self, f: LogFile) -> None:
+        with self._lock:
+            self._files.add(f)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="serve-log-flush", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        atexit.register(self.flush_all)
+        while True:
+            time.sleep(FLUSH_S)
+            self.flush_all()
+
+    def flush_all(self) -> None:
+        for f in list(self._files):
+            f.flush()
+
+
+_flusher = _Flusher()
+
+
+# -- time text ----------------------------------------------------------------------------------
+_sec = -1
+_sec_text = ""
+_ms = -1
+_ms_text = ""
+
+
+def _asctime(t: float) -> str:
+    """`2026-12-05 21:59:45,123` (local time), cached per millisecond (and its second's text)."""
+    global _sec, _sec_text, _ms, _ms_text
+    ms = int(t * 1000)
+    if ms != _ms:
+        s = ms // 1000
+        if s != _sec:
+            _sec_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s))
+            _sec = s
+        _ms_text = f"{_sec_text},{ms % 1000:03d}"
+        _ms = ms
+    return _ms_text
+
+
+# -- records ----------------------------------------------------------------------------------
+class _Format:
+    """Lines of one component in one encoding."""
+
+    def __init__(self, who: Who, json_lines: bool, fallback: Callable[[], str] | None) -> None:
+        self.who = who
+        self.json = json_lines
+        self.fallback = fallback
+        # The fixed part of every JSON object, encoded once.
+        self._json_who = json.dumps({"component_name": who.kind, "component_id": who.id,
+                                     **({"deployment": who.name, "replica": who.id} if who.kind == "replica" else {})
+                                     })[1:-1]
+
+    def request(self) -> tuple[str, str, str]:
+        """(request id, route, application) of the request being handled here."""
+        ctx = current_request.get()
+        if ctx is NO_REQUEST and self.fallback is not None:
+            return self.fallback(), "", ""
+        return ctx[RID], ctx[ROUTE], ctx[APP]
+
+    def text(self, t: float, level: str, logger: str, request_id: str, message: str) -> str:
+        who = self.who
+        return f"{_asctime(t)} {level} {who.name} {who.id} {request_id or _DASH} {logger}: {message}\n"
+
+    def json_line(self, t: float, level: str, logger: str, request_id: str, route: str, app: str, message: str,
+                  extra: dict | None = None) -> str:
+        fields = {"asctime": _asctime(t), "levelname": level, "logger": logger, "message": message,
+                  "request_id": request_id, "route": route, "application": app or self.who.app}
+        if extra:
+            fields.update(extra)
+        body = json.dumps(fields, default=str)
+        return f"{body[:-1]}, {self._json_who}}}\n"
+
+
+class _FileHandler(logging.Handler):
+    """Records of any logger into the component's file, with its context."""
+
+    def __init__(self, out: LogFile, fmt: _Format, level: int) -> None:
+        super().__init__(level)
+        self.out = out
+        self.fmt = fmt
+        self._exc = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = self._exc.formatException(record.exc_info)
+            rid, route, app = self.fmt.request()
+            if self.fmt.json:
+                extra = {"filename": record.filename, "lineno": record.lineno}
+                if record.exc_text:
+                    extra["exc_text"] = record.exc_text
+                line = self.fmt.json_line(record.created, record.levelname, record.name, rid, route, app, message,
+                                          extra)
+            else:
+                if record.exc_text:
+                    message = f"{message}\n{record.exc_text}"
+                line = self.fmt.text(record.created, record.levelname, record.name, rid, message)
+            self.out.write(line, urgent=record.levelno >= logging.WARNING)
+        except Exception:
+            self.handleError(record)
+
+
+class _StderrHandler(logging.Handler):
+    """The same records as text on stderr (echoed to the driver); never access lines."""
+
+    def __init__(self, fmt: _Format, level: int) -> None:
+        super().__init__(level)
+        self.fmt = fmt
+        self._exc = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message = f"{message}\n{self._exc.formatException(record.exc_info)}"
+            rid = self.fmt.request()[0]
+            sys.stderr.write(self.fmt.text(record.created, record.levelname, record.name, rid, message))
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+class AccessLog:
+    """One line per request, straight into the component's file (no LogRecord)."""
+
+    __slots__ = ("_append", "_fmt", "_json", "_mid", "_out", "_tail")
+
+    def __init__(self, out: LogFile, fmt: _Format) -> None:
+        self._out = out
+        self._fmt = fmt
+        self._json = fmt.json
+        self._append = out._pending.append  # the request path: one f-string, one deque append
+        self._mid = f" INFO {fmt.who.name} {fmt.who.id} "
+        self._tail = f" {ACCESS_LOGGER}: "
+
+    def write(self, method: str, what: str, status: int | str, latency_ms: float, request_id: str,
+              route: str = "", app: str = "") -> None:
+        """`method what status latency`: an HTTP request's method and route (or path), or
+        "CALL" and the method of a handle call; `route` and `app` are the request's."""
+        if self._json:
+            self._append(self._fmt.json_line(time.time(), "INFO", ACCESS_LOGGER, request_id, route, app,
+                                             f"{method} {what} {status} {latency_ms:.1f}ms",
+                                             {"method": method, "status": status, "latency_ms": round(latency_ms, 3)}))
+        else:
+            self._append(f"{_asctime(time.time())}{self._mid}{request_id or _DASH}{self._tail}"
+                         f"{method} {what} {status} {latency_ms:.1f}ms\n")
+
+
+_installed: list[logging.Handler] = []
+_files: dict[Path, LogFile] = {}
+
+
+def configure(who: Who, config: LoggingConfig | None, *, default_dir: Path | None = None,
+              fallback: Callable[[], str] | None = None) -> AccessLog | None:
+    """Route this process's logging to `who`'s file as `config` says (again on a change);
+    returns the access log to write requests to, or None if it is off."""
+    config = config or LoggingConfig()
+    level = config.level_number
+    path = log_path(who, config, default_dir)
+    out = _files.get(path)
+    if out is None:
+        out = _files[path] = LogFile(path)
+    fmt = _Format(who, config.encoding == "JSON", fallback)
+    root = logging.getLogger()
+    for handler in _installed:
+        root.removeHandler(handler)
+    stderr_level = level if who.kind == "replica" else max(level, logging.WARNING)
+    _installed[:] = [_FileHandler(out, fmt, level), _StderrHandler(fmt, stderr_level)]
+    for handler in _installed:
+        root.addHandler(handler)
+    root.setLevel(level)
+    if not config.enable_access_log or level > logging.INFO:
+        return None
+    return AccessLog(out, fmt)
+
+
+def flush() -> None:
+    """Write every queued line now (before this process stops)."""
+    _flusher.flush_all()

@@ -1,0 +1,195 @@
+"""Serve's metrics with real processes, read as Prometheus reads them (the node's metrics
+endpoint; the test process's own registry for its handles): N requests over HTTP and M
+through handles move the right counters by exactly N and M with the right labels;
+histograms have buckets; errors are counted; a replica's death moves
+`serve_deployment_replica_healthy`; user metrics carry their default tags."""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.request
+
+import httpx
+import psutil
+import pytest
+from prometheus_client import generate_latest
+
+import actors
+import serve
+from actors.system import metrics_registry
+from serve import metrics
+
+from ..conftest import free_port, wait_until
+
+pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(240)]
+
+
+@serve.deployment
+class Inner:
+    def __call__(self, x: int) -> int:
+        return x + 1
+
+
+@serve.deployment(route_prefix="/counted")
+class Counted:
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.calls = metrics.Counter("counted_calls", description="Calls by kind.", tag_keys=("kind",))
+        self.calls.set_default_tags({"kind": "http"})
+
+    async def __call__(self, request) -> dict:
+        if request.query_params.get("fail"):
+            raise RuntimeError("asked to fail")
+        self.calls.inc()
+        return {"y": await self.inner.remote(1)}
+
+    def ping(self) -> int:
+        self.calls.inc(tags={"kind": "handle"})
+        return os.getpid()
+
+    def registry(self) -> str:
+        return generate_latest(metrics_registry()).decode()
+
+
+@serve.deployment(health_check_period_s=0.5, health_check_timeout_s=5)
+class Fragile:
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _samples(text: str, name: str, **labels: str) -> list[float]:
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name):].split("} ")[0]))
+            if all(found.get(k) == v for k, v in labels.items()):
+                out.append(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    return sum(_samples(text, name, **labels))
+
+
+def _node_urls() -> list[str]:
+    return [n["metrics_url"] for n in actors.nodes() if n.get("alive") and n.get("metrics_url")]
+
+
+def _scrape() -> str:
+    """Every node's endpoint; without one (a runtime without the endpoint), skip the test."""
+    urls = _node_urls()
+    if not urls:
+        pytest.skip("this runtime serves no node metrics endpoint")
+    text = ""
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            text += r.read().decode()
+    return text
+
+
+def _mine() -> str:
+    return generate_latest(metrics_registry()).decode()
+
+
+@pytest.fixture(scope="module")
+def app():
+    port = free_port()
+    serve.start(http_options={"port": port})
+    handle = serve.run(Counted.bind(Inner.bind()), name="counting")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        wait_until(lambda: client.get("/-/routes").json().get("/counted") == "Counted", timeout=30, what="the route")
+        yield client, handle
+    serve.shutdown()
+
+
+def test_http_and_handle_requests_move_their_counters_by_exactly_n_and_m(app) -> None:
+    client, handle = app
+    n, m, k = 7, 5, 3
+    handle.ping.remote().result(timeout_s=30)  # the driver's router exists: its counters start from here
+    replica = handle.registry.remote().result(timeout_s=30)
+    mine = _mine()
+    before = {
+        "replica_http": _value(replica, "serve_deployment_request_counter_total", deployment="Counted",
+                               route="/counted", application="counting"),
+        "replica_handle": _value(replica, "serve_deployment_request_counter_total", deployment="Counted", route=""),
+        "replica_errors": _value(replica, "serve_deployment_error_counter_total", deployment="Counted",
+                                 route="/counted"),
+        "inner_calls": _value(replica, "serve_handle_request_counter_total", deployment="Inner", route="/counted",
+                              application="counting"),
+        "driver_handle": _value(mine, "serve_handle_request_counter_total", deployment="Counted", route="",
+                                application="counting"),
+        "driver_router": _value(mine, "serve_num_router_requests_total", deployment="Counted", route="",
+                                application="counting"),
+        "user_http": _value(replica, "counted_calls_total", kind="http", deployment="Counted"),
+        "user_handle": _value(replica, "counted_calls_total", kind="handle", deployment="Counted"),
+    }
+    for _ in range(n):
+        assert client.get("/counted").json() == {"y": 2}
+    for _ in range(k):
+        assert client.get("/counted", params={"fail": 1}).status_code == 500
+    for _ in range(m):
+        handle.ping.remote().result(timeout_s=30)
+    replica = handle.registry.remote().result(timeout_s=30)  # itself a handle call: counted after this read
+    mine = _mine()
+    after = {
+        "replica_http": _value(replica, "serve_deployment_request_counter_total", deployment="Counted",
+                               route="/counted", application="counting"),
+        "replica_handle": _value(replica, "serve_deployment_request_counter_total", deployment="Counted", route=""),
+        "replica_errors": _value(replica, "serve_deployment_error_counter_total", deployment="Counted",
+                                 route="/counted"),
+        "inner_calls": _value(replica, "serve_handle_request_counter_total", deployment="Inner", route="/counted",
+                              application="counting"),
+        "driver_handle": _value(mine, "serve_handle_request_counter_total", deployment="Counted", route="",
+                                application="counting"),
+        "driver_router": _value(mine, "serve_num_router_requests_total", deployment="Counted", route="",
+                                application="counting"),
+        "user_http": _value(replica, "counted_calls_total", kind="http", deployment="Counted"),
+        "user_handle": _value(replica, "counted_calls_total", kind="handle", deployment="Counted"),
+    }
+    moved = {key: after[key] - before[key] for key in before}
+    assert moved == {"replica_http": n + k, "replica_handle": m + 1, "replica_errors": k, "inner_calls": n,
+                     "driver_handle": m + 1, "driver_router": m + 1, "user_http": n, "user_handle": m}
+    user = [line for line in replica.splitlines() if line.startswith("counted_calls_total{")]
+    assert all('application="counting"' in line and 'replica="Counted#' in line for line in user), user
+    buckets = _samples(replica, "serve_deployment_processing_latency_ms_bucket", deployment="Counted",
+                       route="/counted")
+    assert len(buckets) >= 10 and buckets == sorted(buckets)  # cumulative buckets, +Inf last
+
+    node = _scrape()  # the proxy and the controller: through the node's endpoint
+    ok = _value(node, "serve_num_http_requests_total", route="/counted", method="GET", application="counting",
+                status_code="200")
+    failed = _value(node, "serve_num_http_error_requests_total", route="/counted", error_code="500",
+                    method="GET", application="counting")
+    assert ok >= n and failed >= k
+    assert _value(node, "serve_http_request_latency_ms_count", route="/counted", status_code="200") == ok
+    assert _value(node, "serve_http_request_latency_ms_bucket", route="/counted", status_code="200",
+                  le="+Inf") == ok
+    assert _value(node, "serve_num_router_requests_total", deployment="Counted", route="/counted") == ok + failed
+    before_ok = ok
+    for _ in range(n):
+        client.get("/counted")
+    node = _scrape()
+    assert _value(node, "serve_num_http_requests_total", route="/counted", method="GET", application="counting",
+                  status_code="200") - before_ok == n
+    assert _value(node, "serve_deployment_target_replicas", deployment="Counted", application="counting") == 1
+
+
+def test_a_replicas_death_moves_replica_healthy(app) -> None:
+    handle = serve.run(Fragile.bind(), name="fragile", route_prefix=None)
+    pid = handle.pid.remote().result(timeout_s=30)
+    first = wait_until(lambda: [line for line in _scrape().splitlines()
+                                if line.startswith("serve_deployment_replica_healthy{") and "Fragile#" in line
+                                and line.endswith(" 1.0")], timeout=30, what="Fragile healthy")
+    old = re.search(r'replica="(Fragile#\w+)"', first[0]).group(1)
+    psutil.Process(pid).kill()
+
+    def replaced() -> bool:
+        text = _scrape()
+        dead = _samples(text, "serve_deployment_replica_healthy", replica=old)
+        fresh = [line for line in text.splitlines() if line.startswith("serve_deployment_replica_healthy{")
+                 and "Fragile#" in line and old not in line and line.endswith(" 1.0")]
+        return dead == [0.0] and len(fresh) == 1
+
+    wait_until(replaced, timeout=60, what="the dead replica at 0 and its replacement at 1")
+    serve.delete("fragile")
