@@ -45,8 +45,8 @@ class ReplicaContext:
 
     @property
     def replica_id(self) -> str:
-        """The replica's id as serve prints it: "<deployment>#<tag>"."""
-        return f"{self.deployment}#{self.replica_tag}"
+        """The replica's id as serve prints it everywhere (status, logs, metrics): "<app>#<deployment>#<tag>"."""
+        return f"{self.app_name}#{self.deployment}#{self.replica_tag}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ class Who:
 
     @classmethod
     def replica(cls, app: str, deployment: str, tag: str) -> Who:
-        return cls(deployment, f"{deployment}#{tag}", f"replica_{app}_{deployment}_{tag}", "replica", app)
+        return cls(deployment, f"{app}#{deployment}#{tag}", f"replica_{app}_{deployment}_{tag}", "replica", app)  # the id as str(ReplicaId)
 
     @classmethod
     def proxy(cls, node_ip: str) -> Who:

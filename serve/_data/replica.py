@@ -84,7 +84,7 @@ class ReplicaActor:
         self._deployment = deployment
         self._tag = replica_tag
         self._app = app_name
-        self._id = f"{deployment}#{replica_tag}"
+        self._id = ReplicaContext(deployment, replica_tag, app_name).replica_id  # as str(ReplicaId)
         self._who = logs.Who.replica(app_name, deployment, replica_tag)
         self._access = logs.configure(self._who, logging_config, default_dir=node_logs_dir())
         tracing.configure(tracing_config)

@@ -151,7 +151,7 @@ def test_http_and_handle_requests_move_their_counters_by_exactly_n_and_m(app) ->
     assert moved == {"replica_http": n + k, "replica_handle": m + 1, "replica_errors": k, "inner_calls": n,
                      "driver_handle": m + 1, "driver_router": m + 1, "user_http": n, "user_handle": m}
     user = [line for line in replica.splitlines() if line.startswith("counted_calls_total{")]
-    assert all('application="counting"' in line and 'replica="Counted#' in line for line in user), user
+    assert all('application="counting"' in line and 'replica="counting#Counted#' in line for line in user), user
     buckets = _samples(replica, "serve_deployment_processing_latency_ms_bucket", deployment="Counted",
                        route="/counted")
     assert len(buckets) >= 10 and buckets == sorted(buckets)  # cumulative buckets, +Inf last
@@ -179,16 +179,16 @@ def test_a_replicas_death_moves_replica_healthy(app) -> None:
     handle = serve.run(Fragile.bind(), name="fragile", route_prefix=None)
     pid = handle.pid.remote().result(timeout_s=30)
     first = wait_until(lambda: [line for line in _scrape().splitlines()
-                                if line.startswith("serve_deployment_replica_healthy{") and "Fragile#" in line
+                                if line.startswith("serve_deployment_replica_healthy{") and "fragile#Fragile#" in line
                                 and line.endswith(" 1.0")], timeout=30, what="Fragile healthy")
-    old = re.search(r'replica="(Fragile#\w+)"', first[0]).group(1)
+    old = re.search(r'replica="(fragile#Fragile#\w+)"', first[0]).group(1)
     psutil.Process(pid).kill()
 
     def replaced() -> bool:
         text = _scrape()
         dead = _samples(text, "serve_deployment_replica_healthy", replica=old)
         fresh = [line for line in text.splitlines() if line.startswith("serve_deployment_replica_healthy{")
-                 and "Fragile#" in line and old not in line and line.endswith(" 1.0")]
+                 and "fragile#Fragile#" in line and old not in line and line.endswith(" 1.0")]
         return dead == [0.0] and len(fresh) == 1
 
     wait_until(replaced, timeout=60, what="the dead replica at 0 and its replacement at 1")

@@ -72,13 +72,13 @@ def test_progress_lines_say_why_and_the_deadline_error_names_the_deployment() ->
         slow = [(t, line) for t, line in arrivals if "serve: Slow " in line]
         constructing = [line for _, line in slow if "constructor running for" in line]
         assert len(constructing) >= 2, "".join(line for _, line in slow)
-        assert any(" 0/1 running (UPDATING): Slow#" in line for line in constructing)
+        assert any(" 0/1 running (UPDATING): slow#Slow#" in line for line in constructing)
         gaps = [b - a for (a, _), (b, _) in itertools.pairwise(slow)]
         assert max(gaps) < 6.5, (gaps, [line for _, line in slow])  # at least every ~4 s while it waits
 
         error = read_json_line(driver)["error"]
         assert error is not None and "not ready after 4 s" in error
-        assert "Needy 0/1 running (UPDATING): Needy#" in error
+        assert "Needy 0/1 running (UPDATING): needy#Needy#" in error
         assert "waiting for resources {widget: 1} on any node" in error
         read_progress_until("Needy 1/1 running (HEALTHY)")
         assert any("waiting for resources {widget: 1} on any node" in line for _, line in arrivals)

@@ -117,7 +117,7 @@ def test_the_clients_id_is_echoed_and_in_the_proxy_replica_and_downstream_logs(h
     assert any(f" {rid} obs.test: back got 1" in line for line in back)
     assert any(f" {rid} serve.access: CALL __call__ OK " in line for line in back)
     line = next(line for line in back if "back got" in line)
-    assert " INFO Back Back#" in line  # time, level, deployment, replica id, request id, logger, message
+    assert " INFO Back shop#Back#" in line  # time, level, deployment, replica id, request id, logger, message
 
 
 def test_a_new_id_when_the_client_gives_none_or_a_bad_one(http) -> None:
@@ -189,7 +189,7 @@ def test_json_logs_parse_line_by_line_and_the_access_log_can_be_off(http) -> Non
     records = wait_until(json_lines, timeout=10, what="JSON records")
     said = next(r for r in records if r["message"] == "chatty says hello-json")
     assert said["levelname"] == "INFO" and said["deployment"] == "JsonChatty" and said["application"] == "json-app"
-    assert said["replica"].startswith("JsonChatty#") and said["request_id"]
+    assert said["replica"].startswith("json-app#JsonChatty#") and said["request_id"]
     access = next(r for r in records if r.get("logger") == "serve.access")
     assert access["request_id"] == said["request_id"] and access["status"] == "OK" and access["method"] == "CALL"
 

@@ -86,5 +86,5 @@ def test_one_request_is_one_trace_across_three_processes(tmp_path) -> None:
     assert pids["HTTP GET /traced"] == pids["route Ingress"]
     assert pids["replica Ingress.__serve_http__"] == pids["handle Model.predict"] == pids["route Model"]
     assert len({pids["HTTP GET /traced"], pids["replica Ingress.__serve_http__"], pids["replica Model.predict"]}) == 3
-    assert by_name["route Model"]["attributes"]["serve.replica"].startswith("Model#")
+    assert by_name["route Model"]["attributes"]["serve.replica"].startswith("traced#Model#")
     assert by_name["replica Ingress.__serve_http__"]["attributes"]["serve.request_id"] == "traced-1"

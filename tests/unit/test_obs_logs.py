@@ -43,10 +43,10 @@ def test_text_records_carry_time_level_deployment_replica_request_id_and_message
     logging.getLogger("user.code").warning("outside a request")
     record, line, outside = _lines(path)
     date, clock, level, deployment, replica, request_id, logger, *message = record.split(" ")
-    assert (level, deployment, replica, request_id, logger) == ("INFO", "Model", "Model#ab12cd", "req-1", "user.code:")
+    assert (level, deployment, replica, request_id, logger) == ("INFO", "Model", "app#Model#ab12cd", "req-1", "user.code:")
     assert " ".join(message) == "hello world" and len(date) == 10 and "," in clock
-    assert line.endswith("INFO Model Model#ab12cd req-1 serve.access: GET /model 200 1.2ms")
-    assert " WARNING Model Model#ab12cd - user.code: outside a request" in outside
+    assert line.endswith("INFO Model app#Model#ab12cd req-1 serve.access: GET /model 200 1.2ms")
+    assert " WARNING Model app#Model#ab12cd - user.code: outside a request" in outside
 
 
 def test_json_writes_one_object_per_line_with_the_fields(tmp_path, restore_root) -> None:
@@ -68,7 +68,7 @@ def test_json_writes_one_object_per_line_with_the_fields(tmp_path, restore_root)
     first, failed, call = records
     for r in records:
         assert {"asctime", "levelname", "deployment", "replica", "request_id", "message", "application"} <= set(r)
-        assert (r["deployment"], r["replica"], r["request_id"], r["application"]) == ("Model", "Model#ab12cd", "req-2",
+        assert (r["deployment"], r["replica"], r["request_id"], r["application"]) == ("Model", "app#Model#ab12cd", "req-2",
                                                                                        "app")
     assert first["message"] == 'quote " and\nnewline' and first["route"] == "/m" and first["logger"] == "x"
     assert failed["levelname"] == "ERROR" and "ValueError: boom" in failed["exc_text"]

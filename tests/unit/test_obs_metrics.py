@@ -93,7 +93,7 @@ def test_user_metrics_in_a_replica_get_its_tags_and_the_request_route() -> None:
             counter.inc()
         finally:
             context.current_request.reset(token)
-        assert _sample(_scrape(), "test_replica_hits_total", deployment="Model", replica="Model#ab12",
+        assert _sample(_scrape(), "test_replica_hits_total", deployment="Model", replica="app#Model#ab12",
                        application="app", route="/model") == 1.0
         with pytest.raises(ValueError, match="reserved for Serve"):
             metrics.Gauge("test_replica_bad", tag_keys=("replica",))
