@@ -14,10 +14,10 @@ log name, append to the same files.
 
 Invariants: a log name is a plain file name (`validate_log_name`); every file is rotated
 by size — at `max_bytes` it becomes `<file>.1`, `.1` becomes `.2`, ... and the oldest past
-`backups` is deleted — so a node keeps at most (backups + 1) * max_bytes per log (plus
-one write: a write is never split). Sizes come from `$ZEROSERVE_LOG_MAX_BYTES` (default
-100 MiB) and `$ZEROSERVE_LOG_BACKUPS` (default 5), which `zeroserve start --log-max-bytes
-/ --log-backups` set for the node's processes.
+`backups` is deleted — so a node keeps at most (backups + 1) * max_bytes per log (only a
+head or agent record longer than max_bytes by itself goes over). Sizes come from
+`$ZEROSERVE_LOG_MAX_BYTES` (default 100 MiB) and `$ZEROSERVE_LOG_BACKUPS` (default 5),
+which `zeroserve start --log-max-bytes / --log-backups` set for the node's processes.
 """
 
 from __future__ import annotations
@@ -140,13 +140,33 @@ class RotatingWriter:
         return w
 
     def write(self, data: bytes) -> None:
-        if self._size and self._size + len(data) > self.rotation.max_bytes:
-            self._file.close()
-            rotate_files(self.path, self.rotation.backups)
-            self._file = open(self.path, "ab", buffering=0)
-            self._size = 0
+        """Append `data`, rotating first where it would pass `max_bytes`: whole lines stay
+        in one file (a line longer than `max_bytes` is split), so no file passes the limit."""
+        limit = self.rotation.max_bytes
+        while data:
+            room = limit - self._size
+            if len(data) <= room:
+                self._append(data)
+                return
+            cut = data.rfind(b"\n", 0, room) + 1  # the whole lines that fit
+            if cut == 0:
+                if self._size:
+                    self._rotate()
+                    continue
+                cut = room  # a line longer than a whole file
+            self._append(data[:cut])
+            data = data[cut:]
+            self._rotate()
+
+    def _append(self, data: bytes) -> None:
         self._file.write(data)
         self._size += len(data)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        rotate_files(self.path, self.rotation.backups)
+        self._file = open(self.path, "ab", buffering=0)
+        self._size = 0
 
     def close(self) -> None:
         self.users -= 1
