@@ -42,6 +42,8 @@ class OutputFollower:
 
     def add(self, namespace: str, name_prefix: str) -> None:
         """Follow the named actors of `namespace` whose name starts with `name_prefix`."""
+        if (namespace, name_prefix) in self._filters:
+            return
         self._filters.add((namespace, name_prefix))
         if not self._observing:
             self._observing = True

@@ -71,8 +71,10 @@ def start(detached: bool = False, http_options: Any = None, **_ignored: Any) -> 
 
 def follow_replica_output() -> None:
     """Echo every replica's output (stdout, stderr) to this driver, as its own actors' is:
-    `(replica_<app>_<deployment>_<tag> pid=N) line`."""
-    follow_output(SERVE_NAMESPACE, REPLICA_PREFIX)
+    `(replica_<app>_<deployment>_<tag> pid=N) line`. (Not from inside an actor: it echoes nothing.)"""
+    rt = current_runtime()
+    if rt is not None and rt.role == "driver":
+        follow_output(SERVE_NAMESPACE, REPLICA_PREFIX, rt)
 
 
 def running_client() -> ServeClient:
