@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -166,6 +167,17 @@ def test_an_explicit_metrics_port_that_is_taken_fails_the_start_clearly(nodes) -
     assert "127.0.0.3" not in {n["ip"] for n in actors.nodes() if n["alive"]}
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--log-max-bytes", "10"), "must be an integer >= 1024 bytes"),
+    (("--log-backups", "0"), "must be an integer >= 1"),
+    (("--metrics-port", "70000"), "--metrics-port must be a port number"),
+])
+def test_bad_observability_flags_fail_before_anything_starts(nodes, flags: tuple[str, str], message: str) -> None:
+    out = zeroserve("start", "--address", nodes["address"], "--node-ip", "127.0.0.4", *flags, check=False)
+    assert out.returncode == 1 and message in out.stderr
+    assert "127.0.0.4" not in {n["ip"] for n in actors.nodes()}
+
+
 def test_logs_read_a_replica_on_the_other_node_and_follow_new_lines(nodes) -> None:
     _get(nodes["http"] + "/probe?say=first-line")
     replica = serve.status()["applications"]["obsapp"]["deployments"]["Probe"]["replica_details"][0]["replica_id"]
@@ -192,9 +204,13 @@ def test_logs_read_a_replica_on_the_other_node_and_follow_new_lines(nodes) -> No
         read_until(follow, "first-line", timeout=30)  # the tail is printed: following from here
         _get(nodes["http"] + "/probe?say=second-line")
         assert "probe says second-line" in read_until(follow, "second-line", timeout=30)
+        follow.send_signal(signal.SIGINT)  # Ctrl-C ends it, quietly
+        assert follow.wait(timeout=30) == 0
+        assert "Traceback" not in follow.stderr.read()
     finally:
-        follow.kill()
-        follow.wait()
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
 
 
 def test_head_and_agent_records_carry_logger_and_pid(nodes) -> None:
