@@ -4,8 +4,9 @@ let `address="auto"` find it.
 Layout under the base directory (`$ZEROSERVE_TMPDIR`, default `/tmp/zeroserve`)::
 
     session-<time>-<pid>/token          the cluster token, mode 0600
-    session-<time>-<pid>/logs/          head.log, agent-<ip>.log, <Class>-<actor>-<n>.out/.err
+    session-<time>-<pid>/logs/          head.log, agent-<ip>.log, <log name>.out/.err (see _logfiles)
     nodes/<ip>.json                     written by `zeroserve start` for that node
+    embedded/<driver pid>.json          written by an embedded cluster while it runs
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from ._security import new_token
 
-__all__ = ["Session", "base_dir", "read_token", "node_files", "find_local_head"]
+__all__ = ["Session", "base_dir", "read_token", "node_files", "find_local_head", "embedded_files"]
 
 
 def base_dir() -> Path:
@@ -69,8 +70,41 @@ def node_files() -> list[Path]:
     return sorted(d.glob("*.json")) if d.is_dir() else []
 
 
-def find_local_head() -> dict | None:
-    """The record of the cluster started on this machine by `zeroserve start`, if any."""
+def embedded_files() -> list[Path]:
+    d = base_dir() / "embedded"
+    return sorted(d.glob("*.json")) if d.is_dir() else []
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _live_embedded() -> list[dict]:
+    """Records of embedded clusters whose driver and head still run, newest first."""
+    found = []
+    for f in embedded_files():
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and all(_pid_alive(rec.get("pids", {}).get(k)) for k in ("driver", "head")):
+            found.append(rec)
+    found.sort(key=lambda r: r.get("started_at", 0), reverse=True)
+    return found
+
+
+def find_local_head(*, include_embedded: bool = False) -> dict | None:
+    """The record of the cluster started on this machine by `zeroserve start`, if any;
+    with `include_embedded`, else the newest embedded cluster still running here (for
+    tools such as `zeroserve status` and `logs`; `address="auto"` joins only the former)."""
     heads = []
     for f in node_files():
         try:
@@ -79,4 +113,9 @@ def find_local_head() -> dict | None:
             continue
         heads.append(rec)
     heads.sort(key=lambda r: (not r.get("is_head", False), r.get("started_at", 0)))
-    return heads[0] if heads else None
+    if heads:
+        return heads[0]
+    if include_embedded:
+        embedded = _live_embedded()
+        return embedded[0] if embedded else None
+    return None

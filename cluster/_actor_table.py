@@ -61,6 +61,7 @@ class ActorTable:
         self.names: dict[tuple[str, str], ActorId] = {}
         self._next_version = next_version
         self.version = next_version() if next_version is not None else 0
+        self.restarts = 0  # actors moved to RESTARTING since this table was made (a metric)
 
     def _touch(self, rec: ActorRecord) -> None:
         self.version = self._next_version() if self._next_version is not None else self.version + 1
@@ -122,6 +123,7 @@ class ActorTable:
                 rec.restarts_left -= 1
             rec.state = ActorState.RESTARTING
             rec.incarnation += 1
+            self.restarts += 1
         else:
             rec.state = ActorState.DEAD
             self._drop_name(rec)

@@ -22,7 +22,7 @@ class NodeEntry:
     def info(self) -> NodeInfo:
         r = self.reg
         return NodeInfo(r.node_id, r.ip, r.agent_address, self.alive, r.is_head, dict(r.resources),
-                        dict(self.available), r.hostname)
+                        dict(self.available), r.hostname, r.metrics_url)
 
 
 @dataclass

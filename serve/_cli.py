@@ -30,7 +30,7 @@ from typing import Any
 import actors
 from actors.system import PROBE_OK, find_local_head, probe, read_token
 
-from ._api.startup import base_url, start
+from ._api.startup import base_url, follow_replica_output, start
 from ._api.startup import shutdown as serve_shutdown
 from ._build import BuiltApp, build_config, load_and_build
 from ._config import DEFAULT
@@ -256,6 +256,7 @@ def run_cmd(args: argparse.Namespace) -> int:
     deployed: list[str] = []
     try:
         start(detached=False, http_options=config.http_options)
+        follow_replica_output()
         client = _client()
         if not started:
             _check_http(client.status().get("http_options", {}), config.http_options.given())

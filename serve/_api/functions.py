@@ -40,6 +40,7 @@ def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host
     if port is not None:
         http["port"] = port
     startup.start(http_options=http or None)
+    startup.follow_replica_output()
     handle, targets = app_targets(target, name, route_prefix)
     ServeClient.current().deploy(targets, wait=_wait)
     return handle
