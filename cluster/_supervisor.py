@@ -38,7 +38,7 @@ class HeadSupervisor:
     def _spawn(self) -> str:
         child = spawn(["-m", "cluster", "head", "--node-ip", self.node_ip, "--port", str(self.port),
                        "--session-dir", str(self.session_dir), "--token-file", self.token_file,
-                       "--state-file", str(self.session_dir / "head-state.pkl")],
+                       "--state-file", str(self.session_dir / "head-state.db")],
                       log_path=str(self.session_dir / "logs" / "head.log"))
         self._child = child
         address = child.wait_ready(_READY_TIMEOUT_S, "the head")["address"]
