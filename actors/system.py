@@ -22,7 +22,17 @@ from ._process import Child, signal_ready, spawn, watch_parent
 from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
 from ._security import CurveKeys, new_token
 from ._serialization import dumps, loads
-from ._session import Session, base_dir, find_local_head, node_files, read_token, write_token
+from ._session import (
+    Session,
+    base_dir,
+    find_local_head,
+    node_files,
+    read_token,
+    secure_base,
+    secure_dir,
+    trusted_token_file,
+    write_token,
+)
 from ._zygote import ForkServer
 
 T = TypeVar("T")
@@ -85,6 +95,9 @@ __all__ = [
     "new_token",
     "node_files",
     "read_token",
+    "secure_base",
+    "secure_dir",
+    "trusted_token_file",
     "runtime_or_init",
     "signal_ready",
     "spawn",

@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from actors import InsecureSessionDirError
 from actors.system import (
     PROBE_OK,
     PROBE_REFUSED,
@@ -34,7 +35,7 @@ from actors.system import (
     spawn,
 )
 
-from ._nodes import NodeRecord, live_record, load_records, remove_record
+from ._nodes import NodeRecord, live_record, load_records, remove_record, start_times
 from ._status import fetch_status, render_status
 from .exceptions import NodeStartError
 
@@ -170,7 +171,7 @@ def start(args: argparse.Namespace) -> int:
     if ready.get("head_pid"):
         pids["head"] = ready["head_pid"]
     NodeRecord(node_ip, head_address, args.head, str(session.path), str(session.token_file), pids,
-               ready["node_id"]).save()
+               ready["node_id"], pid_started=start_times(pids)).save()
     hp = head_address.removeprefix("tcp://")
     print(f"zeroserve: node {ready['node_id']} up on {node_ip} in {time.monotonic() - t0:.1f}s with "
           f"{_fmt_resources(ready['resources'])}")
@@ -248,6 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"start": start, "stop": stop, "status": status}[args.command](args)
-    except NodeStartError as e:
+    except (NodeStartError, InsecureSessionDirError) as e:
         print(f"zeroserve: error: {e}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ import pytest
 import actors
 from actors.system import current_runtime
 
-from ..conftest import RUN_DIR, free_port, read_json_line, start_driver, wait_until, zeroserve
+from ..conftest import RUN_DIR, free_port, read_json_line, wait_until, zeroserve
 
 pytestmark = pytest.mark.timeout(240)
 IP = "127.0.0.7"
