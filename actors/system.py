@@ -17,7 +17,7 @@ from ._host import ServiceTarget, rpc, rpc_methods
 from ._inbox import LoopInbox
 from ._longpoll import MISSING_VERSION, UNKNOWN_VERSION, Backoff, LongPollClient, LongPollHost, Update
 from ._metrics import metrics_registry
-from ._probe import PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, ProbeResult, probe
+from ._probe import PROBE_BUSY, PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, ProbeResult, probe
 from ._process import Child, signal_ready, spawn, watch_parent
 from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
 from ._security import CurveKeys, new_token
@@ -70,6 +70,7 @@ __all__ = [
     "Update",
     "rpc",
     "rpc_methods",
+    "PROBE_BUSY",
     "PROBE_OK",
     "PROBE_REFUSED",
     "PROBE_UNREACHABLE",

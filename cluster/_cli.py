@@ -25,6 +25,7 @@ import psutil
 
 from actors import InsecureSessionDirError
 from actors.system import (
+    PROBE_BUSY,
     PROBE_OK,
     PROBE_REFUSED,
     Session,
@@ -235,8 +236,14 @@ def status(args: argparse.Namespace) -> int:
         head_address = rec["head_address"]
         token = args.token or os.environ.get("ZEROSERVE_TOKEN") or read_token(rec["token_file"])
     verdict = probe(head_address, token, timeout=5.0)
+    if verdict == PROBE_REFUSED:
+        raise NodeStartError(f"the head at {head_address} is refusing our token: pass the cluster's "
+                             "(--token or $ZEROSERVE_TOKEN)")
+    if verdict == PROBE_BUSY:
+        raise NodeStartError(f"the head at {head_address} is busy or unresponsive: it took the connection but "
+                             "did not answer within 5s (overloaded, or stopped); try again, and see its log")
     if verdict != PROBE_OK:
-        raise NodeStartError(f"the head at {head_address} is {'refusing our token' if verdict == PROBE_REFUSED else 'not reachable'}")
+        raise NodeStartError(f"the head at {head_address} is not reachable: is the cluster running?")
     data = fetch_status(head_address, token)
     print(json.dumps(data, indent=2) if args.json else render_status(data))
     return 0
