@@ -3,23 +3,33 @@
 Started by `actors.init()` with no address. Both children hold a lifeline pipe to the
 driver, so they (and, through the agent's lifelines, every worker) exit when the driver
 exits for any reason, SIGKILL included. `stop()` closes the lifelines and waits.
+
+The other way round: a watcher thread waits (on pidfds, no polling) for the head or the
+agent to exit. If one does before `stop()` began, the cluster is gone for good (an
+embedded head is not restarted), and a driver that went on would serve nothing and print
+nothing: the watcher says so on stderr, stops what is left, and ends the process with
+status 1 (`CLUSTER_LOST_EXIT`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
 from ._process import Child, spawn
 from ._session import Session
 
-__all__ = ["LocalCluster"]
+__all__ = ["LocalCluster", "CLUSTER_LOST_EXIT"]
 
 _START_TIMEOUT_S = 60.0
+CLUSTER_LOST_EXIT = 1
 
 
 def _say(text: str) -> None:
@@ -36,6 +46,8 @@ class LocalCluster:
         self.session = Session.create(token)
         self.head_address: str | None = None
         self._children: list[Child] = []
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
 
     @property
     def token_file(self) -> str:
@@ -68,15 +80,48 @@ class LocalCluster:
             raise
         _say(f"local cluster up in {time.monotonic() - t0:.1f}s: head {self.head_address}, "
              f"node {node.get('node_id')} with {node.get('resources')}; logs in {logs}")
+        threading.Thread(target=self._watch, args=(list(zip(("head", "agent"), self._children, strict=True)),),
+                         name="zeroserve-cluster-watch", daemon=True).start()
         return self
+
+    def _watch(self, children: list[tuple[str, Child]]) -> None:
+        """Wait for the head or the agent to exit; unless we are stopping, end the driver."""
+        fds = {os.pidfd_open(c.proc.pid): (name, c) for name, c in children}
+        try:
+            ready, _, _ = select.select([*fds, self._wake_r], [], [])
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if self._stopping or self._wake_r in ready:
+            os.close(self._wake_r)
+            return
+        name, child = fds[next(fd for fd in ready if fd in fds)]
+        code = child.proc.poll()
+        how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
+               else f"exited with code {code}")
+        print(f"zeroserve: the embedded cluster is gone: its {name} (pid {child.proc.pid}) {how}. This driver "
+              f"cannot go on without it; exiting with status {CLUSTER_LOST_EXIT}. Logs: {self.session.logs}",
+              file=sys.stderr, flush=True)
+        try:
+            self.stop(timeout=3.0)
+        finally:
+            try:
+                sys.stdout.flush()
+            finally:
+                os._exit(CLUSTER_LOST_EXIT)
 
     def pids(self) -> dict[str, int]:
         names = ("head", "agent")
         return {n: c.proc.pid for n, c in zip(names, self._children, strict=False)}
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        if self._wake_w >= 0:  # wakes the watcher, which closes the read end
+            os.write(self._wake_w, b"x")
+            os.close(self._wake_w)
+            self._wake_w = -1
         for child in reversed(self._children):
-            child.stop()
+            child.stop(timeout)
         self._children.clear()
 
     def info(self) -> dict[str, Any]:
