@@ -5,10 +5,11 @@ driver, so they (and, through the agent's lifelines, every worker) exit when the
 exits for any reason, SIGKILL included. `stop()` closes the lifelines and waits.
 
 The other way round: a watcher thread waits (on pidfds, no polling) for the head or the
-agent to exit. If one does before `stop()` began, the cluster is gone for good (an
-embedded head is not restarted), and a driver that went on would serve nothing and print
-nothing: the watcher says so on stderr, stops what is left, and ends the process with
-status 1 (`CLUSTER_LOST_EXIT`).
+agent to exit. If one does and `stop()` does not follow (at once for a crash or a kill,
+within 10 s for a clean exit, which Ctrl-C to the whole process group also causes), the
+cluster is gone for good (an embedded head is not restarted), and a driver that went on
+would serve nothing and print nothing: the watcher says so on stderr, stops what is
+left, and ends the process with status 1 (`CLUSTER_LOST_EXIT`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ __all__ = ["LocalCluster", "CLUSTER_LOST_EXIT"]
 
 _START_TIMEOUT_S = 60.0
 CLUSTER_LOST_EXIT = 1
+_CLEAN_EXIT_GRACE_S = 10.0  # a child that exited 0 was told to stop; the driver likely is stopping too
+_CRASH_GRACE_S = 0.5
 
 
 def _say(text: str) -> None:
@@ -47,6 +50,7 @@ class LocalCluster:
         self.head_address: str | None = None
         self._children: list[Child] = []
         self._stopping = False
+        self._stopped = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
 
     @property
@@ -96,7 +100,12 @@ class LocalCluster:
             os.close(self._wake_r)
             return
         name, child = fds[next(fd for fd in ready if fd in fds)]
-        code = child.proc.poll()
+        code = child.proc.wait()
+        # A clean exit (0) means it was told to stop: most often with this driver (Ctrl-C
+        # reaches the whole process group), which is then shutting down: give it time to.
+        if self._stopped.wait(_CLEAN_EXIT_GRACE_S if code == 0 else _CRASH_GRACE_S):
+            os.close(self._wake_r)
+            return
         how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
                else f"exited with code {code}")
         print(f"zeroserve: the embedded cluster is gone: its {name} (pid {child.proc.pid}) {how}. This driver "
@@ -116,6 +125,7 @@ class LocalCluster:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
+        self._stopped.set()
         if self._wake_w >= 0:  # wakes the watcher, which closes the read end
             os.write(self._wake_w, b"x")
             os.close(self._wake_w)
