@@ -29,12 +29,22 @@ from ._longpoll import MISSING_VERSION, UNKNOWN_VERSION, Backoff, LongPollClient
 from ._metrics import metrics_registry
 from ._metrics_export import CONTENT_TYPE, Family, families_of, merge_families, render, sample_value
 from ._output import OutputFollower, follow_output
-from ._probe import PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, ProbeResult, probe
+from ._probe import PROBE_BUSY, PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, ProbeResult, probe
 from ._process import Child, signal_ready, spawn, watch_parent
 from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
 from ._security import CurveKeys, new_token
 from ._serialization import dumps, dumps_code, loads
-from ._session import Session, base_dir, find_local_head, node_files, read_token, write_token
+from ._session import (
+    Session,
+    base_dir,
+    find_local_head,
+    node_files,
+    read_token,
+    secure_base,
+    secure_dir,
+    trusted_token_file,
+    write_token,
+)
 from ._zygote import ForkServer
 
 T = TypeVar("T")
@@ -88,6 +98,7 @@ __all__ = [
     "Update",
     "rpc",
     "rpc_methods",
+    "PROBE_BUSY",
     "PROBE_OK",
     "PROBE_REFUSED",
     "PROBE_UNREACHABLE",
@@ -114,6 +125,9 @@ __all__ = [
     "new_token",
     "node_files",
     "read_token",
+    "secure_base",
+    "secure_dir",
+    "trusted_token_file",
     "runtime_or_init",
     "signal_ready",
     "spawn",

@@ -25,7 +25,9 @@ from typing import Any
 
 import psutil
 
+from actors import InsecureSessionDirError
 from actors.system import (
+    PROBE_BUSY,
     PROBE_OK,
     PROBE_REFUSED,
     LogRotation,
@@ -39,7 +41,7 @@ from actors.system import (
 )
 
 from ._logs import logs as show_logs
-from ._nodes import NodeRecord, live_record, load_records, remove_record
+from ._nodes import NodeRecord, live_record, load_records, remove_record, start_times
 from ._status import fetch_status, render_status
 from .exceptions import NodeStartError
 
@@ -217,7 +219,7 @@ def start(args: argparse.Namespace) -> int:
     if ready.get("head_pid"):
         pids["head"] = ready["head_pid"]
     NodeRecord(node_ip, head_address, args.head, str(session.path), str(session.token_file), pids,
-               ready["node_id"]).save()
+               ready["node_id"], pid_started=start_times(pids)).save()
     hp = head_address.removeprefix("tcp://")
     print(f"zeroserve: node {ready['node_id']} up on {node_ip} in {time.monotonic() - t0:.1f}s with "
           f"{_fmt_resources(ready['resources'])}")
@@ -285,8 +287,14 @@ def _cluster(args: argparse.Namespace) -> tuple[str, str]:
         head_address = rec["head_address"]
         token = args.token or os.environ.get("ZEROSERVE_TOKEN") or read_token(rec["token_file"])
     verdict = probe(head_address, token, timeout=5.0)
+    if verdict == PROBE_REFUSED:
+        raise NodeStartError(f"the head at {head_address} is refusing our token: pass the cluster's "
+                             "(--token or $ZEROSERVE_TOKEN)")
+    if verdict == PROBE_BUSY:
+        raise NodeStartError(f"the head at {head_address} is busy or unresponsive: it took the connection but "
+                             "did not answer within 5s (overloaded, or stopped); try again, and see its log")
     if verdict != PROBE_OK:
-        raise NodeStartError(f"the head at {head_address} is {'refusing our token' if verdict == PROBE_REFUSED else 'not reachable'}")
+        raise NodeStartError(f"the head at {head_address} is not reachable: is the cluster running?")
     return head_address, token
 
 
@@ -312,6 +320,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"start": start, "stop": stop, "status": status, "logs": logs}[args.command](args)
-    except NodeStartError as e:
+    except (NodeStartError, InsecureSessionDirError) as e:
         print(f"zeroserve: error: {e}", file=sys.stderr)
         return 1

@@ -35,7 +35,8 @@ from actors.system import (
 from . import _head_metrics
 from ._agent import Agent
 from ._head import TICK_S, Head
-from ._head_state import StateFile
+from ._head_state import restore
+from ._head_store import HeadStore
 from ._node_metrics import DEFAULT_METRICS_PORT, MetricsServer, collect_node, metrics_timeout_s
 from ._supervisor import HeadSupervisor
 
@@ -69,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--ready-fd", type=int, default=-1)
         s.add_argument("--log-file", help="write log records here, rotated by size (default: stdout)")
     sub.choices["head"].add_argument("--port", type=int, default=0)
-    sub.choices["head"].add_argument("--state-file", help="persist the head's state here; restore it at start")
+    sub.choices["head"].add_argument("--state-file", help="persist the head's state in this SQLite file; restore it at start")
     agent = sub.choices["agent"]
     where = agent.add_mutually_exclusive_group(required=True)
     where.add_argument("--head", help="head address tcp://H:P, or - to read it from stdin")
@@ -99,14 +100,13 @@ async def _run_head(args: argparse.Namespace) -> int:
     rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=None, role="head",
                  port=args.port)
     rt.head_address = rt.address
-    state = StateFile(args.state_file) if args.state_file else None
-    head = Head(RuntimeHeadIO(rt), rt.address, state)
-    if state is not None and state.restore(head):
+    store = HeadStore(args.state_file) if args.state_file else None
+    head = Head(RuntimeHeadIO(rt), rt.address, store)
+    if store is not None and restore(head, store):
         log.info("head restored from %s (new epoch %s)", args.state_file, head.epoch)
     rt.register("head", ServiceTarget(head))
     install_endpoints(rt)
     _head_metrics.install(head)
-    saver = asyncio.get_running_loop().create_task(state.keep_saved(head)) if state is not None else None
 
     async def tick_forever() -> None:
         while True:
@@ -118,9 +118,9 @@ async def _run_head(args: argparse.Namespace) -> int:
     signal_ready(args.ready_fd, {"address": rt.address, "pid": os.getpid()})
     await stop.wait()
     checker.cancel()
-    if saver is not None and state is not None:
-        saver.cancel()
-        state.save(head)
+    if store is not None:
+        head.commit()
+        store.close()
     rt.close()
     return 0
 

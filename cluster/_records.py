@@ -18,6 +18,11 @@ class NodeEntry:
     available: dict[str, float]
     alive: bool = True
     last_seen: float = field(default_factory=time.monotonic)
+    # False for a node restored from the store until its agent registers again (the head
+    # then reconciles its records with the workers really running there): nothing is
+    # placed on an unsynced node.
+    synced: bool = True
+    dead_at: float | None = None  # wall-clock time it was lost
 
     def info(self) -> NodeInfo:
         r = self.reg

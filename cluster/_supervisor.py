@@ -39,7 +39,7 @@ class HeadSupervisor:
         logs = self.session_dir / "logs"
         child = spawn(["-m", "cluster", "head", "--node-ip", self.node_ip, "--port", str(self.port),
                        "--session-dir", str(self.session_dir), "--token-file", self.token_file,
-                       "--state-file", str(self.session_dir / "head-state.pkl"), "--log-file", str(logs / "head.log")],
+                       "--state-file", str(self.session_dir / "head-state.db"), "--log-file", str(logs / "head.log")],
                       log_path=str(logs / "head.out"), also_tail=(str(logs / "head.log"),))
         self._child = child
         address = child.wait_ready(_READY_TIMEOUT_S, "the head")["address"]
