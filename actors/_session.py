@@ -168,7 +168,7 @@ def node_files() -> list[Path]:
     return _record_files("nodes", "the node records directory")
 
 
-def _load(f: Path) -> dict[str, Any] | None:
+def _load(f: Path, what: str = "node record") -> dict[str, Any] | None:
     try:
         rec = json.loads(f.read_text())
     except (OSError, ValueError):
@@ -177,8 +177,8 @@ def _load(f: Path) -> dict[str, Any] | None:
         return None
     token = rec.get("token_file")
     if not isinstance(token, str) or trusted_token_file(token) is None:
-        log.warning("ignoring the record %s: its token file %r is not a private token file of one of "
-                    "your sessions under %s", f, token, base_dir())
+        log.warning("ignoring the %s %s: its token file %r is not a private token file of one of "
+                    "your sessions under %s", what, f, token, base_dir())
         return None
     return rec
 
@@ -204,7 +204,7 @@ def _live_embedded() -> list[dict]:
     """Trusted records of embedded clusters whose driver and head still run, newest first."""
     found = []
     for f in embedded_files():
-        rec = _load(f)
+        rec = _load(f, "embedded cluster record")
         if rec is not None and all(_pid_alive(rec.get("pids", {}).get(k)) for k in ("driver", "head")):
             found.append(rec)
     found.sort(key=lambda r: r.get("started_at", 0), reverse=True)
