@@ -38,6 +38,8 @@ bench: install
 	$(BIN)/python benchmarks/http_noop.py
 	$(BIN)/python benchmarks/batching.py
 	$(BIN)/python benchmarks/pipeline_http.py
+	$(BIN)/python benchmarks/metrics_scrape.py
+	$(BIN)/python benchmarks/head_state.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

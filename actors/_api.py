@@ -241,7 +241,7 @@ def nodes() -> list[dict[str, Any]]:
     return [{"NodeID": n.node_id.hex, "node_id": n.node_id.hex, "NodeManagerAddress": n.ip, "ip": n.ip,
              "Alive": n.alive, "alive": n.alive, "is_head": n.is_head, "Resources": dict(n.resources_total),
              "resources_total": dict(n.resources_total), "resources_available": dict(n.resources_available),
-             "agent_address": n.agent_address, "hostname": n.hostname} for n in infos]
+             "agent_address": n.agent_address, "hostname": n.hostname, "metrics_url": n.metrics_url} for n in infos]
 
 
 def cluster_resources() -> dict[str, float]:

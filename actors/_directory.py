@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from ._futures import CallFuture
 from ._head_client import HeadClient
 from ._longpoll import LongPollClient, Update
+from ._metrics_runtime import COUNTERS
 from .exceptions import ActorDiedError, ActorUnavailableError, ClusterUnavailableError
 from .messages import ActorId, ActorInfo, ActorState
 
@@ -63,11 +64,13 @@ class ActorDirectory:
         self._closed = False
         self._resolving: set[ActorId] = set()
         self._suspect: set[ActorId] = set()  # connection lost; waiting for the head's verdict
+        self._observers: list[Callable[[ActorInfo], None]] = []
 
     # -- calls -------------------------------------------------------------------------
     def submit(self, actor_id: ActorId, hint: ActorInfo | None, route: bytes, payload: Any, buffers: Any,
                fut: CallFuture) -> None:
         """Send a call to the actor now if it is ALIVE, else queue it. Loop thread only."""
+        COUNTERS.actor_calls_sent += 1
         info = self._infos.get(actor_id)
         if info is None and hint is not None:
             self.update(hint)
@@ -105,6 +108,10 @@ class ActorDirectory:
     def info(self, actor_id: ActorId) -> ActorInfo | None:
         return self._infos.get(actor_id)
 
+    def observe(self, fn: Callable[[ActorInfo], None]) -> None:
+        """Call `fn(info)` with every newer record of any actor this directory learns."""
+        self._observers.append(fn)
+
     # -- updates -----------------------------------------------------------------------
     def update(self, info: ActorInfo) -> None:
         old = self._infos.get(info.actor_id)
@@ -112,6 +119,11 @@ class ActorDirectory:
             return
         self._infos[info.actor_id] = info
         self._suspect.discard(info.actor_id)  # the head has spoken
+        for fn in self._observers:
+            try:
+                fn(info)
+            except Exception:  # an observer's bug must not stop the directory
+                log.exception("an observer of the actor directory failed")
         if old is not None and old.address and old.state is ActorState.ALIVE and (
             info.state is not ActorState.ALIVE or info.address != old.address
         ):

@@ -3,21 +3,28 @@
 User code in a driver runs on its own threads (and its own event loops); the runtime
 keeps one uvloop loop on a daemon thread so sockets are served whatever the user does.
 Calls from user threads enter it with one `call_soon_threadsafe`.
+
+Once connected, a driver attaches to the agent of its own node (if it runs on one), so
+its metrics (handle calls, user metrics) are on that node's metrics endpoint too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from typing import Any
 
 from . import _endpoints
+from ._output import OutputFollower
 from ._runtime import Runtime
 from .exceptions import ClusterUnavailableError
 from .messages import JobId
 
 __all__ = ["DriverRuntime"]
+
+log = logging.getLogger(__name__)
 
 _HEARTBEAT_S = 1.0
 _CONNECT_TIMEOUT_S = float(os.environ.get("ZEROSERVE_CONNECT_TIMEOUT_S", "15"))
@@ -79,6 +86,19 @@ class DriverRuntime:
         rt.job_id = job_id = JobId(job["job_id"])
         rt.namespace = job["namespace"]
         rt.background(self._heartbeat(rt, job_id))
+        rt.background(self._attach_to_node(rt))
+
+    @staticmethod
+    async def _attach_to_node(rt: Runtime) -> None:
+        """Tell this node's agent (if this machine is a node) to scrape this driver's metrics."""
+        try:
+            for node in await rt.head.nodes():
+                if node.alive and node.ip == rt.node_ip:
+                    await rt.call_service(node.agent_address, "agent", "attach_process", rt.address, os.getpid(),
+                                          "driver", timeout=5.0)
+                    return
+        except Exception as e:  # metrics are a convenience: the driver works without them
+            log.debug("could not attach to this node's agent: %s", e)
 
     @staticmethod
     async def _heartbeat(rt: Runtime, job_id: JobId) -> None:
@@ -110,6 +130,9 @@ class DriverRuntime:
                         await rt.head.job_finished(rt.job_id, timeout=2.0)
                     except Exception:
                         pass
+                follower = rt.attached(OutputFollower)
+                if follower is not None:
+                    await follower.close()
                 rt.directory.close()
 
             try:

@@ -1,15 +1,19 @@
 """The runtime's own endpoints (target `rt`), served by every process of the cluster.
 
 `rt/fetch` serves exported ref values to borrowers, `rt/log` receives worker output
-lines to echo (drivers), `rt/ping` answers liveness probes.
+lines to echo (drivers), `rt/ping` answers liveness probes, `rt/metrics` answers the
+metric families of this process's registry (its node's agent pulls them at each scrape).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 from ._host import ServiceTarget, rpc
+from ._metrics import metrics_registry
+from ._metrics_export import families_of
 from ._runtime import Runtime
 
 __all__ = ["install", "RuntimeEndpoints"]
@@ -35,6 +39,11 @@ class RuntimeEndpoints:
     @rpc
     def ping(self) -> str:
         return self._rt.role
+
+    @rpc
+    def metrics(self) -> dict[str, Any]:
+        """{"pid", "role", "families"}: what this process's registry reports now."""
+        return {"pid": os.getpid(), "role": self._rt.role, "families": families_of(metrics_registry())}
 
 
 def install(rt: Runtime, *, echo_logs: bool = False) -> None:

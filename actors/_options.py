@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._logfiles import validate_log_name
 from .messages import ActorOptions, NodeId
 
 __all__ = ["validate_actor_options", "ACTOR_OPTION_NAMES"]
 
 ACTOR_OPTION_NAMES = (
     "num_cpus", "resources", "max_concurrency", "max_restarts", "name", "namespace",
-    "lifetime", "node_id", "get_if_exists", "num_gpus", "spread_group",
+    "lifetime", "node_id", "get_if_exists", "num_gpus", "spread_group", "log_name",
 )
 DEFAULT_ASYNC_CONCURRENCY = 1000
 
@@ -65,6 +66,9 @@ def validate_actor_options(options: dict[str, Any], *, is_async: bool) -> ActorO
     spread_group = options.get("spread_group")
     if spread_group is not None and (not isinstance(spread_group, str) or not spread_group):
         raise ValueError(f"actor option spread_group must be a non-empty string, got {spread_group!r}")
+    log_name = options.get("log_name")
+    if log_name is not None:
+        validate_log_name(log_name)
     return ActorOptions(
         name=name,
         namespace=namespace,
@@ -76,4 +80,5 @@ def validate_actor_options(options: dict[str, Any], *, is_async: bool) -> ActorO
         node_id=node_id,
         get_if_exists=bool(options.get("get_if_exists", False)),
         spread_group=spread_group,
+        log_name=log_name,
     )

@@ -30,6 +30,7 @@ class Child:
     lifeline_fd: int  # write end: keep open while the child may live
     ready_fd: int  # read end of the ready pipe
     log_path: str | None = None
+    also_tail: tuple[str, ...] = ()  # other logs of the child worth showing when it fails to start
 
     def wait_ready(self, timeout: float, what: str) -> dict[str, Any]:
         """Wait for the child's ready line; raise with its log if it dies or stalls."""
@@ -55,11 +56,16 @@ class Child:
         return json.loads(buf.split(b"\n", 1)[0])
 
     def _log_tail(self) -> str:
-        if not self.log_path or not os.path.exists(self.log_path):
-            return ""
-        with open(self.log_path, "rb") as f:
-            tail = f.read()[-3000:].decode(errors="replace")
-        return f"; its log {self.log_path} ends with:\n{tail}"
+        out = ""
+        for path in (self.log_path, *self.also_tail):
+            if not path or not os.path.exists(path):
+                continue
+            with open(path, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 3000))
+                tail = f.read().decode(errors="replace")
+            if tail.strip():
+                out += f"; its log {path} ends with:\n{tail}"
+        return out
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the lifeline (the child exits by itself), then make sure it is gone."""
@@ -78,10 +84,11 @@ class Child:
 
 def spawn(args: list[str], *, log_path: str | None = None, env: dict[str, str] | None = None,
           extra_fds: tuple[int, ...] = (), new_session: bool = False, stdin: Any = subprocess.DEVNULL,
-          stdout: Any = None, stderr: Any = None, lifeline: bool = True) -> Child:
+          stdout: Any = None, stderr: Any = None, lifeline: bool = True, also_tail: tuple[str, ...] = ()) -> Child:
     """Start `python <args> --parent-fd R --ready-fd W` tied to this process's life.
 
-    Output goes to `log_path` (appended, stderr merged), or to `stdout`/`stderr` as given.
+    Output goes to `log_path` (appended, stderr merged), or to `stdout`/`stderr` as given;
+    `also_tail` names other logs it writes, shown with `log_path` if it fails to start.
     With `lifeline=False` (daemons of `zeroserve start`) the child outlives this process.
     """
     life_r, life_w = os.pipe() if lifeline else (-1, -1)
@@ -112,7 +119,7 @@ def spawn(args: list[str], *, log_path: str | None = None, env: dict[str, str] |
     if lifeline:
         os.set_inheritable(life_w, False)
     os.set_inheritable(ready_r, False)
-    return Child(proc, life_w, ready_r, log_path)
+    return Child(proc, life_w, ready_r, log_path, also_tail)
 
 
 def watch_parent(loop: asyncio.AbstractEventLoop, fd: int, on_parent_death: Callable[[], None]) -> None:

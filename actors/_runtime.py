@@ -35,6 +35,8 @@ from ._errors import decode_error, encode_error
 from ._exports import Exports
 from ._futures import CallFuture
 from ._head_client import HeadClient
+from ._metrics_runtime import COUNTERS
+from ._metrics_runtime import install as install_runtime_metrics
 from ._security import CurveKeys
 from ._serialization import dumps, loads
 from ._transport import Transport
@@ -139,6 +141,8 @@ class Runtime:
         self.actor_id: ActorId | None = None  # in a worker: the actor it hosts
         self.node_id: NodeId | None = None  # in a worker: its node
         self._attachments: dict[type, Any] = {}
+        self._counters = COUNTERS
+        install_runtime_metrics()
 
     # -- attachments of higher layers ----------------------------------------------------
     def attachment(self, cls: type[T], make: Callable[[], T] | None = None) -> T:
@@ -175,6 +179,10 @@ class Runtime:
             if target is not None:
                 target.cancel(identity, msg.req_id)
             return
+        if name == b"a":
+            self._counters.actor_calls_received += 1
+        else:
+            self._counters.system_calls_received += 1
         call = Inbound(self, identity, msg, method.decode())
         if target is None:
             call.fail(ActorsError(f"no target {name.decode()!r} in this process ({self.role} at {self.address})"))
@@ -190,6 +198,7 @@ class Runtime:
         """Send a request; return a future for its reply. Loop thread only."""
         payload, buffers = dumps((args, kwargs)) if (args or kwargs) else (b"", ())
         fut = self.loop.create_future()
+        self._counters.system_calls_sent += 1
         self.send_request(address, route, payload, buffers, fut)
         return fut
 
@@ -231,6 +240,7 @@ class Runtime:
 
     def send_oneway(self, address: str, route: bytes, args: tuple[Any, ...] = ()) -> None:
         payload, buffers = dumps((args, None))
+        self._counters.system_calls_sent += 1
         self.transport.send(address, Message(Kind.ONEWAY, 0, route, payload, buffers))
 
     def send_cancel(self, address: str, route: bytes, req_id: int) -> None:

@@ -6,15 +6,18 @@
   object from the received frame (bytes must own their memory: that is the one copy).
 - Code travels by value only where it must: objects whose class or function lives in
   `__main__` or cannot be found by name are pickled with cloudpickle; everything else
-  with the C pickler.
+  with the C pickler. Code sent by value keeps its file name (cloudpickle would make it
+  `<dynamic-code>`), so a traceback in a worker names the script's real file and line.
 """
 
 from __future__ import annotations
 
+import copyreg
 import io
 import pickle
 import threading
 import types
+from collections import ChainMap
 from typing import Any
 
 import cloudpickle
@@ -53,7 +56,28 @@ class _FastPickler(pickle.Pickler):
         return NotImplemented
 
 
-class _CodePickler(cloudpickle.Pickler):
+def _code_with_filename(code: types.CodeType) -> Any:
+    """cloudpickle's reduction of a code object, with its real `co_filename`."""
+    rebuild, args = cloudpickle.cloudpickle._code_reduce(code)
+    return _rebuild_code, (rebuild, args, code.co_filename)
+
+
+def _rebuild_code(rebuild: Any, args: tuple, filename: str) -> types.CodeType:
+    return rebuild(*args).replace(co_filename=filename)
+
+
+# cloudpickle's reducers (and copyreg's), with ours for code objects first.
+_CODE_DISPATCH = ChainMap({types.CodeType: _code_with_filename}, cloudpickle.Pickler.dispatch_table,
+                          copyreg.dispatch_table)
+
+
+class _ByValuePickler(cloudpickle.Pickler):
+    """cloudpickle, keeping code objects' file names (for tracebacks)."""
+
+    dispatch_table = _CODE_DISPATCH
+
+
+class _CodePickler(_ByValuePickler):
     """cloudpickle, with the same out-of-band handling of large byte strings."""
 
     def __init__(self, file: io.BytesIO, buffers: list) -> None:
@@ -138,8 +162,11 @@ def loads(data: Any, buffers: Any = ()) -> Any:
 
 
 def dumps_code(obj: Any) -> bytes:
-    """Serialize an object that carries code (an actor class with its arguments)."""
-    return cloudpickle.dumps(obj, protocol=5)
+    """Serialize an object that carries code (an actor class with its arguments, a
+    deployment), by value where it must, keeping its file names."""
+    f = io.BytesIO()
+    _ByValuePickler(f, protocol=5).dump(obj)
+    return f.getvalue()
 
 
 def loads_code(data: bytes) -> Any:

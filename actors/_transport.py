@@ -20,6 +20,7 @@ from typing import cast
 
 import zmq
 
+from ._metrics_runtime import COUNTERS, RuntimeCounters, track_transport
 from ._security import CurveKeys, ZapHandler
 from ._serialization import dumps
 from ._wire import INLINE_LIMIT, Kind, Message, WireError, decode, encode, extra_frames
@@ -106,6 +107,11 @@ class Transport:
         loop.add_reader(_get_int(self._router, _FD), self._drain_router)
         loop.call_soon(self._drain_router)  # see the monitor note in _dealer
         loop.call_soon(self._zap.drain)
+        track_transport(self)
+
+    def open_connections(self) -> int:
+        """Peers this transport holds a connection to (for the runtime's metrics)."""
+        return len(self._dealers)
 
     # -- sockets -----------------------------------------------------------------------
     def _socket(self, kind: int) -> zmq.Socket:
@@ -252,7 +258,7 @@ class Transport:
             if sock.closed or not _get_int(sock, _EVENTS) & _POLLIN:
                 return
             identity = _raw_recv(sock, _NOBLOCK, True)
-            messages = _recv_batch(sock, identity)
+            messages = _recv_batch(sock, identity, COUNTERS)
             for msg in messages:
                 self._on_request(identity, msg)
         self._loop.call_soon(self._drain_router)
@@ -261,7 +267,7 @@ class Transport:
         for _ in range(_DRAIN_BUDGET):
             if sock.closed or not _get_int(sock, _EVENTS) & _POLLIN:
                 return
-            messages = _recv_batch(sock, address)
+            messages = _recv_batch(sock, address, COUNTERS)
             for msg in messages:
                 self._on_reply(address, msg)
         self._loop.call_soon(self._drain_dealer, address, sock)
@@ -283,27 +289,39 @@ class Transport:
 
 def _send(sock: zmq.Socket, frames: list) -> None:
     """Send one multipart message: small frames copied (cheaper than zero-copy
-    bookkeeping), large ones handed to ZeroMQ without a copy."""
+    bookkeeping), large ones handed to ZeroMQ without a copy. Counts the bytes."""
     last = len(frames) - 1
+    sent = 0
     for i, frame in enumerate(frames):
         flags = _NOBLOCK_MORE if i < last else _NOBLOCK
-        big = not isinstance(frame, bytes) or len(frame) > INLINE_LIMIT
-        _raw_send(sock, frame, flags, not big)
+        if type(frame) is bytes:
+            n = len(frame)
+            copy = n <= INLINE_LIMIT
+        else:
+            n = memoryview(frame).nbytes
+            copy = False
+        _raw_send(sock, frame, flags, copy)
+        sent += n
+    COUNTERS.bytes_sent += sent
 
 
-def _recv_batch(sock: zmq.Socket, peer: object) -> list[Message]:
+def _recv_batch(sock: zmq.Socket, peer: object, counters: RuntimeCounters) -> list[Message]:
     """Receive the rest of one batch: header and inline frame as bytes, the large
     frames the header announces as zero-copy zmq.Frames. A malformed batch is
-    drained to its end and dropped."""
+    drained to its end and dropped. Counts the bytes."""
     frames: list = [_raw_recv(sock, _NOBLOCK, True)]
     try:
         if not sock.get(_RCVMORE):
             raise WireError("a batch has at least a header and an inline frame")
         frames.append(_raw_recv(sock, _NOBLOCK, True))
+        received = len(frames[0]) + len(frames[1])
         for _ in range(extra_frames(frames[0])):
             if not sock.get(_RCVMORE):
                 raise WireError("fewer frames than the header announces")
-            frames.append(_raw_recv(sock, _NOBLOCK, False))
+            frame = _raw_recv(sock, _NOBLOCK, False)
+            received += len(frame)
+            frames.append(frame)
+        counters.bytes_received += received
         if sock.get(_RCVMORE):
             raise WireError("more frames than the header announces")
         return decode(frames)

@@ -3,7 +3,9 @@
 Start-up: bind the runtime, ask the agent for an assignment (`agent/worker_ready`), build
 the instance (a constructor error marks the actor DEAD with the traceback, no restart),
 then tell the head it is ALIVE at this address. The worker exits when its agent dies
-(lifeline EOF) or when it is killed.
+(lifeline EOF), when it is killed, or when the head answers that it does not count on
+it (a restarted head that never knew the actor). Its process title names the actor
+(`zeroserve::Class name (actor id)` in `ps`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ._process import watch_parent
 from ._runtime import Runtime
 from ._serialization import loads_code
 from ._session import read_token
-from .messages import Assignment
+from .messages import ActorSpec, Assignment
 
 __all__ = ["main"]
 
@@ -54,6 +56,7 @@ async def _serve(args: argparse.Namespace) -> int:
     rt.namespace = spec.options.namespace
     rt.actor_id = spec.actor_id
     rt.node_id = assignment.node_id
+    _set_title(spec)
     for entry in spec.sys_path:
         if entry not in sys.path:
             sys.path.append(entry)
@@ -69,12 +72,31 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     host = ActorHost(instance, spec.options.max_concurrency, spec.async_methods)
     rt.register("a", host)
-    await rt.head.retrying().actor_started(spec.actor_id, assignment.incarnation, rt.address, os.getpid(),
-                                           assignment.node_id)
+    counted = await rt.head.retrying().actor_started(spec.actor_id, assignment.incarnation, rt.address, os.getpid(),
+                                                     assignment.node_id)
+    if not counted:
+        # The head does not count on this worker (it restarted without knowing the actor,
+        # or placed this incarnation again elsewhere): running on would be an orphan.
+        print(f"the head does not know {spec.class_name} actor {spec.actor_id} (incarnation "
+              f"{assignment.incarnation}) any more: exiting", file=sys.stderr, flush=True)
+        host.close()
+        rt.close()
+        return 0
     await stop.wait()
     host.close()
     rt.close()
     return 0
+
+
+def _set_title(spec: ActorSpec) -> None:
+    """Name the actor in `ps` (the forked worker would show the fork server's command)."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:  # pragma: no cover - a dependency; keep working without it
+        return
+    name = spec.options.name
+    who = f"{spec.class_name} {name}" if name else spec.class_name
+    setproctitle(f"zeroserve::{who} (actor {spec.actor_id})")
 
 
 def main(argv: list[str]) -> int:

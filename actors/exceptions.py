@@ -18,6 +18,7 @@ __all__ = [
     "ClusterUnavailableError",
     "RuntimeShutDownError",
     "LongPollClosedError",
+    "InsecureSessionDirError",
 ]
 
 
@@ -89,6 +90,13 @@ class RuntimeShutDownError(ActorsError):
 class LongPollClosedError(ActorsError):
     """Raised by `LongPollClient.first()` (and `start()`) once the client is closed: no
     update will come."""
+
+
+class InsecureSessionDirError(ActorsError):
+    """Raised by `actors.init()` (embedded or `address="auto"`), `zeroserve start/stop/
+    status` and `serve` commands when the zeroserve base directory (`$ZEROSERVE_TMPDIR`,
+    default `/tmp/zeroserve-<uid>`) or its `nodes/` directory is not a directory owned by
+    this user and writable by no one else: another local user could plant records there."""
 
 
 class RemoteError(ActorsError):

@@ -84,6 +84,7 @@ class ActorOptions:
     node_id: NodeId | None = None
     get_if_exists: bool = False
     spread_group: str | None = None  # actors of one group are spread over the nodes first
+    log_name: str | None = None  # its worker's log files: <log_name>.out/.err (default <Class>-<actor id>)
 
     def demand(self) -> dict[str, float]:
         d = dict(self.resources)
@@ -142,6 +143,7 @@ class NodeInfo:
     resources_total: dict[str, float] = field(default_factory=dict)
     resources_available: dict[str, float] = field(default_factory=dict)
     hostname: str = ""
+    metrics_url: str = ""  # the node's Prometheus endpoint ("" when it serves none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,7 @@ class NodeRegistration:
     is_head: bool = False
     hostname: str = ""
     running: tuple[tuple[ActorId, int], ...] = ()  # actors (and incarnations) already hosted
+    metrics_url: str = ""  # the node's Prometheus endpoint ("" when it serves none)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,14 +17,36 @@ from ._futures import CallFuture, copy_state
 from ._head_client import ENV_TIMEOUT, HeadClient, Timeout
 from ._host import ServiceTarget, rpc, rpc_methods
 from ._inbox import LoopInbox
+from ._local import metrics_port_from_env
+from ._logfiles import (
+    LOG_FORMAT,
+    LogRotation,
+    RotatingWriter,
+    check_rotation,
+    configure_process_logging,
+    safe_log_name,
+    validate_log_name,
+)
 from ._longpoll import MISSING_VERSION, UNKNOWN_VERSION, Backoff, LongPollClient, LongPollHost, Update
 from ._metrics import metrics_registry
-from ._probe import PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, ProbeResult, probe
+from ._metrics_export import CONTENT_TYPE, Family, families_of, merge_families, render, sample_value
+from ._output import OutputFollower, follow_output
+from ._probe import PROBE_BUSY, PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, ProbeResult, probe
 from ._process import Child, signal_ready, spawn, watch_parent
 from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
 from ._security import CurveKeys, new_token
-from ._serialization import dumps, loads
-from ._session import Session, base_dir, find_local_head, node_files, read_token, write_token
+from ._serialization import dumps, dumps_code, loads
+from ._session import (
+    Session,
+    base_dir,
+    find_local_head,
+    node_files,
+    read_token,
+    secure_base,
+    secure_dir,
+    trusted_token_file,
+    write_token,
+)
 from ._zygote import ForkServer
 
 T = TypeVar("T")
@@ -59,6 +81,22 @@ def run_client(head_address: str, token: str, fn: Callable[[Runtime], Awaitable[
 __all__ = [
     "metrics_registry",
     "node_logs_dir",
+    "CONTENT_TYPE",
+    "Family",
+    "families_of",
+    "merge_families",
+    "render",
+    "sample_value",
+    "LOG_FORMAT",
+    "LogRotation",
+    "RotatingWriter",
+    "check_rotation",
+    "configure_process_logging",
+    "safe_log_name",
+    "validate_log_name",
+    "OutputFollower",
+    "metrics_port_from_env",
+    "follow_output",
     "ActorDirectory",
     "Backoff",
     "CallFuture",
@@ -73,6 +111,7 @@ __all__ = [
     "Update",
     "rpc",
     "rpc_methods",
+    "PROBE_BUSY",
     "PROBE_OK",
     "PROBE_REFUSED",
     "PROBE_UNREACHABLE",
@@ -91,6 +130,7 @@ __all__ = [
     "copy_state",
     "current_runtime",
     "dumps",
+    "dumps_code",
     "find_local_head",
     "install_endpoints",
     "loads",
@@ -98,6 +138,9 @@ __all__ = [
     "new_token",
     "node_files",
     "read_token",
+    "secure_base",
+    "secure_dir",
+    "trusted_token_file",
     "runtime_or_init",
     "signal_ready",
     "spawn",

@@ -1,5 +1,5 @@
 """cluster: the head (registry and scheduler), the per-machine agent, the `zeroserve` command."""
 
-from .exceptions import ClusterError, NameTakenError, NodeStartError
+from .exceptions import BlobTooLargeError, ClusterError, NameTakenError, NodeStartError, TooManyPendingActorsError
 
-__all__ = ["ClusterError", "NameTakenError", "NodeStartError"]
+__all__ = ["BlobTooLargeError", "ClusterError", "NameTakenError", "NodeStartError", "TooManyPendingActorsError"]

@@ -4,8 +4,14 @@ Workers are forked by a fork server (`actors.system.ForkServer`), which has the 
 imported already, so a worker starts in milliseconds. Each holds a lifeline pipe to the
 agent (it exits when the agent dies); the fork server reaps it and reports its exit
 status, which the agent reports to the head at once. Its stdout and stderr are read by
-the agent, written to a log file per actor and echoed to the actor's owner (the driver),
-each line prefixed with `(Class pid=N)`.
+the agent (`WorkerOutput`): written to the actor's log files (`<log name>.out/.err`,
+rotated) and echoed to the actor's owner and subscribers, each line prefixed with
+`(<log name or Class> pid=N)`.
+
+The agent also serves its node's observability: the metrics endpoint pulls every local
+process's metrics (`metrics_processes()`: itself, the head on the head node, its
+workers, attached drivers), and `zeroserve logs` lists, tails and follows the node's log
+files through its `list_logs`/`tail_log`/`follow_log` methods.
 """
 
 from __future__ import annotations
@@ -21,14 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from actors.messages import ActorId, ActorSpec, Assignment, NodeId
-from actors.system import ForkServer, Runtime, rpc
+from actors.system import ForkServer, LogRotation, Runtime, rpc
 
+from ._log_access import LogDirectory
+from ._node_metrics import ProcessRef
+from ._worker_output import WorkerOutput
 from .messages import NodeRegistration, WorkerExit
 
 __all__ = ["Agent", "HEARTBEAT_S"]
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.5
+
+
+_MAX_LOG_OWNERS = 10_000  # log files whose actor the agent remembers (for `zeroserve logs`)
 
 
 @dataclass
@@ -38,19 +50,27 @@ class _Worker:
     incarnation: int
     lifeline_w: int
     pid: int = 0
+    address: str | None = None  # its runtime's, once it asked for its assignment
     started_at: float = field(default_factory=time.monotonic)
-    log_files: dict[str, Any] = field(default_factory=dict)
-    partial: dict[str, bytes] = field(default_factory=dict)
+    output: WorkerOutput | None = None
     exited: bool = False
 
     @property
-    def prefix(self) -> str:
-        return f"({self.spec.class_name} pid={self.pid})"
+    def log_name(self) -> str:
+        return self.spec.options.log_name or f"{self.spec.class_name}-{self.spec.actor_id}"
+
+    @property
+    def component(self) -> str:
+        """Its `component` metrics label: what its log name starts with (replica, proxy,
+        controller), "actor" for a plain actor."""
+        given = self.spec.options.log_name
+        return given.split("_", 1)[0] if given else "actor"
 
 
 class Agent:
     def __init__(self, rt: Runtime, *, head_address: str, node_ip: str, resources: dict[str, float],
-                 session_dir: str, token_file: str, is_head: bool = False) -> None:
+                 session_dir: str, token_file: str, is_head: bool = False,
+                 rotation: LogRotation | None = None) -> None:
         self.rt = rt
         self.head_address = head_address
         self.node_ip = node_ip
@@ -65,6 +85,11 @@ class Agent:
         self._forks: ForkServer | None = None
         self._seq = 0
         self._closing = False
+        self.rotation = rotation or LogRotation()
+        self.logs = LogDirectory(self.session_dir / "logs")
+        self._log_owners: dict[str, dict[str, Any]] = {}  # log file -> the actor writing it
+        self._attached: dict[str, tuple[int, str]] = {}  # address -> (pid, component) of attached processes
+        self.metrics_url = ""
 
     def prepare(self) -> None:
         """Start the fork server now, so the first actor does not wait for its imports."""
@@ -74,7 +99,7 @@ class Agent:
     def registration(self) -> NodeRegistration:
         running = tuple((w.spec.actor_id, w.incarnation) for w in self._workers.values() if not w.exited)
         return NodeRegistration(self.node_id, self.node_ip, self.rt.address, dict(self.resources),
-                                self.is_head, socket.gethostname(), running)
+                                self.is_head, socket.gethostname(), running, self.metrics_url)
 
     async def register(self, timeout: float = 15.0) -> dict[str, Any]:
         reply = await self.rt.head.register_node(self.registration(), timeout=timeout)
@@ -108,7 +133,6 @@ class Agent:
         """Start a worker process for this actor incarnation; returns its pid."""
         self._seq += 1
         worker_id = f"{os.getpid()}-{self._seq}"
-        base = self.session_dir / "logs" / f"{spec.class_name}-{spec.actor_id}-{incarnation}"
         life_r, life_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -130,11 +154,17 @@ class Agent:
         if old is not None and not old.exited:
             self._kill(old)
         self._by_actor[spec.actor_id] = w
-        loop = asyncio.get_running_loop()
-        for stream, fd in (("out", out_r), ("err", err_r)):
-            w.log_files[stream] = open(f"{base}.{stream}", "ab", buffering=0)
-            os.set_blocking(fd, False)
-            loop.add_reader(fd, self._on_output, w, stream, fd)
+        prefix = f"({spec.options.log_name or spec.class_name} pid={w.pid})"
+        w.output = WorkerOutput(logs_dir=self.logs.path, log_name=w.log_name, prefix=prefix, owner=spec.owner_address,
+                                rotation=self.rotation, send=self.rt.send_oneway, on_write=self.logs.touched)
+        w.output.read_pipes(out_r, err_r)
+        owner = {"actor_id": spec.actor_id.hex, "class_name": spec.class_name, "actor_name": spec.options.name,
+                 "namespace": spec.options.namespace}
+        for name in w.output.file_names():
+            self._log_owners.pop(name, None)
+            self._log_owners[name] = owner
+        while len(self._log_owners) > _MAX_LOG_OWNERS:
+            del self._log_owners[next(iter(self._log_owners))]
         return w.pid
 
     @rpc
@@ -142,6 +172,7 @@ class Agent:
         w = self._workers.get(worker_id)
         if w is None or w.exited:
             raise KeyError(f"unknown worker {worker_id}")
+        w.address = address
         return Assignment(w.spec, w.incarnation, self.node_id, self.head_address)
 
     @rpc
@@ -162,33 +193,6 @@ class Agent:
     def workers(self) -> list[dict[str, Any]]:
         return [{"actor_id": w.spec.actor_id.hex, "class_name": w.spec.class_name, "pid": w.pid,
                  "incarnation": w.incarnation} for w in self._workers.values() if not w.exited]
-
-    def _on_output(self, w: _Worker, stream: str, fd: int) -> None:
-        try:
-            data = os.read(fd, 65536)  # b"" is EOF; nothing ready raises
-        except (BlockingIOError, InterruptedError):
-            return
-        f = w.log_files.get(stream)
-        if not data:
-            asyncio.get_running_loop().remove_reader(fd)
-            os.close(fd)
-            if f is not None:
-                f.close()
-            return
-        if f is not None:
-            f.write(data)
-        data = w.partial.pop(stream, b"") + data
-        *lines, rest = data.split(b"\n")
-        if rest:
-            w.partial[stream] = rest
-        if lines:
-            self._echo(w, stream, [ln.decode(errors="replace") for ln in lines])
-
-    def _echo(self, w: _Worker, stream: str, lines: list[str]) -> None:
-        try:
-            self.rt.send_oneway(w.spec.owner_address, b"rt/log", (w.prefix, stream, lines))
-        except Exception as e:  # the owner may be gone; the lines stay in the log file
-            log.debug("could not echo logs to %s: %s", w.spec.owner_address, e)
 
     def _on_exit(self, pid: int, code: int) -> None:
         w = self._by_pid.pop(pid, None)
@@ -215,8 +219,79 @@ class Agent:
         self._closing = True
         for w in list(self._workers.values()):
             self._kill(w)
+            if w.output is not None:
+                w.output.close()
         if self._forks is not None:
             self._forks.close()
+
+    # -- output to subscribers -------------------------------------------------------------
+    @rpc
+    def follow_output(self, actor_id: ActorId, incarnation: int, subscriber: str) -> bool:
+        """Echo this actor incarnation's output to `subscriber` too (its recent lines first).
+        False if that incarnation does not run here (any more)."""
+        w = self._by_actor.get(actor_id)
+        if w is None or w.exited or w.incarnation != incarnation or w.output is None:
+            return False
+        w.output.subscribe(subscriber)
+        return True
+
+    @rpc
+    def unfollow_output(self, subscriber: str) -> None:
+        for w in self._workers.values():
+            if w.output is not None:
+                w.output.unsubscribe(subscriber)
+
+    # -- metrics -----------------------------------------------------------------------
+    @rpc
+    def attach_process(self, address: str, pid: int, component: str) -> None:
+        """Scrape this process (a driver on this node) with the node's own, while it lives."""
+        self._attached[address] = (pid, component)
+
+    def metrics_processes(self) -> list[ProcessRef]:
+        """The processes of this node to scrape now."""
+        procs = [ProcessRef(None, "agent")]
+        if self.is_head:
+            procs.append(ProcessRef(self.head_address, "head"))
+        procs += [ProcessRef(w.address, w.component, w.pid) for w in self._workers.values()
+                  if not w.exited and w.address is not None]
+        for address, (pid, component) in list(self._attached.items()):
+            if _pid_alive(pid):
+                procs.append(ProcessRef(address, component, pid))
+            else:
+                del self._attached[address]
+        return procs
+
+    # -- log files -----------------------------------------------------------------------
+    @rpc
+    def list_logs(self) -> dict[str, Any]:
+        """This node's log files: {"node_ip", "node_id", "files": [{name, size, mtime, and the
+        actor writing it if known: actor_id, class_name, actor_name, namespace}]}."""
+        files = self.logs.list()
+        for f in files:
+            owner = self._log_owners.get(f["name"])
+            if owner is not None:
+                f.update(owner)
+        return {"node_ip": self.node_ip, "node_id": self.node_id.hex, "files": files}
+
+    @rpc
+    def tail_log(self, name: str, lines: int) -> dict[str, Any]:
+        """The last `lines` lines of a log file: {data, offset, inode} (to follow from)."""
+        return self.logs.tail(name, lines)
+
+    @rpc
+    async def follow_log(self, name: str, offset: int, inode: int | None, hold_s: float) -> dict[str, Any]:
+        """Bytes of a log file after `offset`, waiting up to `hold_s` for some."""
+        return await self.logs.follow(name, offset, inode, hold_s)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _describe_exit(w: _Worker, code: int | None) -> str:

@@ -2,8 +2,10 @@
 
     zeroserve start --head [--node-ip IP] [--port 6380] [--num-cpus N] [--resources JSON] [--token T]
     zeroserve start --address H:P [--node-ip IP] [--num-cpus N] [--resources JSON] [--token T]
+        also: [--metrics-port 8080] [--log-max-bytes N] [--log-backups N]
     zeroserve stop [--node-ip IP]
     zeroserve status [--address H:P] [--json]
+    zeroserve logs [TARGET] [-f] [--tail N] [--node IP] [--address H:P]
     zeroserve serve run|deploy|status|shutdown ...   (handed over to `python -m serve`)
 
 `start` daemonizes the node's processes, returns once the node is registered with the
@@ -23,18 +25,23 @@ from typing import Any
 
 import psutil
 
+from actors import InsecureSessionDirError
 from actors.system import (
+    PROBE_BUSY,
     PROBE_OK,
     PROBE_REFUSED,
+    LogRotation,
     Session,
     find_local_head,
+    metrics_port_from_env,
     new_token,
     probe,
     read_token,
     spawn,
 )
 
-from ._nodes import NodeRecord, live_record, load_records, remove_record
+from ._logs import logs as show_logs
+from ._nodes import NodeRecord, live_record, load_records, remove_record, start_times
 from ._status import fetch_status, render_status
 from .exceptions import NodeStartError
 
@@ -57,12 +64,28 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--num-cpus", type=float, help="CPUs this node offers (default: all)")
     start.add_argument("--resources", default="{}", help='custom resources as JSON, e.g. \'{"GPU": 1}\'')
     start.add_argument("--token", help="cluster token (default: $ZEROSERVE_TOKEN, or a new one for a head)")
+    start.add_argument("--metrics-port", type=int, help="serve this node's Prometheus metrics at "
+                       "http://NODE_IP:PORT/metrics (default $ZEROSERVE_METRICS_PORT or 8080, a free port if "
+                       "that one is taken; 0: none)")
+    start.add_argument("--log-max-bytes", type=int, help="rotate each log file at this size (default "
+                       "$ZEROSERVE_LOG_MAX_BYTES or 100 MiB)")
+    start.add_argument("--log-backups", type=int, help="rotated files kept per log (default $ZEROSERVE_LOG_BACKUPS "
+                       "or 5)")
     stop = sub.add_parser("stop", help="stop the nodes `start` started on this machine")
     stop.add_argument("--node-ip", help="stop only the node bound to this IP")
     status = sub.add_parser("status", help="nodes, resources, actors of a cluster")
     status.add_argument("--address", help="HOST:PORT of the head (default: the cluster started on this machine)")
     status.add_argument("--token", help="cluster token (default: $ZEROSERVE_TOKEN or the local session's)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    logs = sub.add_parser("logs", help="list, print and follow the log files of every node")
+    logs.add_argument("target", nargs="?", help="an application, deployment, replica id (Deployment#tag), named "
+                      "actor, or head/agent/proxy/controller (default: list the log files)")
+    logs.add_argument("-f", "--follow", action="store_true", help="print new lines as they come, until Ctrl-C")
+    logs.add_argument("--tail", type=int, default=100, help="lines to print from the end of each file (default 100)")
+    logs.add_argument("--node", help="only this node's files (its IP)")
+    logs.add_argument("--address", help="HOST:PORT of the head (default: the cluster running on this machine)")
+    logs.add_argument("--token", help="cluster token (default: $ZEROSERVE_TOKEN or the local session's)")
+    logs.add_argument("--json", action="store_true", help="list the files as JSON")
     sub.add_parser("serve", help="run, deploy, inspect and shut down Serve applications "
                                  "(see `zeroserve serve --help`)", add_help=False)
     return p
@@ -116,23 +139,49 @@ def _check_resources(text: str) -> None:
 def _start_agent(session: Session, node_ip: str, head_address: str | None, args: argparse.Namespace,
                  is_head: bool) -> Any:
     where = ["--run-head", "--head-port", str(args.port)] if head_address is None else ["--head", head_address]
+    agent_log = str(session.logs / f"agent-{node_ip}.log")
     agent_args = ["-m", "cluster", "agent", *where, "--node-ip", node_ip,
                   "--session-dir", str(session.path), "--token-file", str(session.token_file),
-                  "--resources", args.resources]
+                  "--resources", args.resources, "--log-file", agent_log, *_metrics_args(args)]
     if args.num_cpus is not None:
         agent_args += ["--num-cpus", str(args.num_cpus)]
     if is_head:
         agent_args.append("--is-head-node")
-    agent = spawn(agent_args, log_path=str(session.logs / f"agent-{node_ip}.log"), lifeline=False,
-                  new_session=True)
+    agent = spawn(agent_args, log_path=str(session.logs / f"agent-{node_ip}.out"), lifeline=False,
+                  new_session=True, env=_log_env(args), also_tail=(agent_log,))
     try:
         return agent, agent.wait_ready(_READY_TIMEOUT_S, f"the agent on {node_ip}")
     except RuntimeError as e:
         raise NodeStartError(str(e)) from None
 
 
+def _metrics_args(args: argparse.Namespace) -> list[str]:
+    """The agent's metrics flags: a port given here must be free; the default may move."""
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            raise NodeStartError(f"--metrics-port must be a port number (0 for none), got {args.metrics_port}")
+        return ["--metrics-port", str(args.metrics_port), "--metrics-port-strict"]
+    try:
+        return ["--metrics-port", str(metrics_port_from_env())]
+    except ValueError as e:
+        raise NodeStartError(str(e)) from None
+
+
+def _log_env(args: argparse.Namespace) -> dict[str, str]:
+    """The node's environment, with the log rotation of --log-max-bytes / --log-backups."""
+    try:
+        env_rotation = LogRotation.from_env()
+        rotation = LogRotation(args.log_max_bytes if args.log_max_bytes is not None else env_rotation.max_bytes,
+                               args.log_backups if args.log_backups is not None else env_rotation.backups)
+    except ValueError as e:
+        raise NodeStartError(str(e)) from None
+    return {**os.environ, **rotation.env()}
+
+
 def start(args: argparse.Namespace) -> int:
     _check_resources(args.resources)
+    _metrics_args(args)
+    _log_env(args)  # wrong values fail before anything starts
     t0 = time.monotonic()
     if args.head:
         node_ip = args.node_ip or "127.0.0.1"
@@ -170,10 +219,12 @@ def start(args: argparse.Namespace) -> int:
     if ready.get("head_pid"):
         pids["head"] = ready["head_pid"]
     NodeRecord(node_ip, head_address, args.head, str(session.path), str(session.token_file), pids,
-               ready["node_id"]).save()
+               ready["node_id"], pid_started=start_times(pids)).save()
     hp = head_address.removeprefix("tcp://")
     print(f"zeroserve: node {ready['node_id']} up on {node_ip} in {time.monotonic() - t0:.1f}s with "
           f"{_fmt_resources(ready['resources'])}")
+    if ready.get("metrics_url"):
+        print(f"zeroserve: metrics at {ready['metrics_url']}")
     if args.head:
         print(f"\nCluster address: {hp}\n\nTo add a node, run on it:\n"
               f"    zeroserve start --address {hp} --token {token}\n\n"
@@ -223,22 +274,43 @@ def stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def status(args: argparse.Namespace) -> int:
+def _cluster(args: argparse.Namespace) -> tuple[str, str]:
+    """The head address and token `status` and `logs` talk to: --address, else the cluster
+    `zeroserve start` runs on this machine, else an embedded cluster running here."""
     if args.address:
         head_address = "tcp://{}:{}".format(*_split(args.address))
         token = args.token or os.environ.get("ZEROSERVE_TOKEN") or _local_token(args.address)
     else:
-        rec = find_local_head()
+        rec = find_local_head(include_embedded=True)
         if rec is None:
-            raise NodeStartError("no cluster was started on this machine; pass --address HOST:PORT")
+            raise NodeStartError("no cluster is running on this machine; pass --address HOST:PORT")
         head_address = rec["head_address"]
         token = args.token or os.environ.get("ZEROSERVE_TOKEN") or read_token(rec["token_file"])
     verdict = probe(head_address, token, timeout=5.0)
+    if verdict == PROBE_REFUSED:
+        raise NodeStartError(f"the head at {head_address} is refusing our token: pass the cluster's "
+                             "(--token or $ZEROSERVE_TOKEN)")
+    if verdict == PROBE_BUSY:
+        raise NodeStartError(f"the head at {head_address} is busy or unresponsive: it took the connection but "
+                             "did not answer within 5s (overloaded, or stopped); try again, and see its log")
     if verdict != PROBE_OK:
-        raise NodeStartError(f"the head at {head_address} is {'refusing our token' if verdict == PROBE_REFUSED else 'not reachable'}")
+        raise NodeStartError(f"the head at {head_address} is not reachable: is the cluster running?")
+    return head_address, token
+
+
+def status(args: argparse.Namespace) -> int:
+    head_address, token = _cluster(args)
     data = fetch_status(head_address, token)
     print(json.dumps(data, indent=2) if args.json else render_status(data))
     return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    if args.tail < 0:
+        raise NodeStartError(f"--tail must be >= 0, got {args.tail}")
+    head_address, token = _cluster(args)
+    return show_logs(head_address, token, args.target, follow=args.follow, tail=args.tail, node_ip=args.node,
+                     as_json=args.json)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(words[1:], replace_process=argv is None)
     args = _parser().parse_args(argv)
     try:
-        return {"start": start, "stop": stop, "status": status}[args.command](args)
-    except NodeStartError as e:
+        return {"start": start, "stop": stop, "status": status, "logs": logs}[args.command](args)
+    except (NodeStartError, InsecureSessionDirError) as e:
         print(f"zeroserve: error: {e}", file=sys.stderr)
         return 1

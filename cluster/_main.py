@@ -2,7 +2,9 @@
 
 Each runs one uvloop loop hosting one service (`head` or `agent`) on the runtime, exits
 on SIGTERM/SIGINT or when its lifeline to the parent closes, and reports readiness on
-`--ready-fd` with one JSON line.
+`--ready-fd` with one JSON line. Their log records (time, level, logger, pid) go to
+`--log-file`, rotated by size, or to stdout; the agent serves the node's metrics on
+`--metrics-port` (0: none; taken: a free port unless `--metrics-port-strict`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,24 @@ import sys
 import psutil
 
 from actors.messages import ActorId, ActorSpec, NodeId
-from actors.system import Runtime, ServiceTarget, install_endpoints, read_token, signal_ready, watch_parent
+from actors.system import (
+    LogRotation,
+    Runtime,
+    ServiceTarget,
+    configure_process_logging,
+    install_endpoints,
+    read_token,
+    render,
+    signal_ready,
+    watch_parent,
+)
 
+from . import _head_metrics
 from ._agent import Agent
 from ._head import TICK_S, Head
-from ._head_state import StateFile
+from ._head_state import restore
+from ._head_store import HeadStore
+from ._node_metrics import DEFAULT_METRICS_PORT, MetricsServer, collect_node, metrics_timeout_s
 from ._supervisor import HeadSupervisor
 
 __all__ = ["main"]
@@ -53,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--token-file", required=True)
         s.add_argument("--parent-fd", type=int, default=-1)
         s.add_argument("--ready-fd", type=int, default=-1)
+        s.add_argument("--log-file", help="write log records here, rotated by size (default: stdout)")
     sub.choices["head"].add_argument("--port", type=int, default=0)
-    sub.choices["head"].add_argument("--state-file", help="persist the head's state here; restore it at start")
+    sub.choices["head"].add_argument("--state-file", help="persist the head's state in this SQLite file; restore it at start")
     agent = sub.choices["agent"]
     where = agent.add_mutually_exclusive_group(required=True)
     where.add_argument("--head", help="head address tcp://H:P, or - to read it from stdin")
@@ -63,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--num-cpus", type=float, default=None)
     agent.add_argument("--resources", default="{}")
     agent.add_argument("--is-head-node", action="store_true")
+    agent.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
+                       help="serve the node's metrics on this port (0: none; taken: a free one)")
+    agent.add_argument("--metrics-port-strict", action="store_true", help="fail if --metrics-port is taken")
     return p
 
 
@@ -81,13 +100,13 @@ async def _run_head(args: argparse.Namespace) -> int:
     rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=None, role="head",
                  port=args.port)
     rt.head_address = rt.address
-    state = StateFile(args.state_file) if args.state_file else None
-    head = Head(RuntimeHeadIO(rt), rt.address, state)
-    if state is not None and state.restore(head):
+    store = HeadStore(args.state_file) if args.state_file else None
+    head = Head(RuntimeHeadIO(rt), rt.address, store)
+    if store is not None and restore(head, store):
         log.info("head restored from %s (new epoch %s)", args.state_file, head.epoch)
     rt.register("head", ServiceTarget(head))
     install_endpoints(rt)
-    saver = asyncio.get_running_loop().create_task(state.keep_saved(head)) if state is not None else None
+    _head_metrics.install(head)
 
     async def tick_forever() -> None:
         while True:
@@ -99,9 +118,9 @@ async def _run_head(args: argparse.Namespace) -> int:
     signal_ready(args.ready_fd, {"address": rt.address, "pid": os.getpid()})
     await stop.wait()
     checker.cancel()
-    if saver is not None and state is not None:
-        saver.cancel()
-        state.save(head)
+    if store is not None:
+        head.commit()
+        store.close()
     rt.close()
     return 0
 
@@ -127,17 +146,22 @@ async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
     rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=head_address, role="agent")
     install_endpoints(rt)
     agent = Agent(rt, head_address=head_address, node_ip=args.node_ip, resources=_resources(args),
-                  session_dir=args.session_dir, token_file=args.token_file, is_head=args.is_head_node)
+                  session_dir=args.session_dir, token_file=args.token_file, is_head=args.is_head_node,
+                  rotation=LogRotation.from_env())
     rt.register("agent", ServiceTarget(agent))
+    metrics = await _serve_metrics(args, rt, agent)
     agent.prepare()
     await agent.register()
     loop = asyncio.get_running_loop()
     beats = loop.create_task(agent.heartbeat_forever())
     watcher = loop.create_task(supervisor.supervise()) if supervisor is not None else None
     signal_ready(args.ready_fd, {"node_id": agent.node_id.hex, "address": rt.address, "resources": agent.resources,
-                                 "head_address": head_address, "head_pid": supervisor.pid if supervisor else None})
+                                 "head_address": head_address, "head_pid": supervisor.pid if supervisor else None,
+                                 "metrics_url": agent.metrics_url})
     await stop.wait()
     beats.cancel()
+    if metrics is not None:
+        metrics.close()
     agent.shutdown()
     try:
         await rt.head.node_leaving(agent.node_id, timeout=1.0)
@@ -151,10 +175,30 @@ async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
     return 0
 
 
+async def _serve_metrics(args: argparse.Namespace, rt: Runtime, agent: Agent) -> MetricsServer | None:
+    """The node's metrics endpoint (before the node registers: its URL is in the registration)."""
+    if args.metrics_port == 0:
+        return None
+    timeout_s = metrics_timeout_s()
+
+    async def scrape() -> bytes:
+        return render(await collect_node(rt, agent.metrics_processes(), timeout_s))
+
+    server = MetricsServer(args.node_ip, scrape)
+    try:
+        agent.metrics_url = await server.start(args.metrics_port, fallback=not args.metrics_port_strict)
+    except OSError as e:
+        raise SystemExit(f"cannot serve the node's metrics on {args.node_ip}:{args.metrics_port}: {e.strerror}; "
+                         "pick another --metrics-port (0: none)") from None
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.role} %(levelname)s %(message)s",
-                        stream=sys.stdout)
+    try:
+        configure_process_logging(args.log_file)
+    except ValueError as e:  # a malformed $ZEROSERVE_LOG_MAX_BYTES / _BACKUPS
+        raise SystemExit(f"zeroserve {args.role}: {e}") from None
     import uvloop
 
     if args.role == "head":

@@ -18,11 +18,16 @@ class NodeEntry:
     available: dict[str, float]
     alive: bool = True
     last_seen: float = field(default_factory=time.monotonic)
+    # False for a node restored from the store until its agent registers again (the head
+    # then reconciles its records with the workers really running there): nothing is
+    # placed on an unsynced node.
+    synced: bool = True
+    dead_at: float | None = None  # wall-clock time it was lost
 
     def info(self) -> NodeInfo:
         r = self.reg
         return NodeInfo(r.node_id, r.ip, r.agent_address, self.alive, r.is_head, dict(r.resources),
-                        dict(self.available), r.hostname)
+                        dict(self.available), r.hostname, r.metrics_url)
 
 
 @dataclass

@@ -1,10 +1,15 @@
 """Placement policy: which node gets an actor. A pure function over node loads.
 
-Feasible nodes are alive and have the demanded resources in total; of those with the
-resources free now, the one hosting the fewest actors of the actor's spread group wins
-(so the replicas of one deployment land on different nodes whatever else runs there),
-then the one hosting the fewest actors (spread), then the one with the most free CPU,
-then the lowest id, so the choice is deterministic.
+Feasible nodes are alive and have the demanded resources in total; of those accepting
+placements (a node restored after a head restart accepts none until it has re-synced)
+with the resources free now, the one hosting the fewest live actors of the actor's spread
+group wins (so the replicas of one deployment land on different nodes whatever else runs
+there); among those, the one whose latest member of the group was placed longest ago (so
+a group being replaced member by member, as in a rolling update where outgoing members
+still count, alternates between nodes instead of piling onto the emptiest one); then the
+one hosting the fewest actors (spread), then the one with the most free CPU, then the
+lowest id, so the choice is deterministic. The head counts only live actors placed on
+alive nodes: dead actors, actors of a lost node and nodes that left weigh nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class NodeLoad:
     available: dict[str, float]
     actors: int = 0
     group: int = 0  # actors of the spread group being placed
+    group_latest: int = -1  # placement order of the group's latest member here (-1: none)
+    accepting: bool = True  # False: feasible, but takes no placement now
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -46,8 +53,8 @@ def pick_node(nodes: list[NodeLoad], demand: dict[str, float], node_id: NodeId |
             f"no node can ever satisfy the resource request {demand}; node totals are {totals}. "
             "Lower num_cpus/resources, or start a node with them (zeroserve start --num-cpus/--resources)"
         )
-    ready = [n for n in feasible if fits(n.available, demand)]
+    ready = [n for n in feasible if n.accepting and fits(n.available, demand)]
     if not ready:
         return None
-    best = min(ready, key=lambda n: (n.group, n.actors, -n.available.get("CPU", 0.0), n.node_id.hex))
+    best = min(ready, key=lambda n: (n.group, n.group_latest, n.actors, -n.available.get("CPU", 0.0), n.node_id.hex))
     return best.node_id

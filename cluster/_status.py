@@ -1,4 +1,5 @@
-"""`zeroserve status`: read the cluster's state from the head and render it."""
+"""`zeroserve status`: read the cluster's state from the head and render it (each node
+with its metrics endpoint, as its registration carries it)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def fetch_status(head_address: str, token: str) -> dict[str, Any]:
         return {
             "head": head_address.removeprefix("tcp://"),
             "nodes": [{"node_id": n.node_id.hex, "ip": n.ip, "alive": n.alive, "is_head": n.is_head,
-                       "resources_total": n.resources_total, "resources_available": n.resources_available}
+                       "resources_total": n.resources_total, "resources_available": n.resources_available,
+                       "metrics_url": n.metrics_url or None}
                       for n in nodes],
             "actors": [{"actor_id": a.actor_id.hex, "class_name": a.class_name, "state": a.state.value,
                         "name": a.name, "namespace": a.namespace, "node_id": a.node_id.hex if a.node_id else None,
@@ -39,13 +41,14 @@ def _used(total: dict[str, float], avail: dict[str, float], key: str) -> str:
 
 def render_status(data: dict[str, Any]) -> str:
     lines = [f"Cluster at {data['head']}", "", "Nodes:"]
-    rows = [("NODE", "IP", "STATE", "CPU used/total", "custom resources", "actors")]
+    rows: list[tuple[str, ...]] = [("NODE", "IP", "STATE", "CPU used/total", "custom resources", "actors", "METRICS")]
     per_node = Counter(a["node_id"] for a in data["actors"] if a["state"] != "DEAD")
     for n in data["nodes"]:
         custom = ", ".join(f"{k} {_used(n['resources_total'], n['resources_available'], k)}"
                            for k in sorted(n["resources_total"]) if k not in ("CPU", "memory")) or "-"
         rows.append((n["node_id"] + (" (head)" if n["is_head"] else ""), n["ip"], "alive" if n["alive"] else "DEAD",
-                     _used(n["resources_total"], n["resources_available"], "CPU"), custom, str(per_node[n["node_id"]])))
+                     _used(n["resources_total"], n["resources_available"], "CPU"), custom, str(per_node[n["node_id"]]),
+                     n.get("metrics_url") or "-"))
     lines += _table(rows)
     states = Counter(a["state"] for a in data["actors"])
     lines += ["", "Actors: " + (", ".join(f"{v} {k.lower()}" for k, v in sorted(states.items())) or "none")]

@@ -36,10 +36,11 @@ class HeadSupervisor:
         return self._child.proc.pid if self._child is not None else None
 
     def _spawn(self) -> str:
+        logs = self.session_dir / "logs"
         child = spawn(["-m", "cluster", "head", "--node-ip", self.node_ip, "--port", str(self.port),
                        "--session-dir", str(self.session_dir), "--token-file", self.token_file,
-                       "--state-file", str(self.session_dir / "head-state.pkl")],
-                      log_path=str(self.session_dir / "logs" / "head.log"))
+                       "--state-file", str(self.session_dir / "head-state.db"), "--log-file", str(logs / "head.log")],
+                      log_path=str(logs / "head.out"), also_tail=(str(logs / "head.log"),))
         self._child = child
         address = child.wait_ready(_READY_TIMEOUT_S, "the head")["address"]
         self.port = int(address.rsplit(":", 1)[1])

@@ -2,14 +2,17 @@
 
 `make run` runs this. It deploys a tokenizer and a small lexicon-based sentiment model
 (two replicas) composed behind an ingress deployment, serves it over HTTP on
-127.0.0.1:8000 (and prints the curl line to try), calls it through a Python handle too,
-and keeps serving until Ctrl-C. `--once` exits after the demonstration.
+127.0.0.1:8000 (`--port P`, or `$ZEROSERVE_HTTP_PORT`; a port in use is a one-line error)
+and prints the curl line to try, calls it through a Python handle too, and keeps serving
+until Ctrl-C. `--once` exits after the demonstration.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -57,10 +60,28 @@ class Pipeline:
 app = Pipeline.bind(Tokenizer.bind(), Sentiment.bind())
 
 
+def _port() -> int:
+    raw = sys.argv[sys.argv.index("--port") + 1] if "--port" in sys.argv else os.environ.get("ZEROSERVE_HTTP_PORT", "8000")
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        sys.exit(f"serve_app: the HTTP port must be a number from 1 to 65535 (--port or $ZEROSERVE_HTTP_PORT), got {raw!r}")
+    port = int(raw)
+    with socket.socket() as s:  # say it now, in one line, rather than after starting a cluster
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            sys.exit(f"serve_app: cannot serve on 127.0.0.1:{port} ({e.strerror}); set $ZEROSERVE_HTTP_PORT "
+                     "(or pass --port) to a free port")
+    return port
+
+
 def main() -> None:
+    port = _port()
     t0 = time.perf_counter()
-    port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 8000
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    except RuntimeError as e:  # the port was taken after the check above
+        sys.exit(f"serve_app: {str(e).splitlines()[0]}")
     handle = serve.run(app, route_prefix="/sentiment")
     print(f"deployed in {time.perf_counter() - t0:.1f}s: {sorted(serve.list_deployments())}")
     for text in ("I love this, it is great", "slow and broken", "it is a chair"):

@@ -28,9 +28,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import actors
-from actors.system import PROBE_OK, find_local_head, probe, read_token
+from actors.system import PROBE_BUSY, PROBE_OK, find_local_head, probe, read_token
 
-from ._api.startup import base_url, start
+from ._api.startup import base_url, follow_replica_output, start
 from ._api.startup import shutdown as serve_shutdown
 from ._build import BuiltApp, build_config, load_and_build
 from ._config import DEFAULT
@@ -100,7 +100,11 @@ def _local_cluster_alive(token: str | None) -> bool:
         tok = token or os.environ.get("ZEROSERVE_TOKEN") or read_token(rec["token_file"])
     except OSError:
         return False
-    return probe(rec["head_address"], tok, timeout=3.0) == PROBE_OK
+    verdict = probe(rec["head_address"], tok, timeout=3.0)
+    if verdict == PROBE_BUSY:  # there, but not answering: neither "no cluster" nor a second one
+        raise CommandError(f"the cluster's head at {rec['head_address']} is busy or unresponsive (it took the "
+                           "connection but did not answer within 3s); try again, and see its log")
+    return verdict == PROBE_OK
 
 
 def _connect(args: argparse.Namespace, embedded_ok: bool = False, echo_logs: bool = False) -> bool:
@@ -254,6 +258,7 @@ def run_cmd(args: argparse.Namespace) -> int:
     try:
         start(detached=False, http_options=config.http_options, logging_config=config.logging_config,
               tracing_config=config.tracing_config)
+        follow_replica_output()
         client = _client()
         if not started:
             _check_http(client.status().get("http_options", {}), config.http_options.given())

@@ -12,7 +12,7 @@ import inspect
 import secrets
 from typing import Any
 
-import cloudpickle
+from actors.system import dumps_code
 
 from .._config import DEFAULT, config_from, validate_options
 from .._data.handle import DeploymentHandle
@@ -135,7 +135,7 @@ class Deployment:
         version = self.version
         return DeploymentTarget(
             name=self.name, app=app, version=version or secrets.token_hex(6),
-            code=cloudpickle.dumps((_portable(self._func_or_class), tuple(init_args), dict(init_kwargs))),
+            code=dumps_code((_portable(self._func_or_class), tuple(init_args), dict(init_kwargs))),
             config=self._config, route_prefix=prefix, is_function=inspect.isfunction(self._func_or_class),
             version_given=version is not None,
         )

@@ -51,6 +51,7 @@ def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host
     if port is not None:
         http["port"] = port
     startup.start(http_options=http or None)
+    startup.follow_replica_output()
     handle, targets = app_targets(target, name, route_prefix)
     ServeClient.current().deploy_apps({name: with_logging(targets, app_logging)}, wait=_wait, timeout_s=timeout_s)
     return handle

@@ -5,6 +5,8 @@ connects to the one running, and returns once its HTTP proxies are ready, printi
 progress. `running_client()` is what every other driver call uses: this process's
 `ServeClient`, with Serve started first if it is not running (as Ray Serve does).
 `stop()` is the orderly shutdown, with a fallback that kills what a failed shutdown left.
+`follow_replica_output()` echoes the replicas' output to this driver (`serve.run`,
+`zeroserve serve run`), each line prefixed with the replica's log name and pid.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import actors
 from actors.messages import ActorState
-from actors.system import current_runtime, local_cluster
+from actors.system import current_runtime, follow_output, local_cluster
 
 from .._config import HTTPOptions
 from .._control.controller import ServeController
@@ -25,7 +27,7 @@ from .._names import CHECKPOINT_KEY, CONTROLLER_NAME, PROXY_PREFIX, REPLICA_PREF
 from .._obs_config import LoggingConfig, TracingConfig
 from ..messages import ProxyStatus
 
-__all__ = ["base_url", "http_base_url", "running_client", "shutdown", "start"]
+__all__ = ["base_url", "follow_replica_output", "http_base_url", "running_client", "shutdown", "start"]
 
 PROXY_TIMEOUT_S = 60.0
 SHUTDOWN_BUDGET_S = 60.0  # the controller's, in total, to drain and stop the proxies and delete the deployments
@@ -60,7 +62,7 @@ def start(detached: bool = False, http_options: Any = None, logging_config: Any 
     # node dying never takes it, and its routes, down with it.
     head = next((n["node_id"] for n in actors.nodes() if n["is_head"] and n["alive"]), None)
     cls = actors.remote(name=CONTROLLER_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True, lifetime=lifetime,
-                        max_concurrency=10_000, max_restarts=-1, node_id=head)(ServeController)
+                        max_concurrency=10_000, max_restarts=-1, node_id=head, log_name="controller")(ServeController)
     cls.remote(detached, http, logging_cfg, tracing_cfg)
     client.forget_controller()
     client.status()  # up and recovered
@@ -76,6 +78,14 @@ def start(detached: bool = False, http_options: Any = None, logging_config: Any 
     controller = client.controller_or_none()
     assert controller is not None
     return controller
+
+
+def follow_replica_output() -> None:
+    """Echo every replica's output (stdout, stderr) to this driver, as its own actors' is:
+    `(replica_<app>_<deployment>_<tag> pid=N) line`. (Not from inside an actor: it echoes nothing.)"""
+    rt = current_runtime()
+    if rt is not None and rt.role == "driver":
+        follow_output(SERVE_NAMESPACE, REPLICA_PREFIX, rt)
 
 
 def running_client() -> ServeClient:

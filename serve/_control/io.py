@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import actors
 from actors.messages import ActorInfo, ActorState
-from actors.system import Runtime, current_runtime
+from actors.system import Runtime, current_runtime, safe_log_name
 
 from .._config import HTTPOptions
 from .._data.http_proxy import HTTPProxyActor
@@ -105,11 +105,12 @@ class _ReplicaActors(_Actors):
         self._node_ips: dict[str, str] = {}  # node id -> ip, for placements
 
     def start(self, target: DeploymentTarget, replica_id: ReplicaId) -> actors.ActorHandle:
-        """A replica; a deployment's replicas go to different nodes first (`spread_group`)."""
+        """A replica; a deployment's replicas go to different nodes first (`spread_group`);
+        its log files are `replica_<app>_<deployment>_<tag>.out/.err`."""
         cls = actors.remote(
             name=replica_actor_name(replica_id), namespace=SERVE_NAMESPACE, lifetime=self.lifetime,
             max_concurrency=target.config.max_ongoing_requests + 16, **target.config.actor_options,
-            spread_group=f"serve:{target.id}",
+            spread_group=f"serve:{target.id}", log_name=replica_log_name(target.app, target.name, replica_id.tag),
         )(ReplicaActor)
         return cls.remote(target.name, replica_id.tag, target.app, target.code, target.config.user_config,
                           target.is_function, target.config.max_ongoing_requests,
@@ -147,10 +148,12 @@ class _Asked:
 
 class _ProxyActors(_Actors):
     def start(self, node: NodeView, http_options: HTTPOptions) -> actors.ActorHandle:
-        """A proxy pinned to its node; the controller restarts it (while its node lives)."""
+        """A proxy pinned to its node; the controller restarts it (while its node lives).
+        Its log files are `proxy_<node ip>.out/.err`."""
         cls = actors.remote(
             name=proxy_actor_name(node.node_id, secrets.token_hex(3)), namespace=SERVE_NAMESPACE,
             lifetime=self.lifetime, node_id=node.node_id, max_concurrency=100_000, max_restarts=0,
+            log_name=safe_log_name("proxy", node.ip),
         )(HTTPProxyActor)
         return cls.remote(http_options, self.settings.logging_config, self.settings.tracing_config)
 
@@ -201,6 +204,11 @@ class ActorControllerIO:
             if info.namespace == SERVE_NAMESPACE and node_id is not None and info.state is not ActorState.DEAD:
                 found.append(RunningProxy(node_id, _handle(info)))
         return found
+
+
+def replica_log_name(app: str, deployment: str, tag: str) -> str:
+    """The log name of a replica: `replica_<app>_<deployment>_<tag>` (other characters as `-`)."""
+    return safe_log_name("replica", app, deployment, tag)
 
 
 def _handle(info: ActorInfo) -> actors.ActorHandle:
