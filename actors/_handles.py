@@ -19,7 +19,7 @@ from ._futures import CallFuture
 from ._options import validate_actor_options
 from ._refs import ObjectRef
 from ._runtime import Runtime
-from ._serialization import dumps, dumps_code
+from ._serialization import PreparedCall, dumps_args, dumps_code
 from .messages import ActorId, ActorInfo, ActorSpec, ActorState
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "method_table"]
@@ -168,9 +168,17 @@ class ActorMethod:
         raise TypeError(f"actor methods are called with .remote(): use handle.{self._name}.remote(...)")
 
     def remote(self, *args: Any, **kwargs: Any) -> ObjectRef:
+        payload, buffers = dumps_args(args, kwargs, self._label)
+        return self._send(payload, buffers)
+
+    def remote_prepared(self, call: PreparedCall) -> ObjectRef:
+        """`remote()` with arguments serialized beforehand by `actors.system.prepare_call`
+        (a layer above that routes a call it serialized in its caller's thread)."""
+        return self._send(call.payload, call.buffers)
+
+    def _send(self, payload: bytes, buffers: Any) -> ObjectRef:
         rt = current_or_init()
         h = self._handle
-        payload, buffers = dumps((args, kwargs or None)) if (args or kwargs) else (b"", ())
         directory = rt.directory
         label = self._label
         fut: CallFuture

@@ -18,11 +18,12 @@ import pickle
 import threading
 import types
 from collections import ChainMap
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
-__all__ = ["dumps", "loads", "dumps_code", "loads_code", "OOB_THRESHOLD"]
+__all__ = ["dumps", "loads", "dumps_code", "loads_code", "OOB_THRESHOLD", "PreparedCall", "dumps_args", "prepare_call"]
 
 OOB_THRESHOLD = 64 * 1024
 _CODE_TYPES = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
@@ -135,6 +136,51 @@ def dumps(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
         f.truncate()
         buffers.clear()
         r.busy = False
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """A call's arguments, serialized in the caller's thread (see `prepare_call`)."""
+
+    payload: bytes
+    buffers: tuple[Any, ...]
+
+
+_NO_CALL = PreparedCall(b"", ())
+
+
+def dumps_args(args: tuple, kwargs: dict[str, Any] | None, what: str) -> tuple[bytes, Any]:
+    """A call's arguments as (payload, buffers). Arguments that cannot be serialized raise a
+    TypeError naming the first such argument (`what` names the call); deep nesting
+    (RecursionError) and a `__reduce__` that raises count as such too."""
+    if not args and not kwargs:
+        return b"", ()
+    try:
+        return dumps((args, kwargs or None))
+    except Exception as e:
+        raise _unserializable(args, kwargs, what, e) from e
+
+
+def prepare_call(args: tuple, kwargs: dict[str, Any] | None, what: str = "the call") -> PreparedCall:
+    """Serialize a call's arguments now, in the calling thread, so that one that cannot be
+    serialized fails this call at its call site and nothing else (see `dumps_args`)."""
+    if not args and not kwargs:
+        return _NO_CALL
+    payload, buffers = dumps_args(args, kwargs, what)
+    return PreparedCall(payload, tuple(buffers))
+
+
+def _unserializable(args: tuple, kwargs: dict[str, Any] | None, what: str, error: Exception) -> TypeError:
+    """The TypeError for a call whose arguments did not serialize, naming the first that does not."""
+    named = [(f"argument {i}", a) for i, a in enumerate(args)] + [(f"keyword argument {k!r}", v)
+                                                                  for k, v in (kwargs or {}).items()]
+    for name, value in named:
+        try:
+            _dumps_fresh(value)
+        except Exception as e:
+            return TypeError(f"{what}: {name} (a {type(value).__name__}) cannot be serialized: "
+                             f"{type(e).__name__}: {e}")
+    return TypeError(f"{what}: its arguments cannot be serialized: {type(error).__name__}: {error}")
 
 
 def _dumps_fresh(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:

@@ -35,7 +35,7 @@ from ._probe import PROBE_BUSY, PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, Prob
 from ._process import Child, signal_ready, spawn, watch_parent
 from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
 from ._security import CurveKeys, new_token
-from ._serialization import dumps, dumps_code, loads
+from ._serialization import PreparedCall, dumps, dumps_code, loads, prepare_call
 from ._session import (
     Session,
     base_dir,
@@ -131,6 +131,8 @@ __all__ = [
     "current_runtime",
     "dumps",
     "dumps_code",
+    "PreparedCall",
+    "prepare_call",
     "find_local_head",
     "install_endpoints",
     "loads",

@@ -170,6 +170,7 @@ class ReplicaSet:
     replicas: tuple[ReplicaInfo, ...]
     max_queued_requests: int = -1
     metrics_interval_s: float | None = None  # report load this often (None: no autoscaling)
+    none_wanted: bool = False  # num_replicas=0 without autoscaling: no replica will come, calls fail at once
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 from ..messages import ReplicaInfo, ReplicaSet
 from .deployment_state import STARTING, DeploymentState, Replica
 
-__all__ = ["deployment_status", "gist", "progress", "replica_set_of", "waiting_reason"]
+__all__ = ["NONE_WANTED", "deployment_status", "gist", "none_wanted", "progress", "replica_set_of", "waiting_reason"]
 
 _SHOWN = 3  # replicas named in a progress line; the rest are counted
 
@@ -23,7 +23,7 @@ def deployment_status(s: DeploymentState, now: float | None = None) -> dict[str,
     """A deployment's entry in `serve.status()` (`now`: the controller's clock, for the
     reasons of replicas still starting)."""
     return {
-        "status": s.status, "message": s.message, "replicas": s.counts(),
+        "status": s.status, "message": s.message or (NONE_WANTED if none_wanted(s) else ""), "replicas": s.counts(),
         "target_replicas": s.desired, "version": s.target.version, "route_prefix": s.target.route_prefix,
         "replica_details": [{"replica_id": str(r.replica_id), "state": r.state, "version": r.version,
                              "actor_id": r.handle.actor_id.hex, **r.meta,
@@ -94,7 +94,17 @@ def replica_set_of(s: DeploymentState) -> ReplicaSet:
         tuple(ReplicaInfo(r.replica_id, r.handle, cfg.max_ongoing_requests) for r in s.running()),
         cfg.max_queued_requests,
         _metrics_interval(s),
+        none_wanted(s),
     )
+
+
+def none_wanted(s: DeploymentState) -> bool:
+    """num_replicas=0 and no autoscaling: nothing will ever serve the deployment's calls."""
+    return s.desired == 0 and s.autoscaler is None and not s.deleting
+
+
+NONE_WANTED = ("num_replicas is 0 and there is no autoscaling_config: calls to it fail at once "
+               "(give it num_replicas >= 1 or an autoscaling_config to serve)")
 
 
 def _metrics_interval(s: DeploymentState) -> float | None:

@@ -17,6 +17,7 @@ class, which lives above this layer).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -46,6 +47,7 @@ _CALL_TIMEOUT_S = 60.0
 _HOLD_S = 4.0  # a waiting driver hears from the controller at least this often
 PROGRESS_S = 4.0  # a waiting driver prints progress at least this often
 _lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def deploy_timeout_s() -> float:
@@ -152,7 +154,10 @@ class ServeClient:
     @staticmethod
     def _start_calls(items: Iterable[tuple[Callable[..., None], tuple]]) -> None:
         for fn, args in items:
-            fn(*args)
+            try:  # one item's failure must not drop the rest of the burst (each fails its own call)
+                fn(*args)
+            except Exception:
+                log.exception("starting a call failed")
 
     # -- from a driver's thread --------------------------------------------------------------
     def controller_or_none(self) -> ActorHandle | None:

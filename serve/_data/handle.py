@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors import GetTimeoutError, ObjectRef
-from actors.system import LoopInbox, copy_state, current_runtime, runtime_or_init
+from actors.system import LoopInbox, PreparedCall, copy_state, current_runtime, prepare_call, runtime_or_init
 
 from ..messages import DeploymentId
 from . import tracing
@@ -152,26 +152,36 @@ async def _value(response: DeploymentResponse) -> Any:
 
 
 async def _call(client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict,
-                ctx: Ctx) -> Any:
+                ctx: Ctx, prepared: PreparedCall | None) -> Any:
     """The slow path of a call: resolve response arguments, find the router, route."""
-    args, kwargs = await _resolve(args, kwargs)
+    if prepared is None:
+        args, kwargs = await _resolve(args, kwargs)
     router = await client.router(deployment)
-    return await router.call(method, args, kwargs, ctx)
+    return await router.call(method, args, kwargs, ctx, prepared)
 
 
 def _start(client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict,
-           deliver: Callable[[asyncio.Future], Any], response: _LoopResponse | None, ctx: Ctx) -> None:
-    """Start one call on the runtime's loop; `deliver(future)` gets its outcome."""
+           deliver: Callable[[asyncio.Future], Any], response: _LoopResponse | None, ctx: Ctx,
+           prepared: PreparedCall | None) -> None:
+    """Start one call on the runtime's loop; `deliver(future)` gets its outcome (also if
+    starting it fails: one call's failure never reaches the others started with it).
+    `prepared`: the call's arguments serialized by the caller (None: they hold responses,
+    resolved first)."""
     if response is not None and response.done():
         return  # cancelled before it started
-    client.count_call(deployment, ctx)
-    router = client.router_now(deployment)
-    source: asyncio.Future
-    if router is not None and not _has_responses(args, kwargs):
-        source = router.send(method, args, kwargs, deliver, ctx)
-    else:
-        source = client.rt.loop.create_task(_call(client, deployment, method, args, kwargs, ctx))
-        source.add_done_callback(deliver)
+    try:
+        client.count_call(deployment, ctx)
+        router = client.router_now(deployment)
+        source: asyncio.Future
+        if router is not None and prepared is not None:
+            source = router.send(method, args, kwargs, deliver, ctx, prepared)
+        else:
+            source = client.rt.loop.create_task(_call(client, deployment, method, args, kwargs, ctx, prepared))
+            source.add_done_callback(deliver)
+    except Exception as e:
+        source = client.rt.loop.create_future()
+        source.set_exception(e)
+        deliver(source)
     if response is not None:
         response._source = source
 
@@ -229,21 +239,32 @@ class DeploymentHandle:
         span = None
         if tracing.ENABLED:
             span, ctx = _traced(self.deployment_name, method, ctx)
+        prepared = None
+        if not _has_responses(args, kwargs):
+            what = f"{self.deployment_name}.{method}"
+            try:  # here, so that arguments that cannot be serialized fail this call at once
+                prepared = prepare_call((method, args, kwargs, ctx), None, what)
+            except TypeError as e:
+                if span is not None:
+                    tracing.end(span, error=e)
+                prepare_call(args, kwargs, what)  # raises the error that names the user's argument
+                raise
         if loop is not None:
             response = _LoopResponse(loop=loop)
             if span is not None:
                 response.add_done_callback(functools.partial(_end_span, span))
             if loop is rt.loop:  # in a replica or actor: no hand-over at all
-                _start(client, name, method, args, kwargs, functools.partial(copy_state, dst=response), response, ctx)
+                _start(client, name, method, args, kwargs, functools.partial(copy_state, dst=response), response, ctx,
+                       prepared)
             else:  # an async driver: the outcome comes back to its loop per burst
                 deliver = functools.partial(_bridge(loop).put, dst=response)
-                client.submit(_start, (client, name, method, args, kwargs, deliver, response, ctx))
+                client.submit(_start, (client, name, method, args, kwargs, deliver, response, ctx, prepared))
             return response
         waiter: concurrent.futures.Future = concurrent.futures.Future()
         if span is not None:
             waiter.add_done_callback(functools.partial(_end_span, span))
         deliver = functools.partial(copy_state, dst=waiter)
-        client.submit(_start, (client, name, method, args, kwargs, deliver, None, ctx))
+        client.submit(_start, (client, name, method, args, kwargs, deliver, None, ctx, prepared))
         return _RefResponse(ObjectRef(waiter, rt, f"{self.deployment_name}.{method}"))
 
 

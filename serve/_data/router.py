@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from actors import ActorDiedError, ActorUnavailableError
-from actors.system import LongPollClient, Update
+from actors.system import LongPollClient, PreparedCall, Update
 
 from ..exceptions import BackPressureError, ServeError
 from ..messages import DeploymentId, ReplicaId, ReplicaInfo, ReplicaSet
@@ -65,6 +65,14 @@ class PowerOfTwoChoices:
         return a if in_flight.get(a.replica_id, 0) <= in_flight.get(b.replica_id, 0) else b
 
 
+def _send(replica: ReplicaInfo, method: str, args: tuple, kwargs: dict, ctx: Ctx,
+          prepared: PreparedCall | None) -> Any:
+    """One request to one replica: its arguments as the caller serialized them, if it did."""
+    if prepared is not None:
+        return replica.handle.handle_request.remote_prepared(prepared)
+    return replica.handle.handle_request.remote(method, args, kwargs, ctx)
+
+
 class Router:
     def __init__(self, deployment: DeploymentId, controller: Any, rng: random.Random | None = None, *,
                  handle_id: str = "", actor_id: str = "") -> None:
@@ -84,6 +92,7 @@ class Router:
         self._handoffs = 0  # woken waiters that have not taken their slot yet
         self._have_set = asyncio.Event()
         self._missing = False
+        self._none_wanted = False
         self._report_every: float | None = None
         self._source = f"{id(self):x}@{controller!r}"
         key = replica_set_key(deployment)
@@ -100,6 +109,12 @@ class Router:
         self._missing = not update.exists
         rs = update.value if update.exists and update.value is not None else ReplicaSet(self.deployment, ())
         self._replicas = rs.replicas
+        self._none_wanted = rs.none_wanted and not rs.replicas
+        if self._none_wanted:
+            waiting, self._waiting = self._waiting, collections.deque()
+            for fut in waiting:  # nothing will serve them
+                if not fut.done():
+                    fut.set_exception(self._none_wanted_error())
         self._max_queued = rs.max_queued_requests
         self._report_every = rs.metrics_interval_s
         live = {r.replica_id for r in rs.replicas}
@@ -160,6 +175,8 @@ class Router:
             if self._missing:
                 raise ServeError(f"there is no deployment {self.deployment.name!r} in application "
                                  f"{self.deployment.app!r} (see serve.status())")
+            if self._none_wanted:
+                raise self._none_wanted_error()
             ahead = arriving and (self._waiting or self._handoffs)
             replica = None if ahead else self._policy.choose(self._replicas, self._in_flight)
             if replica is not None:
@@ -195,7 +212,7 @@ class Router:
         self._wake()
 
     def send(self, method: str, args: tuple, kwargs: dict, deliver: Callable[[asyncio.Future], Any],
-             ctx: Ctx = NO_REQUEST) -> asyncio.Future:
+             ctx: Ctx = NO_REQUEST, prepared: PreparedCall | None = None) -> asyncio.Future:
         """Route one request; `deliver(future)` gets its finished outcome (on this loop).
         Returns the future to cancel to abandon the request.
 
@@ -207,37 +224,47 @@ class Router:
         if self._have_set.is_set() and not self._missing and not self._waiting and not self._handoffs:
             replica = self._policy.choose(self._replicas, self._in_flight)
         if replica is None:
-            task = asyncio.get_running_loop().create_task(self._route_value(method, args, kwargs, ctx))
+            task = asyncio.get_running_loop().create_task(self._route_value(method, args, kwargs, ctx, prepared))
             task.add_done_callback(deliver)
             return task
         if tracing.ENABLED:
             tracing.end(tracing.start(f"route {self.deployment.name}", traceparent=ctx[TRACE],
                                       attributes={"serve.replica": str(replica.replica_id), "serve.queued": False}))
         self._in_flight[replica.replica_id] += 1
-        reply = replica.handle.handle_request.remote(method, args, kwargs, ctx).future()
-        reply.add_done_callback(functools.partial(self._sent, replica, method, args, kwargs, ctx, deliver))
+        try:
+            reply = _send(replica, method, args, kwargs, ctx, prepared).future()
+        except BaseException:
+            self._release(replica)
+            raise
+        reply.add_done_callback(functools.partial(self._sent, replica, method, args, kwargs, ctx, prepared, deliver))
         return reply
 
     def _sent(self, replica: ReplicaInfo, method: str, args: tuple, kwargs: dict, ctx: Ctx,
-              deliver: Callable[[asyncio.Future], Any], reply: asyncio.Future) -> None:
+              prepared: PreparedCall | None, deliver: Callable[[asyncio.Future], Any], reply: asyncio.Future) -> None:
         self._release(replica)
         error = None if reply.cancelled() else reply.exception()
         if isinstance(error, ActorDiedError):
             self._drop(replica)  # as call_holding: forget it now, whether or not the call ran
             if isinstance(error, ActorUnavailableError):  # it never ran: try another replica
-                retry = asyncio.get_running_loop().create_task(self._route_value(method, args, kwargs, ctx))
+                retry = asyncio.get_running_loop().create_task(self._route_value(method, args, kwargs, ctx, prepared))
                 retry.add_done_callback(deliver)
                 return
         deliver(reply)
+
+    def _none_wanted_error(self) -> ServeError:
+        return ServeError(f"deployment {self.deployment.name!r} of application {self.deployment.app!r} has "
+                          "num_replicas=0 and no autoscaling_config, so no replica will serve this call "
+                          "(deploy it with num_replicas >= 1 or an autoscaling_config)")
 
     def _drop(self, replica: ReplicaInfo) -> None:
         """Forget a dead replica until the controller says otherwise."""
         self._replicas = tuple(r for r in self._replicas if r.replica_id != replica.replica_id)
 
-    async def call(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST) -> Any:
+    async def call(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST,
+                   prepared: PreparedCall | None = None) -> Any:
         """Route one request and return its result."""
         self._count(ctx)
-        return (await self._route(method, args, kwargs, None, ctx))[0]
+        return (await self._route(method, args, kwargs, None, ctx, prepared))[0]
 
     async def call_holding(self, method: str, args: tuple, kwargs: dict, hold: Callable[[Any], bool] | None,
                            ctx: Ctx = NO_REQUEST) -> tuple[Any, ReplicaInfo | None]:
@@ -247,8 +274,9 @@ class Router:
         self._count(ctx)
         return await self._route(method, args, kwargs, hold, ctx)
 
-    async def _route_value(self, method: str, args: tuple, kwargs: dict, ctx: Ctx) -> Any:
-        return (await self._route(method, args, kwargs, None, ctx))[0]
+    async def _route_value(self, method: str, args: tuple, kwargs: dict, ctx: Ctx,
+                           prepared: PreparedCall | None = None) -> Any:
+        return (await self._route(method, args, kwargs, None, ctx, prepared))[0]
 
     async def _acquire_traced(self, ctx: Ctx) -> ReplicaInfo:
         span = tracing.start(f"route {self.deployment.name}", traceparent=ctx[TRACE],
@@ -263,12 +291,12 @@ class Router:
         return replica
 
     async def _route(self, method: str, args: tuple, kwargs: dict, hold: Callable[[Any], bool] | None,
-                     ctx: Ctx) -> tuple[Any, ReplicaInfo | None]:
+                     ctx: Ctx, prepared: PreparedCall | None = None) -> tuple[Any, ReplicaInfo | None]:
         for attempt in range(_ATTEMPTS):
             replica = await (self._acquire_traced(ctx) if tracing.ENABLED else self._acquire())
             held = False
             try:
-                result = await replica.handle.handle_request.remote(method, args, kwargs, ctx)
+                result = await _send(replica, method, args, kwargs, ctx, prepared)
                 held = hold is not None and hold(result)
                 return result, (replica if held else None)
             except ActorDiedError as e:

@@ -221,6 +221,25 @@ async def healthy(c: ServeController, io: FakeIO) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+def test_num_replicas_zero_tells_routers_and_the_status_that_calls_fail_at_once() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = await controller_on(io)
+        await c.deploy([target(n=0)])
+        await healthy(c, io)
+        rs = (await c.listen(replica_set_key(D), -1, 0.0)).value
+        assert rs.none_wanted and rs.replicas == ()
+        d = (await c.status())["applications"]["app"]["deployments"]["d"]
+        assert "num_replicas is 0 and there is no autoscaling_config" in d["message"]
+        await c.deploy([target(n=1, version="v2")])
+        await healthy(c, io)
+        rs = (await c.listen(replica_set_key(D), -1, 0.0)).value
+        assert not rs.none_wanted and len(rs.replicas) == 1
+        assert (await c.status())["applications"]["app"]["deployments"]["d"]["message"] == ""
+
+    run(main())
+
+
 def test_a_deploy_is_rolled_out_and_published_on_the_long_poll() -> None:
     async def main() -> None:
         io = FakeIO()

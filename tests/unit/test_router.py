@@ -243,12 +243,13 @@ class Env:
     via: str = "call"
 
     def replica_set(self, names: list[str] | None = None, *, max_ongoing: int = 100, max_queued: int = -1,
-                    exists: bool = True, metrics_interval_s: float | None = None) -> Update:
+                    exists: bool = True, metrics_interval_s: float | None = None, none_wanted: bool = False) -> Update:
         self.version += 1
         names = list(self.replicas) if names is None else names
         return Update(self.version, ReplicaSet(
             DEPLOYMENT, tuple(ReplicaInfo(n, self.replicas[n], max_ongoing) for n in names),  # type: ignore[arg-type]
-            max_queued_requests=max_queued, metrics_interval_s=metrics_interval_s) if exists else None, exists)
+            max_queued_requests=max_queued, metrics_interval_s=metrics_interval_s, none_wanted=none_wanted)
+            if exists else None, exists)
 
     async def apply(self, rs: Update) -> None:
         """Push `rs` and wait until the router took it (it polls again with its version)."""
@@ -450,6 +451,29 @@ def test_a_missing_deployment_fails_calls_with_serve_error(via: str) -> None:
         with pytest.raises(ServeError, match=r"no deployment 'd' in application 'app'"):
             await outcome(env.call())
         assert env.router.load == 0
+        env.router.close()
+
+    run(main())
+
+
+def test_a_deployment_with_no_replicas_wanted_fails_calls_at_once(via: str) -> None:
+    async def main() -> None:
+        env = make_env("a")
+        await env.apply(env.replica_set(["a"], max_ongoing=1))
+        busy, waiting = env.call(0), env.call(1)  # one in flight, one waiting for room
+        await until(lambda: env.log, "dispatch")
+        await env.apply(env.replica_set([], none_wanted=True))  # scaled to num_replicas=0
+        with pytest.raises(ServeError, match=r"'d' of application 'app' has num_replicas=0 and no autoscaling"):
+            await outcome(waiting)
+        with pytest.raises(ServeError, match="num_replicas=0"):
+            await outcome(env.call(2))  # a new call fails at once too
+        env.log[0].succeed("done")  # the one in flight still finishes
+        assert await outcome(busy) == "done"
+        await env.apply(env.replica_set(["a"]))  # scaled up again: served
+        task = env.call(3)
+        await until(lambda: len(env.log) == 2, "dispatch")
+        env.log[1].succeed("ok")
+        assert await outcome(task) == "ok" and env.router.load == 0
         env.router.close()
 
     run(main())

@@ -382,3 +382,39 @@ def test_a_failed_dumps_leaves_the_next_one_whole() -> None:
     with pytest.raises(TypeError):
         dumps(("ok", threading.Lock()))
     assert loads(*dumps(("after", 1))) == ("after", 1)
+
+
+# -- arguments that cannot be serialized (issue 16, item 3) -------------------------------
+def test_prepare_call_names_the_argument_that_cannot_be_serialized() -> None:
+    import threading
+
+    from actors.system import prepare_call
+
+    class Refuses:
+        def __reduce__(self):
+            raise ValueError("not today")
+
+    with pytest.raises(TypeError, match=r"^m: argument 1 \(a lock\) cannot be serialized: TypeError"):
+        prepare_call((1, threading.Lock()), None, "m")
+    with pytest.raises(TypeError, match=r"keyword argument 'x' \(a Refuses\) cannot be serialized: ValueError: not"):
+        prepare_call((), {"x": Refuses()}, "m")
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(TypeError, match=r"argument 0 \(a list\) cannot be serialized: RecursionError"):
+        prepare_call((deep,), None, "m")
+    call = prepare_call((1, "two"), {"k": 3}, "m")
+    assert loads(call.payload, list(call.buffers)) == ((1, "two"), {"k": 3})
+    assert prepare_call((), None).payload == b""
+
+
+def test_one_failing_start_does_not_drop_the_rest_of_a_burst() -> None:
+    from serve._data.client import ServeClient
+
+    ran: list[int] = []
+
+    def bad() -> None:
+        raise RuntimeError("boom")
+
+    ServeClient._start_calls([(ran.append, (1,)), (bad, ()), (ran.append, (2,))])
+    assert ran == [1, 2]
