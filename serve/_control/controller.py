@@ -95,11 +95,18 @@ class ServeController:
             self.proxies.http_options = recovered.http_options
         if recovered.settings is not None:
             self.io.settings = recovered.settings
+        self.io.on_actor_death(self._actor_died)
         await self._refresh_nodes(now)
         await adopt_proxies(self.io, self.proxies, self._nodes, now)
         self._reconcile(self.clock())  # proxies are STARTING before the first status answer
         if run_loop:
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    def _actor_died(self, actor_id: Any, cause: str) -> None:
+        """A replica's actor died (the head says so): replace it and republish now."""
+        if any(s.replica_died(actor_id, cause) for s in self.deployments.values()):
+            self._reconcile(self.clock())
+            self._kick.set()
 
     async def ready(self) -> None:
         await asyncio.shield(self._ready)  # a cancelled call must not cancel the start

@@ -273,10 +273,24 @@ class DeploymentState:
                 self.message = f"replica {r.replica_id} did not answer its health check within {cfg.health_check_timeout_s}s"
                 log.warning("%s", self.message)
             if r.health_failures >= HEALTH_FAILURES:
-                log.warning("replacing replica %s (unhealthy or dead)", r.replica_id)
-                self.io.kill(r.handle)  # replaced by _converge
-                del self.replicas[r.replica_id]
-                self.lost.append(r.replica_id)
+                self._replace(r)
+
+    def replica_died(self, actor_id: Any, cause: str) -> bool:
+        """The head says the actor of a running replica died: replace it now, not at its
+        next health check. True if it was one of this deployment's replicas."""
+        r = next((r for r in self.replicas.values() if r.state == RUNNING and r.handle.actor_id == actor_id), None)
+        if r is None:
+            return False
+        self.message = f"replica {r.replica_id} died: {cause}"
+        log.warning("%s", self.message)
+        self._replace(r)
+        return True
+
+    def _replace(self, r: Replica) -> None:
+        log.warning("replacing replica %s (unhealthy or dead)", r.replica_id)
+        self.io.kill(r.handle)  # replaced by _converge
+        del self.replicas[r.replica_id]
+        self.lost.append(r.replica_id)
 
     def _probe_starts(self, now: float) -> None:
         """Ask where replicas that are slow to start are (for the status's reasons)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,6 +75,8 @@ class ControllerIO(Protocol):
     async def find_replica(self, replica_id: ReplicaId) -> Any | None: ...
 
     async def running_proxies(self) -> list[RunningProxy]: ...
+
+    def on_actor_death(self, callback: Callable[[Any, str], None]) -> None: ...  # callback(actor_id, cause)
 
 
 class _Actors:
@@ -192,6 +195,17 @@ class ActorControllerIO:
     async def drop_records(self, timeout_s: float) -> None:
         for key in (CHECKPOINT_KEY, STATUS_KEY):
             await self.rt.head.kv_delete(key, timeout=timeout_s)
+
+    def on_actor_death(self, callback: Callable[[Any, str], None]) -> None:
+        """Hear of every actor death the head reports (the directory's watch), within about
+        a second of it, instead of at the replica's next health check."""
+
+        def seen(info: ActorInfo) -> None:
+            if info.state is ActorState.DEAD:
+                callback(info.actor_id, info.death_cause or "it died")
+
+        self.rt.directory.observe(seen)
+        self.rt.directory.ensure_watching()
 
     async def find_replica(self, replica_id: ReplicaId) -> actors.ActorHandle | None:
         info = await self.rt.head.get_named_actor(replica_actor_name(replica_id), SERVE_NAMESPACE)

@@ -154,6 +154,7 @@ class FakeIO:
         self.kv: dict[str, bytes] = {}
         self.checkpoints = 0
         self.settings = ServeSettings()
+        self.death_listeners: list[Callable[[Any, str], None]] = []
 
     async def nodes(self) -> list[NodeView]:
         return list(self.node_list)
@@ -176,6 +177,14 @@ class FakeIO:
 
     async def running_proxies(self) -> list[RunningProxy]:
         return [RunningProxy(h.key.node_id, h) for h in self.proxies.live()]
+
+    def on_actor_death(self, callback: Callable[[Any, str], None]) -> None:
+        self.death_listeners.append(callback)
+
+    def die(self, handle: FakeHandle, cause: str) -> None:
+        """The head reports the actor of `handle` dead."""
+        for callback in self.death_listeners:
+            callback(handle.actor_id, cause)
 
 
 def target(name: str = "d", n: int = 2, version: str = "v1", route: str | None = "/d") -> DeploymentTarget:
@@ -236,6 +245,29 @@ def test_num_replicas_zero_tells_routers_and_the_status_that_calls_fail_at_once(
         rs = (await c.listen(replica_set_key(D), -1, 0.0)).value
         assert not rs.none_wanted and len(rs.replicas) == 1
         assert (await c.status())["applications"]["app"]["deployments"]["d"]["message"] == ""
+
+    run(main())
+
+
+def test_a_replica_the_head_reports_dead_is_replaced_at_once_not_at_its_next_health_check() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = await controller_on(io)
+        await c.deploy([target(n=2)])
+        await healthy(c, io)
+        before = (await c.listen(replica_set_key(D), -1, 0.0))
+        victim = before.value.replicas[0]
+        io.die(victim.handle, "its worker process was killed (SIGKILL)")
+        # At once, with no step of the clock: out of the routing set, a replacement starting.
+        rs = (await c.listen(replica_set_key(D), -1, 0.0)).value
+        assert victim.replica_id not in {r.replica_id for r in rs.replicas} and len(rs.replicas) == 1
+        assert victim.handle.killed and len(io.replicas.started) == 3
+        d = (await c.status())["applications"]["app"]["deployments"]["d"]
+        assert f"replica {victim.replica_id} died: its worker process was killed" in d["message"]
+        io.die(FakeHandle("replica", "someone else"), "not ours")  # another actor's death changes nothing
+        assert len(io.replicas.started) == 3
+        await healthy(c, io)
+        assert len((await c.listen(replica_set_key(D), -1, 0.0)).value.replicas) == 2
 
     run(main())
 
