@@ -1,10 +1,14 @@
-"""uvicorn's httptools protocol with a header-read deadline against slow clients.
+"""uvicorn's httptools protocol with a header-read deadline and a connection cap.
 
 uvicorn bounds idle keep-alive connections but not a request whose head trickles in: a
 client sending its headers a byte at a time would hold the connection (and graceful
 shutdown) forever. Here every request's head must be complete within `header_timeout_s`
 of its first byte (of the connection opening, for the first request); past it the client
 gets 408 and the connection is closed. Other connections are not affected.
+
+A connection opened while `max_connections` are already open is answered 503 and closed
+at once, before anything is read: file descriptors stay bounded however many clients
+connect (each refusal is counted, and logged at most every few seconds).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ._limits import LimitLog
+
 __all__ = ["protocol_with_header_deadline"]
 
 _BODY = b"request headers not received in time"
@@ -20,13 +26,26 @@ _408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-
         b"content-length: " + str(len(_BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + _BODY)
 
 
+_BUSY_BODY = b"too many connections to this proxy; try again later"
+_503 = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: " + str(len(_BUSY_BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + _BUSY_BODY)
+
+
 class _HeaderDeadlineProtocol(HttpToolsProtocol):
     header_timeout_s: float = 30.0
+    max_connections: int | None = None
+    refused: LimitLog
+    slow_heads: LimitLog
     _deadline: asyncio.TimerHandle | None = None
     _head_since: float | None = None  # when the head being read began (None: no head pending)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.max_connections is not None and len(self.connections) > self.max_connections:
+            self.refused.trip(f"over max_connections={self.max_connections}, answered 503")
+            transport.write(_503)
+            transport.close()  # connection_lost takes it out of the count
+            return
         self._head_since = self.loop.time()
         self._deadline = self.loop.call_at(self._head_since + self.header_timeout_s, self._expired)
 
@@ -59,11 +78,15 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
         self._deadline = None
         if self._head_since is None or self.transport.is_closing():
             return
+        self.slow_heads.trip(f"request head not complete within {self.header_timeout_s:g} s, answered 408")
         if self.cycle is None or self.cycle.response_complete:  # never inside another response
             self.transport.write(_408)
         self.transport.close()
 
 
-def protocol_with_header_deadline(header_timeout_s: float) -> type[HttpToolsProtocol]:
-    """A protocol class for `uvicorn.Config(http=...)` with this deadline."""
-    return type("HeaderDeadlineProtocol", (_HeaderDeadlineProtocol,), {"header_timeout_s": header_timeout_s})
+def protocol_with_header_deadline(header_timeout_s: float, max_connections: int | None = None) -> type[HttpToolsProtocol]:
+    """A protocol class for `uvicorn.Config(http=...)` with this deadline and cap (one per server)."""
+    return type("HeaderDeadlineProtocol", (_HeaderDeadlineProtocol,),
+                {"header_timeout_s": header_timeout_s, "max_connections": max_connections,
+                 "refused": LimitLog("proxy refused a connection"),
+                 "slow_heads": LimitLog("proxy closed a slow connection")})

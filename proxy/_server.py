@@ -7,8 +7,10 @@ Per request: match the compiled prefix trie, read the body (refusing more than
 `GET /-/routes` and `GET /-/healthz` (503 while draining). Errors map to status codes;
 the server never crashes on a request: 404 unknown route, 500 user error, 503
 back-pressure, 504 past `request_timeout_s`, 431 for headers over MAX_HEADER_BYTES, 408 for
-a request head not complete within `header_timeout_s` (slow clients); uvicorn itself answers
-a malformed request with 400. `middlewares` and `root_path` wrap the app
+a request head not complete within `header_timeout_s`, or a body not complete within
+`body_timeout_s` or idle between chunks for BODY_IDLE_S (slow clients; the connection is
+closed), 503 and close for a connection over `max_connections`; uvicorn itself answers a
+malformed request with 400. `middlewares` and `root_path` wrap the app
 (see `_asgi`): a request's `root_path` is the proxy's root_path plus the matched prefix.
 
 Every request gets an id (see `_observe`), sent back in its `X-Request-ID` response header
@@ -31,6 +33,7 @@ import uvicorn
 
 from ._asgi import build_app
 from ._codec import whole_response
+from ._limits import LimitLog
 from ._observe import REQUEST_ID_HEADER, RequestObserver, request_id_of, set_current
 from ._protocol import protocol_with_header_deadline
 from ._routes import Route, RouteTable
@@ -42,6 +45,7 @@ __all__ = ["ProxyServer"]
 log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT_S = 30.0  # a request's head must arrive within this (408 and close past it)
+BODY_IDLE_S = 30.0  # the longest gap allowed between a body's chunks (408 and close past it)
 Forward = Callable[[str, HTTPRequest, str], Awaitable["HTTPResponse | ResponseStream"]]
 _BUILTINS = ("/-/healthz", "/-/routes")
 
@@ -67,12 +71,15 @@ class ProxyServer:
                  max_body_bytes: int = 100 * 1024 * 1024, keep_alive_timeout_s: float = 5,
                  classify: Callable[[BaseException], int] | None = None, middlewares: Iterable[Any] = (),
                  root_path: str = "", header_timeout_s: float = HEADER_TIMEOUT_S,
+                 body_timeout_s: float = 120.0, max_connections: int | None = None,
                  observer: RequestObserver | None = None) -> None:
         self.host = host
         self.port = port
         self._forward = forward
         self._timeout = request_timeout_s
         self._max_body = max_body_bytes
+        self._body_timeout = body_timeout_s
+        self._slow_bodies = LimitLog("proxy closed a connection whose request body was too slow")
         self._classify = classify or (lambda e: 500)
         self._observer = observer
         self.table = RouteTable.compile([])
@@ -80,11 +87,14 @@ class ProxyServer:
         self.in_flight = 0
         # the app behind root_path and middlewares
         asgi = build_app(self.app, middlewares, root_path, outside=self._outside_root_path)
+        # log_config=None: uvicorn leaves the process's logging alone (its default config
+        # stops "uvicorn.*" records from reaching the root logger, so a proxy's log file
+        # would miss its server's errors); log_level still quiets its loggers below WARNING.
         config = uvicorn.Config(asgi, host=host, port=port, lifespan="off", log_level="warning",
-                                access_log=False,
+                                access_log=False, log_config=None,
                                 # seconds, as a float at run time too (the annotation says int)
                                 timeout_keep_alive=keep_alive_timeout_s,  # type: ignore[arg-type]
-                                http=protocol_with_header_deadline(header_timeout_s),
+                                http=protocol_with_header_deadline(header_timeout_s, max_connections),
                                 interface="asgi3", proxy_headers=False)
         self._server = _Server(config)
         self._task: asyncio.Task | None = None
@@ -188,6 +198,9 @@ class ProxyServer:
         body = await self._read_body(scope, receive)
         if body is None:
             return _text(413, f"request body over max_body_bytes={self._max_body}"), route, target
+        if body is _TOO_SLOW:
+            self._slow_bodies.trip(f"{scope['method']} {scope['path']}")
+            return _SLOW_BODY, route, target
         request = HTTPRequest(scope["method"], match.path, scope.get("root_path", "") + match.root_path,
                               scope.get("query_string", b""),
                               tuple(scope.get("headers", ())), body, scope.get("scheme", "http"),
@@ -205,22 +218,87 @@ class ProxyServer:
             return _text(status, f"{type(e).__name__}: {e}"), route, target
 
     async def _read_body(self, scope: dict, receive: Any) -> bytes | None:
+        """The request body; None if over max_body_bytes, _TOO_SLOW past its deadlines.
+        A request with no body announced costs no timer."""
+        expected = False
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self._max_body:
-                return None
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self._max_body:
+                    return None
+                expected = expected or value != b"0"
+            elif name == b"transfer-encoding":
+                expected = True
+        if not expected:
+            message = await receive()  # uvicorn has it: the request ended with its head
+            return message.get("body", b"") if message["type"] == "http.request" else b""
+        return await _BodyReader(self._max_body, self._body_timeout).read(receive)
+
+
+_TOO_SLOW = b"<too slow>"  # a sentinel, compared by identity
+_SLOW_BODY = whole_response(408, ((b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")),
+                            b"request body not received in time")
+
+
+class _BodyReader:
+    """Reads one body within its deadlines: `total_s` from now, and BODY_IDLE_S between
+    chunks. One timer, moved on at each chunk, cancels the read when it fires."""
+
+    def __init__(self, max_bytes: int, total_s: float) -> None:
+        self.max_bytes = max_bytes
+        self.loop = asyncio.get_running_loop()
+        self.end = self.loop.time() + total_s
+        self.expired = False
+        self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def read(self, receive: Any) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                self._arm()
+                try:
+                    message = await receive()
+                except asyncio.CancelledError:
+                    if self.expired:
+                        self._uncancel()
+                        return _TOO_SLOW
+                    raise
+                if message["type"] == "http.disconnect":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    return None
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+        if self.expired:  # fired as the last chunk landed: its cancel is pending; take it here
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                self._uncancel()
+            return _TOO_SLOW
         return b"".join(chunks)
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(min(self.end, self.loop.time() + BODY_IDLE_S), self._expire)
+
+    def _uncancel(self) -> None:
+        """Our cancel was taken: keep the task's count of cancel requests right (3.11+)."""
+        uncancel = getattr(self._task, "uncancel", None)
+        if uncancel is not None:
+            uncancel()
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self._task is not None:
+            self._task.cancel()
 
 
 def _with_header(headers: tuple[tuple[bytes, bytes], ...], header: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:

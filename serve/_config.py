@@ -330,6 +330,13 @@ class HTTPOptions(Model):
     keep_alive_timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False),
                                     Must("a positive number of seconds", show_default=True)] = 5
     """How long an idle HTTP connection is kept open."""
+    body_timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False),
+                              Must("a positive number of seconds", show_default=True)] = 120
+    """How long a request body may take to arrive, from the end of its headers (longer:
+    408 and the connection closed); a gap of over 30 s between its chunks also ends it."""
+    max_connections: Annotated[int, Field(gt=0), Must("a positive integer", show_default=True)] = 10_000
+    """Open connections per proxy; one more is answered 503 and closed at once (keep it
+    below the process's file-descriptor limit)."""
 
     @classmethod
     def of(cls, value: HTTPOptions | Mapping[str, Any] | None) -> HTTPOptions:

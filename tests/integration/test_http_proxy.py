@@ -258,3 +258,56 @@ def test_a_request_outside_root_path_gets_an_id_too(bare_server) -> None:
         inside = client.get("/serve/x")
         assert inside.text == "ok" and inside.headers["x-request-id"]
         assert client.get("/-/healthz", headers={"X-Request-ID": "hz"}).headers["x-request-id"] == "hz"
+
+
+def test_a_body_that_trickles_or_stalls_gets_408_and_close_while_others_are_served(bare_server, caplog) -> None:
+    import socket
+    import time
+
+    srv = bare_server(body_timeout_s=1.5)
+    head = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as stalled, \
+            socket.create_connection(("127.0.0.1", srv.port), timeout=30) as trickling:
+        stalled.sendall(head)  # then nothing
+        trickling.sendall(head)
+        started = time.monotonic()
+        with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as client:
+            while time.monotonic() - started < 1.0:  # a byte every 100 ms: never idle, always late
+                trickling.sendall(b"x")
+                assert client.post("/ok", content=b"fine").text == "ok"  # others are served meanwhile
+                time.sleep(0.1)
+        for sock in (stalled, trickling):
+            answer = b""
+            while chunk := sock.recv(4096):  # 408, then the connection closes
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer, answer[:200]
+        assert time.monotonic() - started >= 1.4
+    with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as client:
+        assert client.post("/ok", content=b"x" * 100_000).text == "ok"  # a whole body in time is served
+    assert "whose request body was too slow" in caplog.text
+
+
+def test_connections_over_max_connections_get_503_and_are_closed_at_once(bare_server) -> None:
+    import socket
+
+    srv = bare_server(max_connections=20)
+    idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(20)]
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as extra:
+            answer = b""
+            while chunk := extra.recv(4096):  # answered and closed without sending anything
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
+        idle.pop().close()  # room again: a new connection is served
+        wait_until(lambda: _served(srv.port), timeout=10, what="a connection to be served again")
+    finally:
+        for s in idle:
+            s.close()
+
+
+def _served(port: int) -> bool:
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            return client.get("/x").text == "ok"
+    except httpx.HTTPError:
+        return False
