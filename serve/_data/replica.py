@@ -271,6 +271,11 @@ class ReplicaActor:
             await result
 
     @actors.unqueued
+    async def ping(self) -> None:
+        """Answered by the replica's loop at once: routers ask a replica whose requests
+        make no progress whether it is alive at all (a frozen process does not answer)."""
+
+    @actors.unqueued
     async def check_health(self) -> bool:
         fn = getattr(self._callable, "check_health", None)
         if fn is not None:

@@ -13,6 +13,10 @@ A request refused by a replica that was already gone (`ActorUnavailableError`: i
 ran) is retried on another replica; one that was in flight when its replica died fails
 (it may have run).
 
+A frozen replica (a stopped process, a loop that never yields) is noticed from the data
+path: requests in flight there and none finished for STALL_S get it a ping (unqueued);
+unanswered within PING_TIMEOUT_S, it gets no new requests until a ping answers again.
+
 Each request carries its request context (`context.Ctx`) to the replica (an argument of the call). The
 router counts requests (`serve_num_router_requests_total`, by the context's route and
 application), shows its queue (`serve_deployment_queued_queries`), and, when tracing is on,
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import logging
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,6 +46,9 @@ from .serve_metrics import caller_metrics
 __all__ = ["POLL_HOLD_S", "PowerOfTwoChoices", "Router", "replica_set_key"]
 
 POLL_HOLD_S = 20.0
+STALL_S = 3.0  # a replica busy with no request finished for this long is pinged
+PING_TIMEOUT_S = 2.0  # one whose ping is not answered within this is set aside until it answers
+log = logging.getLogger(__name__)
 _ATTEMPTS = 3  # a request refused by gone replicas is tried on at most this many
 
 
@@ -75,7 +83,8 @@ def _send(replica: ReplicaInfo, method: str, args: tuple, kwargs: dict, ctx: Ctx
 
 class Router:
     def __init__(self, deployment: DeploymentId, controller: Any, rng: random.Random | None = None, *,
-                 handle_id: str = "", actor_id: str = "") -> None:
+                 handle_id: str = "", actor_id: str = "", stall_s: float = STALL_S,
+                 ping_timeout_s: float = PING_TIMEOUT_S) -> None:
         self.deployment = deployment
         self.handle_id = handle_id
         self.actor_id = actor_id
@@ -99,6 +108,13 @@ class Router:
         self._poll = LongPollClient(lambda version: controller.listen.remote(key, version, POLL_HOLD_S), self.apply,
                                     name=f"replica set of {deployment}").start()
         self._reporter = asyncio.get_running_loop().create_task(self._report())
+        # Frozen replicas (see _watch): when each replica last answered, and those set aside.
+        self._loop = asyncio.get_running_loop()
+        self._stall_s, self._ping_timeout_s = stall_s, ping_timeout_s
+        self._progress: dict[ReplicaId, float] = {}
+        self._frozen: set[ReplicaId] = set()
+        self._pinging: set[ReplicaId] = set()
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
 
     @property
     def replicas(self) -> tuple[ReplicaInfo, ...]:
@@ -163,7 +179,13 @@ class Router:
                 n -= 1
 
     def _has_room(self) -> bool:
-        return any(self._in_flight.get(r.replica_id, 0) < r.max_ongoing_requests for r in self._replicas)
+        return any(self._in_flight.get(r.replica_id, 0) < r.max_ongoing_requests for r in self._routable())
+
+    def _routable(self) -> Sequence[ReplicaInfo]:
+        """The replicas new requests may go to: all but those set aside as frozen."""
+        if not self._frozen:
+            return self._replicas
+        return [r for r in self._replicas if r.replica_id not in self._frozen]
 
     async def _acquire(self) -> ReplicaInfo:
         """A replica with room, in FIFO order: requests already waiting (or woken and
@@ -178,7 +200,7 @@ class Router:
             if self._none_wanted:
                 raise self._none_wanted_error()
             ahead = arriving and (self._waiting or self._handoffs)
-            replica = None if ahead else self._policy.choose(self._replicas, self._in_flight)
+            replica = None if ahead else self._policy.choose(self._routable(), self._in_flight)
             if replica is not None:
                 self._in_flight[replica.replica_id] += 1
                 if self._waiting and self._has_room():
@@ -209,7 +231,62 @@ class Router:
 
     def _release(self, replica: ReplicaInfo) -> None:
         self._in_flight[replica.replica_id] -= 1
+        self._progress[replica.replica_id] = self._loop.time()
         self._wake()
+
+    # -- frozen replicas -------------------------------------------------------------------
+    async def _watch(self) -> None:
+        """Every tick: a replica with requests in flight and none finished for `stall_s`
+        is pinged (an unqueued no-op its loop answers at once); one that does not answer
+        within `ping_timeout_s` is set aside (no new requests) until a ping answers again.
+        The controller's health checks replace it if it stays that way."""
+        while True:
+            await asyncio.sleep(min(1.0, self._stall_s))
+            now = self._loop.time()
+            for r in self._replicas:
+                rid = r.replica_id
+                if rid in self._pinging:
+                    continue
+                if rid in self._frozen:
+                    self._ping(r)
+                elif self._in_flight.get(rid, 0) > 0:
+                    since = self._progress.setdefault(rid, now)  # busy, first seen: measure from now
+                    if now - since > self._stall_s:
+                        self._ping(r)
+            for rid in [k for k in self._progress if k not in self._in_flight]:
+                del self._progress[rid]  # a replica gone from the set
+
+    def _ping(self, replica: ReplicaInfo) -> None:
+        self._pinging.add(replica.replica_id)
+        self._loop.create_task(self._probe(replica))
+
+    async def _probe(self, replica: ReplicaInfo) -> None:
+        rid = replica.replica_id
+        try:
+            await asyncio.wait_for(replica.handle.ping.remote(), self._ping_timeout_s)
+        except asyncio.TimeoutError:
+            if rid not in self._frozen:
+                log.warning("replica %s answers nothing (%d requests in flight, none finished for %.0f s): "
+                            "no new requests go to it until it does", rid, self._in_flight.get(rid, 0),
+                            self._loop.time() - self._progress.get(rid, self._loop.time()))
+                self._frozen.add(rid)
+        except ActorDiedError:
+            self._drop(replica)
+            self._frozen.discard(rid)
+        except Exception:  # any other answer (an error) still means its loop runs
+            self._thawed(rid)
+        else:
+            self._thawed(rid)
+        finally:
+            self._pinging.discard(rid)
+
+    def _thawed(self, rid: ReplicaId) -> None:
+        self._progress[rid] = self._loop.time()
+        if rid in self._frozen:
+            self._frozen.discard(rid)
+            log.warning("replica %s answers again: routing to it", rid)
+            if self._waiting:
+                self._wake(len(self._waiting))
 
     def send(self, method: str, args: tuple, kwargs: dict, deliver: Callable[[asyncio.Future], Any],
              ctx: Ctx = NO_REQUEST, prepared: PreparedCall | None = None) -> asyncio.Future:
@@ -222,7 +299,7 @@ class Router:
         self._count(ctx)
         replica = None
         if self._have_set.is_set() and not self._missing and not self._waiting and not self._handoffs:
-            replica = self._policy.choose(self._replicas, self._in_flight)
+            replica = self._policy.choose(self._routable(), self._in_flight)
         if replica is None:
             task = asyncio.get_running_loop().create_task(self._route_value(method, args, kwargs, ctx, prepared))
             task.add_done_callback(deliver)
@@ -317,3 +394,4 @@ class Router:
     def close(self) -> None:
         self._poll.close()
         self._reporter.cancel()
+        self._watchdog.cancel()

@@ -66,3 +66,37 @@ def test_num_replicas_zero_fails_calls_at_once_and_the_status_says_why() -> None
     assert time.monotonic() - started < 5
     serve.run(Pid.options(num_replicas=1).bind(), name="none", route_prefix=None)  # scaled up: served
     assert handle.remote().result(timeout_s=30) > 0
+
+
+def test_a_frozen_replica_gets_no_new_requests_until_it_thaws() -> None:
+    handle = serve.run(Pid.bind(), name="frozen", route_prefix=None)
+
+    def both() -> set[int] | None:
+        found = {handle.remote().result(timeout_s=30) for _ in range(20)}
+        return found if len(found) == 2 else None
+
+    frozen, alive = sorted(wait_until(both, timeout=30, what="both replicas answering"))
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        stuck = [handle.remote() for _ in range(10)]  # some land on the stopped replica
+        started = time.monotonic()
+
+        def only_alive_answers() -> bool:
+            answers = [handle.remote() for _ in range(10)]
+            return all(r.result(timeout_s=2) == alive for r in answers)
+
+        def settled() -> bool:
+            try:
+                return only_alive_answers()
+            except TimeoutError:
+                return False
+
+        wait_until(settled, timeout=30, what="new requests to go to the live replica only")
+        set_aside_after = time.monotonic() - started
+        assert all(handle.remote().result(timeout_s=5) == alive for _ in range(20))
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    assert sorted({r.result(timeout_s=30) for r in stuck}) == sorted({frozen, alive})  # nothing was lost
+    wait_until(lambda: frozen in {handle.remote().result(timeout_s=30) for _ in range(20)}, timeout=30,
+               what="the thawed replica to be routed to again")
+    assert set_aside_after < 15, set_aside_after

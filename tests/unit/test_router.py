@@ -207,9 +207,20 @@ class FakeReplica:
     name: str
     log: list[Request] = field(default_factory=list)  # shared by all replicas of a test: dispatch order
 
+    frozen: bool = False  # a stopped process: answers nothing, pings included
+
     def __post_init__(self) -> None:
         self.handle_request = _Remote(self._handle_request)
+        self.ping = _Remote(self._ping)
         self.requests: list[Request] = []
+        self.pings = 0
+
+    def _ping(self) -> FakeRef:
+        self.pings += 1
+        fut = asyncio.get_running_loop().create_future()
+        if not self.frozen:
+            fut.set_result(None)
+        return FakeRef(fut)
 
     def _handle_request(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any = None) -> FakeRef:
         req = Request(self.name, method, args, kwargs, asyncio.get_running_loop().create_future(), ctx)
@@ -272,11 +283,12 @@ class Env:
         return [r.args[0] for r in self.log]
 
 
-def make_env(*names: str, seed: int = 0) -> Env:
+def make_env(*names: str, seed: int = 0, **router_kw: Any) -> Env:
     controller = FakeController()
     log: list[Request] = []
     replicas = {n: FakeReplica(n, log) for n in names}
-    return Env(controller, Router(DEPLOYMENT, controller, rng=random.Random(seed)), replicas, log, via=_VIA[0])
+    return Env(controller, Router(DEPLOYMENT, controller, rng=random.Random(seed), **router_kw), replicas, log,
+               via=_VIA[0])
 
 
 async def until(cond: Callable[[], Any], what: str, yields: int = 1000) -> None:
@@ -867,6 +879,71 @@ def test_cancelling_what_send_returns_abandons_the_request() -> None:
         await until(lambda: len(delivered) == 2, "both outcomes")
         assert all(f.cancelled() for f in delivered)
         assert env.router.load == 0 and len(env.log) == 1, "the abandoned waiter was still dispatched"
+        env.router.close()
+
+    run(main())
+
+
+# ---------------------------------------------------------------------------------------
+# Router: frozen replicas (the router's own timers are the subject: short real waits)
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_frozen_replica_is_set_aside_until_it_answers_again(via: str) -> None:
+    async def main() -> None:
+        env = make_env("a", "b", stall_s=0.05, ping_timeout_s=0.05)
+        await env.apply(env.replica_set())
+        env.replicas["a"].frozen = True
+        stuck = []
+        while not any(r.replica == "a" for r in env.log):  # until one request is stuck on "a"
+            stuck.append(env.call(len(env.log)))
+            await settle()
+            for r in env.pending():
+                if r.replica == "b":
+                    r.succeed(r.args[0])
+        for _ in range(200):  # its ping goes unanswered: set aside
+            await asyncio.sleep(0.01)
+            if env.replicas["a"].pings and env.router._frozen:
+                break
+        assert env.router._frozen == {"a"}
+        before = len(env.replicas["a"].requests)
+        calls = [env.call(i) for i in range(20)]
+        await settle()
+        assert len(env.replicas["a"].requests) == before  # every new request went to "b"
+        for r in env.pending():
+            if r.replica == "b":
+                r.succeed(r.args[0])
+        assert await outcomes(*calls) == list(range(20))
+        env.replicas["a"].frozen = False  # thawed: its next ping answers, it is routed to again
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if not env.router._frozen:
+                break
+        assert not env.router._frozen
+        more = [env.call(i) for i in range(20)]
+        await settle()
+        assert len(env.replicas["a"].requests) > before
+        for r in env.pending():
+            r.succeed(r.args[0])
+        await outcomes(*more, *stuck)
+        env.router.close()
+
+    run(main())
+
+
+def test_a_busy_replica_that_answers_its_ping_is_not_set_aside() -> None:
+    async def main() -> None:
+        env = make_env("a", stall_s=0.05, ping_timeout_s=0.05)
+        await env.apply(env.replica_set())
+        slow = env.call(1)  # a long request: no progress, but the replica's loop answers
+        await until(lambda: env.log, "dispatch")
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if env.replicas["a"].pings >= 2:
+                break
+        assert env.replicas["a"].pings >= 2 and not env.router._frozen
+        env.log[0].succeed("done")
+        assert await outcome(slow) == "done"
         env.router.close()
 
     run(main())
