@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, ClassVar, TypeGuard
@@ -80,6 +81,9 @@ class AutoscalingConfig(Model):
         lo, hi, init = values.get("min_replicas"), values.get("max_replicas"), values.get("initial_replicas")
         if not (_int(lo) and _int(hi)):
             return
+        cap = replica_cap()
+        if hi > cap:
+            yield Rule(("max_replicas",), over_cap(hi))
         if lo > hi:
             yield Rule(("min_replicas",), f"must be <= max_replicas ({hi}), got {lo}: raise max_replicas or lower "
                                           "min_replicas")
@@ -95,6 +99,25 @@ class AutoscalingConfig(Model):
 
 def _int(value: Any) -> TypeGuard[int]:
     return type(value) is int
+
+
+REPLICA_CAP_ENV = "ZEROSERVE_MAX_REPLICAS_PER_DEPLOYMENT"
+
+
+def replica_cap() -> int:
+    """The most replicas one deployment may ask for (num_replicas, max_replicas):
+    `$ZEROSERVE_MAX_REPLICAS_PER_DEPLOYMENT`, 1,000 by default. A bound on what one typo
+    (num_replicas=100000) can make the controller and the head hold."""
+    value = os.environ.get(REPLICA_CAP_ENV, "1000")
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise ValueError(f"${REPLICA_CAP_ENV} must be an integer, got {value!r}") from None
+
+
+def over_cap(n: int) -> str:
+    return (f"{n} is over the cap of {replica_cap()} replicas per deployment; ask for fewer, or raise the cap "
+            f"with ${REPLICA_CAP_ENV} if you mean it")
 
 
 class AutoscalingPolicy:

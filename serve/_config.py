@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails
 
-from ._autoscaling import AutoscalingConfig
+from ._autoscaling import AutoscalingConfig, over_cap, replica_cap
 from ._model import Loc, Model, Must, NonNegativeSeconds, PositiveSeconds, Rule, invalid, python_error, wrong
 from ._obs_config import LoggingConfig
 
@@ -153,6 +153,9 @@ class DeploymentConfig(Model):
 
     @classmethod
     def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
+        n = values.get("num_replicas")
+        if type(n) is int and n > replica_cap():
+            yield Rule(("num_replicas",), over_cap(n))
         if (cls.replicas_or_autoscaling and {"num_replicas", "autoscaling_config"} <= given
                 and values.get("num_replicas") is not None and values.get("autoscaling_config") is not None):
             yield Rule((), "give either num_replicas or autoscaling_config, not both: autoscaling decides the number "
