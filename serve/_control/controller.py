@@ -112,8 +112,13 @@ class ServeController:
         await asyncio.shield(self._ready)  # a cancelled call must not cancel the start
 
     async def _refresh_nodes(self, now: float) -> None:
+        known = {n.node_id for n in self._nodes if n.alive}
         self._nodes = await self.io.nodes()
         self._nodes_at = now
+        joined = {n.node_id for n in self._nodes if n.alive} - known
+        if known and joined:  # not at start: spread deployments over nodes that joined
+            for s in self.deployments.values():
+                s.spread_onto(joined, now)
 
     async def _run(self) -> None:
         while True:

@@ -53,6 +53,7 @@ PROBE_EVERY_S = 1.0
 LOST_KEPT = 32
 STARTING, RUNNING, STOPPING = ReplicaState.STARTING, ReplicaState.RUNNING, ReplicaState.STOPPING
 log = logging.getLogger(__name__)
+_MOVING = "<moving to another node>"  # the version of a replica being moved: replaced as if outdated
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +230,7 @@ class DeploymentState:
             if error is None:
                 info = r.ready.result(0)
                 if isinstance(info, dict):  # its pid and log file, for the status
-                    r.meta.update({k: info[k] for k in ("pid", "log_file") if k in info})
+                    r.meta.update({k: info[k] for k in ("pid", "log_file", "node_id") if k in info})
                 log.info("replica %s is running (started in %.1f s)", r.replica_id, now - r.started_at)
                 r.state = RUNNING  # r.user_config is what it was built with; _reconfigure catches it up
                 r.next_health_at = now + self.target.config.health_check_period_s
@@ -274,6 +275,32 @@ class DeploymentState:
                 log.warning("%s", self.message)
             if r.health_failures >= HEALTH_FAILURES:
                 self._replace(r)
+
+    def spread_onto(self, joined: set[str], now: float) -> bool:
+        """Nodes `joined` the cluster: if one of them runs none of this deployment's
+        replicas while another node runs two or more, move one replica from the most crowded
+        node (rolled like an update: its replacement starts, placed by the head's spread,
+        then it drains). One move per join, so a node that cannot take a replica costs one
+        extra start, not a churn. True if a move began."""
+        current = [r for r in self.replicas.values() if r.version == self.target.version]
+        if self.deleting or len(current) != self.desired or any(r.state != RUNNING for r in current):
+            return False  # mid roll-out: the roll-out places its own replicas
+        by_node: dict[str, list[Replica]] = {}
+        for r in current:
+            node = r.meta.get("node_id")
+            if node:
+                by_node.setdefault(node, []).append(r)
+        if not by_node or not any(n not in by_node for n in joined):
+            return False
+        crowded = max(by_node.values(), key=len)
+        if len(crowded) < 2:
+            return False
+        mover = max(crowded, key=lambda r: r.started_at)
+        mover.version = _MOVING  # _converge starts its replacement, then drains it
+        log.info("moving replica %s off node %s (%d replicas there) onto a node that joined", mover.replica_id,
+                 mover.meta.get("node_id"), len(crowded))
+        self._converge(now)
+        return True
 
     def replica_died(self, actor_id: Any, cause: str) -> bool:
         """The head says the actor of a running replica died: replace it now, not at its

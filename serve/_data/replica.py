@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 import actors
-from actors.system import node_logs_dir
+from actors.system import current_runtime, node_logs_dir
 from proxy import (
     HTTPChunks,
     HTTPResponse,
@@ -122,7 +122,9 @@ class ReplicaActor:
         if self._user_config_pending is not None:
             await self.reconfigure(self._user_config_pending)
             self._user_config_pending = None
+        rt = current_runtime()
         return {"replica_tag": self._tag, "pid": os.getpid(),
+                "node_id": rt.node_id.hex if rt is not None and rt.node_id is not None else "",
                 "log_file": str(logs.log_path(self._who, self._logging or LoggingConfig(), node_logs_dir()))}
 
     @actors.unqueued

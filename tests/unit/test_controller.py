@@ -272,6 +272,35 @@ def test_a_replica_the_head_reports_dead_is_replaced_at_once_not_at_its_next_hea
     run(main())
 
 
+def test_a_node_that_joins_gets_a_replica_moved_from_a_crowded_node() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = await controller_on(io)
+        await c.deploy([target(n=2)])
+        for p in io.replicas.pending("ready"):
+            p.succeed({"pid": 1, "node_id": "n1"})  # both on the head node (the only one)
+        await healthy(c, io)
+        assert len(io.replicas.started) == 2
+        io.node_list.append(N2)
+        await step(c, 1.0)  # the controller re-reads the nodes: n2 joined
+        assert len(io.replicas.started) == 3  # a replacement, before anything stops
+        rs = (await c.listen(replica_set_key(D), -1, 0.0)).value
+        assert len(rs.replicas) == 2  # both still serve meanwhile
+        for p in io.replicas.pending("ready"):
+            p.succeed({"pid": 2, "node_id": "n2"})
+        for _ in range(5):
+            await step(c)
+        await healthy(c, io)
+        assert [h.killed for h in io.replicas.started[:2]].count(True) == 1  # one of the crowded two drained
+        rs = (await c.listen(replica_set_key(D), -1, 0.0)).value
+        assert len(rs.replicas) == 2 and io.replicas.started[2].key in {r.replica_id for r in rs.replicas}
+        io.node_list.append(NodeView("n3", "127.0.0.3", True, False))
+        await step(c, 1.0)  # one replica per node already: nothing moves
+        assert len(io.replicas.started) == 3
+
+    run(main())
+
+
 def test_a_deploy_is_rolled_out_and_published_on_the_long_poll() -> None:
     async def main() -> None:
         io = FakeIO()
