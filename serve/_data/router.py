@@ -214,7 +214,11 @@ class Router:
             tracing.end(tracing.start(f"route {self.deployment.name}", traceparent=ctx[TRACE],
                                       attributes={"serve.replica": str(replica.replica_id), "serve.queued": False}))
         self._in_flight[replica.replica_id] += 1
-        reply = replica.handle.handle_request.remote(method, args, kwargs, ctx).future()
+        try:
+            reply = replica.handle.handle_request.remote(method, args, kwargs, ctx).future()
+        except BaseException:  # the arguments cannot be sent (not picklable)
+            self._release(replica)
+            raise
         reply.add_done_callback(functools.partial(self._sent, replica, method, args, kwargs, ctx, deliver))
         return reply
 
@@ -240,12 +244,13 @@ class Router:
         return (await self._route(method, args, kwargs, None, ctx))[0]
 
     async def call_holding(self, method: str, args: tuple, kwargs: dict, hold: Callable[[Any], bool] | None,
-                           ctx: Ctx = NO_REQUEST) -> tuple[Any, ReplicaInfo | None]:
+                           ctx: Ctx = NO_REQUEST, stream: bool = False) -> tuple[Any, ReplicaInfo | None]:
         """Route one request; returns (result, replica). If `hold(result)`, the request
         stays counted in flight on that replica until `release(replica)` (a response
-        streamed from it after this call returns); otherwise replica is None."""
+        streamed from it after this call returns); otherwise replica is None.
+        `stream`: a handle call with `stream=True` (the replica answers with a stream start)."""
         self._count(ctx)
-        return await self._route(method, args, kwargs, hold, ctx)
+        return await self._route(method, args, kwargs, hold, ctx, stream)
 
     async def _route_value(self, method: str, args: tuple, kwargs: dict, ctx: Ctx) -> Any:
         return (await self._route(method, args, kwargs, None, ctx))[0]
@@ -263,12 +268,15 @@ class Router:
         return replica
 
     async def _route(self, method: str, args: tuple, kwargs: dict, hold: Callable[[Any], bool] | None,
-                     ctx: Ctx) -> tuple[Any, ReplicaInfo | None]:
+                     ctx: Ctx, stream: bool = False) -> tuple[Any, ReplicaInfo | None]:
         for attempt in range(_ATTEMPTS):
             replica = await (self._acquire_traced(ctx) if tracing.ENABLED else self._acquire())
             held = False
             try:
-                result = await replica.handle.handle_request.remote(method, args, kwargs, ctx)
+                if stream:
+                    result = await replica.handle.handle_request.remote(method, args, kwargs, ctx, True)
+                else:
+                    result = await replica.handle.handle_request.remote(method, args, kwargs, ctx)
                 held = hold is not None and hold(result)
                 return result, (replica if held else None)
             except ActorDiedError as e:
