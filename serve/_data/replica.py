@@ -252,6 +252,8 @@ class ReplicaActor:
             fn = self._method(method)
             if inspect.iscoroutinefunction(fn):
                 result = await fn(*args, **kwargs)
+            elif inspect.isasyncgenfunction(fn):  # its body runs on this loop as it is iterated
+                result = fn(*args, **kwargs)
             else:
                 ctx = contextvars.copy_context()
                 result = await asyncio.get_running_loop().run_in_executor(None, lambda: ctx.run(fn, *args, **kwargs))
