@@ -243,11 +243,11 @@ class DeploymentHandle:
         loop = asyncio._get_running_loop()
         name, method = self._id, self.method_name
         ctx = _context_of_call(self.app_name)
-        if self.stream:
-            return start_stream(client, name, method, args, kwargs, ctx, _resolve)
         span = None
         if tracing.ENABLED:
             span, ctx = _traced(self.deployment_name, method, ctx)
+        if self.stream:
+            return start_stream(client, name, method, args, kwargs, ctx, _resolve, span)
         if loop is not None:
             response = _LoopResponse(loop=loop)
             if span is not None:

@@ -240,10 +240,10 @@ class ReplicaActor:
         self._streams.close(stream_id)
 
     async def _handle(self, method: str, args: tuple, kwargs: dict, stream: bool = False) -> Any:
-        token = current_context.set(self._context)
         http = method == HTTP_METHOD
         if http and stream:
             raise TypeError("stream=True is for handle calls; HTTP responses stream on their own")
+        token = current_context.set(self._context)
         try:
             if http and self._asgi is not None:  # @serve.ingress: the app answers
                 return await run_asgi(self._asgi, args[0])

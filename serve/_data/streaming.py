@@ -30,6 +30,7 @@ from actors.system import Runtime
 from proxy import HTTPStreamStart
 
 from ..messages import DeploymentId
+from . import tracing
 from .client import ServeClient
 from .context import Ctx
 from .outcomes import ignore_outcome
@@ -48,11 +49,13 @@ class _Stream:
     """One streaming call's state; lives on the runtime's loop (every method runs there)."""
 
     def __init__(self, client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict,
-                 ctx: Ctx, resolve: Resolve) -> None:
+                 ctx: Ctx, resolve: Resolve, span: Any = None) -> None:
         self._client = client
         self._resolve = resolve
+        self._span = span  # the call's span when tracing is on, ended with the stream
         self._call = (deployment, method, args, kwargs, ctx)
         self._opening: asyncio.Task | None = None
+        self._routing: asyncio.Task | None = None  # the routed call, within _opening
         self._router: Router | None = None
         self._replica: Any = None  # ReplicaInfo, once the replica has answered
         self._stream_id = 0
@@ -70,7 +73,11 @@ class _Stream:
         self._client.count_call(deployment, ctx)
         args, kwargs = await self._resolve(args, kwargs)
         router = await self._client.router(deployment)
-        start, replica = await router.call_holding(method, args, kwargs, _is_start, ctx, stream=True)
+        # On a task of its own: `close()` cancels only this, so an answer that has already
+        # landed is never lost to a cancellation (its stream is closed and released below).
+        self._routing = asyncio.get_running_loop().create_task(
+            router.call_holding(method, args, kwargs, _is_start, ctx, stream=True))
+        start, replica = await asyncio.shield(self._routing)
         if replica is None:  # cannot happen: a stream=True call answers with a stream start
             raise TypeError(f"{deployment.name}.{method} did not answer a stream=True call with a stream")
         self._router, self._replica, self._stream_id = router, replica, start.stream_id
@@ -100,15 +107,21 @@ class _Stream:
         except asyncio.CancelledError:
             self.close()  # the consumer gave up while waiting: so does the replica
             raise
-        except BaseException:
-            self._end()
+        except BaseException as e:
+            self._end(e)
             raise
 
-    def _end(self) -> None:
+    def _end(self, error: BaseException | None = None) -> None:
         if not self.ended:
             self.ended = True
             if self._router is not None:
                 self._router.release(self._replica)
+        self._end_span(error)
+
+    def _end_span(self, error: BaseException | None) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            tracing.end(span, error=error if isinstance(error, Exception) else None)
 
     def close(self) -> None:
         """Stop the stream early (idempotent): its replica's generator is closed."""
@@ -116,8 +129,10 @@ class _Stream:
             self.closed = True
             return
         self.closed = True
+        self._end_span(None)
         if self._opening is not None and not self._opening.done():
-            self._opening.cancel()  # not answered yet: abandon the call (closed when it lands, if it does)
+            # not answered yet: abandon the call (or, if its answer is in, `_open` closes it)
+            (self._routing or self._opening).cancel()
         elif self._replica is not None:
             self._close_remote()
 
@@ -227,10 +242,10 @@ class DeploymentResponseGenerator:
 
 
 def start_stream(client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict,
-                 ctx: Ctx, resolve: Resolve) -> DeploymentResponseGenerator:
+                 ctx: Ctx, resolve: Resolve, span: Any = None) -> DeploymentResponseGenerator:
     """Start a streaming call (from any thread); its generator. `resolve(args, kwargs)`:
     the arguments with `DeploymentResponse`s replaced by their values."""
-    stream = _Stream(client, deployment, method, args, kwargs, ctx, resolve)
+    stream = _Stream(client, deployment, method, args, kwargs, ctx, resolve, span)
     if asyncio._get_running_loop() is client.rt.loop:
         stream.start()
     else:

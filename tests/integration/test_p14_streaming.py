@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import os
 from collections.abc import AsyncIterator, Generator
 
 import httpx
@@ -106,6 +107,17 @@ class Endless:
 
     async def how_many(self, key: str) -> int:
         return self.produced.get(key, -1)
+
+
+@serve.deployment
+class Crasher:
+    def __init__(self, signals: actors.ActorHandle) -> None:
+        self.signals = signals
+
+    async def one_then_die(self, key: str):
+        yield "one"
+        await self.signals.wait.remote(key)
+        os._exit(1)
 
 
 @serve.deployment
@@ -285,6 +297,18 @@ def test_an_ingress_streams_a_handles_generator_over_http(served) -> None:
     with client.stream("GET", "/relay", params={"key": key}) as r:
         assert next(r.iter_raw()) == b"first"
     wait_until(lambda: f"closed {key}" in _log(signals), timeout=20, what="the inner generator to be closed")
+
+
+def test_a_replica_dying_midstream_fails_the_iteration(served) -> None:
+    _, signals, _ = served
+    handle = serve.run(Crasher.bind(signals), name="crasher", route_prefix=None)
+    key = f"crash-{next(_keys)}"
+    gen = handle.options(stream=True).one_then_die.remote(key)
+    assert next(gen) == "one"
+    actors.get(signals.send.remote(key), timeout=10)
+    with pytest.raises(actors.ActorDiedError):
+        next(gen)
+    serve.delete("crasher")
 
 
 # -- Ray 2.x's documented example (ray.serve.handle.DeploymentResponseGenerator), renamed ----
