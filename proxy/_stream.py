@@ -80,12 +80,17 @@ def _quietly(fn: Callable[[], Any]) -> None:
 
 
 class ChunkPump:
-    """Replica side: runs one stream's iterator ahead of the pulls, `MAX_AHEAD` at most."""
+    """Replica side: runs one stream's iterator ahead of the pulls, `MAX_AHEAD` at most.
+    `keep_empty`: the iterator's items are values, not body bytes: falsy ones are kept too.
+    `exception` holds what the iterator raised, if it failed."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], on_close: Callable[[], None], max_ahead: int = MAX_AHEAD) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], on_close: Callable[[], None], max_ahead: int = MAX_AHEAD,
+                 keep_empty: bool = False) -> None:
         self._it = chunks
         self._on_close = on_close
         self._max = max_ahead
+        self._keep_empty = keep_empty
+        self.exception: BaseException | None = None
         self._buf: list[bytes] = []
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
@@ -101,7 +106,7 @@ class ChunkPump:
     async def _produce(self) -> None:
         try:
             async for chunk in self._it:
-                if chunk:
+                if chunk or self._keep_empty:
                     self._buf.append(chunk)
                     self._ready.set()
                 while len(self._buf) >= self._max:
@@ -114,6 +119,7 @@ class ChunkPump:
             # (it must not read as a complete body); the traceback goes to this replica's log.
             traceback.print_exc()
             self._error = f"{type(e).__name__}: {e}"
+            self.exception = e
         finally:
             self._done = True
             self._ready.set()

@@ -27,8 +27,10 @@ from ..messages import DeploymentId
 from . import tracing
 from .client import ServeClient
 from .context import NO_REQUEST, RID, Ctx, current_request, new_request_id
+from .streaming import DeploymentResponseGenerator, start_stream
 
-__all__ = ["DeploymentHandle", "DeploymentResponse", "RayServeHandle", "RayServeSyncHandle"]
+__all__ = ["DeploymentHandle", "DeploymentResponse", "DeploymentResponseGenerator", "RayServeHandle",
+           "RayServeSyncHandle"]
 
 
 class DeploymentResponse:
@@ -208,29 +210,39 @@ def _end_span(span: Any, fut: Any) -> None:
 
 
 class DeploymentHandle:
-    """Calls a deployment. `handle.remote(...)` calls `__call__`, `handle.m.remote(...)` calls m."""
+    """Calls a deployment. `handle.remote(...)` calls `__call__`, `handle.m.remote(...)` calls m.
+    With `.options(stream=True)`, calls return a `DeploymentResponseGenerator` over the items
+    the method yields."""
 
-    def __init__(self, deployment_name: str, app_name: str = "default", method_name: str = "__call__") -> None:
+    def __init__(self, deployment_name: str, app_name: str = "default", method_name: str = "__call__",
+                 stream: bool = False) -> None:
         self.deployment_name = deployment_name
         self.app_name = app_name
         self.method_name = method_name
+        self.stream = stream
         self._id = DeploymentId(app_name, deployment_name)
 
     def __repr__(self) -> str:
-        return f"DeploymentHandle(deployment={self.deployment_name!r}, method={self.method_name!r})"
+        streaming = ", stream=True" if self.stream else ""
+        return f"DeploymentHandle(deployment={self.deployment_name!r}, method={self.method_name!r}{streaming})"
 
     def __reduce__(self):
-        return (DeploymentHandle, (self.deployment_name, self.app_name, self.method_name))
+        return (DeploymentHandle, (self.deployment_name, self.app_name, self.method_name, self.stream))
 
-    def options(self, *, method_name: str | None = None, **_ignored: Any) -> "DeploymentHandle":
-        return DeploymentHandle(self.deployment_name, self.app_name, method_name or self.method_name)
+    def options(self, *, method_name: str | None = None, stream: bool | None = None,
+                **_ignored: Any) -> "DeploymentHandle":
+        if stream is not None and not isinstance(stream, bool):
+            raise TypeError(f"handle.options(stream=...) takes True or False, got {stream!r}")
+        return DeploymentHandle(self.deployment_name, self.app_name, method_name or self.method_name,
+                                self.stream if stream is None else stream)
 
     def __getattr__(self, name: str) -> "DeploymentHandle":
         if name.startswith("_"):
             raise AttributeError(name)
-        return DeploymentHandle(self.deployment_name, self.app_name, name)
+        return DeploymentHandle(self.deployment_name, self.app_name, name, self.stream)
 
-    def remote(self, *args: Any, **kwargs: Any) -> DeploymentResponse:
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """A `DeploymentResponse` (a `DeploymentResponseGenerator` with `stream=True`)."""
         client = ServeClient.current()
         rt = client.rt
         loop = asyncio._get_running_loop()
@@ -239,6 +251,8 @@ class DeploymentHandle:
         span = None
         if tracing.ENABLED:
             span, ctx = _traced(self.deployment_name, method, ctx)
+        if self.stream:
+            return start_stream(client, name, method, args, kwargs, ctx, _resolve, span)
         prepared = None
         if not _has_responses(args, kwargs):
             what = f"{self.deployment_name}.{method}"

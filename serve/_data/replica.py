@@ -12,7 +12,10 @@ stops a replica, which waits for the requests in flight.
 A streamed HTTP response stays in flight here, holding its slot, from the request until
 its stream ends (`StreamRegistry`): the proxy pulls its chunks by stream id
 (`stream_next`) from this same replica, or closes it when the client leaves
-(`stream_close`).
+(`stream_close`). A handle call with `stream=True` (`handle_request(..., stream=True)`)
+is the same kind of stream, of the items its generator yields, pulled by the caller's
+`DeploymentResponseGenerator`; without `stream=True` a generator's items come back as
+one list.
 
 Observability: before the user's constructor runs, the process's logging goes to the
 replica's log file as its `LoggingConfig` says (`logs.configure`; changed live by
@@ -40,6 +43,7 @@ from proxy import (
     HTTPResponse,
     HTTPStreamStart,
     StreamBody,
+    iterate_in_thread,
     run_asgi,
     to_http_response,
     to_starlette_request,
@@ -145,7 +149,8 @@ class ReplicaActor:
             raise AttributeError(f"deployment {self._deployment} has no method {name!r}")
         return fn
 
-    async def handle_request(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST) -> Any:
+    async def handle_request(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST,
+                             stream: bool = False) -> Any:
         await self._slots.acquire()
         self._ongoing += 1
         self._idle.clear()
@@ -160,10 +165,10 @@ class ReplicaActor:
         result: Any = None
         error: BaseException | None = None
         try:
-            result = await self._handle(method, args, kwargs)
+            result = await self._handle(method, args, kwargs, stream)
             if type(result) is StreamBody:  # counted in flight until the stream ends
                 streaming = True
-                return self._open_stream(result)
+                return self._open_stream(result, stream)
             return result
         except BaseException as e:
             error = e
@@ -218,26 +223,29 @@ class ReplicaActor:
             self._idle.set()
 
     # -- streamed HTTP responses: the proxy pulls their chunks from this replica -------------
-    def _open_stream(self, body: StreamBody) -> HTTPStreamStart:
+    def _open_stream(self, body: StreamBody, items: bool = False) -> HTTPStreamStart:
         token = current_context.set(self._context)  # the iterator runs in this replica's context
         try:
-            return self._streams.open(body)
+            return self._streams.open(body, items)
         finally:
             current_context.reset(token)
 
     @actors.unqueued  # never behind requests waiting for a slot that this stream holds
     async def stream_next(self, stream_id: int) -> HTTPChunks:
-        """The chunks of a streamed response produced since the last pull (proxy only)."""
+        """The chunks of a streamed response (or the items of a handle's stream) produced
+        since the last pull."""
         return await self._streams.pull(stream_id)
 
     @actors.unqueued
     async def stream_close(self, stream_id: int) -> None:
-        """The client left: stop the stream's iterator (its `finally` runs)."""
+        """The client left (or cancelled the stream): stop its iterator (its `finally` runs)."""
         self._streams.close(stream_id)
 
-    async def _handle(self, method: str, args: tuple, kwargs: dict) -> Any:
-        token = current_context.set(self._context)
+    async def _handle(self, method: str, args: tuple, kwargs: dict, stream: bool = False) -> Any:
         http = method == HTTP_METHOD
+        if http and stream:
+            raise TypeError("stream=True is for handle calls; HTTP responses stream on their own")
+        token = current_context.set(self._context)
         try:
             if http and self._asgi is not None:  # @serve.ingress: the app answers
                 return await run_asgi(self._asgi, args[0])
@@ -246,11 +254,15 @@ class ReplicaActor:
             fn = self._method(method)
             if inspect.iscoroutinefunction(fn):
                 result = await fn(*args, **kwargs)
+            elif inspect.isasyncgenfunction(fn):  # its body runs on this loop as it is iterated
+                result = fn(*args, **kwargs)
             else:
                 ctx = contextvars.copy_context()
                 result = await asyncio.get_running_loop().run_in_executor(None, lambda: ctx.run(fn, *args, **kwargs))
                 if inspect.isawaitable(result):
                     result = await result
+            if stream:
+                return StreamBody(200, (), _items_of(result, self._deployment, method))
             if inspect.isgenerator(result) and not http:
                 result = list(result)
             elif inspect.isasyncgen(result) and not http:
@@ -305,6 +317,18 @@ class ReplicaActor:
                 log.warning("%s.__del__ raised during shutdown: %r", self._deployment, e)
         logs.flush()  # the process is killed next
         return self._ongoing
+
+
+def _items_of(result: Any, deployment: str, method: str) -> Any:
+    """The items of what a method called with `stream=True` returned, as an async iterator
+    (a sync generator runs on threads, so a blocking `next()` never blocks the replica)."""
+    if inspect.isgenerator(result):
+        return iterate_in_thread(result)
+    if hasattr(result, "__aiter__"):  # an async generator, a DeploymentResponseGenerator passed on
+        return result.__aiter__()
+    raise TypeError(f"{deployment}.{method} was called with stream=True but returned a {type(result).__name__}, "
+                    "not a generator: make it yield its items, or call it through a handle without "
+                    "`.options(stream=True)`")
 
 
 def _status_of(result: Any) -> int:

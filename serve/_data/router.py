@@ -344,12 +344,13 @@ class Router:
         return (await self._route(method, args, kwargs, None, ctx, prepared))[0]
 
     async def call_holding(self, method: str, args: tuple, kwargs: dict, hold: Callable[[Any], bool] | None,
-                           ctx: Ctx = NO_REQUEST) -> tuple[Any, ReplicaInfo | None]:
+                           ctx: Ctx = NO_REQUEST, stream: bool = False) -> tuple[Any, ReplicaInfo | None]:
         """Route one request; returns (result, replica). If `hold(result)`, the request
         stays counted in flight on that replica until `release(replica)` (a response
-        streamed from it after this call returns); otherwise replica is None."""
+        streamed from it after this call returns); otherwise replica is None.
+        `stream`: a handle call with `stream=True` (the replica answers with a stream start)."""
         self._count(ctx)
-        return await self._route(method, args, kwargs, hold, ctx)
+        return await self._route(method, args, kwargs, hold, ctx, stream=stream)
 
     async def _route_value(self, method: str, args: tuple, kwargs: dict, ctx: Ctx,
                            prepared: PreparedCall | None = None) -> Any:
@@ -368,12 +369,16 @@ class Router:
         return replica
 
     async def _route(self, method: str, args: tuple, kwargs: dict, hold: Callable[[Any], bool] | None,
-                     ctx: Ctx, prepared: PreparedCall | None = None) -> tuple[Any, ReplicaInfo | None]:
+                     ctx: Ctx, prepared: PreparedCall | None = None,
+                     stream: bool = False) -> tuple[Any, ReplicaInfo | None]:
         for attempt in range(_ATTEMPTS):
             replica = await (self._acquire_traced(ctx) if tracing.ENABLED else self._acquire())
             held = False
             try:
-                result = await _send(replica, method, args, kwargs, ctx, prepared)
+                if stream:
+                    result = await replica.handle.handle_request.remote(method, args, kwargs, ctx, True)
+                else:
+                    result = await _send(replica, method, args, kwargs, ctx, prepared)
                 held = hold is not None and hold(result)
                 return result, (replica if held else None)
             except ActorDiedError as e:

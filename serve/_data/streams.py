@@ -1,9 +1,16 @@
-"""A replica's streamed HTTP responses, open until their proxy has pulled them to the end.
+"""A replica's streams, open until their caller has pulled them to the end: streamed HTTP
+responses, and the items of handle calls made with `stream=True`.
 
 A streamed response (a StreamingResponse, a generator, an ingress app sending its body in
 parts) is opened here with an id; its proxy pulls chunks by that id (`pull`) or closes it
 when its client leaves (`close`). `on_closed()` is called once per stream however it ends,
 so the replica frees the request slot the stream held.
+
+An item stream (`open(..., items=True)`: a generator method called through a handle with
+`stream=True`) is pulled the same way, by the handle's `DeploymentResponseGenerator`; its
+items are any values (falsy ones too). If its generator raises, the pull that reaches the
+failure returns the items made before it, and the next pull raises the generator's
+exception itself (the caller gets it at the item where it happened).
 
 Invariants:
 - a stream nobody pulls for STREAM_IDLE_S (or never pulled within STREAM_FIRST_PULL_S of
@@ -38,6 +45,8 @@ class StreamRegistry:
         self._on_closed = on_closed
         self._streams: dict[int, ChunkPump] = {}
         self._closed_why: dict[int, str] = {}  # stream id -> why it was closed (oldest first out)
+        self._item_streams: set[int] = set()
+        self._failures: dict[int, BaseException] = {}  # item streams: the error the next pull raises
         self._ids = itertools.count(1)
         self._sweeper: asyncio.Task | None = None
 
@@ -47,11 +56,13 @@ class StreamRegistry:
     def __contains__(self, stream_id: int) -> bool:
         return stream_id in self._streams
 
-    def open(self, body: StreamBody) -> HTTPStreamStart:
+    def open(self, body: StreamBody, items: bool = False) -> HTTPStreamStart:
         """Start pumping `body`'s chunks (its iterator runs in the caller's context); the start
-        to send back."""
+        to send back. `items`: a handle's item stream (see the module docstring)."""
         stream_id = next(self._ids)
-        self._streams[stream_id] = ChunkPump(body.chunks, lambda: self._ended(stream_id))
+        self._streams[stream_id] = ChunkPump(body.chunks, lambda: self._ended(stream_id), keep_empty=items)
+        if items:
+            self._item_streams.add(stream_id)
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return HTTPStreamStart(body.status, body.headers, stream_id)
@@ -60,9 +71,22 @@ class StreamRegistry:
         """The chunks produced since the last pull (done=True with the reason once closed)."""
         pump = self._streams.get(stream_id)
         if pump is None:
+            failure = self._failures.pop(stream_id, None)
+            if failure is not None:
+                raise failure
             why = self._closed_why.get(stream_id, "unknown to this replica (restarted since?)")
             return HTTPChunks((), True, f"stream {stream_id} of {self._owner} is closed: {why}")
-        return await pump.pull()
+        if stream_id not in self._item_streams:
+            return await pump.pull()
+        batch = await pump.pull()
+        if batch.error is None or pump.exception is None:
+            return batch
+        if not batch.chunks:
+            raise pump.exception
+        self._failures[stream_id] = pump.exception  # raised by the next pull, after these items
+        while len(self._failures) > CLOSED_KEPT:
+            del self._failures[next(iter(self._failures))]
+        return HTTPChunks(batch.chunks)
 
     def close(self, stream_id: int, why: str = "closed by the proxy (its client left)") -> None:
         """Stop the stream's iterator (its `finally` runs)."""
@@ -72,6 +96,7 @@ class StreamRegistry:
             pump.close()
 
     def _ended(self, stream_id: int) -> None:
+        self._item_streams.discard(stream_id)
         if self._streams.pop(stream_id, None) is not None:
             self._closed_why.setdefault(stream_id, "it ended (its last chunks were already pulled)")
             while len(self._closed_why) > CLOSED_KEPT:

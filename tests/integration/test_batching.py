@@ -280,9 +280,9 @@ def test_sync_functions_and_positional_options_fail_at_decoration() -> None:
             @serve.batch(max_batch_size=4)
             def predict(self, xs):
                 return xs
-    with pytest.raises(TypeError, match=r"does not stream: .*gen must return a list"):
+    with pytest.raises(TypeError, match=r"async generators only: make .*gen `async def`"):
         @serve.batch
-        async def gen(xs):
+        def gen(xs):  # (async generators stream: tests/unit/test_p14_batch_streams.py)
             yield xs
     with pytest.raises(TypeError, match="give options as keywords"):
         serve.batch(4)
