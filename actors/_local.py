@@ -12,7 +12,8 @@ port if that one is taken); log rotation follows `$ZEROSERVE_LOG_MAX_BYTES` and
 
 The other way round: a watcher thread waits (on pidfds, no polling) for the head or the
 agent to exit. If one does and `stop()` does not follow (at once for a crash or a kill,
-within 10 s for a clean exit, which Ctrl-C to the whole process group also causes), the
+within 10 s for a clean exit, and within 60 s when this driver got a Ctrl-C too: Ctrl-C
+reaches the whole process group, and the driver's own shutdown may take a while), the
 cluster is gone for good (an embedded head is not restarted), and a driver that went on
 would serve nothing and print nothing: the watcher says so on stderr, stops what is
 left, and ends the process with status 1 (`CLUSTER_LOST_EXIT`).
@@ -55,6 +56,23 @@ def metrics_port_from_env() -> int:
 CLUSTER_LOST_EXIT = 1
 _CLEAN_EXIT_GRACE_S = 10.0  # a child that exited 0 was told to stop; the driver likely is stopping too
 _CRASH_GRACE_S = 0.5
+_INTERRUPTED_GRACE_S = 60.0  # this driver got SIGINT as well: it is shutting down by itself
+_interrupted_at: float | None = None
+
+
+def _note_sigint(signum: int, frame: Any) -> None:
+    """SIGINT in a driver with an embedded cluster: remember it, then Python's default."""
+    global _interrupted_at
+    _interrupted_at = time.monotonic()
+    signal.default_int_handler(signum, frame)
+
+
+def _watch_sigint() -> None:
+    """Chain onto the default SIGINT handler (only that one, and only from the main thread),
+    so the watcher knows a clean exit of the children came with the driver's own Ctrl-C."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _note_sigint)
 
 
 def _say(text: str) -> None:
@@ -117,6 +135,7 @@ class LocalCluster:
         metrics = f"; metrics at {self.metrics_url}" if self.metrics_url else ""
         _say(f"local cluster up in {time.monotonic() - t0:.1f}s: head {self.head_address}, "
              f"node {node.get('node_id')} with {node.get('resources')}; logs in {logs}{metrics}")
+        _watch_sigint()
         threading.Thread(target=self._watch, args=(list(zip(("head", "agent"), self._children, strict=True)),),
                          name="zeroserve-cluster-watch", daemon=True).start()
         return self
@@ -152,7 +171,8 @@ class LocalCluster:
         code = child.proc.wait()
         # A clean exit (0) means it was told to stop: most often with this driver (Ctrl-C
         # reaches the whole process group), which is then shutting down: give it time to.
-        if self._stopped.wait(_CLEAN_EXIT_GRACE_S if code == 0 else _CRASH_GRACE_S):
+        if self._stopped.wait(_CLEAN_EXIT_GRACE_S if code == 0 else _CRASH_GRACE_S) or (
+                code == 0 and _interrupted_at is not None and self._stopped.wait(_INTERRUPTED_GRACE_S)):
             os.close(self._wake_r)
             return
         how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
