@@ -146,6 +146,7 @@ class DeploymentTarget:
     route_prefix: str | None
     is_function: bool
     version_given: bool = False  # the user set `version` (so redeploying it is a no-op)
+    ingress: bool = False  # the application's ingress (what `serve.get_app_handle(app)` calls)
 
     @property
     def id(self) -> DeploymentId:

@@ -78,6 +78,7 @@ def app_targets(target: Application, name: str, route_prefix: Any = DEFAULT) -> 
                         "with `from serve.drivers import DAGDriver`")
     targets: dict[str, DeploymentTarget] = {}
     handle = _collect(target, name, targets, route_prefix)
+    targets[handle.deployment_name] = dataclasses.replace(targets[handle.deployment_name], ingress=True)
     return handle, list(targets.values())
 
 

@@ -272,5 +272,45 @@ def _bridge(loop: asyncio.AbstractEventLoop) -> _Bridge:
     return bridge
 
 
-RayServeHandle = DeploymentHandle  # Ray Serve 1.x names
-RayServeSyncHandle = DeploymentHandle
+class RayServeHandle:
+    """A Ray Serve 1.x async handle (`serve.get_handle(name, sync=False)`,
+    `Deployment.get_handle(sync=False)`): `ref = await handle.remote(...)` sends the call and
+    gives its `DeploymentResponse`; `await ref` (or `actors.get(ref)`) gives the result.
+    `.options(...)` and `handle.method` work as on a `DeploymentHandle`."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self._handle = handle
+
+    @property
+    def deployment_name(self) -> str:
+        return self._handle.deployment_name
+
+    @property
+    def app_name(self) -> str:
+        return self._handle.app_name
+
+    @property
+    def method_name(self) -> str:
+        return self._handle.method_name
+
+    def __repr__(self) -> str:
+        return f"RayServeHandle(deployment={self.deployment_name!r}, method={self.method_name!r})"
+
+    def __reduce__(self):
+        return (RayServeHandle, (self._handle,))
+
+    def options(self, **options: Any) -> "RayServeHandle":
+        return RayServeHandle(self._handle.options(**options))
+
+    def __getattr__(self, name: str) -> "RayServeHandle":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return RayServeHandle(getattr(self._handle, name))
+
+    async def remote(self, *args: Any, **kwargs: Any) -> DeploymentResponse:
+        return self._handle.remote(*args, **kwargs)
+
+
+RayServeSyncHandle = DeploymentHandle  # Ray Serve 1.x: a handle whose calls are used from sync code
