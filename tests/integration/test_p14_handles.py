@@ -156,3 +156,55 @@ def test_async_handle_travels_to_a_replica() -> None:
 def test_get_handle_sync_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="sync"):
         serve.get_handle("Echo", sync="no")  # type: ignore[arg-type]
+
+
+# -- ObjectRefs as handle arguments are resolved before the call (as in Ray) -------------------
+@actors.remote
+class Source:
+    def value(self, x):
+        return x * 100
+
+
+@serve.deployment
+class Receiver:
+    def __call__(self, a, *, b=0):
+        # Top-level refs arrive as their values; one inside a list arrives as a ref.
+        return {"a": a, "b": b}
+
+    def nested(self, items):
+        return [type(i).__name__ for i in items]
+
+
+def test_object_ref_arguments_are_resolved() -> None:
+    handle = serve.run(Receiver.bind(), name="refs", route_prefix=None)
+    source = Source.remote()
+    try:
+        assert handle.remote(source.value.remote(1), b=source.value.remote(2)).result() == {"a": 100, "b": 200}
+        assert handle.nested.remote([source.value.remote(3)]).result() == ["ObjectRef"]
+
+        async def from_async():  # an async driver, and a ref of a call that is still running
+            return await handle.remote(source.value.remote(4))
+
+        assert asyncio.run(from_async()) == {"a": 400, "b": 0}
+    finally:
+        actors.kill(source)
+
+
+@serve.deployment
+class Forwarder:
+    """Inside a replica (the runtime's own loop): an actor's ref passed on to a handle."""
+
+    def __init__(self, receiver):
+        self.receiver = receiver
+        self.source = Source.remote()
+
+    async def __call__(self, x):
+        return await self.receiver.remote(self.source.value.remote(x))
+
+    def __del__(self):
+        actors.kill(self.source)
+
+
+def test_object_ref_argument_from_a_replica() -> None:
+    handle = serve.run(Forwarder.bind(Receiver.bind()), name="fwd", route_prefix=None)
+    assert handle.remote(5).result() == {"a": 500, "b": 0}
