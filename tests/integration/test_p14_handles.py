@@ -201,10 +201,13 @@ class Forwarder:
     async def __call__(self, x):
         return await self.receiver.remote(self.source.value.remote(x))
 
-    def __del__(self):
-        actors.kill(self.source)
+    def source_actor(self):
+        return self.source
 
 
 def test_object_ref_argument_from_a_replica() -> None:
     handle = serve.run(Forwarder.bind(Receiver.bind()), name="fwd", route_prefix=None)
-    assert handle.remote(5).result() == {"a": 500, "b": 0}
+    try:
+        assert handle.remote(5).result() == {"a": 500, "b": 0}
+    finally:
+        actors.kill(handle.source_actor.remote().result())
