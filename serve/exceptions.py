@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from actors import ActorsError
 
 __all__ = ["ApplicationNotFoundError", "BackPressureError", "ConfigError", "ConflictError", "DeployTimeoutError",
@@ -81,3 +83,9 @@ class MethodNotFoundError(ServeError, AttributeError):
     """Raised by a handle call (at once, before the call is routed, when the caller knows
     the deployment's methods; otherwise by the replica) that names a method the deployment
     does not have, or a private one; the message lists the methods it has."""
+
+    @classmethod
+    def of(cls, deployment: str, method: str, methods: Iterable[str]) -> "MethodNotFoundError":
+        what = "is private" if method.startswith("_") and method != "__call__" else "does not exist"
+        return cls(f"tried to call method {method!r} of deployment {deployment!r}, which {what}; "
+                   f"its methods: {', '.join(methods) or 'none'}")

@@ -171,6 +171,7 @@ class ReplicaSet:
     replicas: tuple[ReplicaInfo, ...]
     max_queued_requests: int = -1
     metrics_interval_s: float | None = None  # report load this often (None: no autoscaling)
+    methods: tuple[str, ...] | None = None  # what handles may call, as its replicas report (None: unknown)
 
 
 @dataclass(frozen=True, slots=True)

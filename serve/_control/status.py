@@ -94,6 +94,7 @@ def replica_set_of(s: DeploymentState) -> ReplicaSet:
         tuple(ReplicaInfo(r.replica_id, r.handle, cfg.max_ongoing_requests) for r in s.running()),
         cfg.max_queued_requests,
         _metrics_interval(s),
+        s.methods,
     )
 
 

@@ -211,3 +211,42 @@ def test_object_ref_argument_from_a_replica() -> None:
         assert handle.remote(5).result() == {"a": 500, "b": 0}
     finally:
         actors.kill(handle.source_actor.remote().result())
+
+
+# -- a method the deployment does not have fails at once, listing its methods --------------------
+@serve.deployment
+class Model:
+    def __call__(self, x):
+        return x
+
+    def predict(self, x):
+        return x + 1
+
+
+@serve.deployment
+def add_one(x):
+    return x + 1
+
+
+def test_unknown_method_fails_at_once_with_the_methods() -> None:
+    handle = serve.run(Model.bind(), name="m", route_prefix=None)
+    assert handle.predict.remote(1).result() == 2
+    with pytest.raises(serve.MethodNotFoundError, match=r"'predcit'.*its methods: __call__, predict") as e:
+        handle.predcit.remote(1).result(timeout_s=10)
+    assert isinstance(e.value, AttributeError)
+    with pytest.raises(serve.MethodNotFoundError, match="which is private"):
+        handle.options(method_name="_secret").remote().result(timeout_s=10)
+
+    async def from_async():
+        with pytest.raises(AttributeError, match="its methods: __call__, predict"):
+            await handle.nope.remote()
+        return await handle.predict.remote(2)
+
+    assert asyncio.run(from_async()) == 3
+
+
+def test_unknown_method_of_a_function_deployment() -> None:
+    handle = serve.run(add_one.bind(), name="f", route_prefix=None)
+    assert handle.remote(1).result() == 2
+    with pytest.raises(serve.MethodNotFoundError, match="its methods: __call__"):
+        handle.predict.remote(1).result(timeout_s=10)
