@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from actors import ActorsError
 
 __all__ = ["ApplicationNotFoundError", "BackPressureError", "ConfigError", "ConflictError", "DeployTimeoutError",
-           "DeploymentNotFoundError", "DeploymentUnhealthyError", "MethodNotFoundError", "OptionTypeError",
+           "DeploymentNotFoundError", "DeploymentUnhealthyError", "GraphWithoutIngressError", "MethodNotFoundError", "OptionTypeError",
            "RayServeException", "ServeError", "ServeNotRunningError"]
 
 
@@ -89,3 +89,10 @@ class MethodNotFoundError(ServeError, AttributeError):
         what = "is private" if method.startswith("_") and method != "__call__" else "does not exist"
         return cls(f"tried to call method {method!r} of deployment {deployment!r}, which {what}; "
                    f"its methods: {', '.join(methods) or 'none'}")
+
+
+class GraphWithoutIngressError(ServeError, ValueError, TypeError):
+    """Raised by `serve.run` (and a config file's import path) given a deployment graph node
+    (`model.method.bind(inp)`, `node.bind(inp)`) instead of an application with an ingress:
+    wrap it, `serve.run(DAGDriver.bind(graph))`. A ValueError, as Ray's; also a TypeError,
+    which is what it raised before."""

@@ -15,12 +15,13 @@ from .._data.client import ServeClient
 from .._data.context import current_context, process_context
 from .._data.handle import DeploymentHandle, RayServeHandle
 from .._obs_config import LoggingConfig
-from ..exceptions import ApplicationNotFoundError, DeploymentNotFoundError
+from ..exceptions import ApplicationNotFoundError, DeploymentNotFoundError, GraphWithoutIngressError, OptionTypeError
 from ..messages import DEFAULT_APP, DeploymentId, DeploymentTarget
 from . import startup
 from .application import app_targets, with_logging
 from .deployment import Deployment
 from .graph import Application, is_graph
+from .status import ServeStatus
 
 __all__ = ["delete", "get_app_handle", "get_deployment", "get_deployment_handle", "get_handle", "list_deployments",
            "run", "status"]
@@ -38,10 +39,14 @@ def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host
     if isinstance(target, Deployment):
         target = target.bind()
     if is_graph(target):
-        raise TypeError(f"serve.run got a deployment graph node ({target!r}); a graph needs an ingress: "
-                        "serve.run(DAGDriver.bind(graph)) with `from serve.drivers import DAGDriver`")
+        raise GraphWithoutIngressError(f"serve.run got a deployment graph node ({target!r}); a graph needs an "
+                                       "ingress: serve.run(DAGDriver.bind(graph)) with "
+                                       "`from serve.drivers import DAGDriver`")
     if not isinstance(target, Application):
         raise TypeError(f"serve.run takes a bound deployment (MyDeployment.bind(...)), got {type(target).__name__}")
+    if not isinstance(name, str) or not name or "#" in name:
+        raise OptionTypeError(f"serve.run(name=...) takes an application name, a non-empty string without '#', "
+                              f"got {name!r}")
     if route_prefix is not DEFAULT:
         validate_route_prefix(route_prefix)
     app_logging = LoggingConfig.of(logging_config)
@@ -66,8 +71,11 @@ def delete(name: str, _blocking: bool = True) -> None:
         client.delete([DeploymentId(DEFAULT_APP, name)], wait=_blocking)
 
 
-def status() -> dict[str, Any]:
-    return startup.running_client().status()
+def status() -> ServeStatus:
+    """Serve's status (Ray 2.x `ServeStatus`): `.applications[app].status`,
+    `.applications[app].deployments[name].status / .replica_states / .message`, `.proxies`;
+    printed in Ray's YAML shape; also indexable as the controller's summary dict."""
+    return ServeStatus(startup.running_client().status())
 
 
 def get_app_handle(name: str) -> DeploymentHandle:
