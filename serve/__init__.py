@@ -23,7 +23,16 @@ the user metrics (`serve.metrics.Counter`, `Gauge`, `Histogram`).
 
 from . import dag, drivers, handle, http_adapters, metrics, schema
 from ._api.deployment import Deployment, deployment
-from ._api.functions import delete, get_deployment, list_deployments, run, status
+from ._api.functions import (
+    delete,
+    get_app_handle,
+    get_deployment,
+    get_deployment_handle,
+    get_handle,
+    list_deployments,
+    run,
+    status,
+)
 from ._api.graph import Application
 from ._api.startup import shutdown, start
 from ._config import HTTPOptions
@@ -32,18 +41,30 @@ from ._data.context import RequestContext, get_replica_context, get_request_cont
 from ._data.handle import DeploymentHandle, DeploymentResponse, RayServeHandle, RayServeSyncHandle
 from ._data.ingress import ingress
 from ._obs_config import LoggingConfig, TracingConfig
-from .exceptions import BackPressureError, DeploymentUnhealthyError, DeployTimeoutError, RayServeException, ServeError
+from .exceptions import (
+    ApplicationNotFoundError,
+    BackPressureError,
+    DeploymentNotFoundError,
+    DeploymentUnhealthyError,
+    DeployTimeoutError,
+    MethodNotFoundError,
+    RayServeException,
+    ServeError,
+)
 
 __all__ = [
     "Application",
+    "ApplicationNotFoundError",
     "BackPressureError",
     "DeployTimeoutError",
     "Deployment",
     "DeploymentHandle",
+    "DeploymentNotFoundError",
     "DeploymentResponse",
     "DeploymentUnhealthyError",
     "HTTPOptions",
     "LoggingConfig",
+    "MethodNotFoundError",
     "RayServeException",
     "RayServeHandle",
     "RayServeSyncHandle",
@@ -55,7 +76,10 @@ __all__ = [
     "delete",
     "drivers",
     "deployment",
+    "get_app_handle",
     "get_deployment",
+    "get_deployment_handle",
+    "get_handle",
     "get_replica_context",
     "get_request_context",
     "handle",

@@ -3,7 +3,7 @@
     serve run MODULE:APP [key=value ...] | CONFIG.yaml [--address H:P] [--host H] [--port P] [--route-prefix /x]
               [--name N]
     serve deploy CONFIG.yaml [--address H:P] [--timeout S]
-    serve status [--address H:P] [--json]
+    serve status [--address H:P] [--format table|json|yaml] [--json]
     serve shutdown [--address H:P] [-y]
     serve config-schema            # the JSON Schema of config files, for editors
 
@@ -32,6 +32,7 @@ from actors.system import PROBE_BUSY, PROBE_OK, find_local_head, probe, read_tok
 
 from ._api.startup import base_url, follow_replica_output, start
 from ._api.startup import shutdown as serve_shutdown
+from ._api.status import ServeStatus
 from ._build import BuiltApp, build_config, load_and_build
 from ._config import DEFAULT
 from ._data.client import Progress, ServeClient, deploy_timeout_s, deployments_in, describe
@@ -80,7 +81,10 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="applications, deployments and replicas")
     connection(status)
-    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    status.add_argument("--format", choices=("table", "json", "yaml"), default="table",
+                        help="tables (default); the full summary as JSON; or Ray Serve's YAML shape "
+                             "(proxies, applications, deployments with replica_states)")
+    status.add_argument("--json", action="store_true", help="the same as --format json")
 
     shutdown = sub.add_parser("shutdown", help="delete every application and stop Serve on the cluster")
     connection(shutdown)
@@ -287,8 +291,10 @@ def status_cmd(args: argparse.Namespace) -> int:
     _connect(args)
     controller = _client().controller_or_none()
     st = _client().status() if controller is not None else {"applications": {}, "http_options": None}
-    if args.json:
+    if args.json or args.format == "json":
         print(json.dumps(st, indent=2, sort_keys=True))
+    elif args.format == "yaml":
+        print(ServeStatus(st))
     elif controller is None:
         _say("Serve is not running on this cluster")
     else:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from actors import ActorsError
 
-__all__ = ["BackPressureError", "ConfigError", "ConflictError", "DeployTimeoutError", "DeploymentUnhealthyError",
-           "OptionTypeError", "RayServeException", "ServeError", "ServeNotRunningError"]
+__all__ = ["ApplicationNotFoundError", "BackPressureError", "ConfigError", "ConflictError", "DeployTimeoutError",
+           "DeploymentNotFoundError", "DeploymentUnhealthyError", "GraphWithoutIngressError", "MethodNotFoundError", "OptionTypeError",
+           "RayServeException", "ServeError", "ServeNotRunningError"]
 
 
 class ServeError(ActorsError):
@@ -56,3 +59,40 @@ class OptionTypeError(TypeError, ValueError):
     option has the wrong type or is unknown; the message names it and says what to give. A
     TypeError, as Ray's; also a ValueError, which is what these calls raised for it before.
     (An option of the right type but out of range raises a plain ValueError.)"""
+
+
+class _NotFound(ServeError, KeyError):
+    """A lookup that found nothing: a KeyError (as Ray's) printed as its plain message."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ApplicationNotFoundError(_NotFound):
+    """Raised by `serve.get_app_handle(name)` when no application of that name runs (or it
+    has no ingress deployment: one made only of 1.x `Deployment.deploy()`s); the message
+    lists the applications there are."""
+
+
+class DeploymentNotFoundError(_NotFound):
+    """Raised by `serve.get_deployment_handle(name, app_name)` and 1.x `serve.get_handle(name)`
+    when there is no such deployment (in that application); the message lists what there is."""
+
+
+class MethodNotFoundError(ServeError, AttributeError):
+    """Raised by a handle call (at once, before the call is routed, when the caller knows
+    the deployment's methods; otherwise by the replica) that names a method the deployment
+    does not have, or a private one; the message lists the methods it has."""
+
+    @classmethod
+    def of(cls, deployment: str, method: str, methods: Iterable[str]) -> "MethodNotFoundError":
+        what = "is private" if method.startswith("_") and method != "__call__" else "does not exist"
+        return cls(f"tried to call method {method!r} of deployment {deployment!r}, which {what}; "
+                   f"its methods: {', '.join(methods) or 'none'}")
+
+
+class GraphWithoutIngressError(ServeError, ValueError, TypeError):
+    """Raised by `serve.run` (and a config file's import path) given a deployment graph node
+    (`model.method.bind(inp)`, `node.bind(inp)`) instead of an application with an ingress:
+    wrap it, `serve.run(DAGDriver.bind(graph))`. A ValueError, as Ray's; also a TypeError,
+    which is what it raised before."""

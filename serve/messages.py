@@ -146,6 +146,7 @@ class DeploymentTarget:
     route_prefix: str | None
     is_function: bool
     version_given: bool = False  # the user set `version` (so redeploying it is a no-op)
+    ingress: bool = False  # the application's ingress (what `serve.get_app_handle(app)` calls)
 
     @property
     def id(self) -> DeploymentId:
@@ -171,6 +172,7 @@ class ReplicaSet:
     max_queued_requests: int = -1
     metrics_interval_s: float | None = None  # report load this often (None: no autoscaling)
     none_wanted: bool = False  # num_replicas=0 without autoscaling: no replica will come, calls fail at once
+    methods: tuple[str, ...] | None = None  # what handles may call, as its replicas report (None: unknown)
 
 
 @dataclass(frozen=True, slots=True)

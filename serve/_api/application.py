@@ -15,6 +15,7 @@ from typing import Any
 from .._config import DEFAULT
 from .._data.handle import DeploymentHandle
 from .._obs_config import LoggingConfig
+from ..exceptions import GraphWithoutIngressError
 from ..messages import DeploymentTarget
 from .deployment import Deployment
 from .graph import Application, compile_graph, is_graph
@@ -74,10 +75,11 @@ def app_targets(target: Application, name: str, route_prefix: Any = DEFAULT) -> 
     if route_prefix is DEFAULT:
         route_prefix = "/"
     if is_graph(target):
-        raise TypeError(f"{target!r} is a deployment graph node; a graph needs an ingress: DAGDriver.bind(graph) "
-                        "with `from serve.drivers import DAGDriver`")
+        raise GraphWithoutIngressError(f"{target!r} is a deployment graph node; a graph needs an ingress: "
+                                       "DAGDriver.bind(graph) with `from serve.drivers import DAGDriver`")
     targets: dict[str, DeploymentTarget] = {}
     handle = _collect(target, name, targets, route_prefix)
+    targets[handle.deployment_name] = dataclasses.replace(targets[handle.deployment_name], ingress=True)
     return handle, list(targets.values())
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from actors.system import dumps_code
 
 from .._config import DEFAULT, config_from, validate_options
-from .._data.handle import DeploymentHandle
+from .._data.handle import DeploymentHandle, RayServeHandle
 from ..messages import DEFAULT_APP, DeploymentId, DeploymentTarget
 from . import startup
 from .graph import Application, check_bind_args
@@ -126,8 +126,13 @@ class Deployment:
     def delete(self) -> None:
         startup.running_client().delete([DeploymentId(self._app, self.name)])
 
-    def get_handle(self, sync: bool | None = None) -> DeploymentHandle:
-        return DeploymentHandle(self.name, self._app)
+    def get_handle(self, sync: bool | None = True) -> DeploymentHandle | RayServeHandle:
+        """A handle to this deployment (1.x); `sync=False`: a 1.x async handle (`ref = await
+        handle.remote(...)`, then `await ref`)."""
+        if sync is not None and not isinstance(sync, bool):
+            raise TypeError(f"get_handle(sync=...) takes True or False, got {sync!r}")
+        handle = DeploymentHandle(self.name, self._app)
+        return RayServeHandle(handle) if sync is False else handle
 
     def target(self, init_args: tuple, init_kwargs: dict, app: str,
                route_prefix: Any = DEFAULT) -> DeploymentTarget:

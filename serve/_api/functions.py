@@ -12,15 +12,19 @@ from typing import Any
 
 from .._config import DEFAULT, validate_route_prefix
 from .._data.client import ServeClient
-from .._data.handle import DeploymentHandle
+from .._data.context import current_context, process_context
+from .._data.handle import DeploymentHandle, RayServeHandle
 from .._obs_config import LoggingConfig
+from ..exceptions import ApplicationNotFoundError, DeploymentNotFoundError, GraphWithoutIngressError, OptionTypeError
 from ..messages import DEFAULT_APP, DeploymentId, DeploymentTarget
 from . import startup
 from .application import app_targets, with_logging
 from .deployment import Deployment
 from .graph import Application, is_graph
+from .status import ServeStatus
 
-__all__ = ["delete", "get_deployment", "list_deployments", "run", "status"]
+__all__ = ["delete", "get_app_handle", "get_deployment", "get_deployment_handle", "get_handle", "list_deployments",
+           "run", "status"]
 
 
 def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host: str | None = None,
@@ -35,10 +39,14 @@ def run(target: Any, *, name: str = "default", route_prefix: Any = DEFAULT, host
     if isinstance(target, Deployment):
         target = target.bind()
     if is_graph(target):
-        raise TypeError(f"serve.run got a deployment graph node ({target!r}); a graph needs an ingress: "
-                        "serve.run(DAGDriver.bind(graph)) with `from serve.drivers import DAGDriver`")
+        raise GraphWithoutIngressError(f"serve.run got a deployment graph node ({target!r}); a graph needs an "
+                                       "ingress: serve.run(DAGDriver.bind(graph)) with "
+                                       "`from serve.drivers import DAGDriver`")
     if not isinstance(target, Application):
         raise TypeError(f"serve.run takes a bound deployment (MyDeployment.bind(...)), got {type(target).__name__}")
+    if not isinstance(name, str) or not name or "#" in name:
+        raise OptionTypeError(f"serve.run(name=...) takes an application name, a non-empty string without '#', "
+                              f"got {name!r}")
     if route_prefix is not DEFAULT:
         validate_route_prefix(route_prefix)
     app_logging = LoggingConfig.of(logging_config)
@@ -64,8 +72,69 @@ def delete(name: str, _blocking: bool = True) -> None:
         client.delete([DeploymentId(DEFAULT_APP, name)], wait=_blocking)
 
 
-def status() -> dict[str, Any]:
-    return startup.running_client().status()
+def status() -> ServeStatus:
+    """Serve's status (Ray 2.x `ServeStatus`): `.applications[app].status`,
+    `.applications[app].deployments[name].status / .replica_states / .message`, `.proxies`;
+    printed in Ray's YAML shape; also indexable as the controller's summary dict."""
+    return ServeStatus(startup.running_client().status())
+
+
+def get_app_handle(name: str) -> DeploymentHandle:
+    """A handle to application `name`'s ingress deployment (Ray 2.x); ApplicationNotFoundError
+    (a KeyError) if there is no such application. A blocking call: from async code on the
+    runtime's loop (an async replica method) build `serve.get_deployment_handle(...)` instead."""
+    targets = startup.running_client().targets()
+    for t in targets.values():
+        if t.app == name and t.ingress:
+            return DeploymentHandle(t.name, name)
+    apps = sorted({t.app for t in targets.values() if t.ingress})
+    raise ApplicationNotFoundError(f"there is no application {name!r} (with an ingress deployment); "
+                                   f"running: {apps or 'none'}")
+
+
+def get_deployment_handle(deployment_name: str, app_name: str | None = None) -> DeploymentHandle:
+    """A handle to deployment `deployment_name` of application `app_name` (Ray 2.x). Without
+    `app_name`: inside a replica, the replica's own application; elsewhere the default
+    application, else the one application that has the deployment.
+    DeploymentNotFoundError (a KeyError) if there is none. Called on the runtime's loop (async
+    code in a replica), where a lookup would block it, the handle is made without one (a
+    call to a missing deployment then fails with `serve.ServeError`)."""
+    if app_name is None:
+        ctx = current_context.get() or process_context()
+        if ctx is not None:
+            app_name = ctx.app_name
+    client = startup._client()
+    if client.rt.in_loop_thread():
+        return DeploymentHandle(deployment_name, app_name or DEFAULT_APP)
+    return DeploymentHandle(deployment_name, _app_of(deployment_name, app_name, startup.running_client().targets()))
+
+
+def get_handle(name: str, missing_ok: bool = False, sync: bool = True) -> DeploymentHandle | RayServeHandle:
+    """Ray Serve 1.x: a handle to deployment `name` (as `get_deployment` finds it).
+    `sync=False` gives a 1.x async handle (`ref = await handle.remote(...)`, then `await ref`).
+    `missing_ok=True` makes the handle without checking that the deployment exists."""
+    if not isinstance(sync, bool):
+        raise TypeError(f"serve.get_handle(sync=...) takes True or False, got {sync!r}")
+    app = DEFAULT_APP if missing_ok else _app_of(name, None, startup.running_client().targets())
+    handle = DeploymentHandle(name, app)
+    return handle if sync else RayServeHandle(handle)
+
+
+def _app_of(name: str, app_name: str | None, targets: dict[DeploymentId, DeploymentTarget]) -> str:
+    """The application whose deployment `name` a lookup means (see get_deployment_handle)."""
+    if app_name is not None:
+        if DeploymentId(app_name, name) in targets:
+            return app_name
+        have = sorted(d.name for d in targets if d.app == app_name)
+        raise DeploymentNotFoundError(f"there is no deployment {name!r} in application {app_name!r}; "
+                                      f"it has: {have or 'no deployments (no such application)'}")
+    apps = sorted(d.app for d in targets if d.name == name)
+    if DEFAULT_APP in apps or len(apps) == 1:
+        return DEFAULT_APP if DEFAULT_APP in apps else apps[0]
+    if apps:
+        raise DeploymentNotFoundError(f"deployment {name!r} is in several applications ({apps}): give app_name=")
+    raise DeploymentNotFoundError(f"there is no deployment named {name!r}; deployed: "
+                                  f"{sorted(str(d) for d in targets) or 'none'}")
 
 
 def _deployment_of(target: DeploymentTarget) -> Deployment:

@@ -45,7 +45,19 @@ class Application:
         return MethodNode(self, name)
 
     def bind(self, *args: Any, **kwargs: Any) -> "CallNode":
+        """A graph call of the node's `__call__` (`node.bind(inp)`)."""
+        cls = self.deployment.func_or_class
+        if inspect.isclass(cls) and not _defines_call(cls):
+            name = self.deployment.name
+            raise TypeError(f"{name}.bind(...).bind(...): {name} has no __call__ to call in a graph, and a bound "
+                            f"deployment is bound once; call one of its methods, {name}.bind(...).method.bind(inp), "
+                            f"or pass {name}.bind(...) to serve.run")
         return MethodNode(self, "__call__").bind(*args, **kwargs)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        name = self.deployment.name
+        raise TypeError(f"{name}.bind(...) is an application (a bound deployment), not a handle: "
+                        f"handle = serve.run({name}.bind(...)) returns its handle; then handle.remote(...)")
 
 
 class InputNode:
@@ -142,6 +154,10 @@ class CallNode:
 
     def __repr__(self) -> str:
         return f"{self._app.deployment.name}.{self._method}.bind(...)"
+
+
+def _defines_call(cls: type) -> bool:
+    return any("__call__" in vars(k) for k in cls.__mro__ if k is not object)
 
 
 def _is_function(app: Application) -> bool:

@@ -77,6 +77,7 @@ class ServeController:
         self._published: dict[str, Any] = {}  # long-poll key -> what was published there last
         self._replica_sets: dict[DeploymentId, str] = {}  # deployment -> its replica set's key
         self._summary: dict[str, Any] | None = None
+        self._deployed_at: dict[str, float] = {}  # application -> wall-clock time of its last deploy
         self._nodes: list[NodeView] = []
         self._nodes_at = float("-inf")
         self._ready = asyncio.get_running_loop().create_task(self._start(run_loop))
@@ -175,8 +176,9 @@ class ServeController:
         for dep_id, s in self.deployments.items():
             app = apps.setdefault(dep_id.app, {"deployments": {}})
             app["deployments"][dep_id.name] = deployment_status(s, now)
-        for app in apps.values():
+        for name, app in apps.items():
             app["status"] = ApplicationStatus.of({d["status"] for d in app["deployments"].values()})
+            app["last_deployed_time_s"] = self._deployed_at.get(name)
         # Middlewares as text: a driver asking for the status may not be able to import their classes.
         http = {**dict(self.http_options), "middlewares": [repr(m) for m in self.http_options.middlewares]}
         return {"applications": apps, "http_options": http, "proxies": self.proxies.status()}
@@ -219,6 +221,7 @@ class ServeController:
     def _apply(self, plan: DeployPlan) -> dict[DeploymentId, bool]:
         out = {}
         default_logging = self.io.settings.logging_config
+        self._deployed_at.update({t.app: time.time() for t in plan.targets})
         for target in plan.targets:
             if target.config.logging_config is None and default_logging is not None:  # Serve's default
                 target = dataclasses.replace(target, config=target.config.model_copy(

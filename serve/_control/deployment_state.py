@@ -126,6 +126,7 @@ class DeploymentState:
         self._autoscaled = 0
         self.scaled = {"up": 0, "down": 0}  # autoscaling decisions taken
         self.lost: collections.deque[ReplicaId] = collections.deque(maxlen=LOST_KEPT)  # replaced: unhealthy/died
+        self.methods: tuple[str, ...] | None = None  # the public methods its current code's replicas report
         self._set_autoscaler(0.0)
 
     # -- the target --------------------------------------------------------------------
@@ -134,6 +135,8 @@ class DeploymentState:
         if target == self.target and not self.deleting and self.status != DeploymentStatus.UNHEALTHY:
             return False
         old_autoscaling = self.target.config.autoscaling_config
+        if target.code != self.target.code:
+            self.methods = None  # until a replica of the new code reports its own
         self.target = target
         if target.config.autoscaling_config != old_autoscaling:
             self._set_autoscaler(0.0)
@@ -231,6 +234,8 @@ class DeploymentState:
                 info = r.ready.result(0)
                 if isinstance(info, dict):  # its pid and log file, for the status
                     r.meta.update({k: info[k] for k in ("pid", "log_file", "node_id") if k in info})
+                    if r.version == self.target.version and isinstance(info.get("methods"), (list, tuple)):
+                        self.methods = tuple(info["methods"])
                 log.info("replica %s is running (started in %.1f s)", r.replica_id, now - r.started_at)
                 r.state = RUNNING  # r.user_config is what it was built with; _reconfigure catches it up
                 r.next_health_at = now + self.target.config.health_check_period_s

@@ -95,6 +95,7 @@ def replica_set_of(s: DeploymentState) -> ReplicaSet:
         cfg.max_queued_requests,
         _metrics_interval(s),
         none_wanted(s),
+        s.methods,
     )
 
 

@@ -3,7 +3,7 @@
 `handle.remote(...)` / `handle.method.remote(...)` route through this process's `Router`
 for the deployment and return a `DeploymentResponse`: awaitable, `.result(timeout_s)`,
 accepted by `actors.get`, and passable as an argument to another handle call (resolved
-before that call is routed). Handles are picklable: in another process they find the
+before that call is routed; so is an actor call's `ObjectRef`, as in Ray). Handles are picklable: in another process they find the
 controller by name and build their own router.
 
 A call carries the request context of the code that makes it (`serve.get_request_context()`:
@@ -128,26 +128,32 @@ def _not_ready(timeout_s: float | None) -> TimeoutError:
     return TimeoutError(f"the deployment response was not ready within {timeout_s}s")
 
 
+_RESOLVED = (DeploymentResponse, ObjectRef)  # top-level arguments resolved before a call
+
+
 def _has_responses(args: tuple, kwargs: dict) -> bool:
     for a in args:
-        if isinstance(a, DeploymentResponse):
+        if isinstance(a, _RESOLVED):
             return True
     for v in kwargs.values():
-        if isinstance(v, DeploymentResponse):
+        if isinstance(v, _RESOLVED):
             return True
     return False
 
 
 async def _resolve(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Arguments with every top-level `DeploymentResponse` replaced by its value."""
-    args = tuple([(await _value(a)) if isinstance(a, DeploymentResponse) else a for a in args])
-    kwargs = {k: ((await _value(v)) if isinstance(v, DeploymentResponse) else v) for k, v in kwargs.items()}
+    """Arguments with every top-level `DeploymentResponse` and `ObjectRef` (an actor call's,
+    as Ray resolves them) replaced by its value."""
+    args = tuple([(await _value(a)) if isinstance(a, _RESOLVED) else a for a in args])
+    kwargs = {k: ((await _value(v)) if isinstance(v, _RESOLVED) else v) for k, v in kwargs.items()}
     return args, kwargs
 
 
-async def _value(response: DeploymentResponse) -> Any:
-    """A response argument's value, shielded: this call being cancelled must not cancel the
-    response, which its caller may have passed to other calls too (or await itself)."""
+async def _value(response: DeploymentResponse | ObjectRef) -> Any:
+    """A response (or ref) argument's value, shielded: this call being cancelled must not
+    cancel the response, which its caller may have passed to other calls too (or await itself)."""
+    if isinstance(response, ObjectRef):
+        return await asyncio.shield(response)
     if isinstance(response, _LoopResponse) and response.get_loop() is asyncio.get_running_loop():
         return await asyncio.shield(response)
     return await asyncio.shield(response._to_object_ref())
@@ -307,5 +313,45 @@ def _bridge(loop: asyncio.AbstractEventLoop) -> _Bridge:
     return bridge
 
 
-RayServeHandle = DeploymentHandle  # Ray Serve 1.x names
-RayServeSyncHandle = DeploymentHandle
+class RayServeHandle:
+    """A Ray Serve 1.x async handle (`serve.get_handle(name, sync=False)`,
+    `Deployment.get_handle(sync=False)`): `ref = await handle.remote(...)` sends the call and
+    gives its `DeploymentResponse`; `await ref` (or `actors.get(ref)`) gives the result.
+    `.options(...)` and `handle.method` work as on a `DeploymentHandle`."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self._handle = handle
+
+    @property
+    def deployment_name(self) -> str:
+        return self._handle.deployment_name
+
+    @property
+    def app_name(self) -> str:
+        return self._handle.app_name
+
+    @property
+    def method_name(self) -> str:
+        return self._handle.method_name
+
+    def __repr__(self) -> str:
+        return f"RayServeHandle(deployment={self.deployment_name!r}, method={self.method_name!r})"
+
+    def __reduce__(self):
+        return (RayServeHandle, (self._handle,))
+
+    def options(self, **options: Any) -> "RayServeHandle":
+        return RayServeHandle(self._handle.options(**options))
+
+    def __getattr__(self, name: str) -> "RayServeHandle":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return RayServeHandle(getattr(self._handle, name))
+
+    async def remote(self, *args: Any, **kwargs: Any) -> DeploymentResponse:
+        return self._handle.remote(*args, **kwargs)
+
+
+RayServeSyncHandle = DeploymentHandle  # Ray Serve 1.x: a handle whose calls are used from sync code

@@ -53,6 +53,10 @@ def ingress(app: Any) -> Any:
     def decorate(cls: type) -> type:
         if not inspect.isclass(cls):
             raise TypeError(f"@serve.ingress decorates a class, got {cls!r}")
+        if any("__call__" in vars(k) for k in cls.__mro__ if k is not object):
+            raise ValueError(f"@serve.ingress class {cls.__qualname__} defines __call__, which the app would never "
+                             "reach (the ingress app answers every HTTP request): remove __call__, or serve HTTP "
+                             "from __call__ without @serve.ingress")
         setattr(cls, ASGI_APP_ATTR, app)
         _claim_routes(app, cls)
         return cls

@@ -50,6 +50,7 @@ from proxy import (
 )
 
 from .._obs_config import LoggingConfig, TracingConfig
+from ..exceptions import MethodNotFoundError
 from ..messages import HTTP_METHOD
 from . import counting, logs, tracing
 from .context import (
@@ -68,7 +69,7 @@ from .ingress import bind_app
 from .serve_metrics import replica_metrics
 from .streams import StreamRegistry
 
-__all__ = ["ReplicaActor"]
+__all__ = ["ReplicaActor", "public_methods"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class ReplicaActor:
         self._asgi = None if is_function else bind_app(self._callable)
         set_process_context(self._context)
         self._is_function = is_function
+        self._methods = public_methods(self._callable, is_function)
         self._ongoing = 0
         # The replica's own bound: routers keep under it, this holds across all callers
         # (control calls such as check_health are not counted and never wait behind it).
@@ -127,7 +129,7 @@ class ReplicaActor:
             await self.reconfigure(self._user_config_pending)
             self._user_config_pending = None
         rt = current_runtime()
-        return {"replica_tag": self._tag, "pid": os.getpid(),
+        return {"replica_tag": self._tag, "pid": os.getpid(), "methods": self._methods,
                 "node_id": rt.node_id.hex if rt is not None and rt.node_id is not None else "",
                 "log_file": str(logs.log_path(self._who, self._logging or LoggingConfig(), node_logs_dir()))}
 
@@ -138,16 +140,9 @@ class ReplicaActor:
         self._access = logs.configure(self._who, logging_config, default_dir=node_logs_dir())
 
     def _method(self, name: str) -> Any:
-        if self._is_function:
-            if name != "__call__":
-                raise AttributeError(f"function deployment {self._deployment} has no method {name!r}")
-            return self._callable
-        if name.startswith("_") and name != "__call__":
-            raise AttributeError(f"{self._deployment}.{name} is private and cannot be called through a handle")
-        fn = getattr(self._callable, name, None)
-        if fn is None or not callable(fn):
-            raise AttributeError(f"deployment {self._deployment} has no method {name!r}")
-        return fn
+        if name not in self._methods:
+            raise MethodNotFoundError.of(self._deployment, name, self._methods)
+        return self._callable if self._is_function else getattr(self._callable, name)
 
     async def handle_request(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST,
                              stream: bool = False) -> Any:
@@ -329,6 +324,24 @@ def _items_of(result: Any, deployment: str, method: str) -> Any:
     raise TypeError(f"{deployment}.{method} was called with stream=True but returned a {type(result).__name__}, "
                     "not a generator: make it yield its items, or call it through a handle without "
                     "`.options(stream=True)`")
+
+
+def public_methods(callable_: Any, is_function: bool) -> list[str]:
+    """What handles may call on a replica: `__call__` (a function deployment's only one) and
+    the instance's public methods."""
+    if is_function:
+        return ["__call__"]
+    names = [n for n in dir(callable_) if not n.startswith("_") and _is_method(callable_, n)]
+    return sorted(names + (["__call__"] if callable(callable_) else []))
+
+
+def _is_method(obj: Any, name: str) -> bool:
+    """Whether `obj.name` is a method, found without running a property or `__getattr__`."""
+    try:
+        attr = inspect.getattr_static(obj, name)
+    except AttributeError:
+        return False
+    return isinstance(attr, (staticmethod, classmethod)) or (not isinstance(attr, property) and callable(attr))
 
 
 def _status_of(result: Any) -> int:

@@ -36,8 +36,8 @@ from typing import Any
 from actors import ActorDiedError, ActorUnavailableError
 from actors.system import LongPollClient, PreparedCall, Update
 
-from ..exceptions import BackPressureError, ServeError
-from ..messages import DeploymentId, ReplicaId, ReplicaInfo, ReplicaSet
+from ..exceptions import BackPressureError, MethodNotFoundError, ServeError
+from ..messages import HTTP_METHOD, DeploymentId, ReplicaId, ReplicaInfo, ReplicaSet
 from . import counting, tracing
 from .context import APP, NO_REQUEST, ROUTE, TRACE, Ctx
 from .outcomes import ignore_outcome
@@ -96,6 +96,7 @@ class Router:
         self._policy = PowerOfTwoChoices(rng)
         self._replicas: tuple[ReplicaInfo, ...] = ()
         self._max_queued = -1
+        self._methods: frozenset[str] | None = None  # what may be called (None: not known yet)
         self._in_flight: dict[ReplicaId, int] = collections.defaultdict(int)
         self._waiting: collections.deque[asyncio.Future] = collections.deque()
         self._handoffs = 0  # woken waiters that have not taken their slot yet
@@ -133,6 +134,7 @@ class Router:
                     fut.set_exception(self._none_wanted_error())
         self._max_queued = rs.max_queued_requests
         self._report_every = rs.metrics_interval_s
+        self._methods = None if rs.methods is None else frozenset(rs.methods)
         live = {r.replica_id for r in rs.replicas}
         for rid in [k for k in self._in_flight if k not in live and self._in_flight[k] == 0]:
             del self._in_flight[rid]
@@ -187,11 +189,18 @@ class Router:
             return self._replicas
         return [r for r in self._replicas if r.replica_id not in self._frozen]
 
-    async def _acquire(self) -> ReplicaInfo:
+    def _check_method(self, method: str) -> None:
+        """Fail a call of a method the deployment's replicas said they do not have."""
+        methods = self._methods
+        if methods is not None and method not in methods and method != HTTP_METHOD:
+            raise MethodNotFoundError.of(self.deployment.name, method, sorted(methods))
+
+    async def _acquire(self, method: str = HTTP_METHOD) -> ReplicaInfo:
         """A replica with room, in FIFO order: requests already waiting (or woken and
         about to run) go before a new arrival."""
         if not self._have_set.is_set():
             await self._have_set.wait()
+        self._check_method(method)
         arriving = True
         while True:
             if self._missing:
@@ -299,6 +308,13 @@ class Router:
         self._count(ctx)
         replica = None
         if self._have_set.is_set() and not self._missing and not self._waiting and not self._handoffs:
+            try:
+                self._check_method(method)
+            except MethodNotFoundError as e:
+                failed = asyncio.get_running_loop().create_future()
+                failed.set_exception(e)
+                deliver(failed)
+                return failed
             replica = self._policy.choose(self._routable(), self._in_flight)
         if replica is None:
             task = asyncio.get_running_loop().create_task(self._route_value(method, args, kwargs, ctx, prepared))
@@ -356,11 +372,11 @@ class Router:
                            prepared: PreparedCall | None = None) -> Any:
         return (await self._route(method, args, kwargs, None, ctx, prepared))[0]
 
-    async def _acquire_traced(self, ctx: Ctx) -> ReplicaInfo:
+    async def _acquire_traced(self, ctx: Ctx, method: str) -> ReplicaInfo:
         span = tracing.start(f"route {self.deployment.name}", traceparent=ctx[TRACE],
                              attributes={"serve.queued": bool(self._waiting or self._handoffs)})
         try:
-            replica = await self._acquire()
+            replica = await self._acquire(method)
         except BaseException as e:
             tracing.end(span, error=e if isinstance(e, Exception) else None)
             raise
@@ -372,7 +388,7 @@ class Router:
                      ctx: Ctx, prepared: PreparedCall | None = None,
                      stream: bool = False) -> tuple[Any, ReplicaInfo | None]:
         for attempt in range(_ATTEMPTS):
-            replica = await (self._acquire_traced(ctx) if tracing.ENABLED else self._acquire())
+            replica = await (self._acquire_traced(ctx, method) if tracing.ENABLED else self._acquire(method))
             held = False
             try:
                 if stream:
