@@ -8,7 +8,8 @@ Per request: match the compiled prefix trie, read the body (refusing more than
 the server never crashes on a request: 404 unknown route, 500 user error, 503
 back-pressure, 504 past `request_timeout_s`, 431 for headers over MAX_HEADER_BYTES, 408 for
 a request head not complete within `header_timeout_s` (slow clients); uvicorn itself answers
-a malformed request with 400. `middlewares` and `root_path` wrap the app
+a malformed request with 400. A client that disconnects before its answer cancels the
+request at its replica (logged and counted as 499). `middlewares` and `root_path` wrap the app
 (see `_asgi`): a request's `root_path` is the proxy's root_path plus the matched prefix.
 
 Every request gets an id (see `_observe`), sent back in its `X-Request-ID` response header
@@ -32,7 +33,7 @@ import uvicorn
 from ._asgi import build_app
 from ._codec import whole_response
 from ._observe import REQUEST_ID_HEADER, RequestObserver, request_id_of, set_current
-from ._protocol import protocol_with_header_deadline
+from ._protocol import DISCONNECT_KEY, Disconnect, protocol_with_header_deadline
 from ._routes import Route, RouteTable
 from ._stream import ResponseStream, write_stream
 from .messages import HTTPRequest, HTTPResponse
@@ -60,6 +61,9 @@ class _Server(uvicorn.Server):
 
 def _text(status: int, text: str) -> HTTPResponse:
     return whole_response(status, ((b"content-type", b"text/plain; charset=utf-8"),), text.encode())
+
+
+_CLIENT_LEFT = _text(499, "the client closed the connection before the response")  # (nginx's 499)
 
 
 class ProxyServer:
@@ -193,8 +197,22 @@ class ProxyServer:
                               tuple(scope.get("headers", ())), body, scope.get("scheme", "http"),
                               tuple(scope["client"]) if scope.get("client") else None,
                               tuple(scope["server"]) if scope.get("server") else None, scope.get("http_version", "1.1"))
+        watch: Disconnect | None = scope.get(DISCONNECT_KEY)
+        if watch is not None:
+            if watch.happened:
+                return _CLIENT_LEFT, route, target
+            watch.task = asyncio.current_task()
         try:
             return await asyncio.wait_for(self._forward(target, request, request_id), self._timeout), route, target
+        except asyncio.CancelledError:
+            if watch is None or not watch.happened:
+                raise
+            # the client left: the call was cancelled at its replica (async handlers get
+            # CancelledError); nobody reads this answer, it is what the access log shows
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+            return _CLIENT_LEFT, route, target
         except asyncio.TimeoutError:
             return _text(504, f"the request took longer than request_timeout_s={self._timeout}"), route, target
         except Exception as e:
@@ -202,7 +220,10 @@ class ProxyServer:
             if status == 500:  # the traceback is in the replica's log, not for the client
                 first = str(e).split("\n", 1)[0]
                 return _text(500, f"Internal Server Error: {type(e).__name__}: {first}"), route, target
-            return _text(status, f"{type(e).__name__}: {e}"), route, target
+            return _text(status, str(e) or type(e).__name__), route, target  # a plain message (Ray's style)
+        finally:
+            if watch is not None:
+                watch.task = None
 
     async def _read_body(self, scope: dict, receive: Any) -> bytes | None:
         for name, value in scope.get("headers", ()):

@@ -17,7 +17,20 @@ RayServeException = ServeError  # the name Ray Serve 1.x programs catch
 
 class BackPressureError(ServeError):
     """Raised by a handle call (HTTP 503 at the proxy) when every replica is at
-    `max_ongoing_requests` and the caller's queue already holds `max_queued_requests`."""
+    `max_ongoing_requests` and the caller's queue already holds `max_queued_requests`.
+
+    Built as Ray's, `BackPressureError(num_queued_requests=N, max_queued_requests=M)`, its
+    message is Ray's plain sentence (also the body of the proxy's 503); both numbers are
+    attributes. A positional message is accepted too."""
+
+    def __init__(self, *args: object, num_queued_requests: int | None = None,
+                 max_queued_requests: int | None = None) -> None:
+        if not args and num_queued_requests is not None and max_queued_requests is not None:
+            args = (f"Request dropped due to backpressure (num_queued_requests={num_queued_requests}, "
+                    f"max_queued_requests={max_queued_requests}).",)
+        super().__init__(*args)
+        self.num_queued_requests = num_queued_requests
+        self.max_queued_requests = max_queued_requests
 
 
 class DeploymentUnhealthyError(ServeError):

@@ -106,6 +106,7 @@ class ReplicaActor:
         self._asgi = None if is_function else bind_app(self._callable)
         set_process_context(self._context)
         self._is_function = is_function
+        self._call_takes_request: bool | None = None  # known at the first HTTP request
         self._ongoing = 0
         # The replica's own bound: routers keep under it, this holds across all callers
         # (control calls such as check_health are not counted and never wait behind it).
@@ -239,9 +240,13 @@ class ReplicaActor:
         try:
             if http and self._asgi is not None:  # @serve.ingress: the app answers
                 return await run_asgi(self._asgi, args[0])
-            if http:  # from the proxy: the user's __call__ gets a starlette Request
-                method, args, kwargs = "__call__", (to_starlette_request(args[0]),), {}
+            if http:  # from the proxy: the user's __call__ gets a starlette Request (if it takes one)
+                method, kwargs = "__call__", {}
             fn = self._method(method)
+            if http:
+                if self._call_takes_request is None:
+                    self._call_takes_request = _takes_argument(fn)
+                args = (to_starlette_request(args[0]),) if self._call_takes_request else ()
             if inspect.iscoroutinefunction(fn):
                 result = await fn(*args, **kwargs)
             else:
@@ -298,6 +303,18 @@ class ReplicaActor:
                 log.warning("%s.__del__ raised during shutdown: %r", self._deployment, e)
         logs.flush()  # the process is killed next
         return self._ongoing
+
+
+def _takes_argument(fn: Any) -> bool:
+    """Whether `fn` (the `__call__` an HTTP request reaches) takes an argument: one that takes
+    none (`def __call__(self)`, a function of no parameters) is called with none, as in Ray."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): give it the request
+        return True
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL)
+    return any(p.kind in positional for p in params)
 
 
 def _status_of(result: Any) -> int:

@@ -7,7 +7,8 @@ per request); while the controller is away, the last set stays in use.
 Policy (`PowerOfTwoChoices`): over the replicas with room (requests this caller has in
 flight there < max_ongoing_requests), sample two and take the less loaded. With no room
 anywhere, requests wait in FIFO order at the caller; past `max_queued_requests` they fail
-at once with `BackPressureError`.
+at once with `BackPressureError`. A deployment scaled to zero has no replica: its requests
+wait, and the first to wait reports the load at once, so the controller starts a replica.
 
 A request refused by a replica that was already gone (`ActorUnavailableError`: it never
 ran) is retried on another replica; one that was in flight when its replica died fails
@@ -136,8 +137,12 @@ class Router:
             await asyncio.sleep(self._report_every or 1.0)
             if self._report_every is None:
                 continue
-            ref = self._controller.record_load.remote(self._source, self.deployment, float(self.load))
-            ref.future().add_done_callback(ignore_outcome)  # best effort: the next report follows
+            self._report_now()
+
+    def _report_now(self) -> None:
+        """Report this caller's load to the controller (requests in flight and waiting)."""
+        ref = self._controller.record_load.remote(self._source, self.deployment, float(self.load))
+        ref.future().add_done_callback(ignore_outcome)  # best effort: the next report follows
 
     def _wake(self, n: int = 1) -> None:
         while n > 0 and self._waiting:
@@ -168,13 +173,12 @@ class Router:
                     self._wake()  # room for the next one too: hand it on
                 return replica
             if arriving and 0 <= self._max_queued <= len(self._waiting):
-                raise BackPressureError(
-                    f"deployment {self.deployment.name!r}: all {len(self._replicas)} replicas are at "
-                    f"max_ongoing_requests and {len(self._waiting)} requests already wait "
-                    f"(max_queued_requests={self._max_queued})")
+                raise BackPressureError(num_queued_requests=len(self._waiting), max_queued_requests=self._max_queued)
             fut = asyncio.get_running_loop().create_future()
             if arriving:
                 self._waiting.append(fut)
+                if not self._replicas and self._report_every is not None:
+                    self._report_now()  # scaled to zero: the controller hears of this request at once
             else:
                 self._waiting.appendleft(fut)  # woken but no room after all: keep its place
             arriving = False
