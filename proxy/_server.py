@@ -15,7 +15,10 @@ request at its replica (logged and counted as 499). `middlewares` and `root_path
 Every request gets an id (see `_observe`), sent back in its `X-Request-ID` response header
 whatever the status, and passed to `forward`; an `observer` hears of each request's end
 (status, route, latency) for metrics and access logs, and of its start when it traces.
-`in_flight` counts the requests being handled.
+`in_flight` counts the requests being handled (and open websockets).
+
+WebSockets (`forward_websocket`): the handshake goes to the route's replica, whose app
+accepts or refuses it; then messages flow both ways until either side closes (`_websocket`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ._observe import REQUEST_ID_HEADER, RequestObserver, request_id_of, set_cur
 from ._protocol import DISCONNECT_KEY, Disconnect, protocol_with_header_deadline
 from ._routes import Route, RouteTable
 from ._stream import ResponseStream, write_stream
+from ._websocket import WebSocketStream, bridge
 from .messages import HTTPRequest, HTTPResponse
 
 __all__ = ["ProxyServer"]
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT_S = 30.0  # a request's head must arrive within this (408 and close past it)
 Forward = Callable[[str, HTTPRequest, str], Awaitable["HTTPResponse | ResponseStream"]]
+ForwardWebSocket = Callable[[str, HTTPRequest, str], Awaitable[WebSocketStream]]
 _BUILTINS = ("/-/healthz", "/-/routes")
 
 
@@ -71,8 +76,9 @@ class ProxyServer:
                  max_body_bytes: int = 100 * 1024 * 1024, keep_alive_timeout_s: float = 5,
                  classify: Callable[[BaseException], int] | None = None, middlewares: Iterable[Any] = (),
                  root_path: str = "", header_timeout_s: float = HEADER_TIMEOUT_S,
-                 observer: RequestObserver | None = None) -> None:
+                 observer: RequestObserver | None = None, forward_websocket: ForwardWebSocket | None = None) -> None:
         self.host = host
+        self._forward_ws = forward_websocket
         self.port = port
         self._forward = forward
         self._timeout = request_timeout_s
@@ -133,6 +139,36 @@ class ProxyServer:
     async def app(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             await self._handle(scope, receive, send, None)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+
+    async def _websocket(self, scope: dict, receive: Any, send: Any) -> None:
+        """A websocket: its handshake goes to the route's replica (whose app accepts or
+        refuses it), then messages flow both ways (`_websocket.bridge`). Refused here (HTTP
+        403 to the client) with no such route, while draining, or past `request_timeout_s`."""
+        request_id = request_id_of(scope.get("headers", ()))
+        set_current(request_id)
+        match = self.table.match(scope["path"])
+        if match is None or self.draining or self._forward_ws is None:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return
+        request = HTTPRequest("GET", match.path, scope.get("root_path", "") + match.root_path,
+                              scope.get("query_string", b""), tuple(scope.get("headers", ())), b"",
+                              scope.get("scheme", "ws"), tuple(scope["client"]) if scope.get("client") else None,
+                              tuple(scope["server"]) if scope.get("server") else None, scope.get("http_version", "1.1"))
+        self.in_flight += 1
+        try:
+            try:
+                stream = await asyncio.wait_for(self._forward_ws(match.route.target, request, request_id), self._timeout)
+            except Exception as e:
+                log.warning("websocket %s refused: %s: %s", scope["path"], type(e).__name__, e)
+                await send({"type": "websocket.close", "code": 1011})
+                return
+            await bridge(stream, send, receive)
+        finally:
+            self.in_flight -= 1
 
     async def _outside_root_path(self, scope: dict, receive: Any, send: Any, response: HTTPResponse) -> None:
         """A request outside `root_path` (answered by the mount, with an id like any other)."""

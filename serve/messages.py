@@ -18,12 +18,13 @@ from ._config import DeploymentConfig
 from ._obs_config import LoggingConfig, TracingConfig
 
 __all__ = [
-    "DEFAULT_APP", "HTTP_METHOD", "ApplicationStatus", "DeploymentId", "DeploymentStatus", "DeploymentTarget",
+    "DEFAULT_APP", "HTTP_METHOD", "WEBSOCKET_METHOD", "ApplicationStatus", "DeploymentId", "DeploymentStatus", "DeploymentTarget",
     "ProxyStatus", "ReplicaId", "ReplicaInfo", "ReplicaSet", "ReplicaState", "RouteTable", "ServeSettings",
 ]
 
 DEFAULT_APP = "default"
 HTTP_METHOD = "__serve_http__"  # the replica entry the proxy calls with an HTTPRequest
+WEBSOCKET_METHOD = "__serve_websocket__"  # the replica entry the proxy opens a websocket with
 
 
 class _Word(str, enum.Enum):

@@ -12,7 +12,9 @@ stops a replica, which waits for the requests in flight.
 A streamed HTTP response stays in flight here, holding its slot, from the request until
 its stream ends (`StreamRegistry`): the proxy pulls its chunks by stream id
 (`stream_next`) from this same replica, or closes it when the client leaves
-(`stream_close`).
+(`stream_close`). A websocket (to an `@serve.ingress` app) holds its slot the same way
+until its app ends; the proxy pulls the app's messages (`websocket_pull`) and pushes the
+client's (`websocket_push`).
 
 Observability: before the user's constructor runs, the process's logging goes to the
 replica's log file as its `LoggingConfig` says (`logs.configure`; changed live by
@@ -40,13 +42,16 @@ from proxy import (
     HTTPResponse,
     HTTPStreamStart,
     StreamBody,
+    WebSocketMessages,
+    WebSocketSession,
+    WebSocketSessions,
     run_asgi,
     to_http_response,
     to_starlette_request,
 )
 
 from .._obs_config import LoggingConfig, TracingConfig
-from ..messages import HTTP_METHOD
+from ..messages import HTTP_METHOD, WEBSOCKET_METHOD
 from . import counting, logs, tracing
 from .context import (
     APP,
@@ -116,6 +121,7 @@ class ReplicaActor:
         self._user_config_pending = user_config
         self._logging = logging_config
         self._streams = StreamRegistry(deployment, self._request_done)
+        self._sockets = WebSocketSessions(self._request_done)
 
     @actors.unqueued  # control: never behind requests (see the class docstring)
     async def ready(self) -> dict[str, Any]:
@@ -163,6 +169,9 @@ class ReplicaActor:
             if type(result) is StreamBody:  # counted in flight until the stream ends
                 streaming = True
                 return self._open_stream(result)
+            if type(result) is WebSocketSession:  # counted in flight until its app ends
+                streaming = True
+                return await self._sockets.open(result)
             return result
         except BaseException as e:
             error = e
@@ -234,9 +243,33 @@ class ReplicaActor:
         """The client left: stop the stream's iterator (its `finally` runs)."""
         self._streams.close(stream_id)
 
+    # -- websockets: the proxy pulls the app's messages and pushes the client's ------------
+    @actors.unqueued
+    async def websocket_pull(self, session_id: int) -> WebSocketMessages:
+        """What a websocket app sent since the last pull (proxy only)."""
+        return await self._sockets.pull(session_id)
+
+    @actors.unqueued
+    async def websocket_push(self, session_id: int, messages: tuple[dict, ...]) -> None:
+        """The client's messages, to the app's `receive` (proxy only)."""
+        self._sockets.push(session_id, messages)
+
+    @actors.unqueued
+    async def websocket_close(self, session_id: int) -> None:
+        """The proxy is done with the session (the client left or the app closed)."""
+        self._sockets.close(session_id)
+
     async def _handle(self, method: str, args: tuple, kwargs: dict) -> Any:
         token = current_context.set(self._context)
         http = method == HTTP_METHOD
+        if method == WEBSOCKET_METHOD:
+            try:
+                if self._asgi is None:
+                    raise TypeError(f"deployment {self._deployment} cannot take a websocket: websockets reach "
+                                    "the @app.websocket routes of a @serve.ingress app")
+                return WebSocketSession(self._asgi, args[0])
+            finally:
+                current_context.reset(token)
         try:
             if http and self._asgi is not None:  # @serve.ingress: the app answers
                 return await run_asgi(self._asgi, args[0])
