@@ -95,7 +95,7 @@ class WebSocketSession:
             log.error("the websocket app failed", exc_info=error)
         if not self._closed_by_app:
             self._closed_by_app = True
-            self._out.append(_ERROR_CLOSE if error is not None or not self._out else _NORMAL_CLOSE)
+            self._out.append(_ERROR_CLOSE if error is not None else _NORMAL_CLOSE)
         self.done = True
         self._changed.set()
 
