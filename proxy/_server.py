@@ -146,29 +146,46 @@ class ProxyServer:
         """A websocket: its handshake goes to the route's replica (whose app accepts or
         refuses it), then messages flow both ways (`_websocket.bridge`). Refused here (HTTP
         403 to the client) with no such route, while draining, or past `request_timeout_s`."""
+        started = time.perf_counter()
         request_id = request_id_of(scope.get("headers", ()))
         set_current(request_id)
         match = self.table.match(scope["path"])
         if match is None or self.draining or self._forward_ws is None:
             await send({"type": "websocket.close", "code": 1008})
+            self._observe_websocket("", None, 404 if match is None else 503, started, request_id, scope["path"])
             return
         if (await receive())["type"] != "websocket.connect":
             return
+        route, target = match.route.prefix, match.route.target
         request = HTTPRequest("GET", match.path, scope.get("root_path", "") + match.root_path,
                               scope.get("query_string", b""), tuple(scope.get("headers", ())), b"",
                               scope.get("scheme", "ws"), tuple(scope["client"]) if scope.get("client") else None,
                               tuple(scope["server"]) if scope.get("server") else None, scope.get("http_version", "1.1"))
         self.in_flight += 1
+        status = 500
         try:
             try:
-                stream = await asyncio.wait_for(self._forward_ws(match.route.target, request, request_id), self._timeout)
+                stream = await asyncio.wait_for(self._forward_ws(target, request, request_id), self._timeout)
             except Exception as e:
+                status = 504 if isinstance(e, asyncio.TimeoutError) else self._classify(e)
                 log.warning("websocket %s refused: %s: %s", scope["path"], type(e).__name__, e)
                 await send({"type": "websocket.close", "code": 1011})
                 return
+            status = 101 if stream.first["type"] == "websocket.accept" else 403
             await bridge(stream, send, receive)
         finally:
             self.in_flight -= 1
+            self._observe_websocket(route, target, status, started, request_id, scope["path"])
+
+    def _observe_websocket(self, route: str, target: str | None, status: int, started: float, request_id: str,
+                           path: str) -> None:
+        """A websocket's end, for metrics and the access log (method WEBSOCKET; status 101 if
+        its app accepted it, else why it was refused)."""
+        if self._observer is not None:
+            try:
+                self._observer.end(None, "WEBSOCKET", route, target, status, started, request_id, path)
+            except Exception:
+                log.exception("the request observer failed")
 
     async def _outside_root_path(self, scope: dict, receive: Any, send: Any, response: HTTPResponse) -> None:
         """A request outside `root_path` (answered by the mount, with an id like any other)."""
