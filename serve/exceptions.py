@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from actors import ActorsError
 
-__all__ = ["BackPressureError", "ConfigError", "ConflictError", "DeployTimeoutError", "DeploymentUnhealthyError",
+__all__ = ["BackPressureError", "ConfigError", "ConflictError", "DeployTimeoutError", "DeploymentUnavailableError",
+           "DeploymentUnhealthyError",
            "OptionTypeError", "RayServeException", "ServeError", "ServeNotRunningError"]
 
 
@@ -31,6 +32,12 @@ class BackPressureError(ServeError):
         super().__init__(*args)
         self.num_queued_requests = num_queued_requests
         self.max_queued_requests = max_queued_requests
+
+
+class DeploymentUnavailableError(ServeError):
+    """Raised by a handle call (HTTP 503 at the proxy) to a deployment that runs no replica
+    and cannot start one (UNHEALTHY: e.g. scaled to zero and its constructor fails); calls
+    waiting for a replica fail with it too, rather than wait forever. The message says why."""
 
 
 class DeploymentUnhealthyError(ServeError):

@@ -171,6 +171,7 @@ class ReplicaSet:
     replicas: tuple[ReplicaInfo, ...]
     max_queued_requests: int = -1
     metrics_interval_s: float | None = None  # report load this often (None: no autoscaling)
+    unavailable: str = ""  # why none can be served: no replica runs and none can start (UNHEALTHY)
 
 
 @dataclass(frozen=True, slots=True)

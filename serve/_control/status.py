@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..messages import ReplicaInfo, ReplicaSet
+from ..messages import DeploymentStatus, ReplicaInfo, ReplicaSet
 from .deployment_state import STARTING, DeploymentState, Replica
 
 __all__ = ["deployment_status", "gist", "progress", "replica_set_of", "waiting_reason"]
@@ -94,6 +94,8 @@ def replica_set_of(s: DeploymentState) -> ReplicaSet:
         tuple(ReplicaInfo(r.replica_id, r.handle, cfg.max_ongoing_requests) for r in s.running()),
         cfg.max_queued_requests,
         _metrics_interval(s),
+        # no replica and none starting (a deployment at zero that cannot start): callers fail, not wait
+        (s.message or "it cannot start a replica") if s.status == DeploymentStatus.UNHEALTHY and not s.running() else "",
     )
 
 

@@ -37,7 +37,7 @@ from proxy import (
 
 from .._config import HTTPOptions
 from .._obs_config import LoggingConfig, TracingConfig
-from ..exceptions import BackPressureError
+from ..exceptions import BackPressureError, DeploymentUnavailableError
 from ..messages import HTTP_METHOD, WEBSOCKET_METHOD, DeploymentId, RouteTable
 from . import counting, logs, tracing
 from .client import ServeClient
@@ -56,7 +56,7 @@ def _status_of(exc: BaseException) -> int:
     is going away: a load balancer should try another proxy); 500 for anything else,
     the deployment's own errors and a replica that died with the request included (a
     502 there would make a load balancer count a healthy proxy as failed)."""
-    if isinstance(exc, BackPressureError):
+    if isinstance(exc, (BackPressureError, DeploymentUnavailableError)):
         return 503
     if isinstance(exc, RuntimeShutDownError):
         return 503

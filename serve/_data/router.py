@@ -32,7 +32,7 @@ from typing import Any
 from actors import ActorDiedError, ActorUnavailableError
 from actors.system import LongPollClient, Update
 
-from ..exceptions import BackPressureError, ServeError
+from ..exceptions import BackPressureError, DeploymentUnavailableError, ServeError
 from ..messages import DeploymentId, ReplicaId, ReplicaInfo, ReplicaSet
 from . import counting, tracing
 from .context import APP, NO_REQUEST, ROUTE, TRACE, Ctx
@@ -85,6 +85,7 @@ class Router:
         self._handoffs = 0  # woken waiters that have not taken their slot yet
         self._have_set = asyncio.Event()
         self._missing = False
+        self._unavailable = ""
         self._report_every: float | None = None
         self._source = f"{id(self):x}@{controller!r}"
         key = replica_set_key(deployment)
@@ -102,6 +103,12 @@ class Router:
         rs = update.value if update.exists and update.value is not None else ReplicaSet(self.deployment, ())
         self._replicas = rs.replicas
         self._max_queued = rs.max_queued_requests
+        self._unavailable = rs.unavailable
+        if rs.unavailable and not rs.replicas:  # nothing will come for the waiting calls: fail them
+            while self._waiting:
+                fut = self._waiting.popleft()
+                if not fut.done():
+                    fut.set_exception(self._unavailable_error())
         self._report_every = rs.metrics_interval_s
         live = {r.replica_id for r in rs.replicas}
         for rid in [k for k in self._in_flight if k not in live and self._in_flight[k] == 0]:
@@ -162,6 +169,8 @@ class Router:
             await self._have_set.wait()
         arriving = True
         while True:
+            if self._unavailable and not self._replicas:
+                raise self._unavailable_error()
             if self._missing:
                 raise ServeError(f"there is no deployment {self.deployment.name!r} in application "
                                  f"{self.deployment.app!r} (see serve.status())")
@@ -193,6 +202,10 @@ class Router:
                     self._wake()  # it was handed a slot: pass it on
                 raise
             self._handoffs -= 1
+
+    def _unavailable_error(self) -> DeploymentUnavailableError:
+        return DeploymentUnavailableError(f"deployment {self.deployment.name!r} of application "
+                                          f"{self.deployment.app!r} is unavailable: {self._unavailable}")
 
     def _release(self, replica: ReplicaInfo) -> None:
         self._in_flight[replica.replica_id] -= 1

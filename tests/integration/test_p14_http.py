@@ -242,6 +242,26 @@ def test_scale_to_zero_keeps_the_route_and_a_request_starts_a_replica(http) -> N
     serve.delete("p14-zero")
 
 
+@serve.deployment(autoscaling_config={"min_replicas": 0, "max_replicas": 1, "metrics_interval_s": 0.2})
+class Broken:
+    def __init__(self) -> None:
+        raise RuntimeError("the model file is missing")
+
+    def __call__(self) -> str:
+        return "never"
+
+
+def test_a_request_to_a_deployment_at_zero_that_cannot_start_is_a_503_not_a_hang(http) -> None:
+    client, _ = http
+    serve.run(Broken.bind(), name="p14-broken-zero", route_prefix="/broken-zero")
+    _route(client, "/broken-zero")
+    r = client.get("/broken-zero", timeout=120)  # waits while the starts fail, then is refused
+    assert r.status_code == 503
+    assert "unavailable" in r.text and "the model file is missing" in r.text
+    assert client.get("/broken-zero", timeout=30).status_code == 503  # at once from now on
+    serve.delete("p14-broken-zero")
+
+
 def test_a_request_to_a_deployment_at_zero_is_bounded_by_request_timeout_s(tmp_path) -> None:
     """request_timeout_s bounds the wait for the replica: a constructor slower than it is a 504."""
     port = free_port()

@@ -1,17 +1,22 @@
 """Scale to zero (issue 14, item 18) in the logic alone: the controller keeps publishing the
 route of a deployment that autoscales with min_replicas=0 while it runs no replica, and a
-router with no replica reports its waiting request at once (not at its next report)."""
+router with no replica reports its waiting request at once (not at its next report). One
+that cannot start a replica (UNHEALTHY) is published as unavailable, and callers fail
+rather than wait forever."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 
+import pytest
+
 from actors.system import Update
 from serve._config import DeploymentConfig
 from serve._data.http_proxy import ROUTES_KEY
-from serve._data.router import Router
-from serve.messages import DeploymentTarget, ReplicaInfo, ReplicaSet
+from serve._data.router import Router, replica_set_key
+from serve.exceptions import DeploymentUnavailableError
+from serve.messages import DeploymentStatus, DeploymentTarget, ReplicaInfo, ReplicaSet
 
 from .test_controller import D, FakeIO, controller_on, step
 from .test_router import DEPLOYMENT, FakeController, FakeReplica, settle, until
@@ -72,3 +77,41 @@ def test_a_router_with_no_replica_reports_a_waiting_request_at_once() -> None:
     asyncio.run(main())
 
 
+
+
+def test_a_deployment_at_zero_that_cannot_start_is_published_as_unavailable() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = await controller_on(io)
+        await c.deploy([_autoscaling_target(0)])
+        c.record_load("router-1", D, 1.0)
+        for _ in range(200):  # every start fails (its constructor raises), with back-offs between
+            for p in io.replicas.pending("ready"):
+                p._done, p._error = True, RuntimeError("the model file is missing")
+            await step(c, 1.0)
+            st = (await c.status())["applications"]["app"]["deployments"]["d"]
+            if st["status"] == DeploymentStatus.UNHEALTHY:
+                break
+        rs = (await c.listen(replica_set_key(D), -1, 0.0)).value
+        assert rs.replicas == () and "the model file is missing" in rs.unavailable
+
+    asyncio.run(main())
+
+
+def test_calls_waiting_at_a_router_fail_when_the_deployment_becomes_unavailable() -> None:
+    async def main() -> None:
+        controller = FakeController()
+        controller.push(Update(1, ReplicaSet(DEPLOYMENT, (), metrics_interval_s=1000.0)))
+        router = Router(DEPLOYMENT, controller, rng=random.Random(0))
+        waiting = asyncio.get_running_loop().create_task(router.call("m", (), {}))
+        await until(lambda: controller.reports, "the call to wait")
+        controller.push(Update(2, ReplicaSet(DEPLOYMENT, (), metrics_interval_s=1000.0,
+                                             unavailable="its constructor failed 3 times: boom")))
+        with pytest.raises(DeploymentUnavailableError, match="constructor failed 3 times: boom"):
+            await asyncio.wait_for(waiting, 5)
+        with pytest.raises(DeploymentUnavailableError):  # and a new call fails at once
+            await asyncio.wait_for(router.call("m", (), {}), 5)
+        router.close()
+        await settle()
+
+    asyncio.run(main())
