@@ -7,9 +7,11 @@ from ._observe import REQUEST_ID_HEADER, RequestObserver, current_request_id, ne
 from ._routes import Match, Route, RouteTable
 from ._server import ProxyServer
 from ._stream import ChunkPump, ResponseStream, StreamBody, iterate_in_thread
-from .messages import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart
+from ._websocket import WebSocketSession, WebSocketSessions, WebSocketStream
+from .messages import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart, WebSocketMessages, WebSocketStart
 
 __all__ = ["ChunkPump", "HTTPChunks", "HTTPRequest", "HTTPResponse", "HTTPStreamStart", "Match", "MiddlewareError",
            "ProxyServer", "REQUEST_ID_HEADER", "RequestObserver", "ResponseStream", "Route", "RouteTable", "StreamBody",
+           "WebSocketMessages", "WebSocketSession", "WebSocketSessions", "WebSocketStart", "WebSocketStream",
            "current_request_id", "iterate_in_thread", "new_request_id", "request_id_of", "run_asgi", "to_http_response",
            "to_starlette_request"]

@@ -57,7 +57,7 @@ def _mount(app: ASGIApp, root_path: str, outside: Outside | None) -> ASGIApp:
                                f"Path not found: this proxy serves under root_path {root_path!r}.".encode())
 
     async def mounted(scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             return await app(scope, receive, send)
         path = scope["path"]
         if path == root_path or path.startswith(below):
@@ -65,6 +65,8 @@ def _mount(app: ASGIApp, root_path: str, outside: Outside | None) -> ASGIApp:
             return await app(scope, receive, send)
         if path in BUILTIN_PATHS:
             return await app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
         if outside is not None:
             return await outside(scope, receive, send, not_found)
         await send({"type": "http.response.start", "status": 404, "headers": list(not_found.headers)})

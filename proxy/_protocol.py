@@ -9,6 +9,10 @@ gets 408 and the connection is closed. Other connections are not affected.
 A connection opened while `max_connections` are already open is answered 503 and closed
 at once, before anything is read: file descriptors stay bounded however many clients
 connect (each refusal is counted, and logged at most every few seconds).
+
+It also tells a request's handler at once when its client leaves before the response is
+complete (`Disconnect`, in the scope under DISCONNECT_KEY), so the request is cancelled
+all the way to its replica rather than finishing for nobody.
 """
 
 from __future__ import annotations
@@ -19,7 +23,26 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ._limits import LimitLog
 
-__all__ = ["protocol_with_header_deadline"]
+__all__ = ["DISCONNECT_KEY", "Disconnect", "protocol_with_header_deadline"]
+
+DISCONNECT_KEY = "zeroserve.disconnect"  # the scope's entry holding its request's `Disconnect`
+
+
+class Disconnect:
+    """A request's client leaving before its response is complete, heard at once (from the
+    connection, not by reading `receive`): `task`, if set (the task awaiting the request's
+    answer), is cancelled. Shared by every shallow copy of the scope."""
+
+    __slots__ = ("happened", "task")
+
+    def __init__(self) -> None:
+        self.happened = False
+        self.task: asyncio.Task | None = None
+
+    def fire(self) -> None:
+        self.happened = True
+        if self.task is not None:
+            self.task.cancel()
 
 _BODY = b"request headers not received in time"
 _408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -58,6 +81,7 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[DISCONNECT_KEY] = Disconnect()  # type: ignore[literal-required]
         self._head_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
@@ -67,7 +91,12 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            watch = cycle.scope.get(DISCONNECT_KEY)
+            if isinstance(watch, Disconnect):
+                watch.fire()
 
     def _disarm(self) -> None:
         if self._deadline is not None:

@@ -10,13 +10,17 @@ back-pressure, 504 past `request_timeout_s`, 431 for headers over MAX_HEADER_BYT
 a request head not complete within `header_timeout_s`, or a body not complete within
 `body_timeout_s` or idle between chunks for BODY_IDLE_S (slow clients; the connection is
 closed), 503 and close for a connection over `max_connections`; uvicorn itself answers a
-malformed request with 400. `middlewares` and `root_path` wrap the app
+malformed request with 400. A client that disconnects before its answer cancels the
+request at its replica (logged and counted as 499). `middlewares` and `root_path` wrap the app
 (see `_asgi`): a request's `root_path` is the proxy's root_path plus the matched prefix.
 
 Every request gets an id (see `_observe`), sent back in its `X-Request-ID` response header
 whatever the status, and passed to `forward`; an `observer` hears of each request's end
 (status, route, latency) for metrics and access logs, and of its start when it traces.
-`in_flight` counts the requests being handled.
+`in_flight` counts the requests being handled (and open websockets).
+
+WebSockets (`forward_websocket`): the handshake goes to the route's replica, whose app
+accepts or refuses it; then messages flow both ways until either side closes (`_websocket`).
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ from ._asgi import build_app
 from ._codec import whole_response
 from ._limits import LimitLog
 from ._observe import REQUEST_ID_HEADER, RequestObserver, request_id_of, set_current
-from ._protocol import protocol_with_header_deadline
+from ._protocol import DISCONNECT_KEY, Disconnect, protocol_with_header_deadline
 from ._routes import Route, RouteTable
 from ._stream import ResponseStream, write_stream
+from ._websocket import WebSocketStream, bridge
 from .messages import HTTPRequest, HTTPResponse
 
 __all__ = ["ProxyServer"]
@@ -47,6 +52,7 @@ MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT_S = 30.0  # a request's head must arrive within this (408 and close past it)
 BODY_IDLE_S = 30.0  # the longest gap allowed between a body's chunks (408 and close past it)
 Forward = Callable[[str, HTTPRequest, str], Awaitable["HTTPResponse | ResponseStream"]]
+ForwardWebSocket = Callable[[str, HTTPRequest, str], Awaitable[WebSocketStream]]
 _BUILTINS = ("/-/healthz", "/-/routes")
 
 
@@ -66,14 +72,18 @@ def _text(status: int, text: str) -> HTTPResponse:
     return whole_response(status, ((b"content-type", b"text/plain; charset=utf-8"),), text.encode())
 
 
+_CLIENT_LEFT = _text(499, "the client closed the connection before the response")  # (nginx's 499)
+
+
 class ProxyServer:
     def __init__(self, host: str, port: int, forward: Forward, *, request_timeout_s: float | None = None,
                  max_body_bytes: int = 100 * 1024 * 1024, keep_alive_timeout_s: float = 5,
                  classify: Callable[[BaseException], int] | None = None, middlewares: Iterable[Any] = (),
                  root_path: str = "", header_timeout_s: float = HEADER_TIMEOUT_S,
                  body_timeout_s: float = 120.0, max_connections: int | None = None,
-                 observer: RequestObserver | None = None) -> None:
+                 observer: RequestObserver | None = None, forward_websocket: ForwardWebSocket | None = None) -> None:
         self.host = host
+        self._forward_ws = forward_websocket
         self.port = port
         self._forward = forward
         self._timeout = request_timeout_s
@@ -139,6 +149,53 @@ class ProxyServer:
     async def app(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             await self._handle(scope, receive, send, None)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+
+    async def _websocket(self, scope: dict, receive: Any, send: Any) -> None:
+        """A websocket: its handshake goes to the route's replica (whose app accepts or
+        refuses it), then messages flow both ways (`_websocket.bridge`). Refused here (HTTP
+        403 to the client) with no such route, while draining, or past `request_timeout_s`."""
+        started = time.perf_counter()
+        request_id = request_id_of(scope.get("headers", ()))
+        set_current(request_id)
+        match = self.table.match(scope["path"])
+        if match is None or self.draining or self._forward_ws is None:
+            await send({"type": "websocket.close", "code": 1008})
+            self._observe_websocket("", None, 404 if match is None else 503, started, request_id, scope["path"])
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return
+        route, target = match.route.prefix, match.route.target
+        request = HTTPRequest("GET", match.path, scope.get("root_path", "") + match.root_path,
+                              scope.get("query_string", b""), tuple(scope.get("headers", ())), b"",
+                              scope.get("scheme", "ws"), tuple(scope["client"]) if scope.get("client") else None,
+                              tuple(scope["server"]) if scope.get("server") else None, scope.get("http_version", "1.1"))
+        self.in_flight += 1
+        status = 500
+        try:
+            try:
+                stream = await asyncio.wait_for(self._forward_ws(target, request, request_id), self._timeout)
+            except Exception as e:
+                status = 504 if isinstance(e, asyncio.TimeoutError) else self._classify(e)
+                log.warning("websocket %s refused: %s: %s", scope["path"], type(e).__name__, e)
+                await send({"type": "websocket.close", "code": 1011})
+                return
+            status = 101 if stream.first["type"] == "websocket.accept" else 403
+            await bridge(stream, send, receive)
+        finally:
+            self.in_flight -= 1
+            self._observe_websocket(route, target, status, started, request_id, scope["path"])
+
+    def _observe_websocket(self, route: str, target: str | None, status: int, started: float, request_id: str,
+                           path: str) -> None:
+        """A websocket's end, for metrics and the access log (method WEBSOCKET; status 101 if
+        its app accepted it, else why it was refused)."""
+        if self._observer is not None:
+            try:
+                self._observer.end(None, "WEBSOCKET", route, target, status, started, request_id, path)
+            except Exception:
+                log.exception("the request observer failed")
 
     async def _outside_root_path(self, scope: dict, receive: Any, send: Any, response: HTTPResponse) -> None:
         """A request outside `root_path` (answered by the mount, with an id like any other)."""
@@ -206,8 +263,22 @@ class ProxyServer:
                               tuple(scope.get("headers", ())), body, scope.get("scheme", "http"),
                               tuple(scope["client"]) if scope.get("client") else None,
                               tuple(scope["server"]) if scope.get("server") else None, scope.get("http_version", "1.1"))
+        watch: Disconnect | None = scope.get(DISCONNECT_KEY)
+        if watch is not None:
+            if watch.happened:
+                return _CLIENT_LEFT, route, target
+            watch.task = asyncio.current_task()
         try:
             return await asyncio.wait_for(self._forward(target, request, request_id), self._timeout), route, target
+        except asyncio.CancelledError:
+            if watch is None or not watch.happened:
+                raise
+            # the client left: the call was cancelled at its replica (async handlers get
+            # CancelledError); nobody reads this answer, it is what the access log shows
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+            return _CLIENT_LEFT, route, target
         except asyncio.TimeoutError:
             return _text(504, f"the request took longer than request_timeout_s={self._timeout}"), route, target
         except Exception as e:
@@ -215,7 +286,10 @@ class ProxyServer:
             if status == 500:  # the traceback is in the replica's log, not for the client
                 first = str(e).split("\n", 1)[0]
                 return _text(500, f"Internal Server Error: {type(e).__name__}: {first}"), route, target
-            return _text(status, f"{type(e).__name__}: {e}"), route, target
+            return _text(status, str(e) or type(e).__name__), route, target  # a plain message (Ray's style)
+        finally:
+            if watch is not None:
+                watch.task = None
 
     async def _read_body(self, scope: dict, receive: Any) -> bytes | None:
         """The request body; None if over max_body_bytes, _TOO_SLOW past its deadlines.

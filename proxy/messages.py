@@ -1,12 +1,13 @@
 """What crosses from the proxy to a replica and back: one HTTP request, and either one
 whole response or, for a streamed one, its start and then batches of chunks pulled by
-stream id from the same replica."""
+stream id from the same replica; for a websocket, its start and the messages pulled from
+(and pushed to) the replica that runs its app."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HTTPChunks", "HTTPRequest", "HTTPResponse", "HTTPStreamStart"]
+__all__ = ["HTTPChunks", "HTTPRequest", "HTTPResponse", "HTTPStreamStart", "WebSocketMessages", "WebSocketStart"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +62,28 @@ class HTTPChunks:
 
     def __reduce__(self):
         return (HTTPChunks, (self.chunks, self.done, self.error))
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketStart:
+    """A websocket session opened at a replica: `first` is its app's first message
+    (`websocket.accept`, or a `websocket.close` refusing the handshake); the rest are pulled
+    from the same replica by `session_id`."""
+
+    session_id: int
+    first: dict
+
+    def __reduce__(self):
+        return (WebSocketStart, (self.session_id, self.first))
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketMessages:
+    """The ASGI messages a websocket app sent since the last pull. `done`: the app has
+    ended (its close, if it sent one, is among these or earlier)."""
+
+    messages: tuple[dict, ...]
+    done: bool = False
+
+    def __reduce__(self):
+        return (WebSocketMessages, (self.messages, self.done))

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from actors import ActorsError
 
 __all__ = ["ApplicationNotFoundError", "BackPressureError", "ConfigError", "ConflictError", "DeployTimeoutError",
-           "DeploymentNotFoundError", "DeploymentUnhealthyError", "GraphWithoutIngressError", "MethodNotFoundError", "OptionTypeError",
-           "RayServeException", "ServeError", "ServeNotRunningError"]
+           "DeploymentNotFoundError", "DeploymentUnavailableError", "DeploymentUnhealthyError", "GraphWithoutIngressError",
+           "MethodNotFoundError", "OptionTypeError", "RayServeException", "ServeError", "ServeNotRunningError"]
 
 
 class ServeError(ActorsError):
@@ -20,7 +20,26 @@ RayServeException = ServeError  # the name Ray Serve 1.x programs catch
 
 class BackPressureError(ServeError):
     """Raised by a handle call (HTTP 503 at the proxy) when every replica is at
-    `max_ongoing_requests` and the caller's queue already holds `max_queued_requests`."""
+    `max_ongoing_requests` and the caller's queue already holds `max_queued_requests`.
+
+    Built as Ray's, `BackPressureError(num_queued_requests=N, max_queued_requests=M)`, its
+    message is Ray's plain sentence (also the body of the proxy's 503); both numbers are
+    attributes. A positional message is accepted too."""
+
+    def __init__(self, *args: object, num_queued_requests: int | None = None,
+                 max_queued_requests: int | None = None) -> None:
+        if not args and num_queued_requests is not None and max_queued_requests is not None:
+            args = (f"Request dropped due to backpressure (num_queued_requests={num_queued_requests}, "
+                    f"max_queued_requests={max_queued_requests}).",)
+        super().__init__(*args)
+        self.num_queued_requests = num_queued_requests
+        self.max_queued_requests = max_queued_requests
+
+
+class DeploymentUnavailableError(ServeError):
+    """Raised by a handle call (HTTP 503 at the proxy) to a deployment that runs no replica
+    and cannot start one (UNHEALTHY: e.g. scaled to zero and its constructor fails); calls
+    waiting for a replica fail with it too, rather than wait forever. The message says why."""
 
 
 class DeploymentUnhealthyError(ServeError):

@@ -18,12 +18,13 @@ from ._config import DeploymentConfig
 from ._obs_config import LoggingConfig, TracingConfig
 
 __all__ = [
-    "DEFAULT_APP", "HTTP_METHOD", "ApplicationStatus", "DeploymentId", "DeploymentStatus", "DeploymentTarget",
+    "DEFAULT_APP", "HTTP_METHOD", "WEBSOCKET_METHOD", "ApplicationStatus", "DeploymentId", "DeploymentStatus", "DeploymentTarget",
     "ProxyStatus", "ReplicaId", "ReplicaInfo", "ReplicaSet", "ReplicaState", "RouteTable", "ServeSettings",
 ]
 
 DEFAULT_APP = "default"
 HTTP_METHOD = "__serve_http__"  # the replica entry the proxy calls with an HTTPRequest
+WEBSOCKET_METHOD = "__serve_websocket__"  # the replica entry the proxy opens a websocket with
 
 
 class _Word(str, enum.Enum):
@@ -171,8 +172,8 @@ class ReplicaSet:
     replicas: tuple[ReplicaInfo, ...]
     max_queued_requests: int = -1
     metrics_interval_s: float | None = None  # report load this often (None: no autoscaling)
-    none_wanted: bool = False  # num_replicas=0 without autoscaling: no replica will come, calls fail at once
     methods: tuple[str, ...] | None = None  # what handles may call, as its replicas report (None: unknown)
+    unavailable: str = ""  # why none can be served (num_replicas=0, or no replica runs and none can start): calls fail
 
 
 @dataclass(frozen=True, slots=True)

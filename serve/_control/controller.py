@@ -159,7 +159,7 @@ class ServeController:
             del self._published[key]
             self.polls.remove(key)
         routes = {s.target.route_prefix: dep_id for dep_id, s in self.deployments.items()
-                  if s.target.route_prefix is not None and not s.deleting and s.running()}
+                  if s.target.route_prefix is not None and not s.deleting and (s.running() or _scales_to_zero(s))}
         self._offer(ROUTES_KEY, RouteTable(routes))
         self._offer(STATUS_KEY, self._status())
 
@@ -293,6 +293,8 @@ class ServeController:
         state = self.deployments.get(deployment)
         if state is not None:
             state.record_load(self.clock(), source, ongoing)
+            if ongoing > 0 and state.desired == 0:
+                self._kick.set()  # requests wait for a replica (scaled to zero): decide now
 
     async def shutdown(self, timeout_s: float = 60.0) -> bool:
         """Drain the proxies, delete every deployment, stop the proxies and drop the
@@ -313,6 +315,12 @@ class ServeController:
                 return False
             version = (await self.polls.listen(STATUS_KEY, version, min(left, 1.0))).version
         return True
+
+
+def _scales_to_zero(s: DeploymentState) -> bool:
+    """Whether the deployment may run no replica (autoscaling with min_replicas=0): its
+    route stays published then, and a request to it waits for the replica it causes."""
+    return s.autoscaler is not None and s.autoscaler.config.min_replicas == 0
 
 
 def _version_base() -> int:

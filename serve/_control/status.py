@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..messages import ReplicaInfo, ReplicaSet
+from ..messages import DeploymentStatus, ReplicaInfo, ReplicaSet
 from .deployment_state import STARTING, DeploymentState, Replica
 
 __all__ = ["NONE_WANTED", "deployment_status", "gist", "none_wanted", "progress", "replica_set_of", "waiting_reason"]
@@ -94,9 +94,19 @@ def replica_set_of(s: DeploymentState) -> ReplicaSet:
         tuple(ReplicaInfo(r.replica_id, r.handle, cfg.max_ongoing_requests) for r in s.running()),
         cfg.max_queued_requests,
         _metrics_interval(s),
-        none_wanted(s),
         s.methods,
+        unavailable(s),
     )
+
+
+def unavailable(s: DeploymentState) -> str:
+    """Why no call to the deployment can be served ("" if one can): num_replicas=0 without
+    autoscaling, or no replica runs and none can start (UNHEALTHY, e.g. at zero)."""
+    if none_wanted(s):
+        return NONE_WANTED
+    if s.status == DeploymentStatus.UNHEALTHY and not s.running():
+        return s.message or "it cannot start a replica"
+    return ""
 
 
 def none_wanted(s: DeploymentState) -> bool:

@@ -5,7 +5,9 @@ restarted by the controller. `host="node"` binds this node's own IP. It long-pol
 the route table ({route_prefix: deployment}) and forwards each request through the same
 `Router` the handles use, to the replica method `__serve_http__`. A streamed response
 (`HTTPStreamStart`) stays pinned to the replica that answered: the proxy pulls its chunks
-from there (`_ReplicaStream`) while the router counts it in flight. On shutdown the
+from there (`_ReplicaStream`) while the router counts it in flight; so does a websocket
+(`_ReplicaWebSocket`: the handshake goes through the router to `__serve_websocket__`, then
+messages are pulled from and pushed to that replica). On shutdown the
 controller calls `start_draining` (healthz 503, still serving) and then `drain`.
 
 Each request's id (the server's, see `proxy._observe`) goes to the replica in the request
@@ -22,12 +24,21 @@ from typing import Any
 
 from actors import RuntimeShutDownError
 from actors.system import LongPollClient, Update, current_runtime, node_logs_dir
-from proxy import HTTPChunks, HTTPRequest, HTTPResponse, HTTPStreamStart, ProxyServer, current_request_id
+from proxy import (
+    HTTPChunks,
+    HTTPRequest,
+    HTTPResponse,
+    HTTPStreamStart,
+    ProxyServer,
+    WebSocketMessages,
+    WebSocketStart,
+    current_request_id,
+)
 
 from .._config import HTTPOptions
 from .._obs_config import LoggingConfig, TracingConfig
-from ..exceptions import BackPressureError
-from ..messages import HTTP_METHOD, DeploymentId, RouteTable
+from ..exceptions import BackPressureError, DeploymentUnavailableError
+from ..messages import HTTP_METHOD, WEBSOCKET_METHOD, DeploymentId, RouteTable
 from . import counting, logs, tracing
 from .client import ServeClient
 from .context import Ctx
@@ -45,7 +56,7 @@ def _status_of(exc: BaseException) -> int:
     is going away: a load balancer should try another proxy); 500 for anything else,
     the deployment's own errors and a replica that died with the request included (a
     502 there would make a load balancer count a healthy proxy as failed)."""
-    if isinstance(exc, BackPressureError):
+    if isinstance(exc, (BackPressureError, DeploymentUnavailableError)):
         return 503
     if isinstance(exc, RuntimeShutDownError):
         return 503
@@ -84,6 +95,36 @@ class _ReplicaStream:
     def _end(self) -> None:
         if not self._ended:
             self._ended = True
+            self._router.release(self._replica)
+
+
+def _is_websocket_start(result: Any) -> bool:
+    return type(result) is WebSocketStart
+
+
+class _ReplicaWebSocket:
+    """A websocket as the proxy sees it: a session at the replica whose app answered the
+    handshake, counted in flight there by the router until it is closed."""
+
+    __slots__ = ("_closed", "_id", "_replica", "_router", "first")
+
+    def __init__(self, router: Router, replica: Any, start: WebSocketStart) -> None:
+        self.first = start.first
+        self._id = start.session_id
+        self._router = router
+        self._replica = replica
+        self._closed = False
+
+    async def pull(self) -> WebSocketMessages:
+        return await self._replica.handle.websocket_pull.remote(self._id)
+
+    async def push(self, messages: tuple[dict, ...]) -> None:
+        await self._replica.handle.websocket_push.remote(self._id, messages)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._replica.handle.websocket_close.remote(self._id).future().add_done_callback(ignore_outcome)
             self._router.release(self._replica)
 
 
@@ -170,7 +211,7 @@ class HTTPProxyActor:
                                   keep_alive_timeout_s=options.keep_alive_timeout_s,
                                   body_timeout_s=options.body_timeout_s, max_connections=options.max_connections,
                                   middlewares=options.middlewares, root_path=options.root_path,
-                                  observer=self._observer)
+                                  observer=self._observer, forward_websocket=self._forward_websocket)
         self._observer.server = self.server
         await self.server.start()
         self._routes = LongPollClient(self._fetch_routes, self._apply_routes, name="route table").start()
@@ -198,6 +239,15 @@ class HTTPProxyActor:
         if replica is None:
             return result
         return _ReplicaStream(router, replica, result)
+
+    async def _forward_websocket(self, target: str, request: HTTPRequest, request_id: str) -> _ReplicaWebSocket:
+        dep_id, route = self._targets[target]
+        ctx: Ctx = (request_id, route, dep_id.app, "", tracing.current_traceparent() if tracing.ENABLED else "")
+        router = await self.client.router(dep_id)
+        result, replica = await router.call_holding(WEBSOCKET_METHOD, (request,), {}, _is_websocket_start, ctx)
+        if replica is None:
+            raise TypeError(f"the replica answered a websocket handshake with {type(result).__name__}")
+        return _ReplicaWebSocket(router, replica, result)
 
     async def start_draining(self) -> None:
         """From now on /-/healthz answers 503 (load balancers take this proxy out), while

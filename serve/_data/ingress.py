@@ -10,7 +10,8 @@ value from a script): each becomes an `APIRoute` with the same options around a 
 whose `self` parameter is a dependency, `Depends(_Instance(cls))`, that returns the
 replica's instance. Path parameters, validation, dependency injection and the OpenAPI docs
 work as for plain functions, and `self` never shows in the schema. Starlette routes (whose
-endpoint takes the request) are bound to the instance in the replica.
+endpoint takes the request, or the websocket) are bound to the instance in the replica.
+`@app.websocket` routes are converted like the others (FastAPI's `APIWebSocketRoute`).
 
 One app object may be shared by several ingress classes (Ray's `/api1`, `/api2` example):
 in a replica (`bind_app`), the routes of other classes are dropped from its copy of the
@@ -84,12 +85,13 @@ def _claim_routes(app: Any, cls: type) -> None:
 
 
 def _is_api_route(route: Any) -> bool:
-    """A FastAPI route (also of a custom `route_class`), as opposed to a Starlette one."""
+    """A FastAPI route (also of a custom `route_class`, or `@app.websocket`), as opposed to a
+    Starlette one."""
     try:
-        from fastapi.routing import APIRoute
+        from fastapi.routing import APIRoute, APIWebSocketRoute
     except ImportError:  # pragma: no cover - fastapi is a dependency
         return False
-    return isinstance(route, APIRoute)
+    return isinstance(route, (APIRoute, APIWebSocketRoute))
 
 
 def _api_route(route: Any, endpoint: Any) -> Any:
@@ -171,6 +173,7 @@ def _bound_request_handler(endpoint: Any, instance: Any) -> Any:
 
 def bind_app(instance: Any) -> Any:
     """In a replica: the instance's ASGI app, serving the instance's routes (or None)."""
+    from starlette.routing import WebSocketRoute
     cls = type(instance)
     app = getattr(cls, ASGI_APP_ATTR, None)
     if app is None:
@@ -187,5 +190,8 @@ def bind_app(instance: Any) -> Any:
         if getattr(endpoint, OWNER_ATTR, None) is not None and not _is_api_route(route):
             bound = _bound_request_handler(endpoint, instance)
             route.endpoint = bound
-            route.app = type(route)(route.path, bound, methods=list(route.methods or []), name=route.name).app
+            if isinstance(route, WebSocketRoute):  # its endpoint takes the websocket
+                route.app = WebSocketRoute(route.path, bound, name=route.name).app
+            else:
+                route.app = type(route)(route.path, bound, methods=list(route.methods or []), name=route.name).app
     return app

@@ -16,6 +16,9 @@ its stream ends (`StreamRegistry`): the proxy pulls its chunks by stream id
 is the same kind of stream, of the items its generator yields, pulled by the caller's
 `DeploymentResponseGenerator`; without `stream=True` a generator's items come back as
 one list.
+A websocket (to an `@serve.ingress` app) holds its slot the same way
+until its app ends; the proxy pulls the app's messages (`websocket_pull`) and pushes the
+client's (`websocket_push`).
 
 Observability: before the user's constructor runs, the process's logging goes to the
 replica's log file as its `LoggingConfig` says (`logs.configure`; changed live by
@@ -43,6 +46,9 @@ from proxy import (
     HTTPResponse,
     HTTPStreamStart,
     StreamBody,
+    WebSocketMessages,
+    WebSocketSession,
+    WebSocketSessions,
     iterate_in_thread,
     run_asgi,
     to_http_response,
@@ -51,7 +57,7 @@ from proxy import (
 
 from .._obs_config import LoggingConfig, TracingConfig
 from ..exceptions import MethodNotFoundError
-from ..messages import HTTP_METHOD
+from ..messages import HTTP_METHOD, WEBSOCKET_METHOD
 from . import counting, logs, tracing
 from .context import (
     APP,
@@ -112,6 +118,7 @@ class ReplicaActor:
         set_process_context(self._context)
         self._is_function = is_function
         self._methods = public_methods(self._callable, is_function)
+        self._call_takes_request: bool | None = None  # known at the first HTTP request
         self._ongoing = 0
         # The replica's own bound: routers keep under it, this holds across all callers
         # (control calls such as check_health are not counted and never wait behind it).
@@ -121,6 +128,7 @@ class ReplicaActor:
         self._user_config_pending = user_config
         self._logging = logging_config
         self._streams = StreamRegistry(deployment, self._request_done)
+        self._sockets = WebSocketSessions(self._request_done)
 
     @actors.unqueued  # control: never behind requests (see the class docstring)
     async def ready(self) -> dict[str, Any]:
@@ -164,6 +172,9 @@ class ReplicaActor:
             if type(result) is StreamBody:  # counted in flight until the stream ends
                 streaming = True
                 return self._open_stream(result, stream)
+            if type(result) is WebSocketSession:  # counted in flight until its app ends
+                streaming = True
+                return await self._sockets.open(result)
             return result
         except BaseException as e:
             error = e
@@ -236,17 +247,45 @@ class ReplicaActor:
         """The client left (or cancelled the stream): stop its iterator (its `finally` runs)."""
         self._streams.close(stream_id)
 
+    # -- websockets: the proxy pulls the app's messages and pushes the client's ------------
+    @actors.unqueued
+    async def websocket_pull(self, session_id: int) -> WebSocketMessages:
+        """What a websocket app sent since the last pull (proxy only)."""
+        return await self._sockets.pull(session_id)
+
+    @actors.unqueued
+    async def websocket_push(self, session_id: int, messages: tuple[dict, ...]) -> None:
+        """The client's messages, to the app's `receive` (proxy only)."""
+        self._sockets.push(session_id, messages)
+
+    @actors.unqueued
+    async def websocket_close(self, session_id: int) -> None:
+        """The proxy is done with the session (the client left or the app closed)."""
+        self._sockets.close(session_id)
+
     async def _handle(self, method: str, args: tuple, kwargs: dict, stream: bool = False) -> Any:
         http = method == HTTP_METHOD
         if http and stream:
             raise TypeError("stream=True is for handle calls; HTTP responses stream on their own")
         token = current_context.set(self._context)
+        if method == WEBSOCKET_METHOD:
+            try:
+                if self._asgi is None:
+                    raise TypeError(f"deployment {self._deployment} cannot take a websocket: websockets reach "
+                                    "the @app.websocket routes of a @serve.ingress app")
+                return WebSocketSession(self._asgi, args[0])
+            finally:
+                current_context.reset(token)
         try:
             if http and self._asgi is not None:  # @serve.ingress: the app answers
                 return await run_asgi(self._asgi, args[0])
-            if http:  # from the proxy: the user's __call__ gets a starlette Request
-                method, args, kwargs = "__call__", (to_starlette_request(args[0]),), {}
+            if http:  # from the proxy: the user's __call__ gets a starlette Request (if it takes one)
+                method, kwargs = "__call__", {}
             fn = self._method(method)
+            if http:
+                if self._call_takes_request is None:
+                    self._call_takes_request = _takes_argument(fn)
+                args = (to_starlette_request(args[0]),) if self._call_takes_request else ()
             if inspect.iscoroutinefunction(fn):
                 result = await fn(*args, **kwargs)
             elif inspect.isasyncgenfunction(fn):  # its body runs on this loop as it is iterated
@@ -342,6 +381,18 @@ def _is_method(obj: Any, name: str) -> bool:
     except AttributeError:
         return False
     return isinstance(attr, (staticmethod, classmethod)) or (not isinstance(attr, property) and callable(attr))
+
+
+def _takes_argument(fn: Any) -> bool:
+    """Whether `fn` (the `__call__` an HTTP request reaches) takes an argument: one that takes
+    none (`def __call__(self)`, a function of no parameters) is called with none, as in Ray."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): give it the request
+        return True
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL)
+    return any(p.kind in positional for p in params)
 
 
 def _status_of(result: Any) -> int:

@@ -7,7 +7,8 @@ per request); while the controller is away, the last set stays in use.
 Policy (`PowerOfTwoChoices`): over the replicas with room (requests this caller has in
 flight there < max_ongoing_requests), sample two and take the less loaded. With no room
 anywhere, requests wait in FIFO order at the caller; past `max_queued_requests` they fail
-at once with `BackPressureError`.
+at once with `BackPressureError`. A deployment scaled to zero has no replica: its requests
+wait, and the first to wait reports the load at once, so the controller starts a replica.
 
 A request refused by a replica that was already gone (`ActorUnavailableError`: it never
 ran) is retried on another replica; one that was in flight when its replica died fails
@@ -36,7 +37,7 @@ from typing import Any
 from actors import ActorDiedError, ActorUnavailableError
 from actors.system import LongPollClient, PreparedCall, Update
 
-from ..exceptions import BackPressureError, MethodNotFoundError, ServeError
+from ..exceptions import BackPressureError, DeploymentUnavailableError, MethodNotFoundError, ServeError
 from ..messages import HTTP_METHOD, DeploymentId, ReplicaId, ReplicaInfo, ReplicaSet
 from . import counting, tracing
 from .context import APP, NO_REQUEST, ROUTE, TRACE, Ctx
@@ -102,7 +103,7 @@ class Router:
         self._handoffs = 0  # woken waiters that have not taken their slot yet
         self._have_set = asyncio.Event()
         self._missing = False
-        self._none_wanted = False
+        self._unavailable = ""
         self._report_every: float | None = None
         self._source = f"{id(self):x}@{controller!r}"
         key = replica_set_key(deployment)
@@ -126,13 +127,13 @@ class Router:
         self._missing = not update.exists
         rs = update.value if update.exists and update.value is not None else ReplicaSet(self.deployment, ())
         self._replicas = rs.replicas
-        self._none_wanted = rs.none_wanted and not rs.replicas
-        if self._none_wanted:
-            waiting, self._waiting = self._waiting, collections.deque()
-            for fut in waiting:  # nothing will serve them
-                if not fut.done():
-                    fut.set_exception(self._none_wanted_error())
         self._max_queued = rs.max_queued_requests
+        self._unavailable = rs.unavailable
+        if rs.unavailable and not rs.replicas:  # nothing will come for the waiting calls: fail them
+            while self._waiting:
+                fut = self._waiting.popleft()
+                if not fut.done():
+                    fut.set_exception(self._unavailable_error())
         self._report_every = rs.metrics_interval_s
         self._methods = None if rs.methods is None else frozenset(rs.methods)
         live = {r.replica_id for r in rs.replicas}
@@ -169,8 +170,12 @@ class Router:
             await asyncio.sleep(self._report_every or 1.0)
             if self._report_every is None:
                 continue
-            ref = self._controller.record_load.remote(self._source, self.deployment, float(self.load))
-            ref.future().add_done_callback(ignore_outcome)  # best effort: the next report follows
+            self._report_now()
+
+    def _report_now(self) -> None:
+        """Report this caller's load to the controller (requests in flight and waiting)."""
+        ref = self._controller.record_load.remote(self._source, self.deployment, float(self.load))
+        ref.future().add_done_callback(ignore_outcome)  # best effort: the next report follows
 
     def _wake(self, n: int = 1) -> None:
         while n > 0 and self._waiting:
@@ -203,11 +208,11 @@ class Router:
         self._check_method(method)
         arriving = True
         while True:
+            if self._unavailable and not self._replicas:
+                raise self._unavailable_error()
             if self._missing:
                 raise ServeError(f"there is no deployment {self.deployment.name!r} in application "
                                  f"{self.deployment.app!r} (see serve.status())")
-            if self._none_wanted:
-                raise self._none_wanted_error()
             ahead = arriving and (self._waiting or self._handoffs)
             replica = None if ahead else self._policy.choose(self._routable(), self._in_flight)
             if replica is not None:
@@ -216,13 +221,12 @@ class Router:
                     self._wake()  # room for the next one too: hand it on
                 return replica
             if arriving and 0 <= self._max_queued <= len(self._waiting):
-                raise BackPressureError(
-                    f"deployment {self.deployment.name!r}: all {len(self._replicas)} replicas are at "
-                    f"max_ongoing_requests and {len(self._waiting)} requests already wait "
-                    f"(max_queued_requests={self._max_queued})")
+                raise BackPressureError(num_queued_requests=len(self._waiting), max_queued_requests=self._max_queued)
             fut = asyncio.get_running_loop().create_future()
             if arriving:
                 self._waiting.append(fut)
+                if not self._replicas and self._report_every is not None:
+                    self._report_now()  # scaled to zero: the controller hears of this request at once
             else:
                 self._waiting.appendleft(fut)  # woken but no room after all: keep its place
             arriving = False
@@ -237,6 +241,10 @@ class Router:
                     self._wake()  # it was handed a slot: pass it on
                 raise
             self._handoffs -= 1
+
+    def _unavailable_error(self) -> DeploymentUnavailableError:
+        return DeploymentUnavailableError(f"deployment {self.deployment.name!r} of application "
+                                          f"{self.deployment.app!r} is unavailable: {self._unavailable}")
 
     def _release(self, replica: ReplicaInfo) -> None:
         self._in_flight[replica.replica_id] -= 1
@@ -343,11 +351,6 @@ class Router:
                 retry.add_done_callback(deliver)
                 return
         deliver(reply)
-
-    def _none_wanted_error(self) -> ServeError:
-        return ServeError(f"deployment {self.deployment.name!r} of application {self.deployment.app!r} has "
-                          "num_replicas=0 and no autoscaling_config, so no replica will serve this call "
-                          "(deploy it with num_replicas >= 1 or an autoscaling_config)")
 
     def _drop(self, replica: ReplicaInfo) -> None:
         """Forget a dead replica until the controller says otherwise."""

@@ -61,7 +61,7 @@ def test_num_replicas_zero_fails_calls_at_once_and_the_status_says_why() -> None
     d = _deployment("none", "Pid")
     assert d["status"] == "HEALTHY" and "num_replicas is 0" in d["message"]
     started = time.monotonic()
-    with pytest.raises(ServeError, match="num_replicas=0 and no autoscaling_config"):
+    with pytest.raises(ServeError, match="is unavailable: num_replicas is 0 and there is no autoscaling_config"):
         handle.remote().result(timeout_s=30)
     assert time.monotonic() - started < 5
     serve.run(Pid.options(num_replicas=1).bind(), name="none", route_prefix=None)  # scaled up: served

@@ -237,13 +237,13 @@ def test_num_replicas_zero_tells_routers_and_the_status_that_calls_fail_at_once(
         await c.deploy([target(n=0)])
         await healthy(c, io)
         rs = (await c.listen(replica_set_key(D), -1, 0.0)).value
-        assert rs.none_wanted and rs.replicas == ()
+        assert rs.unavailable.startswith("num_replicas is 0 and there is no autoscaling_config") and rs.replicas == ()
         d = (await c.status())["applications"]["app"]["deployments"]["d"]
         assert "num_replicas is 0 and there is no autoscaling_config" in d["message"]
         await c.deploy([target(n=1, version="v2")])
         await healthy(c, io)
         rs = (await c.listen(replica_set_key(D), -1, 0.0)).value
-        assert not rs.none_wanted and len(rs.replicas) == 1
+        assert not rs.unavailable and len(rs.replicas) == 1
         assert (await c.status())["applications"]["app"]["deployments"]["d"]["message"] == ""
 
     run(main())

@@ -254,12 +254,12 @@ class Env:
     via: str = "call"
 
     def replica_set(self, names: list[str] | None = None, *, max_ongoing: int = 100, max_queued: int = -1,
-                    exists: bool = True, metrics_interval_s: float | None = None, none_wanted: bool = False) -> Update:
+                    exists: bool = True, metrics_interval_s: float | None = None, unavailable: str = "") -> Update:
         self.version += 1
         names = list(self.replicas) if names is None else names
         return Update(self.version, ReplicaSet(
             DEPLOYMENT, tuple(ReplicaInfo(n, self.replicas[n], max_ongoing) for n in names),  # type: ignore[arg-type]
-            max_queued_requests=max_queued, metrics_interval_s=metrics_interval_s, none_wanted=none_wanted)
+            max_queued_requests=max_queued, metrics_interval_s=metrics_interval_s, unavailable=unavailable)
             if exists else None, exists)
 
     async def apply(self, rs: Update) -> None:
@@ -474,10 +474,10 @@ def test_a_deployment_with_no_replicas_wanted_fails_calls_at_once(via: str) -> N
         await env.apply(env.replica_set(["a"], max_ongoing=1))
         busy, waiting = env.call(0), env.call(1)  # one in flight, one waiting for room
         await until(lambda: env.log, "dispatch")
-        await env.apply(env.replica_set([], none_wanted=True))  # scaled to num_replicas=0
-        with pytest.raises(ServeError, match=r"'d' of application 'app' has num_replicas=0 and no autoscaling"):
+        await env.apply(env.replica_set([], unavailable="num_replicas is 0"))  # scaled to num_replicas=0
+        with pytest.raises(ServeError, match=r"'d' of application 'app' is unavailable: num_replicas is 0"):
             await outcome(waiting)
-        with pytest.raises(ServeError, match="num_replicas=0"):
+        with pytest.raises(ServeError, match="num_replicas is 0"):
             await outcome(env.call(2))  # a new call fails at once too
         env.log[0].succeed("done")  # the one in flight still finishes
         assert await outcome(busy) == "done"
