@@ -23,6 +23,7 @@ from typing import Any
 from actors import GetTimeoutError, ObjectRef
 from actors.system import LoopInbox, copy_state, current_runtime, runtime_or_init
 
+from .._model import reject_unknown
 from ..messages import DeploymentId
 from . import tracing
 from .client import ServeClient
@@ -212,7 +213,10 @@ class DeploymentHandle:
     def __reduce__(self):
         return (DeploymentHandle, (self.deployment_name, self.app_name, self.method_name))
 
-    def options(self, *, method_name: str | None = None, **_ignored: Any) -> "DeploymentHandle":
+    def options(self, *, method_name: str | None = None, **options: Any) -> "DeploymentHandle":
+        """A handle with other call options. Ray's option names are known (`stream`,
+        `multiplexed_model_id`, `use_new_handle_api`, `_prefer_local_routing`); any other is an error."""
+        reject_unknown(options, _HANDLE_OPTIONS, "handle.options()")
         return DeploymentHandle(self.deployment_name, self.app_name, method_name or self.method_name)
 
     def __getattr__(self, name: str) -> "DeploymentHandle":
@@ -246,6 +250,8 @@ class DeploymentHandle:
         client.submit(_start, (client, name, method, args, kwargs, deliver, None, ctx))
         return _RefResponse(ObjectRef(waiter, rt, f"{self.deployment_name}.{method}"))
 
+
+_HANDLE_OPTIONS = ("method_name", "multiplexed_model_id", "stream", "use_new_handle_api", "_prefer_local_routing")
 
 _bridges: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
