@@ -9,6 +9,7 @@ import pytest
 import serve
 from serve._api.graph import CallNode
 from serve._schema import parse_config
+from serve.drivers import DAGDriver
 from serve.exceptions import OptionTypeError
 
 
@@ -97,6 +98,8 @@ def test_num_replicas_other_strings_rejected() -> None:
     (lambda: serve.deployment(Model).options(nmae="x"), "unknown deployment option 'nmae'"),
     (lambda: serve.DeploymentHandle("d").options(strem=True), "handle.options() got an unknown option 'strem'"),
     (lambda: serve.start(detatched=True), "serve.start() got an unknown option 'detatched'"),
+    (lambda: DAGDriver.bind(None, http_adaptor=None),
+     "DAGDriver.bind() got an unknown option 'http_adaptor'"),
 ])
 def test_unknown_keyword_options_rejected_with_the_known_ones(call, where: str) -> None:
     with pytest.raises(TypeError) as info:
