@@ -48,8 +48,10 @@ class Lifespan:
 
     @property
     def app(self) -> Any:
-        """The app, with the lifespan's state in each request's scope (if it has any)."""
+        """The app, with the lifespan's state in each request's scope (if it has any, after `start()`)."""
         app, state = self._app, self._state
+        if not state:
+            return app
 
         async def with_state(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if state and scope["type"] in ("http", "websocket") and "state" not in scope:
