@@ -29,6 +29,7 @@ A user exception is logged here with its traceback (the caller gets it too).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import inspect
 import logging
@@ -348,6 +349,18 @@ class ReplicaActor:
         return self._ongoing
 
 
+_control: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _control_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for the user's sync start-up and control code (`__init__`, `reconfigure`,
+    `check_health`), apart from the pool sync requests run on."""
+    global _control
+    if _control is None:
+        _control = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="replica-control")
+    return _control
+
+
 async def _construct(cls: Any, args: tuple, kwargs: dict) -> Any:
     """An instance of the user's class: `async def __init__` awaited on this loop, a plain
     one run on a thread (the constructor may block on runtime calls: `actors.get`, a handle's
@@ -357,15 +370,16 @@ async def _construct(cls: Any, args: tuple, kwargs: dict) -> Any:
         await instance.__init__(*args, **kwargs)
         return instance
     ctx = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(None, lambda: ctx.run(cls, *args, **kwargs))
+    return await asyncio.get_running_loop().run_in_executor(_control_pool(), lambda: ctx.run(cls, *args, **kwargs))
 
 
 async def _call_off_loop(fn: Any, *args: Any) -> Any:
-    """`fn(*args)`: awaited if it is async, else on a thread (so it may block on runtime calls)."""
+    """`fn(*args)`: awaited if it is async, else on a control thread (so it may block on
+    runtime calls, and never waits behind sync requests filling the default pool)."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
     ctx = contextvars.copy_context()
-    result = await asyncio.get_running_loop().run_in_executor(None, lambda: ctx.run(fn, *args))
+    result = await asyncio.get_running_loop().run_in_executor(_control_pool(), lambda: ctx.run(fn, *args))
     if inspect.isawaitable(result):
         result = await result
     return result
