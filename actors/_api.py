@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _context
+from ._blocking import call_head_blocking
 from ._driver import DriverRuntime
 from ._handles import ActorClass, ActorHandle
+from ._head_client import head_timeout_s
 from ._local import LocalCluster
 from ._refs import ObjectRef
 from ._runtime import Runtime
@@ -214,10 +216,14 @@ def wait(refs: Sequence[Any], num_returns: int = 1, timeout: float | None = None
 
 # -- actors and cluster ----------------------------------------------------------------
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
-    """The handle of a named actor; ValueError if there is none alive by that name."""
+    """The handle of a named actor; ValueError if there is none alive by that name. Works in
+    async code too (it blocks the loop for one round trip to the head, as in Ray)."""
     rt = runtime_or_init()
     ns = namespace if namespace is not None else rt.namespace
-    info = rt.run_threadsafe(lambda: rt.head.get_named_actor(name, ns))
+    if rt.in_loop_thread():  # async code (an async actor method): a direct round trip, not via the loop
+        info = call_head_blocking(rt, "get_named_actor", (name, ns), head_timeout_s())
+    else:
+        info = rt.run_threadsafe(lambda: rt.head.get_named_actor(name, ns))
     if info is None or info.state is ActorState.DEAD:
         raise ValueError(f"no actor named {name!r} in namespace {ns!r}")
     rt.loop.call_soon_threadsafe(rt.directory.update, info)

@@ -35,7 +35,7 @@ from ._autoscaling import AutoscalingConfig, over_cap, replica_cap
 from ._model import Loc, Model, Must, NonNegativeSeconds, PositiveSeconds, Rule, invalid, python_error, wrong
 from ._obs_config import LoggingConfig
 
-__all__ = ["ActorOptions", "DEFAULT", "DeploymentConfig", "DeploymentOptions", "HTTPOptions", "Middlewares",
+__all__ = ["AUTO_AUTOSCALING", "AUTO_MAX_ONGOING_REQUESTS", "ActorOptions", "DEFAULT", "DeploymentConfig", "DeploymentOptions", "HTTPOptions", "Middlewares",
            "OPTION_NAMES", "RoutePrefix", "config_from", "validate_options", "validate_route_prefix"]
 
 
@@ -116,6 +116,16 @@ def _actor_options(value: Any) -> dict[str, Any]:
     return {k: v for k, v in options if v is not None and not (k == "num_gpus" and v == 0)}
 
 
+def _auto_hint(value: Any) -> str:
+    return "; or 'auto' for autoscaling with Ray Serve's defaults" if isinstance(value, str) else ""
+
+
+def _or_auto(schema: dict[str, Any]) -> None:
+    """num_replicas in the JSON Schema: an integer >= 0, or "auto" (see `_expand_auto`)."""
+    number = {k: schema.pop(k) for k in ("type", "minimum") if k in schema}
+    schema["anyOf"] = [number, {"const": "auto"}]
+
+
 class DeploymentConfig(Model):
     """What the controller needs to run a deployment's replicas (its defaults are Serve's)."""
 
@@ -124,7 +134,7 @@ class DeploymentConfig(Model):
     # num_replicas and autoscaling_config together is an error.
     replicas_or_autoscaling: ClassVar[bool] = False
 
-    num_replicas: Annotated[int, Field(ge=0), Must("an integer >= 0")] = 1
+    num_replicas: Annotated[int, Field(ge=0, json_schema_extra=_or_auto), Must("an integer >= 0", hint=_auto_hint)] = 1
     """Replicas to run (without autoscaling)."""
     max_ongoing_requests: Annotated[
         int, Field(ge=1, validation_alias=AliasChoices("max_ongoing_requests", "max_concurrent_queries")),
@@ -152,6 +162,11 @@ class DeploymentConfig(Model):
     """How the replicas log (default: the application's, else Serve's); changed without a restart."""
 
     @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> tuple[dict[str, Any], list[Rule]]:
+        data, broken = super()._prepare(data)
+        return _expand_auto(data), broken
+
+    @classmethod
     def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
         n = values.get("num_replicas")
         if type(n) is int and n > replica_cap():
@@ -160,6 +175,32 @@ class DeploymentConfig(Model):
                 and values.get("num_replicas") is not None and values.get("autoscaling_config") is not None):
             yield Rule((), "give either num_replicas or autoscaling_config, not both: autoscaling decides the number "
                            "of replicas")
+
+
+AUTO_AUTOSCALING = {"min_replicas": 1, "max_replicas": 100, "target_ongoing_requests": 2.0}
+"""`num_replicas="auto"`: the autoscaling_config Ray Serve 2.x uses (fields given in autoscaling_config win)."""
+AUTO_MAX_ONGOING_REQUESTS = 5
+"""`num_replicas="auto"`: max_ongoing_requests unless given (Ray Serve 2.x's value)."""
+
+
+def _expand_auto(data: dict[str, Any]) -> dict[str, Any]:
+    """Raw options with `num_replicas="auto"` turned into what it means: an autoscaling_config
+    of Ray's defaults under the fields given, and max_ongoing_requests 5 unless given."""
+    if data.get("num_replicas") != "auto":
+        return data
+    given = data.get("autoscaling_config")
+    if isinstance(given, AutoscalingConfig):
+        given = {k: v for k, v in given if k in given.model_fields_set}
+    if given is not None and not isinstance(given, Mapping):
+        return {k: v for k, v in data.items() if k != "num_replicas"}  # let autoscaling_config's check fail
+    names = AutoscalingConfig.renamed()
+    own = {names.get(k, k) for k in (given or {})}
+    autoscaling = {**{k: v for k, v in AUTO_AUTOSCALING.items() if k not in own}, **(given or {})}
+    out = {k: v for k, v in data.items() if k != "num_replicas"}
+    out["autoscaling_config"] = autoscaling
+    if not {"max_ongoing_requests", "max_concurrent_queries"} & data.keys():
+        out["max_ongoing_requests"] = AUTO_MAX_ONGOING_REQUESTS
+    return out
 
 
 class DeploymentOptions(DeploymentConfig):

@@ -42,7 +42,7 @@ from typing_extensions import Self
 from .exceptions import OptionTypeError
 
 __all__ = ["Kind", "Loc", "Model", "Must", "NonNegativeSeconds", "PositiveSeconds", "Problem", "Rule", "invalid",
-           "path_text", "problems", "python_error", "wrong"]
+           "path_text", "problems", "python_error", "reject_unknown", "wrong"]
 
 Loc = tuple[str | int, ...]
 
@@ -296,6 +296,21 @@ def python_error(error: ValidationError, root: Any, at: Loc = (), noun: str = "o
     found = problems(error, root, at)
     text = "\n".join(p.sentence(noun) for p in found)
     return OptionTypeError(text) if any(p.kind in (Kind.TYPE, Kind.UNKNOWN) for p in found) else ValueError(text)
+
+
+def reject_unknown(given: Iterable[str], known: Iterable[str], where: str) -> None:
+    """For a call taking `**options`: OptionTypeError naming each unknown one (with the closest
+    known name) and listing the known ones, as an unknown deployment option is reported."""
+    valid = tuple(known)
+    unknown = [name for name in given if name not in valid]
+    if not unknown:
+        return
+    lines = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        lines.append(f"{where} got an unknown option {name!r}{hint}; valid ones are {', '.join(valid)}")
+    raise OptionTypeError("\n".join(lines))
 
 
 def _kind(error_type: str) -> Kind:

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 from ._api.deployment import Deployment
 from ._api.graph import Application, DAGHandle, is_graph
 from ._build import import_attr
+from ._model import reject_unknown
 from .http_adapters import json_request, pydantic_request
 
 __all__ = ["DAGDriver"]
@@ -103,6 +104,7 @@ class _DriverDeployment(Deployment):
     """The DAGDriver deployment: `.bind()` checks its graphs and adapter in the driver program."""
 
     def bind(self, *args: Any, **kwargs: Any) -> Application:
+        reject_unknown(kwargs, ("dags", "http_adapter"), "DAGDriver.bind()")
         if not args and "dags" not in kwargs:
             raise TypeError("DAGDriver.bind(graph) takes the graph to serve (or a dict {route: graph})")
         dags = args[0] if args else kwargs["dags"]
@@ -121,8 +123,8 @@ class _DriverDeployment(Deployment):
             raise TypeError(f"http_adapter must be a function of the request (or its import path), got {adapter!r}")
         return super().bind(*args, **kwargs)
 
-    def options(self, **options: Any) -> "_DriverDeployment":
-        d = super().options(**options)
+    def options(self, func_or_class: Any = None, **options: Any) -> "_DriverDeployment":
+        d = super().options(func_or_class, **options)
         return _DriverDeployment(d.func_or_class, d._options)
 
 

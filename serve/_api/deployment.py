@@ -99,7 +99,9 @@ class Deployment:
                            f"serve.run, {self.name}.deploy(...), or a handle")
 
     # -- derived deployments -------------------------------------------------------------
-    def options(self, **options: Any) -> "Deployment":
+    def options(self, func_or_class: Any = None, **options: Any) -> "Deployment":
+        """A copy with `options` changed (and, as in Ray, `func_or_class` replaced if given)."""
+        validate_options(options)  # an unknown or wrong option fails here, naming it
         if "max_concurrent_queries" in options and "max_ongoing_requests" in self._options:
             merged = {k: v for k, v in self._options.items() if k != "max_ongoing_requests"}
         elif "ray_actor_options" in options and "actor_options" in self._options:
@@ -111,7 +113,7 @@ class Deployment:
         if options.get("num_replicas") is not None:
             merged.pop("autoscaling_config", None)
         merged.update(options)
-        return Deployment(self._func_or_class, merged, self._app)
+        return Deployment(self._func_or_class if func_or_class is None else func_or_class, merged, self._app)
 
     def bind(self, *args: Any, **kwargs: Any) -> Application:
         check_bind_args(args, kwargs)
@@ -176,11 +178,17 @@ def _portable(func_or_class: Any) -> Any:
     return func_or_class
 
 
-def deployment(_func_or_class: Any = None, **options: Any) -> Any:
-    """`@serve.deployment` or `@serve.deployment(name=..., num_replicas=..., ...)`."""
+def deployment(_func_or_class: Any = None, name: Any = DEFAULT, **options: Any) -> Any:
+    """`@serve.deployment`, `@serve.deployment(name=..., num_replicas=..., ...)`, or (as in
+    Ray) `@serve.deployment("name", ...)` with the name first; `serve.deployment(cls, **options)`
+    makes a deployment of `cls` at once."""
+    if isinstance(_func_or_class, str):  # @serve.deployment("name", ...)
+        if name is not DEFAULT:
+            raise TypeError(f"@serve.deployment got the name twice: {_func_or_class!r} and name={name!r}")
+        _func_or_class, name = None, _func_or_class
+    if name is not DEFAULT:
+        options = {"name": name, **options}
     if _func_or_class is not None:
-        if options:
-            raise TypeError("@serve.deployment takes a class or function, or keyword options only")
-        return Deployment(_func_or_class, {})
+        return Deployment(_func_or_class, options)
     validate_options(options)  # fail at the decorator, not later
     return lambda f: Deployment(f, options)

@@ -2,7 +2,8 @@
 
 `Model.bind(...)` is an `Application` (a class node, or a call of a function deployment);
 `with InputNode() as inp:` marks a graph's input, and `inp[0]`, `inp["key"]`, `inp.attr`
-pick a part of it; `node.method.bind(...)` (or `node.bind(...)`, for `__call__`) is a call
+pick a part of it; `node.method.bind(...)` (or `node.bind(...)` / `node.__call__.bind(...)`,
+for `__call__`) is a call
 of one of a class node's methods.
 
 Deploying (`serve.run`): a graph passed to a deployment's constructor (DAGDriver's, or any
@@ -38,9 +39,9 @@ class Application:
     def __repr__(self) -> str:
         return f"Application({self.deployment.name})"
 
-    # -- deployment graphs: `node.method.bind(...)`, `node.bind(...)` for __call__ ------------
+    # -- deployment graphs: `node.method.bind(...)`, `node.bind(...)` or `node.__call__.bind(...)`
     def __getattr__(self, name: str) -> "MethodNode":
-        if name.startswith("_"):
+        if name.startswith("_") and name != "__call__":
             raise AttributeError(name)
         return MethodNode(self, name)
 

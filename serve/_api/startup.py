@@ -12,6 +12,7 @@ progress. `running_client()` is what every other driver call uses: this process'
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 from typing import Any
 
@@ -23,6 +24,7 @@ from .._config import HTTPOptions
 from .._control.controller import ServeController
 from .._data import tracing
 from .._data.client import ServeClient, say
+from .._model import reject_unknown
 from .._names import CHECKPOINT_KEY, CONTROLLER_NAME, PROXY_PREFIX, REPLICA_PREFIX, SERVE_NAMESPACE, STATUS_KEY
 from .._obs_config import LoggingConfig, TracingConfig
 from ..messages import ProxyStatus
@@ -39,16 +41,29 @@ def _client() -> ServeClient:
     return ServeClient.current()
 
 
+_PROXY_LOCATIONS = {"HeadOnly": "HeadOnly", "EveryNode": "EveryNode", "NoServer": "NoServer", "Disabled": "NoServer"}
+
+
 def start(detached: bool = False, http_options: Any = None, logging_config: Any = None, tracing_config: Any = None,
-          **_ignored: Any) -> actors.ActorHandle:
+          proxy_location: Any = None, grpc_options: Any = None, dedicated_cpu: bool = False,
+          **unknown: Any) -> actors.ActorHandle:
     """Start Serve on the cluster (or connect to the Serve already running there); returns
     once the controller and its HTTP proxies (one on the head node, or one per node for
     EveryNode) are ready.
 
     `logging_config` (a dict or `serve.LoggingConfig`): how the controller and the proxies
     log, and every deployment's default; `tracing_config` (a dict or `serve.TracingConfig`):
-    OpenTelemetry tracing of requests, in Serve's processes and in this one."""
+    OpenTelemetry tracing of requests, in Serve's processes and in this one.
+    `proxy_location` (Ray 2.x): `http_options.location` ("Disabled": "NoServer").
+    `dedicated_cpu` (Ray 1.x) is accepted and changes nothing (the controller takes no CPU);
+    `grpc_options` only as None (there is no gRPC proxy). Any other keyword is an error."""
+    reject_unknown(unknown, _START_OPTIONS, "serve.start()")
+    if grpc_options is not None:
+        raise ValueError("serve.start(grpc_options=...) is not supported: zeroserve has no gRPC proxy; serve over "
+                         "HTTP (http_options) or call deployments through handles")
     http = HTTPOptions.of(http_options)  # wrong options fail here, before anything starts
+    if proxy_location is not None:
+        http = _with_proxy_location(http, proxy_location)
     logging_cfg = LoggingConfig.of(logging_config)
     tracing_cfg = TracingConfig.of(tracing_config)
     if tracing_cfg is not None:
@@ -86,6 +101,22 @@ def follow_replica_output() -> None:
     rt = current_runtime()
     if rt is not None and rt.role == "driver":
         follow_output(SERVE_NAMESPACE, REPLICA_PREFIX, rt)
+
+
+_START_OPTIONS = tuple(inspect.signature(start).parameters)[:-1]
+
+
+def _with_proxy_location(http: HTTPOptions, proxy_location: Any) -> HTTPOptions:
+    """`http` with Ray 2.x's `proxy_location` as its location; ValueError if they disagree."""
+    location = getattr(proxy_location, "value", proxy_location)  # an enum's value too
+    if location not in _PROXY_LOCATIONS:
+        raise ValueError(f"proxy_location must be one of {', '.join(map(repr, _PROXY_LOCATIONS))}, got "
+                         f"{proxy_location!r}")
+    location = _PROXY_LOCATIONS[location]
+    if "location" in http.model_fields_set and http.location != location:
+        raise ValueError(f"proxy_location={proxy_location!r} disagrees with http_options location "
+                         f"{http.location!r}; give only one")
+    return HTTPOptions.parse({**http.given(), "location": location})
 
 
 def running_client() -> ServeClient:

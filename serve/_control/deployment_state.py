@@ -65,6 +65,7 @@ class Placement:
     placed: bool
     alive: bool
     node: str = ""
+    phase: str = ""  # alive: what the replica's start is doing ("constructor", "reconfigure", ...; "" unknown)
 
 
 class ReplicaIO(Protocol):

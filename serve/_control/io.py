@@ -102,6 +102,9 @@ class _Actors:
             log.warning("could not kill %s: %s", handle, e)
 
 
+PHASE_TIMEOUT_S = 2.0  # asking a starting replica what it is doing
+
+
 class _ReplicaActors(_Actors):
     def __init__(self, rt: Runtime, detached: bool) -> None:
         super().__init__(rt, detached)
@@ -117,7 +120,8 @@ class _ReplicaActors(_Actors):
         )(ReplicaActor)
         return cls.remote(target.name, replica_id.tag, target.app, target.code, target.config.user_config,
                           target.is_function, target.config.max_ongoing_requests,
-                          target.config.logging_config or self.settings.logging_config, self.settings.tracing_config)
+                          target.config.logging_config or self.settings.logging_config, self.settings.tracing_config,
+                          target.config.health_check_timeout_s)
 
     def placement(self, handle: actors.ActorHandle) -> _Asked:
         """Where the head has the replica's actor (None if it does not know it)."""
@@ -132,7 +136,14 @@ class _ReplicaActors(_Actors):
             if info.node_id.hex not in self._node_ips:  # a node not seen yet: read the node table again
                 self._node_ips.update({n.node_id.hex: n.ip for n in await self.rt.head.nodes()})
             node = self._node_ips.get(info.node_id.hex, info.node_id.hex)
-        return Placement(placed=info.node_id is not None, alive=info.state is ActorState.ALIVE, node=node)
+        alive = info.state is ActorState.ALIVE
+        phase = ""
+        if alive:  # the replica's own start: its constructor, reconfigure, or its first health check
+            try:
+                phase = await asyncio.wait_for(handle.start_phase.remote(), PHASE_TIMEOUT_S)
+            except Exception:  # busy or gone: the status just says less
+                phase = ""
+        return Placement(placed=info.node_id is not None, alive=alive, node=node, phase=phase)
 
 
 class _Asked:

@@ -43,6 +43,10 @@ def demand(s: DeploymentState) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in wanted.items()) + "}" if wanted else ""
 
 
+_PHASES = {"lifespan": "the ingress app's startup", "reconfigure": "reconfigure(user_config)",
+           "health_check": "the first health check"}
+
+
 def waiting_reason(s: DeploymentState, r: Replica, now: float) -> str:
     """Why replica `r` (STARTING) is not running yet."""
     age = max(0.0, now - r.started_at)
@@ -54,8 +58,10 @@ def waiting_reason(s: DeploymentState, r: Replica, now: float) -> str:
         return (f"waiting for resources {wanted} on any node for {age:.0f} s" if wanted else
                 f"waiting to be placed on a node for {age:.0f} s")
     where = f" on node {p.node}" if p.node else ""
-    if not p.alive:
+    if not p.alive or p.phase == "constructor":
         return f"constructor running for {max(0.0, now - (r.placed_at or r.started_at)):.0f} s{where}"
+    if p.phase in _PHASES:
+        return f"{_PHASES[p.phase]} running{where} ({age:.0f} s since start)"
     if r.user_config is not None:
         return f"reconfigure(user_config) running{where} ({age:.0f} s since start)"
     return f"constructed{where}, answering its readiness check ({age:.0f} s since start)"

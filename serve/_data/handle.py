@@ -23,6 +23,7 @@ from typing import Any
 from actors import GetTimeoutError, ObjectRef
 from actors.system import LoopInbox, PreparedCall, copy_state, current_runtime, prepare_call, runtime_or_init
 
+from .._model import reject_unknown
 from ..messages import DeploymentId
 from . import tracing
 from .client import ServeClient
@@ -236,7 +237,12 @@ class DeploymentHandle:
         return (DeploymentHandle, (self.deployment_name, self.app_name, self.method_name, self.stream))
 
     def options(self, *, method_name: str | None = None, stream: bool | None = None,
-                **_ignored: Any) -> "DeploymentHandle":
+                **options: Any) -> "DeploymentHandle":
+        """A handle with other call options. Ray's option names are known (`stream`,
+        `multiplexed_model_id`, `use_new_handle_api`, `_prefer_local_routing`); any other is an error."""
+        reject_unknown(options, _HANDLE_OPTIONS, "handle.options()")
+        if method_name is not None and not isinstance(method_name, str):
+            raise TypeError(f"handle.options(method_name=...) takes a method's name, got {method_name!r}")
         if stream is not None and not isinstance(stream, bool):
             raise TypeError(f"handle.options(stream=...) takes True or False, got {stream!r}")
         return DeploymentHandle(self.deployment_name, self.app_name, method_name or self.method_name,
@@ -287,6 +293,8 @@ class DeploymentHandle:
         client.submit(_start, (client, name, method, args, kwargs, deliver, None, ctx, prepared))
         return _RefResponse(ObjectRef(waiter, rt, f"{self.deployment_name}.{method}"))
 
+
+_HANDLE_OPTIONS = ("method_name", "multiplexed_model_id", "stream", "use_new_handle_api", "_prefer_local_routing")
 
 _bridges: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

@@ -3,11 +3,15 @@
 The replica actor is async; its own semaphore keeps the requests it runs at once to
 max_ongoing_requests across all callers (the actor's max_concurrency is a little higher).
 Its control methods are `@actors.unqueued`, so they never wait behind requests. Sync user
-methods run on a thread so they never block the replica's loop (health checks,
-reconfigure and shutdown keep working).
-`reconfigure(user_config)` is called at start and on every `user_config` change; the
-controller calls `check_health()` periodically and `prepare_for_shutdown()` before it
-stops a replica, which waits for the requests in flight.
+code (request methods, `__init__`, `reconfigure`, `check_health`) runs on a thread, so it
+never blocks the replica's loop and may block on runtime calls (`actors.get`, a handle's
+`.result()`); `async def __init__` is awaited.
+Start (`ready`): the user's constructor, an ingress app's lifespan startup, then
+`reconfigure(user_config)` and the first `check_health()`; a failure of any of them fails
+the start (the controller retries, then reports the deployment unhealthy with the error).
+`reconfigure(user_config)` is called on every `user_config` change; the controller calls
+`check_health()` periodically and `prepare_for_shutdown()` before it stops a replica,
+which waits for the requests in flight, then runs the ingress app's shutdown events.
 
 A streamed HTTP response stays in flight here, holding its slot, from the request until
 its stream ends (`StreamRegistry`): the proxy pulls its chunks by stream id
@@ -31,6 +35,7 @@ A user exception is logged here with its traceback (the caller gets it too).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import inspect
 import logging
@@ -72,6 +77,7 @@ from .context import (
     set_process_context,
 )
 from .ingress import bind_app
+from .lifespan import Lifespan
 from .serve_metrics import replica_metrics
 from .streams import StreamRegistry
 
@@ -91,7 +97,7 @@ class ReplicaActor:
 
     def __init__(self, deployment: str, replica_tag: str, app_name: str, code: bytes, user_config: Any,
                  is_function: bool, max_ongoing_requests: int, logging_config: LoggingConfig | None = None,
-                 tracing_config: TracingConfig | None = None) -> None:
+                 tracing_config: TracingConfig | None = None, health_check_timeout_s: float | None = None) -> None:
         self._deployment = deployment
         self._tag = replica_tag
         self._app = app_name
@@ -105,19 +111,18 @@ class ReplicaActor:
             metrics = replica_metrics()
             metrics.starts.cell(deployment, self._id, app_name).value += 1
             metrics.processing.add_source(self)
-        fn_or_cls, init_args, init_kwargs = pickle.loads(code)
+        # The user's constructor runs in `ready()` (see `_start`), off this constructor: on the
+        # event loop's thread it could make no blocking runtime call, and could not be async.
+        self._code = pickle.loads(code)
+        self._callable: Any = None
+        self._starting: asyncio.Future | None = None
+        self._phase = "constructor"  # what the start is doing (`start_phase`, for the status)
         self._context = ReplicaContext(deployment, replica_tag, app_name)
         set_process_context(self._context)
-        token = current_context.set(self._context)
-        try:
-            self._callable = fn_or_cls if is_function else fn_or_cls(*init_args, **init_kwargs)
-        finally:
-            current_context.reset(token)
-        self._context = ReplicaContext(deployment, replica_tag, app_name, self._callable)
-        self._asgi = None if is_function else bind_app(self._callable)
-        set_process_context(self._context)
+        self._asgi: Any = None
+        self._lifespan: Lifespan | None = None
         self._is_function = is_function
-        self._methods = public_methods(self._callable, is_function)
+        self._methods: list[str] = []  # what handles may call: known once the start built the callable
         self._call_takes_request: bool | None = None  # known at the first HTTP request
         self._ongoing = 0
         # The replica's own bound: routers keep under it, this holds across all callers
@@ -126,20 +131,62 @@ class ReplicaActor:
         self._idle = asyncio.Event()
         self._idle.set()
         self._user_config_pending = user_config
+        self._health_timeout_s = health_check_timeout_s
         self._logging = logging_config
         self._streams = StreamRegistry(deployment, self._request_done)
         self._sockets = WebSocketSessions(self._request_done)
 
     @actors.unqueued  # control: never behind requests (see the class docstring)
     async def ready(self) -> dict[str, Any]:
-        """Runs `reconfigure(user_config)` if there is one; answers when the replica can serve."""
-        if self._user_config_pending is not None:
-            await self.reconfigure(self._user_config_pending)
-            self._user_config_pending = None
+        """Builds the replica (`_start`) the first time; answers when it can serve. Asked
+        again (a restarted controller), it waits for the same start."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
         rt = current_runtime()
         return {"replica_tag": self._tag, "pid": os.getpid(), "methods": self._methods,
                 "node_id": rt.node_id.hex if rt is not None and rt.node_id is not None else "",
                 "log_file": str(logs.log_path(self._who, self._logging or LoggingConfig(), node_logs_dir()))}
+
+    @actors.unqueued
+    async def start_phase(self) -> str:
+        """What the start is doing: "constructor", "lifespan", "reconfigure", "health_check", or "" once done."""
+        return "" if self._starting is not None and self._starting.done() else self._phase
+
+    async def _start(self) -> None:
+        """The user's constructor (awaited if `async def __init__`, else on a thread, where
+        blocking runtime calls work), an ingress app's lifespan startup, `reconfigure(user_config)`
+        if there is one, then the first `check_health()`: only then is the replica ready."""
+        fn_or_cls, init_args, init_kwargs = self._code
+        token = current_context.set(self._context)
+        try:
+            self._callable = fn_or_cls if self._is_function else await _construct(fn_or_cls, init_args, init_kwargs)
+        finally:
+            current_context.reset(token)
+        self._context = ReplicaContext(self._deployment, self._tag, self._app, self._callable)
+        set_process_context(self._context)
+        self._methods = public_methods(self._callable, self._is_function)
+        asgi = None if self._is_function else bind_app(self._callable)
+        if asgi is not None:
+            self._phase = "lifespan"
+            self._lifespan = Lifespan(asgi)
+            await self._lifespan.start()
+            asgi = self._lifespan.app
+        self._asgi = asgi
+        if self._user_config_pending is not None:
+            self._phase = "reconfigure"
+            await self.reconfigure(self._user_config_pending)
+            self._user_config_pending = None
+        if getattr(self._callable, "check_health", None) is not None:
+            self._phase = "health_check"
+            try:
+                await asyncio.wait_for(self.check_health(), self._health_timeout_s)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"the first health check of {self._deployment} did not finish within "
+                                   f"health_check_timeout_s={self._health_timeout_s}s") from None
+            except Exception as e:
+                log.error("%s: the first health check failed: %s: %s", self._id, type(e).__name__, e)
+                raise
 
     @actors.unqueued
     async def set_logging_config(self, logging_config: LoggingConfig | None) -> None:
@@ -264,6 +311,8 @@ class ReplicaActor:
         self._sockets.close(session_id)
 
     async def _handle(self, method: str, args: tuple, kwargs: dict, stream: bool = False) -> Any:
+        if self._callable is None:  # a request before the start finished (never routed so)
+            await self.ready()
         http = method == HTTP_METHOD
         if http and stream:
             raise TypeError("stream=True is for handle calls; HTTP responses stream on their own")
@@ -311,12 +360,13 @@ class ReplicaActor:
 
     @actors.unqueued
     async def reconfigure(self, user_config: Any) -> None:
+        if self._callable is None:  # still starting: it runs with the config given at start
+            self._user_config_pending = user_config
+            return
         fn = getattr(self._callable, "reconfigure", None)
         if fn is None:
             raise AttributeError(f"deployment {self._deployment} got a user_config but has no reconfigure(config) method")
-        result = fn(user_config)
-        if inspect.isawaitable(result):
-            await result
+        await _call_off_loop(fn, user_config)
 
     @actors.unqueued
     async def ping(self) -> None:
@@ -327,9 +377,7 @@ class ReplicaActor:
     async def check_health(self) -> bool:
         fn = getattr(self._callable, "check_health", None)
         if fn is not None:
-            result = fn()
-            if inspect.isawaitable(result):
-                await result
+            await _call_off_loop(fn)
         return True
 
     @actors.unqueued
@@ -341,6 +389,8 @@ class ReplicaActor:
             await asyncio.wait_for(self._idle.wait(), max(0.0, timeout_s - wait_loop_s))
         except asyncio.TimeoutError:
             pass
+        if self._lifespan is not None:  # the ingress app's shutdown events
+            await self._lifespan.stop(max(1.0, timeout_s - wait_loop_s))
         del_fn = getattr(self._callable, "__del__", None)
         if del_fn is not None and not self._is_function:
             try:
@@ -393,6 +443,42 @@ def _takes_argument(fn: Any) -> bool:
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                   inspect.Parameter.VAR_POSITIONAL)
     return any(p.kind in positional for p in params)
+
+
+_control: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _control_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for the user's sync start-up and control code (`__init__`, `reconfigure`,
+    `check_health`), apart from the pool sync requests run on."""
+    global _control
+    if _control is None:
+        _control = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="replica-control")
+    return _control
+
+
+async def _construct(cls: Any, args: tuple, kwargs: dict) -> Any:
+    """An instance of the user's class: `async def __init__` awaited on this loop, a plain
+    one run on a thread (the constructor may block on runtime calls: `actors.get`, a handle's
+    `.result()`)."""
+    if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+        instance = cls.__new__(cls) if cls.__new__ is object.__new__ else cls.__new__(cls, *args, **kwargs)
+        await instance.__init__(*args, **kwargs)
+        return instance
+    ctx = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(_control_pool(), lambda: ctx.run(cls, *args, **kwargs))
+
+
+async def _call_off_loop(fn: Any, *args: Any) -> Any:
+    """`fn(*args)`: awaited if it is async, else on a control thread (so it may block on
+    runtime calls, and never waits behind sync requests filling the default pool)."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    ctx = contextvars.copy_context()
+    result = await asyncio.get_running_loop().run_in_executor(_control_pool(), lambda: ctx.run(fn, *args))
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 def _status_of(result: Any) -> int:
