@@ -37,6 +37,9 @@ _STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js"
            "/app.css": ("app.css", "text/css; charset=utf-8")}
 
 
+_NO_FIGURES = {"rps": None, "errors_per_s": None, "p50_ms": None, "p99_ms": None, "in_flight": None}
+
+
 class Source(Protocol):
     """What the API reads: the head's state, and calls to the agents."""
 
@@ -196,7 +199,7 @@ class Api:
                 "node_ip": node.ip if node else None, "pid": pid, "uptime_s": round(now - started, 1) if started else None,
                 "death_cause": actor.death_cause if actor is not None else None,
                 "log_stem": safe_log_name("replica", app, name, tag),
-                **self.sampler.replica(app, name, rid)}
+                **(self.sampler.replica(app, name, rid) if state != "DEAD" else _NO_FIGURES)}
 
     # -- logs --------------------------------------------------------------------------
     async def _files(self, node_ip: str | None) -> list[LogFile]:

@@ -163,7 +163,9 @@ function chart(id, title, hist, now, series, unit) {
   let max = 0;
   for (const p of hist) for (const s of series) if (p[s.key] !== null && p[s.key] !== undefined) max = Math.max(max, p[s.key]);
   max = max > 0 ? niceMax(max) : 1;
-  const t1 = now, t0 = now - HISTORY_S;
+  // The window: the last 15 minutes, or less while the history is shorter (at least 2).
+  const first = hist.length ? hist[0].t : now;
+  const t1 = now, t0 = Math.max(now - HISTORY_S, Math.min(first, now - 120));
   const x = t => L + (W - L - R) * (t - t0) / (t1 - t0);
   const y = v => T + (H - T - B) * (1 - v / max);
   let paths = "";
@@ -184,8 +186,10 @@ function chart(id, title, hist, now, series, unit) {
     grid += `<line x1="${L}" x2="${W - R}" y1="${y(max * f)}" y2="${y(max * f)}" stroke="#e5e7eb"/>` +
       `<text x="${L - 4}" y="${y(max * f) + 4}" text-anchor="end" font-size="10" fill="#6b7280">${num(max * f)}</text>`;
   }
-  for (const m of [15, 10, 5, 0]) {
-    grid += `<text x="${x(t1 - m * 60)}" y="${H - 5}" text-anchor="middle" font-size="10" fill="#6b7280">${m ? "-" + m + "m" : "now"}</text>`;
+  for (const f of [1, 2 / 3, 1 / 3, 0]) {
+    const ago = (t1 - t0) * f;
+    const label = f ? "-" + (ago >= 120 ? Math.round(ago / 60) + "m" : Math.round(ago) + "s") : "now";
+    grid += `<text x="${x(t1 - ago)}" y="${H - 5}" text-anchor="${f === 1 ? "start" : f ? "middle" : "end"}" font-size="10" fill="#6b7280">${label}</text>`;
   }
   const legend = series.map(s => `<span><i style="background:${s.color}"></i>${esc(s.label)}</span>`).join("");
   return `<div class="card chart" id="${id}"><div class="title">${esc(title)} <span class="muted">${esc(unit)}</span></div>
