@@ -121,7 +121,7 @@ def test_charts_grow_while_load_runs_and_a_screenshot(dash: DashCluster, browser
     worker.start()
     try:
         wait_until(lambda: _points(browser) >= before + 3, 40, "the rate chart growing under load")
-        wait_until(lambda: any(t not in ("", "–", "0.00") for t in
+        wait_until(lambda: any(t not in ("", "\u2013", "0.00") for t in
                                _text(browser, "#replicas tr[data-state=RUNNING] td:nth-child(6)").split()),
                    20, "a replica's request rate on the page")
         shot = Path(os.environ.get("ZEROSERVE_DASHBOARD_SCREENSHOT") or
