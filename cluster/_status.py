@@ -3,6 +3,7 @@ with its metrics endpoint, as its registration carries it, and the dashboard's U
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -36,10 +37,9 @@ def status_of(head_address: str, nodes: Sequence[NodeInfo], actor_infos: Sequenc
 
 def fetch_status(head_address: str, token: str) -> dict[str, Any]:
     async def read(rt: Runtime) -> dict[str, Any]:
-        info = await rt.head.info(timeout=10)
-        nodes = await rt.head.nodes(timeout=10)
-        actor_infos = await rt.head.list_actors(timeout=10)
-        serve_blob = await rt.head.kv_get(SERVE_SUMMARY_KEY, timeout=10)
+        info, nodes, actor_infos, serve_blob = await asyncio.gather(
+            rt.head.info(timeout=10), rt.head.nodes(timeout=10), rt.head.list_actors(timeout=10),
+            rt.head.kv_get(SERVE_SUMMARY_KEY, timeout=10))
         return status_of(head_address, nodes, actor_infos, serve_blob, info.get("dashboard_url") or "")
 
     return run_client(head_address, token, read)
