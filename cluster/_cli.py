@@ -199,6 +199,9 @@ def start(args: argparse.Namespace) -> int:
     _check_resources(args.resources)
     _metrics_args(args)
     _dashboard_args(args)
+    if args.dashboard_port is not None and not args.head:
+        raise NodeStartError("--dashboard-port is for the head (`zeroserve start --head`): the head serves the "
+                             "dashboard for the whole cluster")
     _log_env(args)  # wrong values fail before anything starts
     t0 = time.monotonic()
     if args.head:

@@ -261,3 +261,12 @@ def test_log_targets_with_app_scoped_summary_keys() -> None:
     assert [f.name for f in select_files("Model", files, summary, set())] == ["replica_app1_Model_aa11.log"]
     assert [f.name for f in select_files("app1#Pre#bb22", files, summary, set())] == ["replica_app1_Pre_bb22.log"]
     assert [f.name for f in select_files("Pre#bb22", files, summary, set())] == ["replica_app1_Pre_bb22.log"]
+
+
+def test_dashboard_port_flags_are_checked_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    from cluster._cli import main
+
+    assert main(["start", "--address", "127.0.0.1:1", "--dashboard-port", "9000"]) == 1
+    assert "--dashboard-port is for the head" in capsys.readouterr().err
+    assert main(["start", "--head", "--dashboard-port", "70000"]) == 1
+    assert "--dashboard-port must be a port number" in capsys.readouterr().err
