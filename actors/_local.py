@@ -7,7 +7,8 @@ exits for any reason, SIGKILL included. `stop()` closes the lifelines and waits.
 While it runs it leaves a record (`<base>/embedded/<driver pid>.json`: head address,
 token file, pids) so `zeroserve status` and `zeroserve logs` on this machine find it.
 Its node serves metrics on `$ZEROSERVE_METRICS_PORT` (default 8080, 0 for none; a free
-port if that one is taken); log rotation follows `$ZEROSERVE_LOG_MAX_BYTES` and
+port if that one is taken), its head the dashboard on `$ZEROSERVE_DASHBOARD_PORT` (8265,
+likewise); log rotation follows `$ZEROSERVE_LOG_MAX_BYTES` and
 `$ZEROSERVE_LOG_BACKUPS`.
 
 The other way round: a watcher thread waits (on pidfds, no polling) for the head or the
@@ -53,6 +54,19 @@ def metrics_port_from_env() -> int:
     return int(text)
 
 
+DASHBOARD_PORT_ENV = "ZEROSERVE_DASHBOARD_PORT"
+DEFAULT_DASHBOARD_PORT = 8265
+
+
+def dashboard_port_from_env() -> int:
+    text = os.environ.get(DASHBOARD_PORT_ENV, "").strip()
+    if not text:
+        return DEFAULT_DASHBOARD_PORT
+    if not text.isdigit() or int(text) > 65535:
+        raise ValueError(f"${DASHBOARD_PORT_ENV} must be a port number (0 for no dashboard), got {text!r}")
+    return int(text)
+
+
 CLUSTER_LOST_EXIT = 1
 _CLEAN_EXIT_GRACE_S = 10.0  # a child that exited 0 was told to stop; the driver likely is stopping too
 _CRASH_GRACE_S = 0.5
@@ -89,6 +103,7 @@ class LocalCluster:
         self.session = Session.create(token)
         self.head_address: str | None = None
         self.metrics_url = ""
+        self.dashboard_url = ""
         self._children: list[Child] = []
         self._record: Path | None = None
         self._stopping = False
@@ -102,12 +117,14 @@ class LocalCluster:
     def start(self) -> "LocalCluster":
         t0 = time.monotonic()
         metrics_port = metrics_port_from_env()  # wrong settings fail before anything starts
+        dashboard_port = dashboard_port_from_env()
         LogRotation.from_env()
         _say(f"starting a local cluster (head + agent on {self.node_ip}); session {self.session.path}")
         logs = self.session.logs
         common = ["--node-ip", self.node_ip, "--session-dir", str(self.session.path), "--token-file", self.token_file]
         head_log, agent_log = str(logs / "head.log"), str(logs / f"agent-{self.node_ip}.log")
-        head = spawn(["-m", "cluster", "head", "--port", "0", *common, "--log-file", head_log],
+        head = spawn(["-m", "cluster", "head", "--port", "0", *common, "--log-file", head_log,
+                      "--dashboard-port", str(dashboard_port)],
                      log_path=str(logs / "head.out"), also_tail=(head_log,))
         self._children.append(head)
         agent_args = ["-m", "cluster", "agent", "--head", "-", "--is-head-node", *common,
@@ -131,8 +148,10 @@ class LocalCluster:
             self.stop()
             raise
         self.metrics_url = node.get("metrics_url") or ""
+        self.dashboard_url = head_info.get("dashboard_url") or ""
         self._write_record(head_info.get("pid"), node.get("node_id", ""))
         metrics = f"; metrics at {self.metrics_url}" if self.metrics_url else ""
+        metrics += f"; dashboard at {self.dashboard_url}" if self.dashboard_url else ""
         _say(f"local cluster up in {time.monotonic() - t0:.1f}s: head {self.head_address}, "
              f"node {node.get('node_id')} with {node.get('resources')}; logs in {logs}{metrics}")
         _watch_sigint()
@@ -148,7 +167,8 @@ class LocalCluster:
             pids = {"driver": os.getpid(), "head": head_pid, **{k: v for k, v in self.pids().items() if k != "head"}}
             record = {"node_ip": self.node_ip, "head_address": self.head_address, "is_head": True, "embedded": True,
                       "session": str(self.session.path), "token_file": self.token_file, "pids": pids,
-                      "node_id": node_id, "metrics_url": self.metrics_url, "started_at": time.time()}
+                      "node_id": node_id, "metrics_url": self.metrics_url, "dashboard_url": self.dashboard_url,
+                      "started_at": time.time()}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(record, indent=2))
             os.replace(tmp, path)
@@ -208,4 +228,4 @@ class LocalCluster:
 
     def info(self) -> dict[str, Any]:
         return {"head_address": self.head_address, "session": str(self.session.path), "pids": self.pids(),
-                "metrics_url": self.metrics_url}
+                "metrics_url": self.metrics_url, "dashboard_url": self.dashboard_url}

@@ -17,7 +17,7 @@ from ._futures import CallFuture, copy_state
 from ._head_client import ENV_TIMEOUT, HeadClient, Timeout
 from ._host import ServiceTarget, rpc, rpc_methods
 from ._inbox import LoopInbox
-from ._local import metrics_port_from_env
+from ._local import dashboard_port_from_env, metrics_port_from_env
 from ._logfiles import (
     LOG_FORMAT,
     LogRotation,
@@ -96,6 +96,7 @@ __all__ = [
     "validate_log_name",
     "OutputFollower",
     "metrics_port_from_env",
+    "dashboard_port_from_env",
     "follow_output",
     "ActorDirectory",
     "Backoff",

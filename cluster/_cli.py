@@ -32,6 +32,7 @@ from actors.system import (
     PROBE_REFUSED,
     LogRotation,
     Session,
+    dashboard_port_from_env,
     find_local_head,
     metrics_port_from_env,
     new_token,
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--metrics-port", type=int, help="serve this node's Prometheus metrics at "
                        "http://NODE_IP:PORT/metrics (default $ZEROSERVE_METRICS_PORT or 8080, a free port if "
                        "that one is taken; 0: none)")
+    start.add_argument("--dashboard-port", type=int, help="with --head: serve the dashboard at "
+                       "http://NODE_IP:PORT/ (default $ZEROSERVE_DASHBOARD_PORT or 8265, a free port if that one is "
+                       "taken; 0: none)")
     start.add_argument("--log-max-bytes", type=int, help="rotate each log file at this size (default "
                        "$ZEROSERVE_LOG_MAX_BYTES or 100 MiB)")
     start.add_argument("--log-backups", type=int, help="rotated files kept per log (default $ZEROSERVE_LOG_BACKUPS "
@@ -142,7 +146,8 @@ def _start_agent(session: Session, node_ip: str, head_address: str | None, args:
     agent_log = str(session.logs / f"agent-{node_ip}.log")
     agent_args = ["-m", "cluster", "agent", *where, "--node-ip", node_ip,
                   "--session-dir", str(session.path), "--token-file", str(session.token_file),
-                  "--resources", args.resources, "--log-file", agent_log, *_metrics_args(args)]
+                  "--resources", args.resources, "--log-file", agent_log, *_metrics_args(args),
+                  *(_dashboard_args(args) if is_head else [])]
     if args.num_cpus is not None:
         agent_args += ["--num-cpus", str(args.num_cpus)]
     if is_head:
@@ -167,6 +172,18 @@ def _metrics_args(args: argparse.Namespace) -> list[str]:
         raise NodeStartError(str(e)) from None
 
 
+def _dashboard_args(args: argparse.Namespace) -> list[str]:
+    """The head's dashboard flags: a port given here must be free; the default may move."""
+    if args.dashboard_port is not None:
+        if not 0 <= args.dashboard_port <= 65535:
+            raise NodeStartError(f"--dashboard-port must be a port number (0 for none), got {args.dashboard_port}")
+        return ["--dashboard-port", str(args.dashboard_port), "--dashboard-port-strict"]
+    try:
+        return ["--dashboard-port", str(dashboard_port_from_env())]
+    except ValueError as e:
+        raise NodeStartError(str(e)) from None
+
+
 def _log_env(args: argparse.Namespace) -> dict[str, str]:
     """The node's environment, with the log rotation of --log-max-bytes / --log-backups."""
     try:
@@ -181,6 +198,10 @@ def _log_env(args: argparse.Namespace) -> dict[str, str]:
 def start(args: argparse.Namespace) -> int:
     _check_resources(args.resources)
     _metrics_args(args)
+    _dashboard_args(args)
+    if args.dashboard_port is not None and not args.head:
+        raise NodeStartError("--dashboard-port is for the head (`zeroserve start --head`): the head serves the "
+                             "dashboard for the whole cluster")
     _log_env(args)  # wrong values fail before anything starts
     t0 = time.monotonic()
     if args.head:
@@ -225,6 +246,8 @@ def start(args: argparse.Namespace) -> int:
           f"{_fmt_resources(ready['resources'])}")
     if ready.get("metrics_url"):
         print(f"zeroserve: metrics at {ready['metrics_url']}")
+    if ready.get("dashboard_url"):
+        print(f"zeroserve: dashboard at {ready['dashboard_url']}")
     if args.head:
         print(f"\nCluster address: {hp}\n\nTo add a node, run on it:\n"
               f"    zeroserve start --address {hp} --token {token}\n\n"

@@ -99,6 +99,7 @@ class Head:
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._last_tick = time.monotonic()
+        self.dashboard_url = ""  # set by the head process when it serves the dashboard
 
     def _background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -145,7 +146,7 @@ class Head:
     def info(self) -> dict[str, Any]:
         now = time.monotonic()
         return {"address": self.address, "pid": os.getpid(), "epoch": self.epoch, "actors": len(self.actors.records),
-                "pending": len(self.pending),
+                "pending": len(self.pending), "dashboard_url": self.dashboard_url,
                 "heartbeat_age_s": {n.reg.node_id.hex: now - n.last_seen for n in self.node_table.values() if n.alive}}
 
     # -- nodes -------------------------------------------------------------------------

@@ -64,13 +64,13 @@ def select_files(target: str, files: list[LogFile], serve_summary: dict[str, Any
              "controller": lambda f: f.stem == "controller", "proxy": lambda f: f.stem.startswith("proxy_")}
     if target in fixed:
         tests.append(fixed[target])
-    prefixes = [safe_log_name("replica", d["app"], name) + "_" for name, d in serve_summary.items()
-                if target in (name, d.get("app"))]
+    prefixes = [safe_log_name("replica", d["app"], d.get("name", key)) + "_" for key, d in serve_summary.items()
+                if target in (key, d.get("name"), d.get("app"))]
     if prefixes:
         tests.append(lambda f: f.stem.startswith(tuple(prefixes)))
-    deployment, sep, tag = target.partition("#")
+    deployment, sep, tag = target.rpartition("#")  # a replica id: app#Deployment#tag (or Deployment#tag)
     if sep and deployment and tag:
-        suffix = "_" + safe_log_name(deployment, tag)
+        suffix = "_" + safe_log_name(deployment.rpartition("#")[2], tag)
         tests.append(lambda f: f.stem.startswith("replica_") and f.stem.endswith(suffix))
     ids = set(actor_ids) | {target}
     tests.append(lambda f: f.actor_id in ids or any(f.stem == f"{f.class_name or ''}-{i}" or

@@ -34,6 +34,7 @@ from actors.system import (
 
 from . import _head_metrics
 from ._agent import Agent
+from ._dashboard import Dashboard, HeadSource
 from ._head import TICK_S, Head
 from ._head_state import restore
 from ._head_store import HeadStore
@@ -71,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--log-file", help="write log records here, rotated by size (default: stdout)")
     sub.choices["head"].add_argument("--port", type=int, default=0)
     sub.choices["head"].add_argument("--state-file", help="persist the head's state in this SQLite file; restore it at start")
+    for role in ("head", "agent"):  # the agent passes them on to the head it runs (--run-head)
+        sub.choices[role].add_argument("--dashboard-port", type=int, default=0,
+                                       help="serve the dashboard on this port (0: none; taken: a free one)")
+        sub.choices[role].add_argument("--dashboard-port-strict", action="store_true",
+                                       help="fail if --dashboard-port is taken")
     agent = sub.choices["agent"]
     where = agent.add_mutually_exclusive_group(required=True)
     where.add_argument("--head", help="head address tcp://H:P, or - to read it from stdin")
@@ -114,15 +120,30 @@ async def _run_head(args: argparse.Namespace) -> int:
             await head.tick()
 
     checker = asyncio.get_running_loop().create_task(tick_forever())
+    dashboard = await _serve_dashboard(args, rt, head)
     log.info("head listening at %s", rt.address)
-    signal_ready(args.ready_fd, {"address": rt.address, "pid": os.getpid()})
+    signal_ready(args.ready_fd, {"address": rt.address, "pid": os.getpid(), "dashboard_url": head.dashboard_url})
     await stop.wait()
     checker.cancel()
+    if dashboard is not None:
+        dashboard.close()
     if store is not None:
         head.commit()
         store.close()
     rt.close()
     return 0
+
+
+async def _serve_dashboard(args: argparse.Namespace, rt: Runtime, head: Head) -> Dashboard | None:
+    if args.dashboard_port == 0:
+        return None
+    dashboard = Dashboard(HeadSource(rt, head), args.node_ip, read_token(args.token_file))
+    try:
+        head.dashboard_url = await dashboard.start(args.dashboard_port, fallback=not args.dashboard_port_strict)
+    except OSError as e:
+        raise SystemExit(f"cannot serve the dashboard on {args.node_ip}:{args.dashboard_port}: {e.strerror}; "
+                         "pick another --dashboard-port (0: none)") from None
+    return dashboard
 
 
 def _resources(args: argparse.Namespace) -> dict[str, float]:
@@ -141,7 +162,8 @@ async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
     supervisor = None
     if head_address is None:
         supervisor = HeadSupervisor(node_ip=args.node_ip, port=args.head_port, session_dir=args.session_dir,
-                                    token_file=args.token_file)
+                                    token_file=args.token_file, dashboard_port=args.dashboard_port,
+                                    dashboard_strict=args.dashboard_port_strict)
         head_address = await supervisor.start()
     rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=head_address, role="agent")
     install_endpoints(rt)
@@ -157,6 +179,7 @@ async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
     watcher = loop.create_task(supervisor.supervise()) if supervisor is not None else None
     signal_ready(args.ready_fd, {"node_id": agent.node_id.hex, "address": rt.address, "resources": agent.resources,
                                  "head_address": head_address, "head_pid": supervisor.pid if supervisor else None,
+                                 "dashboard_url": supervisor.dashboard_url if supervisor else None,
                                  "metrics_url": agent.metrics_url})
     await stop.wait()
     beats.cancel()

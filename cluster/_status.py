@@ -1,35 +1,46 @@
 """`zeroserve status`: read the cluster's state from the head and render it (each node
-with its metrics endpoint, as its registration carries it)."""
+with its metrics endpoint, as its registration carries it, and the dashboard's URL)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from actors.messages import ActorInfo, NodeInfo
 from actors.system import Runtime, run_client
 
-__all__ = ["fetch_status", "render_status"]
+__all__ = ["SERVE_SUMMARY_KEY", "fetch_status", "render_status", "status_of"]
+
+SERVE_SUMMARY_KEY = "serve/status.json"  # written by Serve's controller: {"app#name": {"name", "app", ...}}
+
+
+def status_of(head_address: str, nodes: Sequence[NodeInfo], actor_infos: Sequence[ActorInfo],
+              serve_blob: bytes | None, dashboard_url: str = "") -> dict[str, Any]:
+    """The status as JSON (`zeroserve status --json`, and the dashboard's `/api/status`)."""
+    return {
+        "head": head_address.removeprefix("tcp://"),
+        "dashboard_url": dashboard_url or None,
+        "nodes": [{"node_id": n.node_id.hex, "ip": n.ip, "alive": n.alive, "is_head": n.is_head,
+                   "resources_total": n.resources_total, "resources_available": n.resources_available,
+                   "metrics_url": n.metrics_url or None}
+                  for n in nodes],
+        "actors": [{"actor_id": a.actor_id.hex, "class_name": a.class_name, "state": a.state.value,
+                    "name": a.name, "namespace": a.namespace, "node_id": a.node_id.hex if a.node_id else None,
+                    "pid": a.pid, "restarts_left": a.restarts_left, "death_cause": a.death_cause}
+                   for a in actor_infos],
+        "serve": json.loads(serve_blob) if serve_blob else {},
+    }
 
 
 def fetch_status(head_address: str, token: str) -> dict[str, Any]:
     async def read(rt: Runtime) -> dict[str, Any]:
-        nodes = await rt.head.nodes(timeout=10)
-        actor_infos = await rt.head.list_actors(timeout=10)
-        serve_blob = await rt.head.kv_get("serve/status.json", timeout=10)
-        return {
-            "head": head_address.removeprefix("tcp://"),
-            "nodes": [{"node_id": n.node_id.hex, "ip": n.ip, "alive": n.alive, "is_head": n.is_head,
-                       "resources_total": n.resources_total, "resources_available": n.resources_available,
-                       "metrics_url": n.metrics_url or None}
-                      for n in nodes],
-            "actors": [{"actor_id": a.actor_id.hex, "class_name": a.class_name, "state": a.state.value,
-                        "name": a.name, "namespace": a.namespace, "node_id": a.node_id.hex if a.node_id else None,
-                        "pid": a.pid, "restarts_left": a.restarts_left, "death_cause": a.death_cause}
-                       for a in actor_infos],
-            "serve": json.loads(serve_blob) if serve_blob else {},
-        }
+        info, nodes, actor_infos, serve_blob = await asyncio.gather(
+            rt.head.info(timeout=10), rt.head.nodes(timeout=10), rt.head.list_actors(timeout=10),
+            rt.head.kv_get(SERVE_SUMMARY_KEY, timeout=10))
+        return status_of(head_address, nodes, actor_infos, serve_blob, info.get("dashboard_url") or "")
 
     return run_client(head_address, token, read)
 
@@ -40,7 +51,10 @@ def _used(total: dict[str, float], avail: dict[str, float], key: str) -> str:
 
 
 def render_status(data: dict[str, Any]) -> str:
-    lines = [f"Cluster at {data['head']}", "", "Nodes:"]
+    lines = [f"Cluster at {data['head']}"]
+    if data.get("dashboard_url"):
+        lines.append(f"Dashboard: {data['dashboard_url']}")
+    lines += ["", "Nodes:"]
     rows: list[tuple[str, ...]] = [("NODE", "IP", "STATE", "CPU used/total", "custom resources", "actors", "METRICS")]
     per_node = Counter(a["node_id"] for a in data["actors"] if a["state"] != "DEAD")
     for n in data["nodes"]:

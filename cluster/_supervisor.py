@@ -21,8 +21,12 @@ _READY_TIMEOUT_S = 60.0
 
 
 class HeadSupervisor:
-    def __init__(self, *, node_ip: str, port: int, session_dir: str, token_file: str) -> None:
+    def __init__(self, *, node_ip: str, port: int, session_dir: str, token_file: str, dashboard_port: int = 0,
+                 dashboard_strict: bool = False) -> None:
         self.node_ip = node_ip
+        self.dashboard_port = dashboard_port
+        self.dashboard_strict = dashboard_strict
+        self.dashboard_url = ""
         self.port = port
         self.session_dir = Path(session_dir)
         self.token_file = token_file
@@ -39,11 +43,17 @@ class HeadSupervisor:
         logs = self.session_dir / "logs"
         child = spawn(["-m", "cluster", "head", "--node-ip", self.node_ip, "--port", str(self.port),
                        "--session-dir", str(self.session_dir), "--token-file", self.token_file,
-                       "--state-file", str(self.session_dir / "head-state.db"), "--log-file", str(logs / "head.log")],
+                       "--state-file", str(self.session_dir / "head-state.db"), "--log-file", str(logs / "head.log"),
+                       "--dashboard-port", str(self.dashboard_port),
+                       *(["--dashboard-port-strict"] if self.dashboard_strict else [])],
                       log_path=str(logs / "head.out"), also_tail=(str(logs / "head.log"),))
         self._child = child
-        address = child.wait_ready(_READY_TIMEOUT_S, "the head")["address"]
+        ready = child.wait_ready(_READY_TIMEOUT_S, "the head")
+        address = ready["address"]
         self.port = int(address.rsplit(":", 1)[1])
+        self.dashboard_url = ready.get("dashboard_url") or ""
+        if self.dashboard_url:  # a restarted head serves it on the same port
+            self.dashboard_port = int(self.dashboard_url.rstrip("/").rsplit(":", 1)[1])
         return address
 
     async def start(self) -> str:

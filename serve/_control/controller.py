@@ -194,7 +194,11 @@ class ServeController:
     async def _publish_summary(self) -> None:
         """A plain JSON summary in the head's KV, for `zeroserve status` (which does not import serve)."""
         summary = {str(d): {"name": d.name, "app": d.app, "status": s.status, "replicas": s.counts(),
-                            "target": s.desired, "route_prefix": s.target.route_prefix, "message": s.message}
+                            "target": s.desired, "route_prefix": s.target.route_prefix, "message": s.message,
+                            # for the dashboard:
+                            "version": s.target.version, "replica_states": {str(r.replica_id): r.state
+                                                                            for r in s.replicas.values()},
+                            "autoscaling": _autoscaling_of(s)}
                    for d, s in sorted(self.deployments.items())}
         if summary != self._summary:
             await self.io.publish_summary(json.dumps(summary).encode())
@@ -333,3 +337,8 @@ def _same_code(current: DeploymentTarget, new: DeploymentTarget) -> DeploymentTa
     """Keep the running code (its replicas stay) while taking the new config."""
     return dataclasses.replace(new, code=current.code)
 
+
+def _autoscaling_of(s: DeploymentState) -> dict[str, Any] | None:
+    """A deployment's autoscaling config as plain JSON (None without autoscaling)."""
+    cfg = s.target.config.autoscaling_config
+    return None if cfg is None else cfg.model_dump(mode="json")
