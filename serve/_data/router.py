@@ -38,7 +38,7 @@ from actors import ActorDiedError, ActorUnavailableError
 from actors.system import LongPollClient, PreparedCall, Update
 
 from ..exceptions import BackPressureError, DeploymentUnavailableError, MethodNotFoundError, ServeError
-from ..messages import HTTP_METHOD, DeploymentId, ReplicaId, ReplicaInfo, ReplicaSet
+from ..messages import HTTP_METHOD, WEBSOCKET_METHOD, DeploymentId, ReplicaId, ReplicaInfo, ReplicaSet
 from . import counting, tracing
 from .context import APP, NO_REQUEST, ROUTE, TRACE, Ctx
 from .outcomes import ignore_outcome
@@ -50,6 +50,7 @@ POLL_HOLD_S = 20.0
 STALL_S = 3.0  # a replica busy with no request finished for this long is pinged
 PING_TIMEOUT_S = 2.0  # one whose ping is not answered within this is set aside until it answers
 log = logging.getLogger(__name__)
+_PROXY_METHODS = (HTTP_METHOD, WEBSOCKET_METHOD)  # the proxy's entries: every replica has them
 _ATTEMPTS = 3  # a request refused by gone replicas is tried on at most this many
 
 
@@ -197,7 +198,7 @@ class Router:
     def _check_method(self, method: str) -> None:
         """Fail a call of a method the deployment's replicas said they do not have."""
         methods = self._methods
-        if methods is not None and method not in methods and method != HTTP_METHOD:
+        if methods is not None and method not in methods and method not in _PROXY_METHODS:
             raise MethodNotFoundError.of(self.deployment.name, method, sorted(methods))
 
     async def _acquire(self, method: str = HTTP_METHOD) -> ReplicaInfo:
