@@ -46,9 +46,8 @@ class Model:
                 "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "ids": actors.get_gpu_ids()}
 
 
-def _views(app: str, replicas: int) -> dict[str, dict[str, Any]]:
-    """What each replica of `app` reports about itself, by actor id (calls until all answered)."""
-    handle = serve.get_app_handle(app)
+def _views(handle: Any, replicas: int) -> dict[str, dict[str, Any]]:
+    """What each replica behind `handle` reports about itself, by actor id (calls until all answered)."""
     seen: dict[str, dict[str, Any]] = {}
 
     def all_seen() -> bool:
@@ -57,7 +56,7 @@ def _views(app: str, replicas: int) -> dict[str, dict[str, Any]]:
             seen[view["actor_id"]] = view
         return len(seen) >= replicas
 
-    wait_until(all_seen, timeout=60, what=f"an answer from each of the {replicas} replicas of {app}")
+    wait_until(all_seen, timeout=60, what=f"an answer from each of the {replicas} replicas")
     assert len(seen) == replicas
     return seen
 
@@ -83,9 +82,9 @@ def _placements(views: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def test_fractional_gpus_fill_devices_and_a_ninth_waits(gpu_nodes) -> None:
-    serve.run(Model.options(num_replicas=7).bind(), name="seven", route_prefix=None)
-    serve.run(Model.options(num_replicas=1).bind(), name="eighth", route_prefix=None)
-    seven, eighth = _views("seven", 7), _views("eighth", 1)
+    seven_app = serve.run(Model.options(num_replicas=7).bind(), name="seven", route_prefix=None)
+    eighth_app = serve.run(Model.options(num_replicas=1).bind(), name="eighth", route_prefix=None)
+    seven, eighth = _views(seven_app, 7), _views(eighth_app, 1)
     pairs = _placements(seven) + _placements(eighth)
     assert Counter(pairs) == {(ip, d): 2 for ip in ("127.0.0.1", "127.0.0.2") for d in ("0", "1")}
     assert actors.available_resources().get("GPU") == 0.0
@@ -94,12 +93,13 @@ def test_fractional_gpus_fill_devices_and_a_ninth_waits(gpu_nodes) -> None:
 
     with pytest.raises(serve.DeployTimeoutError, match=r"waiting for resources \{GPU: 0.5\}"):
         serve.run(Model.bind(), name="ninth", route_prefix=None, timeout_s=3)
+    ninth_app = serve.run(Model.bind(), name="ninth", route_prefix=None, _wait=False)
     (freed,) = _placements(eighth)
     serve.delete("eighth")
     wait_until(lambda: serve.status()["applications"]["ninth"]["deployments"]["Model"]["replicas"] == {"RUNNING": 1},
                timeout=60,
                what="the ninth replica to start once the eighth was deleted")
-    assert _placements(_views("ninth", 1)) == [freed]
+    assert _placements(_views(ninth_app, 1)) == [freed]
 
     # A SIGKILLed replica's share is free at once: its replacement gets that very device.
     victim_id, victim = next(iter(seven.items()))
@@ -110,9 +110,9 @@ def test_fractional_gpus_fill_devices_and_a_ninth_waits(gpu_nodes) -> None:
         return victim_id not in _head_view() or _head_view()[victim_id].state.value == "DEAD"
 
     wait_until(replaced, timeout=30, what="the killed replica to be seen dead")
-    wait_until(lambda: len({a for a in _views("seven", 7)} - {victim_id}) == 7, timeout=60,
+    wait_until(lambda: len({a for a in _views(seven_app, 7)} - {victim_id}) == 7, timeout=60,
                what="a replacement replica")
-    after = _views("seven", 7)
+    after = _views(seven_app, 7)
     assert victim_id not in after
     (new_id,) = set(after) - set(seven)
     assert _placements({new_id: after[new_id]}) == [victim_place]
