@@ -24,6 +24,7 @@ import argparse
 import csv
 import json
 import os
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,8 @@ def main() -> None:
               f"device={view['device']} training accuracy {view['accuracy']}")
     x, y, species = load_iris()
     labels = handle.classify.remote(x.tolist()).result()
-    print(f"all 150 rows through the handle: accuracy {np.mean([species[t] == p for t, p in zip(y, labels)]):.3f}")
+    accuracy = np.mean([species[t] == p for t, p in zip(y, labels, strict=True)])
+    print(f"all 150 rows through the handle: accuracy {accuracy:.3f}")
     url = f"http://127.0.0.1:{args.port}/iris-gpu"
     body = json.dumps({"features": [6.7, 3.0, 5.2, 2.3]}).encode()
     with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as r:
@@ -151,8 +153,6 @@ def main() -> None:
     if not args.once:
         print(f"serving at {url}; Ctrl-C to stop")
         try:
-            import threading
-
             threading.Event().wait()
         except KeyboardInterrupt:
             pass

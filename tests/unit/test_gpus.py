@@ -259,3 +259,21 @@ def test_a_restored_head_knows_which_devices_are_held(tmp_path: Path) -> None:
         assert node.gpu_free == {"0": 1.0, "1": 1.0}
 
     run(second)
+
+
+def test_status_shows_gpus_per_node_and_device_and_each_actors_devices() -> None:
+    from cluster._status import render_status
+
+    node = {"node_id": "n1", "ip": "127.0.0.2", "alive": True, "is_head": False, "metrics_url": None,
+            "resources_total": {"CPU": 4.0, "GPU": 2.0, "accelerator_type:T4": 1.0},
+            "resources_available": {"CPU": 4.0, "GPU": 0.75, "accelerator_type:T4": 1.0},
+            "gpu_free": {"0": 0.0, "1": 0.75}}
+    cpu_node = {**node, "node_id": "n2", "ip": "127.0.0.3", "resources_total": {"CPU": 4.0},
+                "resources_available": {"CPU": 4.0}, "gpu_free": {}}
+    actor = {"actor_id": "a1", "class_name": "Model", "state": "ALIVE", "name": None, "node_id": "n1", "pid": 7,
+             "gpu_ids": ["1"]}
+    table = render_status({"head": "127.0.0.1:1", "nodes": [node, cpu_node], "actors": [actor], "serve": {}})
+    assert "GPU used/total" in table and "1.25/2 (0: 1, 1: 0.25)" in table
+    assert "accelerator_type:T4 0/1" in table
+    gpus_column = [line.split()[-1] for line in table.splitlines() if line.strip().startswith("a1")]
+    assert gpus_column == ["1"]
