@@ -235,13 +235,15 @@ def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
 
 
 def nodes() -> list[dict[str, Any]]:
-    """The nodes of the cluster: id, IP, alive, resources (Ray's keys too)."""
+    """The nodes of the cluster: id, IP, alive, resources (Ray's keys too), and the free
+    share of each GPU device (`gpu_free`, {} without GPUs)."""
     rt = runtime_or_init()
     infos = rt.run_threadsafe(lambda: rt.head.nodes())
     return [{"NodeID": n.node_id.hex, "node_id": n.node_id.hex, "NodeManagerAddress": n.ip, "ip": n.ip,
              "Alive": n.alive, "alive": n.alive, "is_head": n.is_head, "Resources": dict(n.resources_total),
              "resources_total": dict(n.resources_total), "resources_available": dict(n.resources_available),
-             "agent_address": n.agent_address, "hostname": n.hostname, "metrics_url": n.metrics_url} for n in infos]
+             "agent_address": n.agent_address, "hostname": n.hostname, "metrics_url": n.metrics_url,
+             "gpu_free": dict(n.gpu_free)} for n in infos]
 
 
 def get_gpu_ids() -> list[int | str]:

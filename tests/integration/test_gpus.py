@@ -122,6 +122,7 @@ def test_fractional_gpus_fill_devices_and_a_ninth_waits(gpu_nodes) -> None:
     wait_until(lambda: actors.available_resources().get("GPU") == 4.0, timeout=30, what="every device free again")
     data = json.loads(zeroserve("status", "--json").stdout)
     assert all(n["gpu_free"] == {"0": 1.0, "1": 1.0} for n in data["nodes"] if n["alive"])
+    assert all(n["gpu_free"] == {"0": 1.0, "1": 1.0} for n in actors.nodes() if n["alive"])
 
 
 def test_more_gpus_than_a_node_has_fail_at_once(gpu_nodes) -> None:
