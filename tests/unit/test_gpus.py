@@ -5,6 +5,7 @@ across a head restart), and option validation."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,23 @@ def test_visible_devices_are_read_from_the_environment() -> None:
     assert node_gpus(None, {"NVIDIA_VISIBLE_DEVICES": "GPU-abc"}).ids == ("GPU-abc",)
     assert node_gpus(None, {"CUDA_VISIBLE_DEVICES": ""}).ids == ()
     assert node_gpus(None, {"CUDA_VISIBLE_DEVICES": "1", "NVIDIA_VISIBLE_DEVICES": "0,1"}).ids == ("1",)
+
+
+def test_devices_listed_by_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n"
+                   "echo 'GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-1111)'\n"
+                   "echo 'GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-2222)'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ.get('PATH', '')}")
+    found = node_gpus(None, {})
+    assert found == NodeGpus(("0", "1"), "A100")
+    assert found.resources() == {"GPU": 2.0, "accelerator_type:A100": 1.0}
+    assert node_gpus(None, {"NVIDIA_VISIBLE_DEVICES": "all"}).ids == ("0", "1")
+    assert node_gpus(None, {"CUDA_VISIBLE_DEVICES": "1"}) == NodeGpus(("1",), "A100")
+    assert node_gpus(None, {"NVIDIA_VISIBLE_DEVICES": "void"}).ids == ()
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    assert node_gpus(None, {}) == NodeGpus(())  # a broken nvidia-smi is no GPU, not a failed agent
 
 
 def test_accelerator_type_from_the_device_name() -> None:
