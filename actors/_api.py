@@ -27,7 +27,7 @@ from .messages import ActorState
 
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "wait", "get_actor", "kill",
-    "nodes", "cluster_resources", "available_resources", "runtime_or_init", "current_runtime",
+    "nodes", "get_gpu_ids", "cluster_resources", "available_resources", "runtime_or_init", "current_runtime",
 ]
 
 _lock = threading.RLock()
@@ -57,7 +57,7 @@ def _parse_address(address: str) -> str:
 
 
 def init(address: str | None = None, *, namespace: str | None = None, token: str | None = None,
-         num_cpus: float | None = None, resources: dict[str, float] | None = None,
+         num_cpus: float | None = None, num_gpus: int | None = None, resources: dict[str, float] | None = None,
          log_to_driver: bool = True, ignore_reinit_error: bool = True) -> dict[str, Any]:
     """Connect this process to a cluster, or start an embedded local one (address None).
 
@@ -76,7 +76,7 @@ def init(address: str | None = None, *, namespace: str | None = None, token: str
             address = os.environ.get("ZEROSERVE_ADDRESS") or None
         node_ip = "127.0.0.1"
         if address is None:
-            _local = LocalCluster(num_cpus=num_cpus, resources=resources, token=token).start()
+            _local = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, token=token).start()
             assert _local.head_address is not None  # start() returns once the head is up
             head_address = _local.head_address
             tok = read_token(_local.token_file)
@@ -241,13 +241,23 @@ def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
 
 
 def nodes() -> list[dict[str, Any]]:
-    """The nodes of the cluster: id, IP, alive, resources (Ray's keys too)."""
+    """The nodes of the cluster: id, IP, alive, resources (Ray's keys too), and the free
+    share of each GPU device (`gpu_free`, {} without GPUs)."""
     rt = runtime_or_init()
     infos = rt.run_threadsafe(lambda: rt.head.nodes())
     return [{"NodeID": n.node_id.hex, "node_id": n.node_id.hex, "NodeManagerAddress": n.ip, "ip": n.ip,
              "Alive": n.alive, "alive": n.alive, "is_head": n.is_head, "Resources": dict(n.resources_total),
              "resources_total": dict(n.resources_total), "resources_available": dict(n.resources_available),
-             "agent_address": n.agent_address, "hostname": n.hostname, "metrics_url": n.metrics_url} for n in infos]
+             "agent_address": n.agent_address, "hostname": n.hostname, "metrics_url": n.metrics_url,
+             "gpu_free": dict(n.gpu_free)} for n in infos]
+
+
+def get_gpu_ids() -> list[int | str]:
+    """The GPU devices the calling actor holds (ints, or the names its node gave them);
+    [] outside an actor or for an actor without `num_gpus`."""
+    rt = current_runtime()
+    ids = rt.gpu_ids if rt is not None else ()
+    return [int(i) if i.isdigit() else i for i in ids]
 
 
 def cluster_resources() -> dict[str, float]:

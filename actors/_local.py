@@ -96,9 +96,11 @@ def _say(text: str) -> None:
 
 class LocalCluster:
     def __init__(self, *, node_ip: str = "127.0.0.1", num_cpus: float | None = None,
-                 resources: dict[str, float] | None = None, token: str | None = None) -> None:
+                 resources: dict[str, float] | None = None, token: str | None = None,
+                 num_gpus: int | None = None) -> None:
         self.node_ip = node_ip
         self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
         self.resources = resources or {}
         self.session = Session.create(token)
         self.head_address: str | None = None
@@ -132,6 +134,8 @@ class LocalCluster:
                       "--metrics-port", str(metrics_port)]
         if self.num_cpus is not None:
             agent_args += ["--num-cpus", str(self.num_cpus)]
+        if self.num_gpus is not None:
+            agent_args += ["--num-gpus", str(self.num_gpus)]
         # The agent imports its modules while the head starts; it reads the head's
         # address from stdin once the head is up.
         agent = spawn(agent_args, log_path=str(logs / f"agent-{self.node_ip}.out"), stdin=subprocess.PIPE,

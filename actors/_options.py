@@ -29,9 +29,6 @@ def validate_actor_options(options: dict[str, Any], *, is_async: bool) -> ActorO
     unknown = sorted(set(options) - set(ACTOR_OPTION_NAMES))
     if unknown:
         raise ValueError(f"unknown actor option(s) {unknown}; valid options are {list(ACTOR_OPTION_NAMES)}")
-    if options.get("num_gpus"):
-        raise ValueError("num_gpus is not supported by zeroserve; request a custom resource instead, "
-                         "e.g. resources={'GPU': 1} on nodes started with --resources '{\"GPU\": 1}'")
     num_cpus = _number("num_cpus", options.get("num_cpus", 0))
     resources = options.get("resources") or {}
     if not isinstance(resources, dict):
@@ -40,6 +37,15 @@ def validate_actor_options(options: dict[str, Any], *, is_async: bool) -> ActorO
         if not isinstance(key, str) or key == "CPU":
             raise ValueError(f"resource names must be strings other than 'CPU' (use num_cpus), got {key!r}")
         _number(f"resources[{key!r}]", amount)
+    num_gpus = _number("num_gpus", options.get("num_gpus") or 0)
+    if "GPU" in resources:  # the same as num_gpus: GPUs are devices, placed by the scheduler as such
+        if num_gpus:
+            raise ValueError("give GPUs once: num_gpus, or resources={'GPU': n}, not both")
+        num_gpus = _number("resources['GPU']", resources["GPU"])
+        resources = {k: v for k, v in resources.items() if k != "GPU"}
+    if num_gpus > 1 and num_gpus != int(num_gpus):
+        raise ValueError(f"actor option num_gpus must be a fraction of one device (at most 1, such as 0.5) or a "
+                         f"whole number of devices, got {num_gpus!r}")
     default_conc = DEFAULT_ASYNC_CONCURRENCY if is_async else 1
     max_concurrency = options.get("max_concurrency", default_conc)
     if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
@@ -81,4 +87,5 @@ def validate_actor_options(options: dict[str, Any], *, is_async: bool) -> ActorO
         get_if_exists=bool(options.get("get_if_exists", False)),
         spread_group=spread_group,
         log_name=log_name,
+        num_gpus=num_gpus,
     )

@@ -140,6 +140,7 @@ class Runtime:
         self.namespace: str | None = None
         self.actor_id: ActorId | None = None  # in a worker: the actor it hosts
         self.node_id: NodeId | None = None  # in a worker: its node
+        self.gpu_ids: tuple[str, ...] = ()  # in a worker: the GPU devices its actor holds
         self._attachments: dict[type, Any] = {}
         self._counters = COUNTERS
         install_runtime_metrics()

@@ -1,6 +1,7 @@
 """A worker process: hosts one actor on a uvloop loop until killed or orphaned.
 
-Start-up: bind the runtime, ask the agent for an assignment (`agent/worker_ready`), build
+Start-up: bind the runtime, ask the agent for an assignment (`agent/worker_ready`), set
+`CUDA_VISIBLE_DEVICES` to the GPU devices it holds (if it asked for GPUs), build
 the instance (a constructor error marks the actor DEAD with the traceback, no restart),
 then tell the head it is ALIVE at this address. The worker exits when its agent dies
 (lifeline EOF), when it is killed, or when the head answers that it does not count on
@@ -56,6 +57,11 @@ async def _serve(args: argparse.Namespace) -> int:
     rt.namespace = spec.options.namespace
     rt.actor_id = spec.actor_id
     rt.node_id = assignment.node_id
+    rt.gpu_ids = assignment.gpu_ids
+    if spec.options.num_gpus > 0:
+        # Before the actor's class is unpickled: what it imports (torch, onnxruntime)
+        # sees only its own devices from the start.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(assignment.gpu_ids)
     _set_title(spec)
     for entry in spec.sys_path:
         if entry not in sys.path:

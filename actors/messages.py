@@ -85,11 +85,14 @@ class ActorOptions:
     get_if_exists: bool = False
     spread_group: str | None = None  # actors of one group are spread over the nodes first
     log_name: str | None = None  # its worker's log files: <log_name>.out/.err (default <Class>-<actor id>)
+    num_gpus: float = 0.0  # a fraction (< 1) of one device, or a whole number of devices
 
     def demand(self) -> dict[str, float]:
         d = dict(self.resources)
         if self.num_cpus:
             d["CPU"] = self.num_cpus
+        if self.num_gpus:
+            d["GPU"] = self.num_gpus
         return d
 
 
@@ -129,6 +132,7 @@ class ActorInfo:
     restarts_left: int = 0
     death_cause: str | None = None
     version: int = 0
+    gpu_ids: tuple[str, ...] = ()  # the devices of its node it holds (a share of each if fractional)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,7 @@ class NodeInfo:
     resources_available: dict[str, float] = field(default_factory=dict)
     hostname: str = ""
     metrics_url: str = ""  # the node's Prometheus endpoint ("" when it serves none)
+    gpu_free: dict[str, float] = field(default_factory=dict)  # per GPU device: the share not held
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,8 @@ class Assignment:
     incarnation: int
     node_id: NodeId
     head_address: str
+    gpu_ids: tuple[str, ...] = ()  # its devices: the worker sets CUDA_VISIBLE_DEVICES to them
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +184,7 @@ class NodeRegistration:
     hostname: str = ""
     running: tuple[tuple[ActorId, int], ...] = ()  # actors (and incarnations) already hosted
     metrics_url: str = ""  # the node's Prometheus endpoint ("" when it serves none)
+    gpu_ids: tuple[str, ...] = ()  # its GPU devices (resources["GPU"] is their number)
 
 
 @dataclass(frozen=True, slots=True)

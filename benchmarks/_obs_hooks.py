@@ -41,6 +41,7 @@ def hook_costs_us() -> dict[str, float]:
     from serve._data.http_proxy import _Observer
     from serve._data.replica import ReplicaActor
     from serve._data.router import Router
+    from serve.messages import DeploymentId
 
     tmp = tempfile.mkdtemp(prefix="zs-obs-bench-")
     on_cfg, off_cfg = LoggingConfig(logs_dir=tmp), LoggingConfig(logs_dir=tmp, enable_access_log=False)
@@ -73,7 +74,7 @@ def hook_costs_us() -> dict[str, float]:
 
             controller = type("C", (), {"listen": _Listen(), "record_load": _Listen()})()
             counting.ENABLED = metrics_on
-            r = Router("Noop", controller, handle_id="h", actor_id="")
+            r = Router(DeploymentId("default", "Noop"), controller, handle_id="h", actor_id="")
             r.close()
             return r
 

@@ -32,7 +32,7 @@ __all__ = ["ActorRecord", "ActorTable", "MUTABLE_FIELDS"]
 # What changes in a record after its creation (the spec never does): what is persisted
 # on every change, apart from the spec written once.
 MUTABLE_FIELDS = ("state", "incarnation", "address", "node_id", "pid", "restarts_left", "death_cause",
-                  "version", "kill_requested", "placed_seq", "died_at", "namespace")
+                  "version", "kill_requested", "placed_seq", "died_at", "namespace", "gpu_ids")
 
 
 @dataclass
@@ -50,6 +50,7 @@ class ActorRecord:
     kill_requested: bool = False
     placed_seq: int = 0  # when it was last placed (orders a spread group's members)
     died_at: float | None = None  # wall-clock time it became DEAD
+    gpu_ids: tuple[str, ...] = ()  # the GPU devices of its node it holds while placed there
 
     @property
     def actor_id(self) -> ActorId:
@@ -70,6 +71,7 @@ class ActorRecord:
             name=self.spec.options.name, namespace=self.namespace, detached=self.detached,
             methods=self.spec.methods, async_methods=self.spec.async_methods,
             restarts_left=self.restarts_left, death_cause=self.death_cause, version=self.version,
+            gpu_ids=self.gpu_ids,
         )
 
     def mutable(self) -> dict[str, object]:

@@ -49,6 +49,7 @@ class _Worker:
     spec: ActorSpec
     incarnation: int
     lifeline_w: int
+    gpu_ids: tuple[str, ...] = ()
     pid: int = 0
     address: str | None = None  # its runtime's, once it asked for its assignment
     started_at: float = field(default_factory=time.monotonic)
@@ -70,8 +71,9 @@ class _Worker:
 class Agent:
     def __init__(self, rt: Runtime, *, head_address: str, node_ip: str, resources: dict[str, float],
                  session_dir: str, token_file: str, is_head: bool = False,
-                 rotation: LogRotation | None = None) -> None:
+                 rotation: LogRotation | None = None, gpu_ids: tuple[str, ...] = ()) -> None:
         self.rt = rt
+        self.gpu_ids = tuple(gpu_ids)  # this node's GPU devices; the head hands them out
         self.head_address = head_address
         self.node_ip = node_ip
         self.resources = resources
@@ -99,7 +101,7 @@ class Agent:
     def registration(self) -> NodeRegistration:
         running = tuple((w.spec.actor_id, w.incarnation) for w in self._workers.values() if not w.exited)
         return NodeRegistration(self.node_id, self.node_ip, self.rt.address, dict(self.resources),
-                                self.is_head, socket.gethostname(), running, self.metrics_url)
+                                self.is_head, socket.gethostname(), running, self.metrics_url, self.gpu_ids)
 
     async def register(self, timeout: float = 15.0) -> dict[str, Any]:
         reply = await self.rt.head.register_node(self.registration(), timeout=timeout)
@@ -129,14 +131,16 @@ class Agent:
         return self._forks
 
     @rpc
-    async def start_actor(self, spec: ActorSpec, incarnation: int, node_id: NodeId) -> int:
-        """Start a worker process for this actor incarnation; returns its pid."""
+    async def start_actor(self, spec: ActorSpec, incarnation: int, node_id: NodeId,
+                          gpu_ids: tuple[str, ...] = ()) -> int:
+        """Start a worker process for this actor incarnation, holding the GPU devices the
+        head gave it; returns its pid."""
         self._seq += 1
         worker_id = f"{os.getpid()}-{self._seq}"
         life_r, life_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        w = _Worker(worker_id, spec, incarnation, life_w)
+        w = _Worker(worker_id, spec, incarnation, life_w, tuple(gpu_ids))
         try:
             w.pid = await self._fork_server().launch(
                 ["--agent", self.rt.address, "--node-ip", self.node_ip, "--worker-id", worker_id,
@@ -173,7 +177,7 @@ class Agent:
         if w is None or w.exited:
             raise KeyError(f"unknown worker {worker_id}")
         w.address = address
-        return Assignment(w.spec, w.incarnation, self.node_id, self.head_address)
+        return Assignment(w.spec, w.incarnation, self.node_id, self.head_address, w.gpu_ids)
 
     @rpc
     def kill_worker(self, actor_id: ActorId, incarnation: int) -> bool:
@@ -192,7 +196,8 @@ class Agent:
     @rpc
     def workers(self) -> list[dict[str, Any]]:
         return [{"actor_id": w.spec.actor_id.hex, "class_name": w.spec.class_name, "pid": w.pid,
-                 "incarnation": w.incarnation} for w in self._workers.values() if not w.exited]
+                 "incarnation": w.incarnation, "gpu_ids": list(w.gpu_ids)}
+                for w in self._workers.values() if not w.exited]
 
     def _on_exit(self, pid: int, code: int) -> None:
         w = self._by_pid.pop(pid, None)

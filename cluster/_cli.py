@@ -1,7 +1,7 @@
 """The `zeroserve` command: start, stop and inspect the nodes of a cluster.
 
-    zeroserve start --head [--node-ip IP] [--port 6380] [--num-cpus N] [--resources JSON] [--token T]
-    zeroserve start --address H:P [--node-ip IP] [--num-cpus N] [--resources JSON] [--token T]
+    zeroserve start --head [--node-ip IP] [--port 6380] [--num-cpus N] [--num-gpus N] [--resources JSON] [--token T]
+    zeroserve start --address H:P [--node-ip IP] [--num-cpus N] [--num-gpus N] [--resources JSON] [--token T]
         also: [--metrics-port 8080] [--log-max-bytes N] [--log-backups N]
     zeroserve stop [--node-ip IP]
     zeroserve status [--address H:P] [--json]
@@ -63,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                                          "the local address towards the head otherwise)")
     start.add_argument("--port", type=int, default=DEFAULT_PORT, help="head port (default 6380)")
     start.add_argument("--num-cpus", type=float, help="CPUs this node offers (default: all)")
-    start.add_argument("--resources", default="{}", help='custom resources as JSON, e.g. \'{"GPU": 1}\'')
+    start.add_argument("--num-gpus", type=int, help="GPU devices this node offers, as ids 0..N-1 (default: "
+                       "detected from CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES or nvidia-smi -L)")
+    start.add_argument("--resources", default="{}", help='custom resources as JSON, e.g. \'{"TPU": 1}\'')
     start.add_argument("--token", help="cluster token (default: $ZEROSERVE_TOKEN, or a new one for a head)")
     start.add_argument("--metrics-port", type=int, help="serve this node's Prometheus metrics at "
                        "http://NODE_IP:PORT/metrics (default $ZEROSERVE_METRICS_PORT or 8080, a free port if "
@@ -150,6 +152,8 @@ def _start_agent(session: Session, node_ip: str, head_address: str | None, args:
                   *(_dashboard_args(args) if is_head else [])]
     if args.num_cpus is not None:
         agent_args += ["--num-cpus", str(args.num_cpus)]
+    if args.num_gpus is not None:
+        agent_args += ["--num-gpus", str(args.num_gpus)]
     if is_head:
         agent_args.append("--is-head-node")
     agent = spawn(agent_args, log_path=str(session.logs / f"agent-{node_ip}.out"), lifeline=False,
@@ -197,6 +201,8 @@ def _log_env(args: argparse.Namespace) -> dict[str, str]:
 
 def start(args: argparse.Namespace) -> int:
     _check_resources(args.resources)
+    if args.num_gpus is not None and args.num_gpus < 0:
+        raise NodeStartError(f"--num-gpus must be a number of devices >= 0, got {args.num_gpus}")
     _metrics_args(args)
     _dashboard_args(args)
     if args.dashboard_port is not None and not args.head:

@@ -33,6 +33,7 @@ from actors.messages import ActorId, ActorInfo, ActorSpec, ActorState, JobId, No
 from actors.system import LongPollHost, rpc
 
 from ._actor_table import ActorRecord, ActorTable
+from ._gpus import allocate, free_shares, release
 from ._head_state import HeadLimits, Journal
 from ._head_store import HeadStore
 from ._pending import PendingQueue, shape_of
@@ -76,7 +77,8 @@ def durable(fn: F) -> F:
 
 
 class HeadIO(Protocol):
-    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId) -> None: ...
+    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId,
+                          gpu_ids: tuple[str, ...] = ()) -> None: ...
 
     async def kill_worker(self, agent_address: str, actor_id: ActorId, incarnation: int) -> None: ...
 
@@ -184,11 +186,16 @@ class Head:
         return {"node_id": reg.node_id.hex, "epoch": self.epoch, "stale": stale}
 
     def free_on(self, node: NodeEntry) -> dict[str, float]:
-        """The node's resources less what the head's live actors placed there demand."""
+        """The node's resources less what the head's live actors placed there demand (and
+        sets the free share of each of its GPU devices likewise)."""
         free = dict(node.reg.resources)
+        held = []
         for rec in self.actors.on_node(node.reg.node_id):
             for k, v in rec.spec.options.demand().items():
                 free[k] = free.get(k, 0.0) - v
+            if rec.gpu_ids:
+                held.append((rec.gpu_ids, rec.spec.options.num_gpus))
+        node.gpu_free = free_shares(node.reg.gpu_ids, held)
         return free
 
     def _hosts(self, node_id: NodeId, actor_id: ActorId, incarnation: int) -> bool:
@@ -340,7 +347,7 @@ class Head:
             node_id = n.reg.node_id
             in_group, latest = self.actors.group_on_node(group, node_id) if group is not None else (0, -1)
             loads.append(NodeLoad(node_id, n.alive, n.reg.resources, n.available, self.actors.count_on_node(node_id),
-                                  in_group, latest, accepting=n.synced))
+                                  in_group, latest, accepting=n.synced, gpu_free=n.gpu_free))
         return loads
 
     def _schedule(self) -> None:
@@ -372,13 +379,15 @@ class Head:
             node = self.node_table[node_id]
             for k, v in shape.demand:
                 node.available[k] = node.available.get(k, 0.0) - v
+            gpus = rec.spec.options.num_gpus
+            rec.gpu_ids = (allocate(node.gpu_free, gpus) or ()) if gpus > 0 else ()
             self.actors.placed(rec, node_id)
             self._background(self._start_on(node, rec, rec.incarnation))
         self._notify()
 
     async def _start_on(self, node: NodeEntry, rec: ActorRecord, incarnation: int) -> None:
         try:
-            await self.io.start_actor(node.reg.agent_address, rec.spec, incarnation, node.reg.node_id)
+            await self.io.start_actor(node.reg.agent_address, rec.spec, incarnation, node.reg.node_id, rec.gpu_ids)
         except Exception as e:
             log.warning("could not start %s on node %s: %s", rec.actor_id, node.reg.node_id, e)
             self._exited(rec.actor_id, incarnation, f"its worker could not be started on node "
@@ -416,6 +425,7 @@ class Head:
             return
         if release:
             self._release(rec)
+        rec.gpu_ids = ()  # a lost node's devices are counted afresh when it registers again
         rec = self.actors.exited(actor_id, incarnation, cause)
         if rec is not None and rec.state is ActorState.RESTARTING:
             self.enqueue(rec)
@@ -426,6 +436,8 @@ class Head:
         if node is not None:
             for k, v in rec.spec.options.demand().items():
                 node.available[k] = node.available.get(k, 0.0) + v
+            release(node.gpu_free, rec.gpu_ids, rec.spec.options.num_gpus)
+        rec.gpu_ids = ()
 
     @rpc
     @durable

@@ -30,7 +30,9 @@ from .messages import NodeRegistration
 __all__ = ["HeadStore", "Changes", "Snapshot"]
 
 log = logging.getLogger(__name__)
-_SCHEMA = 2
+# 3: actor options carry num_gpus, actor records the GPU devices they hold, node
+# registrations their devices (records pickled by schema 2 lack those fields).
+_SCHEMA = 3
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB)",
     "CREATE TABLE IF NOT EXISTS actor_specs (actor_id TEXT PRIMARY KEY, spec BLOB NOT NULL)",

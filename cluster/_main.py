@@ -33,6 +33,7 @@ from actors.system import (
 )
 
 from . import _head_metrics
+from ._accelerators import node_gpus
 from ._agent import Agent
 from ._dashboard import Dashboard, HeadSource
 from ._head import TICK_S, Head
@@ -52,8 +53,10 @@ class RuntimeHeadIO:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
-    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId) -> None:
-        await self.rt.call_service(agent_address, "agent", "start_actor", spec, incarnation, node_id, timeout=30.0)
+    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId,
+                          gpu_ids: tuple[str, ...] = ()) -> None:
+        await self.rt.call_service(agent_address, "agent", "start_actor", spec, incarnation, node_id, gpu_ids,
+                                   timeout=30.0)
 
     async def kill_worker(self, agent_address: str, actor_id: ActorId, incarnation: int) -> None:
         await self.rt.call_service(agent_address, "agent", "kill_worker", actor_id, incarnation, timeout=10.0)
@@ -83,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--run-head", action="store_true", help="run (and restart) the head as a child")
     agent.add_argument("--head-port", type=int, default=0, help="with --run-head: the head's port")
     agent.add_argument("--num-cpus", type=float, default=None)
+    agent.add_argument("--num-gpus", type=int, default=None, help="GPU devices 0..N-1 (default: detected)")
     agent.add_argument("--resources", default="{}")
     agent.add_argument("--is-head-node", action="store_true")
     agent.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
@@ -146,7 +150,9 @@ async def _serve_dashboard(args: argparse.Namespace, rt: Runtime, head: Head) ->
     return dashboard
 
 
-def _resources(args: argparse.Namespace) -> dict[str, float]:
+def _resources(args: argparse.Namespace) -> tuple[dict[str, float], tuple[str, ...]]:
+    """The node's resources and its GPU devices (`--resources '{"GPU": n}'` is read as
+    `--num-gpus n`: GPUs are devices)."""
     try:
         custom = json.loads(args.resources or "{}")
     except ValueError as e:
@@ -154,7 +160,17 @@ def _resources(args: argparse.Namespace) -> dict[str, float]:
     if not isinstance(custom, dict) or not all(isinstance(v, (int, float)) for v in custom.values()):
         raise SystemExit("--resources must be a JSON object of name -> number")
     cpus = args.num_cpus if args.num_cpus is not None else float(psutil.cpu_count() or 1)
-    return {"CPU": float(cpus), "memory": float(psutil.virtual_memory().total), **{k: float(v) for k, v in custom.items()}}
+    num_gpus = args.num_gpus
+    if "GPU" in custom:
+        if num_gpus is not None:
+            raise SystemExit("give GPUs once: --num-gpus, or --resources '{\"GPU\": n}', not both")
+        num_gpus = int(custom.pop("GPU"))
+    try:
+        gpus = node_gpus(num_gpus)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return ({"CPU": float(cpus), "memory": float(psutil.virtual_memory().total), **gpus.resources(),
+             **{k: float(v) for k, v in custom.items()}}, gpus.ids)
 
 
 async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
@@ -167,7 +183,8 @@ async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
         head_address = await supervisor.start()
     rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=head_address, role="agent")
     install_endpoints(rt)
-    agent = Agent(rt, head_address=head_address, node_ip=args.node_ip, resources=_resources(args),
+    resources, gpu_ids = _resources(args)
+    agent = Agent(rt, head_address=head_address, node_ip=args.node_ip, resources=resources, gpu_ids=gpu_ids,
                   session_dir=args.session_dir, token_file=args.token_file, is_head=args.is_head_node,
                   rotation=LogRotation.from_env())
     rt.register("agent", ServiceTarget(agent))

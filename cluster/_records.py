@@ -23,11 +23,12 @@ class NodeEntry:
     # placed on an unsynced node.
     synced: bool = True
     dead_at: float | None = None  # wall-clock time it was lost
+    gpu_free: dict[str, float] = field(default_factory=dict)  # per device of reg.gpu_ids: the share not held
 
     def info(self) -> NodeInfo:
         r = self.reg
         return NodeInfo(r.node_id, r.ip, r.agent_address, self.alive, r.is_head, dict(r.resources),
-                        dict(self.available), r.hostname, r.metrics_url)
+                        dict(self.available), r.hostname, r.metrics_url, dict(self.gpu_free))
 
 
 @dataclass

@@ -8,7 +8,10 @@ there); among those, the one whose latest member of the group was placed longest
 a group being replaced member by member, as in a rolling update where outgoing members
 still count, alternates between nodes instead of piling onto the emptiest one); then the
 one hosting the fewest actors (spread), then the one with the most free CPU, then the
-lowest id, so the choice is deterministic. The head counts only live actors placed on
+lowest id, so the choice is deterministic. A demand of GPUs must also fit the node's
+devices (`_gpus`): a fraction in one device's free share, a whole number in that many
+entirely free devices — a node with two half-free devices has 1.0 GPU free but no room
+for `num_gpus=1`. The head counts only live actors placed on
 alive nodes: dead actors, actors of a lost node and nodes that left weigh nothing.
 """
 
@@ -18,6 +21,8 @@ from dataclasses import dataclass, field
 
 from actors import ActorUnschedulableError
 from actors.messages import NodeId
+
+from ._gpus import GPU, fits_devices
 
 __all__ = ["NodeLoad", "pick_node", "fits"]
 
@@ -35,6 +40,7 @@ class NodeLoad:
     group_latest: int = -1  # placement order of the group's latest member here (-1: none)
     accepting: bool = True  # False: feasible, but takes no placement now
     labels: dict[str, str] = field(default_factory=dict)
+    gpu_free: dict[str, float] = field(default_factory=dict)  # per device: its free share
 
 
 def fits(have: dict[str, float], demand: dict[str, float]) -> bool:
@@ -51,9 +57,12 @@ def pick_node(nodes: list[NodeLoad], demand: dict[str, float], node_id: NodeId |
         totals = {str(n.node_id): n.total for n in candidates}
         raise ActorUnschedulableError(
             f"no node can ever satisfy the resource request {demand}; node totals are {totals}. "
-            "Lower num_cpus/resources, or start a node with them (zeroserve start --num-cpus/--resources)"
+            "Lower num_cpus/num_gpus/resources, or start a node with them "
+            "(zeroserve start --num-cpus/--num-gpus/--resources)"
         )
-    ready = [n for n in feasible if n.accepting and fits(n.available, demand)]
+    gpus = demand.get(GPU, 0.0)
+    ready = [n for n in feasible if n.accepting and fits(n.available, demand)
+             and (gpus <= 0 or not n.gpu_free or fits_devices(n.gpu_free, gpus))]
     if not ready:
         return None
     best = min(ready, key=lambda n: (n.group, n.group_latest, n.actors, -n.available.get("CPU", 0.0), n.node_id.hex))

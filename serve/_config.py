@@ -94,16 +94,18 @@ class ActorOptions(Model):
         = None
     """CPUs each replica takes from its node."""
     resources: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False), Must("a number >= 0")]] | None = None
-    """Custom resources each replica takes, such as {'GPU': 1} (nodes offer them with --resources)."""
-    num_gpus: Annotated[float | None, Field(ge=0, allow_inf_nan=False), Must("0")] = None
-    """Not supported (only 0): request a custom resource instead."""
+    """Custom resources each replica takes, such as {'TPU': 1} (nodes offer them with --resources)."""
+    num_gpus: Annotated[float | None, Field(ge=0, allow_inf_nan=False),
+                        Must("a number of GPUs >= 0: a fraction of one device such as 0.5, or a whole number")] = None
+    """GPUs each replica takes: a share of one device (0.5, 0.25) or whole devices (nodes offer them with
+    --num-gpus, or have them detected); the replica sees its devices in CUDA_VISIBLE_DEVICES."""
 
     @classmethod
     def _rules(cls, values: Mapping[str, Any], given: set[str]) -> Iterator[Rule]:
         gpus, resources = values.get("num_gpus"), values.get("resources")
-        if isinstance(gpus, (int, float)) and not isinstance(gpus, bool) and gpus > 0:
-            yield Rule(("num_gpus",), "is not supported; request a custom resource instead, e.g. "
-                                      "{'resources': {'GPU': 1}} on nodes started with --resources '{\"GPU\": 1}'")
+        if isinstance(gpus, (int, float)) and not isinstance(gpus, bool) and gpus > 1 and gpus != int(gpus):
+            yield Rule(("num_gpus",), "must be a fraction of one device (at most 1, such as 0.5) or a whole "
+                                      "number of devices")
         if isinstance(resources, Mapping) and "CPU" in resources:
             yield Rule(("resources", "CPU"), "is not a custom resource: give CPUs as num_cpus")
 

@@ -39,6 +39,8 @@ def demand(s: DeploymentState) -> str:
     wanted: dict[str, Any] = {}
     if options.get("num_cpus"):
         wanted["CPU"] = options["num_cpus"]
+    if options.get("num_gpus"):
+        wanted["GPU"] = options["num_gpus"]
     wanted.update(options.get("resources") or {})
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in wanted.items()) + "}" if wanted else ""
 

@@ -339,7 +339,9 @@ def test_creation_waits_for_busy_resources_and_fails_when_impossible() -> None:
         ({"lifetime": "detached"}, "needs a name"),
         ({"colour": "red"}, "unknown actor option"),
         ({"resources": {"CPU": 1}}, "use num_cpus"),
-        ({"num_gpus": 1}, "num_gpus is not supported"),
+        ({"num_gpus": 1.5}, "fraction of one device"),
+        ({"num_gpus": -1}, "num_gpus must be a number"),
+        ({"num_gpus": 1, "resources": {"GPU": 1}}, "give GPUs once"),
     ],
 )
 def test_wrong_options_fail_at_the_call(options: dict, message: str) -> None:

@@ -65,7 +65,7 @@ def test_status_lists_the_three_nodes(nodes) -> None:
     data = json.loads(zeroserve("status", "--json").stdout)
     assert sorted(n["ip"] for n in data["nodes"] if n["alive"]) == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
     table = zeroserve("status").stdout
-    assert "127.0.0.2" in table and "GPU 0/1" in table and "(head)" in table
+    assert "127.0.0.2" in table and "GPU used/total" in table and "0/1 (0: 0)" in table and "(head)" in table
 
 
 def test_cli_refuses_bad_starts_clearly(nodes) -> None:

@@ -69,6 +69,21 @@ def test_classifier_example() -> None:
     assert f"POST {url} {{\"features\": [1, 2]}} -> 400 {{'error': 'features must be 4 finite numbers" in out
 
 
+def test_gpu_model_example_places_replicas_on_devices() -> None:
+    """Four replicas at half a GPU on a local cluster pretending 2 devices: two per
+    device, each seeing its own in CUDA_VISIBLE_DEVICES; the model runs on the CPU here."""
+    port = free_port()
+    out = _run("examples/gpu_model.py", "--once", "--num-gpus", "2", "--port", str(port))
+    assert "cluster GPUs: 2; each replica asks for 0.5 of one" in out, out
+    seen = re.findall(r"gpu_ids=\[(\d)\] CUDA_VISIBLE_DEVICES=(\d) device=(cpu|cpu \(numpy\)|cuda:0) "
+                      r"training accuracy (\d\.\d+)", out)
+    assert sorted((ids, env) for ids, env, _, _ in seen) == [("0", "0"), ("0", "0"), ("1", "1"), ("1", "1")], out
+    assert all(float(acc) >= 0.9 for *_, acc in seen), out
+    assert float(re.search(r"all 150 rows through the handle: accuracy (\d\.\d+)", out)[1]) >= 0.9, out
+    assert f"POST http://127.0.0.1:{port}/iris-gpu {{\"features\": [6.7, 3.0, 5.2, 2.3]}} -> 200 " \
+           "{'class': 'virginica'" in out, out
+
+
 def test_pipeline_example() -> None:
     port = free_port()
     out = _run("examples/pipeline.py", "--once", "--port", str(port))

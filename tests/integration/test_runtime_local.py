@@ -15,7 +15,8 @@ from cluster._head import Head
 
 
 class NoAgents:
-    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId) -> None:
+    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId,
+                          gpu_ids: tuple[str, ...] = ()) -> None:
         pass
 
     async def kill_worker(self, agent_address: str, actor_id: ActorId, incarnation: int) -> None:

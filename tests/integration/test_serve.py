@@ -146,7 +146,7 @@ def test_constructor_error_makes_deploy_fail_with_the_error() -> None:
         ({"max_concurrent_queries": 5, "max_ongoing_requests": 6}, ValueError, "old name of max_ongoing_requests"),
         ({"actor_options": {"cpus": 1}}, ValueError, "unknown actor_options"),
         ({"max_queued_requests": -5}, ValueError, "max_queued_requests must be -1"),
-        ({"actor_options": {"num_gpus": 1}}, ValueError, "num_gpus is not supported"),
+        ({"actor_options": {"num_gpus": 1.5}}, ValueError, "fraction of one device"),
         ({"actor_options": {"runtime_env": {}}}, ValueError, "unknown actor_options"),
     ],
 )

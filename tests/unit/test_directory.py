@@ -67,7 +67,8 @@ async def turns_until(cond: Callable[[], Any], what: str, turns: int = 200) -> N
     raise AssertionError(f"not reached in {turns} loop turns: {what}")
 
 class NoAgents:
-    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId) -> None:
+    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId,
+                          gpu_ids: tuple[str, ...] = ()) -> None:
         pass
 
     async def kill_worker(self, agent_address: str, actor_id: ActorId, incarnation: int) -> None:

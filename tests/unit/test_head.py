@@ -29,7 +29,8 @@ class FakeIO:
         self.kills: list[tuple[str, ActorId, int]] = []
         self.fail_starts = False
 
-    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId) -> None:
+    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId,
+                          gpu_ids: tuple[str, ...] = ()) -> None:
         if self.fail_starts:
             raise ConnectionError("agent unreachable")
         self.starts.append((agent_address, spec.actor_id, incarnation, node_id))

@@ -58,7 +58,8 @@ def test_client_method_mirrors_the_head_method(name: str) -> None:
 
 
 class NoAgents:
-    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId) -> None:
+    async def start_actor(self, agent_address: str, spec: ActorSpec, incarnation: int, node_id: NodeId,
+                          gpu_ids: tuple[str, ...] = ()) -> None:
         pass
 
     async def kill_worker(self, agent_address: str, actor_id: ActorId, incarnation: int) -> None:
