@@ -154,8 +154,9 @@ def test_rolling_update(cluster: ChaosCluster) -> None:
     assert not old & set(cluster.pids("replica")), "old replicas still run after the roll"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 item 7: a frozen replica stays HEALTHY and keeps receiving "
-                                       "requests, which hang until the clients give up")
+@pytest.mark.xfail(strict=True, reason="issue 16 item 7: a frozen replica stays RUNNING/HEALTHY in the "
+                                       "status (30 s health-check time-out), and the requests in flight on it "
+                                       "hang until the clients give up")
 def test_sigstop_of_a_replica_for_20_s(cluster: ChaosCluster) -> None:
     victim = cluster.pids("replica", NODE_IP)[0]
     resume = threading.Timer(20.0, lambda: os.kill(victim, signal.SIGCONT))
