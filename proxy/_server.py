@@ -93,6 +93,7 @@ class ProxyServer:
         self._classify = classify or (lambda e: 500)
         self._observer = observer
         self.table = RouteTable.compile([])
+        self.routes_known = False  # no route table yet: 503, not 404 (a restarted proxy is not "not found")
         self.draining = False
         self.in_flight = 0
         # the app behind root_path and middlewares
@@ -114,6 +115,7 @@ class ProxyServer:
         GET /-/routes shows each target (default: the target)."""
         names = names or {}
         self.table = RouteTable.compile(Route(prefix, target, names.get(target, "")) for prefix, target in routes.items())
+        self.routes_known = True
 
     async def start(self) -> None:
         # Bind and listen here and hand uvicorn the socket: a port in use is an OSError at
@@ -245,16 +247,22 @@ class ProxyServer:
         path = scope["path"]
         if path in _BUILTINS:
             if path == "/-/healthz":
+                if not self.routes_known:
+                    return _text(503, "starting: no route table yet"), path, None
                 return (_text(503, "draining") if self.draining else _text(200, "success")), path, None
             return whole_response(200, ((b"content-type", b"application/json"),),
                                   json.dumps(self.table.routes()).encode()), path, None
         match = self.table.match(path)
+        if match is None and not self.routes_known:
+            return _text(503, "this proxy is starting and has no route table yet; try again shortly"), "", None
         if match is None:
             return _text(404, f"Path '{scope.get('root_path', '') + path}' not found. Ping http://{self.host}:{self.port}/-/routes for the routing table."), "", None
         route, target = match.route.prefix, match.route.target
         body = await self._read_body(scope, receive)
         if body is None:
             return _text(413, f"request body over max_body_bytes={self._max_body}"), route, target
+        if body is _CUT_SHORT:  # the client left (or uvicorn refused its framing) mid-body: nothing to forward
+            return _text(400, "request body cut short"), route, target
         if body is _TOO_SLOW:
             self._slow_bodies.trip(f"{scope['method']} {scope['path']}")
             return _SLOW_BODY, route, target
@@ -308,7 +316,8 @@ class ProxyServer:
         return await _BodyReader(self._max_body, self._body_timeout).read(receive)
 
 
-_TOO_SLOW = b"<too slow>"  # a sentinel, compared by identity
+_TOO_SLOW = b"<too slow>"  # sentinels, compared by identity
+_CUT_SHORT = b"<cut short>"
 _SLOW_BODY = whole_response(408, ((b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")),
                             b"request body not received in time")
 
@@ -339,7 +348,7 @@ class _BodyReader:
                         return _TOO_SLOW
                     raise
                 if message["type"] == "http.disconnect":
-                    break
+                    return _CUT_SHORT  # not the end of the body: the client is gone
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > self.max_bytes:

@@ -19,11 +19,12 @@ when tracing is on, makes the request's span (a child of the client's `tracepare
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 from actors import RuntimeShutDownError
-from actors.system import LongPollClient, Update, current_runtime, node_logs_dir
+from actors.system import UNKNOWN_VERSION, LongPollClient, Update, current_runtime, node_logs_dir
 from proxy import (
     HTTPChunks,
     HTTPRequest,
@@ -49,6 +50,8 @@ from .serve_metrics import proxy_metrics
 __all__ = ["HTTPProxyActor", "ROUTES_KEY"]
 
 ROUTES_KEY = "routes"  # the controller's long-poll key of the route table
+FIRST_ROUTES_S = 10.0  # how long a starting proxy waits for its route table before it listens anyway
+log = logging.getLogger(__name__)
 
 
 def _status_of(exc: BaseException) -> int:
@@ -213,8 +216,20 @@ class HTTPProxyActor:
                                   middlewares=options.middlewares, root_path=options.root_path,
                                   observer=self._observer, forward_websocket=self._forward_websocket)
         self._observer.server = self.server
+        # The routes before the port: a restarted proxy must not answer 404 (or 503) to the
+        # traffic a load balancer sends it the moment it listens. Bounded: without a
+        # controller it listens anyway, answering 503 until the table arrives.
+        version = UNKNOWN_VERSION
+        try:
+            first = await asyncio.wait_for(self._fetch_routes(UNKNOWN_VERSION), FIRST_ROUTES_S)
+            self._apply_routes(first)
+            version = first.version
+        except Exception as e:
+            log.warning("no route table within %s s (%s: %s); listening anyway (503 until it comes)", FIRST_ROUTES_S,
+                        type(e).__name__, e)
         await self.server.start()
-        self._routes = LongPollClient(self._fetch_routes, self._apply_routes, name="route table").start()
+        self._routes = LongPollClient(self._fetch_routes, self._apply_routes, name="route table",
+                                      initial_version=version).start()
 
     async def _fetch_routes(self, version: int) -> Update:
         controller = await self.client.controller()

@@ -45,7 +45,7 @@ class Echo:
 @pytest.fixture(scope="module")
 def proxy():
     port = free_port()
-    serve.start(http_options={"port": port, "max_body_bytes": MAX_BODY})
+    serve.start(http_options={"port": port, "max_body_bytes": MAX_BODY, "body_timeout_s": HEADER_DEADLINE_S})
     serve.run(Echo.bind(), name="hostile", route_prefix="/echo")
     try:
         from actors.system import local_cluster
@@ -100,9 +100,6 @@ def test_request_smuggling_gets_400_and_smuggles_nothing(proxy, raw: bytes) -> N
     assert _get(proxy["port"], "/echo/next").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="found by this suite: a request body cut short (a malformed chunk, or the "
-                                       "client gone mid-body) is forwarded to the replica as if complete "
-                                       "(proxy._server._read_body takes http.disconnect for the end of the body)")
 def test_a_body_cut_short_never_reaches_the_replica(proxy) -> None:
     port = proxy["port"]
     before = _seen(port)
@@ -266,8 +263,6 @@ def test_slowloris_headers_get_408_at_the_deadline_and_others_are_served(baselin
           f"{max(others.latencies) * 1000:.0f} ms; proxy FDs {proxy['fds0']} -> {peak} -> {after}, RSS +{growth:.1f} MB")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 item 6: slow request bodies are never timed out (no body-read "
-                                       "deadline), so each holds a connection and a file descriptor forever")
 def test_slow_bodies_are_cut_off_and_others_are_served(baseline) -> None:
     proxy = baseline
     n = 100
@@ -275,7 +270,7 @@ def test_slow_bodies_are_cut_off_and_others_are_served(baseline) -> None:
                       b"b" * 1000)
     bound = HEADER_DEADLINE_S + 5  # a body must be complete within the head's deadline too
     others, peak, _after, growth = _hostile_run(proxy, slow, bound + 1)
-    _record(f"{n} slow bodies (1 byte / 0.5 s)", others, slow, bound, "xfail: issue 16 item 6")
+    _record(f"{n} slow bodies (1 byte / 0.5 s)", others, slow, bound, f"body_timeout_s={HEADER_DEADLINE_S:g}")
     _assert_others_served(others)
     assert peak <= proxy["fds0"] + n + 20, (peak, proxy["fds0"])
     assert growth < 50, f"the proxy grew by {growth:.0f} MB"

@@ -87,7 +87,7 @@ def test_504_past_request_timeout_cancels_the_replicas_work() -> None:
 class _ServerThread:
     """A ProxyServer on its own loop in a thread, answering every route with 200 'ok'."""
 
-    def __init__(self, **options) -> None:
+    def __init__(self, with_routes: bool = True, **options) -> None:
         import threading
 
         from proxy import HTTPResponse, ProxyServer
@@ -98,7 +98,8 @@ class _ServerThread:
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
         self.server = ProxyServer("127.0.0.1", self.port, forward, **options)
-        self.server.set_routes({"/": "any"})
+        if with_routes:
+            self.server.set_routes({"/": "any"})
         started = threading.Event()
 
         def run() -> None:
@@ -311,3 +312,14 @@ def _served(port: int) -> bool:
             return client.get("/x").text == "ok"
     except httpx.HTTPError:
         return False
+
+
+def test_a_proxy_without_its_route_table_answers_503_not_404(bare_server) -> None:
+    srv = bare_server(with_routes=False)
+    with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as client:
+        r = client.get("/anything")
+        assert r.status_code == 503 and "no route table yet" in r.text
+        assert client.get("/-/healthz").status_code == 503  # load balancers keep it out meanwhile
+        srv.loop.call_soon_threadsafe(srv.server.set_routes, {"/": "any"})
+        wait_until(lambda: client.get("/-/healthz").status_code == 200, timeout=10, what="the routes to arrive")
+        assert client.get("/anything").text == "ok"
