@@ -122,7 +122,7 @@ def test_sigkill_of_the_controller(cluster: ChaosCluster) -> None:
 def test_sigkill_of_a_proxy(cluster: ChaosCluster) -> None:
     victim = cluster.pids("proxy", NODE_IP)[0]
     drill(cluster, "SIGKILL proxy (127.0.0.22)", lambda: _kill(victim), bound_s=30, in_flight_may_fail=True,
-          note="a restarted proxy answers 503 until it has its routes")
+          note="the restarted proxy listens once it has its routes")
     assert cluster.pids("proxy", NODE_IP) != [victim]
 
 
