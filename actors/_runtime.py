@@ -113,6 +113,7 @@ class Runtime:
         role: str,
         port: int = 0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        advertise: str | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.thread_id = threading.get_ident()
@@ -123,7 +124,7 @@ class Runtime:
         self.role = role
         self.transport = Transport(
             self.loop, self.keys, node_ip, self._on_request, self._on_reply, max_message_bytes, port,
-            on_undeliverable=self._on_undeliverable, on_lost=self._on_lost,
+            on_undeliverable=self._on_undeliverable, on_lost=self._on_lost, advertise=advertise,
         )
         self.address = self.transport.address
         self._ids = itertools.count(1)
@@ -334,7 +335,7 @@ class Runtime:
         return cf.result(timeout)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def close(self) -> None:
+    def close(self, linger_s: float = 0.0) -> None:
         if self._closed:
             return
         self._closed = True
@@ -342,4 +343,4 @@ class Runtime:
             task.cancel()
         for address in list(self._pending):
             self.fail_peer(address, lambda: RuntimeShutDownError("the runtime of this process is shut down"), close=False)
-        self.transport.close()
+        self.transport.close(linger_s)

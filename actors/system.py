@@ -23,9 +23,15 @@ from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
 from ._security import CurveKeys, new_token
 from ._serialization import dumps, loads
 from ._session import Session, base_dir, find_local_head, node_files, read_token, write_token
+from ._worker import GRACE_ENV
 from ._zygote import ForkServer
 
 T = TypeVar("T")
+
+#: A custom resource (1.0) that only the head node's agent offers: an actor that must live
+#: on the head node asks for a little of it (`resources={HEAD_NODE_RESOURCE: 0.001}`), and
+#: restarts on the head node that replaces it (a node id would pin it to one that is gone).
+HEAD_NODE_RESOURCE = "node:head"
 
 
 def run_client(head_address: str, token: str, fn: Callable[[Runtime], Awaitable[T]], *,
@@ -46,6 +52,8 @@ def run_client(head_address: str, token: str, fn: Callable[[Runtime], Awaitable[
 
 __all__ = [
     "metrics_registry",
+    "GRACE_ENV",
+    "HEAD_NODE_RESOURCE",
     "ActorDirectory",
     "Backoff",
     "CallFuture",

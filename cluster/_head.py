@@ -56,6 +56,7 @@ class Head:
         self.jobs: dict[JobId, JobEntry] = {}
         self.kv: dict[str, bytes] = {}
         self.queue: list[ActorId] = []  # waiting for resources, FIFO
+        self.draining: set[NodeId] = set()  # nodes stopping gracefully: nothing more is placed there
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._last_tick = time.monotonic()
@@ -146,6 +147,14 @@ class Head:
         return [n.reg.node_id for n in lost]
 
     @rpc
+    def node_draining(self, node_id: NodeId) -> None:
+        """The node stops gracefully (its workers finish their work, then it leaves):
+        place nothing more on it; what it ran is rescheduled as its workers exit."""
+        if node_id in self.node_table:
+            log.info("node %s (%s) is draining", node_id, self.node_table[node_id].reg.ip)
+            self.draining.add(node_id)
+
+    @rpc
     def node_leaving(self, node_id: NodeId) -> None:
         node = self.node_table.get(node_id)
         if node is not None and node.alive:
@@ -228,7 +237,8 @@ class Head:
         for n in self.node_table.values():
             here = self.actors.on_node(n.reg.node_id)
             in_group = sum(1 for r in here if r.spec.options.spread_group == group) if group is not None else 0
-            loads.append(NodeLoad(n.reg.node_id, n.alive, n.reg.resources, n.available, len(here), in_group))
+            alive = n.alive and n.reg.node_id not in self.draining
+            loads.append(NodeLoad(n.reg.node_id, alive, n.reg.resources, n.available, len(here), in_group))
         return loads
 
     def _schedule(self) -> None:

@@ -30,6 +30,7 @@ class NodeRecord:
     pids: dict[str, int] = field(default_factory=dict)
     node_id: str = ""
     started_at: float = field(default_factory=time.time)
+    agent_address: str = ""  # the agent's runtime address (`zeroserve health` pings it)
 
     @property
     def path(self) -> Path:
