@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
                             "the node and exits 0, a failed node exits non-zero")
     start.add_argument("--grace-period-s", type=float, default=DEFAULT_GRACE_S,
                        help="on SIGTERM, how long the node's workers may take to finish their work (default 30)")
+    start.add_argument("--wait-for-head-s", type=float, default=None,
+                       help="a joining node waits this long for its head to answer (default: 300 with --block, "
+                            "else 0: fail at once)")
     start.add_argument("--state-dir", help="head: keep the head's state in this directory (a volume), so a "
                                            "restarted head keeps named actors, jobs and Serve's deployments")
     start.add_argument("--log-files", action="store_true",

@@ -30,7 +30,9 @@ from typing import Any
 from actors.system import (
     PROBE_OK,
     PROBE_REFUSED,
+    PROBE_UNREACHABLE,
     Child,
+    ProbeResult,
     Session,
     find_local_head,
     new_token,
@@ -46,6 +48,7 @@ __all__ = ["start", "health", "local_token", "resolve_token", "split_address", "
 
 DEFAULT_PORT = 6380
 DEFAULT_GRACE_S = 30.0
+DEFAULT_WAIT_FOR_HEAD_S = 300.0  # with --block: supervisors start the nodes of a cluster together
 _READY_TIMEOUT_S = 60.0
 _ANY = ("0.0.0.0", "*")
 
@@ -125,10 +128,31 @@ def _check_state_dir(path: str) -> str:
     return str(p)
 
 
+def _reach_head(head_address: str, token: str, wait_s: float) -> ProbeResult:
+    """Probe the head; while it does not answer, retry for up to `wait_s` (a supervisor
+    starts a cluster's nodes together: the agents wait for the head to come up)."""
+    deadline = time.monotonic() + wait_s
+    said = 0.0
+    while True:
+        verdict = probe(head_address, token, timeout=5.0)
+        now = time.monotonic()
+        if verdict != PROBE_UNREACHABLE or now >= deadline:
+            return verdict
+        if now - said >= 10.0:
+            say(f"waiting for the head at {head_address.removeprefix('tcp://')} "
+                f"(up to {deadline - now:.0f}s more; --wait-for-head-s)")
+            said = now
+        time.sleep(min(1.0, max(0.0, deadline - now)))  # a retry interval, not a synchronisation
+
+
 def _check_flags(args: argparse.Namespace) -> None:
     _check_resources(args.resources)
     if args.grace_period_s < 0:
         raise NodeStartError("--grace-period-s must be >= 0")
+    if args.wait_for_head_s is None:
+        args.wait_for_head_s = DEFAULT_WAIT_FOR_HEAD_S if args.block else 0.0
+    if args.wait_for_head_s < 0:
+        raise NodeStartError("--wait-for-head-s must be >= 0")
     if args.state_dir and not args.head:
         raise NodeStartError("--state-dir is where the head keeps its state: give it with --head")
     if args.log_files and not args.block:
@@ -167,7 +191,7 @@ def start(args: argparse.Namespace) -> int:
         state_dir = None
         token = given or local_token(args.address)
         head_address = "tcp://{}:{}".format(*split_address(args.address))
-        verdict = probe(head_address, token, timeout=5.0)
+        verdict = _reach_head(head_address, token, args.wait_for_head_s)
         if verdict == PROBE_REFUSED:
             raise NodeStartError(f"the head at {args.address} refused this node's token: pass the token of "
                                  "its cluster (--token-file, $ZEROSERVE_TOKEN or --token)")
