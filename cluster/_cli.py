@@ -107,18 +107,21 @@ def _serve(argv: list[str], replace_process: bool) -> int:
 
 def stop(args: argparse.Namespace) -> int:
     records = [r for r in load_records() if args.node_ip is None or r.node_ip == args.node_ip]
-    # Agents first (they kill their workers), then heads.
+    # Agents first (they drain and stop their workers, and a head node's agent its head), then heads.
     records.sort(key=lambda r: r.is_head)
     stopped = 0
     for rec in records:
         procs = rec.processes()
-        order = sorted(procs, key=lambda p: p.pid != rec.pids.get("agent"))
-        for p in order:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(order, timeout=args.grace_period_s + 5.0)
+        agent = [p for p in procs if p.pid == rec.pids.get("agent")]
+        # SIGTERM to the agent alone: it drains its workers within its grace period, while
+        # the head (its child on a head node) still answers; then whatever is left.
+        for group, wait_s in ((agent, args.grace_period_s + 5.0), (procs, 10.0)):
+            for p in group:
+                try:
+                    p.terminate()
+                except psutil.NoSuchProcess:
+                    pass
+            _, alive = psutil.wait_procs(group, timeout=wait_s)
         for p in alive:
             p.kill()
         remove_record(rec)
