@@ -64,19 +64,22 @@ def host_suite() -> str:
 
 def host_mirror(suite: str) -> str | None:
     """The Debian archive this machine's apt uses for `suite` (None: debootstrap's default)."""
-    sources = Path("/etc/apt/sources.list.d/debian.sources")
-    if sources.exists():  # deb822: stanzas of "Key: value" lines
-        for stanza in sources.read_text().split("\n\n"):
-            fields = dict(line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith("#"))
-            uris, suites = fields.get("URIs", "").split(), fields.get("Suites", "").split()
-            if suite in suites and uris:
-                return uris[0]
-    listing = Path("/etc/apt/sources.list")
-    if listing.exists():  # one-line style: deb [options] URI suite components...
-        for line in listing.read_text().splitlines():
-            words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
-            if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
-                return words[1]
+    deb822, listing = Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")
+    return mirror_of(suite, deb822.read_text() if deb822.exists() else "",
+                     listing.read_text() if listing.exists() else "")
+
+
+def mirror_of(suite: str, deb822: str, listing: str) -> str | None:
+    """The first archive URI for `suite` in apt's sources, deb822 style first, then one-line."""
+    for stanza in deb822.split("\n\n"):  # stanzas of "Key: value" lines
+        fields = dict(line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith("#"))
+        uris, suites = fields.get("URIs", "").split(), fields.get("Suites", "").split()
+        if suite in suites and uris:
+            return uris[0]
+    for line in listing.splitlines():  # deb [options] URI suite components...
+        words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
+        if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
+            return words[1]
     return None
 
 
@@ -116,11 +119,12 @@ def host_pip_settings() -> dict[str, str]:
     return settings
 
 
-def write_pip_config(into: Path) -> list[str]:
-    """Write `pip.conf` (and the CA bundle, constraints) for the build; returns notes."""
-    settings = host_pip_settings()
+def pip_config(settings: dict[str, str]) -> tuple[configparser.ConfigParser, dict[str, str], list[str]]:
+    """The build stage's pip.conf from this machine's pip `settings`, the files to copy in
+    beside it ({source: name}) and notes on what was left out."""
     conf = configparser.ConfigParser()
     conf["global"] = {"disable-pip-version-check": "1", "no-cache-dir": "1"}
+    copies: dict[str, str] = {}
     notes = []
     for key in ("index-url", "extra-index-url"):
         urls = settings.get(key, "").split()
@@ -136,10 +140,18 @@ def write_pip_config(into: Path) -> list[str]:
     for key, name in (("cert", "ca.pem"), ("constraint", "constraints.txt")):
         path = settings.get(key)
         if path and Path(path).is_file():
-            shutil.copyfile(path, into / name)
+            copies[path] = name
             conf["global"][key] = f"/etc/zeroserve-build/{name}"
     if settings.get("find-links"):
         notes.append(f"find-links left out (a directory of this machine): {settings['find-links']}")
+    return conf, copies, notes
+
+
+def write_pip_config(into: Path) -> list[str]:
+    """Write `pip.conf` (and the CA bundle, constraints) for the build; returns notes."""
+    conf, copies, notes = pip_config(host_pip_settings())
+    for source, name in copies.items():
+        shutil.copyfile(source, into / name)
     with open(into / "pip.conf", "w") as f:
         conf.write(f)
     return notes
@@ -159,7 +171,10 @@ def write_requirements(into: Path) -> str:
 
 # -- the project images -------------------------------------------------------------------------
 def build_project(base: str, version: str) -> None:
-    for target, tags in (("runtime", [f"zeroserve:{version}", "zeroserve:latest"]),
+    # The build stages get a tag too: their layers are the cache of the next build, and an
+    # untagged chain would go with the prune of superseded images below.
+    for target, tags in (("build-examples", ["zeroserve-build-cache:latest"]),
+                         ("runtime", [f"zeroserve:{version}", "zeroserve:latest"]),
                          ("examples", [f"zeroserve:{version}-examples", "zeroserve:examples"])):
         t0 = time.monotonic()
         cmd = [docker(), "build", "--network", "host", "--target", target, "--build-arg", f"BASE={base}",
