@@ -1,7 +1,6 @@
 """The Kubernetes manifests (deploy/kubernetes/), the Dockerfile and the systemd units,
 checked without a cluster: every manifest against the Kubernetes API schemas (offline, the
-`kubernetes-validate` package, strict: an unknown field fails), the kustomization rendered by
-`kubectl kustomize` where kubectl is installed, and what no schema knows: the `zeroserve`
+`kubernetes-validate` package, strict: an unknown field fails), and what no schema knows: the `zeroserve`
 command lines parse with the real CLI, every $(VAR) they use is defined, the Serve config in
 the ConfigMap is valid, ports, names, user ids and grace periods agree across files.
 
@@ -14,8 +13,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -85,21 +82,10 @@ def test_a_manifest_with_a_mistake_fails_validation() -> None:
         kubernetes_validate.validate(bad, VERSIONS[-1], strict=True)
 
 
-def test_the_kustomization_lists_every_manifest_and_renders() -> None:
+def test_the_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((KUBE / "kustomization.yaml").read_text())
     files = sorted(p.name for p in KUBE.glob("*.yaml") if p.name != "kustomization.yaml")
-    assert sorted(kustomization["resources"]) == files
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: the kustomization was not rendered (the files were validated)")
-    rendered = subprocess.run([kubectl, "kustomize", str(KUBE)], capture_output=True, text=True, timeout=60, check=True)
-    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
-    assert len(docs) == len(DOCS)
-    for doc in docs:
-        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "zeroserve"
-        kubernetes_validate.validate(doc, VERSIONS[-1], strict=True)
-        for c in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-            assert c["image"] == "zeroserve:0.1.0-examples"  # the image `make image` builds
+    assert sorted(kustomization["resources"]) == files  # rendered by kubectl in tests/integration/test_kustomize.py
 
 
 @pytest.mark.parametrize("name", ["zeroserve-head", "zeroserve-agent", "zeroserve-serve-deploy"])
