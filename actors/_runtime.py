@@ -102,7 +102,11 @@ class Target(Protocol):
 
 
 class Runtime:
-    """Calls out, requests in, for one process. Create on the loop that will run it."""
+    """Calls out, requests in, for one process. Create on the loop that will run it.
+
+    Its socket binds `node_ip`; `address` (what other processes are told to call) uses
+    `advertise` instead when given: an IP or DNS name that reaches the bind address from
+    elsewhere (a pod binds 0.0.0.0 and is reached at its pod IP)."""
 
     def __init__(
         self,
