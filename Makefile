@@ -1,7 +1,8 @@
 # zeroserve: `make run` serves the example app on an embedded local cluster,
 # `make test` runs the lint checks and the whole test suite (`make test-unit` its unit tier),
 # `make lint` the checks alone (ruff, and mypy on the packages it is clean on), `make bench`
-# the benchmarks.
+# the benchmarks, `make image` the container images (zeroserve:latest, zeroserve:examples; needs a
+# Docker daemon and debootstrap, as root: see deploy/docker/).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 # Packages type-checked by `make lint` (serve joins when it is clean).
 TYPED := actors cluster proxy serve
 
-.PHONY: install run test test-unit lint bench clean
+.PHONY: install run test test-unit lint bench image clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,6 +41,9 @@ bench: install
 	$(BIN)/python benchmarks/pipeline_http.py
 	$(BIN)/python benchmarks/metrics_scrape.py
 	$(BIN)/python benchmarks/head_state.py
+
+image: install  # a Debian base made by debootstrap once per machine, then the Dockerfile's two targets
+	$(BIN)/python deploy/docker/build_image.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -104,7 +104,11 @@ class Target(Protocol):
 
 
 class Runtime:
-    """Calls out, requests in, for one process. Create on the loop that will run it."""
+    """Calls out, requests in, for one process. Create on the loop that will run it.
+
+    Its socket binds `node_ip`; `address` (what other processes are told to call) uses
+    `advertise` instead when given: an IP or DNS name that reaches the bind address from
+    elsewhere (a pod binds 0.0.0.0 and is reached at its pod IP)."""
 
     def __init__(
         self,
@@ -115,6 +119,7 @@ class Runtime:
         role: str,
         port: int = 0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        advertise: str | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.thread_id = threading.get_ident()
@@ -125,7 +130,7 @@ class Runtime:
         self.role = role
         self.transport = Transport(
             self.loop, self.keys, node_ip, self._on_request, self._on_reply, max_message_bytes, port,
-            on_undeliverable=self._on_undeliverable, on_lost=self._on_lost,
+            on_undeliverable=self._on_undeliverable, on_lost=self._on_lost, advertise=advertise,
         )
         self.address = self.transport.address
         self._ids = itertools.count(1)
@@ -344,7 +349,7 @@ class Runtime:
         return cf.result(timeout)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def close(self) -> None:
+    def close(self, linger_s: float = 0.0) -> None:
         if self._closed:
             return
         self._closed = True
@@ -352,4 +357,4 @@ class Runtime:
             task.cancel()
         for address in list(self._pending):
             self.fail_peer(address, lambda: RuntimeShutDownError("the runtime of this process is shut down"), close=False)
-        self.transport.close()
+        self.transport.close(linger_s)
