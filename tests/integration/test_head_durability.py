@@ -32,7 +32,7 @@ def node():
     port = free_port(IP)
     out = zeroserve("start", "--head", "--node-ip", IP, "--port", str(port), "--num-cpus", "4",
                     "--resources", '{"slot": 1}').stdout
-    token = out.split("--token ", 1)[1].split()[0]
+    token = out.split("the token of this new cluster is ", 1)[1].split()[0]
     address = f"{IP}:{port}"
     actors.init(address=address, token=token)
     yield {"address": address, "token": token}
