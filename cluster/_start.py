@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.system import (
+    PROBE_BUSY,
     PROBE_OK,
     PROBE_REFUSED,
     PROBE_UNREACHABLE,
@@ -127,18 +128,36 @@ def _check_state_dir(path: str) -> str:
     if not os.access(p, os.W_OK | os.X_OK):
         raise NodeStartError(f"--state-dir {path} is not writable by this user (uid {os.getuid()}); "
                              "give it to this user (on Kubernetes: securityContext.fsGroup)")
+    problem = _unsafe_state_dir(p)
+    if problem is not None:
+        raise NodeStartError(f"--state-dir {path} {problem}: the head's state holds the pickled classes of "
+                             "actors, which workers load, so whoever can write there can run code as you. "
+                             "Use a directory you own that others cannot write (chmod 700)")
     return str(p)
 
 
+def _unsafe_state_dir(p: Path) -> str | None:
+    """Why the head's state directory is not safe, or None. Group-writable is accepted for
+    a group of this process (Kubernetes' fsGroup makes a volume so, again at every mount)."""
+    st = os.stat(p)
+    if st.st_uid != os.getuid():
+        return f"belongs to uid {st.st_uid}, not to you (uid {os.getuid()})"
+    if st.st_mode & stat.S_IWOTH:
+        return f"is writable by every user (mode {stat.S_IMODE(st.st_mode):04o})"
+    if st.st_mode & stat.S_IWGRP and st.st_gid not in {os.getgid(), *os.getgroups()}:
+        return f"is writable by group {st.st_gid}, which this user is not in"
+    return None
+
+
 def _reach_head(head_address: str, token: str, wait_s: float) -> ProbeResult:
-    """Probe the head; while it does not answer, retry for up to `wait_s` (a supervisor
-    starts a cluster's nodes together: the agents wait for the head to come up)."""
+    """Probe the head; while it does not answer (or is busy), retry for up to `wait_s` (a
+    supervisor starts a cluster's nodes together: the agents wait for the head to come up)."""
     deadline = time.monotonic() + wait_s
     said = 0.0
     while True:
         verdict = probe(head_address, token, timeout=5.0)
         now = time.monotonic()
-        if verdict != PROBE_UNREACHABLE or now >= deadline:
+        if verdict not in (PROBE_UNREACHABLE, PROBE_BUSY) or now >= deadline:
             return verdict
         if now - said >= 10.0:
             say(f"waiting for the head at {head_address.removeprefix('tcp://')} "
@@ -222,6 +241,9 @@ def start(args: argparse.Namespace) -> int:
         if verdict == PROBE_REFUSED:
             raise NodeStartError(f"the head at {args.address} refused this node's token: pass the token of "
                                  "its cluster (--token-file, $ZEROSERVE_TOKEN or --token)")
+        if verdict == PROBE_BUSY:
+            raise NodeStartError(f"the head at {args.address} is busy or unresponsive: it took the connection "
+                                 "but did not answer within 5s (overloaded, or stopped); try again, see its log")
         if verdict != PROBE_OK:
             raise NodeStartError(f"cannot reach the head at {args.address}: is it running, and is the "
                                  "address reachable from this machine?")

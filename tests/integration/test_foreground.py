@@ -128,6 +128,24 @@ def test_flags_are_checked_before_anything_starts() -> None:
     assert not run_processes(tmpdir)
 
 
+def test_a_state_dir_others_can_write_is_refused(tmp_path: Path) -> None:
+    """The head's state holds actors' pickled classes: a --state-dir another user can write
+    is a way to run code as us, refused before anything starts (like the session dirs)."""
+    tmpdir = os.path.join(RUN_DIR, "fg-state-dir")
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    os.chmod(open_to_all, 0o777)
+    refused = zs(tmpdir, "start", "--head", "--port", str(free_port()), "--state-dir", str(open_to_all), check=False)
+    assert refused.returncode == 1 and "is writable by every user (mode 0777)" in refused.stderr, refused.stderr
+    if os.getuid() == 0:  # a directory of another user
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+        refused = zs(tmpdir, "start", "--head", "--port", str(free_port()), "--state-dir", str(theirs), check=False)
+        assert refused.returncode == 1 and "belongs to uid 65534" in refused.stderr, refused.stderr
+    assert not run_processes(tmpdir)
+
+
 def test_sigterm_finishes_the_request_in_flight_and_exits_0_within_the_grace_period(tmp_path: Path) -> None:
     tmpdir = os.path.join(RUN_DIR, "fg-drain")
     port, http_port = free_port(), free_port()
