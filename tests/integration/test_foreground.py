@@ -274,6 +274,11 @@ def test_advertise_address_distinct_from_node_ip(tmp_path: Path) -> None:
         status = json.loads(zs(tmpdir, "status", "--json", "--token-file", str(token_file)).stdout)
         assert sorted(n["ip"] for n in status["nodes"]) == ["127.0.0.1", "127.0.0.3"]
         assert zs(tmpdir, "health", "--node-ip", "127.0.0.3").stdout.startswith("ok: node")
+        # Its metrics endpoint listens on every interface too, and is reported at the advertised address.
+        url = next(n["metrics_url"] for n in status["nodes"] if n["ip"] == "127.0.0.3")
+        assert url.startswith("http://127.0.0.3:") and url.endswith("/metrics"), url
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert b'component="agent"' in r.read()
         driver = start_driver("""
             import json, os, actors
             from actors.system import current_runtime
