@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -303,4 +304,25 @@ def test_advertise_address_distinct_from_node_ip(tmp_path: Path) -> None:
             driver.kill()
             driver.wait()
         _stop(agent, head)
+    _gone(tmpdir)
+
+
+def test_block_logs_to_stdout_and_with_log_files_to_the_session_too(tmp_path: Path) -> None:
+    """In the foreground the head's and agent's records go to stdout (for the supervisor's
+    journal); with --log-files also to the session's rotated files; both in the cluster's
+    log format (time, level, logger name, pid)."""
+    tmpdir = os.path.join(RUN_DIR, "fg-log-files")
+    head = block(tmpdir, "--head", "--port", str(free_port()), "--num-cpus", "0", "--log-files")
+    try:
+        record = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO cluster\S* pid=\d+ ", re.M)
+        out = read_until(head, "To stop:")
+        assert record.search(out), out
+        logs = next(Path(tmpdir).glob("session-*/logs"))
+        head_log, agent_log = logs / "head.log", logs / "agent-127.0.0.1.log"
+        wait_until(lambda: head_log.exists() and agent_log.exists(), timeout=10, what="the session's log files")
+        assert record.search(head_log.read_text()) and "head listening at" in head_log.read_text()
+        assert record.search(agent_log.read_text())
+    finally:
+        _stop(head)
+    assert head.returncode == 0
     _gone(tmpdir)
