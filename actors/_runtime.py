@@ -137,6 +137,7 @@ class Runtime:
         self._pending: dict[str, dict[int, CallFuture]] = {}
         self._targets: dict[bytes, Target] = {}
         self._closed = False
+        self._cluster_gone: str | None = None  # why every call fails at once (see `cluster_gone`)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.head = HeadClient(self._call_head)
         self.directory = ActorDirectory(self)
@@ -210,6 +211,9 @@ class Runtime:
     def send_request(self, address: str, route: bytes, payload: bytes, buffers: Any, fut: CallFuture) -> int:
         if self._closed:
             fut.set_exception(RuntimeShutDownError("the runtime of this process is shut down"))
+            return 0
+        if self._cluster_gone is not None:
+            fut.set_exception(ClusterUnavailableError(self._cluster_gone))
             return 0
         req_id = next(self._ids)
         try:
@@ -290,6 +294,17 @@ class Runtime:
         else:
             make = lambda: ConnectionError(f"lost the connection to {address}")  # noqa: E731
         self.fail_peer(address, make, close=False)
+
+    def cluster_gone(self, reason: str) -> None:
+        """This process's cluster is gone for good (a driver's embedded head or agent
+        exited): fail every call in flight and every later one at once with
+        `ClusterUnavailableError(reason)`, instead of each waiting for its time-out (a
+        driver's shutdown after Ctrl-C would otherwise wait on every step). Loop thread."""
+        if self._cluster_gone is not None:
+            return
+        self._cluster_gone = reason
+        for address in list(self._pending):
+            self.fail_peer(address, lambda: ClusterUnavailableError(reason), close=False)
 
     def fail_peer(self, address: str, make_exc: Callable[[], BaseException], close: bool = True, *,
                   make_unsent: Callable[[], BaseException] | None = None) -> int:

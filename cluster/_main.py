@@ -113,16 +113,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Stop:
-    """Why this process stops: `graceful` after SIGTERM/SIGINT, not when the parent died."""
+    """Why this process stops: `graceful` after SIGTERM/SIGINT, not when the parent died.
+    `parent_gone` is set when the lifeline closes, even during a graceful stop (a drain
+    then ends at once: whoever waited for it is gone, or is stopping us for good)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
+        self.parent_gone = asyncio.Event()
         self.graceful = False
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._signalled)
         if args.parent_fd >= 0:
-            watch_parent(loop, args.parent_fd, self.event.set)
+            watch_parent(loop, args.parent_fd, self._orphaned)
+
+    def _orphaned(self) -> None:
+        self.parent_gone.set()
+        self.event.set()
 
     def _signalled(self) -> None:
         if not self.event.is_set():
@@ -224,7 +231,13 @@ async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
     await stop.wait()
     if stop.graceful:
         log.info("stopping: the workers of this node have %.0fs to finish their work", args.grace_period_s)
-        await agent.drain(args.grace_period_s)
+        drain = asyncio.ensure_future(agent.drain(args.grace_period_s))
+        gone = asyncio.ensure_future(stop.parent_gone.wait())
+        await asyncio.wait((drain, gone), return_when=asyncio.FIRST_COMPLETED)
+        for task in (drain, gone):
+            task.cancel()
+        if stop.parent_gone.is_set():
+            log.info("the parent of this agent is gone: the drain ends here")
     beats.cancel()
     if metrics is not None:
         metrics.close()
