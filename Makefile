@@ -2,7 +2,8 @@
 # `make test` runs the lint checks and the whole test suite (`make test-unit` its unit tier),
 # `make lint` the checks alone (ruff, and mypy on the packages it is clean on), `make bench`
 # the benchmarks, `make chaos` the fault drills and hostile HTTP (tests/chaos, part of `make test` too)
-# with the drill table.
+# with the drill table, `make image` the container images (zeroserve:latest, zeroserve:examples;
+# needs a Docker daemon and debootstrap, as root: see deploy/docker/).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 # Packages type-checked by `make lint` (serve joins when it is clean).
 TYPED := actors cluster proxy serve
 
-.PHONY: install run test test-unit lint bench chaos clean
+.PHONY: install run test test-unit lint bench chaos image clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,6 +45,9 @@ bench: install
 
 chaos: install  # tests/chaos alone (~5 min), then the drill table it measured
 	$(BIN)/python benchmarks/drills.py
+
+image: install  # a Debian base made by debootstrap once per machine, then the Dockerfile's two targets
+	$(BIN)/python deploy/docker/build_image.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

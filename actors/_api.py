@@ -99,6 +99,8 @@ def init(address: str | None = None, *, namespace: str | None = None, token: str
             _driver = DriverRuntime(token=tok, node_ip=node_ip, head_address=head_address,
                                     namespace=namespace, echo_logs=log_to_driver)
             _context.set_current(_driver.rt)
+            if _local is not None:
+                _local.on_gone = _driver.cluster_gone
         except BaseException:
             if _local is not None:
                 _local.stop()

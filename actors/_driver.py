@@ -121,6 +121,15 @@ class DriverRuntime:
         finally:
             self.loop.close()
 
+    def cluster_gone(self, reason: str) -> None:
+        """From any thread: the cluster is gone, every call fails at once (`Runtime.cluster_gone`)."""
+        rt = self.rt
+        if rt is not None and self._thread.is_alive():
+            try:
+                self.loop.call_soon_threadsafe(rt.cluster_gone, reason)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
     def stop(self, timeout: float = 5.0) -> None:
         rt = self.rt
         if rt is not None and self._thread.is_alive():

@@ -95,6 +95,10 @@ class HeadClient:
     async def node_leaving(self, node_id: NodeId, *, timeout: Timeout = ENV_TIMEOUT) -> None:
         await self.call("node_leaving", (node_id,), timeout)
 
+    async def node_draining(self, node_id: NodeId, *, timeout: Timeout = ENV_TIMEOUT) -> None:
+        """The node is stopping gracefully: place nothing more on it."""
+        await self.call("node_draining", (node_id,), timeout)
+
     async def nodes(self, *, timeout: Timeout = ENV_TIMEOUT) -> list[NodeInfo]:
         return await self.call("nodes", (), timeout)
 

@@ -67,6 +67,9 @@ class ActorHost:
         self._sync = _SyncRunner(self._loop, min(max_concurrency, _MAX_SYNC_THREADS), self._sync_done)
         self._fns: dict[str, Any] = {}
         self._unqueued = _unqueued_methods(type(instance))
+        self._work = 0  # calls running of methods not marked unqueued (what a drain waits for)
+        self._idle: asyncio.Event | None = None  # made by `drain`, set when `_work` reaches 0
+        self.drained = False  # a drain ran: the replies it waited for should still leave
 
     def handle(self, call: Inbound) -> None:
         if call.method == "__zs_ready__":
@@ -101,12 +104,14 @@ class ActorHost:
 
     def _start(self, call: Inbound) -> None:
         self._running += 1
+        if call.method not in self._unqueued:
+            self._work += 1
         try:
             fn = self._method(call.method)
             args, kwargs = call.args()
         except Exception as e:
             call.fail(e)
-            self._finished()
+            self._finished(call)
             return
         has_refs = any(type(a) is ObjectRef for a in args) or bool(
             kwargs and any(type(v) is ObjectRef for v in kwargs.values()))
@@ -143,19 +148,52 @@ class ActorHost:
         else:
             call.reply(result)
         self._tasks.pop(key, None)
-        self._finished()
+        self._finished(call)
 
     def _sync_done(self, call: Inbound, result: Any, exc: BaseException | None) -> None:
         if exc is not None:
             call.fail(exc)
         else:
             call.reply(result)
-        self._finished()
+        self._finished(call)
 
-    def _finished(self) -> None:
+    def _finished(self, call: Inbound) -> None:
         self._running -= 1
+        if call.method not in self._unqueued:
+            self._work -= 1
+            if self._work == 0 and not self._waiting and self._idle is not None:
+                self._idle.set()
         while self._waiting and self._running < self._limit:
             self._start(self._waiting.popleft())
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let the work in flight finish, within `timeout_s` (a node stopping gracefully).
+
+        The instance's own `__actors_drain__(timeout_s)`, if it has one (sync or async),
+        says what draining means for it (Serve's proxy stops accepting connections and
+        finishes its requests; a replica finishes its requests). Without one, the calls
+        running or queued finish, except those of `@unqueued` methods (control calls,
+        long polls), which would hold the drain for nothing."""
+        self.drained = True
+        deadline = self._loop.time() + timeout_s
+        hook = getattr(self.instance, "__actors_drain__", None)
+        if hook is not None:
+            try:
+                result = hook(timeout_s)
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, timeout_s)
+            except asyncio.TimeoutError:
+                log.warning("%s.__actors_drain__ did not finish within %.1fs", type(self.instance).__name__, timeout_s)
+            except Exception:
+                log.exception("%s.__actors_drain__ raised", type(self.instance).__name__)
+            return
+        if self._work == 0 and not self._waiting:
+            return
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - self._loop.time()))
+        except asyncio.TimeoutError:
+            log.warning("%d calls still ran at the end of the drain", self._work + len(self._waiting))
 
     def close(self) -> None:
         for task in list(self._tasks.values()):

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,9 @@ class LocalCluster:
         self._record: Path | None = None
         self._stopping = False
         self._stopped = threading.Event()
+        # Told (from the watcher's thread) as soon as the head or the agent exits while we
+        # are not stopping: the driver's runtime then fails its calls at once.
+        self.on_gone: Callable[[str], None] | None = None
         self._wake_r, self._wake_w = os.pipe()
 
     @property
@@ -193,14 +197,18 @@ class LocalCluster:
             return
         name, child = fds[next(fd for fd in ready if fd in fds)]
         code = child.proc.wait()
+        how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
+               else f"exited with code {code}")
+        if self.on_gone is not None and not self._stopping:
+            # Whatever follows (this driver's own shutdown after Ctrl-C, or its exit below),
+            # nothing it calls in the cluster can answer: let it fail at once, not time out.
+            self.on_gone(f"the embedded cluster is gone: its {name} (pid {child.proc.pid}) {how}")
         # A clean exit (0) means it was told to stop: most often with this driver (Ctrl-C
         # reaches the whole process group), which is then shutting down: give it time to.
         if self._stopped.wait(_CLEAN_EXIT_GRACE_S if code == 0 else _CRASH_GRACE_S) or (
                 code == 0 and _interrupted_at is not None and self._stopped.wait(_INTERRUPTED_GRACE_S)):
             os.close(self._wake_r)
             return
-        how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
-               else f"exited with code {code}")
         print(f"zeroserve: the embedded cluster is gone: its {name} (pid {child.proc.pid}) {how}. This driver "
               f"cannot go on without it; exiting with status {CLUSTER_LOST_EXIT}. Logs: {self.session.logs}",
               file=sys.stderr, flush=True)

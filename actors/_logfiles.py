@@ -176,19 +176,21 @@ class RotatingWriter:
                 del self._open[self.path]
 
 
-def configure_process_logging(log_file: str | None, level: int = logging.INFO) -> None:
+def configure_process_logging(log_file: str | None, level: int = logging.INFO, *, also_stdout: bool = False) -> None:
     """The root logger of a cluster process (head, agent): records with time, level,
-    logger name and pid, to `log_file` rotated by `LogRotation.from_env()`, or to stdout."""
-    handler: logging.Handler
+    logger name and pid, to `log_file` rotated by `LogRotation.from_env()` (and to stdout
+    too if `also_stdout`: a node in the foreground), or to stdout."""
+    handlers: list[logging.Handler] = []
     if log_file:
         rotation = LogRotation.from_env()
-        handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=rotation.max_bytes,
-                                                       backupCount=rotation.backups, encoding="utf-8")
-    else:
-        handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handlers.append(logging.handlers.RotatingFileHandler(log_file, maxBytes=rotation.max_bytes,
+                                                             backupCount=rotation.backups, encoding="utf-8"))
+    if not log_file or also_stdout:
+        handlers.append(logging.StreamHandler(sys.stdout))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
     root.setLevel(level)

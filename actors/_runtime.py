@@ -104,7 +104,11 @@ class Target(Protocol):
 
 
 class Runtime:
-    """Calls out, requests in, for one process. Create on the loop that will run it."""
+    """Calls out, requests in, for one process. Create on the loop that will run it.
+
+    Its socket binds `node_ip`; `address` (what other processes are told to call) uses
+    `advertise` instead when given: an IP or DNS name that reaches the bind address from
+    elsewhere (a pod binds 0.0.0.0 and is reached at its pod IP)."""
 
     def __init__(
         self,
@@ -115,6 +119,7 @@ class Runtime:
         role: str,
         port: int = 0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        advertise: str | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.thread_id = threading.get_ident()
@@ -125,13 +130,14 @@ class Runtime:
         self.role = role
         self.transport = Transport(
             self.loop, self.keys, node_ip, self._on_request, self._on_reply, max_message_bytes, port,
-            on_undeliverable=self._on_undeliverable, on_lost=self._on_lost,
+            on_undeliverable=self._on_undeliverable, on_lost=self._on_lost, advertise=advertise,
         )
         self.address = self.transport.address
         self._ids = itertools.count(1)
         self._pending: dict[str, dict[int, CallFuture]] = {}
         self._targets: dict[bytes, Target] = {}
         self._closed = False
+        self._cluster_gone: str | None = None  # why every call fails at once (see `cluster_gone`)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.head = HeadClient(self._call_head)
         self.directory = ActorDirectory(self)
@@ -206,6 +212,9 @@ class Runtime:
     def send_request(self, address: str, route: bytes, payload: bytes, buffers: Any, fut: CallFuture) -> int:
         if self._closed:
             fut.set_exception(RuntimeShutDownError("the runtime of this process is shut down"))
+            return 0
+        if self._cluster_gone is not None:
+            fut.set_exception(ClusterUnavailableError(self._cluster_gone))
             return 0
         req_id = next(self._ids)
         try:
@@ -287,6 +296,17 @@ class Runtime:
             make = lambda: ConnectionError(f"lost the connection to {address}")  # noqa: E731
         self.fail_peer(address, make, close=False)
 
+    def cluster_gone(self, reason: str) -> None:
+        """This process's cluster is gone for good (a driver's embedded head or agent
+        exited): fail every call in flight and every later one at once with
+        `ClusterUnavailableError(reason)`, instead of each waiting for its time-out (a
+        driver's shutdown after Ctrl-C would otherwise wait on every step). Loop thread."""
+        if self._cluster_gone is not None:
+            return
+        self._cluster_gone = reason
+        for address in list(self._pending):
+            self.fail_peer(address, lambda: ClusterUnavailableError(reason), close=False)
+
     def fail_peer(self, address: str, make_exc: Callable[[], BaseException], close: bool = True, *,
                   make_unsent: Callable[[], BaseException] | None = None) -> int:
         """Fail every call waiting on `address`; forget the peer. Returns how many failed.
@@ -345,7 +365,7 @@ class Runtime:
         return cf.result(timeout)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def close(self) -> None:
+    def close(self, linger_s: float = 0.0) -> None:
         if self._closed:
             return
         self._closed = True
@@ -353,4 +373,4 @@ class Runtime:
             task.cancel()
         for address in list(self._pending):
             self.fail_peer(address, lambda: RuntimeShutDownError("the runtime of this process is shut down"), close=False)
-        self.transport.close()
+        self.transport.close(linger_s)

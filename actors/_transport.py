@@ -63,6 +63,9 @@ class _Outbox:
         self.address = address
 
 
+_ANY_ADDRESS = frozenset({"0.0.0.0", "*", "::"})
+
+
 class Transport:
     """Sockets of one process. `on_request(identity, msg)` gets inbound REQUEST/ONEWAY/CANCEL
     messages; `on_reply(address, msg)` gets REPLY/ERROR messages from a peer."""
@@ -78,7 +81,10 @@ class Transport:
         port: int = 0,
         on_undeliverable: UndeliverableHandler | None = None,
         on_lost: LostHandler | None = None,
+        advertise: str | None = None,
     ) -> None:
+        if advertise is None and host in _ANY_ADDRESS:
+            raise ValueError(f"a socket bound to {host} needs the address others reach it at (advertise=...)")
         self._loop = loop
         self._keys = keys
         self._on_request = on_request
@@ -98,7 +104,9 @@ class Transport:
             self._router.bind(f"tcp://{host}:{port}")
         else:
             port = self._router.bind_to_random_port(f"tcp://{host}")
-        self.address = f"tcp://{host}:{port}"
+        # What peers connect to: the bind address, or the routable address (IP or DNS
+        # name) given for it (a pod binds 0.0.0.0 and is reached at its pod IP).
+        self.address = f"tcp://{advertise or host}:{port}"
         self._dealers: dict[str, zmq.Socket] = {}
         self._outboxes: dict[object, _Outbox] = {}
         self._dirty: list[_Outbox] = []  # outboxes with something queued
@@ -273,7 +281,9 @@ class Transport:
         self._loop.call_soon(self._drain_dealer, address, sock)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def close(self) -> None:
+    def close(self, linger_s: float = 0.0) -> None:
+        """Close every socket. Replies still queued are dropped, unless `linger_s` gives
+        them that long to leave (a worker exiting after a drain)."""
         if self._closed:
             return
         self.flush()
@@ -282,7 +292,7 @@ class Transport:
             self.close_peer(address)
         for sock_fd in (_get_int(self._router, _FD), self._zap.fd):
             self._loop.remove_reader(sock_fd)
-        self._router.close(0)
+        self._router.close(int(linger_s * 1000))
         self._zap.close()
         self._ctx.term()
 

@@ -6,14 +6,18 @@ the instance (a constructor error marks the actor DEAD with the traceback, no re
 then tell the head it is ALIVE at this address. The worker exits when its agent dies
 (lifeline EOF), when it is killed, or when the head answers that it does not count on
 it (a restarted head that never knew the actor). Its process title names the actor
-(`zeroserve::Class name (actor id)` in `ps`).
+(`zeroserve::Class name (actor id)` in `ps`). On SIGTERM (its node stops gracefully) it
+drains first: the work in flight finishes (`ActorHost.drain`) within
+`$ZEROSERVE_GRACE_PERIOD_S` (set by the agent), then it exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
+import signal
 import sys
 import traceback
 
@@ -25,13 +29,18 @@ from ._serialization import loads_code
 from ._session import read_token
 from .messages import ActorSpec, Assignment
 
-__all__ = ["main"]
+__all__ = ["main", "GRACE_ENV", "DEFAULT_GRACE_S"]
+
+log = logging.getLogger(__name__)
+GRACE_ENV = "ZEROSERVE_GRACE_PERIOD_S"
+DEFAULT_GRACE_S = 30.0
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m actors worker")
     p.add_argument("--agent", required=True)
     p.add_argument("--node-ip", required=True)
+    p.add_argument("--advertise", default=None, help="the address others reach this node at (default: --node-ip)")
     p.add_argument("--worker-id", required=True)
     p.add_argument("--token-file", required=True)
     p.add_argument("--parent-fd", type=int, required=True)
@@ -45,7 +54,8 @@ async def _serve(args: argparse.Namespace) -> int:
     watch_parent(loop, args.parent_fd, stop.set)
     if args.ready_fd >= 0:
         os.close(args.ready_fd)
-    rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=None, role="worker")
+    rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=None, role="worker",
+                 advertise=args.advertise)
     _endpoints.install(rt)
     _context.set_current(rt)
     assignment: Assignment = await rt.call_service(
@@ -78,6 +88,7 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     host = ActorHost(instance, spec.options.max_concurrency, spec.async_methods)
     rt.register("a", host)
+    loop.add_signal_handler(signal.SIGTERM, lambda: rt.background(_drain_then_stop(host, stop)))
     counted = await rt.head.retrying().actor_started(spec.actor_id, assignment.incarnation, rt.address, os.getpid(),
                                                      assignment.node_id)
     if not counted:
@@ -90,7 +101,7 @@ async def _serve(args: argparse.Namespace) -> int:
         return 0
     await stop.wait()
     host.close()
-    rt.close()
+    rt.close(linger_s=1.0 if host.drained else 0.0)
     return 0
 
 
@@ -103,6 +114,22 @@ def _set_title(spec: ActorSpec) -> None:
     name = spec.options.name
     who = f"{spec.class_name} {name}" if name else spec.class_name
     setproctitle(f"zeroserve::{who} (actor {spec.actor_id})")
+
+
+def _grace_s() -> float:
+    try:
+        return max(0.0, float(os.environ.get(GRACE_ENV, DEFAULT_GRACE_S)))
+    except ValueError:
+        return DEFAULT_GRACE_S
+
+
+async def _drain_then_stop(host: ActorHost, stop: asyncio.Event) -> None:
+    # A little under the agent's grace period, so the replies leave before its SIGKILL.
+    grace = _grace_s()
+    try:
+        await host.drain(max(0.0, grace - min(1.0, grace / 10)))
+    finally:
+        stop.set()
 
 
 def main(argv: list[str]) -> int:

@@ -47,9 +47,15 @@ from ._session import (
     trusted_token_file,
     write_token,
 )
+from ._worker import GRACE_ENV
 from ._zygote import ForkServer
 
 T = TypeVar("T")
+
+#: A custom resource (1.0) that only the head node's agent offers: an actor that must live
+#: on the head node asks for a little of it (`resources={HEAD_NODE_RESOURCE: 0.001}`), and
+#: restarts on the head node that replaces it (a node id would pin it to one that is gone).
+HEAD_NODE_RESOURCE = "node:head"
 
 
 def node_logs_dir() -> Path | None:
@@ -98,6 +104,8 @@ __all__ = [
     "metrics_port_from_env",
     "dashboard_port_from_env",
     "follow_output",
+    "GRACE_ENV",
+    "HEAD_NODE_RESOURCE",
     "ActorDirectory",
     "Backoff",
     "CallFuture",

@@ -12,6 +12,11 @@ The agent also serves its node's observability: the metrics endpoint pulls every
 process's metrics (`metrics_processes()`: itself, the head on the head node, its
 workers, attached drivers), and `zeroserve logs` lists, tails and follows the node's log
 files through its `list_logs`/`tail_log`/`follow_log` methods.
+
+Stopping gracefully (`drain`, on SIGTERM): the head is told first, so it places nothing
+more here; every worker gets SIGTERM and finishes its work in flight (the runtime's
+`ActorHost.drain`) within the grace period, reporting its exit as usual, so restartable
+actors come back on other nodes; those still running at the deadline are killed.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.messages import ActorId, ActorSpec, Assignment, NodeId
-from actors.system import ForkServer, LogRotation, Runtime, rpc
+from actors.system import GRACE_ENV, ForkServer, LogRotation, Runtime, rpc
 
 from ._log_access import LogDirectory
 from ._node_metrics import ProcessRef
@@ -70,12 +75,15 @@ class _Worker:
 
 class Agent:
     def __init__(self, rt: Runtime, *, head_address: str, node_ip: str, resources: dict[str, float],
-                 session_dir: str, token_file: str, is_head: bool = False,
-                 rotation: LogRotation | None = None, gpu_ids: tuple[str, ...] = ()) -> None:
+                 session_dir: str, token_file: str, is_head: bool = False, advertise: str | None = None,
+                 grace_period_s: float = 30.0, rotation: LogRotation | None = None,
+                 gpu_ids: tuple[str, ...] = ()) -> None:
         self.rt = rt
         self.gpu_ids = tuple(gpu_ids)  # this node's GPU devices; the head hands them out
         self.head_address = head_address
-        self.node_ip = node_ip
+        self.node_ip = node_ip  # what this node's sockets bind
+        self.advertise = advertise  # what others reach them at, when not node_ip
+        self.grace_period_s = grace_period_s
         self.resources = resources
         self.session_dir = Path(session_dir)
         self.token_file = token_file
@@ -92,6 +100,8 @@ class Agent:
         self._log_owners: dict[str, dict[str, Any]] = {}  # log file -> the actor writing it
         self._attached: dict[str, tuple[int, str]] = {}  # address -> (pid, component) of attached processes
         self.metrics_url = ""
+        self._draining = False
+        self._none_left: asyncio.Event | None = None  # set when the last worker exits, during a drain
 
     def prepare(self) -> None:
         """Start the fork server now, so the first actor does not wait for its imports."""
@@ -100,7 +110,7 @@ class Agent:
     # -- the head ----------------------------------------------------------------------
     def registration(self) -> NodeRegistration:
         running = tuple((w.spec.actor_id, w.incarnation) for w in self._workers.values() if not w.exited)
-        return NodeRegistration(self.node_id, self.node_ip, self.rt.address, dict(self.resources),
+        return NodeRegistration(self.node_id, self.advertise or self.node_ip, self.rt.address, dict(self.resources),
                                 self.is_head, socket.gethostname(), running, self.metrics_url, self.gpu_ids)
 
     async def register(self, timeout: float = 15.0) -> dict[str, Any]:
@@ -125,7 +135,8 @@ class Agent:
     def _fork_server(self) -> ForkServer:
         if self._forks is None or not self._forks.alive():
             # ZEROSERVE_LOGS_DIR: where this node keeps logs (actors.system.node_logs_dir() in workers)
-            env = dict(os.environ, PYTHONUNBUFFERED="1", ZEROSERVE_LOGS_DIR=str(self.session_dir / "logs"))
+            env = dict(os.environ, PYTHONUNBUFFERED="1", ZEROSERVE_LOGS_DIR=str(self.session_dir / "logs"),
+                       **{GRACE_ENV: str(self.grace_period_s)})
             log = str(self.session_dir / "logs" / f"zygote-{self.node_ip}.log")
             self._forks = ForkServer(self._on_exit, env=env, log_path=log)
         return self._forks
@@ -135,6 +146,8 @@ class Agent:
                           gpu_ids: tuple[str, ...] = ()) -> int:
         """Start a worker process for this actor incarnation, holding the GPU devices the
         head gave it; returns its pid."""
+        if self._draining or self._closing:
+            raise RuntimeError(f"node {self.node_id} ({self.advertise or self.node_ip}) is shutting down")
         self._seq += 1
         worker_id = f"{os.getpid()}-{self._seq}"
         life_r, life_w = os.pipe()
@@ -142,9 +155,11 @@ class Agent:
         err_r, err_w = os.pipe()
         w = _Worker(worker_id, spec, incarnation, life_w, tuple(gpu_ids))
         try:
-            w.pid = await self._fork_server().launch(
-                ["--agent", self.rt.address, "--node-ip", self.node_ip, "--worker-id", worker_id,
-                 "--token-file", self.token_file], life_r, out_w, err_w)
+            argv = ["--agent", self.rt.address, "--node-ip", self.node_ip, "--worker-id", worker_id,
+                    "--token-file", self.token_file]
+            if self.advertise:
+                argv += ["--advertise", self.advertise]
+            w.pid = await self._fork_server().launch(argv, life_r, out_w, err_w)
         except BaseException:
             for fd in (life_w, out_r, err_r):
                 os.close(fd)
@@ -208,9 +223,11 @@ class Agent:
         if self._by_actor.get(w.spec.actor_id) is w:
             del self._by_actor[w.spec.actor_id]
         os.close(w.lifeline_w)
+        if self._none_left is not None and not self._workers:
+            self._none_left.set()
         if self._closing:
             return
-        reason = _describe_exit(w, code)
+        reason = _describe_exit(w, code, f"node {self.advertise or self.node_ip}" if self._draining else None)
         log.info("%s", reason)
         self.rt.background(self._report_exit(WorkerExit(w.spec.actor_id, w.incarnation, code, reason)))
 
@@ -219,6 +236,32 @@ class Agent:
             await self.rt.head.retrying().worker_exited(exit)
         except Exception as e:
             log.error("could not report %s to the head: %s", exit, e)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop gracefully: no new workers, the running ones finish their work in flight
+        within `timeout_s` (SIGTERM; see the module docstring), the rest are killed."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            await self.rt.head.node_draining(self.node_id, timeout=min(2.0, timeout_s))
+        except Exception as e:  # the head may be down: drain all the same
+            log.warning("could not tell the head this node is draining: %s", e)
+        workers = [w for w in self._workers.values() if not w.exited]
+        if not workers:
+            return
+        self._none_left = asyncio.Event()
+        for w in workers:
+            try:
+                os.kill(w.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            await asyncio.wait_for(self._none_left.wait(), max(0.0, deadline - loop.time()))
+            log.info("the %d workers of this node finished their work", len(workers))
+        except asyncio.TimeoutError:
+            left = [w for w in self._workers.values() if not w.exited]
+            log.warning("%d workers were still running after %.0fs: killing them", len(left), timeout_s)
 
     def shutdown(self) -> None:
         self._closing = True
@@ -276,7 +319,7 @@ class Agent:
             owner = self._log_owners.get(f["name"])
             if owner is not None:
                 f.update(owner)
-        return {"node_ip": self.node_ip, "node_id": self.node_id.hex, "files": files}
+        return {"node_ip": self.advertise or self.node_ip, "node_id": self.node_id.hex, "files": files}
 
     @rpc
     def tail_log(self, name: str, lines: int) -> dict[str, Any]:
@@ -299,8 +342,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _describe_exit(w: _Worker, code: int | None) -> str:
+def _describe_exit(w: _Worker, code: int | None, stopping: str | None = None) -> str:
     who = f"the worker of {w.spec.class_name} actor {w.spec.actor_id} (pid {w.pid})"
+    if stopping is not None:
+        return f"{who} stopped (exit code {code}): its {stopping} is shutting down"
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name

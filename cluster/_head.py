@@ -98,6 +98,7 @@ class Head:
         self.jobs: dict[JobId, JobEntry] = {}
         self.kv: dict[str, bytes] = {}
         self.pending = PendingQueue()  # waiting for resources
+        self.draining: set[NodeId] = set()  # nodes stopping gracefully: nothing more is placed there
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._last_tick = time.monotonic()
@@ -241,6 +242,14 @@ class Head:
         return [n.reg.node_id for n in lost]
 
     @rpc
+    def node_draining(self, node_id: NodeId) -> None:
+        """The node stops gracefully (its workers finish their work, then it leaves):
+        place nothing more on it; what it ran is rescheduled as its workers exit."""
+        if node_id in self.node_table:
+            log.info("node %s (%s) is draining", node_id, self.node_table[node_id].reg.ip)
+            self.draining.add(node_id)
+
+    @rpc
     @durable
     def node_leaving(self, node_id: NodeId) -> None:
         node = self.node_table.get(node_id)
@@ -250,6 +259,7 @@ class Head:
     def _node_lost(self, node: NodeEntry, cause: str) -> None:
         node.alive = False
         node.dead_at = time.time()
+        self.draining.discard(node.reg.node_id)  # gone: nothing to keep (node ids are not reused)
         self.journal.node(node.reg.node_id)
         log.warning("%s", cause)
         for rec in self.actors.on_node(node.reg.node_id):
@@ -346,7 +356,8 @@ class Head:
         for n in self.node_table.values():
             node_id = n.reg.node_id
             in_group, latest = self.actors.group_on_node(group, node_id) if group is not None else (0, -1)
-            loads.append(NodeLoad(node_id, n.alive, n.reg.resources, n.available, self.actors.count_on_node(node_id),
+            alive = n.alive and node_id not in self.draining
+            loads.append(NodeLoad(node_id, alive, n.reg.resources, n.available, self.actors.count_on_node(node_id),
                                   in_group, latest, accepting=n.synced, gpu_free=n.gpu_free))
         return loads
 

@@ -1,26 +1,39 @@
 """Process entry points: `python -m cluster head ...` and `python -m cluster agent ...`.
 
-Each runs one uvloop loop hosting one service (`head` or `agent`) on the runtime, exits
-on SIGTERM/SIGINT or when its lifeline to the parent closes, and reports readiness on
-`--ready-fd` with one JSON line. Their log records (time, level, logger, pid) go to
-`--log-file`, rotated by size, or to stdout; the agent serves the node's metrics on
-`--metrics-port` (0: none; taken: a free port unless `--metrics-port-strict`).
+Each runs one uvloop loop hosting one service (`head` or `agent`) on the runtime, and
+reports readiness on `--ready-fd` with one JSON line. An agent stops gracefully on
+SIGTERM/SIGINT (its workers drain within `--grace-period-s`, see `Agent.drain`), and at
+once when its lifeline to the parent closes (the parent is gone). A head saves its state
+and exits on either.
+
+Their log records (time, level, logger, pid) go to `--log-file`, rotated by size, or to
+stdout; with `--foreground` (`zeroserve start --block`) to stdout as well. The agent
+serves the node's metrics on `--metrics-port` (0: none; taken: a free port unless
+`--metrics-port-strict`).
+
+Sockets bind `--node-ip`; others reach them at `--advertise-address` when given (an IP or
+a DNS name: a pod binds 0.0.0.0 and is reached at its pod IP). The head keeps its state in
+`--state-dir` (`head-state.db`, SQLite), which one head at a time may use (an advisory
+lock on `head.lock` there).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
 import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 import psutil
 
 from actors.messages import ActorId, ActorSpec, NodeId
 from actors.system import (
+    HEAD_NODE_RESOURCE,
     LogRotation,
     Runtime,
     ServiceTarget,
@@ -42,9 +55,11 @@ from ._head_store import HeadStore
 from ._node_metrics import DEFAULT_METRICS_PORT, MetricsServer, collect_node, metrics_timeout_s
 from ._supervisor import HeadSupervisor
 
-__all__ = ["main"]
+__all__ = ["main", "STATE_FILE_NAME", "DEFAULT_GRACE_S"]
 
 log = logging.getLogger("cluster")
+STATE_FILE_NAME = "head-state.db"  # the head's state (SQLite), under --state-dir
+DEFAULT_GRACE_S = 30.0
 
 
 class RuntimeHeadIO:
@@ -72,9 +87,17 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--token-file", required=True)
         s.add_argument("--parent-fd", type=int, default=-1)
         s.add_argument("--ready-fd", type=int, default=-1)
+        s.add_argument("--advertise-address", default=None,
+                       help="the address (IP or DNS name) others reach this node at (default: --node-ip)")
         s.add_argument("--log-file", help="write log records here, rotated by size (default: stdout)")
-    sub.choices["head"].add_argument("--port", type=int, default=0)
-    sub.choices["head"].add_argument("--state-file", help="persist the head's state in this SQLite file; restore it at start")
+        s.add_argument("--foreground", action="store_true",
+                       help="log records to stdout too (with --log-file); an agent with --run-head runs its "
+                            "head the same way, writing to this process's stdout")
+    head = sub.choices["head"]
+    head.add_argument("--port", type=int, default=0)
+    state = head.add_mutually_exclusive_group()
+    state.add_argument("--state-dir", help="keep the head's state in this directory; restore it at start")
+    state.add_argument("--state-file", help="persist the head's state in this SQLite file; restore it at start")
     for role in ("head", "agent"):  # the agent passes them on to the head it runs (--run-head)
         sub.choices[role].add_argument("--dashboard-port", type=int, default=0,
                                        help="serve the dashboard on this port (0: none; taken: a free one)")
@@ -92,28 +115,67 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
                        help="serve the node's metrics on this port (0: none; taken: a free one)")
     agent.add_argument("--metrics-port-strict", action="store_true", help="fail if --metrics-port is taken")
+    agent.add_argument("--state-dir", default=None, help="with --run-head: where the head keeps its state "
+                                                          "(default: the session directory)")
+    agent.add_argument("--grace-period-s", type=float, default=DEFAULT_GRACE_S,
+                       help="on SIGTERM, how long workers may take to finish their work (default 30)")
     return p
 
 
-def _stop_event(args: argparse.Namespace) -> asyncio.Event:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if args.parent_fd >= 0:
-        watch_parent(loop, args.parent_fd, stop.set)
-    return stop
+class _Stop:
+    """Why this process stops: `graceful` after SIGTERM/SIGINT, not when the parent died.
+    `parent_gone` is set when the lifeline closes, even during a graceful stop (a drain
+    then ends at once: whoever waited for it is gone, or is stopping us for good)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+        self.parent_gone = asyncio.Event()
+        self.graceful = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._signalled)
+        if args.parent_fd >= 0:
+            watch_parent(loop, args.parent_fd, self._orphaned)
+
+    def _orphaned(self) -> None:
+        self.parent_gone.set()
+        self.event.set()
+
+    def _signalled(self) -> None:
+        if not self.event.is_set():
+            self.graceful = True
+        self.event.set()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
+def _lock_state_dir(path: Path) -> int:
+    """Hold `head.lock` in the state directory for this process's life: two heads writing
+    one state would corrupt it. Raises SystemExit naming the directory if it is taken."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path / "head.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"another head keeps its state in {path} (it holds {path / 'head.lock'})") from None
+    return fd
 
 
 async def _run_head(args: argparse.Namespace) -> int:
-    stop = _stop_event(args)
+    stop = _Stop(args)
+    state_path = args.state_file
+    if args.state_dir:
+        _lock_state_dir(Path(args.state_dir))
+        state_path = str(Path(args.state_dir) / STATE_FILE_NAME)
     rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=None, role="head",
-                 port=args.port)
+                 port=args.port, advertise=args.advertise_address)
     rt.head_address = rt.address
-    store = HeadStore(args.state_file) if args.state_file else None
+    store = HeadStore(state_path) if state_path else None
     head = Head(RuntimeHeadIO(rt), rt.address, store)
     if store is not None and restore(head, store):
-        log.info("head restored from %s (new epoch %s)", args.state_file, head.epoch)
+        log.info("head restored from %s (new epoch %s)", state_path, head.epoch)
     rt.register("head", ServiceTarget(head))
     install_endpoints(rt)
     _head_metrics.install(head)
@@ -169,23 +231,30 @@ def _resources(args: argparse.Namespace) -> tuple[dict[str, float], tuple[str, .
         gpus = node_gpus(num_gpus)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    return ({"CPU": float(cpus), "memory": float(psutil.virtual_memory().total), **gpus.resources(),
-             **{k: float(v) for k, v in custom.items()}}, gpus.ids)
+    resources = {"CPU": float(cpus), "memory": float(psutil.virtual_memory().total), **gpus.resources(),
+                 **{k: float(v) for k, v in custom.items()}}
+    if args.is_head_node:
+        resources[HEAD_NODE_RESOURCE] = 1.0
+    return resources, gpus.ids
 
 
 async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
-    stop = _stop_event(args)
+    stop = _Stop(args)
     supervisor = None
     if head_address is None:
         supervisor = HeadSupervisor(node_ip=args.node_ip, port=args.head_port, session_dir=args.session_dir,
-                                    token_file=args.token_file, dashboard_port=args.dashboard_port,
-                                    dashboard_strict=args.dashboard_port_strict)
+                                    token_file=args.token_file, state_dir=args.state_dir,
+                                    advertise=args.advertise_address, foreground=args.foreground,
+                                    log_file=None if args.log_file is None else _head_log_file(args.log_file),
+                                    dashboard_port=args.dashboard_port, dashboard_strict=args.dashboard_port_strict)
         head_address = await supervisor.start()
-    rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=head_address, role="agent")
+    rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=head_address, role="agent",
+                 advertise=args.advertise_address)
     install_endpoints(rt)
     resources, gpu_ids = _resources(args)
     agent = Agent(rt, head_address=head_address, node_ip=args.node_ip, resources=resources, gpu_ids=gpu_ids,
                   session_dir=args.session_dir, token_file=args.token_file, is_head=args.is_head_node,
+                  advertise=args.advertise_address, grace_period_s=args.grace_period_s,
                   rotation=LogRotation.from_env())
     rt.register("agent", ServiceTarget(agent))
     metrics = await _serve_metrics(args, rt, agent)
@@ -199,6 +268,15 @@ async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
                                  "dashboard_url": supervisor.dashboard_url if supervisor else None,
                                  "metrics_url": agent.metrics_url})
     await stop.wait()
+    if stop.graceful:
+        log.info("stopping: the workers of this node have %.0fs to finish their work", args.grace_period_s)
+        drain = asyncio.ensure_future(agent.drain(args.grace_period_s))
+        gone = asyncio.ensure_future(stop.parent_gone.wait())
+        await asyncio.wait((drain, gone), return_when=asyncio.FIRST_COMPLETED)
+        for task in (drain, gone):
+            task.cancel()
+        if stop.parent_gone.is_set():
+            log.info("the parent of this agent is gone: the drain ends here")
     beats.cancel()
     if metrics is not None:
         metrics.close()
@@ -224,7 +302,7 @@ async def _serve_metrics(args: argparse.Namespace, rt: Runtime, agent: Agent) ->
     async def scrape() -> bytes:
         return render(await collect_node(rt, agent.metrics_processes(), timeout_s))
 
-    server = MetricsServer(args.node_ip, scrape)
+    server = MetricsServer(args.node_ip, scrape, advertise=args.advertise_address)
     try:
         agent.metrics_url = await server.start(args.metrics_port, fallback=not args.metrics_port_strict)
     except OSError as e:
@@ -233,10 +311,15 @@ async def _serve_metrics(args: argparse.Namespace, rt: Runtime, agent: Agent) ->
     return server
 
 
+def _head_log_file(agent_log: str) -> str:
+    """The head's log file beside the agent's (`agent-IP.log` -> `head.log`)."""
+    return str(Path(agent_log).with_name("head.log"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        configure_process_logging(args.log_file)
+        configure_process_logging(args.log_file, also_stdout=args.foreground)
     except ValueError as e:  # a malformed $ZEROSERVE_LOG_MAX_BYTES / _BACKUPS
         raise SystemExit(f"zeroserve {args.role}: {e}") from None
     import uvloop

@@ -77,17 +77,19 @@ def _labels(component: str, pid: int | None) -> dict[str, str]:
 
 
 class MetricsServer:
-    """The HTTP side: binds `ip:port` and answers scrapes with `scrape()`."""
+    """The HTTP side: binds `ip:port` and answers scrapes with `scrape()`; its URL names
+    `advertise` when given (a node bound to 0.0.0.0 is reached at its advertised address)."""
 
-    def __init__(self, ip: str, scrape: Callable[[], Awaitable[bytes]]) -> None:
+    def __init__(self, ip: str, scrape: Callable[[], Awaitable[bytes]], advertise: str | None = None) -> None:
         self.ip = ip
+        self.advertise = advertise
         self._scrape = scrape
         self._server: asyncio.AbstractServer | None = None
         self.port = 0
 
     @property
     def url(self) -> str:
-        return f"http://{self.ip}:{self.port}/metrics" if self._server is not None else ""
+        return f"http://{self.advertise or self.ip}:{self.port}/metrics" if self._server is not None else ""
 
     async def start(self, port: int, *, fallback: bool) -> str:
         """Listen on `port`; if it is taken and `fallback`, on a free port instead.

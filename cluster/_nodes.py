@@ -36,6 +36,7 @@ class NodeRecord:
     node_id: str = ""
     started_at: float = field(default_factory=time.time)
     pid_started: dict[str, float] = field(default_factory=dict)  # process create times, by role
+    agent_address: str = ""  # the agent's runtime address (`zeroserve health` pings it)
 
     @property
     def path(self) -> Path:

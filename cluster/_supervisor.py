@@ -1,8 +1,11 @@
 """The head node's agent runs the head as its child and restarts it when it dies.
 
-The head restarts on the same address with the same token and restores its state file,
-so drivers, agents and workers reconnect to it without being told anything. A head that
-keeps dying at start is retried with back-off, not in a tight loop.
+The head restarts on the same address with the same token and restores its state (kept
+in `state_dir`, the session directory unless given), so drivers, agents and workers
+reconnect to it without being told anything. A head that keeps dying at start is retried
+with back-off, not in a tight loop. Its log records go to `logs/head.log` in the session
+(rotated; its raw output to `logs/head.out`), or, in the foreground (`zeroserve start
+--block`), to this process's stdout (and `log_file`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from pathlib import Path
 
 from actors.system import Child, spawn
@@ -21,8 +25,9 @@ _READY_TIMEOUT_S = 60.0
 
 
 class HeadSupervisor:
-    def __init__(self, *, node_ip: str, port: int, session_dir: str, token_file: str, dashboard_port: int = 0,
-                 dashboard_strict: bool = False) -> None:
+    def __init__(self, *, node_ip: str, port: int, session_dir: str, token_file: str, state_dir: str | None = None,
+                 advertise: str | None = None, foreground: bool = False, log_file: str | None = None,
+                 dashboard_port: int = 0, dashboard_strict: bool = False) -> None:
         self.node_ip = node_ip
         self.dashboard_port = dashboard_port
         self.dashboard_strict = dashboard_strict
@@ -30,6 +35,10 @@ class HeadSupervisor:
         self.port = port
         self.session_dir = Path(session_dir)
         self.token_file = token_file
+        self.state_dir = Path(state_dir) if state_dir else self.session_dir
+        self.advertise = advertise
+        self.foreground = foreground
+        self.log_file = log_file
         self.address: str | None = None
         self.restarts = 0
         self._child: Child | None = None
@@ -41,12 +50,19 @@ class HeadSupervisor:
 
     def _spawn(self) -> str:
         logs = self.session_dir / "logs"
-        child = spawn(["-m", "cluster", "head", "--node-ip", self.node_ip, "--port", str(self.port),
-                       "--session-dir", str(self.session_dir), "--token-file", self.token_file,
-                       "--state-file", str(self.session_dir / "head-state.db"), "--log-file", str(logs / "head.log"),
-                       "--dashboard-port", str(self.dashboard_port),
-                       *(["--dashboard-port-strict"] if self.dashboard_strict else [])],
-                      log_path=str(logs / "head.out"), also_tail=(str(logs / "head.log"),))
+        args = ["-m", "cluster", "head", "--node-ip", self.node_ip, "--port", str(self.port),
+                "--session-dir", str(self.session_dir), "--token-file", self.token_file,
+                "--state-dir", str(self.state_dir), "--dashboard-port", str(self.dashboard_port),
+                *(["--dashboard-port-strict"] if self.dashboard_strict else [])]
+        if self.advertise:
+            args += ["--advertise-address", self.advertise]
+        if self.foreground:
+            args.append("--foreground")
+            child = spawn(args + (["--log-file", self.log_file] if self.log_file else []),
+                          stdout=sys.stdout.fileno(), stderr=sys.stderr.fileno())
+        else:
+            head_log = self.log_file or str(logs / "head.log")
+            child = spawn([*args, "--log-file", head_log], log_path=str(logs / "head.out"), also_tail=(head_log,))
         self._child = child
         ready = child.wait_ready(_READY_TIMEOUT_S, "the head")
         address = ready["address"]

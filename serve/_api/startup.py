@@ -18,7 +18,7 @@ from typing import Any
 
 import actors
 from actors.messages import ActorState
-from actors.system import current_runtime, follow_output, local_cluster
+from actors.system import HEAD_NODE_RESOURCE, current_runtime, follow_output, local_cluster
 
 from .._config import HTTPOptions
 from .._control.controller import ServeController
@@ -74,10 +74,12 @@ def start(detached: bool = False, http_options: Any = None, logging_config: Any 
         return controller
     lifetime = "detached" if detached else None
     # The controller lives on the head node (as the head's KV it checkpoints to): a worker
-    # node dying never takes it, and its routes, down with it.
-    head = next((n["node_id"] for n in actors.nodes() if n["is_head"] and n["alive"]), None)
+    # node dying never takes it, and its routes, down with it. By the head node's resource,
+    # not its node id: a head node restarted (a pod rescheduled) is a new node, and the
+    # controller restarts there.
     cls = actors.remote(name=CONTROLLER_NAME, namespace=SERVE_NAMESPACE, get_if_exists=True, lifetime=lifetime,
-                        max_concurrency=10_000, max_restarts=-1, node_id=head, log_name="controller")(ServeController)
+                        max_concurrency=10_000, max_restarts=-1, log_name="controller",
+                        resources={HEAD_NODE_RESOURCE: 0.001})(ServeController)
     cls.remote(detached, http, logging_cfg, tracing_cfg)
     client.forget_controller()
     client.status()  # up and recovered

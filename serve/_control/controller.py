@@ -269,6 +269,10 @@ class ServeController:
         await self.ready()
         return {d: s.target for d, s in self.deployments.items() if not s.deleting}
 
+    def __actors_drain__(self, timeout_s: float) -> None:
+        """Its node stops gracefully: nothing to finish (the state is checkpointed; the
+        long polls held here would only delay the stop), so it stops at once."""
+
     async def listen(self, key: str, known_version: int, hold_s: float) -> Update:
         """Long poll on `key` (a replica set, the route table, the status): answered once its
         version differs from `known_version`, or after `hold_s` with the current one."""

@@ -264,6 +264,12 @@ class HTTPProxyActor:
             raise TypeError(f"the replica answered a websocket handshake with {type(result).__name__}")
         return _ReplicaWebSocket(router, replica, result)
 
+    async def __actors_drain__(self, timeout_s: float) -> None:
+        """Its node stops gracefully (SIGTERM): healthz answers 503, then the requests in
+        flight finish and no new connection is taken."""
+        await self.start_draining()
+        await self.drain(max(0.0, timeout_s - 0.5))
+
     async def start_draining(self) -> None:
         """From now on /-/healthz answers 503 (load balancers take this proxy out), while
         requests are still accepted and served."""

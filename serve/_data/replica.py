@@ -380,6 +380,10 @@ class ReplicaActor:
             await _call_off_loop(fn)
         return True
 
+    async def __actors_drain__(self, timeout_s: float) -> None:
+        """Its node stops gracefully (SIGTERM): finish the requests in flight, then `__del__`."""
+        await self.prepare_for_shutdown(0.0, timeout_s)
+
     @actors.unqueued
     async def prepare_for_shutdown(self, wait_loop_s: float, timeout_s: float) -> int:
         """Wait (up to `timeout_s`) for the requests in flight; returns how many were left.

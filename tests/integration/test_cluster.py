@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(180)
 def nodes():
     port = free_port()
     out = zeroserve("start", "--head", "--port", str(port), "--num-cpus", "2").stdout
-    token = out.split("--token ", 1)[1].split()[0]
+    token = out.split("the token of this new cluster is ", 1)[1].split()[0]
     address = f"127.0.0.1:{port}"
     zeroserve("start", "--address", address, "--node-ip", "127.0.0.2", "--num-cpus", "2", "--resources", '{"GPU": 1}')
     zeroserve("start", "--address", address, "--node-ip", "127.0.0.3", "--num-cpus", "2")

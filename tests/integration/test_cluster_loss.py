@@ -91,3 +91,51 @@ def test_make_runs_example_refuses_a_taken_port_in_one_line(tmp_path) -> None:
     assert app.returncode == 1
     assert err.strip().count("\n") == 0 and f"127.0.0.1:{port}" in err and "ZEROSERVE_HTTP_PORT" in err, err
     assert "Traceback" not in err
+
+
+_SLOW_DRAIN = """
+    import json, os, signal, sys, time, actors
+    from actors.system import local_cluster
+
+    actors.init()
+
+    @actors.remote
+    class Stubborn:
+        async def __actors_drain__(self, timeout_s):  # would hold its node's drain for the grace period
+            import asyncio
+            await asyncio.sleep(3600)
+
+        def pid(self):
+            return os.getpid()
+
+    w = Stubborn.remote()
+    worker = actors.get(w.pid.remote())
+    cluster = local_cluster()
+    agent = cluster.pids()["agent"]
+    os.kill(agent, signal.SIGINT)  # Ctrl-C reached the agent: it drains (30 s grace)...
+    log = cluster.session.logs / f"agent-{cluster.node_ip}.log"
+    deadline = time.monotonic() + 30
+    while "have 30s to finish their work" not in log.read_text():  # the drain began
+        assert time.monotonic() < deadline, "the agent did not start draining"
+        time.sleep(0.05)
+    os.kill(cluster.pids()["head"], signal.SIGINT)  # ...and the head, which exits (nothing kills the worker)
+    t0 = time.monotonic()
+    actors.shutdown()  # ...and the driver stops: its lifeline closes, so the drain ends now
+    print(json.dumps({"stop_s": time.monotonic() - t0, "worker": worker, "agent": agent}), flush=True)
+"""
+
+
+def test_an_embedded_agent_draining_after_ctrl_c_stops_at_once_with_its_driver() -> None:
+    """Ctrl-C reaches an embedded cluster's head and agent too; the agent starts a graceful drain
+    (`zeroserve start --block` semantics); its driver stopping (lifeline closed) ends that
+    drain at once instead of after the grace period (the driver waited, then killed it)."""
+    driver = start_driver(_SLOW_DRAIN)
+    try:
+        out = read_json_line(driver, timeout=90)
+        assert driver.wait(timeout=30) == 0
+        assert out["stop_s"] < 4.0, out  # LocalCluster.stop kills a child after 5 s
+        wait_until(lambda: not pid_alive(out["worker"]) and not pid_alive(out["agent"]), timeout=10,
+                   what="the agent and its worker to exit")
+    finally:
+        driver.kill()
+        driver.wait()

@@ -32,7 +32,7 @@ def node():
     port = free_port(IP)
     out = zeroserve("start", "--head", "--node-ip", IP, "--port", str(port), "--num-cpus", "4",
                     "--resources", '{"slot": 1}').stdout
-    token = out.split("--token ", 1)[1].split()[0]
+    token = out.split("the token of this new cluster is ", 1)[1].split()[0]
     address = f"{IP}:{port}"
     actors.init(address=address, token=token)
     yield {"address": address, "token": token}
@@ -163,8 +163,11 @@ def test_status_tells_a_stopped_head_from_a_refused_token(node) -> None:
     os.kill(head_pid, signal.SIGSTOP)  # a head that cannot answer at all (its loop and its auth handler)
     try:
         busy = zeroserve("status", "--address", node["address"], "--token", node["token"], check=False)
+        joining = zeroserve("start", "--address", node["address"], "--node-ip", "127.0.0.8", "--token",
+                            node["token"], "--wait-for-head-s", "0", check=False)
     finally:
         os.kill(head_pid, signal.SIGCONT)
     assert busy.returncode == 1 and "busy or unresponsive" in busy.stderr, busy.stderr
     assert "refusing" not in busy.stderr
+    assert joining.returncode == 1 and "busy or unresponsive" in joining.stderr, joining.stderr
     assert zeroserve("status", "--address", node["address"], "--token", node["token"]).returncode == 0

@@ -75,7 +75,7 @@ def _zs_in(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProce
 def test_actors_across_two_hosts(hosts) -> None:
     out = _zs_in(hosts["a"], "start", "--head", "--node-ip", hosts["ip_a"], "--port", "6380", "--num-cpus", "1",
                  "--resources", '{"near": 1}').stdout
-    token = out.split("--token ", 1)[1].split()[0]
+    token = out.split("the token of this new cluster is ", 1)[1].split()[0]
     head = f"{hosts['ip_a']}:6380"
     _zs_in(hosts["b"], "start", "--address", head, "--token", token, "--node-ip", hosts["ip_b"],
            "--num-cpus", "1", "--resources", '{"far": 1}')

@@ -94,3 +94,28 @@ def test_proxy_status_of_each_error_class() -> None:
     assert _status_of(actors.ActorDiedError("the replica died with the request")) == 500
     assert _status_of(actors.GetTimeoutError("late")) == 500
     assert _status_of(ValueError("the deployment's own error")) == 500
+
+
+def test_a_runtime_whose_cluster_is_gone_fails_its_calls_at_once() -> None:
+    """`Runtime.cluster_gone` (a driver's embedded cluster exited): the call in flight and
+    every later one fail at once with ClusterUnavailableError(reason), instead of each
+    waiting for its time-out (a driver's shutdown after Ctrl-C waited ~20 s that way)."""
+
+    async def main() -> None:
+        caller, callee = _runtime("caller"), _runtime("callee")
+        target = _Replies()
+        callee.register("t", target)
+        try:
+            assert await caller.call(callee.address, b"t/ok") == "ok"
+            silent = caller.call(callee.address, b"t/never")  # the callee never answers it
+            await asyncio.wait_for(target.received.wait(), 10)
+            caller.cluster_gone("the embedded cluster is gone: its head exited with code 0")
+            with pytest.raises(actors.ClusterUnavailableError, match="its head exited"):
+                await asyncio.wait_for(silent, 1.0)
+            with pytest.raises(actors.ClusterUnavailableError, match="its head exited"):
+                await asyncio.wait_for(caller.call(callee.address, b"t/ok"), 1.0)
+        finally:
+            caller.close()
+            callee.close()
+
+    asyncio.run(main())
