@@ -66,7 +66,7 @@ class ChaosCluster:
     def start(self) -> None:
         out = zeroserve("start", "--head", "--node-ip", HEAD_IP, "--port", str(self.port), "--num-cpus", "4",
                         "--metrics-port", str(free_port(HEAD_IP))).stdout
-        self.token = out.split("--token ", 1)[1].split()[0]
+        self.token = out.split("the token of this new cluster is ", 1)[1].split()[0]
         zeroserve("start", "--address", self.address, "--node-ip", NODE_IP, "--num-cpus", "4",
                   "--metrics-port", str(free_port(NODE_IP)))
         self.agents = {ip: self.agent_pid(ip) for ip in IPS}
