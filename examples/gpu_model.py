@@ -7,7 +7,7 @@ replica before its code runs, so torch sees only that device (as `cuda:0`). With
 installed and CUDA available the model trains and predicts there; otherwise it runs on
 the CPU (torch's, or numpy's without torch).
 
-    pip install -e '.[examples]'                  # torch (and numpy)
+    pip install torch                             # optional: without it, numpy on the CPU
     python examples/gpu_model.py                  # the GPUs this machine has (nvidia-smi)
     python examples/gpu_model.py --num-gpus 2     # pretend 2 devices (see the placement on a CPU machine)
     curl -d '{"features": [6.7, 3.0, 5.2, 2.3]}' http://127.0.0.1:8000/iris-gpu
