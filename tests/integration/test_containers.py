@@ -107,7 +107,8 @@ def _replica_ips(head: str, deployment: str) -> list[str]:
     st = _status(head)
     ip = {n["node_id"]: n["ip"] for n in st["nodes"]}
     return sorted(ip[a["node_id"]] for a in st["actors"]
-                  if a["state"] == "ALIVE" and (a["name"] or "").startswith(f"SERVE_REPLICA::{deployment}#"))
+                  if a["state"] == "ALIVE" and (a["name"] or "").startswith("SERVE_REPLICA::")
+                  and f"#{deployment}#" in a["name"])  # SERVE_REPLICA::<app>#<deployment>#<tag>
 
 
 def test_a_head_and_two_agents_in_containers_serve_and_heal(image: str, tmp_path: Path) -> None:
