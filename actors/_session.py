@@ -188,7 +188,8 @@ def embedded_files() -> list[Path]:
     return _record_files("embedded", "the embedded cluster records directory")
 
 
-def _pid_alive(pid: object) -> bool:
+def pid_alive(pid: object) -> bool:
+    """Whether `pid` (anything: a record's field) names a live process, ours or not."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -205,7 +206,7 @@ def _live_embedded() -> list[dict]:
     found = []
     for f in embedded_files():
         rec = _load(f, "embedded cluster record")
-        if rec is not None and all(_pid_alive(rec.get("pids", {}).get(k)) for k in ("driver", "head")):
+        if rec is not None and all(pid_alive(rec.get("pids", {}).get(k)) for k in ("driver", "head")):
             found.append(rec)
     found.sort(key=lambda r: r.get("started_at", 0), reverse=True)
     return found

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.messages import ActorId, ActorSpec, Assignment, NodeId
-from actors.system import GRACE_ENV, ForkServer, LogRotation, Runtime, rpc
+from actors.system import GRACE_ENV, ForkServer, LogRotation, Runtime, pid_alive, rpc
 
 from ._log_access import LogDirectory
 from ._node_metrics import ProcessRef
@@ -303,7 +303,7 @@ class Agent:
         procs += [ProcessRef(w.address, w.component, w.pid) for w in self._workers.values()
                   if not w.exited and w.address is not None]
         for address, (pid, component) in list(self._attached.items()):
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 procs.append(ProcessRef(address, component, pid))
             else:
                 del self._attached[address]
@@ -330,16 +330,6 @@ class Agent:
     async def follow_log(self, name: str, offset: int, inode: int | None, hold_s: float) -> dict[str, Any]:
         """Bytes of a log file after `offset`, waiting up to `hold_s` for some."""
         return await self.logs.follow(name, offset, inode, hold_s)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _describe_exit(w: _Worker, code: int | None, stopping: str | None = None) -> str:
