@@ -19,6 +19,8 @@ def test_two_servers_starting_at_once_on_one_port_one_fails_with_an_oserror() ->
     async def main() -> list:
         port = free_port()
         servers = [ProxyServer("127.0.0.1", port, _never) for _ in range(2)]
+        for s in servers:
+            s.set_routes({})  # an (empty) table: healthy once listening
         outcomes = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
         started = [s for s, o in zip(servers, outcomes, strict=True) if o is None]
         async with httpx.AsyncClient() as client:  # the one that started serves
@@ -38,7 +40,11 @@ def test_port_zero_takes_a_free_port_and_reports_it() -> None:
         await server.start()
         try:
             async with httpx.AsyncClient() as client:
-                assert (await client.get(f"http://127.0.0.1:{server.port}/-/healthz")).text == "success"
+                url = f"http://127.0.0.1:{server.port}/-/healthz"
+                before = await client.get(url)  # listening, but no route table yet: not ready
+                assert (before.status_code, before.text) == (503, "starting: no route table yet")
+                server.set_routes({})
+                assert (await client.get(url)).text == "success"
         finally:
             await server.stop()
         return server.port
