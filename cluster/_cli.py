@@ -28,11 +28,20 @@ import sys
 import psutil
 
 from actors import InsecureSessionDirError
-from actors.system import PROBE_BUSY, PROBE_OK, PROBE_REFUSED, find_local_head, probe, read_token
+from actors.system import find_local_head, probe, read_token
 
 from ._logs import logs as show_logs
 from ._nodes import load_records, remove_record
-from ._start import DEFAULT_GRACE_S, DEFAULT_PORT, health, local_token, resolve_token, split_address, start
+from ._start import (
+    DEFAULT_GRACE_S,
+    DEFAULT_PORT,
+    check_head_verdict,
+    health,
+    local_token,
+    resolve_token,
+    split_address,
+    start,
+)
 from ._status import fetch_status, render_status
 from .exceptions import NodeStartError
 
@@ -172,15 +181,7 @@ def _cluster(args: argparse.Namespace) -> tuple[str, str]:
             raise NodeStartError("no cluster is running on this machine; pass --address HOST:PORT")
         head_address = rec["head_address"]
         token = given or read_token(rec["token_file"])
-    verdict = probe(head_address, token, timeout=5.0)
-    if verdict == PROBE_REFUSED:
-        raise NodeStartError(f"the head at {head_address} is refusing our token: pass the cluster's "
-                             "(--token-file, $ZEROSERVE_TOKEN or --token)")
-    if verdict == PROBE_BUSY:
-        raise NodeStartError(f"the head at {head_address} is busy or unresponsive: it took the connection but "
-                             "did not answer within 5s (overloaded, or stopped); try again, and see its log")
-    if verdict != PROBE_OK:
-        raise NodeStartError(f"the head at {head_address} is not reachable: is the cluster running?")
+    check_head_verdict(probe(head_address, token, timeout=5.0), head_address)
     return head_address, token
 
 

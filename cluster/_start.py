@@ -48,7 +48,7 @@ from actors.system import (
 from ._nodes import NodeRecord, live_record, load_records, remove_record, start_times
 from .exceptions import NodeStartError
 
-__all__ = ["start", "health", "local_token", "resolve_token", "split_address", "DEFAULT_PORT", "DEFAULT_GRACE_S"]
+__all__ = ["start", "check_head_verdict", "health", "local_token", "resolve_token", "split_address", "DEFAULT_PORT", "DEFAULT_GRACE_S"]
 
 DEFAULT_PORT = 6380
 DEFAULT_GRACE_S = 30.0
@@ -148,6 +148,21 @@ def _unsafe_state_dir(p: Path) -> str | None:
     if st.st_mode & stat.S_IWGRP and st.st_gid not in {os.getgid(), *os.getgroups()}:
         return f"is writable by group {st.st_gid}, which this user is not in"
     return None
+
+
+def check_head_verdict(verdict: object, address: str, whose: str = "our") -> None:
+    """Raise the NodeStartError that says what to do about a head `probe` did not answer OK
+    (wrong token, busy, unreachable); `whose`: whose token it refused, for the message."""
+    if verdict == PROBE_OK:
+        return
+    if verdict == PROBE_REFUSED:
+        raise NodeStartError(f"the head at {address} refused {whose} token: pass the token of its cluster "
+                             "(--token-file, $ZEROSERVE_TOKEN or --token)")
+    if verdict == PROBE_BUSY:
+        raise NodeStartError(f"the head at {address} is busy or unresponsive: it took the connection but did "
+                             "not answer within 5s (overloaded, or stopped); try again, and see its log")
+    raise NodeStartError(f"cannot reach the head at {address}: is it running, and is the address reachable "
+                         "from this machine?")
 
 
 def _reach_head(head_address: str, token: str, wait_s: float) -> ProbeResult:
@@ -257,15 +272,7 @@ def start(args: argparse.Namespace) -> int:
         token = given or local_token(args.address)
         head_address = "tcp://{}:{}".format(*split_address(args.address))
         verdict = _reach_head(head_address, token, args.wait_for_head_s)
-        if verdict == PROBE_REFUSED:
-            raise NodeStartError(f"the head at {args.address} refused this node's token: pass the token of "
-                                 "its cluster (--token-file, $ZEROSERVE_TOKEN or --token)")
-        if verdict == PROBE_BUSY:
-            raise NodeStartError(f"the head at {args.address} is busy or unresponsive: it took the connection "
-                                 "but did not answer within 5s (overloaded, or stopped); try again, see its log")
-        if verdict != PROBE_OK:
-            raise NodeStartError(f"cannot reach the head at {args.address}: is it running, and is the "
-                                 "address reachable from this machine?")
+        check_head_verdict(verdict, args.address, "this node's")
         session = Session.create(token)
         say(f"starting the agent on {known_as}")
     agent, ready = _start_agent(session, node_ip, head_address, args, state_dir)
