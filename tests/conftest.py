@@ -186,6 +186,15 @@ def cluster() -> Any:
     actors.shutdown()
 
 
+@pytest.fixture
+def fresh_serve() -> Any:
+    """Each test starts with no Serve applications: shut Serve down after it."""
+    yield
+    from serve import shutdown
+
+    shutdown()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_leaked_processes() -> Any:
     yield

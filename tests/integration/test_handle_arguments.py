@@ -12,13 +12,7 @@ import pytest
 import actors
 import serve
 
-pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(120)]
-
-
-@pytest.fixture(autouse=True)
-def fresh_serve():
-    yield
-    serve.shutdown()
+pytestmark = [pytest.mark.usefixtures("cluster", "fresh_serve"), pytest.mark.timeout(120)]
 
 
 @serve.deployment

@@ -13,13 +13,7 @@ import actors
 import serve
 from serve.handle import DeploymentHandle, DeploymentResponse, RayServeHandle, RayServeSyncHandle
 
-pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(120)]
-
-
-@pytest.fixture(autouse=True)
-def fresh_serve():
-    yield
-    serve.shutdown()
+pytestmark = [pytest.mark.usefixtures("cluster", "fresh_serve"), pytest.mark.timeout(120)]
 
 
 # -- Ray 2.x: get_app_handle / get_deployment_handle (the API reference's examples) --------

@@ -17,13 +17,7 @@ from serve.schema import ServeStatus
 
 from ..conftest import ROOT, driver_env
 
-pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(120)]
-
-
-@pytest.fixture(autouse=True)
-def fresh_serve():
-    yield
-    serve.shutdown()
+pytestmark = [pytest.mark.usefixtures("cluster", "fresh_serve"), pytest.mark.timeout(120)]
 
 
 @serve.deployment(num_replicas=2)

@@ -15,13 +15,7 @@ import serve
 
 from ..conftest import wait_until
 
-pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(180)]
-
-
-@pytest.fixture(autouse=True)
-def fresh_serve():
-    yield
-    serve.shutdown()
+pytestmark = [pytest.mark.usefixtures("cluster", "fresh_serve"), pytest.mark.timeout(180)]
 
 
 @actors.remote

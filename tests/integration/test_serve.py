@@ -15,13 +15,7 @@ from serve.messages import DeploymentId
 
 from ..conftest import wait_until
 
-pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(120)]
-
-
-@pytest.fixture(autouse=True)
-def fresh_serve():
-    yield
-    serve.shutdown()
+pytestmark = [pytest.mark.usefixtures("cluster", "fresh_serve"), pytest.mark.timeout(120)]
 
 
 # -- Ray Serve 1.x "Key Concepts", ported by renaming imports -----------------------------

@@ -15,13 +15,7 @@ from serve.exceptions import ServeError
 
 from ..conftest import wait_until
 
-pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(120)]
-
-
-@pytest.fixture(autouse=True)
-def fresh_serve():
-    yield
-    serve.shutdown()
+pytestmark = [pytest.mark.usefixtures("cluster", "fresh_serve"), pytest.mark.timeout(120)]
 
 
 @serve.deployment(num_replicas=2, health_check_period_s=60)
