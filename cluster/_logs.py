@@ -167,9 +167,11 @@ def logs(head_address: str, token: str, target: str | None, *, follow: bool, tai
         summary = json.loads(blob) if blob else {}
         selected = select_files(target, files, summary, await _actor_ids(rt, target))
         if not selected:
+            foreground = (" (a node started with --block logs its head and agent to its stdout, and to files "
+                          "only with --log-files)") if target in ("head", "agent") else ""
             raise NodeStartError(f"no log files match {target!r} (an application, a deployment, a replica id "
                                  "Deployment#tag, a named actor, or head/agent/proxy/controller); "
-                                 "`zeroserve logs` lists them all")
+                                 f"`zeroserve logs` lists them all{foreground}")
         await _show(rt, sorted(selected, key=lambda f: (f.node_ip, f.name)), tail, follow)
         return 0
 

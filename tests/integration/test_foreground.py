@@ -153,6 +153,8 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0_within_the_grace_per
     node = block(tmpdir, "--head", "--port", str(port), "--num-cpus", "2", "--grace-period-s", "15")
     try:
         assert zs(tmpdir, "health").stdout.startswith("ok: node")
+        no_file = zs(tmpdir, "logs", "head", check=False)  # without --log-files the head logs to stdout only
+        assert no_file.returncode == 1 and "to files only with --log-files" in no_file.stderr, no_file.stderr
         zs(tmpdir, "serve", "deploy", _config(tmp_path / "c.yaml", http_port, "HeadOnly", "127.0.0.1", 0.5))
         url = f"http://127.0.0.1:{http_port}/slow"
         wait_until(lambda: _answers(url), timeout=30, what="the app to answer")
