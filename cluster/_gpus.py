@@ -2,9 +2,11 @@
 
 A node's devices are named by its agent (`"0"`, `"1"`, ... or the names in its
 `CUDA_VISIBLE_DEVICES`). An actor asking for `num_gpus=g` holds:
-- g < 1: a share g of one device — the device with the least free room that still fits,
-  so fractions pack onto the fewest devices and whole devices stay free for whole
-  requests (ties: the device listed first);
+- g < 1: a share g of one device — of the devices that fit, one not already shared by
+  another actor of the same spread group (a deployment's replicas) if any, then the one
+  with the least free room, so replicas of one deployment spread over a node's devices
+  while fractions still pack onto the fewest devices and whole devices stay free for
+  whole requests (ties: the device listed first);
 - g >= 1 (a whole number): g devices entirely free, the first listed.
 
 Invariants: a device's free share is in [0, 1]; no allocation ever takes more than a
@@ -15,7 +17,7 @@ Pure functions over a `{device: free share}` dict; the head keeps one per node.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 __all__ = ["GPU", "allocate", "release", "share_of", "fits_devices", "free_shares"]
 
@@ -28,15 +30,16 @@ def share_of(amount: float) -> float:
     return amount if amount < 1 else 1.0
 
 
-def _pick(free: dict[str, float], amount: float) -> tuple[str, ...] | None:
+def _pick(free: dict[str, float], amount: float, crowded: Collection[str] = ()) -> tuple[str, ...] | None:
     if amount <= 0:
         return ()
     if amount < 1 - _EPS:
-        best: tuple[float, int, str] | None = None
+        best: tuple[bool, float, int, str] | None = None
         for i, (device, room) in enumerate(free.items()):
-            if room + _EPS >= amount and (best is None or (room, i) < best[:2]):
-                best = (room, i, device)
-        return (best[2],) if best is not None else None
+            rank = (device in crowded, room, i)
+            if room + _EPS >= amount and (best is None or rank < best[:3]):
+                best = (*rank, device)
+        return (best[3],) if best is not None else None
     wanted = round(amount)
     whole = [d for d, room in free.items() if room + _EPS >= 1.0]
     return tuple(whole[:wanted]) if len(whole) >= wanted else None
@@ -47,10 +50,11 @@ def fits_devices(free: dict[str, float], amount: float) -> bool:
     return _pick(free, amount) is not None
 
 
-def allocate(free: dict[str, float], amount: float) -> tuple[str, ...] | None:
+def allocate(free: dict[str, float], amount: float, crowded: Collection[str] = ()) -> tuple[str, ...] | None:
     """Take `amount` GPUs from `free` (changed in place); the devices given, or None
-    (and `free` untouched) if they do not fit."""
-    devices = _pick(free, amount)
+    (and `free` untouched) if they do not fit. `crowded`: devices that already hold a share
+    of an actor of the same spread group (a fraction goes elsewhere when it can)."""
+    devices = _pick(free, amount, crowded)
     if devices is None:
         return None
     share = share_of(amount)

@@ -391,10 +391,18 @@ class Head:
             for k, v in shape.demand:
                 node.available[k] = node.available.get(k, 0.0) - v
             gpus = rec.spec.options.num_gpus
-            rec.gpu_ids = (allocate(node.gpu_free, gpus) or ()) if gpus > 0 else ()
+            rec.gpu_ids = (allocate(node.gpu_free, gpus, self._group_devices(rec, node_id)) or ()) if gpus > 0 else ()
             self.actors.placed(rec, node_id)
             self._background(self._start_on(node, rec, rec.incarnation))
         self._notify()
+
+    def _group_devices(self, rec: ActorRecord, node_id: NodeId) -> set[str]:
+        """The devices on `node_id` held by live actors of `rec`'s spread group."""
+        group = rec.spec.options.spread_group
+        if group is None:
+            return set()
+        return {d for other in self.actors.on_node(node_id) if other.live and other.spec.options.spread_group == group
+                for d in other.gpu_ids}
 
     async def _start_on(self, node: NodeEntry, rec: ActorRecord, incarnation: int) -> None:
         try:

@@ -36,6 +36,14 @@ def test_fractions_pack_onto_the_fullest_device_that_fits() -> None:
     assert free == {"0": 0.0, "1": 0.5}  # a refused allocation changes nothing
 
 
+def test_a_fraction_avoids_devices_its_group_already_shares_when_another_fits() -> None:
+    free = {"0": 0.5, "1": 1.0}
+    assert allocate(free, 0.5, crowded={"0"}) == ("1",)  # spread: "0" holds one of its group
+    assert allocate(free, 0.5, crowded={"0", "1"}) == ("0",)  # every device crowded: pack again
+    assert allocate(free, 0.5, crowded={"1"}) == ("1",)  # the only device that fits
+    assert free == {"0": 0.0, "1": 0.0}
+
+
 def test_whole_requests_take_entirely_free_devices_only() -> None:
     free = {"0": 1.0, "1": 1.0, "2": 1.0}
     assert allocate(free, 0.5) == ("0",)
@@ -202,6 +210,20 @@ def test_eight_halves_fill_four_devices_on_two_nodes_and_a_ninth_waits() -> None
         placed = head.get_actor_info(ninth.actor_id)
         assert placed is not None and (placed.node_id, placed.gpu_ids) == freed
         assert head.get_actor_info(specs[3].actor_id).gpu_ids == ()  # type: ignore[union-attr]
+
+    run(scenario)
+
+
+def test_replicas_of_one_deployment_spread_over_a_nodes_devices_other_groups_pack() -> None:
+    async def scenario(head: Head, io: FakeIO) -> None:
+        add_gpu_node(head, "a", 2)
+        first, second = gpu_spec(0.5, "app#A"), gpu_spec(0.5, "app#A")
+        other = gpu_spec(0.25, "app#B")
+        for s in (first, second, other):
+            await head.create_actor(s)
+        await settle(head)
+        assert {io.starts[first.actor_id][2], io.starts[second.actor_id][2]} == {("0",), ("1",)}
+        assert io.starts[other.actor_id][2] == ("0",)  # another group: shares a device with A (ties: the first)
 
     run(scenario)
 
