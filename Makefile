@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/actor_calls.py
 	$(BIN)/python benchmarks/cluster_scale.py
 	$(BIN)/python benchmarks/handle_calls.py
+	$(BIN)/python benchmarks/payloads.py
 	$(BIN)/python benchmarks/http_noop.py
 	$(BIN)/python benchmarks/batching.py
 	$(BIN)/python benchmarks/pipeline_http.py

@@ -6,8 +6,12 @@ Measures, on an embedded cluster:
 - 1,000 concurrent calls from an async driver (asyncio.gather), 1 and 4 replicas;
 - the same 1,000-in-flight load issued from inside a deployment (model composition:
   the caller runs on the runtime's own loop, no thread hop);
-- baseline: a no-op actor method called the same ways.
-Targets (DESIGN.md §5): >= 3,000 sequential calls/s; >= 20,000 calls/s with 1,000 in flight.
+- baselines: a no-op actor method called the same ways, and a raw blocking pyzmq
+  DEALER/ROUTER echo between two processes with CURVE on (`_raw_zmq.py`), measured in the
+  same child right before the handle calls.
+Targets (DESIGN.md §5, issue 17): a sequential sync-driver handle call takes <= 1.5x the
+raw round trip (printed per run as raw rate / handle rate); >= 40,000 calls/s with 1,000
+in flight.
 
 Observability: each measurement runs with Serve's defaults (serve_* metrics and access
 logs on) and with both off (`$ZEROSERVE_SERVE_METRICS=0`, `logging_config={"enable_access_log":
@@ -35,7 +39,11 @@ os.environ.setdefault("ZEROSERVE_QUIET", "1")
 import actors
 import serve
 
-SEQ_TARGET, PAR_TARGET = 3_000, 20_000
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _raw_zmq import raw_round_trip_rate
+
+SEQ_RATIO_TARGET, PAR_TARGET = 1.5, 40_000
+RAW = "raw pyzmq DEALER/ROUTER echo, CURVE, 2 processes"
 
 
 @serve.deployment(max_ongoing_requests=1000)
@@ -95,8 +103,9 @@ def measure(quick: bool, mode: str) -> list[tuple[str, float, float | None]]:
         logging_config = {"enable_access_log": False} if mode == "off" else None
         serve.start(http_options={"location": "NoServer"}, logging_config=logging_config)  # handles only
         one = serve.run(Noop.bind(), name="one", route_prefix=None)
+        rows.append((RAW, raw_round_trip_rate(n_seq), None))
         rows.append(("handle, sync driver, sequential, 1 replica", seq_rate(lambda: one.remote(1).result(), n_seq),
-                     SEQ_TARGET))
+                     None))
         rows.append(("handle, async driver, 1,000 in flight, 1 replica", par_rate(lambda: one.remote(1), n_par),
                      PAR_TARGET))
         four = serve.run(Noop.options(name="Noop4", num_replicas=4).bind(), name="four", route_prefix=None)
@@ -151,12 +160,21 @@ def main() -> int:
         ratio = f"{on / off:.3f}" if label.startswith("handle") else ""
         print(f"{label:<52} {on:>10,.0f}  {target or '':>8}  {verdict:<7}  {off:>10,.0f}  {ratio}")
     base_seq, base_par = rate["defaults"][labels[0]], rate["defaults"][labels[1]]
-    print(f"\nhandle / actor-call ratio: sequential {rate['defaults'][labels[2]] / base_seq:.2f}, "
-          f"1,000 in flight {rate['defaults'][labels[3]] / base_par:.2f}")
+    seq_label, par_label = labels[3], labels[4]
+    print(f"\nhandle / actor-call ratio: sequential {rate['defaults'][seq_label] / base_seq:.2f}, "
+          f"1,000 in flight {rate['defaults'][par_label] / base_par:.2f}")
+    # The raw round trip over the handle call, each run against its own raw baseline.
+    seq_ratios = [dict((r[0], r[1]) for r in run)[RAW] / dict((r[0], r[1]) for r in run)[seq_label]
+                  for mode in runs for run in runs[mode]]
+    seq_vs_raw = _median(seq_ratios)
+    print(f"sequential handle call / raw pyzmq round trip (time per call): {seq_vs_raw:.2f}x (target <= "
+          f"{SEQ_RATIO_TARGET}x: {'PASS' if seq_vs_raw <= SEQ_RATIO_TARGET else 'MISS'}; per run: "
+          f"{', '.join(f'{r:.2f}' for r in seq_ratios)})")
+
     # Each run's handle rates over its own actor-call rate (no observability in those): the drift cancels.
     def normalized(run: list[tuple[str, float, float | None]]) -> dict[str, float]:
         rates = {r[0]: r[1] for r in run}
-        return {"seq": rates[labels[2]] / rates[labels[0]], "par": rates[labels[3]] / rates[labels[1]]}
+        return {"seq": rates[seq_label] / rates[labels[0]], "par": rates[par_label] / rates[labels[1]]}
 
     pairs = [(normalized(d), normalized(o)) for d, o in zip(runs["defaults"], runs["off"], strict=True)]
     seq_ratio = _median([d["seq"] / o["seq"] for d, o in pairs])
@@ -166,11 +184,10 @@ def main() -> int:
           f"{seq_ratio:.3f}, 1,000 in flight {par_ratio:.3f} (worst cost {cost:+.1%}; target <= 5%: "
           f"{'PASS' if cost <= 0.05 else 'MISS'}; per round: "
           f"{', '.join(f'{d[k] / o[k]:.3f}' for d, o in pairs for k in ('seq', 'par'))})")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _obs_hooks import hook_costs_us
 
     hooks = hook_costs_us()
-    seq_us = 1e6 / rate["off"][labels[2]]
+    seq_us = 1e6 / rate["off"][seq_label]
     per_call = hooks["router count"] + hooks["replica, handle call"]
     print(f"observability hooks per handle call, timed in-process: {per_call:.2f} us (router "
           f"{hooks['router count']:.2f}, replica {hooks['replica, handle call']:.2f}) = {per_call / seq_us:.1%} of a "
@@ -179,7 +196,8 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump({"rows": [{"measurement": label, "calls_per_s": round(rate["defaults"][label]),
                                  "obs_off_calls_per_s": round(rate["off"][label]), "target": targets[label]}
-                                for label in labels], "obs_cost": cost, "hooks_us": hooks}, f, indent=2)
+                                for label in labels], "obs_cost": cost, "hooks_us": hooks,
+                       "seq_over_raw": seq_vs_raw, "seq_over_raw_runs": seq_ratios}, f, indent=2)
     return 0
 
 
