@@ -34,19 +34,19 @@ from actors.system import LongPollHost, Update, node_logs_dir
 from .._config import HTTPOptions
 from .._data import counting, logs, tracing
 from .._data.client import STATUS_KEY
-from .._data.http_proxy import ROUTES_KEY
-from .._data.router import replica_set_key
 from .._data.serve_metrics import controller_metrics
 from .._obs_config import LoggingConfig, TracingConfig
-from ..messages import ApplicationStatus, DeploymentId, DeploymentTarget, ReplicaSet, RouteTable, ServeSettings
+from ..messages import ApplicationStatus, DeploymentId, DeploymentTarget, ServeSettings
 from .checkpoint import Checkpoint, membership
 from .deployment_state import RUNNING, DeploymentState
 from .io import ActorControllerIO, ControllerIO
 from .plan import DeployPlan, plan_deploy
 from .proxy_state import HEALTHY, NodeView, ProxyState
+from .publish import Publisher
 from .recovery import adopt_proxies, recover_deployments
+from .schedule import Schedule
 from .shutdown import shut_down
-from .status import deployment_status, replica_set_of
+from .status import deployment_status
 
 __all__ = ["ServeController", "TICK_S"]
 
@@ -74,9 +74,8 @@ class ServeController:
         self.polls: LongPollHost[str, Any] = LongPollHost()
         self._kick = asyncio.Event()
         self._membership: tuple = ()
-        self._published: dict[str, Any] = {}  # long-poll key -> what was published there last
-        self._replica_sets: dict[DeploymentId, str] = {}  # deployment -> its replica set's key
-        self._summary: dict[str, Any] | None = None
+        self.schedule = Schedule()  # which deployments a tick steps
+        self.published = Publisher(self.polls)
         self._deployed_at: dict[str, float] = {}  # application -> wall-clock time of its last deploy
         self._nodes: list[NodeView] = []
         self._nodes_at = float("-inf")
@@ -91,6 +90,7 @@ class ServeController:
         now = self.clock()
         recovered = await recover_deployments(self.io, now, _version_base())
         self.deployments = recovered.deployments
+        self.schedule.touch_all(self.deployments)
         if recovered.http_options is not None:
             self.http_options = recovered.http_options
             self.proxies.http_options = recovered.http_options
@@ -105,7 +105,9 @@ class ServeController:
 
     def _actor_died(self, actor_id: Any, cause: str) -> None:
         """A replica's actor died (the head says so): replace it and republish now."""
-        if any(s.replica_died(actor_id, cause) for s in self.deployments.values()):
+        dep_id = next((d for d, s in self.deployments.items() if s.replica_died(actor_id, cause)), None)
+        if dep_id is not None:
+            self.schedule.touch(dep_id)
             self._reconcile(self.clock())
             self._kick.set()
 
@@ -118,8 +120,9 @@ class ServeController:
         self._nodes_at = now
         joined = {n.node_id for n in self._nodes if n.alive} - known
         if known and joined:  # not at start: spread deployments over nodes that joined
-            for s in self.deployments.values():
-                s.spread_onto(joined, now)
+            for dep_id, s in self.deployments.items():
+                if s.spread_onto(joined, now):
+                    self.schedule.touch(dep_id)
 
     async def _run(self) -> None:
         while True:
@@ -142,33 +145,28 @@ class ServeController:
         await self._publish_summary()
 
     def _reconcile(self, now: float) -> None:
-        for dep_id, state in list(self.deployments.items()):
+        """Step the deployments due (`Schedule`: those with something under way, and the
+        settled ones whose next health check came), the proxies, and publish what changed."""
+        for dep_id in self.schedule.due(now):
+            state = self.deployments.get(dep_id)
+            if state is None:
+                self.schedule.forget(dep_id)
+                continue
             state.step(now)
             if state.finished:
                 del self.deployments[dep_id]
+                self.schedule.forget(dep_id)
+                self.published.took(dep_id, None, now)
+                continue
+            self.schedule.settle(dep_id, state.quiet_until())
+            self.published.took(dep_id, state, now)
         self.proxies.step(now, self._nodes)
-        self._publish()
+        self.published.publish(self._deployed_at, self._http_status(), self.proxies.status())
 
     # -- what others wait for ----------------------------------------------------------
-    def _publish(self) -> None:
-        """Publish what changed: replica sets, the route table, the status."""
-        for dep_id, state in self.deployments.items():
-            self._offer(replica_set_key(dep_id), replica_set_of(state))
-        for dep_id in [d for d in self._replica_sets if d not in self.deployments]:
-            key = self._replica_sets.pop(dep_id)
-            del self._published[key]
-            self.polls.remove(key)
-        routes = {s.target.route_prefix: dep_id for dep_id, s in self.deployments.items()
-                  if s.target.route_prefix is not None and not s.deleting and (s.running() or _scales_to_zero(s))}
-        self._offer(ROUTES_KEY, RouteTable(routes))
-        self._offer(STATUS_KEY, self._status())
-
-    def _offer(self, key: str, value: Any) -> None:
-        if isinstance(value, ReplicaSet):
-            self._replica_sets[value.deployment] = key
-        if self._published.get(key) != value:
-            self._published[key] = value
-            self.polls.publish(key, value)
+    def _http_status(self) -> dict[str, Any]:
+        # Middlewares as text: a driver asking for the status may not be able to import their classes.
+        return {**dict(self.http_options), "middlewares": [repr(m) for m in self.http_options.middlewares]}
 
     def _status(self) -> dict[str, Any]:
         apps: dict[str, dict[str, Any]] = {}
@@ -179,30 +177,23 @@ class ServeController:
         for name, app in apps.items():
             app["status"] = ApplicationStatus.of({d["status"] for d in app["deployments"].values()})
             app["last_deployed_time_s"] = self._deployed_at.get(name)
-        # Middlewares as text: a driver asking for the status may not be able to import their classes.
-        http = {**dict(self.http_options), "middlewares": [repr(m) for m in self.http_options.middlewares]}
-        return {"applications": apps, "http_options": http, "proxies": self.proxies.status()}
+        return {"applications": apps, "http_options": self._http_status(), "proxies": self.proxies.status()}
 
     # -- checkpoint and summary ----------------------------------------------------------
     async def _checkpoint_if_changed(self) -> None:
-        snap = membership(self.deployments)
-        if snap == self._membership:
+        if not self.published.members_dirty:  # no stepped deployment changed its members
             return
-        await self.io.save_checkpoint(Checkpoint.of(self.deployments, self.http_options, self.io.settings).dumps())
-        self._membership = snap
+        snap = membership(self.deployments)
+        if snap != self._membership:
+            await self.io.save_checkpoint(Checkpoint.of(self.deployments, self.http_options, self.io.settings).dumps())
+            self._membership = snap
+        self.published.members_dirty = False
 
     async def _publish_summary(self) -> None:
         """A plain JSON summary in the head's KV, for `zeroserve status` (which does not import serve)."""
-        summary = {str(d): {"name": d.name, "app": d.app, "status": s.status, "replicas": s.counts(),
-                            "target": s.desired, "route_prefix": s.target.route_prefix, "message": s.message,
-                            # for the dashboard:
-                            "version": s.target.version, "replica_states": {str(r.replica_id): r.state
-                                                                            for r in s.replicas.values()},
-                            "autoscaling": _autoscaling_of(s)}
-                   for d, s in sorted(self.deployments.items())}
-        if summary != self._summary:
-            await self.io.publish_summary(json.dumps(summary).encode())
-            self._summary = summary
+        if self.published.summary_dirty:
+            await self.io.publish_summary(json.dumps(self.published.summary_blob()).encode())
+            self.published.summary_dirty = False
 
     # -- API for drivers ---------------------------------------------------------------
     async def deploy(self, targets: list[DeploymentTarget]) -> dict[DeploymentId, bool]:
@@ -231,6 +222,8 @@ class ServeController:
                 target = dataclasses.replace(target, config=target.config.model_copy(
                     update={"logging_config": default_logging}))
             state = self.deployments.get(target.id)
+            self.schedule.touch(target.id)
+            self.published.app_deployed(target.app)
             log.info("deploy %s (application %s, version %s)", target.name, target.app, target.version)
             if state is None:
                 self.deployments[target.id] = DeploymentState(target, self.io.replicas, version_base=_version_base())
@@ -242,6 +235,7 @@ class ServeController:
                 out[target.id] = state.update(target)
         for dep_id in plan.removed:
             self.deployments[dep_id].delete()
+            self.schedule.touch(dep_id)
         self._reconcile(self.clock())
         self._kick.set()
         return out
@@ -252,6 +246,7 @@ class ServeController:
             if dep_id in self.deployments:
                 log.info("delete %s (application %s)", dep_id.name, dep_id.app)
                 self.deployments[dep_id].delete()
+                self.schedule.touch(dep_id)
         self._reconcile(self.clock())
         self._kick.set()
 
@@ -301,6 +296,8 @@ class ServeController:
         state = self.deployments.get(deployment)
         if state is not None:
             state.record_load(self.clock(), source, ongoing)
+            if state.autoscaler is not None:
+                self.schedule.touch(deployment)
             if ongoing > 0 and state.desired == 0:
                 self._kick.set()  # requests wait for a replica (scaled to zero): decide now
 
@@ -325,12 +322,6 @@ class ServeController:
         return True
 
 
-def _scales_to_zero(s: DeploymentState) -> bool:
-    """Whether the deployment may run no replica (autoscaling with min_replicas=0): its
-    route stays published then, and a request to it waits for the replica it causes."""
-    return s.autoscaler is not None and s.autoscaler.config.min_replicas == 0
-
-
 def _version_base() -> int:
     """Where a replica set's versions start: the wall clock in µs, so a re-created
     deployment (or a restarted controller) starts above any version a router may hold."""
@@ -341,8 +332,3 @@ def _same_code(current: DeploymentTarget, new: DeploymentTarget) -> DeploymentTa
     """Keep the running code (its replicas stay) while taking the new config."""
     return dataclasses.replace(new, code=current.code)
 
-
-def _autoscaling_of(s: DeploymentState) -> dict[str, Any] | None:
-    """A deployment's autoscaling config as plain JSON (None without autoscaling)."""
-    cfg = s.target.config.autoscaling_config
-    return None if cfg is None else cfg.model_dump(mode="json")

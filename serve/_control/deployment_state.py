@@ -203,6 +203,21 @@ class DeploymentState:
             out[r.state] = out.get(r.state, 0) + 1
         return out
 
+    def quiet_until(self) -> float | None:
+        """After a step, when `step` next has something to do if nothing comes from outside
+        (a target, a death, a load report): the earliest health check of a settled deployment
+        (math.inf: none); None while anything is under way (replicas starting or stopping,
+        calls in flight, autoscaling, a roll-out, a deletion, UNHEALTHY)."""
+        if self.autoscaler is not None or self.deleting or self.status != DeploymentStatus.HEALTHY:
+            return None
+        wake, version = math.inf, self.target.version
+        for r in self.replicas.values():
+            if (r.state != RUNNING or r.version != version or r.health is not None or r.reconfiguring is not None
+                    or r.logging_pending is not None or r.probe is not None):
+                return None
+            wake = min(wake, r.next_health_at)
+        return wake
+
     # -- the step ----------------------------------------------------------------------
     def step(self, now: float) -> bool:
         """Advance every replica and the replica count; True if the routing set changed."""
