@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -192,7 +191,7 @@ class ServeController:
     async def _publish_summary(self) -> None:
         """A plain JSON summary in the head's KV, for `zeroserve status` (which does not import serve)."""
         if self.published.summary_dirty:
-            await self.io.publish_summary(json.dumps(self.published.summary_blob()).encode())
+            await self.io.publish_summary(self.published.summary_blob())
             self.published.summary_dirty = False
 
     # -- API for drivers ---------------------------------------------------------------

@@ -16,6 +16,7 @@ controller has written the checkpoint / summary (`checkpointed()`, `summarized()
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from actors.system import LongPollHost
@@ -64,6 +65,7 @@ class Publisher:
         self._dirty_apps: set[str] = set()
         self._outer: tuple[Any, Any] | None = None  # (http options, proxies) as last published
         self._summary: dict[DeploymentId, dict[str, Any]] = {}
+        self._summary_json: dict[DeploymentId, str] = {}  # its entry in the summary, encoded once per change
         self._members: dict[DeploymentId, tuple] = {}
         self.members_dirty = True
         self.summary_dirty = True
@@ -78,6 +80,7 @@ class Publisher:
             if app is not None and app.pop(dep_id.name, None) is not None:
                 self._dirty_apps.add(dep_id.app)
             self.summary_dirty |= self._summary.pop(dep_id, None) is not None
+            self._summary_json.pop(dep_id, None)
             self.members_dirty |= self._members.pop(dep_id, None) is not None
             return
         rs = replica_set_of(s)
@@ -99,6 +102,7 @@ class Publisher:
         summary = summary_entry(dep_id, s)
         if self._summary.get(dep_id) != summary:
             self._summary[dep_id] = summary
+            self._summary_json[dep_id] = f"{json.dumps(str(dep_id))}: {json.dumps(summary)}"
             self.summary_dirty = True
         members = _members(s)
         if self._members.get(dep_id) != members:
@@ -130,6 +134,7 @@ class Publisher:
             self.polls.publish(STATUS_KEY, {"applications": dict(self._apps), "http_options": http,
                                             "proxies": proxies})
 
-    def summary_blob(self) -> dict[str, Any]:
-        """The whole KV summary (built only when `summary_dirty`)."""
-        return {str(d): self._summary[d] for d in sorted(self._summary)}
+    def summary_blob(self) -> bytes:
+        """The whole KV summary as JSON, {deployment: entry} (built only when
+        `summary_dirty`: the entries encoded when they changed, joined)."""
+        return ("{" + ", ".join(self._summary_json.values()) + "}").encode()
