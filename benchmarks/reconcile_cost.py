@@ -145,8 +145,7 @@ async def measure(n: int, ticks: int = 100) -> dict[str, float]:
         return DeploymentTarget("d", f"app{i}", "v1", b"code", DeploymentConfig(num_replicas=1, user_config=user_config),
                                 f"/app{i}", False, True)
 
-    for i in range(n):
-        await c.deploy_apps({f"app{i}": [target(i)]})
+    await c.deploy_apps({f"app{i}": [target(i)] for i in range(n)})  # one config file of n applications
 
     async def tick(dt: float = 0.1) -> float:
         now[0] += dt
