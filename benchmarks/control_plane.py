@@ -1,0 +1,197 @@
+"""The control plane at scale: 200 applications of one replica each on 4 nodes.
+
+Starts a real 4-node cluster with `zeroserve start` (head on 127.0.0.1, agents on
+127.0.0.2-4), Serve with a proxy on every node (`location="EveryNode"`, each binding its
+node's IP), then:
+
+- deploy: N applications (default 200) of one no-op replica each, every one on its own
+  route, all `serve.run` calls at once; timed until every application is RUNNING and
+  every route answers on every node's proxy;
+- route changes: one application at a time moved to a new route prefix (same code
+  version: its replica stays), `--changes` times (default 50); each timed from the deploy
+  call until all 4 proxies answer on the new route (polled in a tight loop per proxy);
+  p50/p99;
+- steady state: the controller's CPU (its process's user+system time) over `--idle-s`
+  seconds (default 20) with the N deployments settled, as a share of one core;
+- `serve.status()` from the driver: p50/p99 over 30 calls.
+
+Targets (issue 17): deploy <= 30 s; route change seen by every proxy <= 1 s p99;
+controller <= 5% of a core at steady state; `serve.status()` <= 100 ms.
+
+    python benchmarks/control_plane.py [--apps 200] [--nodes 4] [--changes 50] [--idle-s 20] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import psutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGETS = {"deploy_s": 30.0, "change_p99_s": 1.0, "controller_cpu_pct": 5.0, "status_p99_ms": 100.0}
+
+
+def zeroserve(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", "import sys; from cluster.cli import main; sys.exit(main())", *args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"zeroserve {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def wait_all_answer(urls: list[str], deadline_s: float, concurrency: int = 32) -> float:
+    """Poll every url until it answers 200 (at most `concurrency` requests in flight, each
+    url again 2 ms after a miss); the time the last one did."""
+    t0 = time.perf_counter()
+
+    async def poll_all() -> list[float]:
+        limit = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=2.0, limits=httpx.Limits(max_connections=concurrency)) as client:
+            async def poll(url: str) -> float:
+                while time.perf_counter() - t0 < deadline_s:
+                    async with limit:
+                        try:
+                            if (await client.get(url)).status_code == 200:
+                                return time.perf_counter()
+                        except httpx.HTTPError:
+                            pass
+                    await asyncio.sleep(0.002)
+                raise SystemExit(f"{url} never answered within {deadline_s} s")
+
+            return await asyncio.gather(*(poll(u) for u in urls))
+
+    return max(asyncio.run(poll_all()))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apps", type=int, default=200)
+    parser.add_argument("--nodes", type=int, default=4)
+    parser.add_argument("--changes", type=int, default=50)
+    parser.add_argument("--idle-s", type=float, default=20.0)
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args()
+    os.environ["ZEROSERVE_TMPDIR"] = tempfile.mkdtemp(prefix="zs-bench-")
+    os.environ["ZEROSERVE_QUIET"] = "1"
+    sys.path.insert(0, ROOT)
+    import actors
+    import serve
+    from actors.system import current_runtime
+    from serve._names import CONTROLLER_NAME, SERVE_NAMESPACE
+
+    port, http_port = free_port(), free_port()
+    ips = [f"127.0.0.{i}" for i in range(1, args.nodes + 1)]
+    zeroserve("start", "--head", "--port", str(port))
+    for ip in ips[1:]:
+        zeroserve("start", "--address", f"127.0.0.1:{port}", "--node-ip", ip)
+    figures: dict[str, object] = {"nodes": args.nodes, "apps": args.apps}
+    try:
+        actors.init(address="auto")
+        serve.start(http_options={"location": "EveryNode", "host": "node", "port": http_port})
+        rt = current_runtime()
+        info = rt.run_threadsafe(lambda: rt.head.get_named_actor(CONTROLLER_NAME, SERVE_NAMESPACE))
+        controller = psutil.Process(info.pid) if info is not None and info.pid else None
+
+        @serve.deployment(version="1", ray_actor_options={"num_cpus": 0})
+        def noop(request: object) -> str:
+            return "ok"
+
+        # -- deploy N applications at once --------------------------------------------
+        cpu0 = controller.cpu_times() if controller else None
+        t0 = time.perf_counter()
+        for i in range(args.apps):
+            serve.run(noop.bind(), name=f"app{i}", route_prefix=f"/app{i}", _wait=False)
+        calls_s = time.perf_counter() - t0
+        while True:
+            apps = serve.status().applications
+            if len(apps) == args.apps and all(a.status == "RUNNING" for a in apps.values()):
+                break
+            if time.perf_counter() - t0 > 600:
+                raise SystemExit(f"not all RUNNING after 600 s: {sum(a.status == 'RUNNING' for a in apps.values())}")
+            time.sleep(0.05)
+        running_s = time.perf_counter() - t0
+        last = wait_all_answer([f"http://{ip}:{http_port}/app{i}" for ip in ips for i in range(args.apps)], 120)
+        deploy_s = last - t0
+        if controller and cpu0:
+            cpu1 = controller.cpu_times()
+            figures["controller_cpu_s_during_deploy"] = round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2)
+        figures.update({"deploy_calls_s": round(calls_s, 2), "all_running_s": round(running_s, 2),
+                        "deploy_s": round(deploy_s, 2)})
+        print(f"{args.apps} applications x 1 replica on {args.nodes} nodes: serve.run calls returned in {calls_s:.2f} s, "
+              f"all RUNNING in {running_s:.2f} s, every route answering on every proxy in {deploy_s:.2f} s "
+              f"(target <= {TARGETS['deploy_s']:.0f} s)")
+
+        # -- steady state: the controller's CPU ------------------------------------------
+        time.sleep(2.0)  # the last health checks' and long polls' echoes
+        if controller:
+            c0, w0 = controller.cpu_times(), time.perf_counter()
+            time.sleep(args.idle_s)
+            c1, w1 = controller.cpu_times(), time.perf_counter()
+            share = 100 * (c1.user + c1.system - c0.user - c0.system) / (w1 - w0)
+            figures["controller_cpu_pct"] = round(share, 2)
+            print(f"controller at steady state with {args.apps} deployments: {share:.2f}% of a core over "
+                  f"{args.idle_s:.0f} s (target <= {TARGETS['controller_cpu_pct']:.0f}%)")
+
+        # -- serve.status() --------------------------------------------------------------
+        took = []
+        for _ in range(30):
+            t = time.perf_counter()
+            serve.status()
+            took.append(time.perf_counter() - t)
+        figures["status_p50_ms"] = round(1000 * statistics.median(took), 1)
+        figures["status_p99_ms"] = round(1000 * pct(took, 0.99), 1)
+        print(f"serve.status() with {args.apps} applications: p50 {figures['status_p50_ms']} ms, "
+              f"p99 {figures['status_p99_ms']} ms (target <= {TARGETS['status_p99_ms']:.0f} ms)")
+
+        # -- route changes -----------------------------------------------------------------
+        changes = []
+        for j in range(args.changes):
+            app = f"app{j % args.apps}"
+            t = time.perf_counter()
+            serve.run(noop.bind(), name=app, route_prefix=f"/moved{j}", _wait=False)
+            changes.append(wait_all_answer([f"http://{ip}:{http_port}/moved{j}" for ip in ips], 30) - t)
+        figures["change_p50_s"] = round(statistics.median(changes), 3)
+        figures["change_p99_s"] = round(pct(changes, 0.99), 3)
+        figures["change_max_s"] = round(max(changes), 3)
+        print(f"route change seen by all {args.nodes} proxies ({args.changes} changes): p50 "
+              f"{figures['change_p50_s'] * 1000:.0f} ms, p99 {figures['change_p99_s'] * 1000:.0f} ms "
+              f"(target <= {TARGETS['change_p99_s'] * 1000:.0f} ms)")
+        serve.shutdown()
+        actors.shutdown()
+    finally:
+        zeroserve("stop")
+    checks = {"deploy_s": figures.get("deploy_s", 1e9) <= TARGETS["deploy_s"],  # type: ignore[operator]
+              "change_p99_s": figures.get("change_p99_s", 1e9) <= TARGETS["change_p99_s"],  # type: ignore[operator]
+              "controller_cpu_pct": figures.get("controller_cpu_pct", 1e9) <= TARGETS["controller_cpu_pct"],  # type: ignore[operator]
+              "status_p99_ms": figures.get("status_p99_ms", 1e9) <= TARGETS["status_p99_ms"]}  # type: ignore[operator]
+    figures["pass"] = checks
+    print("targets:", ", ".join(f"{k} {'PASS' if ok else 'MISS'}" for k, ok in checks.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
