@@ -1,7 +1,7 @@
 # zeroserve: `make run` serves the example app on an embedded local cluster,
 # `make test` runs the lint checks and the whole test suite (`make test-unit` its unit tier),
 # `make lint` the checks alone (ruff, and mypy on the packages it is clean on), `make bench`
-# the benchmarks, `make chaos` the fault drills and hostile HTTP (tests/chaos, part of `make test` too)
+# the benchmarks (vs_ray.py installs Ray Serve into its own virtualenv under ~/.cache/zeroserve-bench), `make chaos` the fault drills and hostile HTTP (tests/chaos, part of `make test` too)
 # with the drill table, `make image` the container images (zeroserve:latest, zeroserve:examples;
 # needs a Docker daemon and debootstrap, as root: see deploy/docker/).
 PY ?= python3
@@ -43,6 +43,9 @@ bench: install
 	$(BIN)/python benchmarks/pipeline_http.py
 	$(BIN)/python benchmarks/metrics_scrape.py
 	$(BIN)/python benchmarks/head_state.py
+	$(BIN)/python benchmarks/reconcile_cost.py
+	$(BIN)/python benchmarks/control_plane.py
+	$(BIN)/python benchmarks/vs_ray.py
 
 chaos: install  # tests/chaos alone (~5 min), then the drill table it measured
 	$(BIN)/python benchmarks/drills.py

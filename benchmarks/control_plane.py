@@ -19,6 +19,7 @@ Targets (issue 17): deploy <= 30 s; route change seen by every proxy <= 1 s p99;
 controller <= 5% of a core at steady state; `serve.status()` <= 100 ms.
 
     python benchmarks/control_plane.py [--apps 200] [--nodes 4] [--changes 50] [--idle-s 20] [--json PATH]
+                                       [--profile STACKS]   # py-spy's raw stacks of the idle controller
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--idle-s", type=float, default=20.0)
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--profile", help="py-spy record the controller at steady state into this file (raw stacks)")
     args = parser.parse_args()
     os.environ["ZEROSERVE_TMPDIR"] = tempfile.mkdtemp(prefix="zs-bench-")
     os.environ["ZEROSERVE_QUIET"] = "1"
@@ -145,11 +147,18 @@ def main() -> int:
         # -- steady state: the controller's CPU ------------------------------------------
         time.sleep(2.0)  # the last health checks' and long polls' echoes
         if controller:
+            spy = None
+            if args.profile:
+                spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-p",
+                                        str(controller.pid), "-d", str(int(args.idle_s)), "-f", "raw", "-o", args.profile,
+                                        "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             c0, w0 = controller.cpu_times(), time.perf_counter()
             time.sleep(args.idle_s)
             c1, w1 = controller.cpu_times(), time.perf_counter()
             share = 100 * (c1.user + c1.system - c0.user - c0.system) / (w1 - w0)
             figures["controller_cpu_pct"] = round(share, 2)
+            if spy is not None:
+                spy.wait(timeout=60)
             print(f"controller at steady state with {args.apps} deployments: {share:.2f}% of a core over "
                   f"{args.idle_s:.0f} s (target <= {TARGETS['controller_cpu_pct']:.0f}%)")
 

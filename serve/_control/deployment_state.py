@@ -213,7 +213,7 @@ class DeploymentState:
         wake, version = math.inf, self.target.version
         for r in self.replicas.values():
             if (r.state != RUNNING or r.version != version or r.health is not None or r.reconfiguring is not None
-                    or r.logging_pending is not None or r.probe is not None):
+                    or r.logging_pending is not None):
                 return None
             wake = min(wake, r.next_health_at)
         return wake
@@ -254,6 +254,7 @@ class DeploymentState:
                         self.methods = tuple(info["methods"])
                 log.info("replica %s is running (started in %.1f s)", r.replica_id, now - r.started_at)
                 r.state = RUNNING  # r.user_config is what it was built with; _reconfigure catches it up
+                r.probe = None  # a placement question still in flight is moot now
                 r.next_health_at = now + self.target.config.health_check_period_s
                 self.start_failures = 0
                 continue

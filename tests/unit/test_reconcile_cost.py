@@ -64,6 +64,20 @@ def test_a_tick_steps_only_what_is_under_way() -> None:
     asyncio.run(main())
 
 
+def test_a_replica_slow_to_start_settles_once_running() -> None:
+    async def main() -> None:
+        io = tc.FakeIO()
+        c = await tc.controller_on(io)
+        await c.deploy_apps({"app0": [_target(0)]})
+        for _ in range(15):  # 1.5 s without an answer: its placement is asked (and never answered)
+            await tc.step(c)
+        assert all(r.probe is not None for r in c.deployments[DeploymentId("app0", "d")].replicas.values())
+        await tc.healthy(c, io)
+        await tc.step(c)
+        assert c.schedule.active == 0  # the unanswered placement question keeps nothing awake
+    asyncio.run(main())
+
+
 def test_a_settled_deployment_is_still_health_checked_on_time() -> None:
     async def main() -> None:
         c, io = await _settled(3, period_s=2.0)
