@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +38,7 @@ from .._data.serve_metrics import controller_metrics
 from .._obs_config import LoggingConfig, TracingConfig
 from ..messages import ApplicationStatus, DeploymentId, DeploymentTarget, ServeSettings
 from .checkpoint import Checkpoint, membership
-from .deployment_state import RUNNING, DeploymentState
+from .deployment_state import RUNNING, DeploymentState, StartBudget
 from .io import ActorControllerIO, ControllerIO
 from .plan import DeployPlan, plan_deploy
 from .proxy_state import HEALTHY, NodeView, ProxyState
@@ -51,6 +52,8 @@ __all__ = ["ServeController", "TICK_S"]
 
 log = logging.getLogger(__name__)
 TICK_S = 0.1
+# Replicas starting at once across the cluster (the real controller; $ZEROSERVE_MAX_STARTING_REPLICAS).
+MAX_STARTING = 16
 NODES_EVERY_S = 0.5  # how often the controller re-reads the node table (for the proxies)
 
 
@@ -58,13 +61,17 @@ class ServeController:
     def __init__(self, detached: bool = False, http_options: HTTPOptions | None = None,
                  logging_config: LoggingConfig | None = None, tracing_config: TracingConfig | None = None, *,
                  io: ControllerIO | None = None,
-                 clock: Callable[[], float] = time.monotonic, run_loop: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, run_loop: bool = True,
+                 max_starting: int | None = None) -> None:
         settings = ServeSettings(LoggingConfig.of(logging_config),
                                  TracingConfig.of(tracing_config) or (TracingConfig.from_env() if io is None else None))
         if io is None:  # the real controller: its own log file, its traces
             logs.configure(logs.Who.controller(), settings.logging_config, default_dir=node_logs_dir())
             tracing.configure(settings.tracing_config)
         self.io: ControllerIO = io if io is not None else ActorControllerIO(detached)
+        if io is None and max_starting is None:
+            max_starting = int(os.environ.get("ZEROSERVE_MAX_STARTING_REPLICAS", MAX_STARTING))
+        self.starts = None if max_starting is None else StartBudget(max(1, max_starting))
         self.io.settings = settings
         self.clock = clock
         self.http_options = HTTPOptions.of(http_options)
@@ -91,6 +98,8 @@ class ServeController:
         now = self.clock()
         recovered = await recover_deployments(self.io, now, _version_base())
         self.deployments = recovered.deployments
+        for s in self.deployments.values():
+            s.starts = self.starts
         self.schedule.touch_all(self.deployments)
         if recovered.http_options is not None:
             self.http_options = recovered.http_options
@@ -236,6 +245,7 @@ class ServeController:
             log.info("deploy %s (application %s, version %s)", target.name, target.app, target.version)
             if state is None:
                 self.deployments[target.id] = DeploymentState(target, self.io.replicas, version_base=_version_base())
+                self.deployments[target.id].starts = self.starts
                 out[target.id] = True
             else:
                 if target.version_given and target.version == state.target.version:

@@ -22,6 +22,10 @@ Invariants:
 - A replica still starting after PROBE_AFTER_S is asked about (`ReplicaIO.placement`, the
   head's view of its actor) every PROBE_EVERY_S, so the status can say why it is not ready
   (waiting for resources, its constructor running); see `status.waiting_reason`.
+- With a `StartBudget` (the real controller's), at most its limit of replicas are
+  STARTING at once across all deployments: a deploy of 200 applications forks their
+  processes a few at a time instead of all at once (which starved the head past its nodes'
+  heartbeats on 2 cores). A replica holds its slot until it runs, fails or is stopped.
 - For the metrics: replicas replaced after failing health checks or dying are remembered
   (the latest LOST_KEPT), and autoscaling decisions are counted.
 """
@@ -54,6 +58,23 @@ LOST_KEPT = 32
 STARTING, RUNNING, STOPPING = ReplicaState.STARTING, ReplicaState.RUNNING, ReplicaState.STOPPING
 log = logging.getLogger(__name__)
 _MOVING = "<moving to another node>"  # the version of a replica being moved: replaced as if outdated
+
+
+class StartBudget:
+    """How many replicas may be starting at once, shared by every deployment."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.starting = 0
+
+    def take(self) -> bool:
+        if self.starting >= self.limit:
+            return False
+        self.starting += 1
+        return True
+
+    def release(self) -> None:
+        self.starting = max(0, self.starting - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +125,7 @@ class Replica:
     placement: Placement | None = None
     placed_at: float | None = None  # first seen placed on a node (its constructor starts about then)
     meta: dict[str, Any] = field(default_factory=dict)
+    budgeted: bool = False  # holds a StartBudget slot (until it runs, fails or stops)
 
 
 def _error_text(pending: Pending) -> str | None:
@@ -128,6 +150,7 @@ class DeploymentState:
         self.scaled = {"up": 0, "down": 0}  # autoscaling decisions taken
         self.lost: collections.deque[ReplicaId] = collections.deque(maxlen=LOST_KEPT)  # replaced: unhealthy/died
         self.methods: tuple[str, ...] | None = None  # the public methods its current code's replicas report
+        self.starts: StartBudget | None = None  # shared with the other deployments (None: no limit)
         self._set_autoscaler(0.0)
 
     # -- the target --------------------------------------------------------------------
@@ -254,11 +277,13 @@ class DeploymentState:
                         self.methods = tuple(info["methods"])
                 log.info("replica %s is running (started in %.1f s)", r.replica_id, now - r.started_at)
                 r.state = RUNNING  # r.user_config is what it was built with; _reconfigure catches it up
+                self._release(r)
                 r.probe = None  # a placement question still in flight is moot now
                 r.next_health_at = now + self.target.config.health_check_period_s
                 self.start_failures = 0
                 continue
             self.io.kill(r.handle)
+            self._release(r)
             del self.replicas[r.replica_id]
             self.start_failures += 1
             backoff = min(START_BACKOFF_S * 2 ** (self.start_failures - 1), MAX_START_BACKOFF_S)
@@ -366,18 +391,27 @@ class DeploymentState:
     def _start(self, now: float) -> None:
         if now < self.next_start_at:
             return  # backing off after a failed start
+        if self.starts is not None and not self.starts.take():
+            return  # enough replicas are starting cluster-wide: a later tick
         replica_id = ReplicaId(self.target.id, secrets.token_hex(3))
         log.info("starting replica %s (version %s)", replica_id, self.target.version)
         handle = self.io.start(self.target, replica_id)
         r = Replica(replica_id, handle, self.target.version, started_at=now, user_config=self.target.config.user_config,
                     logging_config=self.target.config.logging_config)
         r.ready = self.io.call(handle, "ready")
+        r.budgeted = self.starts is not None
         self.replicas[replica_id] = r
+
+    def _release(self, r: Replica) -> None:
+        if r.budgeted and self.starts is not None:
+            r.budgeted = False
+            self.starts.release()
 
     def _stop(self, r: Replica, now: float) -> None:
         cfg = self.target.config
         if r.state == STARTING:
             self.io.kill(r.handle)
+            self._release(r)
             del self.replicas[r.replica_id]
             return
         log.info("stopping replica %s", r.replica_id)

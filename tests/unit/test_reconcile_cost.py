@@ -93,3 +93,22 @@ def test_a_settled_deployment_is_still_health_checked_on_time() -> None:
         rs = c.deployments[DeploymentId("app0", "d")].replicas.values()
         assert [r.health_failures for r in rs] == [1]
     asyncio.run(main())
+
+
+def test_a_mass_deploy_starts_a_few_replicas_at_a_time() -> None:
+    async def main() -> None:
+        io = tc.FakeIO()
+        c = tc.ServeController(http_options={"location": "HeadOnly"}, io=io, clock=tc._Clock(), run_loop=False,
+                               max_starting=3)
+        await c.ready()
+        await c.deploy_apps({f"app{i}": [_target(i)] for i in range(10)})
+        for _ in range(3):
+            await tc.step(c)
+        assert len(io.replicas.pending("ready")) == 3  # the others wait for a slot
+        first = io.replicas.pending("ready")[0]
+        first._done, first._error = True, RuntimeError("boom in __init__")  # a failed start frees its slot too
+        await tc.step(c)
+        assert len(io.replicas.pending("ready")) == 3
+        await tc.healthy(c, io)  # all ten get there, three at a time
+        assert len(c.deployments) == 10 and c.starts is not None and c.starts.starting == 0
+    asyncio.run(main())
