@@ -83,6 +83,7 @@ class ServeController:
         self.schedule = Schedule()  # which deployments a tick steps
         self.published = Publisher(self.polls)
         self._http_status_of: HTTPOptions | None = None
+        self._metric_rows: dict[str, list[tuple[tuple[str, ...], float]]] | None = None
         self._http_status_cache: dict[str, Any] = {}
         self._deployed_at: dict[str, float] = {}  # application -> wall-clock time of its last deploy
         self._nodes: list[NodeView] = []
@@ -173,6 +174,7 @@ class ServeController:
                 continue
             self.schedule.settle(dep_id, state.quiet_until())
             self.published.took(dep_id, state, now)
+        self._metric_rows = None
         self.proxies.step(now, self._nodes)
         self.published.publish(self._deployed_at, self._http_status(), self.proxies.status())
 
@@ -294,21 +296,11 @@ class ServeController:
         return await self.polls.listen(key, known_version, hold_s)
 
     def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
-        """The controller's metrics, read from its state at scrape time."""
-        rows: list[tuple[tuple[str, ...], float]] = []
-        for dep_id, s in list(self.deployments.items()):
-            dep, app = dep_id.name, dep_id.app
-            if name == "serve_deployment_replica_healthy":
-                rows += [((dep, str(r.replica_id), app), float(r.health_failures == 0))
-                         for r in list(s.replicas.values()) if r.state == RUNNING]
-                rows += [((dep, str(rid), app), 0.0) for rid in list(s.lost)]
-            elif name == "serve_deployment_target_replicas":
-                rows.append(((dep, app), float(s.desired)))
-            elif name == "serve_deployment_running_replicas":
-                rows.append(((dep, app), float(len(s.running()))))
-            elif name == "serve_autoscaling_decisions" and s.autoscaler is not None:
-                rows += [((dep, app, direction), float(n)) for direction, n in s.scaled.items()]
-        return rows
+        """The controller's metrics, read from its state at scrape time (the four families
+        in one pass over the deployments, kept until the next reconcile)."""
+        if self._metric_rows is None:
+            self._metric_rows = _metric_rows(self.deployments)
+        return self._metric_rows.get(name, [])
 
     def record_load(self, source: str, deployment: DeploymentId, ongoing: float) -> None:
         """A router's requests in flight (and queued) for `deployment`, for autoscaling."""
@@ -351,3 +343,20 @@ def _same_code(current: DeploymentTarget, new: DeploymentTarget) -> DeploymentTa
     """Keep the running code (its replicas stay) while taking the new config."""
     return dataclasses.replace(new, code=current.code)
 
+
+def _metric_rows(deployments: dict[DeploymentId, DeploymentState]) -> dict[str, list[tuple[tuple[str, ...], float]]]:
+    healthy: list[tuple[tuple[str, ...], float]] = []
+    target: list[tuple[tuple[str, ...], float]] = []
+    running: list[tuple[tuple[str, ...], float]] = []
+    decisions: list[tuple[tuple[str, ...], float]] = []
+    for dep_id, s in list(deployments.items()):
+        dep, app = dep_id.name, dep_id.app
+        live = [r for r in list(s.replicas.values()) if r.state == RUNNING]
+        healthy += [((dep, str(r.replica_id), app), float(r.health_failures == 0)) for r in live]
+        healthy += [((dep, str(rid), app), 0.0) for rid in list(s.lost)]
+        target.append(((dep, app), float(s.desired)))
+        running.append(((dep, app), float(len(live))))
+        if s.autoscaler is not None:
+            decisions += [((dep, app, direction), float(n)) for direction, n in s.scaled.items()]
+    return {"serve_deployment_replica_healthy": healthy, "serve_deployment_target_replicas": target,
+            "serve_deployment_running_replicas": running, "serve_autoscaling_decisions": decisions}
