@@ -80,7 +80,7 @@ class ServeController:
         self.polls: LongPollHost[str, Any] = LongPollHost()
         self._kick = asyncio.Event()
         self._membership: tuple = ()
-        self.schedule = Schedule()  # which deployments a tick steps
+        self.schedule: Schedule[DeploymentId] = Schedule()  # which deployments a tick steps
         self.published = Publisher(self.polls)
         self._http_status_of: HTTPOptions | None = None
         self._metric_rows: dict[str, list[tuple[tuple[str, ...], float]]] | None = None

@@ -21,27 +21,30 @@ import heapq
 import itertools
 import math
 from collections.abc import Hashable, Iterable
+from typing import Generic, TypeVar
 
 __all__ = ["Schedule"]
 
+K = TypeVar("K", bound=Hashable)
 
-class Schedule:
+
+class Schedule(Generic[K]):
     def __init__(self) -> None:
-        self._active: dict[Hashable, None] = {}  # an ordered set: stepped in the order they became active
-        self._heap: list[tuple[float, int, Hashable]] = []
-        self._wake_at: dict[Hashable, float] = {}
+        self._active: dict[K, None] = {}  # an ordered set: stepped in the order they became active
+        self._heap: list[tuple[float, int, K]] = []
+        self._wake_at: dict[K, float] = {}
         self._seq = itertools.count()
 
-    def touch(self, key: Hashable) -> None:
+    def touch(self, key: K) -> None:
         """Step `key` at the next tick (something changed from outside)."""
         self._wake_at.pop(key, None)
         self._active[key] = None
 
-    def touch_all(self, keys: Iterable[Hashable]) -> None:
+    def touch_all(self, keys: Iterable[K]) -> None:
         for key in keys:
             self.touch(key)
 
-    def due(self, now: float) -> list[Hashable]:
+    def due(self, now: float) -> list[K]:
         """The deployments to step at `now`: the active ones and those whose time came."""
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -51,7 +54,7 @@ class Schedule:
                 self._active[key] = None
         return list(self._active)
 
-    def settle(self, key: Hashable, until: float | None) -> None:
+    def settle(self, key: K, until: float | None) -> None:
         """After a step: `until` None keeps `key` active; a time puts it to sleep until then
         (math.inf: until touched)."""
         if until is None:
@@ -64,7 +67,7 @@ class Schedule:
         else:
             self._wake_at.pop(key, None)
 
-    def forget(self, key: Hashable) -> None:
+    def forget(self, key: K) -> None:
         self._active.pop(key, None)
         self._wake_at.pop(key, None)
 
