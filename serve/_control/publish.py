@@ -66,6 +66,7 @@ class Publisher:
         self._outer: tuple[Any, Any] | None = None  # (http options, proxies) as last published
         self._summary: dict[DeploymentId, dict[str, Any]] = {}
         self._summary_json: dict[DeploymentId, str] = {}  # its entry in the summary, encoded once per change
+        self._summary_order: list[DeploymentId] | None = None
         self._members: dict[DeploymentId, tuple] = {}
         self.members_dirty = True
         self.summary_dirty = True
@@ -80,7 +81,8 @@ class Publisher:
             if app is not None and app.pop(dep_id.name, None) is not None:
                 self._dirty_apps.add(dep_id.app)
             self.summary_dirty |= self._summary.pop(dep_id, None) is not None
-            self._summary_json.pop(dep_id, None)
+            if self._summary_json.pop(dep_id, None) is not None:
+                self._summary_order = None
             self.members_dirty |= self._members.pop(dep_id, None) is not None
             return
         rs = replica_set_of(s)
@@ -102,6 +104,8 @@ class Publisher:
         summary = summary_entry(dep_id, s)
         if self._summary.get(dep_id) != summary:
             self._summary[dep_id] = summary
+            if dep_id not in self._summary_json:
+                self._summary_order = None
             self._summary_json[dep_id] = f"{json.dumps(str(dep_id))}: {json.dumps(summary)}"
             self.summary_dirty = True
         members = _members(s)
@@ -135,6 +139,8 @@ class Publisher:
                                             "proxies": proxies})
 
     def summary_blob(self) -> bytes:
-        """The whole KV summary as JSON, {deployment: entry} (built only when
-        `summary_dirty`: the entries encoded when they changed, joined)."""
-        return ("{" + ", ".join(self._summary_json.values()) + "}").encode()
+        """The whole KV summary as JSON, {deployment: entry} in deployment order (built only
+        when `summary_dirty`: the entries encoded when they changed, joined)."""
+        if self._summary_order is None:  # sorted again only when a deployment came or went
+            self._summary_order = sorted(self._summary_json, key=lambda d: (d.app, d.name))  # as DeploymentId sorts
+        return ("{" + ", ".join(self._summary_json[d] for d in self._summary_order) + "}").encode()
