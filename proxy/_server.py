@@ -39,7 +39,7 @@ from ._asgi import build_app
 from ._codec import whole_response
 from ._limits import LimitLog
 from ._observe import REQUEST_ID_HEADER, RequestObserver, request_id_of, set_current
-from ._protocol import DISCONNECT_KEY, Disconnect, protocol_with_header_deadline
+from ._protocol import CORK_KEY, DISCONNECT_KEY, Disconnect, protocol_with_header_deadline
 from ._routes import Route, RouteTable
 from ._stream import ResponseStream, write_stream
 from ._websocket import WebSocketStream, bridge
@@ -228,9 +228,16 @@ class ProxyServer:
             if not isinstance(response, HTTPResponse):  # a streamed response
                 await write_stream(response, send, receive, id_header)
                 return
-            await send({"type": "http.response.start", "status": status,
-                        "headers": _with_header(response.headers, id_header)})
-            await send({"type": "http.response.body", "body": response.body})
+            cork = scope.get(CORK_KEY)  # the head and the body in one write
+            if cork is not None:
+                cork.hold()
+            try:
+                await send({"type": "http.response.start", "status": status,
+                            "headers": _with_header(response.headers, id_header)})
+                await send({"type": "http.response.body", "body": response.body})
+            finally:
+                if cork is not None:
+                    cork.release()
         finally:
             self.in_flight -= 1
             if observer is not None:
