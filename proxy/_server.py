@@ -81,8 +81,10 @@ class ProxyServer:
                  classify: Callable[[BaseException], int] | None = None, middlewares: Iterable[Any] = (),
                  root_path: str = "", header_timeout_s: float = HEADER_TIMEOUT_S,
                  body_timeout_s: float = 120.0, max_connections: int | None = None,
-                 observer: RequestObserver | None = None, forward_websocket: ForwardWebSocket | None = None) -> None:
+                 observer: RequestObserver | None = None, forward_websocket: ForwardWebSocket | None = None,
+                 reuse_port: bool = False) -> None:
         self.host = host
+        self._reuse_port = reuse_port  # share the port with other processes (SO_REUSEPORT)
         self._forward_ws = forward_websocket
         self.port = port
         self._forward = forward
@@ -124,6 +126,8 @@ class ProxyServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:  # the kernel spreads connections over every socket bound so
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self.host, self.port))
             sock.listen(self._server.config.backlog)
         except OSError:
