@@ -39,6 +39,8 @@ bench: install
 	$(BIN)/python benchmarks/handle_calls.py
 	$(BIN)/python benchmarks/payloads.py
 	$(BIN)/python benchmarks/http_noop.py
+	$(BIN)/python benchmarks/http_tail.py
+	$(BIN)/python benchmarks/http_payload.py
 	$(BIN)/python benchmarks/batching.py
 	$(BIN)/python benchmarks/pipeline_http.py
 	$(BIN)/python benchmarks/metrics_scrape.py

@@ -39,7 +39,7 @@ from ._asgi import build_app
 from ._codec import whole_response
 from ._limits import LimitLog
 from ._observe import REQUEST_ID_HEADER, RequestObserver, request_id_of, set_current
-from ._protocol import DISCONNECT_KEY, Disconnect, protocol_with_header_deadline
+from ._protocol import CORK_KEY, DISCONNECT_KEY, Disconnect, protocol_with_header_deadline
 from ._routes import Route, RouteTable
 from ._stream import ResponseStream, write_stream
 from ._websocket import WebSocketStream, bridge
@@ -81,8 +81,10 @@ class ProxyServer:
                  classify: Callable[[BaseException], int] | None = None, middlewares: Iterable[Any] = (),
                  root_path: str = "", header_timeout_s: float = HEADER_TIMEOUT_S,
                  body_timeout_s: float = 120.0, max_connections: int | None = None,
-                 observer: RequestObserver | None = None, forward_websocket: ForwardWebSocket | None = None) -> None:
+                 observer: RequestObserver | None = None, forward_websocket: ForwardWebSocket | None = None,
+                 reuse_port: bool = False) -> None:
         self.host = host
+        self._reuse_port = reuse_port  # share the port with other processes (SO_REUSEPORT)
         self._forward_ws = forward_websocket
         self.port = port
         self._forward = forward
@@ -124,6 +126,8 @@ class ProxyServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:  # the kernel spreads connections over every socket bound so
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self.host, self.port))
             sock.listen(self._server.config.backlog)
         except OSError:
@@ -228,9 +232,16 @@ class ProxyServer:
             if not isinstance(response, HTTPResponse):  # a streamed response
                 await write_stream(response, send, receive, id_header)
                 return
-            await send({"type": "http.response.start", "status": status,
-                        "headers": _with_header(response.headers, id_header)})
-            await send({"type": "http.response.body", "body": response.body})
+            cork = scope.get(CORK_KEY)  # the head and the body in one write
+            if cork is not None:
+                cork.hold()
+            try:
+                await send({"type": "http.response.start", "status": status,
+                            "headers": _with_header(response.headers, id_header)})
+                await send({"type": "http.response.body", "body": response.body})
+            finally:
+                if cork is not None:
+                    cork.release()
         finally:
             self.in_flight -= 1
             if observer is not None:

@@ -383,6 +383,12 @@ class HTTPOptions(Model):
     max_connections: Annotated[int, Field(gt=0), Must("a positive integer", show_default=True)] = 10_000
     """Open connections per proxy; one more is answered 503 and closed at once (keep it
     below the process's file-descriptor limit)."""
+    num_workers: Annotated[int | None, Field(ge=1, le=64), Must(
+        "an integer in 1..64, or None for one per two of the node's cores (the default)")] = None
+    """Proxy processes per node that serves HTTP, all listening on `port` (SO_REUSEPORT: the
+    kernel spreads connections over them), each with its own routes and routers. None: half
+    the cores (of the controller's machine, or the node's CPU resource if fewer), at least 1
+    and at most 8: one on a 2-core machine."""
 
     @classmethod
     def of(cls, value: HTTPOptions | Mapping[str, Any] | None) -> HTTPOptions:

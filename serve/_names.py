@@ -10,7 +10,7 @@ from __future__ import annotations
 from .messages import ReplicaId
 
 __all__ = ["CHECKPOINT_KEY", "CONTROLLER_NAME", "PROXY_PREFIX", "REPLICA_PREFIX", "SERVE_NAMESPACE", "STATUS_KEY",
-           "proxy_actor_name", "proxy_node_of", "replica_actor_name"]
+           "proxy_actor_name", "proxy_node_of", "proxy_serial", "proxy_worker_of", "replica_actor_name"]
 
 CONTROLLER_NAME = "SERVE_CONTROLLER"
 SERVE_NAMESPACE = "serve"
@@ -27,6 +27,21 @@ def replica_actor_name(replica_id: ReplicaId) -> str:
 def proxy_actor_name(node_id: str, serial: str) -> str:
     """Named per node and incarnation, so a replacement never waits for its predecessor's name."""
     return f"{PROXY_PREFIX}{node_id}::{serial}"
+
+
+def proxy_serial(worker: int, token: str) -> str:
+    """A proxy's serial: its token, after `w<worker>-` for a node's workers after the first."""
+    return f"w{worker}-{token}" if worker else token
+
+
+def proxy_worker_of(actor_name: str) -> int:
+    """Which of its node's proxy workers a proxy actor's name says it is (0 for the first)."""
+    serial = actor_name.rsplit("::", 1)[-1]
+    if serial.startswith("w") and "-" in serial:
+        number = serial[1:].split("-", 1)[0]
+        if number.isdigit():
+            return int(number)
+    return 0
 
 
 def proxy_node_of(actor_name: str) -> str | None:

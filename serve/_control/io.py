@@ -32,6 +32,8 @@ from .._names import (
     STATUS_KEY,
     proxy_actor_name,
     proxy_node_of,
+    proxy_serial,
+    proxy_worker_of,
     replica_actor_name,
 )
 from ..messages import DeploymentTarget, ReplicaId, ServeSettings
@@ -49,6 +51,7 @@ class RunningProxy:
 
     node_id: str
     handle: Any
+    worker: int = 0  # which of its node's proxy workers (`http_options.num_workers`)
 
 
 class ControllerIO(Protocol):
@@ -161,15 +164,19 @@ class _Asked:
 
 
 class _ProxyActors(_Actors):
-    def start(self, node: NodeView, http_options: HTTPOptions) -> actors.ActorHandle:
+    def start(self, node: NodeView, http_options: HTTPOptions, worker: int = 0,
+              reuse_port: bool = False) -> actors.ActorHandle:
         """A proxy pinned to its node; the controller restarts it (while its node lives).
-        Its log files are `proxy_<node ip>.out/.err`."""
+        Its log files are `proxy_<node ip>.out/.err` (`proxy_<node ip>_<worker>` for a
+        node's workers after the first); `reuse_port`: it shares its port with its node's
+        other proxy workers."""
         cls = actors.remote(
-            name=proxy_actor_name(node.node_id, secrets.token_hex(3)), namespace=SERVE_NAMESPACE,
+            name=proxy_actor_name(node.node_id, proxy_serial(worker, secrets.token_hex(3))), namespace=SERVE_NAMESPACE,
             lifetime=self.lifetime, node_id=node.node_id, max_concurrency=100_000, max_restarts=0,
-            log_name=safe_log_name("proxy", node.ip),
+            log_name=safe_log_name("proxy", node.ip, *((str(worker),) if worker else ())),
         )(HTTPProxyActor)
-        return cls.remote(http_options, self.settings.logging_config, self.settings.tracing_config)
+        return cls.remote(http_options, self.settings.logging_config, self.settings.tracing_config, worker=worker,
+                          reuse_port=reuse_port)
 
 
 class ActorControllerIO:
@@ -192,7 +199,7 @@ class ActorControllerIO:
 
     async def nodes(self) -> list[NodeView]:
         infos = await self.rt.head.nodes()
-        return [NodeView(n.node_id.hex, n.ip, n.alive, n.is_head) for n in infos]
+        return [NodeView(n.node_id.hex, n.ip, n.alive, n.is_head, n.resources_total.get("CPU", 0.0)) for n in infos]
 
     async def load_checkpoint(self) -> bytes | None:
         return await self.rt.head.kv_get(CHECKPOINT_KEY)
@@ -227,7 +234,7 @@ class ActorControllerIO:
         for info in await self.rt.head.list_actors():
             node_id = proxy_node_of(info.name or "")
             if info.namespace == SERVE_NAMESPACE and node_id is not None and info.state is not ActorState.DEAD:
-                found.append(RunningProxy(node_id, _handle(info)))
+                found.append(RunningProxy(node_id, _handle(info), proxy_worker_of(info.name or "")))
         return found
 
 

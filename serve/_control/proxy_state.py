@@ -5,6 +5,11 @@ it compares the proxies it runs with the nodes that should have one (HeadOnly: t
 head node; EveryNode: every alive node; NoServer: none) and starts, checks and stops
 proxies through the `ProxyIO` seam, so it runs against fakes in unit tests.
 
+A node runs `http_options.num_workers` proxies (default: half its cores, 1..8), each an
+entry of its own keyed by `slot_key(node, worker)` (the first: the node id alone), each
+with its own routes and routers; with more than one they share the port (SO_REUSEPORT)
+and fail, restart and drain independently.
+
 Proxy life (one entry per node that should have a proxy):
     STARTING --ready--> HEALTHY --health check fails / died--> UNHEALTHY --(killed)--> STARTING
     STARTING --ready raised (e.g. port in use)--> UNHEALTHY, retried after a growing back-off
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,7 +33,7 @@ from ..messages import ProxyStatus
 from .pending import Completion, Pending, describe, error_of
 
 __all__ = ["ProxyState", "ProxyIO", "ProxyEntry", "ProxyFailure", "NodeView", "STARTING", "HEALTHY", "UNHEALTHY",
-           "failure_of"]
+           "default_workers", "failure_of", "slot_key"]
 
 STARTING, HEALTHY, UNHEALTHY = ProxyStatus.STARTING, ProxyStatus.HEALTHY, ProxyStatus.UNHEALTHY
 HEALTH_PERIOD_S = 2.0
@@ -67,10 +73,28 @@ class NodeView:
     ip: str
     alive: bool
     is_head: bool
+    cpus: float = 0.0  # its CPU resource (0: not declared)
+
+
+def default_workers(cpus: float, machine_cores: int | None = None) -> int:
+    """Proxy processes for a node: half its cores (the replicas need the rest), at least 1,
+    at most 8. Its cores: those of the machine the controller runs on (`machine_cores`,
+    default `os.cpu_count()`; a cluster's machines are usually alike), or its CPU resource
+    if that is fewer (logical CPUs can be declared above the cores, never more processes)."""
+    cores = machine_cores or os.cpu_count() or 1
+    if cpus >= 1:
+        cores = min(cores, int(cpus))
+    return max(1, min(8, cores // 2))
+
+
+def slot_key(node_id: str, worker: int) -> str:
+    """The key of a node's proxy worker: the node id for the first, `<node id>#<worker>` after."""
+    return f"{node_id}#{worker}" if worker else node_id
 
 
 class ProxyIO(Protocol):
-    def start(self, node: NodeView, http_options: HTTPOptions) -> Any: ...  # returns a proxy handle
+    # returns a proxy handle; `reuse_port`: it shares its port with its node's other workers
+    def start(self, node: NodeView, http_options: HTTPOptions, worker: int = 0, reuse_port: bool = False) -> Any: ...
 
     def call(self, handle: Any, method: str, *args: Any) -> Pending: ...
 
@@ -80,6 +104,7 @@ class ProxyIO(Protocol):
 @dataclass
 class ProxyEntry:
     node: NodeView
+    worker: int = 0
     handle: Any = None
     state: ProxyStatus = STARTING
     ready: Pending | None = None
@@ -95,8 +120,8 @@ class ProxyEntry:
     next_health_at: float = 0.0
 
     def view(self) -> dict[str, Any]:
-        return {"node_id": self.node.node_id, "node_ip": self.node.ip, "state": self.state, "url": self.url,
-                "message": self.message, "failure": self.failure, "failures": self.failures}
+        return {"node_id": self.node.node_id, "node_ip": self.node.ip, "worker": self.worker, "state": self.state,
+                "url": self.url, "message": self.message, "failure": self.failure, "failures": self.failures}
 
 
 def wanted_nodes(location: str, nodes: list[NodeView]) -> dict[str, NodeView]:
@@ -119,11 +144,15 @@ class ProxyState:
     def location(self) -> str:
         return self.http_options.location
 
-    def adopt(self, node: NodeView, handle: Any, now: float) -> None:
+    def workers_on(self, node: NodeView) -> int:
+        """How many proxy processes `node` runs (`num_workers`, else by its cores)."""
+        return self.http_options.num_workers or default_workers(node.cpus)
+
+    def adopt(self, node: NodeView, handle: Any, now: float, worker: int = 0) -> None:
         """A running proxy found after a controller restart: STARTING until it answers again."""
-        entry = ProxyEntry(node, handle, started_at=now)
+        entry = ProxyEntry(node, worker, handle, started_at=now)
         entry.ready = self.io.call(handle, "ready")
-        self.proxies[node.node_id] = entry
+        self.proxies[slot_key(node.node_id, worker)] = entry
 
     def stop_all(self) -> list[Completion]:
         """Stop every proxy and start none again (Serve shuts down)."""
@@ -141,15 +170,16 @@ class ProxyState:
         if self.stopped:
             return False
         before = {k: (e.state, e.url) for k, e in self.proxies.items()}
-        wanted = wanted_nodes(self.location, nodes)
-        for node_id in [k for k in self.proxies if k not in wanted]:
-            gone = self.proxies.pop(node_id)  # its node left (or is no longer wanted)
+        wanted = {slot_key(node_id, w): (node, w) for node_id, node in wanted_nodes(self.location, nodes).items()
+                  for w in range(self.workers_on(node))}
+        for key in [k for k in self.proxies if k not in wanted]:
+            gone = self.proxies.pop(key)  # its node left (or is no longer wanted)
             if gone.handle is not None:
                 self.io.kill(gone.handle)
-        for node_id, node in wanted.items():
-            entry = self.proxies.get(node_id)
+        for key, (node, worker) in wanted.items():
+            entry = self.proxies.get(key)
             if entry is None:
-                entry = self.proxies[node_id] = ProxyEntry(node)
+                entry = self.proxies[key] = ProxyEntry(node, worker)
                 self._start(entry, now)
             elif entry.state == STARTING:
                 self._collect_start(entry, now)
@@ -162,7 +192,10 @@ class ProxyState:
     def _start(self, entry: ProxyEntry, now: float) -> None:
         entry.state, entry.url, entry.started_at = STARTING, "", now
         entry.killing = entry.health = None
-        entry.handle = self.io.start(entry.node, self.http_options)
+        if self.workers_on(entry.node) > 1:
+            entry.handle = self.io.start(entry.node, self.http_options, entry.worker, True)
+        else:
+            entry.handle = self.io.start(entry.node, self.http_options)
         entry.ready = self.io.call(entry.handle, "ready")
 
     def _collect_start(self, entry: ProxyEntry, now: float) -> None:

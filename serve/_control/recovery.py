@@ -18,7 +18,7 @@ from ..messages import DeploymentId, ServeSettings
 from .checkpoint import Checkpoint
 from .deployment_state import DeploymentState
 from .io import ControllerIO
-from .proxy_state import NodeView, ProxyState
+from .proxy_state import NodeView, ProxyState, slot_key
 
 __all__ = ["Recovered", "adopt_proxies", "recover_deployments"]
 
@@ -56,14 +56,16 @@ async def recover_deployments(io: ControllerIO, now: float, version_base: int) -
 
 
 async def adopt_proxies(io: ControllerIO, proxies: ProxyState, nodes: list[NodeView], now: float) -> int:
-    """Proxies still running (this controller restarted): keep one per node, kill extras."""
+    """Proxies still running (this controller restarted): keep one per node and worker, kill
+    extras (and workers past the node's `num_workers`: the step would stop them anyway)."""
     by_id = {n.node_id: n for n in nodes}
     for found in await io.running_proxies():
         node = by_id.get(found.node_id)
-        if node is None or node.node_id in proxies.proxies:
+        if node is None or slot_key(node.node_id, found.worker) in proxies.proxies \
+                or found.worker >= proxies.workers_on(node):
             io.proxies.kill(found.handle)
             continue
-        proxies.adopt(node, found.handle, now)
+        proxies.adopt(node, found.handle, now, found.worker)
     if proxies.proxies:
         log.info("adopted %d running HTTP proxies", len(proxies.proxies))
     return len(proxies.proxies)

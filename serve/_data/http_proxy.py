@@ -193,11 +193,14 @@ class _Observer:
 
 class HTTPProxyActor:
     def __init__(self, options: HTTPOptions, logging_config: LoggingConfig | None = None,
-                 tracing_config: TracingConfig | None = None) -> None:
+                 tracing_config: TracingConfig | None = None, *, worker: int = 0, reuse_port: bool = False) -> None:
+        """`worker`: which of its node's proxy processes this is; `reuse_port`: it shares
+        the port with the others (SO_REUSEPORT)."""
         rt = current_runtime()
         assert rt is not None, "the proxy runs in an actor"
         host = rt.node_ip if options.host == "node" else options.host
-        access = logs.configure(logs.Who.proxy(rt.node_ip), logging_config, default_dir=node_logs_dir(),
+        self._reuse_port = reuse_port
+        access = logs.configure(logs.Who.proxy(rt.node_ip, worker), logging_config, default_dir=node_logs_dir(),
                                 fallback=current_request_id)
         tracing.configure(tracing_config)
         self.client = ServeClient.of(rt)
@@ -214,7 +217,8 @@ class HTTPProxyActor:
                                   keep_alive_timeout_s=options.keep_alive_timeout_s,
                                   body_timeout_s=options.body_timeout_s, max_connections=options.max_connections,
                                   middlewares=options.middlewares, root_path=options.root_path,
-                                  observer=self._observer, forward_websocket=self._forward_websocket)
+                                  observer=self._observer, forward_websocket=self._forward_websocket,
+                                  reuse_port=self._reuse_port)
         self._observer.server = self.server
         # The routes before the port: a restarted proxy must not answer 404 (or 503) to the
         # traffic a load balancer sends it the moment it listens. Bounded: without a

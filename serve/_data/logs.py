@@ -63,8 +63,9 @@ class Who:
         return cls(deployment, f"{app}#{deployment}#{tag}", f"replica_{app}_{deployment}_{tag}", "replica", app)  # the id as str(ReplicaId)
 
     @classmethod
-    def proxy(cls, node_ip: str) -> Who:
-        return cls("proxy", node_ip, f"proxy_{node_ip}", "proxy")
+    def proxy(cls, node_ip: str, worker: int = 0) -> Who:
+        """A proxy; a node's proxy workers after the first write files of their own."""
+        return cls("proxy", node_ip, f"proxy_{node_ip}" + (f"_{worker}" if worker else ""), "proxy")
 
     @classmethod
     def controller(cls) -> Who:

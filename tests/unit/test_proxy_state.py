@@ -26,6 +26,7 @@ from serve._control.proxy_state import (
     NodeView,
     ProxyFailure,
     ProxyState,
+    default_workers,
 )
 
 
@@ -59,6 +60,8 @@ class FakePending:
 @dataclass(eq=False)
 class FakeProxy:
     node: NodeView
+    worker: int = 0
+    reuse_port: bool = False
     killed: bool = False
     calls: list[tuple[str, FakePending]] = field(default_factory=list)
 
@@ -71,8 +74,8 @@ class FakeIO:
         self.started: list[FakeProxy] = []
         self.kills: list[tuple[FakeProxy, FakePending]] = []
 
-    def start(self, node: NodeView, http_options: Any) -> FakeProxy:
-        proxy = FakeProxy(node)
+    def start(self, node: NodeView, http_options: Any, worker: int = 0, reuse_port: bool = False) -> FakeProxy:
+        proxy = FakeProxy(node, worker=worker, reuse_port=reuse_port)
         self.started.append(proxy)
         return proxy
 
@@ -91,13 +94,14 @@ class FakeIO:
         return [p for p in self.started if not p.killed]
 
 
-HEAD = NodeView("n1", "127.0.0.1", True, True)
-N2 = NodeView("n2", "127.0.0.2", True, False)
-N3 = NodeView("n3", "127.0.0.3", True, False)
+# 2 cores each: one proxy per node by default (the tests of `num_workers` set it)
+HEAD = NodeView("n1", "127.0.0.1", True, True, 2.0)
+N2 = NodeView("n2", "127.0.0.2", True, False, 2.0)
+N3 = NodeView("n3", "127.0.0.3", True, False, 2.0)
 
 
 def _dead(node: NodeView) -> NodeView:
-    return NodeView(node.node_id, node.ip, False, node.is_head)
+    return NodeView(node.node_id, node.ip, False, node.is_head, node.cpus)
 
 
 def _ready_all(io: FakeIO) -> None:
@@ -170,7 +174,7 @@ def test_a_failed_start_is_retried_with_backoff_once_the_old_proxy_is_gone() -> 
     assert len(io.started) == 3
     io.started[2].last("ready").succeed("http://127.0.0.1:8000")
     state.step(7.4, [HEAD])
-    assert state.status()["n1"] == {"node_id": "n1", "node_ip": "127.0.0.1", "state": HEALTHY,
+    assert state.status()["n1"] == {"node_id": "n1", "node_ip": "127.0.0.1", "worker": 0, "state": HEALTHY,
                                     "url": "http://127.0.0.1:8000", "message": "", "failure": None, "failures": 0}
 
 
@@ -246,3 +250,40 @@ def test_the_base_url_is_a_running_proxys_own_else_the_configured_one() -> None:
     assert base_url({"host": "node", "port": 9000}, {}) == "http://127.0.0.1:9000"
     assert base_url({"host": "10.0.0.5", "port": 80}, None) == "http://10.0.0.5:80"
     assert base_url({"location": "NoServer"}, proxies) is None
+
+
+def test_default_workers_are_half_the_cores_from_one_to_eight() -> None:
+    assert [default_workers(0, c) for c in (1, 2, 3, 4, 8, 16, 64)] == [1, 1, 1, 2, 4, 8, 8]
+    # a node declaring fewer CPUs than the machine has gets fewer; declaring more gets no more
+    assert (default_workers(4, 16), default_workers(32, 4), default_workers(0.5, 8)) == (2, 2, 4)
+
+
+def test_num_workers_runs_that_many_proxies_per_node_sharing_the_port() -> None:
+    io = FakeIO()
+    state = ProxyState(HTTPOptions(location="EveryNode", num_workers=3), io)
+    state.step(0.0, [HEAD, N2])
+    assert sorted((p.node.node_id, p.worker) for p in io.started) == [(n, w) for n in ("n1", "n2") for w in range(3)]
+    assert all(p.reuse_port for p in io.started)
+    _ready_all(io)
+    state.step(0.1, [HEAD, N2])
+    assert sorted(state.status()) == ["n1", "n1#1", "n1#2", "n2", "n2#1", "n2#2"]
+    assert all(v["state"] == HEALTHY for v in state.status().values())
+    # one worker dies: only it is replaced (the others keep serving on the port)
+    victim = next(p for p in io.started if p.node is N2 and p.worker == 1)
+    state.step(HEALTH_PERIOD_S + 0.2, [HEAD, N2])
+    victim.last("ready").fail(RuntimeError("the proxy died"))
+    state.step(HEALTH_PERIOD_S + 0.3, [HEAD, N2])
+    assert victim.killed and [p for p in io.started if p.killed] == [victim]
+    io.kills[-1][1].succeed()
+    state.step(HEALTH_PERIOD_S + 0.3 + RESTART_DELAY_S, [HEAD, N2])
+    assert (io.started[-1].node, io.started[-1].worker) == (N2, 1)
+    # a node leaving takes all its workers with it
+    state.step(HEALTH_PERIOD_S + 5, [HEAD, _dead(N2)])
+    assert sorted(state.status()) == ["n1", "n1#1", "n1#2"]
+    assert all(p.killed for p in io.started if p.node.node_id == "n2")
+
+
+def test_one_worker_does_not_ask_for_a_shared_port() -> None:
+    io = FakeIO()
+    ProxyState(HTTPOptions(num_workers=1), io).step(0.0, [HEAD])
+    assert [(p.worker, p.reuse_port) for p in io.started] == [(0, False)]
