@@ -126,6 +126,8 @@ class Replica:
     placed_at: float | None = None  # first seen placed on a node (its constructor starts about then)
     meta: dict[str, Any] = field(default_factory=dict)
     budgeted: bool = False  # holds a StartBudget slot (until it runs, fails or stops)
+    model_ids: tuple[str, ...] = ()  # the multiplexed models it reported holding (least recently used first)
+    max_models: int = 0  # how many it can hold (0: none reported)
 
 
 def _error_text(pending: Pending) -> str | None:
