@@ -3,11 +3,11 @@
 A router learns what each replica holds from two sources:
 - the replica set the controller pushes (`ReplicaInfo.model_ids`, least recently used first,
   and `max_models`): each replica reports its held set when it changes (debounced), so every
-  router converges on the truth;
+  router converges on the truth. A replica's entry replaces what the router believed only
+  when that replica's report changed (the controller pushes the whole set when any replica
+  reports): a push caused by another replica does not undo this router's newer sends;
 - its own sends: a request for model m sent to replica r means r holds m as soon as it runs
-  (r's LRU is mirrored: past its capacity the least recently used one is dropped). A push
-  that does not show a model this router sent there in the last RECENT_S keeps it (the push
-  may predate the send).
+  (r's LRU is mirrored: past its capacity the least recently used one is dropped).
 
 Choice for a request naming model m, among replicas with room (requests in flight below
 max_ongoing_requests): power of two choices among those that hold m; if none does, among
@@ -23,49 +23,41 @@ from __future__ import annotations
 
 import collections
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..messages import ReplicaId, ReplicaInfo
 
-__all__ = ["ENABLED", "RECENT_S", "ModelLocator"]
+__all__ = ["ENABLED", "ModelLocator"]
 
 ENABLED = os.environ.get("ZEROSERVE_MODEL_ROUTING", "1") != "0"
-RECENT_S = 2.0
 
 
 class ModelLocator:
     """Which replicas hold which models, as one router knows it, and the choice it makes."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(self) -> None:
         self._held: dict[ReplicaId, collections.OrderedDict[str, None]] = {}  # oldest first
         self._capacity: dict[ReplicaId, int] = {}  # 0: unknown, -1: no limit
-        self._sent: dict[ReplicaId, dict[str, float]] = {}  # model -> when this router last sent it there
+        self._reported: dict[ReplicaId, tuple[tuple[str, ...], int]] = {}  # each replica's last report seen
 
     def held(self, replica_id: ReplicaId) -> tuple[str, ...]:
         return tuple(self._held.get(replica_id, ()))
 
     def update(self, replicas: Sequence[ReplicaInfo]) -> None:
         """Take the held sets of a pushed replica set (and forget replicas gone from it)."""
-        now = self._clock()
         live = set()
         for r in replicas:
             rid = r.replica_id
             live.add(rid)
-            held = collections.OrderedDict.fromkeys(r.model_ids)
+            report = (r.model_ids, r.max_models)
+            if self._reported.get(rid) == report:
+                continue  # nothing new from this replica: what this router sent there since stands
+            self._reported[rid] = report
+            self._held[rid] = collections.OrderedDict.fromkeys(r.model_ids)
             self._capacity[rid] = r.max_models
-            sent = self._sent.get(rid)
-            if sent:
-                for model, at in sorted(sent.items(), key=lambda kv: kv[1]):
-                    if now - at > RECENT_S:
-                        del sent[model]
-                    elif model not in held:
-                        held[model] = None
-            self._held[rid] = held
             self._trim(rid)
-        for table in (self._held, self._capacity, self._sent):
+        for table in (self._held, self._capacity, self._reported):
             for rid in [k for k in table if k not in live]:
                 del table[rid]
 
@@ -76,7 +68,6 @@ class ModelLocator:
             held = self._held[replica_id] = collections.OrderedDict()
         held[model_id] = None
         held.move_to_end(model_id)
-        self._sent.setdefault(replica_id, {})[model_id] = self._clock()
         self._trim(replica_id)
 
     def _trim(self, rid: ReplicaId) -> None:

@@ -30,7 +30,6 @@ import inspect
 import logging
 import time
 import warnings
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -202,23 +201,21 @@ def multiplexed(func: Callable[..., Any] | None = None, *, max_num_models_per_re
         raise TypeError(f"@serve.multiplexed loader {func.__qualname__} must take the model id as its one argument "
                         f"(`async def load(self, model_id)` or `async def load(model_id)`), it takes {len(params)}")
     is_method = len(params) == 2
-    caches: weakref.WeakKeyDictionary[Any, ModelCache] = weakref.WeakKeyDictionary()
-    plain: dict[int, ModelCache] = {}  # instances that cannot be weakly referenced, and functions (key 0)
+    # A method's cache lives on its instance (the replica's); a function's (and that of an
+    # instance without a __dict__) here. Plain containers only: the loader travels to the
+    # replicas by value (cloudpickle) when its class is defined in a script.
+    attr = f"_serve_models_{func.__name__}"
+    plain: dict[int, ModelCache] = {}
 
     def cache_of(owner: Any) -> ModelCache:
-        try:
-            cache = caches.get(owner) if owner is not None else plain.get(0)
-        except TypeError:
-            cache = plain.get(id(owner))
+        state = getattr(owner, "__dict__", None) if owner is not None else None
+        cache = state.get(attr) if state is not None else plain.get(id(owner))
         if cache is None:
             loader = functools.partial(func, owner) if owner is not None else func
             cache = ModelCache(loader, capacity, _notify)
-            try:
-                if owner is None:
-                    plain[0] = cache
-                else:
-                    caches[owner] = cache
-            except TypeError:
+            if state is not None:
+                state[attr] = cache
+            else:
                 plain[id(owner)] = cache
         return cache
 

@@ -233,20 +233,23 @@ def test_holders_are_preferred_then_free_slots_then_any() -> None:
     assert locator.choose(policy, reps, full, "a").replica_id in {rid(2), rid(3)}  # type: ignore[union-attr]
 
 
-def test_a_send_counts_as_holding_and_survives_an_older_push() -> None:
-    now = [0.0]
-    locator = ModelLocator(clock=lambda: now[0])
+def test_a_send_counts_as_holding_until_that_replica_reports_again() -> None:
+    locator = ModelLocator()
     policy = PowerOfTwoChoices(random.Random(1))
     reps = infos(3, cap=2)
     locator.update(reps)
     first = locator.choose(policy, reps, {}, "m")
     assert first is not None
     assert all(locator.choose(policy, reps, {}, "m") is first for _ in range(20))
-    locator.update(reps)  # a push made before the replica loaded m: m stays known there
+    locator.update(reps)  # pushed for another replica's report: this one's report has not changed
     assert "m" in locator.held(first.replica_id)
-    now[0] = 10.0
-    locator.update(reps)  # long after: the replica's own report wins
-    assert locator.held(first.replica_id) == ()
+    i = int(first.replica_id.tag[1:])
+    locator.update(infos(3, {i: ("x",)}, cap=2))  # its own new report wins (it evicted m since)
+    assert locator.held(first.replica_id) == ("x",)
+    # Past its capacity, the least recently used one is taken to be evicted, as the replica does.
+    locator.note(first.replica_id, "y")
+    locator.note(first.replica_id, "z")
+    assert locator.held(first.replica_id) == ("y", "z")
 
 
 def simulate(locator: ModelLocator | None, seed: int, k: int = 20, r: int = 4, n: int = 6,
