@@ -32,8 +32,10 @@ replica's log file as its `LoggingConfig` says (`logs.configure`; changed live b
 A user exception is logged here with its traceback (the caller gets it too).
 
 Multiplexing: the models a `@serve.multiplexed` loader holds are reported to the controller
-when they change (debounced by MODELS_DEBOUNCE_S; see `multiplex`), which passes them on to
-routers with the replica set.
+when they change (debounced by MODELS_DEBOUNCE_S; see `multiplex`), and again with each
+health check (so a restarted controller, which adopts the replica and checks its health at
+once, hears of them; an unchanged report changes nothing there); the controller passes
+them on to routers with the replica set.
 """
 
 from __future__ import annotations
@@ -408,6 +410,8 @@ class ReplicaActor:
 
     @actors.unqueued
     async def check_health(self) -> bool:
+        if self._models is not None and (self._models_task is None or self._models_task.done()):
+            self._models_changed(*self._models)  # the controller may be a new one (see the module docstring)
         fn = getattr(self._callable, "check_health", None)
         if fn is not None:
             await _call_off_loop(fn)

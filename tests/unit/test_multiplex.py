@@ -26,8 +26,9 @@ import serve
 from serve._data.context import NO_REQUEST, current_request
 from serve._data.model_routing import ModelLocator
 from serve._data.multiplex import ModelCache
-from serve._data.router import PowerOfTwoChoices
+from serve._data.router import PowerOfTwoChoices, replica_set_key
 from serve.messages import DeploymentId, ReplicaId, ReplicaInfo
+from tests.unit.test_controller import FakeIO, controller_on, healthy, target
 from tests.unit.test_router import make_env, settle, until
 
 DEP = DeploymentId("app", "d")
@@ -313,4 +314,25 @@ def test_router_routes_a_model_to_its_holder() -> None:
         await settle()
         assert len({r.replica for r in env.log[10:]}) == 1
         env.router.close()
+    asyncio.run(main())
+
+
+def test_the_controller_passes_a_replicas_models_on_to_routers() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = await controller_on(io)
+        await c.deploy([target(n=2)])
+        await healthy(c, io)
+        dep = DeploymentId("app", "d")
+        first = await c.listen(replica_set_key(dep), -1, 0.0)
+        one = first.value.replicas[0].replica_id
+        waiter = asyncio.ensure_future(c.listen(replica_set_key(dep), first.version, 30.0))
+        c.record_models(one, ("m1", "m2"), 6)
+        update = await asyncio.wait_for(waiter, 5)  # pushed at once, not at the next tick
+        held = {r.replica_id: (r.model_ids, r.max_models) for r in update.value.replicas}
+        assert held[one] == (("m1", "m2"), 6)
+        assert all(v == ((), 0) for k, v in held.items() if k != one)
+        c.record_models(one, ("m1", "m2"), 6)  # the same again (a health check's report): nothing new
+        assert (await c.listen(replica_set_key(dep), -1, 0.0)).version == update.version
+        c.record_models(ReplicaId(dep, "gone"), ("x",), 6)  # an unknown replica: ignored
     asyncio.run(main())
