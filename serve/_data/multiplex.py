@@ -14,8 +14,10 @@ Invariants:
 - an evicted model is closed: `await model.aclose()`, else `model.close()` (awaited if it
   returns an awaitable; a sync one runs on a thread), else an `async def __del__` is
   awaited; a plain `__del__` runs when the last reference goes (the cache drops its own);
-- each change of the held set is reported (`set_listener`): the replica pushes it to the
-  controller, which folds it into the replica set routers receive (see `model_routing`).
+- each change of the held set is reported (`set_listener`), a model counted from the start
+  of its load (so a report made meanwhile does not tell routers it is not there): the
+  replica pushes it to the controller, which folds it into the replica set routers receive
+  (see `model_routing`). A replica says its capacity when it starts (`capacity_of`).
 
 Metrics (`serve_metrics.multiplex_metrics`): loads, unloads, load latency, requests per
 model and models held.
@@ -37,7 +39,7 @@ from . import counting
 from .context import MODEL, current_request, process_context
 from .serve_metrics import multiplex_metrics
 
-__all__ = ["ModelCache", "get_multiplexed_model_id", "multiplexed", "set_listener"]
+__all__ = ["ModelCache", "capacity_of", "get_multiplexed_model_id", "multiplexed", "set_listener"]
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +88,8 @@ class ModelCache:
 
     @property
     def model_ids(self) -> tuple[str, ...]:
-        """The ids held, least recently used first."""
-        return tuple(self._models)
+        """The ids held, least recently used first, then those loading."""
+        return (*self._models, *(m for m in self._loading if m not in self._models))
 
     def __contains__(self, model_id: str) -> bool:
         return model_id in self._models
@@ -106,6 +108,7 @@ class ModelCache:
         task = self._loading.get(model_id)
         if task is None:
             task = self._loading[model_id] = asyncio.ensure_future(self._load(model_id))
+            self._changed()
         return await asyncio.shield(task)
 
     async def _load(self, model_id: str) -> Any:
@@ -120,8 +123,11 @@ class ModelCache:
                 self._metrics.loads.cell(*labels).value += 1
                 self._metrics.load_latency.cell(*labels).observe((time.perf_counter() - started) * 1000.0)
             self._models[model_id] = model
-        finally:
+        except BaseException:
             del self._loading[model_id]
+            self._changed()
+            raise
+        del self._loading[model_id]
         while self.capacity >= 0 and len(self._models) > self.capacity:  # more loads ran at once than it holds
             await self._evict()
         self._changed()
@@ -173,6 +179,20 @@ async def close_model(model: Any) -> None:
     del_fn = getattr(type(model), "__del__", None)
     if del_fn is not None and inspect.iscoroutinefunction(del_fn):
         await del_fn(model)
+
+
+def capacity_of(obj: Any) -> int:
+    """How many models the `@serve.multiplexed` loader of a deployment's instance holds (0: it
+    has none; -1: no limit)."""
+    for name in dir(type(obj)):
+        try:
+            attr = inspect.getattr_static(obj, name)
+        except AttributeError:
+            continue
+        capacity = getattr(attr, "_serve_max_models", None)
+        if isinstance(capacity, int):
+            return capacity
+    return 0
 
 
 def _check_capacity(n: Any) -> int:

@@ -157,6 +157,7 @@ class ReplicaActor:
         await asyncio.shield(self._starting)
         rt = current_runtime()
         return {"replica_tag": self._tag, "pid": os.getpid(), "methods": self._methods,
+                "max_models": 0 if self._is_function else multiplex.capacity_of(self._callable),
                 "node_id": rt.node_id.hex if rt is not None and rt.node_id is not None else "",
                 "log_file": str(logs.log_path(self._who, self._logging or LoggingConfig(), node_logs_dir()))}
 

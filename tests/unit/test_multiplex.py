@@ -336,3 +336,30 @@ def test_the_controller_passes_a_replicas_models_on_to_routers() -> None:
         assert (await c.listen(replica_set_key(dep), -1, 0.0)).version == update.version
         c.record_models(ReplicaId(dep, "gone"), ("x",), 6)  # an unknown replica: ignored
     asyncio.run(main())
+
+
+def test_a_load_in_progress_is_reported_and_capacity_is_found_on_the_instance() -> None:
+    from serve._data.multiplex import capacity_of
+
+    class D:
+        @serve.multiplexed(max_num_models_per_replica=5)
+        async def get_model(self, model_id: str) -> str:
+            return model_id
+
+    assert capacity_of(D()) == 5
+    assert capacity_of(object()) == 0
+
+    async def main() -> None:
+        gate = asyncio.Event()
+        reports: list[tuple[str, ...]] = []
+        cache = ModelCache(loader([], gate, fail={"bad"}), 2, lambda ids, cap: reports.append(ids))
+        loading = asyncio.ensure_future(cache.get("m"))
+        await settle()
+        assert reports == [("m",)]  # routers hear of it before it finished loading
+        gate.set()
+        await loading
+        failing = asyncio.ensure_future(cache.get("bad"))
+        with pytest.raises(RuntimeError):
+            await failing
+        assert reports[-1] == ("m",)  # a failed load is taken back
+    asyncio.run(main())
