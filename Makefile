@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python benchmarks/reconcile_cost.py
 	$(BIN)/python benchmarks/control_plane.py
 	$(BIN)/python benchmarks/vs_ray.py
+	$(BIN)/python benchmarks/multiplexing.py
 
 chaos: install  # tests/chaos alone (~5 min), then the drill table it measured
 	$(BIN)/python benchmarks/drills.py

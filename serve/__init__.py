@@ -40,6 +40,7 @@ from ._data.batching import batch
 from ._data.context import RequestContext, get_replica_context, get_request_context
 from ._data.handle import DeploymentHandle, DeploymentResponse, RayServeHandle, RayServeSyncHandle
 from ._data.ingress import ingress
+from ._data.multiplex import get_multiplexed_model_id, multiplexed
 from ._obs_config import LoggingConfig, TracingConfig
 from .exceptions import (
     ApplicationNotFoundError,
@@ -80,6 +81,7 @@ __all__ = [
     "get_deployment",
     "get_deployment_handle",
     "get_handle",
+    "get_multiplexed_model_id",
     "get_replica_context",
     "get_request_context",
     "handle",
@@ -87,6 +89,7 @@ __all__ = [
     "ingress",
     "list_deployments",
     "metrics",
+    "multiplexed",
     "run",
     "schema",
     "shutdown",

@@ -156,12 +156,16 @@ class DeploymentTarget:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaInfo:
-    """A running replica as routers see it."""
+    """A running replica as routers see it. `model_ids`: the multiplexed models it holds (least
+    recently used first), `max_models` how many it can (0: not multiplexed or not reported
+    yet, -1: no limit), as it last reported them."""
 
     replica_id: ReplicaId
     handle: ActorHandle
     max_ongoing_requests: int
     node_id: str | None = None
+    model_ids: tuple[str, ...] = ()
+    max_models: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,13 @@ from .._data import counting, logs, tracing
 from .._data.client import STATUS_KEY
 from .._data.serve_metrics import controller_metrics
 from .._obs_config import LoggingConfig, TracingConfig
-from ..messages import ApplicationStatus, DeploymentId, DeploymentTarget, ServeSettings
+from ..messages import (
+    ApplicationStatus,
+    DeploymentId,
+    DeploymentTarget,
+    ReplicaId,
+    ServeSettings,
+)
 from .checkpoint import Checkpoint, membership
 from .deployment_state import RUNNING, DeploymentState, StartBudget
 from .io import ActorControllerIO, ControllerIO
@@ -311,6 +317,16 @@ class ServeController:
                 self.schedule.touch(deployment)
             if ongoing > 0 and state.desired == 0:
                 self._kick.set()  # requests wait for a replica (scaled to zero): decide now
+
+    def record_models(self, replica_id: ReplicaId, model_ids: tuple[str, ...], max_models: int) -> None:
+        """A replica's multiplexed models changed (it reports them, debounced): routers get
+        them with its replica set."""
+        state = self.deployments.get(replica_id.deployment)
+        replica = state.replicas.get(replica_id) if state is not None else None
+        if replica is None or state is None:
+            return
+        replica.model_ids, replica.max_models = tuple(model_ids), int(max_models)
+        self.published.replica_set(replica_id.deployment, state)
 
     async def shutdown(self, timeout_s: float = 60.0) -> bool:
         """Drain the proxies, delete every deployment, stop the proxies and drop the

@@ -126,6 +126,8 @@ class Replica:
     placed_at: float | None = None  # first seen placed on a node (its constructor starts about then)
     meta: dict[str, Any] = field(default_factory=dict)
     budgeted: bool = False  # holds a StartBudget slot (until it runs, fails or stops)
+    model_ids: tuple[str, ...] = ()  # the multiplexed models it reported holding (least recently used first)
+    max_models: int = 0  # how many it can hold (0: none reported)
 
 
 def _error_text(pending: Pending) -> str | None:
@@ -273,6 +275,8 @@ class DeploymentState:
                 info = r.ready.result(0)
                 if isinstance(info, dict):  # its pid and log file, for the status
                     r.meta.update({k: info[k] for k in ("pid", "log_file", "node_id") if k in info})
+                    if isinstance(info.get("max_models"), int) and not r.max_models:
+                        r.max_models = info["max_models"]  # @serve.multiplexed: routers know its room at once
                     if r.version == self.target.version and isinstance(info.get("methods"), (list, tuple)):
                         self.methods = tuple(info["methods"])
                 log.info("replica %s is running (started in %.1f s)", r.replica_id, now - r.started_at)

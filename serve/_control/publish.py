@@ -85,10 +85,7 @@ class Publisher:
                 self._summary_order = None
             self.members_dirty |= self._members.pop(dep_id, None) is not None
             return
-        rs = replica_set_of(s)
-        if self._replica_sets.get(dep_id) != rs:
-            self._replica_sets[dep_id] = rs
-            self.polls.publish(replica_set_key(dep_id), rs)
+        self.replica_set(dep_id, s)
         prefix = routable(s)
         if self._routes.get(dep_id) != prefix:
             if prefix is None:
@@ -112,6 +109,14 @@ class Publisher:
         if self._members.get(dep_id) != members:
             self._members[dep_id] = members
             self.members_dirty = True
+
+    def replica_set(self, dep_id: DeploymentId, s: DeploymentState) -> None:
+        """Publish the deployment's replica set if it changed (also alone: a replica reported
+        the multiplexed models it holds)."""
+        rs = replica_set_of(s)
+        if self._replica_sets.get(dep_id) != rs:
+            self._replica_sets[dep_id] = rs
+            self.polls.publish(replica_set_key(dep_id), rs)
 
     def app_deployed(self, app: str) -> None:
         """The application was deployed again (its last_deployed_time_s changes)."""

@@ -99,7 +99,8 @@ def replica_set_of(s: DeploymentState) -> ReplicaSet:
     cfg = s.target.config
     return ReplicaSet(
         s.target.id,
-        tuple(ReplicaInfo(r.replica_id, r.handle, cfg.max_ongoing_requests) for r in s.running()),
+        tuple(ReplicaInfo(r.replica_id, r.handle, cfg.max_ongoing_requests, model_ids=r.model_ids,
+                          max_models=r.max_models) for r in s.running()),
         cfg.max_queued_requests,
         _metrics_interval(s),
         s.methods,

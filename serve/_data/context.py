@@ -56,7 +56,8 @@ class RequestContext:
     `request_id`: the HTTP request's (echoed in its `X-Request-ID` response header) or the
     handle call's; `route`: the route prefix the HTTP request matched ("" for handle calls
     made outside an HTTP request); `app_name`: the application; `multiplexed_model_id`:
-    reserved (always ""). `traceparent` (internal): the W3C trace context of the caller's
+    the model the request is for (its `serve_multiplexed_model_id` header, or the handle's
+    `.options(multiplexed_model_id=...)`; "" for none). `traceparent` (internal): the W3C trace context of the caller's
     span, when tracing is on."""
 
     request_id: str = ""

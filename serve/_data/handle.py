@@ -8,7 +8,8 @@ controller by name and build their own router.
 
 A call carries the request context of the code that makes it (`serve.get_request_context()`:
 same request id, route and application), or a new request id outside any request; with
-tracing on it is a span of its own, whose trace context goes along.
+tracing on it is a span of its own, whose trace context goes along. Its multiplexed model id
+is the handle's (`.options(multiplexed_model_id=...)`, "" by default), not the caller's.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .._model import reject_unknown
 from ..messages import DeploymentId
 from . import tracing
 from .client import ServeClient
-from .context import NO_REQUEST, RID, Ctx, current_request, new_request_id
+from .context import APP, MODEL, NO_REQUEST, RID, ROUTE, TRACE, Ctx, current_request, new_request_id
 from .streaming import DeploymentResponseGenerator, start_stream
 
 __all__ = ["DeploymentHandle", "DeploymentResponse", "DeploymentResponseGenerator", "RayServeHandle",
@@ -195,11 +196,14 @@ def _start(client: ServeClient, deployment: DeploymentId, method: str, args: tup
         response._source = source
 
 
-def _context_of_call(app_name: str) -> Ctx:
-    """The request context a call carries: the caller's, or a new request's."""
+def _context_of_call(app_name: str, model: str = "") -> Ctx:
+    """The request context a call carries: the caller's, or a new request's (with the
+    handle's model id)."""
     ctx = current_request.get()
     if ctx is NO_REQUEST:
-        return (new_request_id(), "", app_name, "", "")
+        return (new_request_id(), "", app_name, model, "")
+    if ctx[MODEL] != model:
+        return (ctx[RID], ctx[ROUTE], ctx[APP], model, ctx[TRACE])
     return ctx
 
 
@@ -219,22 +223,26 @@ def _end_span(span: Any, fut: Any) -> None:
 class DeploymentHandle:
     """Calls a deployment. `handle.remote(...)` calls `__call__`, `handle.m.remote(...)` calls m.
     With `.options(stream=True)`, calls return a `DeploymentResponseGenerator` over the items
-    the method yields."""
+    the method yields; with `.options(multiplexed_model_id="m1")` they go to a replica that
+    holds model m1 if one does (`serve.get_multiplexed_model_id()` inside)."""
 
     def __init__(self, deployment_name: str, app_name: str = "default", method_name: str = "__call__",
-                 stream: bool = False) -> None:
+                 stream: bool = False, multiplexed_model_id: str = "") -> None:
         self.deployment_name = deployment_name
         self.app_name = app_name
         self.method_name = method_name
         self.stream = stream
+        self.multiplexed_model_id = multiplexed_model_id
         self._id = DeploymentId(app_name, deployment_name)
 
     def __repr__(self) -> str:
         streaming = ", stream=True" if self.stream else ""
-        return f"DeploymentHandle(deployment={self.deployment_name!r}, method={self.method_name!r}{streaming})"
+        model = f", multiplexed_model_id={self.multiplexed_model_id!r}" if self.multiplexed_model_id else ""
+        return f"DeploymentHandle(deployment={self.deployment_name!r}, method={self.method_name!r}{streaming}{model})"
 
     def __reduce__(self):
-        return (DeploymentHandle, (self.deployment_name, self.app_name, self.method_name, self.stream))
+        return (DeploymentHandle, (self.deployment_name, self.app_name, self.method_name, self.stream,
+                                   self.multiplexed_model_id))
 
     def options(self, *, method_name: str | None = None, stream: bool | None = None,
                 **options: Any) -> "DeploymentHandle":
@@ -245,13 +253,16 @@ class DeploymentHandle:
             raise TypeError(f"handle.options(method_name=...) takes a method's name, got {method_name!r}")
         if stream is not None and not isinstance(stream, bool):
             raise TypeError(f"handle.options(stream=...) takes True or False, got {stream!r}")
+        model = options.get("multiplexed_model_id", self.multiplexed_model_id)
+        if not isinstance(model, str):
+            raise TypeError(f"handle.options(multiplexed_model_id=...) takes a model id (a string), got {model!r}")
         return DeploymentHandle(self.deployment_name, self.app_name, method_name or self.method_name,
-                                self.stream if stream is None else stream)
+                                self.stream if stream is None else stream, model)
 
     def __getattr__(self, name: str) -> "DeploymentHandle":
         if name.startswith("_"):
             raise AttributeError(name)
-        return DeploymentHandle(self.deployment_name, self.app_name, name, self.stream)
+        return DeploymentHandle(self.deployment_name, self.app_name, name, self.stream, self.multiplexed_model_id)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """A `DeploymentResponse` (a `DeploymentResponseGenerator` with `stream=True`)."""
@@ -259,7 +270,7 @@ class DeploymentHandle:
         rt = client.rt
         loop = asyncio._get_running_loop()
         name, method = self._id, self.method_name
-        ctx = _context_of_call(self.app_name)
+        ctx = _context_of_call(self.app_name, self.multiplexed_model_id)
         span = None
         if tracing.ENABLED:
             span, ctx = _traced(self.deployment_name, method, ctx)

@@ -11,7 +11,8 @@ messages are pulled from and pushed to that replica). On shutdown the
 controller calls `start_draining` (healthz 503, still serving) and then `drain`.
 
 Each request's id (the server's, see `proxy._observe`) goes to the replica in the request
-context, with the route prefix matched and its application; `_Observer` counts requests
+context, with the route prefix matched, its application and the multiplexed model id its
+header `serve_multiplexed_model_id` names (routers prefer a replica holding that model); `_Observer` counts requests
 (`serve_num_http_*`, `serve_http_request_latency_ms`), writes the proxy's access log and,
 when tracing is on, makes the request's span (a child of the client's `traceparent`).
 """
@@ -52,6 +53,17 @@ __all__ = ["HTTPProxyActor", "ROUTES_KEY"]
 ROUTES_KEY = "routes"  # the controller's long-poll key of the route table
 FIRST_ROUTES_S = 10.0  # how long a starting proxy waits for its route table before it listens anyway
 log = logging.getLogger(__name__)
+
+
+MODEL_HEADER = b"serve_multiplexed_model_id"  # names the multiplexed model a request is for
+
+
+def _model_of(request: HTTPRequest) -> str:
+    """The multiplexed model id the request's `serve_multiplexed_model_id` header names ("" if none)."""
+    for name, value in request.headers:
+        if name == MODEL_HEADER:
+            return value.decode("latin-1").strip()
+    return ""
 
 
 def _status_of(exc: BaseException) -> int:
@@ -252,7 +264,8 @@ class HTTPProxyActor:
 
     async def _forward(self, target: str, request: HTTPRequest, request_id: str) -> HTTPResponse | _ReplicaStream:
         dep_id, route = self._targets[target]
-        ctx: Ctx = (request_id, route, dep_id.app, "", tracing.current_traceparent() if tracing.ENABLED else "")
+        ctx: Ctx = (request_id, route, dep_id.app, _model_of(request),
+                    tracing.current_traceparent() if tracing.ENABLED else "")
         router = await self.client.router(dep_id)
         result, replica = await router.call_holding(HTTP_METHOD, (request,), {}, _is_stream_start, ctx)
         if replica is None:
@@ -261,7 +274,8 @@ class HTTPProxyActor:
 
     async def _forward_websocket(self, target: str, request: HTTPRequest, request_id: str) -> _ReplicaWebSocket:
         dep_id, route = self._targets[target]
-        ctx: Ctx = (request_id, route, dep_id.app, "", tracing.current_traceparent() if tracing.ENABLED else "")
+        ctx: Ctx = (request_id, route, dep_id.app, _model_of(request),
+                    tracing.current_traceparent() if tracing.ENABLED else "")
         router = await self.client.router(dep_id)
         result, replica = await router.call_holding(WEBSOCKET_METHOD, (request,), {}, _is_websocket_start, ctx)
         if replica is None:

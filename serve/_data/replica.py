@@ -30,6 +30,12 @@ replica's log file as its `LoggingConfig` says (`logs.configure`; changed live b
 (`serve.get_request_context()`, the request id in every log line), is counted in the
 `serve_deployment_*` metrics, written to the access log, and traced when tracing is on.
 A user exception is logged here with its traceback (the caller gets it too).
+
+Multiplexing: the models a `@serve.multiplexed` loader holds are reported to the controller
+when they change (debounced by MODELS_DEBOUNCE_S; see `multiplex`), and again with each
+health check (so a restarted controller, which adopts the replica and checks its health at
+once, hears of them; an unchanged report changes nothing there); the controller passes
+them on to routers with the replica set.
 """
 
 from __future__ import annotations
@@ -62,8 +68,9 @@ from proxy import (
 
 from .._obs_config import LoggingConfig, TracingConfig
 from ..exceptions import MethodNotFoundError
-from ..messages import HTTP_METHOD, WEBSOCKET_METHOD
-from . import counting, logs, tracing
+from ..messages import HTTP_METHOD, WEBSOCKET_METHOD, DeploymentId, ReplicaId
+from . import counting, logs, multiplex, tracing
+from .client import ServeClient
 from .context import (
     APP,
     NO_REQUEST,
@@ -84,6 +91,8 @@ from .streams import StreamRegistry
 __all__ = ["ReplicaActor", "public_methods"]
 
 log = logging.getLogger(__name__)
+MODELS_DEBOUNCE_S = 0.05  # changes of the models held within this go to the controller as one report
+_MODELS_ATTEMPTS = 5  # a report the controller does not take is tried this often (then at the next change)
 
 
 class ReplicaActor:
@@ -135,6 +144,9 @@ class ReplicaActor:
         self._logging = logging_config
         self._streams = StreamRegistry(deployment, self._request_done)
         self._sockets = WebSocketSessions(self._request_done)
+        self._models: tuple[tuple[str, ...], int] | None = None  # the multiplexed models held, to report
+        self._models_task: asyncio.Task | None = None
+        multiplex.set_listener(self._models_changed)
 
     @actors.unqueued  # control: never behind requests (see the class docstring)
     async def ready(self) -> dict[str, Any]:
@@ -145,8 +157,32 @@ class ReplicaActor:
         await asyncio.shield(self._starting)
         rt = current_runtime()
         return {"replica_tag": self._tag, "pid": os.getpid(), "methods": self._methods,
+                "max_models": 0 if self._is_function else multiplex.capacity_of(self._callable),
                 "node_id": rt.node_id.hex if rt is not None and rt.node_id is not None else "",
                 "log_file": str(logs.log_path(self._who, self._logging or LoggingConfig(), node_logs_dir()))}
+
+    def _models_changed(self, model_ids: tuple[str, ...], capacity: int) -> None:
+        self._models = (model_ids, capacity)
+        if self._models_task is None or self._models_task.done():
+            self._models_task = asyncio.get_running_loop().create_task(self._report_models())
+
+    async def _report_models(self) -> None:
+        """Tell the controller the models held, once they stop changing for MODELS_DEBOUNCE_S."""
+        sent, failures = None, 0
+        replica_id = ReplicaId(DeploymentId(self._app, self._deployment), self._tag)
+        while self._models != sent and failures < _MODELS_ATTEMPTS:
+            await asyncio.sleep(MODELS_DEBOUNCE_S * (1 if failures == 0 else 10 * failures))
+            report = self._models
+            try:
+                rt = current_runtime()
+                if rt is None:
+                    return
+                controller = await ServeClient.of(rt).controller()
+                await controller.record_models.remote(replica_id, *report)  # type: ignore[misc]
+                sent, failures = report, 0
+            except Exception as e:  # the controller is away: routers still learn from their own sends
+                failures += 1
+                log.warning("could not report the models held to the controller (%s: %s)", type(e).__name__, e)
 
     @actors.unqueued
     async def start_phase(self) -> str:
@@ -375,6 +411,8 @@ class ReplicaActor:
 
     @actors.unqueued
     async def check_health(self) -> bool:
+        if self._models is not None and (self._models_task is None or self._models_task.done()):
+            self._models_changed(*self._models)  # the controller may be a new one (see the module docstring)
         fn = getattr(self._callable, "check_health", None)
         if fn is not None:
             await _call_off_loop(fn)

@@ -9,6 +9,9 @@ flight there < max_ongoing_requests), sample two and take the less loaded. With 
 anywhere, requests wait in FIFO order at the caller; past `max_queued_requests` they fail
 at once with `BackPressureError`. A deployment scaled to zero has no replica: its requests
 wait, and the first to wait reports the load at once, so the controller starts a replica.
+A request naming a multiplexed model (`Ctx[MODEL]`) prefers a replica that holds it
+(`model_routing.ModelLocator`: power of two choices among holders, else among replicas
+with a free model slot, else among all).
 
 A request refused by a replica that was already gone (`ActorUnavailableError`: it never
 ran) is retried on another replica; one that was in flight when its replica died fails
@@ -39,8 +42,8 @@ from actors.system import LongPollClient, PreparedCall, Update
 
 from ..exceptions import BackPressureError, DeploymentUnavailableError, MethodNotFoundError, ServeError
 from ..messages import HTTP_METHOD, WEBSOCKET_METHOD, DeploymentId, ReplicaId, ReplicaInfo, ReplicaSet
-from . import counting, tracing
-from .context import APP, NO_REQUEST, ROUTE, TRACE, Ctx
+from . import counting, model_routing, tracing
+from .context import APP, MODEL, NO_REQUEST, ROUTE, TRACE, Ctx
 from .outcomes import ignore_outcome
 from .serve_metrics import caller_metrics
 
@@ -96,6 +99,7 @@ class Router:
             caller_metrics().queued.add_source(self)
         self._controller = controller
         self._policy = PowerOfTwoChoices(rng)
+        self._models = model_routing.ModelLocator() if model_routing.ENABLED else None
         self._replicas: tuple[ReplicaInfo, ...] = ()
         self._max_queued = -1
         self._methods: frozenset[str] | None = None  # what may be called (None: not known yet)
@@ -128,6 +132,8 @@ class Router:
         self._missing = not update.exists
         rs = update.value if update.exists and update.value is not None else ReplicaSet(self.deployment, ())
         self._replicas = rs.replicas
+        if self._models is not None:
+            self._models.update(rs.replicas)
         self._max_queued = rs.max_queued_requests
         self._unavailable = rs.unavailable
         if rs.unavailable and not rs.replicas:  # nothing will come for the waiting calls: fail them
@@ -201,7 +207,12 @@ class Router:
         if methods is not None and method not in methods and method not in _PROXY_METHODS:
             raise MethodNotFoundError.of(self.deployment.name, method, sorted(methods))
 
-    async def _acquire(self, method: str = HTTP_METHOD) -> ReplicaInfo:
+    def _choose(self, model: str) -> ReplicaInfo | None:
+        if model and self._models is not None:
+            return self._models.choose(self._policy, self._routable(), self._in_flight, model)
+        return self._policy.choose(self._routable(), self._in_flight)
+
+    async def _acquire(self, method: str = HTTP_METHOD, model: str = "") -> ReplicaInfo:
         """A replica with room, in FIFO order: requests already waiting (or woken and
         about to run) go before a new arrival."""
         if not self._have_set.is_set():
@@ -215,7 +226,7 @@ class Router:
                 raise ServeError(f"there is no deployment {self.deployment.name!r} in application "
                                  f"{self.deployment.app!r} (see serve.status())")
             ahead = arriving and (self._waiting or self._handoffs)
-            replica = None if ahead else self._policy.choose(self._routable(), self._in_flight)
+            replica = None if ahead else self._choose(model)
             if replica is not None:
                 self._in_flight[replica.replica_id] += 1
                 if self._waiting and self._has_room():
@@ -324,7 +335,7 @@ class Router:
                 failed.set_exception(e)
                 deliver(failed)
                 return failed
-            replica = self._policy.choose(self._routable(), self._in_flight)
+            replica = self._choose(ctx[MODEL])
         if replica is None:
             task = asyncio.get_running_loop().create_task(self._route_value(method, args, kwargs, ctx, prepared))
             task.add_done_callback(deliver)
@@ -380,7 +391,7 @@ class Router:
         span = tracing.start(f"route {self.deployment.name}", traceparent=ctx[TRACE],
                              attributes={"serve.queued": bool(self._waiting or self._handoffs)})
         try:
-            replica = await self._acquire(method)
+            replica = await self._acquire(method, ctx[MODEL])
         except BaseException as e:
             tracing.end(span, error=e if isinstance(e, Exception) else None)
             raise
@@ -392,7 +403,7 @@ class Router:
                      ctx: Ctx, prepared: PreparedCall | None = None,
                      stream: bool = False) -> tuple[Any, ReplicaInfo | None]:
         for attempt in range(_ATTEMPTS):
-            replica = await (self._acquire_traced(ctx, method) if tracing.ENABLED else self._acquire(method))
+            replica = await (self._acquire_traced(ctx, method) if tracing.ENABLED else self._acquire(method, ctx[MODEL]))
             held = False
             try:
                 if stream:

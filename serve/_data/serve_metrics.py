@@ -17,6 +17,11 @@ handle's). Counters are exported with Prometheus' `_total` suffix, as Ray's are.
                 serve_deployment_processing_latency_ms{deployment, replica, route, application}  (histogram)
                 serve_replica_processing_queries{deployment, replica, application}
                 serve_deployment_replica_starts_total{deployment, replica, application}
+    multiplex   serve_multiplexed_model_load_total{deployment, replica, application}
+                serve_multiplexed_model_unload_total{deployment, replica, application}
+                serve_multiplexed_model_load_latency_ms{deployment, replica, application}  (histogram)
+                serve_multiplexed_model_requests_total{deployment, replica, application, model_id}
+                serve_num_multiplexed_models{deployment, replica, application}
     controller  serve_deployment_replica_healthy{deployment, replica, application}
                 serve_deployment_target_replicas{deployment, application}
                 serve_deployment_running_replicas{deployment, application}
@@ -34,7 +39,7 @@ from types import SimpleNamespace
 
 from .counting import Counter, CounterFunc, GaugeFunc, Histogram, family
 
-__all__ = ["caller_metrics", "controller_metrics", "proxy_metrics", "replica_metrics"]
+__all__ = ["caller_metrics", "controller_metrics", "multiplex_metrics", "proxy_metrics", "replica_metrics"]
 
 
 @functools.cache
@@ -85,6 +90,22 @@ def replica_metrics() -> SimpleNamespace:
         starts=family(Counter, "serve_deployment_replica_starts",
                       "The number of times this replica has been restarted due to failure.",
                       ("deployment", "replica", "application")),
+    )
+
+
+@functools.cache
+def multiplex_metrics() -> SimpleNamespace:
+    """A replica's model cache (`@serve.multiplexed`); `model_id` is bounded by the models
+    the replica has held (its requests name them)."""
+    labels = ("deployment", "replica", "application")
+    return SimpleNamespace(
+        loads=family(Counter, "serve_multiplexed_model_load", "The number of models loaded.", labels),
+        unloads=family(Counter, "serve_multiplexed_model_unload", "The number of models evicted (unloaded).", labels),
+        load_latency=family(Histogram, "serve_multiplexed_model_load_latency_ms", "The time a model took to load.",
+                            labels),
+        requests=family(Counter, "serve_multiplexed_model_requests", "The number of requests for a model.",
+                        (*labels, "model_id")),
+        held=family(GaugeFunc, "serve_num_multiplexed_models", "The number of models this replica holds.", labels),
     )
 
 
