@@ -14,28 +14,14 @@ import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import ROOT, free_port, zeroserve
+
 TARGET_S = 10.0
-
-
-def zeroserve(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-c", "import sys; from cluster.cli import main; sys.exit(main())", *args],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"zeroserve {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
-    return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:

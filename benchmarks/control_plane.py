@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,23 +38,9 @@ import time
 
 import httpx
 import psutil
+from _common import ROOT, free_port, zeroserve
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = {"deploy_s": 30.0, "change_p99_s": 1.0, "controller_cpu_pct": 5.0, "status_p99_ms": 100.0}
-
-
-def zeroserve(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-c", "import sys; from cluster.cli import main; sys.exit(main())", *args],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"zeroserve {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
-    return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values: list[float], q: float) -> float:

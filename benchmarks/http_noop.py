@@ -23,14 +23,15 @@ import argparse
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import ensure_wrk, free_port
+
 os.environ.setdefault("ZEROSERVE_QUIET", "1")
 
 RAW_APP = """
@@ -45,22 +46,6 @@ async def noop(request):
 app = Starlette(routes=[Route("/noop", noop)])
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False, http="httptools")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ensure_wrk() -> str:
-    path = shutil.which("wrk")
-    if path is None:
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
-        path = shutil.which("wrk")
-    assert path is not None
-    return path
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:

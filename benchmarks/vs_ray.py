@@ -23,12 +23,13 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import ensure_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VENV = Path.home() / ".cache" / "zeroserve-bench" / "ray-venv"
@@ -119,17 +120,6 @@ def ensure_ray(venv: Path, spec: str) -> tuple[str, str]:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", spec], check=True)
     return str(python), subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def ensure_wrk() -> str:
-    path = shutil.which("wrk")
-    if path is None:
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
-        path = shutil.which("wrk")
-    if path is None:
-        raise SystemExit("wrk is needed (apt-get install wrk)")
-    return path
 
 
 def run_child(python: str, fw: str, wrk: str, seconds: float) -> dict:
