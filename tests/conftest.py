@@ -29,6 +29,7 @@ import pytest
 RUN_DIR = tempfile.mkdtemp(prefix="zs-tests-")
 os.environ["ZEROSERVE_TMPDIR"] = RUN_DIR
 os.environ["ZEROSERVE_QUIET"] = "1"
+os.environ["ZEROSERVE_PROXY_WORKERS"] = "1"  # one proxy per node on any machine (tests count them)
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -77,10 +77,14 @@ class NodeView:
 
 
 def default_workers(cpus: float, machine_cores: int | None = None) -> int:
-    """Proxy processes for a node: half its cores (the replicas need the rest), at least 1,
+    """Proxy processes for a node: `$ZEROSERVE_PROXY_WORKERS` when the operator sets it
+    (a whole number >= 1), else half its cores (the replicas need the rest), at least 1,
     at most 8. Its cores: those of the machine the controller runs on (`machine_cores`,
     default `os.cpu_count()`; a cluster's machines are usually alike), or its CPU resource
     if that is fewer (logical CPUs can be declared above the cores, never more processes)."""
+    pinned = os.environ.get("ZEROSERVE_PROXY_WORKERS", "")
+    if pinned.isdigit() and int(pinned) >= 1:
+        return int(pinned)
     cores = machine_cores or os.cpu_count() or 1
     if cpus >= 1:
         cores = min(cores, int(cpus))

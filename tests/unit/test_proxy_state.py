@@ -252,7 +252,15 @@ def test_the_base_url_is_a_running_proxys_own_else_the_configured_one() -> None:
     assert base_url({"location": "NoServer"}, proxies) is None
 
 
-def test_default_workers_are_half_the_cores_from_one_to_eight() -> None:
+def test_the_default_number_of_workers_can_be_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZEROSERVE_PROXY_WORKERS", "3")
+    assert default_workers(0, 16) == 3
+    monkeypatch.setenv("ZEROSERVE_PROXY_WORKERS", "lots")  # not a whole number: the cores decide
+    assert default_workers(0, 16) == 8
+
+
+def test_default_workers_are_half_the_cores_from_one_to_eight(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ZEROSERVE_PROXY_WORKERS", raising=False)
     assert [default_workers(0, c) for c in (1, 2, 3, 4, 8, 16, 64)] == [1, 1, 1, 2, 4, 8, 8]
     # a node declaring fewer CPUs than the machine has gets fewer; declaring more gets no more
     assert (default_workers(4, 16), default_workers(32, 4), default_workers(0.5, 8)) == (2, 2, 4)
