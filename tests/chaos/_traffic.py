@@ -7,10 +7,12 @@ the next proxy when a connection is *refused* (nothing was sent, so the retry is
 any other error is the request's outcome. Every request has a client timeout, so none can
 hang the run: one that reaches it is recorded as a failure (`ReadTimeout`).
 
-`Verdict` judges the record against a fault window [t_fault, t_effect] (the fault was
-made at t_fault and had taken effect, e.g. the killed process was gone, at t_effect):
-a request *in flight at the fault* is one that overlaps that window; every other request
-must succeed. `Row` is one line of the drill table; `ROWS` collects them for the run.
+`Verdict` judges the record against a fault window [t_fault, t_effect + NOTICE_S] (the
+fault was made at t_fault and had taken effect, e.g. the killed process was gone, at
+t_effect; NOTICE_S more is the time its peers take to see it, e.g. a dead process's
+connections drop: a request sent to it before its proxy saw the drop may have reached
+it, as far as anyone can tell, so it is in flight): a request *in flight at the fault* is
+one that overlaps that window; every other request must succeed. `Row` is one line of the drill table; `ROWS` collects them for the run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import httpx
 __all__ = ["REQUEST_TIMEOUT_S", "ROWS", "Request", "Row", "Traffic", "Verdict", "record", "table"]
 
 REQUEST_TIMEOUT_S = 10.0  # the clients' timeout: no request may take longer
+NOTICE_S = 0.1  # after a fault took effect, the time its peers are given to see it (see Verdict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +122,9 @@ class Verdict:
 
     def __post_init__(self) -> None:
         self.failed = [r for r in self.done if not r.ok]
-        self.in_flight = [r for r in self.done if r.overlaps(self.t_fault, self.t_effect)]
-        self.late_failures = [r for r in self.failed if not r.overlaps(self.t_fault, self.t_effect)]
+        window = (self.t_fault, self.t_effect + NOTICE_S)
+        self.in_flight = [r for r in self.done if r.overlaps(*window)]
+        self.late_failures = [r for r in self.failed if not r.overlaps(*window)]
         self.timed_out = [r for r in self.done if "Timeout" in r.error or r.latency >= REQUEST_TIMEOUT_S]
 
     @property
