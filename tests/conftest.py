@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,12 @@ from typing import Any
 
 import psutil
 import pytest
+
+# A shell starts a background job (`cmd &`, as a CI script may) with SIGINT ignored, and
+# every process it starts inherits that: the drivers the tests Ctrl-C would not hear it.
+# A handler (not SIG_IGN) here means the test processes' children start with the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 RUN_DIR = tempfile.mkdtemp(prefix="zs-tests-")
 os.environ["ZEROSERVE_TMPDIR"] = RUN_DIR
