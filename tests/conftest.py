@@ -186,6 +186,19 @@ def read_json_line(proc: subprocess.Popen, timeout: float = 60.0) -> dict:
     pytest.fail(f"driver gave no JSON line within {timeout}s (exit {proc.poll()}): {err[-3000:]}")
 
 
+def scrape_node_metrics() -> str:
+    """The Prometheus text of every live node's metrics endpoint (this cluster's), joined."""
+    import urllib.request
+
+    urls = [n["metrics_url"] for n in actors.nodes() if n.get("alive") and n.get("metrics_url")]
+    assert urls, "no node of this cluster serves a metrics endpoint"
+    text = ""
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            text += r.read().decode()
+    return text
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Any:
     """An embedded cluster (4 logical CPUs) per test module that just needs one."""

@@ -19,19 +19,17 @@ import os
 import pickle
 import random
 import re
-import urllib.request
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-import actors
 import serve
 from serve._data.client import ServeClient
 from serve.messages import DeploymentId
 
-from ..conftest import free_port, wait_until
+from ..conftest import free_port, scrape_node_metrics, wait_until
 
 pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(240)]
 
@@ -128,17 +126,6 @@ def test_a_steady_mix_settles_with_no_more_loads(mux) -> None:
     assert _events(where, "close") == []
 
 
-def _scrape() -> str:
-    urls = [n["metrics_url"] for n in actors.nodes() if n.get("alive") and n.get("metrics_url")]
-    if not urls:
-        pytest.skip("this runtime serves no node metrics endpoint")
-    text = ""
-    for url in urls:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text += r.read().decode()
-    return text
-
-
 def _value(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -169,7 +156,7 @@ def test_least_recently_used_is_evicted_and_closed(tmp_path: Path) -> None:
         labels = {"deployment": "Mux", "application": "lru"}
 
         def counted() -> bool:
-            text = _scrape()
+            text = scrape_node_metrics()
             return (_value(text, "serve_multiplexed_model_load_total", **labels) == 4
                     and _value(text, "serve_multiplexed_model_unload_total", **labels) == 2
                     and _value(text, "serve_multiplexed_model_requests_total", model_id="a", **labels) == 3

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import os
 import re
-import urllib.request
 
 import httpx
 import psutil
 import pytest
 from prometheus_client import generate_latest
 
-import actors
 import serve
 from actors.system import metrics_registry
 from serve import metrics
 
-from ..conftest import free_port, wait_until
+from ..conftest import free_port, scrape_node_metrics, wait_until
 
 pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(240)]
 
@@ -70,22 +68,6 @@ def _samples(text: str, name: str, **labels: str) -> list[float]:
 
 def _value(text: str, name: str, **labels: str) -> float:
     return sum(_samples(text, name, **labels))
-
-
-def _node_urls() -> list[str]:
-    return [n["metrics_url"] for n in actors.nodes() if n.get("alive") and n.get("metrics_url")]
-
-
-def _scrape() -> str:
-    """Every node's endpoint; without one (a runtime without the endpoint), skip the test."""
-    urls = _node_urls()
-    if not urls:
-        pytest.skip("this runtime serves no node metrics endpoint")
-    text = ""
-    for url in urls:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text += r.read().decode()
-    return text
 
 
 def _mine() -> str:
@@ -156,7 +138,7 @@ def test_http_and_handle_requests_move_their_counters_by_exactly_n_and_m(app) ->
                        route="/counted")
     assert len(buckets) >= 10 and buckets == sorted(buckets)  # cumulative buckets, +Inf last
 
-    node = _scrape()  # the proxy and the controller: through the node's endpoint
+    node = scrape_node_metrics()  # the proxy and the controller: through the node's endpoint
     ok = _value(node, "serve_num_http_requests_total", route="/counted", method="GET", application="counting",
                 status_code="200")
     failed = _value(node, "serve_num_http_error_requests_total", route="/counted", error_code="500",
@@ -169,7 +151,7 @@ def test_http_and_handle_requests_move_their_counters_by_exactly_n_and_m(app) ->
     before_ok = ok
     for _ in range(n):
         client.get("/counted")
-    node = _scrape()
+    node = scrape_node_metrics()
     assert _value(node, "serve_num_http_requests_total", route="/counted", method="GET", application="counting",
                   status_code="200") - before_ok == n
     assert _value(node, "serve_deployment_target_replicas", deployment="Counted", application="counting") == 1
@@ -178,14 +160,14 @@ def test_http_and_handle_requests_move_their_counters_by_exactly_n_and_m(app) ->
 def test_a_replicas_death_moves_replica_healthy(app) -> None:
     handle = serve.run(Fragile.bind(), name="fragile", route_prefix=None)
     pid = handle.pid.remote().result(timeout_s=30)
-    first = wait_until(lambda: [line for line in _scrape().splitlines()
+    first = wait_until(lambda: [line for line in scrape_node_metrics().splitlines()
                                 if line.startswith("serve_deployment_replica_healthy{") and "fragile#Fragile#" in line
                                 and line.endswith(" 1.0")], timeout=30, what="Fragile healthy")
     old = re.search(r'replica="(fragile#Fragile#\w+)"', first[0]).group(1)
     psutil.Process(pid).kill()
 
     def replaced() -> bool:
-        text = _scrape()
+        text = scrape_node_metrics()
         dead = _samples(text, "serve_deployment_replica_healthy", replica=old)
         fresh = [line for line in text.splitlines() if line.startswith("serve_deployment_replica_healthy{")
                  and "fragile#Fragile#" in line and old not in line and line.endswith(" 1.0")]
