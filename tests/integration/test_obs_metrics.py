@@ -85,13 +85,9 @@ def app():
     serve.shutdown()
 
 
-def test_http_and_handle_requests_move_their_counters_by_exactly_n_and_m(app) -> None:
-    client, handle = app
-    n, m, k = 7, 5, 3
-    handle.ping.remote().result(timeout_s=30)  # the driver's router exists: its counters start from here
-    replica = handle.registry.remote().result(timeout_s=30)
-    mine = _mine()
-    before = {
+def _counters(replica: str, mine: str) -> dict[str, float]:
+    """The counters the test moves, read from the replica's and this driver's registries."""
+    return {
         "replica_http": _value(replica, "serve_deployment_request_counter_total", deployment="Counted",
                                route="/counted", application="counting"),
         "replica_handle": _value(replica, "serve_deployment_request_counter_total", deployment="Counted", route=""),
@@ -106,6 +102,15 @@ def test_http_and_handle_requests_move_their_counters_by_exactly_n_and_m(app) ->
         "user_http": _value(replica, "counted_calls_total", kind="http", deployment="Counted"),
         "user_handle": _value(replica, "counted_calls_total", kind="handle", deployment="Counted"),
     }
+
+
+def test_http_and_handle_requests_move_their_counters_by_exactly_n_and_m(app) -> None:
+    client, handle = app
+    n, m, k = 7, 5, 3
+    handle.ping.remote().result(timeout_s=30)  # the driver's router exists: its counters start from here
+    replica = handle.registry.remote().result(timeout_s=30)
+    mine = _mine()
+    before = _counters(replica, mine)
     for _ in range(n):
         assert client.get("/counted").json() == {"y": 2}
     for _ in range(k):
@@ -114,21 +119,7 @@ def test_http_and_handle_requests_move_their_counters_by_exactly_n_and_m(app) ->
         handle.ping.remote().result(timeout_s=30)
     replica = handle.registry.remote().result(timeout_s=30)  # itself a handle call: counted after this read
     mine = _mine()
-    after = {
-        "replica_http": _value(replica, "serve_deployment_request_counter_total", deployment="Counted",
-                               route="/counted", application="counting"),
-        "replica_handle": _value(replica, "serve_deployment_request_counter_total", deployment="Counted", route=""),
-        "replica_errors": _value(replica, "serve_deployment_error_counter_total", deployment="Counted",
-                                 route="/counted"),
-        "inner_calls": _value(replica, "serve_handle_request_counter_total", deployment="Inner", route="/counted",
-                              application="counting"),
-        "driver_handle": _value(mine, "serve_handle_request_counter_total", deployment="Counted", route="",
-                                application="counting"),
-        "driver_router": _value(mine, "serve_num_router_requests_total", deployment="Counted", route="",
-                                application="counting"),
-        "user_http": _value(replica, "counted_calls_total", kind="http", deployment="Counted"),
-        "user_handle": _value(replica, "counted_calls_total", kind="handle", deployment="Counted"),
-    }
+    after = _counters(replica, mine)
     moved = {key: after[key] - before[key] for key in before}
     assert moved == {"replica_http": n + k, "replica_handle": m + 1, "replica_errors": k, "inner_calls": n,
                      "driver_handle": m + 1, "driver_router": m + 1, "user_http": n, "user_handle": m}
