@@ -5,7 +5,6 @@ counts as in flight on its replica while it lasts."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 
 import httpx
@@ -17,33 +16,10 @@ import actors
 import serve
 
 from ..conftest import free_port, wait_until
+from ._signals import Signals
 
 pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(120)]
 _keys = itertools.count()
-
-
-@actors.remote
-class Signals:
-    """Events the test sets and the deployment waits for, and a log the test reads."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, asyncio.Event] = {}
-        self.log: list[str] = []
-
-    def _event(self, key: str) -> asyncio.Event:
-        return self.events.setdefault(key, asyncio.Event())
-
-    async def wait(self, key: str) -> None:
-        await self._event(key).wait()
-
-    async def send(self, key: str) -> None:
-        self._event(key).set()
-
-    async def record(self, what: str) -> None:
-        self.log.append(what)
-
-    async def recorded(self) -> list[str]:
-        return list(self.log)
 
 
 @serve.deployment(route_prefix="/stream", max_ongoing_requests=1, max_queued_requests=0)

@@ -22,30 +22,10 @@ import serve
 from serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from ..conftest import free_port, wait_until
+from ._signals import Signals
 
 pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(120)]
 _keys = itertools.count()
-
-
-@actors.remote
-class Signals:
-    """Events the test sets and the deployments wait for, and a log the test reads."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, asyncio.Event] = {}
-        self.log: list[str] = []
-
-    async def wait(self, key: str) -> None:
-        await self.events.setdefault(key, asyncio.Event()).wait()
-
-    async def send(self, key: str) -> None:
-        self.events.setdefault(key, asyncio.Event()).set()
-
-    async def record(self, what: str) -> None:
-        self.log.append(what)
-
-    async def recorded(self) -> list[str]:
-        return list(self.log)
 
 
 @serve.deployment(max_ongoing_requests=1, max_queued_requests=0)
