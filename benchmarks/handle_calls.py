@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -129,12 +130,6 @@ def run_child(mode: str, quick: bool) -> list[tuple[str, float, float | None]]:
     return [tuple(r) for r in json.loads(out.strip().splitlines()[-1])]  # type: ignore[misc]
 
 
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
@@ -151,7 +146,7 @@ def main() -> int:
             runs[mode].append(run_child(mode, args.quick))
     labels = [r[0] for r in runs["defaults"][0]]
     targets = {r[0]: r[2] for r in runs["defaults"][0]}
-    rate = {mode: {label: _median([dict((r[0], r[1]) for r in run)[label] for run in runs[mode]])
+    rate = {mode: {label: statistics.median([dict((r[0], r[1]) for r in run)[label] for run in runs[mode]])
                    for label in labels} for mode in runs}
     print(f"\n{'measurement':<52} {'calls/s':>10}  {'target':>8}  verdict  {'obs off':>10}  defaults/off")
     for label in labels:
@@ -166,7 +161,7 @@ def main() -> int:
     # The raw round trip over the handle call, each run against its own raw baseline.
     seq_ratios = [dict((r[0], r[1]) for r in run)[RAW] / dict((r[0], r[1]) for r in run)[seq_label]
                   for mode in runs for run in runs[mode]]
-    seq_vs_raw = _median(seq_ratios)
+    seq_vs_raw = statistics.median(seq_ratios)
     print(f"sequential handle call / raw pyzmq round trip (time per call): {seq_vs_raw:.2f}x (target <= "
           f"{SEQ_RATIO_TARGET}x: {'PASS' if seq_vs_raw <= SEQ_RATIO_TARGET else 'MISS'}; per run: "
           f"{', '.join(f'{r:.2f}' for r in seq_ratios)})")
@@ -177,8 +172,8 @@ def main() -> int:
         return {"seq": rates[seq_label] / rates[labels[0]], "par": rates[par_label] / rates[labels[1]]}
 
     pairs = [(normalized(d), normalized(o)) for d, o in zip(runs["defaults"], runs["off"], strict=True)]
-    seq_ratio = _median([d["seq"] / o["seq"] for d, o in pairs])
-    par_ratio = _median([d["par"] / o["par"] for d, o in pairs])
+    seq_ratio = statistics.median([d["seq"] / o["seq"] for d, o in pairs])
+    par_ratio = statistics.median([d["par"] / o["par"] for d, o in pairs])
     cost = 1 - min(seq_ratio, par_ratio)
     print(f"observability defaults (metrics + access logs) / off, each run over its own actor calls: sequential "
           f"{seq_ratio:.3f}, 1,000 in flight {par_ratio:.3f} (worst cost {cost:+.1%}; target <= 5%: "

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -187,12 +188,6 @@ def run_serve_child(mode: str, seconds: int) -> dict[str, dict[str, float]]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
@@ -224,8 +219,8 @@ def main() -> int:
     for mode, label in (("defaults", "zeroserve"), ("off", "obs off")):
         for c in ("c=1", "c=32"):
             rows = [r[c] for r in runs[mode]]
-            results[f"{label} {c}"] = {k: _median([r[k] for r in rows]) for k in rows[0]}
-    results["raw c=32 (children)"] = {k: _median([r["raw c=32"][k] for m in runs for r in runs[m]])
+            results[f"{label} {c}"] = {k: statistics.median([r[k] for r in rows]) for k in rows[0]}
+    results["raw c=32 (children)"] = {k: statistics.median([r["raw c=32"][k] for m in runs for r in runs[m]])
                                       for k in runs["defaults"][0]["raw c=32"]}
     print(f"\n{'measurement':<18} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'cpu us/req':>10}")
     for name, r in results.items():
@@ -238,7 +233,7 @@ def main() -> int:
     # Each child's req/s over its own raw app's (measured just before): the machine's drift cancels.
     per_round = [(d["c=32"]["rps"] / d["raw c=32"]["rps"]) / (o["c=32"]["rps"] / o["raw c=32"]["rps"])
                  for d, o in zip(runs["defaults"], runs["off"], strict=True)]
-    ratio = _median(per_round)
+    ratio = statistics.median(per_round)
     plain = results["zeroserve c=32"]["rps"] / results["obs off c=32"]["rps"]
     print(f"observability defaults (metrics + access logs) / off, req/s at 32 connections, each run over the raw "
           f"app measured just before it: {ratio:.3f} (cost {1 - ratio:+.1%}; target cost <= 5%: "
