@@ -49,7 +49,7 @@ from ._session import (
     write_token,
 )
 from ._worker import GRACE_ENV
-from ._zygote import ForkServer
+from ._zygote import PRELOAD_ENV, ForkServer
 
 T = TypeVar("T")
 
@@ -106,6 +106,7 @@ __all__ = [
     "dashboard_port_from_env",
     "follow_output",
     "GRACE_ENV",
+    "PRELOAD_ENV",
     "HEAD_NODE_RESOURCE",
     "ActorDirectory",
     "Backoff",

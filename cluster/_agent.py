@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.messages import ActorId, ActorSpec, Assignment, NodeId
-from actors.system import GRACE_ENV, ForkServer, LogRotation, Runtime, pid_alive, rpc
+from actors.system import GRACE_ENV, PRELOAD_ENV, ForkServer, LogRotation, Runtime, pid_alive, rpc
 
 from ._log_access import LogDirectory
 from ._node_metrics import ProcessRef
@@ -71,6 +71,12 @@ class _Worker:
         controller), "actor" for a plain actor."""
         given = self.spec.options.log_name
         return given.split("_", 1)[0] if given else "actor"
+
+
+#: What the node's fork server imports ahead of time for its workers (`$ZEROSERVE_PRELOAD`
+#: overrides it, e.g. "serve,torch"; "" for nothing): the serving layer, which the
+#: controller, the proxies and every replica run.
+DEFAULT_PRELOAD = "serve"
 
 
 class Agent:
@@ -136,7 +142,7 @@ class Agent:
         if self._forks is None or not self._forks.alive():
             # ZEROSERVE_LOGS_DIR: where this node keeps logs (actors.system.node_logs_dir() in workers)
             env = dict(os.environ, PYTHONUNBUFFERED="1", ZEROSERVE_LOGS_DIR=str(self.session_dir / "logs"),
-                       **{GRACE_ENV: str(self.grace_period_s)})
+                       **{GRACE_ENV: str(self.grace_period_s), PRELOAD_ENV: os.environ.get(PRELOAD_ENV, DEFAULT_PRELOAD)})
             log = str(self.session_dir / "logs" / f"zygote-{self.node_ip}.log")
             self._forks = ForkServer(self._on_exit, env=env, log_path=log)
         return self._forks

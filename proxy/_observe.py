@@ -23,9 +23,19 @@ __all__ = ["REQUEST_ID_HEADER", "RequestObserver", "current_request_id", "new_re
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE = re.compile(rb"[\x21-\x7e]{1,128}")
-_PREFIX = "p" + os.urandom(5).hex()
+_PREFIX = ""  # random per process (a fork server imports this once for many: each child draws its own)
 _ids = itertools.count(1)
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("proxy_request_id", default="")
+
+
+def _new_prefix() -> None:
+    global _PREFIX, _ids
+    _PREFIX = "p" + os.urandom(5).hex()
+    _ids = itertools.count(1)
+
+
+_new_prefix()
+os.register_at_fork(after_in_child=_new_prefix)
 
 
 def new_request_id() -> str:

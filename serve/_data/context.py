@@ -76,9 +76,20 @@ current_request: contextvars.ContextVar[Ctx] = contextvars.ContextVar("serve_req
 _process_context: ReplicaContext | None = None
 
 # Request ids made here: a random per-process prefix and a counter (unique across the cluster
-# without a system call per request).
-_ID_PREFIX = os.urandom(6).hex()
+# without a system call per request). A fork server imports this module once for many
+# processes, so each child draws its own prefix.
+_ID_PREFIX = ""
 _ids = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    global _ID_PREFIX, _ids
+    _ID_PREFIX = os.urandom(6).hex()
+    _ids = itertools.count(1)
+
+
+_new_id_prefix()
+os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 def new_request_id() -> str:

@@ -139,3 +139,22 @@ def test_request_ids_take_the_clients_sane_one_else_a_new_one() -> None:
         assert made != bad.decode("latin-1") and re.fullmatch(r"[0-9a-z]+", made)
     ids = {new_request_id() for _ in range(1000)} | {context.new_request_id() for _ in range(1000)}
     assert len(ids) == 2000
+
+
+def test_a_forked_process_makes_request_ids_of_its_own() -> None:
+    """A node's fork server imports these modules once and forks every proxy and replica
+    from that: a child must not repeat its parent's (or a sibling's) ids."""
+    import os
+
+    ours = {new_request_id(), context.new_request_id()}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first ids and leave at once
+        os.write(write, f"{new_request_id()} {context.new_request_id()}".encode())
+        os._exit(0)
+    os.close(write)
+    theirs = set(os.read(read, 4096).decode().split())
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(theirs) == 2 and not theirs & ours
+    assert {i[:11] for i in theirs}.isdisjoint({i[:11] for i in ours}), (ours, theirs)
