@@ -101,21 +101,21 @@ def test_the_clients_id_is_echoed_and_in_the_proxy_replica_and_downstream_logs(h
     assert r.status_code == 200 and r.headers["x-request-id"] == rid
     assert r.json() == {"front": rid, "back": {"request_id": rid, "route": "/front", "app": "shop"}}
 
+    expected = {  # file -> the lines with the id it must get (each file is written every FLUSH_S)
+        "proxy_": [" serve.access: GET /front 200 "],
+        "_shop_Front_": [" obs.test: front handling ok", " serve.access: GET /front 200 "],
+        "_shop_Back_": [" obs.test: back got 1", " serve.access: CALL __call__ OK "],
+    }
+
     def logged() -> dict[str, list[str]] | None:
         found = _files_with(rid)
-        names = sorted(found)
-        return found if (any(n.startswith("proxy_") for n in names) and any("_shop_Front_" in n for n in names)
-                         and any("_shop_Back_" in n for n in names)) else None
+        by_part = {part: next((lines for name, lines in found.items() if part in name), []) for part in expected}
+        complete = all(any(f" {rid}{text}" in line for line in by_part[part])
+                       for part, texts in expected.items() for text in texts)
+        return by_part if complete else None
 
-    found = wait_until(logged, timeout=10, what="the request id in three log files")
-    proxy = next(v for k, v in found.items() if k.startswith("proxy_"))
-    front = next(v for k, v in found.items() if "_shop_Front_" in k)
-    back = next(v for k, v in found.items() if "_shop_Back_" in k)
-    assert any(f" {rid} serve.access: GET /front 200 " in line for line in proxy)
-    assert any(f" {rid} obs.test: front handling ok" in line for line in front)
-    assert any(f" {rid} serve.access: GET /front 200 " in line for line in front)
-    assert any(f" {rid} obs.test: back got 1" in line for line in back)
-    assert any(f" {rid} serve.access: CALL __call__ OK " in line for line in back)
+    found = wait_until(logged, timeout=10, what=f"the request id's lines in three log files: {expected}")
+    back = found["_shop_Back_"]
     line = next(line for line in back if "back got" in line)
     assert " INFO Back shop#Back#" in line  # time, level, deployment, replica id, request id, logger, message
 
