@@ -49,6 +49,8 @@ bench: install
 	$(BIN)/python benchmarks/control_plane.py
 	$(BIN)/python benchmarks/vs_ray.py
 	$(BIN)/python benchmarks/multiplexing.py
+	$(BIN)/python benchmarks/scale_to_zero.py
+	$(BIN)/python benchmarks/dashboard_cpu.py
 
 chaos: install  # tests/chaos alone (~5 min), then the drill table it measured
 	$(BIN)/python benchmarks/drills.py
