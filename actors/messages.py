@@ -185,6 +185,7 @@ class NodeRegistration:
     running: tuple[tuple[ActorId, int], ...] = ()  # actors (and incarnations) already hosted
     metrics_url: str = ""  # the node's Prometheus endpoint ("" when it serves none)
     gpu_ids: tuple[str, ...] = ()  # its GPU devices (resources["GPU"] is their number)
+    draining: bool = False  # it is stopping gracefully: place nothing more there (told again after a head restart)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,7 +117,8 @@ class Agent:
     def registration(self) -> NodeRegistration:
         running = tuple((w.spec.actor_id, w.incarnation) for w in self._workers.values() if not w.exited)
         return NodeRegistration(self.node_id, self.advertise or self.node_ip, self.rt.address, dict(self.resources),
-                                self.is_head, socket.gethostname(), running, self.metrics_url, self.gpu_ids)
+                                self.is_head, socket.gethostname(), running, self.metrics_url, self.gpu_ids,
+                                self._draining)
 
     async def register(self, timeout: float = 15.0) -> dict[str, Any]:
         reply = await self.rt.head.register_node(self.registration(), timeout=timeout)

@@ -166,6 +166,8 @@ class Head:
         node.available = self.free_on(node)
         self.node_table[reg.node_id] = node
         self.journal.node(reg.node_id)
+        if reg.draining:  # the head restarted (or lost it) while it drained: the drain is its word
+            self.draining.add(reg.node_id)
         running = set(reg.running)
         for rec in self.actors.on_node(reg.node_id):
             if (rec.actor_id, rec.incarnation) in running:

@@ -127,6 +127,22 @@ def test_nothing_is_placed_on_a_draining_node_and_its_actors_restart_elsewhere()
     run(scenario)
 
 
+def test_a_node_that_registers_while_draining_gets_nothing_placed() -> None:
+    """A head that restarts while a node drains learns of the drain from the node's new
+    registration (the set of draining nodes is not in the head's state file)."""
+
+    async def scenario(head: Head, io: FakeIO) -> None:
+        steady = add_node(head, "steady")
+        leaving = NodeId("leaving")
+        head.register_node(NodeRegistration(leaving, "10.0.0.9", "tcp://leaving:9", {"CPU": 64.0}, draining=True))
+        placed = [await head.create_actor(spec_of()) for _ in range(3)]
+        await settle(head)
+        assert all(io.started(info.actor_id)[0][1] == steady for info in placed)
+        assert leaving in head.draining
+
+    run(scenario)
+
+
 def test_an_actor_of_the_head_node_waits_for_the_next_head_node() -> None:
     async def scenario(head: Head, io: FakeIO) -> None:
         old = add_node(head, "old-head", **{HEAD_NODE_RESOURCE: 1.0})
