@@ -32,6 +32,7 @@ import inspect
 import logging
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 # What hears of changes to the models held (the replica actor; None outside a replica):
 # called with (model ids, oldest first; the capacity, -1 for no limit).
 _listener: Callable[[tuple[str, ...], int], None] | None = None
+_caches: weakref.WeakSet[ModelCache] = weakref.WeakSet()  # the decorated loaders' caches of this process
 
 
 def set_listener(fn: Callable[[tuple[str, ...], int], None] | None) -> None:
@@ -182,8 +184,9 @@ async def close_model(model: Any) -> None:
 
 
 def capacity_of(obj: Any) -> int:
-    """How many models the `@serve.multiplexed` loader of a deployment's instance holds (0: it
-    has none; -1: no limit)."""
+    """How many models the `@serve.multiplexed` loaders of a deployment's instance hold
+    together (0: it has none; -1: no limit)."""
+    capacities = []
     for name in dir(type(obj)):
         try:
             attr = inspect.getattr_static(obj, name)
@@ -191,8 +194,12 @@ def capacity_of(obj: Any) -> int:
             continue
         capacity = getattr(attr, "_serve_max_models", None)
         if isinstance(capacity, int):
-            return capacity
-    return 0
+            capacities.append(capacity)
+    return _total(capacities)
+
+
+def _total(capacities: list[int]) -> int:
+    return -1 if any(c < 0 for c in capacities) else sum(capacities)
 
 
 def _check_capacity(n: Any) -> int:
@@ -233,6 +240,7 @@ def multiplexed(func: Callable[..., Any] | None = None, *, max_num_models_per_re
         if cache is None:
             loader = functools.partial(func, owner) if owner is not None else func
             cache = ModelCache(loader, capacity, _notify)
+            _caches.add(cache)
             if state is not None:
                 state[attr] = cache
             else:
@@ -262,6 +270,10 @@ def multiplexed(func: Callable[..., Any] | None = None, *, max_num_models_per_re
     return wrapper
 
 
-def _notify(model_ids: tuple[str, ...], capacity: int) -> None:
+def _notify(_model_ids: tuple[str, ...], _capacity: int) -> None:
+    """One loader's cache changed: the listener hears what every loader of this process
+    holds (a deployment may have several: a replica's report covers them all)."""
     if _listener is not None:
-        _listener(model_ids, capacity)
+        caches = list(_caches)
+        held = dict.fromkeys(m for cache in caches for m in cache.model_ids)
+        _listener(tuple(held), _total([cache.capacity for cache in caches]))

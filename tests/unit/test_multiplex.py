@@ -363,3 +363,36 @@ def test_a_load_in_progress_is_reported_and_capacity_is_found_on_the_instance() 
             await failing
         assert reports[-1] == ("m",)  # a failed load is taken back
     asyncio.run(main())
+
+
+def test_two_loaders_in_one_deployment_report_all_they_hold_together() -> None:
+    import gc
+
+    from serve._data import multiplex
+
+    gc.collect()  # earlier tests' instances (an instance and its caches form a cycle): one replica here
+
+    class D:
+        @serve.multiplexed(max_num_models_per_replica=2)
+        async def get_model(self, model_id: str) -> str:
+            return model_id
+
+        @serve.multiplexed(max_num_models_per_replica=3)
+        async def get_tokenizer(self, model_id: str) -> str:
+            return model_id
+
+    assert multiplex.capacity_of(D()) == 5
+    reports: list[tuple[tuple[str, ...], int]] = []
+
+    async def main() -> None:
+        d = D()
+        await d.get_model("m1")
+        await d.get_tokenizer("t1")
+        await d.get_model("m2")
+
+    multiplex.set_listener(lambda ids, capacity: reports.append((ids, capacity)))
+    try:
+        asyncio.run(main())
+    finally:
+        multiplex.set_listener(None)
+    assert reports[-1] == (("m1", "m2", "t1"), 5)  # every loader's models, not only the last-changed one's
