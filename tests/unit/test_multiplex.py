@@ -395,4 +395,5 @@ def test_two_loaders_in_one_deployment_report_all_they_hold_together() -> None:
         asyncio.run(main())
     finally:
         multiplex.set_listener(None)
-    assert reports[-1] == (("m1", "m2", "t1"), 5)  # every loader's models, not only the last-changed one's
+    ids, capacity = reports[-1]
+    assert sorted(ids) == ["m1", "m2", "t1"] and capacity == 5  # every loader's models, not only the last-changed one's
