@@ -6,9 +6,9 @@ waits on a SOCK_SEQPACKET socket. While it has nothing else to do, it also impor
 modules named in `$ZEROSERVE_PRELOAD` (comma-separated; the agent names the serving layer),
 one at a time between launches, so a worker forked after that does not pay for them (the
 serving layer's imports are ~0.5 s of CPU per replica on a small machine). Everything it
-imported is moved to the garbage collector's permanent generation (`gc.freeze`): workers
-never scan it and do not copy its pages by touching them. It owns no threads, event loop or ZeroMQ context, so
-fork is safe. A launch request carries the worker's arguments and, by SCM_RIGHTS, its
+imported is moved to the garbage collector's permanent generation (`gc.freeze`): the
+workers' collector never scans it (nor, by scanning, copies its pages). The zygote owns no
+threads, event loop or ZeroMQ context, so fork is safe. A launch request carries the worker's arguments and, by SCM_RIGHTS, its
 lifeline read end and its stdout/stderr pipe ends; the reply is the pid. The zygote
 reaps its children and reports every exit status. It exits when its client goes away;
 workers exit on their own lifeline, not the zygote's.

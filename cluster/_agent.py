@@ -74,7 +74,7 @@ class _Worker:
 
 
 #: What the node's fork server imports ahead of time for its workers (`$ZEROSERVE_PRELOAD`
-#: overrides it, e.g. "serve,torch"; "" for nothing): the serving layer, which the
+#: overrides it, e.g. "serve,numpy"; "" for nothing): the serving layer, which the
 #: controller, the proxies and every replica run.
 DEFAULT_PRELOAD = "serve"
 
