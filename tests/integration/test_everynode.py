@@ -335,6 +335,19 @@ class _Traffic:
             t.join(90)
 
 
+def _survivors(pids: list[int]) -> list[str]:
+    """Those of `pids` still running (not zombies), with their command lines."""
+    alive = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{pid}: {' '.join(proc.cmdline())[:160]}")
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
 def test_requests_keep_succeeding_through_nginx_when_a_node_dies(everynode, nginx) -> None:
     port = everynode["http_port"]
     for ip in IPS:  # what a probing load balancer would check
@@ -349,8 +362,11 @@ def test_requests_keep_succeeding_through_nginx_when_a_node_dies(everynode, ngin
                    what="traffic through nginx to reach replicas on all three nodes")
         t_kill = time.monotonic()
         os.kill(_agent_pid(victim), signal.SIGKILL)
-        wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                                   for p in doomed), timeout=10, what="the killed node's workers to exit")
+        try:
+            wait_until(lambda: not _survivors(doomed), timeout=10, what="the killed node's workers to exit")
+        except BaseException:
+            print(f"survivors of the node's SIGKILL: {_survivors(doomed)}")
+            raise
         t_gone = time.monotonic()
         wait_until(lambda: not any(n["alive"] for n in actors.nodes() if n["ip"] == victim), timeout=15,
                    what="the node to be marked dead")
