@@ -21,6 +21,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal
 
+from ._futures import cancelling
 from .exceptions import ClusterUnavailableError
 from .messages import (
     ActorId,
@@ -73,7 +74,7 @@ class HeadClient:
             try:
                 return await self._send(method, args, per_attempt)
             except ClusterUnavailableError:
-                if attempt == self._attempts - 1:
+                if attempt == self._attempts - 1 or cancelling():
                     raise
                 await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
         raise AssertionError("unreachable")

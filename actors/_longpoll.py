@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ._futures import cancelling
 from .exceptions import LongPollClosedError
 
 __all__ = ["Backoff", "LongPollClient", "LongPollHost", "MISSING_VERSION", "UNKNOWN_VERSION", "Update"]
@@ -236,6 +237,11 @@ class LongPollClient(Generic[V]):
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                if cancelling():
+                    # Cancelled as the fetch failed: Python 3.11's asyncio.wait_for (the
+                    # runtime's calls) then raises the failure and drops the cancellation;
+                    # retrying would keep this task, and the process that waits for it, alive.
+                    raise asyncio.CancelledError from e
                 self.failures += 1
                 delay = self._backoff.next()
                 log.debug("%s: fetch failed (%r, %d in a row); retrying in %.2fs", self.name, e, self.failures, delay)

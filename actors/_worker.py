@@ -20,6 +20,8 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from . import _context, _endpoints
 from ._host import ActorHost
@@ -30,6 +32,8 @@ from ._session import read_token
 from .messages import ActorSpec, Assignment
 
 __all__ = ["main", "GRACE_ENV", "DEFAULT_GRACE_S"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 GRACE_ENV = "ZEROSERVE_GRACE_PERIOD_S"
@@ -58,9 +62,12 @@ async def _serve(args: argparse.Namespace) -> int:
                  advertise=args.advertise)
     _endpoints.install(rt)
     _context.set_current(rt)
-    assignment: Assignment = await rt.call_service(
+    assignment: Assignment | None = await _unless_stopped(stop, rt.call_service(
         args.agent, "agent", "worker_ready", args.worker_id, rt.address, os.getpid(), timeout=None
-    )
+    ))
+    if assignment is None:  # the agent died before it told us what to host: nothing to do
+        rt.close()
+        return 0
     spec = assignment.spec
     rt.head_address = assignment.head_address
     rt.job_id = spec.job_id
@@ -89,8 +96,12 @@ async def _serve(args: argparse.Namespace) -> int:
     host = ActorHost(instance, spec.options.max_concurrency, spec.async_methods)
     rt.register("a", host)
     loop.add_signal_handler(signal.SIGTERM, lambda: rt.background(_drain_then_stop(host, stop)))
-    counted = await rt.head.retrying().actor_started(spec.actor_id, assignment.incarnation, rt.address, os.getpid(),
-                                                     assignment.node_id)
+    counted = await _unless_stopped(stop, rt.head.retrying().actor_started(
+        spec.actor_id, assignment.incarnation, rt.address, os.getpid(), assignment.node_id))
+    if counted is None:  # the agent died while the head was told: stop as below
+        host.close()
+        rt.close()
+        return 0
     if not counted:
         # The head does not count on this worker (it restarted without knowing the actor,
         # or placed this incarnation again elsewhere): running on would be an orphan.
@@ -103,6 +114,22 @@ async def _serve(args: argparse.Namespace) -> int:
     host.close()
     rt.close(linger_s=1.0 if host.drained else 0.0)
     return 0
+
+
+async def _unless_stopped(stop: asyncio.Event, call: Awaitable[T]) -> T | None:
+    """`call`'s result, or None if the lifeline closed first. A start-up call may never be
+    answered once the agent is gone (a connection that never came up does not fail), and a
+    worker waiting on it would outlive its node."""
+    task = asyncio.ensure_future(call)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    return None
 
 
 def _set_title(spec: ActorSpec) -> None:

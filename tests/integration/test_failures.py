@@ -137,3 +137,42 @@ def test_no_process_outlives_its_driver(how: str) -> None:
     finally:
         driver.kill()
         driver.wait()
+
+
+def test_a_worker_whose_agent_died_before_answering_exits(tmp_path) -> None:
+    """A worker first asks its agent what to host. If the agent is gone before it answers
+    (its lifeline closes), the worker exits: it does not wait on a call nobody will answer
+    (a connection that never came up does not fail by itself)."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from actors.system import write_token
+
+    from ..conftest import free_port
+
+    token = tmp_path / "token"
+    write_token(token, "a-token-for-this-test-only")
+    lifeline_r, lifeline_w = os.pipe()
+    nobody = f"tcp://127.0.0.1:{free_port()}"  # an agent that never answers
+    worker = subprocess.Popen([sys.executable, "-m", "actors", "worker", "--agent", nobody, "--node-ip", "127.0.0.1",
+                               "--worker-id", "orphan-1", "--token-file", str(token), "--parent-fd", str(lifeline_r)],
+                              pass_fds=(lifeline_r,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(lifeline_r)
+    try:
+        # up and waiting for the agent: its runtime's socket listens
+        wait_until(lambda: any(c.status == psutil.CONN_LISTEN for c in psutil.Process(worker.pid).net_connections()),
+                   timeout=30, what="the worker's runtime to listen")
+        assert worker.poll() is None
+        os.close(lifeline_w)  # the agent dies
+        lifeline_w = -1
+        assert worker.wait(timeout=10) == 0
+    finally:
+        if lifeline_w >= 0:
+            os.close(lifeline_w)
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait()
+        assert worker.stderr is not None
+        worker.stderr.close()

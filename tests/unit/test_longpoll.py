@@ -362,6 +362,37 @@ def test_close_cancels_the_fetch_in_flight_and_stops_updates() -> None:
     run(main)
 
 
+def test_a_cancellation_that_the_fetch_turns_into_an_error_still_ends_the_task() -> None:
+    """What a process's shutdown does (asyncio.run cancels every task) as its runtime fails
+    the fetch in flight: Python 3.11's wait_for raises the failure and drops the cancel. The
+    task must end, not retry: a worker waited on it forever after its agent died."""
+    async def main() -> None:
+        started = asyncio.Event()
+        fetches = 0
+
+        async def fetch(known: int) -> Update[str]:
+            nonlocal fetches
+            fetches += 1
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise ConnectionError("the runtime is shut down") from None
+            raise AssertionError("unreachable")
+
+        client = LongPollClient(fetch, Recorder(), backoff=Backoff(initial=0.001, maximum=0.001))
+        client.start()
+        await asyncio.wait_for(started.wait(), 5)
+        task = client._task
+        assert task is not None
+        task.cancel()  # not client.close(): the task alone is cancelled, as asyncio.run does
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        assert fetches == 1
+
+    run(main)
+
+
 def test_a_failing_on_update_does_not_stop_the_client() -> None:
     async def main() -> None:
         host: LongPollHost[str, int] = LongPollHost(version_base=0)
