@@ -276,6 +276,8 @@ def start(args: argparse.Namespace) -> int:
         session = Session.create(token)
         say(f"starting the agent on {known_as}")
     agent, ready = _start_agent(session, node_ip, head_address, args, state_dir)
+    # Before anything says the node is up: a supervisor may send SIGTERM as soon as it reads that.
+    stop_at = _forward_signals(agent, args.grace_period_s) if args.block else []
     head_address = ready["head_address"]
     pids = {"agent": agent.proc.pid}
     if ready.get("head_pid"):
@@ -292,7 +294,7 @@ def start(args: argparse.Namespace) -> int:
     if args.head:
         _print_join(head_address, None if given else token, session, args.block)
     if args.block:
-        return _foreground(agent, record, args.grace_period_s)
+        return _foreground(agent, record, args.grace_period_s, stop_at)
     return 0
 
 
@@ -354,8 +356,9 @@ def _start_agent(session: Session, node_ip: str, head_address: str | None, args:
         raise NodeStartError(str(e)) from None
 
 
-def _foreground(agent: Child, record: NodeRecord, grace_s: float) -> int:
-    """Wait for the node; forward SIGTERM/SIGINT/SIGHUP to it (a second one kills it)."""
+def _forward_signals(agent: Child, grace_s: float) -> list[float]:
+    """From now on SIGTERM/SIGINT/SIGHUP drain the node (a second one kills it); returns
+    the list that gets the time of the first."""
     stop_at: list[float] = []
 
     def forward(signum: int, _frame: Any) -> None:
@@ -368,6 +371,11 @@ def _foreground(agent: Child, record: NodeRecord, grace_s: float) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
+    return stop_at
+
+
+def _foreground(agent: Child, record: NodeRecord, grace_s: float, stop_at: list[float]) -> int:
+    """Wait for the node (signals forwarded by `_forward_signals`)."""
     try:
         while True:
             try:
