@@ -20,7 +20,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,19 @@ def run_processes(root: str = RUN_DIR) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def still_running(pids: Iterable[int]) -> list[str]:
+    """Those of `pids` still running (zombies are not), each as "pid: command line"."""
+    alive = []
+    for pid in sorted(pids):
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{pid}: {' '.join(proc.cmdline())[:160]}")
+        except psutil.NoSuchProcess:
+            continue
+    return alive
 
 
 def pid_alive(pid: int) -> bool:

@@ -25,7 +25,7 @@ import pytest
 import actors
 import serve
 
-from ..conftest import RUN_DIR, free_port, zeroserve
+from ..conftest import RUN_DIR, free_port, still_running, zeroserve
 from ._traffic import ROWS, table
 
 HEAD_IP, NODE_IP = "127.0.0.21", "127.0.0.22"
@@ -108,16 +108,7 @@ class ChaosCluster:
 
     def strays(self, before: set[int]) -> list[str]:
         """Processes of `before` still running but no longer in the cluster's census."""
-        now = self.all_pids()
-        out = []
-        for pid in sorted(before - now):
-            try:
-                p = psutil.Process(pid)
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(f"{pid}: {' '.join(p.cmdline())[:160]}")
-            except psutil.NoSuchProcess:
-                continue
-        return out
+        return still_running(before - self.all_pids())
 
     # -- the service ----------------------------------------------------------------------
     def deployment(self) -> dict[str, Any]:

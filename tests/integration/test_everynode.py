@@ -34,7 +34,7 @@ import serve
 from actors.messages import ActorState
 from actors.system import current_runtime
 
-from ..conftest import RUN_DIR, free_port, wait_until, zeroserve
+from ..conftest import RUN_DIR, free_port, still_running, wait_until, zeroserve
 
 pytestmark = pytest.mark.timeout(300)
 IPS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
@@ -335,19 +335,6 @@ class _Traffic:
             t.join(90)
 
 
-def _survivors(pids: list[int]) -> list[str]:
-    """Those of `pids` still running (not zombies), with their command lines."""
-    alive = []
-    for pid in pids:
-        try:
-            proc = psutil.Process(pid)
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(f"{pid}: {' '.join(proc.cmdline())[:160]}")
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
 def test_requests_keep_succeeding_through_nginx_when_a_node_dies(everynode, nginx) -> None:
     port = everynode["http_port"]
     for ip in IPS:  # what a probing load balancer would check
@@ -363,9 +350,9 @@ def test_requests_keep_succeeding_through_nginx_when_a_node_dies(everynode, ngin
         t_kill = time.monotonic()
         os.kill(_agent_pid(victim), signal.SIGKILL)
         try:
-            wait_until(lambda: not _survivors(doomed), timeout=10, what="the killed node's workers to exit")
+            wait_until(lambda: not still_running(doomed), timeout=10, what="the killed node's workers to exit")
         except BaseException:
-            print(f"survivors of the node's SIGKILL: {_survivors(doomed)}")
+            print(f"survivors of the node's SIGKILL: {still_running(doomed)}")
             raise
         t_gone = time.monotonic()
         wait_until(lambda: not any(n["alive"] for n in actors.nodes() if n["ip"] == victim), timeout=15,
