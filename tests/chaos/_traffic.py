@@ -12,7 +12,8 @@ fault was made at t_fault and had taken effect, e.g. the killed process was gone
 t_effect; NOTICE_S more is the time its peers take to see it, e.g. a dead process's
 connections drop: a request sent to it before its proxy saw the drop may have reached
 it, as far as anyone can tell, so it is in flight): a request *in flight at the fault* is
-one that overlaps that window; every other request must succeed. `Row` is one line of the drill table; `ROWS` collects them for the run.
+one that overlaps that window; every other request must succeed. `Row` is one line of the
+drill table; `ROWS` collects them for the run.
 """
 
 from __future__ import annotations
