@@ -28,7 +28,7 @@ from typing import Any
 
 from ._api.application import app_targets, with_logging
 from ._api.deployment import Deployment
-from ._api.graph import Application
+from ._api.graph import Application, CallNode
 from ._model import Kind, Loc, Problem, path_text
 from ._obs_config import LoggingConfig
 from ._schema import AppConfig, DeploymentOverride, ServeConfig, buildable_apps, check_config, config_error, read_config
@@ -106,8 +106,8 @@ def _deployments(node: Any, out: dict[str, Deployment]) -> dict[str, Deployment]
             _deployments(value, out)
     elif isinstance(node, Deployment):
         out.setdefault(node.name, node)
-    elif hasattr(type(node), "_graph_children"):  # a call node of a deployment graph
-        _deployments(node._graph_children(), out)
+    elif isinstance(node, CallNode):  # a call node of a deployment graph
+        _deployments(node.graph_children(), out)
     elif isinstance(node, (list, tuple)):
         for value in node:
             _deployments(value, out)

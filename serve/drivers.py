@@ -123,10 +123,6 @@ class _DriverDeployment(Deployment):
             raise TypeError(f"http_adapter must be a function of the request (or its import path), got {adapter!r}")
         return super().bind(*args, **kwargs)
 
-    def options(self, func_or_class: Any = None, **options: Any) -> "_DriverDeployment":
-        d = super().options(func_or_class, **options)
-        return _DriverDeployment(d.func_or_class, d._options)
-
 
 # The module attribute is the deployment (replicas import the class through it).
 DAGDriver = _DriverDeployment(DAGDriver, {"route_prefix": "/"})  # type: ignore[misc,assignment]

@@ -100,7 +100,8 @@ class Deployment:
 
     # -- derived deployments -------------------------------------------------------------
     def options(self, func_or_class: Any = None, **options: Any) -> "Deployment":
-        """A copy with `options` changed (and, as in Ray, `func_or_class` replaced if given)."""
+        """A copy with `options` changed (and, as in Ray, `func_or_class` replaced if given), of
+        the same class (a subclass's copies keep its behaviour)."""
         validate_options(options)  # an unknown or wrong option fails here, naming it
         if "max_concurrent_queries" in options and "max_ongoing_requests" in self._options:
             merged = {k: v for k, v in self._options.items() if k != "max_ongoing_requests"}
@@ -113,7 +114,7 @@ class Deployment:
         if options.get("num_replicas") is not None:
             merged.pop("autoscaling_config", None)
         merged.update(options)
-        return Deployment(self._func_or_class if func_or_class is None else func_or_class, merged, self._app)
+        return type(self)(self._func_or_class if func_or_class is None else func_or_class, merged, self._app)
 
     def bind(self, *args: Any, **kwargs: Any) -> Application:
         check_bind_args(args, kwargs)

@@ -103,7 +103,7 @@ def get_deployment_handle(deployment_name: str, app_name: str | None = None) -> 
         ctx = current_context.get() or process_context()
         if ctx is not None:
             app_name = ctx.app_name
-    client = startup._client()
+    client = startup.connected_client()
     if client.rt.in_loop_thread():
         return DeploymentHandle(deployment_name, app_name or DEFAULT_APP)
     return DeploymentHandle(deployment_name, _app_of(deployment_name, app_name, startup.running_client().targets()))

@@ -150,7 +150,7 @@ class CallNode:
         self._args = args
         self._kwargs = kwargs
 
-    def _graph_children(self) -> list[Any]:
+    def graph_children(self) -> list[Any]:
         return [self._app, *self._args, *self._kwargs.values()]
 
     def __repr__(self) -> str:

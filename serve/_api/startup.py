@@ -29,14 +29,16 @@ from .._names import CHECKPOINT_KEY, CONTROLLER_NAME, PROXY_PREFIX, REPLICA_PREF
 from .._obs_config import LoggingConfig, TracingConfig
 from ..messages import ProxyStatus
 
-__all__ = ["base_url", "follow_replica_output", "http_base_url", "running_client", "shutdown", "start"]
+__all__ = ["base_url", "connected_client", "follow_replica_output", "http_base_url", "running_client", "shutdown",
+           "start"]
 
 PROXY_TIMEOUT_S = 60.0
 SHUTDOWN_BUDGET_S = 60.0  # the controller's, in total, to drain and stop the proxies and delete the deployments
 SHUTDOWN_TIMEOUT_S = SHUTDOWN_BUDGET_S + 30.0  # the driver's wait; then it kills what is left itself
 
 
-def _client() -> ServeClient:
+def connected_client() -> ServeClient:
+    """This process's `ServeClient`, connected to the cluster (Serve may not be running)."""
     actors.init()  # no-op when connected; an embedded cluster otherwise, as Ray Serve does
     return ServeClient.current()
 
@@ -68,7 +70,7 @@ def start(detached: bool = False, http_options: Any = None, logging_config: Any 
     tracing_cfg = TracingConfig.of(tracing_config)
     if tracing_cfg is not None:
         tracing.configure(tracing_cfg)  # this driver's handle calls are traced too (fails here without the SDK)
-    client = _client()
+    client = connected_client()
     controller = client.controller_or_none()
     if controller is not None:
         return controller
@@ -123,7 +125,7 @@ def _with_proxy_location(http: HTTPOptions, proxy_location: Any) -> HTTPOptions:
 
 def running_client() -> ServeClient:
     """This process's client of the running Serve, started first if there is none."""
-    client = _client()
+    client = connected_client()
     if client.controller_or_none() is None:
         start()
     return client

@@ -4,7 +4,9 @@
   `actors` import no other package of the project.
 - A package never imports another package's `_` modules.
 - No import cycle between any two modules of the project (imports inside functions count).
-- No module imports another module's `_private` names.
+- No module imports another module's `_private` names, nor reaches them through an attribute:
+  `module._name` on an imported project module, or `obj._name` where `_name` is defined
+  (a function, class, variable or attribute) only in other modules of the project.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ def _modules() -> dict[str, Path]:
                 parts = parts[:-1]
             out[".".join(parts)] = path
     return out
+
+
+# `obj._name` uses that are not the project's: a third-party object's private field.
+FOREIGN_PRIVATE = {
+    ("serve._data.ingress", "_state"),  # Starlette's State keeps its items in `_state` (no public view)
+}
 
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str, list[str]]]:
@@ -72,6 +80,67 @@ def test_packages_import_down_the_layers_only() -> None:
 def test_no_module_imports_another_modules_private_names() -> None:
     wrong = [f"{module} imports {n} from {target}" for module, imports in _graph().items()
              for target, names in imports for n in names if n.startswith("_") and not n.startswith("__")]
+    assert not wrong, "\n".join(wrong)
+
+
+def _module_names(name: str, path: Path, tree: ast.AST, modules: dict[str, Path]) -> dict[str, str]:
+    """The local names this file binds to project modules (`from . import x`, `import a.b as c`)."""
+    is_package = path.name == "__init__.py"
+    base = name.split(".") if is_package else name.split(".")[:-1]
+    bound: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname and alias.name in modules:
+                    bound[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = base[: len(base) - (node.level - 1)]
+                module = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            for alias in node.names:
+                if f"{module}.{alias.name}" in modules:
+                    bound[alias.asname or alias.name] = f"{module}.{alias.name}"
+    return bound
+
+
+def _defined(tree: ast.AST) -> set[str]:
+    """Every name a file defines: functions, classes, variables, attributes it assigns."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            out.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            out.add(node.id)
+    return out
+
+
+def _private(attr: str) -> bool:
+    return attr.startswith("_") and not attr.startswith("__")
+
+
+def test_no_module_reaches_another_modules_private_names_through_attributes() -> None:
+    modules = _modules()
+    trees = {name: ast.parse(path.read_text(), str(path)) for name, path in modules.items()}
+    defined = {name: _defined(tree) for name, tree in trees.items()}
+    wrong = []
+    for name, tree in trees.items():
+        bound = _module_names(name, modules[name], tree, modules)
+        elsewhere = set().union(*(d for other, d in defined.items() if other != name)) - defined[name]
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or not _private(node.attr):
+                continue
+            value = node.value
+            where = f"{name}:{node.lineno}: {ast.unparse(node)}"
+            if isinstance(value, ast.Name) and value.id in bound:
+                wrong.append(f"{where} (a private name of {bound[value.id]})")
+            elif isinstance(value, ast.Name) and value.id in ("self", "cls"):
+                continue
+            elif node.attr in elsewhere and (name, node.attr) not in FOREIGN_PRIVATE:
+                wrong.append(f"{where} (defined only in other modules)")
     assert not wrong, "\n".join(wrong)
 
 
