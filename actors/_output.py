@@ -17,7 +17,6 @@ tells the agents to stop sending.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from ._context import current_or_init
 from ._runtime import Runtime
@@ -103,10 +102,10 @@ class OutputFollower:
         self._used_agents.clear()
 
 
-def follow_output(namespace: str, name_prefix: str = "", rt: Any = None) -> None:
+def follow_output(namespace: str, name_prefix: str = "", rt: Runtime | None = None) -> None:
     """Echo to this process the output of the named actors of `namespace` whose names
     start with `name_prefix` (now and later), as it echoes its own actors' output."""
-    runtime: Runtime = rt if rt is not None else current_or_init()
+    runtime = rt if rt is not None else current_or_init()
     follower = runtime.attachment(OutputFollower, lambda: OutputFollower(runtime))
     if runtime.in_loop_thread():
         follower.add(namespace, name_prefix)

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.messages import ActorState
 from actors.system import metrics_registry
 
+from ._head import Head
+
 __all__ = ["HeadCollector", "install"]
 
 
 class HeadCollector:
-    def __init__(self, head: Any) -> None:
+    def __init__(self, head: Head) -> None:
         self._head = head
 
     def collect(self) -> Iterator[Metric]:
@@ -40,7 +41,7 @@ class HeadCollector:
         return iter(())
 
 
-def install(head: Any) -> HeadCollector:
+def install(head: Head) -> HeadCollector:
     collector = HeadCollector(head)
     metrics_registry().register(collector)
     return collector

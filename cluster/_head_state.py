@@ -24,15 +24,15 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from actors.messages import ActorId, ActorState, JobId, NodeId
 
-from ._actor_table import ActorRecord
+from ._actor_table import ActorRecord, ActorTable
 from ._head_store import Changes, HeadStore
 from ._records import JobEntry, NodeEntry
 
-__all__ = ["HeadLimits", "Journal", "restore"]
+__all__ = ["HeadLimits", "HeadTables", "Journal", "restore"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,21 @@ def _env(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ValueError(f"${name} must be a number, got {raw!r}") from None
+
+
+class HeadTables(Protocol):
+    """What `Journal.commit` and `restore` read and fill of the head (`cluster._head.Head`)."""
+
+    actors: ActorTable
+    node_table: dict[NodeId, NodeEntry]
+    jobs: dict[JobId, JobEntry]
+    kv: dict[str, bytes]
+
+    def restore_actor_version(self, saved: int) -> None: ...
+
+    def free_on(self, node: NodeEntry) -> dict[str, float]: ...
+
+    def enqueue(self, rec: ActorRecord) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,7 @@ class Journal:
         self._kv.add(key)
         self._mark()
 
-    def commit(self, head: Any) -> None:
+    def commit(self, head: HeadTables) -> None:
         """Write every change since the last commit, in one transaction."""
         if not self._dirty:
             return
@@ -137,7 +152,7 @@ class Journal:
             self.store.write(changes)
 
 
-def restore(head: Any, store: HeadStore) -> bool:
+def restore(head: HeadTables, store: HeadStore) -> bool:
     """Load the store into a fresh head; False if it is empty."""
     snap = store.load()
     if snap is None:

@@ -40,7 +40,7 @@ from proxy import (
 from .._config import HTTPOptions
 from .._obs_config import LoggingConfig, TracingConfig
 from ..exceptions import BackPressureError, DeploymentUnavailableError
-from ..messages import HTTP_METHOD, WEBSOCKET_METHOD, DeploymentId, RouteTable
+from ..messages import HTTP_METHOD, WEBSOCKET_METHOD, DeploymentId, ReplicaInfo, RouteTable
 from . import counting, logs, tracing
 from .client import ServeClient
 from .context import Ctx
@@ -88,7 +88,7 @@ class _ReplicaStream:
 
     __slots__ = ("_ended", "_id", "_replica", "_router", "headers", "status")
 
-    def __init__(self, router: Router, replica: Any, start: HTTPStreamStart) -> None:
+    def __init__(self, router: Router, replica: ReplicaInfo, start: HTTPStreamStart) -> None:
         self.status = start.status
         self.headers = start.headers
         self._id = start.stream_id
@@ -123,7 +123,7 @@ class _ReplicaWebSocket:
 
     __slots__ = ("_closed", "_id", "_replica", "_router", "first")
 
-    def __init__(self, router: Router, replica: Any, start: WebSocketStart) -> None:
+    def __init__(self, router: Router, replica: ReplicaInfo, start: WebSocketStart) -> None:
         self.first = start.first
         self._id = start.session_id
         self._router = router

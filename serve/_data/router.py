@@ -37,7 +37,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from actors import ActorDiedError, ActorUnavailableError
+from actors import ActorDiedError, ActorHandle, ActorUnavailableError
 from actors.system import LongPollClient, PreparedCall, Update
 
 from ..exceptions import BackPressureError, DeploymentUnavailableError, MethodNotFoundError, ServeError
@@ -87,7 +87,7 @@ def _send(replica: ReplicaInfo, method: str, args: tuple, kwargs: dict, ctx: Ctx
 
 
 class Router:
-    def __init__(self, deployment: DeploymentId, controller: Any, rng: random.Random | None = None, *,
+    def __init__(self, deployment: DeploymentId, controller: ActorHandle, rng: random.Random | None = None, *,
                  handle_id: str = "", actor_id: str = "", stall_s: float = STALL_S,
                  ping_timeout_s: float = PING_TIMEOUT_S) -> None:
         self.deployment = deployment
