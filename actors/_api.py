@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _context
-from ._blocking import call_head_blocking
+from ._blocking import head_blocking
 from ._driver import DriverRuntime
 from ._handles import ActorClass, ActorHandle
-from ._head_client import head_timeout_s
 from ._local import LocalCluster
 from ._refs import ObjectRef
 from ._runtime import Runtime
@@ -223,7 +222,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     rt = runtime_or_init()
     ns = namespace if namespace is not None else rt.namespace
     if rt.in_loop_thread():  # async code (an async actor method): a direct round trip, not via the loop
-        info = call_head_blocking(rt, "get_named_actor", (name, ns), head_timeout_s())
+        info = head_blocking(rt, lambda head: head.get_named_actor(name, ns))
     else:
         info = rt.run_threadsafe(lambda: rt.head.get_named_actor(name, ns))
     if info is None or info.state is ActorState.DEAD:

@@ -6,25 +6,47 @@ lookups that Ray lets async code make synchronously (`actors.get_actor`) go to t
 over a socket of their own instead: one DEALER, CURVE-authenticated with the cluster's
 keys, one request, its reply, closed. The loop is blocked for that one round trip, as
 Ray's own blocking lookups block an async actor.
+
+`head_blocking(rt, lambda head: head.get_named_actor(...))` makes such a call through the
+typed `HeadClient` (the same methods as `rt.head`), whose transport here never suspends.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import zmq
 
 from ._errors import decode_error
+from ._head_client import HeadClient
 from ._runtime import Runtime
 from ._serialization import dumps, loads
 from ._wire import Kind, Message, decode, encode
 from .exceptions import ClusterUnavailableError
 
-__all__ = ["call_head_blocking"]
+__all__ = ["head_blocking"]
 
+T = TypeVar("T")
 _ids = itertools.count(1)
+_UNBOUNDED_S = 24 * 3600.0  # a head call made with timeout=None
+
+
+def head_blocking(rt: Runtime, call: Callable[[HeadClient], Coroutine[Any, Any, T]]) -> T:
+    """`call(head)` on a `HeadClient` answered without the event loop (blocking this thread)."""
+
+    async def send(method: str, args: tuple[Any, ...], timeout: float | None) -> Any:
+        return call_head_blocking(rt, method, args, _UNBOUNDED_S if timeout is None else timeout)
+
+    coro = call(HeadClient(send))
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a blocking head call suspended: its transport must answer without the event loop")
 
 
 def call_head_blocking(rt: Runtime, method: str, args: tuple[Any, ...], timeout_s: float = 30.0) -> Any:

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from actors.messages import ActorInfo, NodeInfo
+from actors.messages import ActorInfo, ActorState, NodeInfo
 from actors.system import Runtime, run_client
 
 __all__ = ["SERVE_SUMMARY_KEY", "fetch_status", "render_status", "status_of"]
@@ -67,7 +67,7 @@ def render_status(data: dict[str, Any]) -> str:
     lines += ["", "Nodes:"]
     rows: list[tuple[str, ...]] = [("NODE", "IP", "STATE", "CPU used/total", "GPU used/total", "custom resources",
                                     "actors", "METRICS")]
-    per_node = Counter(a["node_id"] for a in data["actors"] if a["state"] != "DEAD")
+    per_node = Counter(a["node_id"] for a in data["actors"] if a["state"] != ActorState.DEAD.value)
     for n in data["nodes"]:
         custom = ", ".join(f"{k} {_used(n['resources_total'], n['resources_available'], k)}"
                            for k in sorted(n["resources_total"]) if k not in ("CPU", "GPU", "memory")) or "-"
@@ -77,7 +77,7 @@ def render_status(data: dict[str, Any]) -> str:
     lines += _table(rows)
     states = Counter(a["state"] for a in data["actors"])
     lines += ["", "Actors: " + (", ".join(f"{v} {k.lower()}" for k, v in sorted(states.items())) or "none")]
-    live = [a for a in data["actors"] if a["state"] != "DEAD"]
+    live = [a for a in data["actors"] if a["state"] != ActorState.DEAD.value]
     if live:
         rows = [("ACTOR", "CLASS", "STATE", "NAME", "NODE", "PID", "GPUS")]
         rows += [(a["actor_id"], a["class_name"], a["state"], a["name"] or "-", a["node_id"] or "-", str(a["pid"] or "-"),

@@ -38,7 +38,7 @@ from ._config import DEFAULT
 from ._data.client import Progress, ServeClient, deploy_timeout_s, deployments_in, describe
 from ._schema import ServeConfig, app_data, config_json_schema, read_config
 from .exceptions import ConfigError
-from .messages import DeploymentId, DeploymentTarget
+from .messages import DeploymentId, DeploymentStatus, DeploymentTarget
 
 __all__ = ["main"]
 
@@ -165,14 +165,15 @@ def _roll_out(client: ServeClient, apps: list[BuiltApp], stale: list[DeploymentI
         if stale:
             parts.append(f"deleted {len(gone)}/{len(stale)}")
         progress.line("; ".join(parts))
-        unhealthy = [n for n in names if n in deps and deps[n]["status"] == "UNHEALTHY"]
+        unhealthy = [n for n in names if n in deps and DeploymentStatus(deps[n]["status"]) is DeploymentStatus.UNHEALTHY]
         if unhealthy:
             for n in unhealthy:
                 print(f"serve: error: deployment {n.name} is UNHEALTHY (application {n.app!r}): "
                       f"{deps[n]['message']}", file=sys.stderr, flush=True)
             failed[0] = True
             return True
-        return all(n in deps and deps[n]["status"] == "HEALTHY" for n in names) and len(gone) == len(stale)
+        return all(n in deps and DeploymentStatus(deps[n]["status"]) is DeploymentStatus.HEALTHY
+                   for n in names) and len(gone) == len(stale)
 
     if client.watch_status(done, timeout_s, stop):
         return not failed[0]

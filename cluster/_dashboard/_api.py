@@ -184,7 +184,7 @@ class Api:
         dead = [a for r, a in seen.items() if r not in states and a.state is ActorState.DEAD]
         for a in dead[-_DEAD_SHOWN:]:
             rid = (a.name or "")[len(REPLICA_PREFIX):]
-            replicas.append(self._replica(app, name, rid, "DEAD", a, nodes, now))
+            replicas.append(self._replica(app, name, rid, ActorState.DEAD.value, a, nodes, now))
         return {**self._deployment_row("", entry), "time": now, "replica_list": replicas,
                 "history": self.sampler.deployment(app, name)["history"]}
 
@@ -199,7 +199,7 @@ class Api:
                 "node_ip": node.ip if node else None, "pid": pid, "uptime_s": round(now - started, 1) if started else None,
                 "death_cause": actor.death_cause if actor is not None else None,
                 "log_stem": safe_log_name("replica", app, name, tag),
-                **(self.sampler.replica(app, name, rid) if state != "DEAD" else _NO_FIGURES)}
+                **(self.sampler.replica(app, name, rid) if state != ActorState.DEAD.value else _NO_FIGURES)}
 
     # -- logs --------------------------------------------------------------------------
     async def _files(self, node_ip: str | None) -> list[LogFile]:

@@ -22,6 +22,7 @@ from actors.system import HEAD_NODE_RESOURCE, current_runtime, follow_output, lo
 
 from .._config import HTTPOptions
 from .._control.controller import ServeController
+from .._control.proxy_state import ProxyFailure
 from .._data import tracing
 from .._data.client import ServeClient, say
 from .._model import reject_unknown
@@ -160,16 +161,17 @@ def _wait_proxies(client: ServeClient, http: HTTPOptions) -> None:
 def _proxy_failure(proxy: dict[str, Any], http: HTTPOptions) -> str:
     """What to tell the user about a proxy that failed to start, by the kind of failure."""
     host = proxy["node_ip"] if http.host == "node" else http.host
-    message, failure = proxy["message"], proxy.get("failure")
-    if failure == "middleware":  # the proxy's constructor: a wrong middleware
+    message, raw = proxy["message"], proxy.get("failure")
+    failure = ProxyFailure(raw) if raw is not None else None
+    if failure is ProxyFailure.MIDDLEWARE:  # the proxy's constructor: a wrong middleware
         return f"the HTTP proxy could not start: http_options {message.strip().splitlines()[0]}"
-    if failure == "port_in_use":
+    if failure is ProxyFailure.PORT_IN_USE:
         hint = ("; with several nodes on one machine, host='node' binds each proxy to its node's IP"
                 if http.location == "EveryNode" and http.host != "node" else "")
         return (f"the HTTP proxy could not listen on {host}:{http.port} on node {proxy['node_id']}: the port is "
                 f"in use ({message}); pick another http_options port, or location='NoServer'{hint}")
     hint = ""
-    if failure == "address_unavailable":
+    if failure is ProxyFailure.ADDRESS_UNAVAILABLE:
         hint = (f"; {host!r} is not an address of that node: use one of its own addresses, '0.0.0.0' for "
                 "all of them, or 'node' for each node's own IP")
     return f"the HTTP proxy on node {proxy['node_id']} ({proxy['node_ip']}) failed to start: {message}{hint}"
