@@ -17,122 +17,47 @@ the string '8000'", "did you mean 'EveryNode'?"); a `Problem` renders as a confi
 (`http_options.port: must be ...`) or in a Python call's exception (`http_options.port must
 be ...`), where a wrong type or an unknown name raises `OptionTypeError` (a TypeError, also a
 ValueError) and anything else ValueError.
+
+This module owns the `Model` base and the translation of pydantic's errors (`problems`,
+`python_error`); the field vocabulary (`Must`, `invalid`, `wrong`, `Rule`) is in `_fields` and
+the `Problem` itself in `_problems`. It re-exports both, so a model module imports its kit
+from here.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
-import enum
 import inspect
 import itertools
 import textwrap
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic.functional_validators import PlainValidator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import Self
 
+from ._fields import (
+    TYPE_ERROR,
+    VALUE_ERROR,
+    Loc,
+    Must,
+    NonNegativeSeconds,
+    PositiveSeconds,
+    Rule,
+    invalid,
+    wrong,
+)
+from ._problems import Kind, Problem, path_text, reject_unknown
 from .exceptions import OptionTypeError
 
 __all__ = ["Kind", "Loc", "Model", "Must", "NonNegativeSeconds", "PositiveSeconds", "Problem", "Rule", "invalid",
            "path_text", "problems", "python_error", "reject_unknown", "wrong"]
-
-Loc = tuple[str | int, ...]
-
-# Error types our validators raise: with their own message (a wrong type / a wrong value), or
-# without one (`invalid()`: the field's `Must` text says what it should have been).
-_TYPE = "zeroserve_type"
-_VALUE = "zeroserve_value"
-_INVALID = "zeroserve_invalid"
-
-
-@dataclass(frozen=True, slots=True)
-class Must:
-    """What a field's value must be, as the words after "must be" ("an integer >= 0").
-    `hint(value)` adds words for some wrong values; `show_default` appends "(default X)"."""
-
-    text: str
-    hint: Callable[[Any], str] | None = None
-    show_default: bool = False
-
-
-PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False), Must("a number of seconds > 0")]
-NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False), Must("a number of seconds >= 0")]
-
-
-def invalid() -> PydanticCustomError:
-    """For a validator to raise: the value breaks the field's `Must`."""
-    return PydanticCustomError(_INVALID, "invalid value")
-
-
-def wrong(message: str, *, of_type: bool = False) -> PydanticCustomError:
-    """For a validator to raise: `message` follows the field's path ("must not end with '/'...")."""
-    return PydanticCustomError(_TYPE if of_type else _VALUE, message)
-
-
-class Kind(enum.Enum):
-    TYPE = "type"  # a value of the wrong type
-    VALUE = "value"  # a value out of range, or breaking a rule
-    UNKNOWN = "unknown"  # a field that does not exist
-    MISSING = "missing"  # a required field left out
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a config or with options: where, what kind, and what to change."""
-
-    loc: Loc
-    kind: Kind
-    message: str  # after the path: "must be an integer >= 0, got -1"; UNKNOWN: "" or " (did you mean 'x'?)"
-    valid: tuple[str, ...] = ()  # UNKNOWN: the names valid at that place
-
-    @property
-    def path(self) -> str:
-        return path_text(self.loc)
-
-    def line(self) -> str:
-        """As a config file's error line: `applications[0].deployments[1].num_replicas: must be ...`."""
-        if self.kind is Kind.UNKNOWN:
-            return f"{self.path}: unknown field{self.message}; valid fields here are {', '.join(self.valid)}"
-        return f"{self.path}: {self.message}" if self.loc else self.message
-
-    def sentence(self, noun: str) -> str:
-        """As a Python call's error: `http_options.port must be ...`; `noun` names the options
-        at the top level, for an unknown one ("unknown deployment option 'replicas'")."""
-        if self.kind is Kind.UNKNOWN:
-            where = path_text(self.loc[:-1]) or noun
-            return f"unknown {where} {self.loc[-1]!r}{self.message}; valid ones are {', '.join(self.valid)}"
-        return f"{self.path} {self.message}" if self.loc else self.message
-
-    def moved(self, loc: Loc) -> Problem:
-        return Problem(loc, self.kind, self.message, self.valid)
-
-
-def path_text(loc: Iterable[str | int]) -> str:
-    """`("applications", 0, "name")` -> `applications[0].name`."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """A broken rule over several fields, found by a model's `_rules` (loc relative to the model)."""
-
-    loc: Loc
-    message: str
-    of_type: bool = False
-
-    def detail(self, value: Any = None) -> InitErrorDetails:
-        return {"type": wrong(self.message, of_type=self.of_type), "loc": self.loc, "input": value}
 
 
 class Model(BaseModel):
@@ -298,34 +223,19 @@ def python_error(error: ValidationError, root: Any, at: Loc = (), noun: str = "o
     return OptionTypeError(text) if any(p.kind in (Kind.TYPE, Kind.UNKNOWN) for p in found) else ValueError(text)
 
 
-def reject_unknown(given: Iterable[str], known: Iterable[str], where: str) -> None:
-    """For a call taking `**options`: OptionTypeError naming each unknown one (with the closest
-    known name) and listing the known ones, as an unknown deployment option is reported."""
-    valid = tuple(known)
-    unknown = [name for name in given if name not in valid]
-    if not unknown:
-        return
-    lines = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        lines.append(f"{where} got an unknown option {name!r}{hint}; valid ones are {', '.join(valid)}")
-    raise OptionTypeError("\n".join(lines))
-
-
 def _kind(error_type: str) -> Kind:
     if error_type == "extra_forbidden":
         return Kind.UNKNOWN
     if error_type == "missing":
         return Kind.MISSING
-    if error_type == _TYPE or (error_type.endswith("_type") and error_type != _VALUE):
+    if error_type == TYPE_ERROR or (error_type.endswith("_type") and error_type != VALUE_ERROR):
         return Kind.TYPE
     return Kind.VALUE
 
 
 def _message(e: Any, tp: Any, info: FieldInfo | None) -> str:
     error_type, value = e["type"], e.get("input")
-    if error_type in (_TYPE, _VALUE):
+    if error_type in (TYPE_ERROR, VALUE_ERROR):
         return e["msg"]
     must = _must(tp)
     if error_type == "missing":
