@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["INVALID_ERROR", "Loc", "Must", "NonNegativeSeconds", "PositiveSeconds", "Rule", "TYPE_ERROR",
+__all__ = ["FILE_CONTEXT", "INVALID_ERROR", "Loc", "Must", "NonNegativeSeconds", "PositiveSeconds", "Rule", "TYPE_ERROR",
            "VALUE_ERROR", "invalid", "wrong"]
 
 Loc = tuple[str | int, ...]
@@ -27,6 +27,8 @@ Loc = tuple[str | int, ...]
 TYPE_ERROR = "zeroserve_type"
 VALUE_ERROR = "zeroserve_value"
 INVALID_ERROR = "zeroserve_invalid"
+
+FILE_CONTEXT = "config_file"  # validation context key: the values come from a config file
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,8 @@ import yaml
 from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
-from ._config import DEFAULT, FILE_CONTEXT, DeploymentConfig, HTTPOptions, RoutePrefix
+from ._config import DEFAULT, DeploymentConfig, HTTPOptions, RoutePrefix
+from ._fields import FILE_CONTEXT
 from ._model import Model, Must, PositiveSeconds, Problem, Rule, invalid, problems, wrong
 from ._obs_config import LoggingConfig, TracingConfig
 from .exceptions import ConfigError

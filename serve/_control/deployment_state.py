@@ -41,8 +41,8 @@ from typing import Any, Protocol
 
 from actors import ActorDiedError
 
-from .._autoscaling import AutoscalingPolicy
 from ..messages import DeploymentStatus, DeploymentTarget, ReplicaId, ReplicaState
+from .autoscaling import AutoscalingPolicy
 from .pending import Pending, describe, error_of
 
 __all__ = ["DeploymentState", "ReplicaIO", "Replica", "MAX_START_FAILURES", "HEALTH_FAILURES",

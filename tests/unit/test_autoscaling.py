@@ -1,4 +1,4 @@
-"""Unit tests of the autoscaling policy (`serve._autoscaling`), on a fake clock (plain floats).
+"""Unit tests of the autoscaling policy (`serve._control.autoscaling`), on a fake clock (plain floats).
 
 Contract: `AutoscalingConfig` (a strict, frozen pydantic model) validates every field and
 names it in its error, a TypeError (also a ValueError) for a wrong type and a ValueError for a
@@ -20,7 +20,8 @@ from typing import Any
 import pydantic
 import pytest
 
-from serve._autoscaling import MAX_SAMPLES_PER_SOURCE, AutoscalingConfig, AutoscalingPolicy
+from serve._autoscaling_config import AutoscalingConfig
+from serve._control.autoscaling import MAX_SAMPLES_PER_SOURCE, AutoscalingPolicy
 
 ALIAS = "target_num_ongoing_requests_per_replica"
 

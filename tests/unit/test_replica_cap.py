@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import serve
-from serve._autoscaling import REPLICA_CAP_ENV
+from serve._autoscaling_config import REPLICA_CAP_ENV
 
 
 def _cls() -> type:

@@ -16,7 +16,7 @@ import yaml
 
 import serve
 from serve import _schema
-from serve._autoscaling import AutoscalingConfig
+from serve._autoscaling_config import AutoscalingConfig
 from serve._build import build, build_config, load_and_build
 from serve._cli import main as serve_cli
 from serve._config import DEFAULT, DeploymentConfig, HTTPOptions, config_from, validate_options
