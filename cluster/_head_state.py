@@ -32,7 +32,7 @@ from ._actor_table import ActorRecord, ActorTable
 from ._head_store import Changes, HeadStore
 from ._records import JobEntry, NodeEntry
 
-__all__ = ["HeadLimits", "HeadTables", "Journal", "restore"]
+__all__ = ["HeadLimits", "HeadTables", "Journal", "RestoringHead", "restore"]
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,16 @@ def _env(name: str, default: float) -> float:
 
 
 class HeadTables(Protocol):
-    """What `Journal.commit` and `restore` read and fill of the head (`cluster._head.Head`)."""
+    """What `Journal.commit` reads of the head (`cluster._head.Head`)."""
 
     actors: ActorTable
     node_table: dict[NodeId, NodeEntry]
     jobs: dict[JobId, JobEntry]
     kv: dict[str, bytes]
+
+
+class RestoringHead(HeadTables, Protocol):
+    """What `restore` fills and calls on a fresh head (`cluster._head.Head`)."""
 
     def restore_actor_version(self, saved: int) -> None: ...
 
@@ -152,7 +156,7 @@ class Journal:
             self.store.write(changes)
 
 
-def restore(head: HeadTables, store: HeadStore) -> bool:
+def restore(head: RestoringHead, store: HeadStore) -> bool:
     """Load the store into a fresh head; False if it is empty."""
     snap = store.load()
     if snap is None:

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import cluster._head as head_module
+import cluster._head_placement as placement_module
 from actors.messages import ActorId, NodeId
 from cluster._head import Head
 from cluster._scheduler import pick_node
@@ -29,7 +30,8 @@ def test_an_event_does_not_scan_the_waiting_actors(monkeypatch: pytest.MonkeyPat
         calls[0] += 1
         return pick_node(*args, **kwargs)
 
-    monkeypatch.setattr(head_module, "pick_node", counting)
+    monkeypatch.setattr(head_module, "pick_node", counting)  # create_actor's feasibility check
+    monkeypatch.setattr(placement_module, "pick_node", counting)  # the scheduling passes
 
     async def scenario(head: Head, io: FakeIO) -> None:
         add_node(head, "a", 1.0)
