@@ -38,10 +38,9 @@ from ._start import (
     check_head_verdict,
     health,
     local_token,
-    resolve_token,
-    split_address,
     start,
 )
+from ._start_flags import resolve_token, split_address
 from ._status import fetch_status, render_status
 from .exceptions import NodeStartError
 

@@ -10,21 +10,17 @@ node's workers within `--grace-period-s` and exit 0; a node that fails exits non
 
 The cluster token comes from `--token-file`, `$ZEROSERVE_TOKEN` or `--token` (which every
 local user can read in `ps`); a head without one makes a new one. A token that was given
-is never printed.
+is never printed. The flags are checked (and become the agent's arguments) in `_start_flags`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from actors.system import (
@@ -33,12 +29,9 @@ from actors.system import (
     PROBE_REFUSED,
     PROBE_UNREACHABLE,
     Child,
-    LogRotation,
     ProbeResult,
     Session,
-    dashboard_port_from_env,
     find_local_head,
-    metrics_port_from_env,
     new_token,
     probe,
     read_token,
@@ -46,46 +39,22 @@ from actors.system import (
 )
 
 from ._nodes import NodeRecord, live_record, load_records, remove_record, start_times
+from ._start_flags import (
+    check_flags,
+    check_state_dir,
+    dashboard_args,
+    log_env,
+    metrics_args,
+    resolve_token,
+    split_address,
+)
 from .exceptions import NodeStartError
 
-__all__ = ["start", "check_head_verdict", "health", "local_token", "resolve_token", "split_address", "DEFAULT_PORT", "DEFAULT_GRACE_S"]
+__all__ = ["start", "check_head_verdict", "health", "local_token", "DEFAULT_PORT", "DEFAULT_GRACE_S"]
 
 DEFAULT_PORT = 6380
 DEFAULT_GRACE_S = 30.0
-DEFAULT_WAIT_FOR_HEAD_S = 300.0  # with --block: supervisors start the nodes of a cluster together
 _READY_TIMEOUT_S = 60.0
-_ANY = ("0.0.0.0", "*")
-
-
-def split_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.removeprefix("tcp://").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise NodeStartError(f"--address must be HOST:PORT (as `zeroserve start --head` printed), got {address!r}")
-    return host, int(port)
-
-
-def _token_from_file(path: str) -> str:
-    try:
-        token = read_token(path)
-    except FileNotFoundError:
-        raise NodeStartError(f"--token-file {path}: no such file") from None
-    except PermissionError:
-        raise NodeStartError(f"--token-file {path}: not readable by this user (uid {os.getuid()})") from None
-    except ValueError as e:
-        raise NodeStartError(f"--token-file: {e}") from None
-    mode = os.stat(path).st_mode
-    if mode & stat.S_IROTH:
-        print(f"zeroserve: warning: the token file {path} is readable by every user (chmod o-r it)",
-              file=sys.stderr)
-    return token
-
-
-def resolve_token(args: argparse.Namespace) -> str | None:
-    """The token the user gave, by `--token-file`, `--token` or `$ZEROSERVE_TOKEN` (in that
-    order); None if none was given."""
-    if getattr(args, "token_file", None):
-        return _token_from_file(args.token_file)
-    return args.token or os.environ.get("ZEROSERVE_TOKEN") or None
 
 
 def _port_free(ip: str, port: int) -> bool:
@@ -107,47 +76,6 @@ def _ip_towards(host: str, port: int) -> str:
             return s.getsockname()[0]
     except OSError as e:  # socket.gaierror included: a name that does not resolve
         raise NodeStartError(f"cannot find a route to the head at {host}:{port} ({e}); is the name right?") from None
-
-
-def _check_resources(text: str) -> None:
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise NodeStartError(f"--resources must be a JSON object such as '{{\"GPU\": 1}}': {e}") from None
-    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
-        raise NodeStartError("--resources must be a JSON object of name -> number, e.g. '{\"GPU\": 1}'")
-
-
-def _check_state_dir(path: str) -> str:
-    p = Path(path).expanduser().resolve()
-    try:
-        p.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise NodeStartError(f"--state-dir {path}: cannot create it: {e.strerror}") from None
-    if not p.is_dir():
-        raise NodeStartError(f"--state-dir {path} is not a directory")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise NodeStartError(f"--state-dir {path} is not writable by this user (uid {os.getuid()}); "
-                             "give it to this user (on Kubernetes: securityContext.fsGroup)")
-    problem = _unsafe_state_dir(p)
-    if problem is not None:
-        raise NodeStartError(f"--state-dir {path} {problem}: the head's state holds the pickled classes of "
-                             "actors, which workers load, so whoever can write there can run code as you. "
-                             "Use a directory you own that others cannot write (chmod 700)")
-    return str(p)
-
-
-def _unsafe_state_dir(p: Path) -> str | None:
-    """Why the head's state directory is not safe, or None. Group-writable is accepted for
-    a group of this process (Kubernetes' fsGroup makes a volume so, again at every mount)."""
-    st = os.stat(p)
-    if st.st_uid != os.getuid():
-        return f"belongs to uid {st.st_uid}, not to you (uid {os.getuid()})"
-    if st.st_mode & stat.S_IWOTH:
-        return f"is writable by every user (mode {stat.S_IMODE(st.st_mode):04o})"
-    if st.st_mode & stat.S_IWGRP and st.st_gid not in {os.getgid(), *os.getgroups()}:
-        return f"is writable by group {st.st_gid}, which this user is not in"
-    return None
 
 
 def check_head_verdict(verdict: object, address: str, whose: str = "our") -> None:
@@ -182,69 +110,8 @@ def _reach_head(head_address: str, token: str, wait_s: float) -> ProbeResult:
         time.sleep(min(1.0, max(0.0, deadline - now)))  # a retry interval, not a synchronisation
 
 
-def _metrics_args(args: argparse.Namespace) -> list[str]:
-    """The agent's metrics flags: a port given here must be free; the default may move."""
-    if args.metrics_port is not None:
-        if not 0 <= args.metrics_port <= 65535:
-            raise NodeStartError(f"--metrics-port must be a port number (0 for none), got {args.metrics_port}")
-        return ["--metrics-port", str(args.metrics_port), "--metrics-port-strict"]
-    try:
-        return ["--metrics-port", str(metrics_port_from_env())]
-    except ValueError as e:
-        raise NodeStartError(str(e)) from None
-
-
-def _dashboard_args(args: argparse.Namespace) -> list[str]:
-    """The head's dashboard flags: a port given here must be free; the default may move."""
-    if args.dashboard_port is not None:
-        if not 0 <= args.dashboard_port <= 65535:
-            raise NodeStartError(f"--dashboard-port must be a port number (0 for none), got {args.dashboard_port}")
-        return ["--dashboard-port", str(args.dashboard_port), "--dashboard-port-strict"]
-    try:
-        return ["--dashboard-port", str(dashboard_port_from_env())]
-    except ValueError as e:
-        raise NodeStartError(str(e)) from None
-
-
-def _log_env(args: argparse.Namespace) -> dict[str, str]:
-    """The node's environment, with the log rotation of --log-max-bytes / --log-backups."""
-    try:
-        env_rotation = LogRotation.from_env()
-        rotation = LogRotation(args.log_max_bytes if args.log_max_bytes is not None else env_rotation.max_bytes,
-                               args.log_backups if args.log_backups is not None else env_rotation.backups)
-    except ValueError as e:
-        raise NodeStartError(str(e)) from None
-    return {**os.environ, **rotation.env()}
-
-
-def _check_flags(args: argparse.Namespace) -> None:
-    _check_resources(args.resources)
-    if args.num_gpus is not None and args.num_gpus < 0:
-        raise NodeStartError(f"--num-gpus must be a number of devices >= 0, got {args.num_gpus}")
-    _metrics_args(args)
-    _dashboard_args(args)
-    if args.dashboard_port is not None and not args.head:
-        raise NodeStartError("--dashboard-port is for the head (`zeroserve start --head`): the head serves the "
-                             "dashboard for the whole cluster")
-    _log_env(args)  # wrong values fail before anything starts
-    if args.grace_period_s < 0:
-        raise NodeStartError("--grace-period-s must be >= 0")
-    if args.wait_for_head_s is None:
-        args.wait_for_head_s = DEFAULT_WAIT_FOR_HEAD_S if args.block else 0.0
-    if args.wait_for_head_s < 0:
-        raise NodeStartError("--wait-for-head-s must be >= 0")
-    if args.state_dir and not args.head:
-        raise NodeStartError("--state-dir is where the head keeps its state: give it with --head")
-    if args.log_files and not args.block:
-        raise NodeStartError("--log-files is for --block (a daemon always writes its log files)")
-    node_ip = args.node_ip or ""
-    if node_ip in _ANY and not args.advertise_address:
-        raise NodeStartError(f"--node-ip {node_ip} binds every interface: give the address other nodes reach "
-                             "this one at with --advertise-address (on Kubernetes: the pod IP)")
-
-
 def start(args: argparse.Namespace) -> int:
-    _check_flags(args)
+    check_flags(args)
     t0 = time.monotonic()
     if args.head:
         node_ip = args.node_ip or "127.0.0.1"
@@ -258,7 +125,7 @@ def start(args: argparse.Namespace) -> int:
                              f"run `zeroserve stop --node-ip {known_as}` first")
     given = resolve_token(args)
     if args.head:
-        state_dir = _check_state_dir(args.state_dir) if args.state_dir else None
+        state_dir = check_state_dir(args.state_dir) if args.state_dir else None
         if not _port_free(node_ip, args.port):
             raise NodeStartError(f"port {args.port} on {node_ip} is in use (another head?); "
                                  "pick another with --port or stop what holds it")
@@ -322,13 +189,13 @@ def _start_agent(session: Session, node_ip: str, head_address: str | None, args:
     where = ["--run-head", "--head-port", str(args.port)] if head_address is None else ["--head", head_address]
     agent_args = ["-m", "cluster", "agent", *where, "--node-ip", node_ip,
                   "--session-dir", str(session.path), "--token-file", str(session.token_file),
-                  "--resources", args.resources, "--grace-period-s", str(args.grace_period_s), *_metrics_args(args)]
+                  "--resources", args.resources, "--grace-period-s", str(args.grace_period_s), *metrics_args(args)]
     if args.num_cpus is not None:
         agent_args += ["--num-cpus", str(args.num_cpus)]
     if args.num_gpus is not None:
         agent_args += ["--num-gpus", str(args.num_gpus)]
     if args.head:
-        agent_args += _dashboard_args(args)
+        agent_args += dashboard_args(args)
     if args.advertise_address:
         agent_args += ["--advertise-address", args.advertise_address]
     if state_dir:
@@ -337,7 +204,7 @@ def _start_agent(session: Session, node_ip: str, head_address: str | None, args:
         agent_args.append("--is-head-node")
     name = f"agent-{args.advertise_address or node_ip}"
     log_path = str(session.logs / f"{name}.log")
-    env = _log_env(args)
+    env = log_env(args)
     if args.block:
         # Tied to this process (lifeline), in its own process group so that a terminal's
         # Ctrl-C reaches only this process, which forwards it: one orderly drain.
