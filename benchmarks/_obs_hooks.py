@@ -81,7 +81,23 @@ def hook_costs_us() -> dict[str, float]:
         router = asyncio.run(make())
         return _per_call_us(lambda: router._count(ctx))
 
+    def writer_per_line() -> float:
+        """The log writer thread's share: formatting and writing one queued access line."""
+        access = logs.configure(logs.Who.proxy("127.0.0.251"), on_cfg)
+        assert access is not None
+        lines = 500
+
+        def batch() -> None:
+            for _ in range(lines):
+                access.write("GET", "/noop", 200, 1.234, ctx[0], "/noop", "default")
+            logs.flush()
+
+        queue_only = _per_call_us(lambda: access.write("GET", "/noop", 200, 1.234, ctx[0], "/noop", "default"))
+        logs.flush()
+        return _per_call_us(batch, n=20) / lines - queue_only
+
     try:
+        out["access line, writer thread"] = writer_per_line()
         out["proxy end of request"] = proxy_end(True, True) - proxy_end(False, False)
         # Off, a replica skips `_observe` altogether: its baseline is the loop alone.
         baseline = _per_call_us(lambda: time.perf_counter())
