@@ -8,7 +8,9 @@ the route table ({route_prefix: deployment}) and forwards each request through t
 from there (`_ReplicaStream`) while the router counts it in flight; so does a websocket
 (`_ReplicaWebSocket`: the handshake goes through the router to `__serve_websocket__`, then
 messages are pulled from and pushed to that replica). On shutdown the
-controller calls `start_draining` (healthz 503, still serving) and then `drain`.
+controller calls `start_draining` (healthz 503, still serving) and then `drain`; when its
+node stops gracefully (SIGTERM) it does the same itself, listening on while requests are in
+flight (`__actors_drain__`).
 
 Each request's id (the server's, see `proxy._observe`) goes to the replica in the request
 context, with the route prefix matched, its application and the multiplexed model id its
@@ -80,6 +82,10 @@ def _status_of(exc: BaseException) -> int:
 
 def _is_stream_start(result: Any) -> bool:
     return type(result) is HTTPStreamStart
+
+
+_DRAIN_POLL_S = 0.05
+"""While its node drains, how often the proxy looks whether requests are still in flight."""
 
 
 class _ReplicaStream:
@@ -283,10 +289,16 @@ class HTTPProxyActor:
         return _ReplicaWebSocket(router, replica, result)
 
     async def __actors_drain__(self, timeout_s: float) -> None:
-        """Its node stops gracefully (SIGTERM): healthz answers 503, then the requests in
-        flight finish and no new connection is taken."""
+        """Its node stops gracefully (SIGTERM): healthz answers 503 at once, and the proxy
+        keeps listening (and serving) while it has requests in flight, so load balancers and
+        readiness probes read that 503 rather than a refused connection; once none is left
+        (or near the end of `timeout_s`) it stops taking connections and finishes the rest."""
         await self.start_draining()
-        await self.drain(max(0.0, timeout_s - 0.5))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s - 0.5)
+        while self.server.in_flight > 0 and loop.time() < deadline - 1.0:
+            await asyncio.sleep(_DRAIN_POLL_S)
+        await self.drain(max(0.0, deadline - loop.time()))
 
     async def start_draining(self) -> None:
         """From now on /-/healthz answers 503 (load balancers take this proxy out), while

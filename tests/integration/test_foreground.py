@@ -99,6 +99,17 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _health(http_port: int, host: str = "127.0.0.1") -> int | None:
+    """The status /-/healthz answers on that proxy; None if it takes no connection."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{http_port}/-/healthz", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
 def _config(path: Path, http_port: int, location: str, host: str, num_cpus: float) -> str:
     path.write_text(yaml.safe_dump({
         "http_options": {"host": host, "port": http_port, "location": location},
@@ -163,8 +174,16 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0_within_the_grace_per
         client = threading.Thread(target=lambda: answer.update(r=_fetch(f"{url}?s=2&marker={marker}")))
         client.start()
         wait_until(marker.exists, timeout=15, what="the request to reach the replica")
+        assert _health(http_port) == 200
         t0 = time.monotonic()
         node.send_signal(signal.SIGTERM)
+        # While the request in flight finishes, the node's proxy tells load balancers (and a
+        # Kubernetes readiness probe) to send no more: /-/healthz answers 503.
+        health: list[int | None] = []
+        wait_until(lambda: health.append(_health(http_port)) or health[-1] == 503 or node.poll() is not None,
+                   timeout=15, what="the draining node's /-/healthz to answer")
+        assert health[-1] == 503, f"/-/healthz while draining: {health}"
+        assert "r" not in answer, "the request finished before the drain was seen"
         code = node.wait(timeout=30)
         took = time.monotonic() - t0
         client.join(timeout=30)
