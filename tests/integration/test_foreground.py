@@ -280,6 +280,84 @@ def test_a_killed_head_restarted_with_its_state_dir_keeps_actors_and_deployments
     _gone(tmpdir)
 
 
+def test_a_head_restarted_on_a_new_address_is_rejoined_by_name(tmp_path: Path) -> None:
+    """What a Kubernetes head pod's restart does: the head binds every interface and
+    advertises its pod IP (127.0.0.1 here); it is SIGKILLed and comes back with the same
+    --state-dir on a NEW address (127.0.0.4). The agent and a driver address it by host name
+    (`localhost:PORT`, as pods use the head's Service name), so they reach the new head: the
+    agent rejoins with its workers, the driver finds the named actor with its state, the
+    deployment (its replica on the agent) answers through the new head node's proxy. (The
+    proxy is HeadOnly: the head binds every interface, so an agent's proxy on the same port
+    could not bind here.)"""
+    tmpdir = os.path.join(RUN_DIR, "fg-new-ip")
+    port, http_port = free_port(), free_port()
+    token = new_token()
+    state = str(tmp_path / "state")
+    head_args = ("--head", "--port", str(port), "--node-ip", "0.0.0.0", "--num-cpus", "0", "--state-dir", state)
+    assert socket.gethostbyname("localhost") == "127.0.0.1"
+    head = block(tmpdir, *head_args, "--advertise-address", "127.0.0.1", ZEROSERVE_TOKEN=token)
+    agent = block(tmpdir, "--address", f"localhost:{port}", "--node-ip", "127.0.0.2", "--num-cpus", "2",
+                  ZEROSERVE_TOKEN=token)
+    driver = None
+    try:
+        zs(tmpdir, "serve", "deploy", _config(tmp_path / "c.yaml", http_port, "HeadOnly", "node", 1),
+           "--address", f"localhost:{port}", ZEROSERVE_TOKEN=token)
+        url = f"http://127.0.0.1:{http_port}/slow"
+        wait_until(lambda: _answers(url), timeout=30, what="the app to answer on the head's proxy")
+        driver = start_driver(f"""
+            import json, sys, actors
+            actors.init(address="localhost:{port}", namespace="fg")
+
+            @actors.remote
+            class Keeper:
+                def __init__(self):
+                    self.n = 0
+
+                def incr(self):
+                    self.n += 1
+                    return self.n
+
+            k = Keeper.options(name="keeper", lifetime="detached").remote()
+            print(json.dumps({{"n": actors.get(k.incr.remote())}}), flush=True)
+            for line in sys.stdin:  # each line: call the actor by its name again
+                print(json.dumps({{"n": actors.get(actors.get_actor("keeper").incr.remote(), timeout=30)}}),
+                      flush=True)
+        """, ZEROSERVE_TMPDIR=tmpdir, ZEROSERVE_TOKEN=token)
+        assert read_json_line(driver)["n"] == 1
+        replica_pid = _fetch(url)[1]["pid"]
+
+        os.killpg(head.pid, signal.SIGKILL)  # the head pod dies...
+        head.wait(timeout=10)
+        head = block(tmpdir, *head_args, "--advertise-address", "127.0.0.4", ZEROSERVE_TOKEN=token)  # ...and moves
+        out = read_until(head, "To stop:")
+        assert "head restored from" in out and "Cluster address: 127.0.0.4:" in out, out
+
+        def nodes_alive() -> list[str]:
+            st = zs(tmpdir, "status", "--json", "--address", f"localhost:{port}", check=False, ZEROSERVE_TOKEN=token)
+            return sorted(n["ip"] for n in json.loads(st.stdout)["nodes"] if n["alive"]) if st.returncode == 0 else []
+
+        wait_until(lambda: nodes_alive() == ["127.0.0.2", "127.0.0.4"], timeout=30,
+                   what="the agent to rejoin the head at its new address (and the old head node to be gone)")
+        driver.stdin.write("again\n")
+        driver.stdin.flush()
+        assert read_json_line(driver)["n"] == 2  # the same worker, its state kept, found by its name
+        again = subprocess.run([sys.executable, "-c", (
+            "import actors; "
+            f"actors.init(address='localhost:{port}', namespace='fg'); "
+            "print(actors.get(actors.get_actor('keeper').incr.remote(), timeout=30))")],
+            env=_env(tmpdir, ZEROSERVE_TOKEN=token), capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+        assert again.returncode == 0 and again.stdout.split()[-1] == "3", again.stderr  # a new driver, by name
+        new_proxy = f"http://127.0.0.4:{http_port}/slow"
+        wait_until(lambda: _answers(new_proxy), timeout=60, what="the new head node's proxy to serve the app")
+        assert _fetch(new_proxy)[1]["pid"] == replica_pid  # the same replica, on the agent all along
+    finally:
+        if driver is not None:
+            driver.kill()
+            driver.wait()
+        _stop(agent, head)
+    _gone(tmpdir)
+
+
 def test_advertise_address_distinct_from_node_ip(tmp_path: Path) -> None:
     """An agent binds every interface (0.0.0.0, as in a pod) and is reached at the address
     it advertises; the token comes from a file."""
