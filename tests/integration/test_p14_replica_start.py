@@ -7,18 +7,22 @@
   deadlock; `actors.get_actor` from async code.
 - 11: FastAPI/Starlette lifespan in ingress replicas (Ray 2.x's FastAPI lifespan usage, by the
   renaming rule): startup before the replica is ready, a failing startup fails the start
-  with its traceback, shutdown events when the replica drains.
+  with its traceback, shutdown events when the replica drains; the same for FastAPI's
+  `@app.on_event("startup"/"shutdown")` handlers and a Starlette app's `lifespan=`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import warnings
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
 
 import actors
 import serve
@@ -232,3 +236,79 @@ def test_a_failing_lifespan_startup_fails_the_start_with_its_traceback(http) -> 
     assert "startup failed" in text and "ConnectionError: cannot reach the feature store" in text
     assert "Traceback" in text
     serve.delete("broken")
+
+
+# FastAPI's older form: `@app.on_event("startup")` / `("shutdown")` handlers (sync or async).
+events_app = FastAPI()
+started_by_event: dict[str, str] = {}
+
+
+def _load_on_startup() -> None:  # a sync handler
+    started_by_event["model"] = "loaded by the startup event"
+
+
+async def _release_on_shutdown() -> None:  # an async one
+    Path(events_app.state.shutdown_marker).write_text("released by the shutdown event")
+
+
+with warnings.catch_warnings():  # FastAPI deprecates on_event for lifespan=, but apps still use it
+    warnings.simplefilter("ignore", DeprecationWarning)
+    events_app.on_event("startup")(_load_on_startup)
+    events_app.on_event("shutdown")(_release_on_shutdown)
+
+
+@serve.deployment
+@serve.ingress(events_app)
+class OnEventDeployment:
+    def __init__(self, shutdown_marker: str) -> None:
+        events_app.state.shutdown_marker = shutdown_marker
+
+    @events_app.get("/model")
+    def model(self):
+        return {"model": started_by_event.get("model")}
+
+
+def test_fastapi_on_event_startup_and_shutdown_run_in_the_replica(http, tmp_path: Path) -> None:
+    marker = tmp_path / "shutdown"
+    serve.run(OnEventDeployment.bind(str(marker)), name="on-event", route_prefix="/on-event")
+    wait_until(lambda: "/on-event" in http.get("/-/routes").json(), timeout=30, what="the route")
+    r = http.get("/on-event/model")  # the first request: startup ran before the replica was ready
+    assert (r.status_code, r.json()) == (200, {"model": "loaded by the startup event"}), r.text
+    assert not marker.exists()
+    serve.delete("on-event")
+    wait_until(marker.exists, timeout=60, what="the shutdown event to run when the replica drained")
+    assert marker.read_text() == "released by the shutdown event"
+
+
+# A Starlette app (not FastAPI) with `lifespan=`: its state reaches each request too.
+@asynccontextmanager
+async def starlette_lifespan(app: Starlette):
+    yield {"tokenizer": "loaded by the starlette lifespan"}
+    Path(app.state.shutdown_marker).write_text("closed by the starlette lifespan")
+
+
+starlette_app = Starlette(lifespan=starlette_lifespan)
+
+
+@serve.deployment
+@serve.ingress(starlette_app)
+class StarletteLifespanDeployment:
+    def __init__(self, shutdown_marker: str) -> None:
+        starlette_app.state.shutdown_marker = shutdown_marker
+
+    async def tokenizer(self, request):
+        return JSONResponse({"tokenizer": request.state.tokenizer})
+
+    starlette_app.add_route("/tokenizer", tokenizer)
+
+
+def test_starlette_lifespan_runs_before_ready_and_at_drain(http, tmp_path: Path) -> None:
+    marker = tmp_path / "shutdown"
+    serve.run(StarletteLifespanDeployment.bind(str(marker)), name="st-lifespan", route_prefix="/st-lifespan")
+    wait_until(lambda: "/st-lifespan" in http.get("/-/routes").json(), timeout=30, what="the route")
+    r = http.get("/st-lifespan/tokenizer")
+    assert (r.status_code, r.json()) == (200, {"tokenizer": "loaded by the starlette lifespan"}), r.text
+    assert not marker.exists()
+    serve.delete("st-lifespan")
+    wait_until(marker.exists, timeout=60, what="the starlette lifespan's exit to run when the replica drained")
+    assert marker.read_text() == "closed by the starlette lifespan"

@@ -63,6 +63,9 @@ def test_num_replicas_auto_is_autoscaling_with_rays_defaults() -> None:
     assert a is not None
     assert (a.min_replicas, a.max_replicas, a.target_ongoing_requests) == (1, 100, 2.0)
     assert cfg.max_ongoing_requests == 5
+    # Ray's decorator turns "auto" into autoscaling and keeps its DeploymentConfig's default
+    # num_replicas of 1, which `Deployment.num_replicas` reads: the same here (not "auto").
+    assert d.num_replicas == 1 and serve.deployment(Model).options(num_replicas="auto").num_replicas == 1
 
 
 def test_num_replicas_auto_keeps_what_autoscaling_config_and_max_ongoing_requests_give() -> None:
