@@ -161,6 +161,31 @@ async def _value(response: DeploymentResponse | ObjectRef) -> Any:
     return await asyncio.shield(response._to_object_ref())
 
 
+def _prepare(call: tuple, args: tuple, kwargs: dict, what: str, span: Any) -> PreparedCall:
+    """`call` (the arguments of the replica's `handle_request`) serialized now; if it cannot
+    be, the TypeError names the user's argument that cannot."""
+    try:
+        return prepare_call(call, None, what)
+    except TypeError as e:
+        if span is not None:
+            tracing.end(span, error=e)
+        prepare_call(args, kwargs, what)  # raises the error that names the user's argument
+        raise
+
+
+def _check_arguments(args: tuple, kwargs: dict, what: str, span: Any) -> None:
+    """For a call whose response arguments are resolved before it is sent (and so serialized
+    only then): serialize the other arguments now, in their places, so that one that cannot
+    be serialized fails the call at once, named by its position or keyword."""
+    try:
+        prepare_call(tuple([None if isinstance(a, _RESOLVED) else a for a in args]),
+                     {k: None if isinstance(v, _RESOLVED) else v for k, v in kwargs.items()}, what)
+    except TypeError as e:
+        if span is not None:
+            tracing.end(span, error=e)
+        raise
+
+
 async def _call(client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict,
                 ctx: Ctx, prepared: PreparedCall | None) -> Any:
     """The slow path of a call: resolve response arguments, find the router, route."""
@@ -274,18 +299,19 @@ class DeploymentHandle:
         span = None
         if tracing.ENABLED:
             span, ctx = _traced(self.deployment_name, method, ctx)
-        if self.stream:
-            return start_stream(client, name, method, args, kwargs, ctx, _resolve, span)
+        # Serialized here, so that an argument that cannot be serialized fails this call at
+        # once, naming it, and nothing else (a failure on the runtime's loop would be late,
+        # and would name only the replica's entry point).
+        what = f"{self.deployment_name}.{method}"
         prepared = None
-        if not _has_responses(args, kwargs):
-            what = f"{self.deployment_name}.{method}"
-            try:  # here, so that arguments that cannot be serialized fail this call at once
-                prepared = prepare_call((method, args, kwargs, ctx), None, what)
-            except TypeError as e:
-                if span is not None:
-                    tracing.end(span, error=e)
-                prepare_call(args, kwargs, what)  # raises the error that names the user's argument
-                raise
+        if _has_responses(args, kwargs):  # sent once they resolve: the others are checked now
+            _check_arguments(args, kwargs, what, span)
+        elif self.stream:
+            prepared = _prepare((method, args, kwargs, ctx, True), args, kwargs, what, span)
+        else:
+            prepared = _prepare((method, args, kwargs, ctx), args, kwargs, what, span)
+        if self.stream:
+            return start_stream(client, name, method, args, kwargs, ctx, _resolve, span, prepared)
         if loop is not None:
             response = _LoopResponse(loop=loop)
             if span is not None:

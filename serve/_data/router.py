@@ -79,10 +79,13 @@ class PowerOfTwoChoices:
 
 
 def _send(replica: ReplicaInfo, method: str, args: tuple, kwargs: dict, ctx: Ctx,
-          prepared: PreparedCall | None) -> Any:
-    """One request to one replica: its arguments as the caller serialized them, if it did."""
+          prepared: PreparedCall | None, stream: bool = False) -> Any:
+    """One request to one replica: its arguments as the caller serialized them, if it did
+    (`stream=True` included in them for a streaming call)."""
     if prepared is not None:
         return replica.handle.handle_request.remote_prepared(prepared)
+    if stream:
+        return replica.handle.handle_request.remote(method, args, kwargs, ctx, True)
     return replica.handle.handle_request.remote(method, args, kwargs, ctx)
 
 
@@ -375,13 +378,15 @@ class Router:
         return (await self._route(method, args, kwargs, None, ctx, prepared))[0]
 
     async def call_holding(self, method: str, args: tuple, kwargs: dict, hold: Callable[[Any], bool] | None,
-                           ctx: Ctx = NO_REQUEST, stream: bool = False) -> tuple[Any, ReplicaInfo | None]:
+                           ctx: Ctx = NO_REQUEST, stream: bool = False,
+                           prepared: PreparedCall | None = None) -> tuple[Any, ReplicaInfo | None]:
         """Route one request; returns (result, replica). If `hold(result)`, the request
         stays counted in flight on that replica until `release(replica)` (a response
         streamed from it after this call returns); otherwise replica is None.
-        `stream`: a handle call with `stream=True` (the replica answers with a stream start)."""
+        `stream`: a handle call with `stream=True` (the replica answers with a stream start);
+        `prepared`: the call as its caller serialized it (then `stream=True` is in it)."""
         self._count(ctx)
-        return await self._route(method, args, kwargs, hold, ctx, stream=stream)
+        return await self._route(method, args, kwargs, hold, ctx, prepared, stream)
 
     async def _route_value(self, method: str, args: tuple, kwargs: dict, ctx: Ctx,
                            prepared: PreparedCall | None = None) -> Any:
@@ -406,10 +411,7 @@ class Router:
             replica = await (self._acquire_traced(ctx, method) if tracing.ENABLED else self._acquire(method, ctx[MODEL]))
             held = False
             try:
-                if stream:
-                    result = await replica.handle.handle_request.remote(method, args, kwargs, ctx, True)
-                else:
-                    result = await _send(replica, method, args, kwargs, ctx, prepared)
+                result = await _send(replica, method, args, kwargs, ctx, prepared, stream)
                 held = hold is not None and hold(result)
                 return result, (replica if held else None)
             except ActorDiedError as e:

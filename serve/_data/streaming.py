@@ -26,7 +26,7 @@ import collections
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-from actors.system import Runtime
+from actors.system import PreparedCall, Runtime
 from proxy import HTTPStreamStart
 
 from ..messages import DeploymentId
@@ -49,11 +49,12 @@ class _Stream:
     """One streaming call's state; lives on the runtime's loop (every method runs there)."""
 
     def __init__(self, client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict,
-                 ctx: Ctx, resolve: Resolve, span: Any = None) -> None:
+                 ctx: Ctx, resolve: Resolve, span: Any = None, prepared: PreparedCall | None = None) -> None:
         self._client = client
         self._resolve = resolve
         self._span = span  # the call's span when tracing is on, ended with the stream
         self._call = (deployment, method, args, kwargs, ctx)
+        self._prepared = prepared  # the call serialized by its caller (None: it holds responses)
         self._opening: asyncio.Task | None = None
         self._routing: asyncio.Task | None = None  # the routed call, within _opening
         self._router: Router | None = None
@@ -70,13 +71,15 @@ class _Stream:
     async def _open(self) -> None:
         deployment, method, args, kwargs, ctx = self._call
         self._call = (deployment, method, (), {}, ctx)  # the arguments are not kept alive
+        prepared, self._prepared = self._prepared, None
         self._client.count_call(deployment, ctx)
-        args, kwargs = await self._resolve(args, kwargs)
+        if prepared is None:
+            args, kwargs = await self._resolve(args, kwargs)
         router = await self._client.router(deployment)
         # On a task of its own: `close()` cancels only this, so an answer that has already
         # landed is never lost to a cancellation (its stream is closed and released below).
         self._routing = asyncio.get_running_loop().create_task(
-            router.call_holding(method, args, kwargs, _is_start, ctx, stream=True))
+            router.call_holding(method, args, kwargs, _is_start, ctx, stream=True, prepared=prepared))
         start, replica = await asyncio.shield(self._routing)
         if replica is None:  # cannot happen: a stream=True call answers with a stream start
             raise TypeError(f"{deployment.name}.{method} did not answer a stream=True call with a stream")
@@ -242,10 +245,12 @@ class DeploymentResponseGenerator:
 
 
 def start_stream(client: ServeClient, deployment: DeploymentId, method: str, args: tuple, kwargs: dict,
-                 ctx: Ctx, resolve: Resolve, span: Any = None) -> DeploymentResponseGenerator:
+                 ctx: Ctx, resolve: Resolve, span: Any = None,
+                 prepared: PreparedCall | None = None) -> DeploymentResponseGenerator:
     """Start a streaming call (from any thread); its generator. `resolve(args, kwargs)`:
-    the arguments with `DeploymentResponse`s replaced by their values."""
-    stream = _Stream(client, deployment, method, args, kwargs, ctx, resolve, span)
+    the arguments with `DeploymentResponse`s replaced by their values (when there are any:
+    otherwise `prepared` holds the call, serialized by its caller, `stream=True` included)."""
+    stream = _Stream(client, deployment, method, args, kwargs, ctx, resolve, span, prepared)
     if asyncio._get_running_loop() is client.rt.loop:
         stream.start()
     else:
