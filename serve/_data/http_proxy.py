@@ -7,10 +7,12 @@ the route table ({route_prefix: deployment}) and forwards each request through t
 (`HTTPStreamStart`) stays pinned to the replica that answered: the proxy pulls its chunks
 from there (`_ReplicaStream`) while the router counts it in flight; so does a websocket
 (`_ReplicaWebSocket`: the handshake goes through the router to `__serve_websocket__`, then
-messages are pulled from and pushed to that replica). On shutdown the
-controller calls `start_draining` (healthz 503, still serving) and then `drain`; when its
-node stops gracefully (SIGTERM) it does the same itself, listening on while requests are in
-flight (`__actors_drain__`).
+messages are pulled from and pushed to that replica; a deployment that is not an ASGI
+ingress is refused with 403 without asking it, once its replicas have reported their methods,
+and by the replica itself, as quietly, before). On shutdown the controller calls
+`start_draining` (healthz 503, still serving) and then `drain`; when its node stops
+gracefully (SIGTERM) it does the same itself, listening on while requests are in flight
+(`__actors_drain__`).
 
 Each request's id (the server's, see `proxy._observe`) goes to the replica in the request
 context, with the route prefix matched, its application and the multiplexed model id its
@@ -41,7 +43,7 @@ from proxy import (
 
 from .._config import HTTPOptions
 from .._obs_config import LoggingConfig, TracingConfig
-from ..exceptions import BackPressureError, DeploymentUnavailableError
+from ..exceptions import BackPressureError, DeploymentUnavailableError, MethodNotFoundError
 from ..messages import HTTP_METHOD, WEBSOCKET_METHOD, DeploymentId, ReplicaInfo, RouteTable
 from . import counting, logs, tracing
 from .client import ServeClient
@@ -147,6 +149,24 @@ class _ReplicaWebSocket:
             self._closed = True
             self._replica.handle.websocket_close.remote(self._id).future().add_done_callback(ignore_outcome)
             self._router.release(self._replica)
+
+
+class _Refused:
+    """A websocket handshake refused for a deployment that takes no websockets (its replicas
+    said so): the client gets 403, as from an app that closes before accepting; no replica
+    is asked and nothing is logged but the access line."""
+
+    __slots__ = ()
+    first = {"type": "websocket.close", "code": 1008, "reason": ""}
+
+    async def pull(self) -> WebSocketMessages:  # (never called: the handshake was refused)
+        return WebSocketMessages((), True)
+
+    async def push(self, messages: tuple[dict, ...]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _Observer:
@@ -278,12 +298,16 @@ class HTTPProxyActor:
             return result
         return _ReplicaStream(router, replica, result)
 
-    async def _forward_websocket(self, target: str, request: HTTPRequest, request_id: str) -> _ReplicaWebSocket:
+    async def _forward_websocket(self, target: str, request: HTTPRequest,
+                                 request_id: str) -> _ReplicaWebSocket | _Refused:
         dep_id, route = self._targets[target]
         ctx: Ctx = (request_id, route, dep_id.app, _model_of(request),
                     tracing.current_traceparent() if tracing.ENABLED else "")
         router = await self.client.router(dep_id)
-        result, replica = await router.call_holding(WEBSOCKET_METHOD, (request,), {}, _is_websocket_start, ctx)
+        try:
+            result, replica = await router.call_holding(WEBSOCKET_METHOD, (request,), {}, _is_websocket_start, ctx)
+        except MethodNotFoundError:  # not an ASGI ingress (the router knows its replicas' methods)
+            return _Refused()
         if replica is None:
             raise TypeError(f"the replica answered a websocket handshake with {type(result).__name__}")
         return _ReplicaWebSocket(router, replica, result)

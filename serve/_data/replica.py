@@ -22,7 +22,9 @@ is the same kind of stream, of the items its generator yields, pulled by the cal
 one list.
 A websocket (to an `@serve.ingress` app) holds its slot the same way
 until its app ends; the proxy pulls the app's messages (`websocket_pull`) and pushes the
-client's (`websocket_push`).
+client's (`websocket_push`). Only an ASGI ingress reports the websocket entry among its
+methods; another replica refuses a handshake as an app closing it would (403 to the client,
+no error, no traceback).
 
 Observability: before the user's constructor runs, the process's logging goes to the
 replica's log file as its `LoggingConfig` says (`logs.configure`; changed live by
@@ -60,6 +62,7 @@ from proxy import (
     WebSocketMessages,
     WebSocketSession,
     WebSocketSessions,
+    WebSocketStart,
     iterate_in_thread,
     run_asgi,
     to_http_response,
@@ -95,6 +98,9 @@ _CORO, _ASYNC_GEN, _SYNC = 1, 2, 3  # how a user method runs: awaited, iterated 
 log = logging.getLogger(__name__)
 MODELS_DEBOUNCE_S = 0.05  # changes of the models held within this go to the controller as one report
 _MODELS_ATTEMPTS = 5  # a report the controller does not take is tried this often (then at the next change)
+# The answer to a websocket handshake for a deployment that is not an ASGI ingress (the
+# proxy answers the client 403); session 0 is no session.
+_NO_WEBSOCKETS = {"type": "websocket.close", "code": 1008, "reason": "this deployment takes no websockets"}
 
 
 class ReplicaActor:
@@ -159,7 +165,10 @@ class ReplicaActor:
             self._starting = asyncio.ensure_future(self._start())
         await asyncio.shield(self._starting)
         rt = current_runtime()
-        return {"replica_tag": self._tag, "pid": os.getpid(), "methods": self._methods,
+        # Its methods, and WEBSOCKET_METHOD if it takes websockets: routers (the proxy's
+        # too) then refuse a websocket to a deployment that does not, without asking it.
+        methods = self._methods + [WEBSOCKET_METHOD] if self._asgi is not None else self._methods
+        return {"replica_tag": self._tag, "pid": os.getpid(), "methods": methods,
                 "max_models": 0 if self._is_function else multiplex.capacity_of(self._callable),
                 "node_id": rt.node_id.hex if rt is not None and rt.node_id is not None else "",
                 "log_file": str(logs.log_path(self._who, self._logging or LoggingConfig(), node_logs_dir()))}
@@ -301,11 +310,15 @@ class ReplicaActor:
         status: int | str
         if method == HTTP_METHOD:
             status = 500 if failed else ("CANCELLED" if error is not None else _status_of(result))
+        elif method == WEBSOCKET_METHOD and type(result) is WebSocketStart:  # refused here (not an ingress)
+            status = 403
         else:
             status = "ERROR" if failed else ("CANCELLED" if error is not None else "OK")
         if self._access is not None:
             if method == HTTP_METHOD:
                 verb, what = args[0].method, ctx[ROUTE] or args[0].root_path or "/"
+            elif method == WEBSOCKET_METHOD:
+                verb, what = "WEBSOCKET", ctx[ROUTE] or args[0].root_path or "/"
             else:
                 verb, what = "CALL", method
             self._access.write(verb, what, status, latency_ms, ctx[RID], ctx[ROUTE], ctx[APP])
@@ -365,9 +378,8 @@ class ReplicaActor:
         token = current_context.set(self._context)
         if method == WEBSOCKET_METHOD:
             try:
-                if self._asgi is None:
-                    raise TypeError(f"deployment {self._deployment} cannot take a websocket: websockets reach "
-                                    "the @app.websocket routes of a @serve.ingress app")
+                if self._asgi is None:  # refused like a handshake its app closes (403), not an error
+                    return WebSocketStart(0, _NO_WEBSOCKETS)
                 return WebSocketSession(self._asgi, args[0])
             finally:
                 current_context.reset(token)

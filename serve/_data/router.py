@@ -53,7 +53,9 @@ POLL_HOLD_S = 60.0  # an idle long poll renews this often: a call on the control
 STALL_S = 3.0  # a replica busy with no request finished for this long is pinged
 PING_TIMEOUT_S = 2.0  # one whose ping is not answered within this is set aside until it answers
 log = logging.getLogger(__name__)
-_PROXY_METHODS = (HTTP_METHOD, WEBSOCKET_METHOD)  # the proxy's entries: every replica has them
+# The proxy's entries: every replica answers HTTP; only an ASGI ingress (`@serve.ingress`)
+# reports WEBSOCKET_METHOD among its methods and takes websockets.
+_PROXY_METHODS = (HTTP_METHOD, WEBSOCKET_METHOD)
 _ATTEMPTS = 3  # a request refused by gone replicas is tried on at most this many
 
 
@@ -205,10 +207,15 @@ class Router:
         return [r for r in self._replicas if r.replica_id not in self._frozen]
 
     def _check_method(self, method: str) -> None:
-        """Fail a call of a method the deployment's replicas said they do not have."""
+        """Fail a call of a method the deployment's replicas said they do not have (a
+        websocket handshake to a deployment that is not an ASGI ingress too)."""
         methods = self._methods
-        if methods is not None and method not in methods and method not in _PROXY_METHODS:
-            raise MethodNotFoundError.of(self.deployment.name, method, sorted(methods))
+        if methods is None or method in methods or method == HTTP_METHOD:
+            return
+        if method == WEBSOCKET_METHOD:
+            raise MethodNotFoundError(f"deployment {self.deployment.name!r} takes no websockets: they reach the "
+                                      "@app.websocket routes of a @serve.ingress app")
+        raise MethodNotFoundError.of(self.deployment.name, method, sorted(m for m in methods if m not in _PROXY_METHODS))
 
     def _choose(self, model: str) -> ReplicaInfo | None:
         if model and self._models is not None:

@@ -1,11 +1,14 @@
 """WebSockets through the proxy to `@serve.ingress` apps (issue 14, item 16), with a real
 proxy, replica and websocket client: Ray 2.x's documented echo example ported by the
 renaming rule, both directions streaming, close codes carried each way, a refused
-handshake, Starlette websocket routes, and the app hearing of a client that left."""
+handshake, Starlette websocket routes, and the app hearing of a client that left; a
+websocket to a deployment that is not an ingress is refused 403 with nothing logged."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +20,7 @@ from websockets.sync.client import connect
 
 import actors
 import serve
+from actors.system import local_cluster
 
 from ..conftest import free_port, wait_until
 
@@ -247,3 +251,53 @@ def test_a_starlette_websocket_route_of_an_ingress_class(port) -> None:
         ws.send("hi")
         assert ws.recv(timeout=30) == "echo: hi"
     serve.delete("p14-ws-star")
+
+
+# -- a deployment that is not an ingress takes no websockets ---------------------------------------
+@serve.deployment
+class PlainHello:
+    def __call__(self, request) -> str:
+        return "hi"
+
+
+def _tails(paths: list[Path], start: dict[Path, int]) -> dict[str, list[str]]:
+    """What each file got since `start` (its size then; 0 for a file that was not there)."""
+    tails = {}
+    for path in paths:
+        with path.open("rb") as f:
+            f.seek(start.get(path, 0))
+            tails[path.name] = f.read().decode(errors="replace").splitlines()
+    return tails
+
+
+def test_a_websocket_to_a_deployment_that_is_not_an_ingress_is_403_with_nothing_logged(port) -> None:
+    serve.run(PlainHello.bind(), name="p14-ws-plain", route_prefix="/plain-ws")
+    _route(port, "/plain-ws")
+    assert httpx.get(f"http://127.0.0.1:{port}/plain-ws", timeout=10).text == "hi"
+    cluster = local_cluster()
+    assert cluster is not None
+    logs = cluster.session.logs
+
+    def files() -> list[Path]:
+        return [p for pattern in ("proxy_*", "replica_p14-ws-plain_PlainHello_*") for p in logs.glob(pattern)
+                if p.suffix in (".log", ".err")]
+
+    before = {p: p.stat().st_size for p in files()}
+    ids = [f"ws-plain-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
+    for rid in ids:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{port}/plain-ws/x", additional_headers={"X-Request-ID": rid}, open_timeout=30)
+        assert refused.value.response.status_code == 403
+    assert httpx.get(f"http://127.0.0.1:{port}/plain-ws", timeout=10).text == "hi"  # HTTP is served as before
+
+    def access_lines() -> list[str] | None:  # the proxy's access line of each attempt, once flushed
+        lines = [line for tail in _tails(files(), before).values() for line in tail
+                 if "serve.access: WEBSOCKET" in line and any(rid in line for rid in ids)]
+        return lines if len(lines) >= len(ids) else None
+
+    lines = wait_until(access_lines, timeout=30, what="the access lines of the refused websockets")
+    assert all(" 403 " in line for line in lines), lines
+    noise = {name: [line for line in tail if "Traceback" in line or " WARNING " in line or " ERROR " in line]
+             for name, tail in _tails(files(), before).items()}
+    assert not any(noise.values()), noise
+    serve.delete("p14-ws-plain")

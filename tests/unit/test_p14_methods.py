@@ -18,7 +18,7 @@ import pytest
 from actors.system import Update
 from serve._data.replica import public_methods
 from serve.exceptions import MethodNotFoundError, ServeError
-from serve.messages import HTTP_METHOD, ReplicaSet
+from serve.messages import HTTP_METHOD, WEBSOCKET_METHOD, ReplicaSet
 
 from .test_router import DEPLOYMENT, make_env, outcome, run, settle, via  # noqa: F401  (a fixture)
 
@@ -135,6 +135,51 @@ def test_the_http_entry_is_never_refused() -> None:
         assert [r.method for r in env.log] == [HTTP_METHOD]
         env.log[0].succeed("ok")
         assert await outcome(task) == "ok"
+        env.router.close()
+
+    run(main())
+
+
+# -- websockets: only a replica that reports the websocket entry (an ASGI ingress) takes them ---------
+def test_a_websocket_to_a_deployment_that_reports_no_websocket_entry_is_refused_without_routing() -> None:
+    async def main() -> None:
+        env = make_env("a")
+        await env.apply(with_methods(env.replica_set(), ("__call__", "predict")))
+        task = asyncio.get_running_loop().create_task(env.router.call_holding(WEBSOCKET_METHOD, ("req",), {}, None))
+        with pytest.raises(MethodNotFoundError, match="takes no websockets"):
+            await outcome(task)
+        assert env.log == [] and env.router.load == 0
+        unknown = asyncio.get_running_loop().create_task(env.router.call(HTTP_METHOD, ("req",), {}))
+        await settle()
+        env.log[0].succeed("ok")
+        assert await outcome(unknown) == "ok"
+        env.router.close()
+
+    run(main())
+
+
+def test_a_websocket_goes_to_a_deployment_that_reports_the_entry_or_whose_methods_are_unknown() -> None:
+    async def main() -> None:
+        for methods in ((WEBSOCKET_METHOD, "__call__"), None):
+            env = make_env("a")
+            await env.apply(with_methods(env.replica_set(), methods))
+            task = asyncio.get_running_loop().create_task(env.router.call(WEBSOCKET_METHOD, ("req",), {}))
+            await settle()
+            assert [r.method for r in env.log] == [WEBSOCKET_METHOD]
+            env.log[0].succeed("start")
+            assert await outcome(task) == "start"
+            env.router.close()
+
+    run(main())
+
+
+def test_the_proxy_entries_are_not_listed_as_methods_in_the_error() -> None:
+    async def main() -> None:
+        env = make_env("a")
+        await env.apply(with_methods(env.replica_set(), (WEBSOCKET_METHOD, "__call__", "predict")))
+        with pytest.raises(MethodNotFoundError) as raised:
+            await outcome(asyncio.get_running_loop().create_task(env.router.call("predcit", (), {})))
+        assert str(raised.value).endswith("its methods: __call__, predict")
         env.router.close()
 
     run(main())
