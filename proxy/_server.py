@@ -8,8 +8,8 @@ Per request: match the compiled prefix trie, read the body (refusing more than
 the server never crashes on a request: 404 unknown route, 500 user error, 503
 back-pressure, 504 past `request_timeout_s`, 431 for headers over MAX_HEADER_BYTES, 408 for
 a request head not complete within `header_timeout_s`, or a body not complete within
-`body_timeout_s` or idle between chunks for BODY_IDLE_S (slow clients; the connection is
-closed), 503 and close for a connection over `max_connections`; uvicorn itself answers a
+`body_timeout_s` or idle between chunks for `body_idle_timeout_s` (slow clients; the
+connection is closed), 503 and close for a connection over `max_connections`; uvicorn itself answers a
 malformed request with 400. A client that disconnects before its answer cancels the
 request at its replica (logged and counted as 499). `middlewares` and `root_path` wrap the app
 (see `_asgi`): a request's `root_path` is the proxy's root_path plus the matched prefix.
@@ -50,7 +50,7 @@ __all__ = ["ProxyServer"]
 log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT_S = 30.0  # a request's head must arrive within this (408 and close past it)
-BODY_IDLE_S = 30.0  # the longest gap allowed between a body's chunks (408 and close past it)
+BODY_IDLE_S = 30.0  # the default longest gap between a body's chunks (408 and close past it)
 Forward = Callable[[str, HTTPRequest, str], Awaitable["HTTPResponse | ResponseStream"]]
 ForwardWebSocket = Callable[[str, HTTPRequest, str], Awaitable[WebSocketStream]]
 _BUILTINS = ("/-/healthz", "/-/routes")
@@ -80,7 +80,8 @@ class ProxyServer:
                  max_body_bytes: int = 100 * 1024 * 1024, keep_alive_timeout_s: float = 5,
                  classify: Callable[[BaseException], int] | None = None, middlewares: Iterable[Any] = (),
                  root_path: str = "", header_timeout_s: float = HEADER_TIMEOUT_S,
-                 body_timeout_s: float = 120.0, max_connections: int | None = None,
+                 body_timeout_s: float = 120.0, body_idle_timeout_s: float = BODY_IDLE_S,
+                 max_connections: int | None = None,
                  observer: RequestObserver | None = None, forward_websocket: ForwardWebSocket | None = None,
                  reuse_port: bool = False) -> None:
         self.host = host
@@ -91,6 +92,7 @@ class ProxyServer:
         self._timeout = request_timeout_s
         self._max_body = max_body_bytes
         self._body_timeout = body_timeout_s
+        self._body_idle = body_idle_timeout_s
         self._slow_bodies = LimitLog("proxy closed a connection whose request body was too slow")
         self._classify = classify or (lambda e: 500)
         self._observer = observer
@@ -324,7 +326,7 @@ class ProxyServer:
         if not expected:
             message = await receive()  # uvicorn has it: the request ended with its head
             return message.get("body", b"") if message["type"] == "http.request" else b""
-        return await _BodyReader(self._max_body, self._body_timeout).read(receive)
+        return await _BodyReader(self._max_body, self._body_timeout, self._body_idle).read(receive)
 
 
 _TOO_SLOW = b"<too slow>"  # sentinels, compared by identity
@@ -334,13 +336,14 @@ _SLOW_BODY = whole_response(408, ((b"content-type", b"text/plain; charset=utf-8"
 
 
 class _BodyReader:
-    """Reads one body within its deadlines: `total_s` from now, and BODY_IDLE_S between
+    """Reads one body within its deadlines: `total_s` from now, and `idle_s` between
     chunks. One timer, moved on at each chunk, cancels the read when it fires."""
 
-    def __init__(self, max_bytes: int, total_s: float) -> None:
+    def __init__(self, max_bytes: int, total_s: float, idle_s: float = BODY_IDLE_S) -> None:
         self.max_bytes = max_bytes
         self.loop = asyncio.get_running_loop()
         self.end = self.loop.time() + total_s
+        self.idle_s = idle_s
         self.expired = False
         self._task = asyncio.current_task()
         self._timer: asyncio.TimerHandle | None = None
@@ -381,7 +384,7 @@ class _BodyReader:
     def _arm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.loop.call_at(min(self.end, self.loop.time() + BODY_IDLE_S), self._expire)
+        self._timer = self.loop.call_at(min(self.end, self.loop.time() + self.idle_s), self._expire)
 
     def _uncancel(self) -> None:
         """Our cancel was taken: keep the task's count of cancel requests right (3.11+)."""

@@ -158,7 +158,11 @@ class HTTPOptions(Model):
     body_timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False),
                               Must("a positive number of seconds", show_default=True)] = 120
     """How long a request body may take to arrive, from the end of its headers (longer:
-    408 and the connection closed); a gap of over 30 s between its chunks also ends it."""
+    408 and the connection closed); see also `body_idle_timeout_s`."""
+    body_idle_timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False),
+                                   Must("a positive number of seconds", show_default=True)] = 30
+    """The longest gap allowed between a request body's chunks (longer: 408 and the
+    connection closed), however much of `body_timeout_s` is left."""
     max_connections: Annotated[int, Field(gt=0), Must("a positive integer", show_default=True)] = 10_000
     """Open connections per proxy; one more is answered 503 and closed at once (keep it
     below the process's file-descriptor limit)."""

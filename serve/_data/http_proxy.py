@@ -253,7 +253,9 @@ class HTTPProxyActor:
         self.server = ProxyServer(host, options.port, self._forward, classify=_status_of,
                                   request_timeout_s=options.request_timeout_s, max_body_bytes=options.max_body_bytes,
                                   keep_alive_timeout_s=options.keep_alive_timeout_s,
-                                  body_timeout_s=options.body_timeout_s, max_connections=options.max_connections,
+                                  body_timeout_s=options.body_timeout_s,
+                                  body_idle_timeout_s=options.body_idle_timeout_s,
+                                  max_connections=options.max_connections,
                                   middlewares=options.middlewares, root_path=options.root_path,
                                   observer=self._observer, forward_websocket=self._forward_websocket,
                                   reuse_port=self._reuse_port)

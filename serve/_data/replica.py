@@ -167,7 +167,7 @@ class ReplicaActor:
         rt = current_runtime()
         # Its methods, and WEBSOCKET_METHOD if it takes websockets: routers (the proxy's
         # too) then refuse a websocket to a deployment that does not, without asking it.
-        methods = self._methods + [WEBSOCKET_METHOD] if self._asgi is not None else self._methods
+        methods = [*self._methods, WEBSOCKET_METHOD] if self._asgi is not None else self._methods
         return {"replica_tag": self._tag, "pid": os.getpid(), "methods": methods,
                 "max_models": 0 if self._is_function else multiplex.capacity_of(self._callable),
                 "node_id": rt.node_id.hex if rt is not None and rt.node_id is not None else "",

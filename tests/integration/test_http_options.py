@@ -51,6 +51,12 @@ BAD = [
      "keep_alive_timeout_s must be a positive number of seconds"),
     ({"keep_alive_timeout_s": None}, TypeError,
      "keep_alive_timeout_s must be a positive number of seconds"),
+    ({"body_idle_timeout_s": "x"}, TypeError,
+     "body_idle_timeout_s must be a positive number of seconds (default 30), got 'x'"),
+    ({"body_idle_timeout_s": 0}, ValueError,
+     "body_idle_timeout_s must be a positive number of seconds"),
+    ({"body_idle_timeout_s": float("inf")}, ValueError,
+     "body_idle_timeout_s must be a positive number of seconds"),
     ({"max_body_bytes": "1MB"}, TypeError,
      "max_body_bytes must be a positive integer number of bytes"),
     ({"max_body_bytes": 0}, ValueError,
@@ -91,9 +97,10 @@ def test_the_review_example_is_refused() -> None:
 
 def test_good_values_are_kept() -> None:
     opts = HTTPOptions.of({"host": "node", "port": 8123, "location": "EveryNode", "request_timeout_s": 2.5,
-                           "max_body_bytes": 1024, "keep_alive_timeout_s": 0.5})
+                           "max_body_bytes": 1024, "keep_alive_timeout_s": 0.5, "body_idle_timeout_s": 2.5})
     assert (opts.host, opts.port, opts.location) == ("node", 8123, "EveryNode")
     assert (opts.request_timeout_s, opts.max_body_bytes, opts.keep_alive_timeout_s) == (2.5, 1024, 0.5)
+    assert (opts.body_idle_timeout_s, HTTPOptions().body_idle_timeout_s, HTTPOptions().body_timeout_s) == (2.5, 30, 120)
     assert HTTPOptions.of({"request_timeout_s": None}).request_timeout_s is None  # no limit
     assert HTTPOptions.of({"request_timeout_s": 3}).request_timeout_s == 3
     defaults = HTTPOptions()

@@ -1,5 +1,7 @@
 """The proxy's limits and lifecycle with real clients: 504 cancels the replica's work, a
-header-read deadline against slow clients, /-/healthz 503 while draining."""
+header-read deadline against slow clients, body deadlines (a total, and the longest gap
+between chunks), a cap on connections (each limit logged when it trips), /-/healthz 503
+while draining."""
 
 from __future__ import annotations
 
@@ -288,7 +290,31 @@ def test_a_body_that_trickles_or_stalls_gets_408_and_close_while_others_are_serv
     assert "whose request body was too slow" in caplog.text
 
 
-def test_connections_over_max_connections_get_503_and_are_closed_at_once(bare_server) -> None:
+def test_a_body_idle_for_body_idle_timeout_s_gets_408_long_before_its_total_deadline(bare_server, caplog) -> None:
+    import socket
+    import time
+
+    srv = bare_server(body_timeout_s=60, body_idle_timeout_s=1.0)
+    head = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as stalled, \
+            socket.create_connection(("127.0.0.1", srv.port), timeout=30) as steady:
+        stalled.sendall(head + b"abc")  # then nothing: idle, with 59 s of its total left
+        stalled_at = time.monotonic()
+        steady.sendall(head)
+        for _ in range(12):  # a byte every 0.25 s: 3 s in all, never idle for 1 s
+            time.sleep(0.25)
+            steady.sendall(b"x")
+        assert _read_response(steady).startswith(b"HTTP/1.1 200")  # slower in all than one gap: served
+        answer = b""
+        while chunk := stalled.recv(4096):  # 408, then the connection closes
+            answer += chunk
+        waited = time.monotonic() - stalled_at
+    assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer, answer[:200]
+    assert 1.0 <= waited < 30, waited  # the gap ended it, not the 60 s total
+    assert "whose request body was too slow" in caplog.text
+
+
+def test_connections_over_max_connections_get_503_and_are_closed_at_once(bare_server, caplog) -> None:
     import socket
 
     srv = bare_server(max_connections=20)
@@ -299,6 +325,9 @@ def test_connections_over_max_connections_get_503_and_are_closed_at_once(bare_se
             while chunk := extra.recv(4096):  # answered and closed without sending anything
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
+        # the limit tripping is logged (a warning, at most one line per LOG_EVERY_S)
+        assert [r.levelname for r in caplog.records if "proxy refused a connection: over max_connections=20"
+                in r.getMessage()] == ["WARNING"]
         idle.pop().close()  # room again: a new connection is served
         wait_until(lambda: _served(srv.port), timeout=10, what="a connection to be served again")
     finally:
@@ -312,6 +341,35 @@ def _served(port: int) -> bool:
             return client.get("/x").text == "ok"
     except httpx.HTTPError:
         return False
+
+
+@serve.deployment(route_prefix="/upload")
+class Upload:
+    async def __call__(self, request) -> int:
+        return len(await request.body())
+
+
+def test_body_idle_timeout_s_of_http_options_reaches_the_proxy() -> None:
+    import socket
+    import time
+
+    port = free_port()
+    serve.start(http_options={"port": port, "body_idle_timeout_s": 1.0})
+    try:
+        serve.run(Upload.bind(), name="upload")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            _routes(client, 1)
+            assert client.post("/upload", content=b"12345").text == "5"
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as stalled:
+            stalled.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+            started = time.monotonic()
+            answer = b""
+            while chunk := stalled.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert time.monotonic() - started < 20  # its gap, not the 120 s default total (nor a 30 s gap)
+    finally:
+        serve.shutdown()
 
 
 def test_a_proxy_without_its_route_table_answers_503_not_404(bare_server) -> None:
