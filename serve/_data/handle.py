@@ -6,6 +6,11 @@ accepted by `actors.get`, and passable as an argument to another handle call (re
 before that call is routed; so is an actor call's `ObjectRef`, as in Ray). Handles are picklable: in another process they find the
 controller by name and build their own router.
 
+Every call (streaming or not) serializes its arguments in the caller's thread, so one that
+cannot be serialized raises TypeError at the call, naming it, and touches no other call; a
+call with response arguments serializes the others there as a check, and the whole call once
+they have resolved.
+
 A call carries the request context of the code that makes it (`serve.get_request_context()`:
 same request id, route and application), or a new request id outside any request; with
 tracing on it is a span of its own, whose trace context goes along. Its multiplexed model id
