@@ -83,6 +83,19 @@ class Model(BaseModel):
     # marked as its base __init__; this one only turns errors into ours at the outermost call.
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Unpickling (checkpoints, the head's records) fills a field the pickle lacks with its
+        default: a checkpoint written before a field was added still loads, and reads as if
+        the field had been left unset then."""
+        fields = state.get("__dict__")
+        if isinstance(fields, dict):
+            missing = {name: info.get_default(call_default_factory=True)
+                       for name, info in type(self).model_fields.items()
+                       if name not in fields and not info.is_required()}
+            if missing:
+                state = {**state, "__dict__": {**fields, **missing}}
+        super().__setstate__(state)
+
     @classmethod
     def parse(cls, value: Any) -> Self:
         """`value` (a mapping, or an instance) validated; errors raised as at a Python call."""

@@ -439,3 +439,22 @@ def test_a_builder_gets_the_args() -> None:
     assert other.targets[0].version != target.version, "other constructor arguments: a roll"
     (from_cli,) = build(single_app("tests.unit.test_schema:echo_builder", "e", "/e", args={"prefix": "hi"}))
     assert (from_cli.targets[0].version, from_cli.route_prefix) == (target.version, "/e")
+
+
+def test_a_pickle_from_before_a_field_was_added_loads_with_its_default() -> None:
+    """The controller's checkpoint pickles HTTPOptions and deployment configs: after an
+    upgrade adds a field, the old pickle must load and read the new field's default."""
+    import pickle
+
+    from serve import HTTPOptions
+
+    class Old:  # pickles as HTTPOptions did before body_idle_timeout_s existed
+        def __reduce_ex__(self, protocol: int) -> tuple:
+            state = dict(HTTPOptions(port=8123).__getstate__())
+            state["__dict__"] = {k: v for k, v in state["__dict__"].items() if k != "body_idle_timeout_s"}
+            return (object.__new__, (HTTPOptions,), state)
+
+    loaded = pickle.loads(pickle.dumps(Old()))
+    assert type(loaded) is HTTPOptions
+    assert loaded.port == 8123 and loaded.body_idle_timeout_s == 30
+    assert loaded == HTTPOptions(port=8123)
