@@ -205,7 +205,8 @@ def _build(plans: list[Plan], serve_logging: LoggingConfig | None = None) -> tup
                 by_name[override.name] = _apply(by_name[override.name], override)
         sources = _deployments(root, {})
         logged = with_logging((by_name[t.name] for t in targets), app.logging_config or serve_logging)
-        pinned = tuple(_pin_version(t, sources.get(t.name)) for t in logged)
+        pinned = tuple(_pin_version(dataclasses.replace(t, import_path=app.import_path) if t.ingress else t,
+                                    sources.get(t.name)) for t in logged)
         prefix = by_name[handle.deployment_name].route_prefix
         if prefix is not None:
             if prefix in prefixes:

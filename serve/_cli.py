@@ -335,10 +335,11 @@ def render(st: dict[str, Any]) -> str:
     apps = st["applications"]
     if not apps:
         return "\n".join([*lines, "No applications."])
-    rows = [("APPLICATION", "STATUS", "ROUTES", "DEPLOYMENTS")]
+    rows = [("APPLICATION", "STATUS", "ROUTES", "DEPLOYMENTS", "IMPORT PATH")]
     for name, app in sorted(apps.items()):
         routes = sorted(d["route_prefix"] for d in app["deployments"].values() if d["route_prefix"] is not None)
-        rows.append((name, app["status"], ", ".join(routes) or "-", str(len(app["deployments"]))))
+        rows.append((name, app["status"], ", ".join(routes) or "-", str(len(app["deployments"])),
+                     app.get("import_path") or "-"))
     lines += [*_table(rows), ""]
     rows = [("DEPLOYMENT", "APPLICATION", "STATUS", "RUNNING/TARGET", "REPLICA STATES", "VERSION", "MESSAGE")]
     for dep_id, d in sorted(_deployments(st).items()):

@@ -10,7 +10,8 @@ whose members are their own names as strings, so they print, compare and seriali
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import itertools
+from dataclasses import MISSING, dataclass, field, fields
 
 from actors import ActorHandle
 
@@ -23,6 +24,7 @@ __all__ = [
 ]
 
 DEFAULT_APP = "default"
+_MISSING = object()  # a field an older pickle did not have
 HTTP_METHOD = "__serve_http__"  # the replica entry the proxy calls with an HTTPRequest
 WEBSOCKET_METHOD = "__serve_websocket__"  # the replica entry the proxy opens a websocket with
 
@@ -148,10 +150,25 @@ class DeploymentTarget:
     is_function: bool
     version_given: bool = False  # the user set `version` (so redeploying it is a no-op)
     ingress: bool = False  # the application's ingress (what `serve.get_app_handle(app)` calls)
+    # Where the application came from, on its ingress only: the config's / `serve run`'s
+    # `module:app`, or `module:QualName` of the ingress class for `serve.run(app)` ("" unknown).
+    import_path: str = ""
 
     @property
     def id(self) -> DeploymentId:
         return DeploymentId(self.app, self.name)
+
+    def __setstate__(self, state: list) -> None:
+        """Unpickle, also a target pickled before its later fields existed (an older
+        controller's checkpoint): those take their defaults."""
+        for f, value in itertools.zip_longest(fields(self), state, fillvalue=_MISSING):
+            if f is _MISSING:
+                raise TypeError(f"a pickled DeploymentTarget has {len(state)} fields, more than its {len(fields(self))}")
+            if value is _MISSING:
+                if f.default is MISSING:
+                    raise TypeError(f"a pickled DeploymentTarget lacks its field {f.name!r}, which has no default")
+                value = f.default
+            object.__setattr__(self, f.name, value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,14 +136,17 @@ class Api:
     async def serve(self, req: Request) -> dict[str, Any]:
         summary = self._summary()
         apps: dict[str, dict[str, Any]] = {}
+        paths: dict[str, list[str | None]] = {}  # app -> its deployments' import paths (its ingress has one)
         for key, d in summary.items():
             app = apps.setdefault(d.get("app", ""), {"name": d.get("app", ""), "deployments": []})
+            paths.setdefault(app["name"], []).append(d.get("import_path"))
             app["deployments"].append(self._deployment_row(key, d))
         for app in apps.values():
             statuses = {d["status"] for d in app["deployments"]}
             app["status"] = ("UNHEALTHY" if "UNHEALTHY" in statuses else "DELETING" if statuses == {"DELETING"}
                              else "RUNNING" if statuses == {"HEALTHY"} else "DEPLOYING")
             app["route_prefix"] = next((d["route_prefix"] for d in app["deployments"] if d["route_prefix"]), None)
+            app["import_path"] = next((p for p in paths.get(app["name"], ()) if p), None)
         nodes = {n.node_id.hex: n for n in self.source.nodes()}
         proxies = []
         for a in self.source.actors():

@@ -79,8 +79,15 @@ def app_targets(target: Application, name: str, route_prefix: Any = DEFAULT) -> 
                                        "DAGDriver.bind(graph) with `from serve.drivers import DAGDriver`")
     targets: dict[str, DeploymentTarget] = {}
     handle = _collect(target, name, targets, route_prefix)
-    targets[handle.deployment_name] = dataclasses.replace(targets[handle.deployment_name], ingress=True)
+    targets[handle.deployment_name] = dataclasses.replace(targets[handle.deployment_name], ingress=True,
+                                                          import_path=_import_path(target.deployment.func_or_class))
     return handle, list(targets.values())
+
+
+def _import_path(func_or_class: Any) -> str:
+    """`module:QualName` of an ingress passed to `serve.run` (a config's own import path
+    replaces it)."""
+    return f"{func_or_class.__module__}:{func_or_class.__qualname__}"
 
 
 def with_logging(targets: Iterable[DeploymentTarget], logging_config: LoggingConfig | None) -> list[DeploymentTarget]:

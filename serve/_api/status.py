@@ -87,7 +87,7 @@ class DeploymentStatusOverview(_View):
 
 
 class ApplicationStatusOverview(_View):
-    """One application: `status`, `message`, `last_deployed_time_s`, `deployments` by name."""
+    """One application: `status`, `message`, `last_deployed_time_s`, `import_path`, `deployments` by name."""
 
     __slots__ = ()
 
@@ -108,6 +108,14 @@ class ApplicationStatusOverview(_View):
     @property
     def last_deployed_time_s(self) -> float | None:
         return self._raw.get("last_deployed_time_s")
+
+    @property
+    def import_path(self) -> str | None:
+        """Where the application came from (zeroserve's; Ray shows it as its deployed config's
+        `import_path`): the config's or `serve run`'s `module:app`, or for `serve.run(app)`
+        the ingress's `module:QualName` (None: deployed with `Deployment.deploy()`). Not
+        in the printed YAML, which keeps Ray's shape."""
+        return self._raw.get("import_path")
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": str(self.status), "message": self.message, "last_deployed_time_s": self.last_deployed_time_s,

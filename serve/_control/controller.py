@@ -52,7 +52,7 @@ from .publish import Publisher
 from .recovery import adopt_proxies, recover_deployments
 from .schedule import Schedule
 from .shutdown import shut_down
-from .status import deployment_status
+from .status import app_import_path, deployment_status
 
 __all__ = ["ServeController", "TICK_S"]
 
@@ -203,6 +203,7 @@ class ServeController:
         for name, app in apps.items():
             app["status"] = ApplicationStatus.of({d["status"] for d in app["deployments"].values()})
             app["last_deployed_time_s"] = self._deployed_at.get(name)
+            app["import_path"] = app_import_path(app["deployments"].values())
         return {"applications": apps, "http_options": self._http_status(), "proxies": self.proxies.status()}
 
     # -- checkpoint and summary ----------------------------------------------------------

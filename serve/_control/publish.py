@@ -26,7 +26,7 @@ from .._data.http_proxy import ROUTES_KEY
 from .._data.router import replica_set_key
 from ..messages import ApplicationStatus, DeploymentId, RouteTable
 from .deployment_state import DeploymentState
-from .status import deployment_status, replica_set_of
+from .status import app_import_path, deployment_status, replica_set_of
 
 __all__ = ["Publisher", "routable", "summary_entry"]
 
@@ -44,7 +44,7 @@ def summary_entry(dep_id: DeploymentId, s: DeploymentState) -> dict[str, Any]:
     cfg = s.target.config.autoscaling_config
     return {"name": dep_id.name, "app": dep_id.app, "status": s.status, "replicas": s.counts(),
             "target": s.desired, "route_prefix": s.target.route_prefix, "message": s.message,
-            "version": s.target.version,
+            "version": s.target.version, "import_path": s.target.import_path or None,
             "replica_states": {str(r.replica_id): r.state for r in s.replicas.values()},
             "autoscaling": None if cfg is None else cfg.model_dump(mode="json")}
 
@@ -136,7 +136,8 @@ class Publisher:
                 continue
             self._apps[name] = {"deployments": dict(deps),
                                 "status": ApplicationStatus.of({d["status"] for d in deps.values()}),
-                                "last_deployed_time_s": deployed_at.get(name)}
+                                "last_deployed_time_s": deployed_at.get(name),
+                                "import_path": app_import_path(deps.values())}
         self._dirty_apps.clear()
         if changed:
             self._outer = (http, proxies)

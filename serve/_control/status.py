@@ -9,12 +9,13 @@ the last start failed with (retried after a back-off).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ..messages import DeploymentStatus, ReplicaInfo, ReplicaSet
 from .deployment_state import STARTING, DeploymentState, Replica
 
-__all__ = ["NONE_WANTED", "deployment_status", "gist", "none_wanted", "progress", "replica_set_of", "waiting_reason"]
+__all__ = ["NONE_WANTED", "app_import_path", "deployment_status", "gist", "none_wanted", "progress", "replica_set_of", "waiting_reason"]
 
 _SHOWN = 3  # replicas named in a progress line; the rest are counted
 
@@ -25,12 +26,18 @@ def deployment_status(s: DeploymentState, now: float | None = None) -> dict[str,
     return {
         "status": s.status, "message": s.message or (NONE_WANTED if none_wanted(s) else ""), "replicas": s.counts(),
         "target_replicas": s.desired, "version": s.target.version, "route_prefix": s.target.route_prefix,
+        "import_path": s.target.import_path or None,
         "replica_details": [{"replica_id": str(r.replica_id), "state": r.state, "version": r.version,
                              "actor_id": r.handle.actor_id.hex, **r.meta,
                              **({"waiting": waiting_reason(s, r, now)} if now is not None and r.state == STARTING
                                 else {})} for r in s.replicas.values()],
         "progress": progress(s, now) if now is not None else "",
     }
+
+
+def app_import_path(entries: Iterable[dict[str, Any]]) -> str | None:
+    """An application's import path: its ingress's (the one of its deployment entries with one)."""
+    return next((d["import_path"] for d in entries if d.get("import_path")), None)
 
 
 def demand(s: DeploymentState) -> str:

@@ -10,6 +10,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import yaml
+
+import serve
 
 from ..conftest import free_port, read_json_line, start_driver, wait_until, zeroserve
 from .dashboard_cluster import HEAD_IP, DashCluster, dash_cluster
@@ -123,6 +126,31 @@ def test_bad_parameters_are_400_and_unknown_ones_404(dash: DashCluster) -> None:
                                ("api/nothing", {}, 404)]:
         resp = httpx.get(dash.url + path, params=params, headers=headers, timeout=10)
         assert resp.status_code == code and resp.json()["error"], (path, resp.text)
+
+
+def test_a_config_deploy_shows_its_import_path_and_serve_run_its_ingress(dash: DashCluster, tmp_path) -> None:
+    """Last of the module's tests on `dash`: a config deploy replaces the applications it does
+    not name (as Ray's), so the `dash` application is deployed again at the end."""
+    config = tmp_path / "greet.yaml"
+    config.write_text(yaml.safe_dump({"applications": [
+        {"name": "greet", "route_prefix": "/greet", "import_path": "tests.integration.serve_cli_app:build",
+         "args": {"greeting": "hi"}}]}))
+    try:
+        zeroserve("serve", "deploy", str(config), "--address", dash.address, "--token", dash.token, timeout=120)
+        apps = {a["name"]: a for a in dash.api("serve")["applications"]}
+        assert apps["greet"]["import_path"] == "tests.integration.serve_cli_app:build"
+        assert apps["greet"]["status"] == "RUNNING" and [d["name"] for d in apps["greet"]["deployments"]] == ["Greeter"]
+        summary = dash.api("status")["serve"]  # `zeroserve status --json` says the same
+        assert summary["greet#Greeter"]["import_path"] == "tests.integration.serve_cli_app:build"
+        st = json.loads(zeroserve("serve", "status", "--json", "--address", dash.address, "--token",
+                                  dash.token).stdout)
+        assert st["applications"]["greet"]["import_path"] == "tests.integration.serve_cli_app:build"
+    finally:
+        serve.delete("greet")
+        dash.deploy(2)  # `serve.run(app)` from Python: the ingress's module:QualName
+    apps = {a["name"]: a for a in dash.api("serve")["applications"]}
+    assert "greet" not in apps and apps["dash"]["import_path"] == "tests.integration.dashboard_cluster:Echo"
+    assert serve.status().applications["dash"].import_path == "tests.integration.dashboard_cluster:Echo"
 
 
 def test_embedded_cluster_serves_it_on_loopback_without_a_token() -> None:

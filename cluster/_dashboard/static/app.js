@@ -145,7 +145,8 @@ async function serveView() {
       <td class="num">${num(dep.p99_ms)}</td><td class="num">${num(dep.errors_per_s)}</td>
       <td class="muted">${esc((dep.message || "").slice(0, 200))}</td></tr>`).join("");
     return `<div class="card" data-app="${esc(app.name)}"><h3>${esc(app.name)} ${badge(app.status)}
-      <span class="muted">route ${esc(app.route_prefix || "–")}</span></h3>
+      <span class="muted">route ${esc(app.route_prefix || "–")}</span>
+      <span class="muted import-path" title="${app.import_path ? "the application's import path (for serve.run(app): its ingress class)" : "deployed with Deployment.deploy(): no import path"}">import path <code>${esc(app.import_path || "–")}</code></span></h3>
       <table><tr><th>Deployment</th><th>Status</th><th>Version</th><th>Replicas</th><th class="num">Target</th>
       <th>Autoscaling</th><th class="num">req/s</th><th class="num">p50 ms</th><th class="num">p99 ms</th>
       <th class="num">errors/s</th><th>Message</th></tr>${rows}</table></div>`;
