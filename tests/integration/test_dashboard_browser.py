@@ -1,6 +1,7 @@
 """The dashboard in a real headless browser (Debian's chromium through chromedriver and
 Selenium): it loads with no console errors, a deployment appears and its replica count
-follows a rescale, a chart grows while load runs, the logs view shows a line logged after
+follows a rescale, an application deployed while the page is open appears on it with its
+import path, a chart grows while load runs, the logs view shows a line logged after
 it opened and finds it by request id, a killed replica shows as replaced. It takes a
 screenshot (`$ZEROSERVE_DASHBOARD_SCREENSHOT`: where to keep it, e.g. docs/dashboard.png).
 
@@ -21,8 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
+import serve
+
 from ..conftest import wait_until
-from .dashboard_cluster import DashCluster, dash_cluster
+from .dashboard_cluster import DashCluster, Echo, dash_cluster
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -86,6 +89,24 @@ def test_views_load_without_console_errors(dash: DashCluster, browser: Any) -> N
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#chart-rate svg"), 20, "the deployment view")
     _go(browser, "#/logs")
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#logfile option"), 20, "the logs view")
+    assert _errors(browser) == []
+
+
+def test_an_application_deployed_while_the_page_is_open_appears_with_its_import_path(dash: DashCluster,
+                                                                                    browser: Any) -> None:
+    _go(browser, "#/serve")
+    wait_until(lambda: "2 running" in _text(browser, "tr[data-deployment=Echo] td.replicas"), 20, "the Serve view")
+    assert _text(browser, "div[data-app=fresh]") == ""
+    browser.execute_script("window.zeroserveTestMark = 1")  # gone if the page reloads
+    serve.run(Echo.options(name="Fresh", num_replicas=1).bind(), name="fresh", route_prefix="/fresh")
+    try:
+        wait_until(lambda: "1 running" in _text(browser, "div[data-app=fresh] tr[data-deployment=Fresh] td.replicas"),
+                   30, "the new application on the open page")
+        assert "tests.integration.dashboard_cluster:Echo" in _text(browser, "div[data-app=fresh] .import-path")
+        assert browser.execute_script("return window.zeroserveTestMark") == 1  # no reload
+    finally:
+        serve.delete("fresh")
+    wait_until(lambda: _text(browser, "div[data-app=fresh]") == "", 30, "the deleted application gone from the page")
     assert _errors(browser) == []
 
 
