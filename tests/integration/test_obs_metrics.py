@@ -1,21 +1,26 @@
 """Serve's metrics with real processes, read as Prometheus reads them (the node's metrics
 endpoint; the test process's own registry for its handles): N requests over HTTP and M
 through handles move the right counters by exactly N and M with the right labels;
-histograms have buckets; errors are counted; a replica's death moves
-`serve_deployment_replica_healthy`; user metrics carry their default tags."""
+histograms have buckets; errors are counted; a request held in a replica moves the proxy's
+ongoing requests and one waiting behind it the router's queue, both back to 0 once they end;
+a replica's death moves `serve_deployment_replica_healthy`, and its replacement counts its
+start; user metrics carry their default tags; processes report their open connections."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import threading
 
 import httpx
 import psutil
 import pytest
 from prometheus_client import generate_latest
 
+import actors
 import serve
-from actors.system import metrics_registry
+from actors.system import metrics_registry, sample_value
 from serve import metrics
 
 from ..conftest import free_port, scrape_node_metrics, wait_until
@@ -48,6 +53,30 @@ class Counted:
 
     def registry(self) -> str:
         return generate_latest(metrics_registry()).decode()
+
+
+@actors.remote
+class Latch:
+    """Holds callers until released (what keeps a request in flight for as long as the test needs)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+    async def release(self) -> None:
+        self.event.set()
+
+
+@serve.deployment(route_prefix="/held", max_ongoing_requests=1)
+class Held:
+    def __init__(self, latch) -> None:
+        self.latch = latch
+
+    async def __call__(self, request) -> str:
+        await self.latch.wait.remote()
+        return "released"
 
 
 @serve.deployment(health_check_period_s=0.5, health_check_timeout_s=5)
@@ -148,13 +177,57 @@ def test_http_and_handle_requests_move_their_counters_by_exactly_n_and_m(app) ->
     assert _value(node, "serve_deployment_target_replicas", deployment="Counted", application="counting") == 1
 
 
-def test_a_replicas_death_moves_replica_healthy(app) -> None:
+def test_held_requests_move_ongoing_http_requests_and_a_waiting_one_the_queue(app) -> None:
+    client, _ = app
+    latch = Latch.remote()
+    serve.run(Held.bind(latch), name="held")
+    wait_until(lambda: client.get("/-/routes").json().get("/held") == "Held", timeout=30, what="the /held route")
+
+    def gauges() -> tuple[float, float]:
+        text = scrape_node_metrics()
+        return (_value(text, "serve_num_ongoing_http_requests"),
+                _value(text, "serve_deployment_queued_queries", deployment="Held", application="held"))
+
+    assert gauges() == (0.0, 0.0)
+    answers: list[int] = []
+
+    def get() -> None:
+        with httpx.Client(timeout=60) as c:
+            answers.append(c.get(client.base_url.join("/held")).status_code)
+
+    first = threading.Thread(target=get, daemon=True)
+    first.start()
+    wait_until(lambda: gauges() == (1.0, 0.0), timeout=30, what="one request in flight, none queued")
+    second = threading.Thread(target=get, daemon=True)  # max_ongoing_requests=1: it waits in the proxy's router
+    second.start()
+    wait_until(lambda: gauges() == (2.0, 1.0), timeout=30, what="two requests in flight, one of them queued")
+    actors.get(latch.release.remote())
+    first.join(30)
+    second.join(30)
+    assert answers == [200, 200]
+    wait_until(lambda: gauges() == (0.0, 0.0), timeout=30, what="nothing in flight or queued")
+    serve.delete("held")
+    actors.kill(latch)
+
+
+def test_processes_report_their_open_connections(app) -> None:
+    client, handle = app
+    handle.ping.remote().result(timeout_s=30)
+    text = scrape_node_metrics()
+    for component in ("head", "agent", "driver"):
+        assert sample_value(text, "actors_open_connections", component=component) > 0, component
+    assert sample_value(text, "actors_open_connections", pid=str(os.getpid())) > 0
+
+
+def test_a_replicas_death_moves_replica_healthy_and_its_replacement_counts_a_start(app) -> None:
     handle = serve.run(Fragile.bind(), name="fragile", route_prefix=None)
     pid = handle.pid.remote().result(timeout_s=30)
     first = wait_until(lambda: [line for line in scrape_node_metrics().splitlines()
                                 if line.startswith("serve_deployment_replica_healthy{") and "fragile#Fragile#" in line
                                 and line.endswith(" 1.0")], timeout=30, what="Fragile healthy")
     old = re.search(r'replica="(fragile#Fragile#\w+)"', first[0]).group(1)
+    wait_until(lambda: _samples(scrape_node_metrics(), "serve_deployment_replica_starts_total", replica=old) == [1.0],
+               timeout=30, what="the replica's start counted")
     psutil.Process(pid).kill()
 
     def replaced() -> bool:
@@ -162,7 +235,10 @@ def test_a_replicas_death_moves_replica_healthy(app) -> None:
         dead = _samples(text, "serve_deployment_replica_healthy", replica=old)
         fresh = [line for line in text.splitlines() if line.startswith("serve_deployment_replica_healthy{")
                  and "fragile#Fragile#" in line and old not in line and line.endswith(" 1.0")]
-        return dead == [0.0] and len(fresh) == 1
+        starts = _samples(text, "serve_deployment_replica_starts_total", deployment="Fragile", application="fragile")
+        return dead == [0.0] and len(fresh) == 1 and starts == [1.0] and \
+            _samples(text, "serve_deployment_replica_starts_total", replica=fresh[0].split('replica="')[1]
+                     .split('"')[0]) == [1.0]
 
-    wait_until(replaced, timeout=60, what="the dead replica at 0 and its replacement at 1")
+    wait_until(replaced, timeout=60, what="the dead replica at 0, its replacement at 1 with its start counted")
     serve.delete("fragile")
