@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import serve
 
 
@@ -26,3 +28,18 @@ class Broken:
 
 
 broken = Broken.bind()
+
+
+@serve.deployment
+class Sluggish:
+    """A constructor slower than the deploy deadlines the tests set (3 s)."""
+
+    def __init__(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def __call__(self, request: object) -> str:
+        return "finally"
+
+
+def sluggish(args: dict) -> serve.Application:
+    return Sluggish.bind(float(args.get("seconds", 30)))

@@ -211,7 +211,7 @@ def test_held_requests_move_ongoing_http_requests_and_a_waiting_one_the_queue(ap
 
 
 def test_processes_report_their_open_connections(app) -> None:
-    client, handle = app
+    _, handle = app
     handle.ping.remote().result(timeout_s=30)
     text = scrape_node_metrics()
     for component in ("head", "agent", "driver"):

@@ -316,6 +316,54 @@ def test_a_deployment_that_cannot_start_fails_the_deploy_with_its_error(head, tm
     assert list(json.loads(zs(HEAD_DIR, "serve", "status", "--json").stdout)["applications"]) == ["greet"]
 
 
+def _slow(seconds: float) -> dict:
+    return {"name": "slow", "route_prefix": "/slow", "import_path": "tests.integration.serve_cli_app:sluggish",
+            "args": {"seconds": seconds}}
+
+
+def _missed_the_deadline(proc: subprocess.CompletedProcess, elapsed: float | None = None) -> None:
+    """`serve deploy`/`serve run` gave up at its 3 s deadline: a progress line on the way,
+    then an error naming the deployment and why, exit 1."""
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    progress = [ln for ln in proc.stdout.splitlines()
+                if ln.startswith("serve: ") and "Sluggish 0/1 running (UPDATING)" in ln]
+    assert progress, proc.stdout
+    assert "did not finish within 3 s" in proc.stderr and "Sluggish 0/1 running" in proc.stderr, proc.stderr
+    assert any(why in proc.stderr for why in ("constructor running for", "starting for", "waiting to be placed")), \
+        proc.stderr
+    if elapsed is not None:
+        assert elapsed < 15, elapsed  # the 3 s deadline, not the default 300 s nor the 20 s constructor
+
+
+def test_the_deploy_deadline_from_the_config_and_from_timeout(head, tmp_path: Path) -> None:
+    greet = {"name": "greet", "route_prefix": "/greet", "import_path": "tests.integration.serve_cli_app:build",
+             "args": {"greeting": "ho"}}
+    config = _config(tmp_path, head, "slow.yaml", apps=(greet, _slow(20)), sentiment=False)
+    data = yaml.safe_load(Path(config).read_text())
+    Path(config).write_text(yaml.safe_dump({**data, "deploy_timeout_s": 3}))
+    t0 = time.monotonic()
+    _missed_the_deadline(zs(HEAD_DIR, "serve", "deploy", config, check=False), time.monotonic() - t0)
+    # --timeout wins over the config's deploy_timeout_s (another constructor argument: a new version to wait for)
+    config = _config(tmp_path, head, "slower.yaml", apps=(greet, _slow(21)), sentiment=False)
+    Path(config).write_text(yaml.safe_dump({**yaml.safe_load(Path(config).read_text()), "deploy_timeout_s": 600}))
+    t0 = time.monotonic()
+    _missed_the_deadline(zs(HEAD_DIR, "serve", "deploy", config, "--timeout", "3", check=False),
+                         time.monotonic() - t0)
+    zs(HEAD_DIR, "serve", "deploy", _config(tmp_path, head, "g.yaml", apps=(greet,), sentiment=False))
+    assert list(json.loads(zs(HEAD_DIR, "serve", "status", "--json").stdout)["applications"]) == ["greet"]
+
+
+def test_serve_run_of_a_config_gives_up_at_its_deploy_timeout_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    tmpdir = os.path.join(RUN_DIR, "serve-run-deadline")
+    config = tmp_path / "slow.yaml"
+    config.write_text(yaml.safe_dump({"deploy_timeout_s": 3, "http_options": {"port": free_port()},
+                                      "applications": [_slow(20)]}))
+    proc = zs(tmpdir, "serve", "run", str(config), check=False)
+    _missed_the_deadline(proc)  # "within 3 s": the config's deadline
+    assert "starting a local one" in proc.stdout and "serve: stopped" in proc.stdout
+    wait_until(lambda: not run_processes(tmpdir), timeout=15, what="the embedded cluster's processes to exit")
+
+
 def test_shutdown_removes_everything(head) -> None:
     replica_names = {f"SERVE_REPLICA::{r}" for r in _replicas()}
     out = zs(HEAD_DIR, "serve", "shutdown").stdout
