@@ -106,6 +106,7 @@ class Agent:
         self._log_owners: dict[str, dict[str, Any]] = {}  # log file -> the actor writing it
         self._attached: dict[str, tuple[int, str]] = {}  # address -> (pid, component) of attached processes
         self.metrics_url = ""
+        self.stdout_only: tuple[str, ...] = ()  # this node's "head"/"agent" when they log to stdout, not files
         self._draining = False
         self._none_left: asyncio.Event | None = None  # set when the last worker exits, during a drain
 
@@ -320,13 +321,16 @@ class Agent:
     @rpc
     def list_logs(self) -> dict[str, Any]:
         """This node's log files: {"node_ip", "node_id", "files": [{name, size, mtime, and the
-        actor writing it if known: actor_id, class_name, actor_name, namespace}]}."""
+        actor writing it if known: actor_id, class_name, actor_name, namespace}], "stdout_only":
+        ["head", "agent"] of those that write no file (`zeroserve start --block` without
+        `--log-files`)}."""
         files = self.logs.list()
         for f in files:
             owner = self._log_owners.get(f["name"])
             if owner is not None:
                 f.update(owner)
-        return {"node_ip": self.advertise or self.node_ip, "node_id": self.node_id.hex, "files": files}
+        return {"node_ip": self.advertise or self.node_ip, "node_id": self.node_id.hex, "files": files,
+                "stdout_only": list(self.stdout_only)}
 
     @rpc
     def tail_log(self, name: str, lines: int) -> dict[str, Any]:

@@ -79,7 +79,9 @@ def select_files(target: str, files: list[LogFile], serve_summary: dict[str, Any
     return [f for f in current if any(t(f) for t in tests)]
 
 
-async def _list(rt: Runtime, node_ip: str | None) -> list[LogFile]:
+async def _list(rt: Runtime, node_ip: str | None, stdout_only: dict[str, list[str]] | None = None) -> list[LogFile]:
+    """The log files of the alive nodes (or `node_ip`'s); `stdout_only` gets, by node IP,
+    the processes ("head", "agent") that log to their stdout only."""
     nodes = [n for n in await rt.head.nodes() if n.alive and (node_ip is None or n.ip == node_ip)]
     if not nodes:
         raise NodeStartError(f"no alive node {node_ip} in the cluster" if node_ip else "no alive node in the cluster")
@@ -90,6 +92,8 @@ async def _list(rt: Runtime, node_ip: str | None) -> list[LogFile]:
         if isinstance(reply, BaseException):
             print(f"zeroserve: the agent of {n.ip} did not list its logs: {reply}", file=sys.stderr)
             continue
+        if stdout_only is not None and reply.get("stdout_only"):
+            stdout_only[n.ip] = list(reply["stdout_only"])
         for f in reply["files"]:
             out.append(LogFile(n.ip, n.agent_address, f["name"], f["size"], f["mtime"], f.get("actor_id"),
                                f.get("class_name"), f.get("actor_name")))
@@ -159,19 +163,24 @@ async def _show(rt: Runtime, selected: list[LogFile], tail: int, follow: bool) -
 def logs(head_address: str, token: str, target: str | None, *, follow: bool, tail: int, node_ip: str | None,
          as_json: bool = False) -> int:
     async def run(rt: Runtime) -> int:
-        files = await _list(rt, node_ip)
+        stdout_only: dict[str, list[str]] = {}
+        files = await _list(rt, node_ip, stdout_only)
         if target is None:
             print(json.dumps([_as_dict(f) for f in files], indent=2) if as_json else _render_list(files))
             return 0
         blob = await rt.head.kv_get(_SERVE_SUMMARY_KEY)
         summary = json.loads(blob) if blob else {}
         selected = select_files(target, files, summary, await _actor_ids(rt, target))
+        unfiled = sorted(ip for ip, names in stdout_only.items() if target in names)
+        if unfiled:
+            note = _in_the_foreground(target, unfiled)
+            if not selected:
+                raise NodeStartError(note)
+            print(f"zeroserve: note: {note}", file=sys.stderr)  # the other nodes' files follow
         if not selected:
-            foreground = (" (a node started with --block logs its head and agent to its stdout, and to files "
-                          "only with --log-files)") if target in ("head", "agent") else ""
             raise NodeStartError(f"no log files match {target!r} (an application, a deployment, a replica id "
                                  "Deployment#tag, a named actor, or head/agent/proxy/controller); "
-                                 f"`zeroserve logs` lists them all{foreground}")
+                                 "`zeroserve logs` lists them all")
         await _show(rt, sorted(selected, key=lambda f: (f.node_ip, f.name)), tail, follow)
         return 0
 
@@ -179,6 +188,13 @@ def logs(head_address: str, token: str, target: str | None, *, follow: bool, tai
         return run_client(head_address, token, run)
     except KeyboardInterrupt:
         return 0
+
+
+def _in_the_foreground(target: str, ips: list[str]) -> str:
+    """Why `target` ("head" or "agent") has no log file on the nodes `ips`."""
+    return (f"the {target} {'of' if target == 'agent' else 'on'} {', '.join(ips)} runs in the foreground "
+            f"(`zeroserve start --block`) and logs to its stdout; start it with --log-files to keep files "
+            "(`zeroserve logs` reads files)")
 
 
 def _as_dict(f: LogFile) -> dict[str, Any]:

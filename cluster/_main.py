@@ -256,6 +256,8 @@ async def _run_agent(args: argparse.Namespace, head_address: str | None) -> int:
                   session_dir=args.session_dir, token_file=args.token_file, is_head=args.is_head_node,
                   advertise=args.advertise_address, grace_period_s=args.grace_period_s,
                   rotation=LogRotation.from_env())
+    if args.log_file is None:  # in the foreground without --log-files: it (and its head) log to stdout only
+        agent.stdout_only = ("head", "agent") if supervisor is not None else ("agent",)
     rt.register("agent", ServiceTarget(agent))
     metrics = await _serve_metrics(args, rt, agent)
     agent.prepare()

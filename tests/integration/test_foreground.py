@@ -164,8 +164,12 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0_within_the_grace_per
     node = block(tmpdir, "--head", "--port", str(port), "--num-cpus", "2", "--grace-period-s", "15")
     try:
         assert zs(tmpdir, "health").stdout.startswith("ok: node")
-        no_file = zs(tmpdir, "logs", "head", check=False)  # without --log-files the head logs to stdout only
-        assert no_file.returncode == 1 and "to files only with --log-files" in no_file.stderr, no_file.stderr
+        for who, on in (("head", "on"), ("agent", "of")):  # without --log-files they log to stdout only
+            no_file = zs(tmpdir, "logs", who, check=False)
+            assert no_file.returncode == 1 and no_file.stderr.strip() == (
+                f"zeroserve: error: the {who} {on} 127.0.0.1 runs in the foreground (`zeroserve start --block`) and "
+                "logs to its stdout; start it with --log-files to keep files (`zeroserve logs` reads files)"), \
+                no_file.stderr
         zs(tmpdir, "serve", "deploy", _config(tmp_path / "c.yaml", http_port, "HeadOnly", "127.0.0.1", 0.5))
         url = f"http://127.0.0.1:{http_port}/slow"
         wait_until(lambda: _answers(url), timeout=30, what="the app to answer")
@@ -421,6 +425,8 @@ def test_block_logs_to_stdout_and_with_log_files_to_the_session_too(tmp_path: Pa
         wait_until(lambda: head_log.exists() and agent_log.exists(), timeout=10, what="the session's log files")
         assert record.search(head_log.read_text()) and "head listening at" in head_log.read_text()
         assert record.search(agent_log.read_text())
+        shown = zs(tmpdir, "logs", "head")  # with --log-files, `zeroserve logs` reads them
+        assert "head listening at" in shown.stdout and "foreground" not in shown.stderr, shown.stderr
     finally:
         _stop(head)
     assert head.returncode == 0
