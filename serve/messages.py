@@ -10,7 +10,6 @@ whose members are their own names as strings, so they print, compare and seriali
 from __future__ import annotations
 
 import enum
-import itertools
 from dataclasses import MISSING, dataclass, field, fields
 
 from actors import ActorHandle
@@ -24,7 +23,6 @@ __all__ = [
 ]
 
 DEFAULT_APP = "default"
-_MISSING = object()  # a field an older pickle did not have
 HTTP_METHOD = "__serve_http__"  # the replica entry the proxy calls with an HTTPRequest
 WEBSOCKET_METHOD = "__serve_websocket__"  # the replica entry the proxy opens a websocket with
 
@@ -161,12 +159,15 @@ class DeploymentTarget:
     def __setstate__(self, state: list) -> None:
         """Unpickle, also a target pickled before its later fields existed (an older
         controller's checkpoint): those take their defaults."""
-        for f, value in itertools.zip_longest(fields(self), state, fillvalue=_MISSING):
-            if f is _MISSING:
-                raise TypeError(f"a pickled DeploymentTarget has {len(state)} fields, more than its {len(fields(self))}")
-            if value is _MISSING:
-                if f.default is MISSING:
-                    raise TypeError(f"a pickled DeploymentTarget lacks its field {f.name!r}, which has no default")
+        known = fields(self)
+        if len(state) > len(known):
+            raise TypeError(f"a pickled DeploymentTarget has {len(state)} fields, more than its {len(known)}")
+        for i, f in enumerate(known):
+            if i < len(state):
+                value = state[i]
+            elif f.default is MISSING:
+                raise TypeError(f"a pickled DeploymentTarget lacks its field {f.name!r}, which has no default")
+            else:
                 value = f.default
             object.__setattr__(self, f.name, value)
 
