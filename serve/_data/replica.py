@@ -38,6 +38,12 @@ when they change (debounced by MODELS_DEBOUNCE_S; see `multiplex`), and again wi
 health check (so a restarted controller, which adopts the replica and checks its health at
 once, hears of them; an unchanged report changes nothing there); the controller passes
 them on to routers with the replica set.
+
+This module owns the actor: its state, start, request slots (`handle_request`), health,
+reconfiguration and shutdown. Its other parts are mixins, each in its own module:
+`dispatch.MethodDispatch` (calling the user's code by method name), `request_obs.
+RequestObservation` (metrics and the access log of a request) and `replica_streams.
+StreamEndpoints` (the stream and websocket methods the caller pulls and pushes through).
 """
 
 from __future__ import annotations
@@ -54,31 +60,15 @@ from typing import Any
 
 import actors
 from actors.system import current_runtime, node_logs_dir
-from proxy import (
-    HTTPChunks,
-    HTTPResponse,
-    HTTPStreamStart,
-    StreamBody,
-    WebSocketMessages,
-    WebSocketSession,
-    WebSocketSessions,
-    WebSocketStart,
-    iterate_in_thread,
-    run_asgi,
-    to_http_response,
-    to_starlette_request,
-)
+from proxy import StreamBody, WebSocketSession, WebSocketSessions
 
 from .._obs_config import LoggingConfig, TracingConfig
-from ..exceptions import MethodNotFoundError
-from ..messages import HTTP_METHOD, WEBSOCKET_METHOD, DeploymentId, ReplicaId
+from ..messages import WEBSOCKET_METHOD, DeploymentId, ReplicaId
 from . import counting, logs, multiplex, tracing
 from .client import ServeClient
 from .context import (
-    APP,
     NO_REQUEST,
     RID,
-    ROUTE,
     TRACE,
     Ctx,
     ReplicaContext,
@@ -86,24 +76,22 @@ from .context import (
     current_request,
     set_process_context,
 )
+from .dispatch import MethodDispatch, public_methods
 from .ingress import bind_app
 from .lifespan import Lifespan
+from .replica_streams import StreamEndpoints
+from .request_obs import RequestObservation
 from .serve_metrics import replica_metrics
 from .streams import StreamRegistry
 
-__all__ = ["ReplicaActor", "public_methods"]
-
-_CORO, _ASYNC_GEN, _SYNC = 1, 2, 3  # how a user method runs: awaited, iterated on the loop, on a thread
+__all__ = ["ReplicaActor"]
 
 log = logging.getLogger(__name__)
 MODELS_DEBOUNCE_S = 0.05  # changes of the models held within this go to the controller as one report
 _MODELS_ATTEMPTS = 5  # a report the controller does not take is tried this often (then at the next change)
-# The answer to a websocket handshake for a deployment that is not an ASGI ingress (the
-# proxy answers the client 403); session 0 is no session.
-_NO_WEBSOCKETS = {"type": "websocket.close", "code": 1008, "reason": "this deployment takes no websockets"}
 
 
-class ReplicaActor:
+class ReplicaActor(MethodDispatch, RequestObservation, StreamEndpoints):
     """Hosts one replica. Created by the controller with `actors.remote(...)` options.
 
     Its control methods (`ready`, `reconfigure`, `check_health`, `prepare_for_shutdown`,
@@ -242,18 +230,6 @@ class ReplicaActor:
         self._logging = logging_config
         self._access = logs.configure(self._who, logging_config, default_dir=node_logs_dir())
 
-    def _method(self, name: str) -> tuple[Any, int]:
-        """The callable behind a method name and how it runs (_CORO, _ASYNC_GEN or _SYNC),
-        looked up once per name (inspecting it on every call cost ~4% of a no-op call)."""
-        found = self._kinds.get(name)
-        if found is None:
-            if name not in self._methods:
-                raise MethodNotFoundError.of(self._deployment, name, self._methods)
-            fn = self._callable if self._is_function else getattr(self._callable, name)
-            kind = _CORO if inspect.iscoroutinefunction(fn) else _ASYNC_GEN if inspect.isasyncgenfunction(fn) else _SYNC
-            found = self._kinds[name] = (fn, kind)
-        return found
-
     async def handle_request(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST,
                              stream: bool = False) -> Any:
         await self._slots.acquire()
@@ -291,130 +267,11 @@ class ReplicaActor:
                     failed = error if isinstance(error, Exception) else None
                     tracing.end(span, span_token, error=failed, status=status if isinstance(status, int) else None)
 
-    def _observe(self, method: str, args: tuple, ctx: Ctx, result: Any, error: BaseException | None,
-                 started: float) -> int | str:
-        """Count one request and write its access-log line; returns its status."""
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        failed = error is not None and isinstance(error, Exception)
-        cells = self._cells
-        if cells is not None:
-            route_cells = cells.get(ctx[ROUTE])
-            if route_cells is None:
-                metrics, labels = replica_metrics(), (self._deployment, self._id, ctx[ROUTE], self._app)
-                route_cells = cells[ctx[ROUTE]] = (metrics.requests.cell(*labels), metrics.errors.cell(*labels),
-                                                  metrics.latency.cell(*labels))
-            route_cells[0].value += 1
-            route_cells[2].observe(latency_ms)
-            if failed:
-                route_cells[1].value += 1
-        status: int | str
-        if method == HTTP_METHOD:
-            status = 500 if failed else ("CANCELLED" if error is not None else _status_of(result))
-        elif method == WEBSOCKET_METHOD and type(result) is WebSocketStart:  # refused here (not an ingress)
-            status = 403
-        else:
-            status = "ERROR" if failed else ("CANCELLED" if error is not None else "OK")
-        if self._access is not None:
-            if method == HTTP_METHOD:
-                verb, what = args[0].method, ctx[ROUTE] or args[0].root_path or "/"
-            elif method == WEBSOCKET_METHOD:
-                verb, what = "WEBSOCKET", ctx[ROUTE] or args[0].root_path or "/"
-            else:
-                verb, what = "CALL", method
-            self._access.write(verb, what, status, latency_ms, ctx[RID], ctx[ROUTE], ctx[APP])
-        return status
-
-    def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
-        """serve_replica_processing_queries, read at scrape time."""
-        return [((self._deployment, self._id, self._app), float(self._ongoing))]
-
     def _request_done(self) -> None:
         self._slots.release()
         self._ongoing -= 1
         if self._ongoing == 0:
             self._idle.set()
-
-    # -- streamed HTTP responses: the proxy pulls their chunks from this replica -------------
-    def _open_stream(self, body: StreamBody, items: bool = False) -> HTTPStreamStart:
-        token = current_context.set(self._context)  # the iterator runs in this replica's context
-        try:
-            return self._streams.open(body, items)
-        finally:
-            current_context.reset(token)
-
-    @actors.unqueued  # never behind requests waiting for a slot that this stream holds
-    async def stream_next(self, stream_id: int) -> HTTPChunks:
-        """The chunks of a streamed response (or the items of a handle's stream) produced
-        since the last pull."""
-        return await self._streams.pull(stream_id)
-
-    @actors.unqueued
-    async def stream_close(self, stream_id: int) -> None:
-        """The client left (or cancelled the stream): stop its iterator (its `finally` runs)."""
-        self._streams.close(stream_id)
-
-    # -- websockets: the proxy pulls the app's messages and pushes the client's ------------
-    @actors.unqueued
-    async def websocket_pull(self, session_id: int) -> WebSocketMessages:
-        """What a websocket app sent since the last pull (proxy only)."""
-        return await self._sockets.pull(session_id)
-
-    @actors.unqueued
-    async def websocket_push(self, session_id: int, messages: tuple[dict, ...]) -> None:
-        """The client's messages, to the app's `receive` (proxy only)."""
-        self._sockets.push(session_id, messages)
-
-    @actors.unqueued
-    async def websocket_close(self, session_id: int) -> None:
-        """The proxy is done with the session (the client left or the app closed)."""
-        self._sockets.close(session_id)
-
-    async def _handle(self, method: str, args: tuple, kwargs: dict, stream: bool = False) -> Any:
-        if self._callable is None:  # a request before the start finished (never routed so)
-            await self.ready()
-        http = method == HTTP_METHOD
-        if http and stream:
-            raise TypeError("stream=True is for handle calls; HTTP responses stream on their own")
-        token = current_context.set(self._context)
-        if method == WEBSOCKET_METHOD:
-            try:
-                if self._asgi is None:  # refused like a handshake its app closes (403), not an error
-                    return WebSocketStart(0, _NO_WEBSOCKETS)
-                return WebSocketSession(self._asgi, args[0])
-            finally:
-                current_context.reset(token)
-        try:
-            if http and self._asgi is not None:  # @serve.ingress: the app answers
-                return await run_asgi(self._asgi, args[0])
-            if http:  # from the proxy: the user's __call__ gets a starlette Request (if it takes one)
-                method, kwargs = "__call__", {}
-            fn, kind = self._method(method)
-            if http:
-                if self._call_takes_request is None:
-                    self._call_takes_request = _takes_argument(fn)
-                args = (to_starlette_request(args[0]),) if self._call_takes_request else ()
-            if kind == _CORO:
-                result = await fn(*args, **kwargs)
-            elif kind == _ASYNC_GEN:  # its body runs on this loop as it is iterated
-                result = fn(*args, **kwargs)
-            else:
-                ctx = contextvars.copy_context()
-                result = await asyncio.get_running_loop().run_in_executor(None, lambda: ctx.run(fn, *args, **kwargs))
-                if inspect.isawaitable(result):
-                    result = await result
-            if stream:
-                return StreamBody(200, (), _items_of(result, self._deployment, method))
-            if inspect.isgenerator(result) and not http:
-                result = list(result)
-            elif inspect.isasyncgen(result) and not http:
-                result = [item async for item in result]
-            return await to_http_response(result) if http else result
-        except Exception:
-            # The caller gets the error (an HTTP client a 500); the traceback goes to this replica's log.
-            log.exception("%s.%s raised", self._deployment, "__call__" if http else method)
-            raise
-        finally:
-            current_context.reset(token)
 
     @actors.unqueued
     async def reconfigure(self, user_config: Any) -> None:
@@ -467,47 +324,6 @@ class ReplicaActor:
         return self._ongoing
 
 
-def _items_of(result: Any, deployment: str, method: str) -> Any:
-    """The items of what a method called with `stream=True` returned, as an async iterator
-    (a sync generator runs on threads, so a blocking `next()` never blocks the replica)."""
-    if inspect.isgenerator(result):
-        return iterate_in_thread(result)
-    if hasattr(result, "__aiter__"):  # an async generator, a DeploymentResponseGenerator passed on
-        return result.__aiter__()
-    raise TypeError(f"{deployment}.{method} was called with stream=True but returned a {type(result).__name__}, "
-                    "not a generator: make it yield its items, or call it through a handle without "
-                    "`.options(stream=True)`")
-
-
-def public_methods(callable_: Any, is_function: bool) -> list[str]:
-    """What handles may call on a replica: `__call__` (a function deployment's only one) and
-    the instance's public methods."""
-    if is_function:
-        return ["__call__"]
-    names = [n for n in dir(callable_) if not n.startswith("_") and _is_method(callable_, n)]
-    return sorted(names + (["__call__"] if callable(callable_) else []))
-
-
-def _is_method(obj: Any, name: str) -> bool:
-    """Whether `obj.name` is a method, found without running a property or `__getattr__`."""
-    try:
-        attr = inspect.getattr_static(obj, name)
-    except AttributeError:
-        return False
-    return isinstance(attr, (staticmethod, classmethod)) or (not isinstance(attr, property) and callable(attr))
-
-
-def _takes_argument(fn: Any) -> bool:
-    """Whether `fn` (the `__call__` an HTTP request reaches) takes an argument: one that takes
-    none (`def __call__(self)`, a function of no parameters) is called with none, as in Ray."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # no signature to read (a builtin): give it the request
-        return True
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                  inspect.Parameter.VAR_POSITIONAL)
-    return any(p.kind in positional for p in params)
-
 
 _control: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -544,9 +360,3 @@ async def _call_off_loop(fn: Any, *args: Any) -> Any:
         result = await result
     return result
 
-
-def _status_of(result: Any) -> int:
-    """The HTTP status of what the replica answered an HTTP request with."""
-    if isinstance(result, (HTTPResponse, HTTPStreamStart)):
-        return result.status
-    return 200

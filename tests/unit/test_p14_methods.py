@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from actors.system import Update
-from serve._data.replica import public_methods
+from serve._data.dispatch import public_methods
 from serve.exceptions import MethodNotFoundError, ServeError
 from serve.messages import HTTP_METHOD, WEBSOCKET_METHOD, ReplicaSet
 

@@ -1,0 +1,78 @@
+"""What a replica records of each request: its `serve_deployment_*` metrics and access-log line.
+
+`RequestObservation` is a mixin of `ReplicaActor` (which owns the state it reads): `_observe`
+runs once per request, after it, when metrics, the access log or tracing is on; the metric
+cells of a route are made at its first request and reused. Also the replica's
+`serve_replica_processing_queries` (requests in flight, read at scrape time).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from proxy import HTTPResponse, HTTPStreamStart, WebSocketStart
+
+from ..messages import HTTP_METHOD, WEBSOCKET_METHOD
+from .context import APP, RID, ROUTE, Ctx
+from .serve_metrics import replica_metrics
+
+if TYPE_CHECKING:
+    from .logs import AccessLog
+
+__all__ = ["RequestObservation"]
+
+
+class RequestObservation:
+    """The observing side of `ReplicaActor`."""
+
+    if TYPE_CHECKING:  # set by ReplicaActor
+        _deployment: str
+        _id: str
+        _app: str
+        _cells: dict[str, tuple[Any, Any, Any]] | None
+        _access: AccessLog | None
+        _ongoing: int
+
+    def _observe(self, method: str, args: tuple, ctx: Ctx, result: Any, error: BaseException | None,
+                 started: float) -> int | str:
+        """Count one request and write its access-log line; returns its status."""
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        failed = error is not None and isinstance(error, Exception)
+        cells = self._cells
+        if cells is not None:
+            route_cells = cells.get(ctx[ROUTE])
+            if route_cells is None:
+                metrics, labels = replica_metrics(), (self._deployment, self._id, ctx[ROUTE], self._app)
+                route_cells = cells[ctx[ROUTE]] = (metrics.requests.cell(*labels), metrics.errors.cell(*labels),
+                                                  metrics.latency.cell(*labels))
+            route_cells[0].value += 1
+            route_cells[2].observe(latency_ms)
+            if failed:
+                route_cells[1].value += 1
+        status: int | str
+        if method == HTTP_METHOD:
+            status = 500 if failed else ("CANCELLED" if error is not None else _status_of(result))
+        elif method == WEBSOCKET_METHOD and type(result) is WebSocketStart:  # refused here (not an ingress)
+            status = 403
+        else:
+            status = "ERROR" if failed else ("CANCELLED" if error is not None else "OK")
+        if self._access is not None:
+            if method == HTTP_METHOD:
+                verb, what = args[0].method, ctx[ROUTE] or args[0].root_path or "/"
+            elif method == WEBSOCKET_METHOD:
+                verb, what = "WEBSOCKET", ctx[ROUTE] or args[0].root_path or "/"
+            else:
+                verb, what = "CALL", method
+            self._access.write(verb, what, status, latency_ms, ctx[RID], ctx[ROUTE], ctx[APP])
+        return status
+
+    def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
+        """serve_replica_processing_queries, read at scrape time."""
+        return [((self._deployment, self._id, self._app), float(self._ongoing))]
+
+def _status_of(result: Any) -> int:
+    """The HTTP status of what the replica answered an HTTP request with."""
+    if isinstance(result, (HTTPResponse, HTTPStreamStart)):
+        return result.status
+    return 200
