@@ -41,9 +41,9 @@ them on to routers with the replica set.
 
 This module owns the actor: its state, start, request slots (`handle_request`), health,
 reconfiguration and shutdown. Its other parts are mixins, each in its own module:
-`dispatch.MethodDispatch` (calling the user's code by method name), `request_obs.
-RequestObservation` (metrics and the access log of a request) and `replica_streams.
-StreamEndpoints` (the stream and websocket methods the caller pulls and pushes through).
+- `dispatch.MethodDispatch`: calling the user's code by method name;
+- `request_obs.RequestObservation`: the metrics and access-log line of a request;
+- `replica_streams.StreamEndpoints`: the stream and websocket methods callers pull and push.
 """
 
 from __future__ import annotations
