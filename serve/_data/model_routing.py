@@ -1,4 +1,8 @@
-"""Model-aware replica choice in a router: which replica holds which multiplexed model.
+"""Replica choice in a router: power of two choices, and which replica holds which model.
+
+`PowerOfTwoChoices` (the policy): over the replicas with room (requests this caller has in
+flight there < max_ongoing_requests), sample two and take the less loaded.
+`ModelLocator` (a request naming a multiplexed model):
 
 A router learns what each replica holds from two sources:
 - the replica set the controller pushes (`ReplicaInfo.model_ids`, least recently used first,
@@ -23,14 +27,31 @@ from __future__ import annotations
 
 import collections
 import os
+import random
 from collections.abc import Sequence
 from typing import Any
 
 from ..messages import ReplicaId, ReplicaInfo
 
-__all__ = ["ENABLED", "ModelLocator"]
+__all__ = ["ENABLED", "ModelLocator", "PowerOfTwoChoices"]
 
 ENABLED = os.environ.get("ZEROSERVE_MODEL_ROUTING", "1") != "0"
+
+
+class PowerOfTwoChoices:
+    """Among replicas with room, the less loaded of two picked at random; None if all are full."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+
+    def choose(self, replicas: Sequence[ReplicaInfo], in_flight: dict[ReplicaId, int]) -> ReplicaInfo | None:
+        room = [r for r in replicas if in_flight.get(r.replica_id, 0) < r.max_ongoing_requests]
+        if not room:
+            return None
+        if len(room) == 1:
+            return room[0]
+        a, b = self._rng.sample(room, 2)
+        return a if in_flight.get(a.replica_id, 0) <= in_flight.get(b.replica_id, 0) else b
 
 
 class ModelLocator:

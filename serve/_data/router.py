@@ -2,12 +2,13 @@
 
 One `Router` per deployment per process, on the runtime's loop, made by the process's
 `ServeClient`. Its replica set comes by long poll from the controller (pushed, not polled
-per request); while the controller is away, the last set stays in use.
+per request; `replica_set.ReplicaSetSubscriber`, which also reports the router's load);
+while the controller is away, the last set stays in use.
 
-Policy (`PowerOfTwoChoices`): over the replicas with room (requests this caller has in
-flight there < max_ongoing_requests), sample two and take the less loaded. With no room
-anywhere, requests wait in FIFO order at the caller; past `max_queued_requests` they fail
-at once with `BackPressureError`. A deployment scaled to zero has no replica: its requests
+Choice (`model_routing`): power of two choices over the replicas with room (requests this
+caller has in flight there < max_ongoing_requests). With no room anywhere, requests wait
+in FIFO order at the caller; past `max_queued_requests` they fail at once with
+`BackPressureError`. A deployment scaled to zero has no replica: its requests
 wait, and the first to wait reports the load at once, so the controller starts a replica.
 A request naming a multiplexed model (`Ctx[MODEL]`) prefers a replica that holds it
 (`model_routing.ModelLocator`: power of two choices among holders, else among replicas
@@ -17,9 +18,8 @@ A request refused by a replica that was already gone (`ActorUnavailableError`: i
 ran) is retried on another replica; one that was in flight when its replica died fails
 (it may have run).
 
-A frozen replica (a stopped process, a loop that never yields) is noticed from the data
-path: requests in flight there and none finished for STALL_S get it a ping (unqueued);
-unanswered within PING_TIMEOUT_S, it gets no new requests until a ping answers again.
+A frozen replica (a stopped process, a loop that never yields) gets no new requests until
+it answers a ping again (`replica_watch.StallWatch`, the router's watchdog).
 
 Each request carries its request context (`context.Ctx`) to the replica (an argument of the call). The
 router counts requests (`serve_num_router_requests_total`, by the context's route and
@@ -32,52 +32,29 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import logging
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from actors import ActorDiedError, ActorHandle, ActorUnavailableError
-from actors.system import LongPollClient, PreparedCall, Update
+from actors.system import LongPollClient, PreparedCall
 
 from ..exceptions import BackPressureError, DeploymentUnavailableError, MethodNotFoundError, ServeError
-from ..messages import HTTP_METHOD, WEBSOCKET_METHOD, DeploymentId, ReplicaId, ReplicaInfo, ReplicaSet
+from ..messages import HTTP_METHOD, WEBSOCKET_METHOD, DeploymentId, ReplicaId, ReplicaInfo
 from . import counting, model_routing, tracing
 from .context import APP, MODEL, NO_REQUEST, ROUTE, TRACE, Ctx
-from .outcomes import ignore_outcome
+from .model_routing import PowerOfTwoChoices
+from .replica_set import ReplicaSetSubscriber, replica_set_key
+from .replica_watch import PING_TIMEOUT_S, STALL_S, StallWatch
 from .serve_metrics import caller_metrics
 
-__all__ = ["POLL_HOLD_S", "PowerOfTwoChoices", "Router", "replica_set_key"]
+__all__ = ["POLL_HOLD_S", "Router", "replica_set_key"]
 
 POLL_HOLD_S = 60.0  # an idle long poll renews this often: a call on the controller per router (4 proxies x 200 deployments at 20 s were most of its steady CPU)
-STALL_S = 3.0  # a replica busy with no request finished for this long is pinged
-PING_TIMEOUT_S = 2.0  # one whose ping is not answered within this is set aside until it answers
-log = logging.getLogger(__name__)
 # The proxy's entries: every replica answers HTTP; only an ASGI ingress (`@serve.ingress`)
 # reports WEBSOCKET_METHOD among its methods and takes websockets.
 _PROXY_METHODS = (HTTP_METHOD, WEBSOCKET_METHOD)
 _ATTEMPTS = 3  # a request refused by gone replicas is tried on at most this many
-
-
-def replica_set_key(deployment: DeploymentId) -> str:
-    """The controller's long-poll key of a deployment's replica set."""
-    return f"replicas/{deployment}"
-
-
-class PowerOfTwoChoices:
-    """Among replicas with room, the less loaded of two picked at random; None if all are full."""
-
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self._rng = rng or random.Random()
-
-    def choose(self, replicas: Sequence[ReplicaInfo], in_flight: dict[ReplicaId, int]) -> ReplicaInfo | None:
-        room = [r for r in replicas if in_flight.get(r.replica_id, 0) < r.max_ongoing_requests]
-        if not room:
-            return None
-        if len(room) == 1:
-            return room[0]
-        a, b = self._rng.sample(room, 2)
-        return a if in_flight.get(a.replica_id, 0) <= in_flight.get(b.replica_id, 0) else b
 
 
 def _send(replica: ReplicaInfo, method: str, args: tuple, kwargs: dict, ctx: Ctx,
@@ -91,7 +68,7 @@ def _send(replica: ReplicaInfo, method: str, args: tuple, kwargs: dict, ctx: Ctx
     return replica.handle.handle_request.remote(method, args, kwargs, ctx)
 
 
-class Router:
+class Router(ReplicaSetSubscriber, StallWatch):
     def __init__(self, deployment: DeploymentId, controller: ActorHandle, rng: random.Random | None = None, *,
                  handle_id: str = "", actor_id: str = "", stall_s: float = STALL_S,
                  ping_timeout_s: float = PING_TIMEOUT_S) -> None:
@@ -128,33 +105,6 @@ class Router:
         self._pinging: set[ReplicaId] = set()
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
 
-    @property
-    def replicas(self) -> tuple[ReplicaInfo, ...]:
-        return self._replicas
-
-    def apply(self, update: Update) -> None:
-        """Take a replica set from the controller (`exists=False`: no such deployment)."""
-        self._missing = not update.exists
-        rs = update.value if update.exists and update.value is not None else ReplicaSet(self.deployment, ())
-        self._replicas = rs.replicas
-        if self._models is not None:
-            self._models.update(rs.replicas)
-        self._max_queued = rs.max_queued_requests
-        self._unavailable = rs.unavailable
-        if rs.unavailable and not rs.replicas:  # nothing will come for the waiting calls: fail them
-            while self._waiting:
-                fut = self._waiting.popleft()
-                if not fut.done():
-                    fut.set_exception(self._unavailable_error())
-        self._report_every = rs.metrics_interval_s
-        self._methods = None if rs.methods is None else frozenset(rs.methods)
-        live = {r.replica_id for r in rs.replicas}
-        for rid in [k for k in self._in_flight if k not in live and self._in_flight[k] == 0]:
-            del self._in_flight[rid]
-        self._have_set.set()
-        if self._waiting and self._has_room():
-            self._wake()  # each one that gets a slot hands on to the next
-
     # -- metrics -------------------------------------------------------------------------
     def _count(self, ctx: Ctx) -> None:
         counts = self._counts
@@ -170,24 +120,6 @@ class Router:
     def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
         """serve_deployment_queued_queries, read at scrape time."""
         return [((self.deployment.name, self.deployment.app, self.handle_id, self.actor_id), float(len(self._waiting)))]
-
-    @property
-    def load(self) -> int:
-        """Requests this caller has in flight or waiting for this deployment."""
-        return sum(self._in_flight.values()) + len(self._waiting)
-
-    async def _report(self) -> None:
-        """Report load to the controller while the deployment autoscales."""
-        while True:
-            await asyncio.sleep(self._report_every or 1.0)
-            if self._report_every is None:
-                continue
-            self._report_now()
-
-    def _report_now(self) -> None:
-        """Report this caller's load to the controller (requests in flight and waiting)."""
-        ref = self._controller.record_load.remote(self._source, self.deployment, float(self.load))
-        ref.future().add_done_callback(ignore_outcome)  # best effort: the next report follows
 
     def _wake(self, n: int = 1) -> None:
         while n > 0 and self._waiting:
@@ -272,60 +204,6 @@ class Router:
         self._in_flight[replica.replica_id] -= 1
         self._progress[replica.replica_id] = self._loop.time()
         self._wake()
-
-    # -- frozen replicas -------------------------------------------------------------------
-    async def _watch(self) -> None:
-        """Every tick: a replica with requests in flight and none finished for `stall_s`
-        is pinged (an unqueued no-op its loop answers at once); one that does not answer
-        within `ping_timeout_s` is set aside (no new requests) until a ping answers again.
-        The controller's health checks replace it if it stays that way."""
-        while True:
-            await asyncio.sleep(min(1.0, self._stall_s))
-            now = self._loop.time()
-            for r in self._replicas:
-                rid = r.replica_id
-                if rid in self._pinging:
-                    continue
-                if rid in self._frozen:
-                    self._ping(r)
-                elif self._in_flight.get(rid, 0) > 0:
-                    since = self._progress.setdefault(rid, now)  # busy, first seen: measure from now
-                    if now - since > self._stall_s:
-                        self._ping(r)
-            for rid in [k for k in self._progress if k not in self._in_flight]:
-                del self._progress[rid]  # a replica gone from the set
-
-    def _ping(self, replica: ReplicaInfo) -> None:
-        self._pinging.add(replica.replica_id)
-        self._loop.create_task(self._probe(replica))
-
-    async def _probe(self, replica: ReplicaInfo) -> None:
-        rid = replica.replica_id
-        try:
-            await asyncio.wait_for(replica.handle.ping.remote(), self._ping_timeout_s)
-        except asyncio.TimeoutError:
-            if rid not in self._frozen:
-                log.warning("replica %s answers nothing (%d requests in flight, none finished for %.0f s): "
-                            "no new requests go to it until it does", rid, self._in_flight.get(rid, 0),
-                            self._loop.time() - self._progress.get(rid, self._loop.time()))
-                self._frozen.add(rid)
-        except ActorDiedError:
-            self._drop(replica)
-            self._frozen.discard(rid)
-        except Exception:  # any other answer (an error) still means its loop runs
-            self._thawed(rid)
-        else:
-            self._thawed(rid)
-        finally:
-            self._pinging.discard(rid)
-
-    def _thawed(self, rid: ReplicaId) -> None:
-        self._progress[rid] = self._loop.time()
-        if rid in self._frozen:
-            self._frozen.discard(rid)
-            log.warning("replica %s answers again: routing to it", rid)
-            if self._waiting:
-                self._wake(len(self._waiting))
 
     def send(self, method: str, args: tuple, kwargs: dict, deliver: Callable[[asyncio.Future], Any],
              ctx: Ctx = NO_REQUEST, prepared: PreparedCall | None = None) -> asyncio.Future:

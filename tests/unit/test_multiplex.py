@@ -24,9 +24,9 @@ import pytest
 
 import serve
 from serve._data.context import NO_REQUEST, current_request
-from serve._data.model_routing import ModelLocator
+from serve._data.model_routing import ModelLocator, PowerOfTwoChoices
 from serve._data.multiplex import ModelCache
-from serve._data.router import PowerOfTwoChoices, replica_set_key
+from serve._data.router import replica_set_key
 from serve.messages import DeploymentId, ReplicaId, ReplicaInfo
 from tests.unit.test_controller import FakeIO, controller_on, healthy, target
 from tests.unit.test_router import make_env, settle, until

@@ -39,7 +39,8 @@ import pytest
 import actors
 import serve
 from actors.system import Update, copy_state
-from serve._data.router import PowerOfTwoChoices, Router, replica_set_key
+from serve._data.model_routing import PowerOfTwoChoices
+from serve._data.router import Router, replica_set_key
 from serve.exceptions import BackPressureError, ServeError
 from serve.messages import DeploymentId, ReplicaInfo, ReplicaSet
 
