@@ -8,8 +8,8 @@ Per request: match the compiled prefix trie, read the body (refusing more than
 the server never crashes on a request: 404 unknown route, 500 user error, 503
 back-pressure, 504 past `request_timeout_s`, 431 for headers over MAX_HEADER_BYTES, 408 for
 a request head not complete within `header_timeout_s`, or a body not complete within
-`body_timeout_s` or idle between chunks for `body_idle_timeout_s` (slow clients; the
-connection is closed), 503 and close for a connection over `max_connections`; uvicorn itself answers a
+`body_timeout_s` or idle between chunks for `body_idle_timeout_s` (slow clients, see `_body`;
+the connection is closed), 503 and close for a connection over `max_connections`; uvicorn itself answers a
 malformed request with 400. A client that disconnects before its answer cancels the
 request at its replica (logged and counted as 499). `middlewares` and `root_path` wrap the app
 (see `_asgi`): a request's `root_path` is the proxy's root_path plus the matched prefix.
@@ -36,6 +36,7 @@ from typing import Any
 import uvicorn
 
 from ._asgi import build_app
+from ._body import BODY_IDLE_S, CUT_SHORT, SLOW_BODY, TOO_SLOW, BodyReader
 from ._codec import whole_response
 from ._limits import LimitLog
 from ._observe import REQUEST_ID_HEADER, RequestObserver, request_id_of, set_current
@@ -50,7 +51,6 @@ __all__ = ["ProxyServer"]
 log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT_S = 30.0  # a request's head must arrive within this (408 and close past it)
-BODY_IDLE_S = 30.0  # the default longest gap between a body's chunks (408 and close past it)
 Forward = Callable[[str, HTTPRequest, str], Awaitable["HTTPResponse | ResponseStream"]]
 ForwardWebSocket = Callable[[str, HTTPRequest, str], Awaitable[WebSocketStream]]
 _BUILTINS = ("/-/healthz", "/-/routes")
@@ -274,11 +274,11 @@ class ProxyServer:
         body = await self._read_body(scope, receive)
         if body is None:
             return _text(413, f"request body over max_body_bytes={self._max_body}"), route, target
-        if body is _CUT_SHORT:  # the client left (or uvicorn refused its framing) mid-body: nothing to forward
+        if body is CUT_SHORT:  # the client left (or uvicorn refused its framing) mid-body: nothing to forward
             return _text(400, "request body cut short"), route, target
-        if body is _TOO_SLOW:
+        if body is TOO_SLOW:
             self._slow_bodies.trip(f"{scope['method']} {scope['path']}")
-            return _SLOW_BODY, route, target
+            return SLOW_BODY, route, target
         request = HTTPRequest(scope["method"], match.path, scope.get("root_path", "") + match.root_path,
                               scope.get("query_string", b""),
                               tuple(scope.get("headers", ())), body, scope.get("scheme", "http"),
@@ -313,7 +313,7 @@ class ProxyServer:
                 watch.task = None
 
     async def _read_body(self, scope: dict, receive: Any) -> bytes | None:
-        """The request body; None if over max_body_bytes, _TOO_SLOW past its deadlines.
+        """The request body; None if over max_body_bytes, TOO_SLOW past its deadlines.
         A request with no body announced costs no timer."""
         expected = False
         for name, value in scope.get("headers", ()):
@@ -326,76 +326,7 @@ class ProxyServer:
         if not expected:
             message = await receive()  # uvicorn has it: the request ended with its head
             return message.get("body", b"") if message["type"] == "http.request" else b""
-        return await _BodyReader(self._max_body, self._body_timeout, self._body_idle).read(receive)
-
-
-_TOO_SLOW = b"<too slow>"  # sentinels, compared by identity
-_CUT_SHORT = b"<cut short>"
-_SLOW_BODY = whole_response(408, ((b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")),
-                            b"request body not received in time")
-
-
-class _BodyReader:
-    """Reads one body within its deadlines: `total_s` from now, and `idle_s` between
-    chunks. One timer, moved on at each chunk, cancels the read when it fires."""
-
-    def __init__(self, max_bytes: int, total_s: float, idle_s: float = BODY_IDLE_S) -> None:
-        self.max_bytes = max_bytes
-        self.loop = asyncio.get_running_loop()
-        self.end = self.loop.time() + total_s
-        self.idle_s = idle_s
-        self.expired = False
-        self._task = asyncio.current_task()
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def read(self, receive: Any) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            while True:
-                self._arm()
-                try:
-                    message = await receive()
-                except asyncio.CancelledError:
-                    if self.expired:
-                        self._uncancel()
-                        return _TOO_SLOW
-                    raise
-                if message["type"] == "http.disconnect":
-                    return _CUT_SHORT  # not the end of the body: the client is gone
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_bytes:
-                    return None
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-        finally:
-            if self._timer is not None:
-                self._timer.cancel()
-        if self.expired:  # fired as the last chunk landed: its cancel is pending; take it here
-            try:
-                await asyncio.sleep(0)
-            except asyncio.CancelledError:
-                self._uncancel()
-            return _TOO_SLOW
-        return b"".join(chunks)
-
-    def _arm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_at(min(self.end, self.loop.time() + self.idle_s), self._expire)
-
-    def _uncancel(self) -> None:
-        """Our cancel was taken: keep the task's count of cancel requests right (3.11+)."""
-        uncancel = getattr(self._task, "uncancel", None)
-        if uncancel is not None:
-            uncancel()
-
-    def _expire(self) -> None:
-        self.expired = True
-        if self._task is not None:
-            self._task.cancel()
+        return await BodyReader(self._max_body, self._body_timeout, self._body_idle).read(receive)
 
 
 def _with_header(headers: tuple[tuple[bytes, bytes], ...], header: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
