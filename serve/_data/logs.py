@@ -104,18 +104,24 @@ def _safe(name: str) -> str:
 
 
 # -- files -----------------------------------------------------------------------------------
+def _no_access_renderer(line: tuple) -> str:
+    raise TypeError("an access line queued to a file without an AccessLog")
+
+
 class LogFile:
     """A log file of this process. `write` only queues the line (a deque append: the request
     path never waits for the file); the queue is formatted and written every FLUSH_S by one
-    thread, at once for an urgent record, and at exit. A queued line is its text, or a tuple
-    `(render, *fields)` formatted when written. Rotated by size between lines: a file holds
-    at most `max_bytes` (unless one line is longer), and `backups` older files are kept."""
+    thread, at once for an urgent record, and at exit. A queued line is its text, or the
+    fields of an access line (a tuple) that `render_access` formats when written. Rotated by
+    size between lines: a file holds at most `max_bytes` (unless one line is longer), and
+    `backups` older files are kept."""
 
     def __init__(self, path: Path, max_bytes: int | None = None, backups: int | None = None) -> None:
         self.path = path
         self.max_bytes = max_bytes if max_bytes is not None else _env_int("ZEROSERVE_LOG_MAX_BYTES", 100 << 20)
         self.backups = backups if backups is not None else _env_int("ZEROSERVE_LOG_BACKUPS", 5)
         self._pending: collections.deque[str | tuple] = collections.deque()
+        self.render_access: Callable[[tuple], str] = _no_access_renderer  # set by this file's AccessLog
         self._lock = threading.Lock()  # the file: writes and rotation
         path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(path, "a", encoding="utf-8", errors="replace")
@@ -136,7 +142,8 @@ class LogFile:
                 return
             popleft = pending.popleft
             queued = [popleft() for _ in range(len(pending))]  # what is queued now (others may append meanwhile)
-            lines = [line if isinstance(line, str) else line[0](line) for line in queued]
+            render = self.render_access
+            lines = [line if isinstance(line, str) else render(line) for line in queued]
             text = "".join(lines)
             limit = self.max_bytes
             try:
@@ -313,15 +320,21 @@ class _StderrHandler(logging.Handler):
 
 class AccessLog:
     """One line per request into the component's file (no LogRecord): the request path queues
-    the line's fields, the file's writer thread formats them."""
+    the line's fields, the file's writer thread formats them.
 
-    __slots__ = ("_append", "_fmt", "_mid", "_out", "_render", "_tail")
+    `queue(fields)` is the fastest way in, for the hot paths (the proxy's and the replica's
+    end of a request): `fields` is `(time.time(), method, what, status, latency_ms,
+    request_id, route, app)`, strings and numbers only (so the garbage collector untracks the
+    tuple at its first pass). `write` takes them as arguments."""
+
+    __slots__ = ("_fmt", "_mid", "_out", "_tail", "queue")
 
     def __init__(self, out: LogFile, fmt: _Format) -> None:
         self._out = out
         self._fmt = fmt
-        self._append = out._pending.append
-        self._render = self._json_line if fmt.json else self._text_line
+        self.queue: Callable[[tuple], None] = out._pending.append
+        out.flush()  # lines queued in an earlier format are written in it
+        out.render_access = self._json_line if fmt.json else self._text_line
         self._mid = f" INFO {fmt.who.name} {fmt.who.id} "
         self._tail = f" {ACCESS_LOGGER}: "
 
@@ -329,15 +342,15 @@ class AccessLog:
               route: str = "", app: str = "") -> None:
         """`method what status latency`: an HTTP request's method and route (or path), or
         "CALL" and the method of a handle call; `route` and `app` are the request's."""
-        self._append((self._render, time.time(), method, what, status, latency_ms, request_id, route, app))
+        self.queue((time.time(), method, what, status, latency_ms, request_id, route, app))
 
     def _text_line(self, line: tuple) -> str:
-        _, t, method, what, status, latency_ms, request_id, _route, _app = line
+        t, method, what, status, latency_ms, request_id, _route, _app = line
         return (f"{_asctime(t)}{self._mid}{request_id or _DASH}{self._tail}"
                 f"{method} {what} {status} {latency_ms:.1f}ms\n")
 
     def _json_line(self, line: tuple) -> str:
-        _, t, method, what, status, latency_ms, request_id, route, app = line
+        t, method, what, status, latency_ms, request_id, route, app = line
         return self._fmt.json_line(t, "INFO", ACCESS_LOGGER, request_id, route, app,
                                    f"{method} {what} {status} {latency_ms:.1f}ms",
                                    {"method": method, "status": status, "latency_ms": round(latency_ms, 3)})
