@@ -107,11 +107,20 @@ class FakeIO:
     async def nodes(self) -> list[Any]:
         return [self.node]
 
-    async def load_checkpoint(self) -> bytes | None:
-        return None
+    async def kv_get(self, key: str) -> bytes | None:
+        return self.kv.get(key)
 
-    async def save_checkpoint(self, blob: bytes) -> None:
-        self.kv["checkpoint"] = blob
+    async def kv_put(self, key: str, blob: bytes) -> None:
+        self.kv[key] = blob
+
+    async def kv_delete(self, key: str) -> None:
+        self.kv.pop(key, None)
+
+    async def kv_keys(self, prefix: str) -> list[str]:
+        return [k for k in self.kv if k.startswith(prefix)]
+
+    async def max_value_bytes(self) -> int:
+        return 16 * 2**20
 
     async def publish_summary(self, blob: bytes) -> None:
         self.kv["summary"] = blob

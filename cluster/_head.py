@@ -52,6 +52,7 @@ class Head(NodeMembership):
         now = time.monotonic()
         return {"address": self.address, "pid": os.getpid(), "epoch": self.epoch, "actors": len(self.actors.records),
                 "pending": len(self.pending), "dashboard_url": self.dashboard_url,
+                "max_blob_bytes": self.limits.max_blob_bytes,  # per KV value and per actor's payload
                 "heartbeat_age_s": {n.reg.node_id.hex: now - n.last_seen for n in self.node_table.values() if n.alive}}
 
     async def tick(self, now: float | None = None) -> None:

@@ -2,22 +2,31 @@
 
 The controller is found by name; replicas and proxies are named actors so that a
 restarted controller (or a driver cleaning up after a failed shutdown) finds them in the
-head's actor table; the controller's checkpoint and status summary are KV keys.
+head's actor table; the controller's checkpoint (one record per deployment, and its settings) and status
+summary are KV keys.
 """
 
 from __future__ import annotations
 
-from .messages import ReplicaId
+from .messages import DeploymentId, ReplicaId
 
-__all__ = ["CHECKPOINT_KEY", "CONTROLLER_NAME", "PROXY_PREFIX", "REPLICA_PREFIX", "SERVE_NAMESPACE", "STATUS_KEY",
-           "proxy_actor_name", "proxy_node_of", "proxy_serial", "proxy_worker_of", "replica_actor_name"]
+__all__ = ["CHECKPOINT_KEY", "CONTROLLER_NAME", "DEPLOYMENT_RECORD_PREFIX", "PROXY_PREFIX", "RECORDS_PREFIX",
+           "REPLICA_PREFIX", "SERVE_NAMESPACE", "SETTINGS_KEY", "STATUS_KEY", "deployment_record_key", "proxy_actor_name", "proxy_node_of", "proxy_serial", "proxy_worker_of", "replica_actor_name"]
 
 CONTROLLER_NAME = "SERVE_CONTROLLER"
 SERVE_NAMESPACE = "serve"
-CHECKPOINT_KEY = "serve/controller-checkpoint"
+CHECKPOINT_KEY = "serve/controller-checkpoint"  # the old single-value checkpoint (still read, for upgrades)
+RECORDS_PREFIX = "serve/checkpoint/"  # the controller's records: its settings, and one per deployment
+SETTINGS_KEY = RECORDS_PREFIX + "settings"
+DEPLOYMENT_RECORD_PREFIX = RECORDS_PREFIX + "deployment/"
 STATUS_KEY = "serve/status.json"  # a plain summary for `zeroserve status` (no serve import needed)
 REPLICA_PREFIX = "SERVE_REPLICA::"
 PROXY_PREFIX = "SERVE_PROXY::"
+
+
+def deployment_record_key(deployment: DeploymentId) -> str:
+    """The KV key of a deployment's record in the controller's checkpoint."""
+    return f"{DEPLOYMENT_RECORD_PREFIX}{deployment}"
 
 
 def replica_actor_name(replica_id: ReplicaId) -> str:

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from actors import ActorsError
 
 __all__ = ["ApplicationNotFoundError", "BackPressureError", "ConfigError", "ConflictError", "DeployTimeoutError",
-           "DeploymentNotFoundError", "DeploymentUnavailableError", "DeploymentUnhealthyError", "GraphWithoutIngressError",
-           "MethodNotFoundError", "OptionTypeError", "RayServeException", "ServeError", "ServeNotRunningError"]
+           "DeploymentNotFoundError", "DeploymentTooLargeError", "DeploymentUnavailableError", "DeploymentUnhealthyError",
+           "GraphWithoutIngressError", "MethodNotFoundError", "OptionTypeError", "RayServeException", "ServeError", "ServeNotRunningError"]
 
 
 class ServeError(ActorsError):
@@ -51,6 +51,14 @@ class ConflictError(ServeError, ValueError):
     """Raised by `serve.run`, `Deployment.deploy()` and `zeroserve serve deploy/run` when the
     new deployments would claim a route prefix or a deployment name that another holds;
     the message names both, and nothing was changed."""
+
+
+class DeploymentTooLargeError(ServeError, ValueError):
+    """Raised by `serve.run`, `Deployment.deploy()` and `zeroserve serve deploy/run` when a
+    deployment's code, bind arguments and `user_config` are too large for the head to keep
+    (`$ZEROSERVE_HEAD_MAX_BLOB_BYTES`, 16 MiB by default): the controller could not save its
+    record, so it would not survive a controller restart. The message names the deployment,
+    its size and the cap; nothing was changed. Load large data in the constructor instead."""
 
 
 class DeployTimeoutError(ServeError, TimeoutError):

@@ -26,7 +26,15 @@ from .._control.proxy_state import ProxyFailure
 from .._data import tracing
 from .._data.client import ServeClient, say
 from .._model import reject_unknown
-from .._names import CHECKPOINT_KEY, CONTROLLER_NAME, PROXY_PREFIX, REPLICA_PREFIX, SERVE_NAMESPACE, STATUS_KEY
+from .._names import (
+    CHECKPOINT_KEY,
+    CONTROLLER_NAME,
+    PROXY_PREFIX,
+    RECORDS_PREFIX,
+    REPLICA_PREFIX,
+    SERVE_NAMESPACE,
+    STATUS_KEY,
+)
 from .._obs_config import LoggingConfig, TracingConfig
 from ..messages import ProxyStatus
 
@@ -219,7 +227,7 @@ def stop(client: ServeClient) -> None:
 
 def _kill_serve_actors() -> int:
     """Kill every live proxy and replica actor of Serve, found by name in the head's actor
-    table, and delete the controller's checkpoint; returns how many were killed."""
+    table, and delete the controller's checkpoint (every record); returns how many were killed."""
     rt = current_runtime()
     assert rt is not None
 
@@ -229,7 +237,7 @@ def _kill_serve_actors() -> int:
             if (info.namespace == SERVE_NAMESPACE and (info.name or "").startswith((PROXY_PREFIX, REPLICA_PREFIX))
                     and info.state is not ActorState.DEAD):
                 killed += bool(await rt.head.kill_actor(info.actor_id, True))
-        for key in (CHECKPOINT_KEY, STATUS_KEY):
+        for key in (CHECKPOINT_KEY, STATUS_KEY, *await rt.head.kv_keys(RECORDS_PREFIX)):
             await rt.head.kv_delete(key)
         return killed
 

@@ -4,10 +4,18 @@ Drivers send targets (`deploy`, `delete`); a reconcile loop steps every deployme
 (`DeploymentState.step`) and the HTTP proxies (`ProxyState.step` over the cluster's
 nodes) every TICK_S, or at once after a change. What others wait for is published on one
 long-poll host: each deployment's replica set (routers), the route table (proxies) and
-the status summary (drivers waiting for a roll-out). After every change of targets or
-replica membership the controller checkpoints to the head's KV; a restarted controller
-recovers from it (`recovery`), so traffic keeps flowing while it is down: routers and
-proxies keep their last replica sets and routes.
+the status summary (drivers waiting for a roll-out). After every change of a deployment's
+target or replica membership the controller writes that deployment's record to the head's
+KV (`checkpoint`: one value per deployment); a restarted controller recovers from them
+(`recovery`), so traffic keeps flowing while it is down: routers and proxies keep their
+last replica sets and routes.
+
+Durability: a deploy or delete answers only once the records of the deployments it changed
+are written (else it raises `ServeError`, and the controller keeps retrying the write); a
+deployment whose record could never be stored (over the head's cap on a value) is refused
+at the deploy, before anything changes (`DeploymentTooLargeError`). A write that fails
+never stops the rest of a step (reconcile, the summary): it is retried (`records`) and
+logged once per change of the record, not per tick.
 
 All I/O goes through `ControllerIO`; with `run_loop=False` nothing runs by itself and a
 test drives the controller with `step(now)`.
@@ -36,6 +44,7 @@ from .._data import counting, logs, tracing
 from .._data.client import STATUS_KEY
 from .._data.serve_metrics import controller_metrics
 from .._obs_config import LoggingConfig, TracingConfig
+from ..exceptions import ServeError
 from ..messages import (
     ApplicationStatus,
     DeploymentId,
@@ -43,12 +52,13 @@ from ..messages import (
     ReplicaId,
     ServeSettings,
 )
-from .checkpoint import Checkpoint, membership
+from .checkpoint import SettingsRecord, check_record_size
 from .deployment_state import RUNNING, DeploymentState, StartBudget
 from .io import ActorControllerIO, ControllerIO
 from .plan import DeployPlan, plan_deploy
 from .proxy_state import HEALTHY, NodeView, ProxyState
 from .publish import Publisher
+from .records import RecordKeeper
 from .recovery import adopt_proxies, recover_deployments
 from .schedule import Schedule
 from .shutdown import shut_down
@@ -85,7 +95,9 @@ class ServeController:
         self.proxies = ProxyState(self.http_options, self.io.proxies)
         self.polls: LongPollHost[str, Any] = LongPollHost()
         self._kick = asyncio.Event()
-        self._membership: tuple = ()
+        self.records = RecordKeeper(self.io)  # the checkpoint in the head's KV
+        self._max_value_bytes: int | None = None  # the head's cap on a KV value (read at start)
+        self._summary_failed = False
         self.schedule: Schedule[DeploymentId] = Schedule()  # which deployments a tick steps
         self.published = Publisher(self.polls)
         self._http_status_of: HTTPOptions | None = None
@@ -107,6 +119,8 @@ class ServeController:
         self.deployments = recovered.deployments
         for s in self.deployments.values():
             s.starts = self.starts
+        self.records.recovered(self.deployments, legacy=recovered.legacy,
+                               settings_found=recovered.http_options is not None)
         self.schedule.touch_all(self.deployments)
         if recovered.http_options is not None:
             self.http_options = recovered.http_options
@@ -114,6 +128,10 @@ class ServeController:
         if recovered.settings is not None:
             self.io.settings = recovered.settings
         self.io.on_actor_death(self._actor_died)
+        try:
+            self._max_value_bytes = await self.io.max_value_bytes()
+        except Exception as e:  # checked again at the first deploy
+            log.warning("could not read the head's cap on a KV value: %s", e)
         await self._refresh_nodes(now)
         await adopt_proxies(self.io, self.proxies, self._nodes, now)
         self._reconcile(self.clock())  # proxies are STARTING before the first status answer
@@ -154,11 +172,16 @@ class ServeController:
             self._kick.clear()
 
     async def step(self, now: float) -> None:
-        """One round: the node table (every NODES_EVERY_S), reconcile, checkpoint, summary."""
+        """One round: the node table (every NODES_EVERY_S), reconcile, checkpoint, summary.
+        A failed write (checkpoint or summary) is logged and retried; it stops nothing."""
         if now - self._nodes_at >= NODES_EVERY_S:
-            await self._refresh_nodes(now)
+            try:
+                await self._refresh_nodes(now)
+            except Exception as e:  # the head busy or restarting: the last node table stays
+                self._nodes_at = now
+                log.warning("could not read the node table: %s", e)
         self._reconcile(now)
-        await self._checkpoint_if_changed()
+        await self._checkpoint(now)
         await self._publish_summary()
 
     def _reconcile(self, now: float, only: list[DeploymentId] | None = None) -> None:
@@ -207,20 +230,39 @@ class ServeController:
         return {"applications": apps, "http_options": self._http_status(), "proxies": self.proxies.status()}
 
     # -- checkpoint and summary ----------------------------------------------------------
-    async def _checkpoint_if_changed(self) -> None:
-        if not self.published.members_dirty:  # no stepped deployment changed its members
-            return
-        snap = membership(self.deployments)
-        if snap != self._membership:
-            await self.io.save_checkpoint(Checkpoint.of(self.deployments, self.http_options, self.io.settings).dumps())
-            self._membership = snap
-        self.published.members_dirty = False
+    async def _checkpoint(self, now: float, retry: bool = False) -> None:
+        """Write the records that changed (never raises; see `records`)."""
+        self.records.changed(self.published.take_members_changed(), self.deployments)
+        await self.records.save(now, self.deployments,
+                                lambda: SettingsRecord(self.http_options, self.io.settings).dumps(), retry=retry)
 
     async def _publish_summary(self) -> None:
-        """A plain JSON summary in the head's KV, for `zeroserve status` (which does not import serve)."""
+        """A plain JSON summary in the head's KV, for `zeroserve status` (which does not
+        import serve). A failed write is logged once, and retried at the next step."""
         if self.published.summary_dirty:
-            await self.io.publish_summary(self.published.summary_blob())
-            self.published.summary_dirty = False
+            try:
+                await self.io.publish_summary(self.published.summary_blob())
+            except Exception as e:
+                if not self._summary_failed:
+                    log.warning("could not write the status summary to the head's KV (retrying): %s", e)
+                self._summary_failed = True
+                return
+            self.published.summary_dirty = self._summary_failed = False
+
+    async def _saved_or_raise(self, ids: list[DeploymentId]) -> None:
+        """After a change: write the records now; ServeError if those of `ids` could not be."""
+        await self._checkpoint(self.clock(), retry=True)
+        unsaved = self.records.unsaved(ids)
+        if unsaved:
+            errors = set(unsaved.values()) - {""}
+            raise ServeError(f"the change of {', '.join(map(str, unsaved))} was made but could not be saved in the "
+                             f"head's KV ({'; '.join(sorted(errors)) or 'unknown error'}); the controller keeps "
+                             "trying, and a controller restart before it succeeds would lose the change")
+
+    def _check_sizes(self, targets: tuple[DeploymentTarget, ...]) -> None:
+        if self._max_value_bytes is not None:
+            for t in targets:
+                check_record_size(t, self._max_value_bytes)
 
     # -- API for drivers ---------------------------------------------------------------
     async def deploy(self, targets: list[DeploymentTarget]) -> dict[DeploymentId, bool]:
@@ -230,7 +272,7 @@ class ServeController:
         apps: dict[str, list[DeploymentTarget]] = {}
         for t in targets:
             apps.setdefault(t.app, []).append(t)
-        return self._apply(plan_deploy(self.deployments, apps, replace_apps=False))
+        return await self._deploy(plan_deploy(self.deployments, apps, replace_apps=False))
 
     async def deploy_apps(self, apps: dict[str, list[DeploymentTarget]],
                           exclusive: bool = False) -> dict[DeploymentId, bool]:
@@ -238,7 +280,17 @@ class ServeController:
         deleted); with `exclusive`, applications not named are deleted too (a config file).
         Returns {deployment: changed}; ConflictError (nothing changed) on a route clash."""
         await self.ready()
-        return self._apply(plan_deploy(self.deployments, apps, exclusive=exclusive))
+        return await self._deploy(plan_deploy(self.deployments, apps, exclusive=exclusive))
+
+    async def _deploy(self, plan: DeployPlan) -> dict[DeploymentId, bool]:
+        """Refuse a target too large to keep (nothing changes), apply the plan, and answer
+        once the changed deployments' records are saved."""
+        if self._max_value_bytes is None:
+            self._max_value_bytes = await self.io.max_value_bytes()
+        self._check_sizes(plan.targets)
+        out = self._apply(plan)
+        await self._saved_or_raise([t.id for t in plan.targets] + list(plan.removed))
+        return out
 
     def _apply(self, plan: DeployPlan) -> dict[DeploymentId, bool]:
         out = {}
@@ -277,6 +329,7 @@ class ServeController:
                 self.schedule.touch(dep_id)
         self._reconcile(self.clock(), [d for d in ids if d in self.deployments])
         self._kick.set()
+        await self._saved_or_raise(ids)
 
     async def delete_app(self, app: str) -> list[DeploymentId]:
         await self.ready()
@@ -336,7 +389,7 @@ class ServeController:
         await self.ready()
         proxies = [e.handle for e in self.proxies.proxies.values() if e.handle is not None and e.state == HEALTHY]
         done = await shut_down(self, proxies, timeout_s)
-        self._membership = ()
+        self.records.dropped()
         return done
 
     async def wait_gone(self, ids: list[DeploymentId], deadline: float) -> bool:

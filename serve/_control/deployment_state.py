@@ -14,7 +14,12 @@ Invariants:
 - Routers only ever see RUNNING replicas; a replica leaves the routing set before it
   starts draining.
 - After MAX_START_FAILURES consecutive failed starts with nothing healthy, the
-  deployment is UNHEALTHY and stops retrying until it is redeployed.
+  deployment is UNHEALTHY (`broken`) and stops retrying until it is redeployed.
+- A running replica whose health check has gone unanswered for longer than
+  `health_check_period_s` (an answer in time comes well within it: the next check would be
+  due) is unresponsive: the deployment is UNHEALTHY, its message naming the replica and for
+  how long, until the replica answers (HEALTHY again) or `health_check_timeout_s` passes
+  and it is replaced. Unlike `broken`, this does not stop the deployment's convergence.
 - After a failed start, the next start waits an exponential back-off
   (START_BACKOFF_S doubling per consecutive failure, at most MAX_START_BACKOFF_S), so a
   constructor that keeps raising beside healthy replicas costs a start every few
@@ -144,6 +149,8 @@ class DeploymentState:
         self.message = ""
         self.start_failures = 0
         self.next_start_at = 0.0  # no start before this (back-off after a failed start)
+        self.broken = False  # it failed to start MAX_START_FAILURES times: UNHEALTHY until redeployed
+        self.generation = 0  # counts the targets taken (the checkpoint writes each one)
         self.deleting = False
         self.routing_version = version_base  # a restarted controller starts above any earlier version
         self._routed: tuple[ReplicaId, ...] = ()
@@ -158,15 +165,17 @@ class DeploymentState:
     # -- the target --------------------------------------------------------------------
     def update(self, target: DeploymentTarget) -> bool:
         """Take a new target; False if it changes nothing (same version and config)."""
-        if target == self.target and not self.deleting and self.status != DeploymentStatus.UNHEALTHY:
+        if target == self.target and not self.deleting and not self.broken:
             return False
         old_autoscaling = self.target.config.autoscaling_config
         if target.code != self.target.code:
             self.methods = None  # until a replica of the new code reports its own
         self.target = target
+        self.generation += 1
         if target.config.autoscaling_config != old_autoscaling:
             self._set_autoscaler(0.0)
         self.deleting = False
+        self.broken = False
         self.start_failures = 0
         self.next_start_at = 0.0
         self.status = DeploymentStatus.UPDATING
@@ -255,10 +264,10 @@ class DeploymentState:
         self._probe_starts(now)
         self._check_health(now)
         self._finish_stops(now)
-        if self.status != DeploymentStatus.UNHEALTHY or self.deleting:
+        if not self.broken or self.deleting:
             self._converge(now)
         self._reconfigure()
-        self._update_status()
+        self._update_status(now)
         routed = tuple(sorted((r.replica_id for r in self.running()), key=str))
         if routed != self._routed:
             self._routed = routed
@@ -295,6 +304,7 @@ class DeploymentState:
             self.message = f"replica {r.replica_id} failed to start (retrying in {backoff:.1f} s): {error}"
             log.warning("%s", self.message)
             if self.start_failures >= MAX_START_FAILURES and not self.running():
+                self.broken = True
                 self.status = DeploymentStatus.UNHEALTHY
                 self.message = (f"the deployment failed to start {self.start_failures} times in a row; "
                                 f"last error: {error}")
@@ -470,11 +480,26 @@ class DeploymentState:
                 r.user_config = wanted
                 r.reconfiguring = self.io.call(r.handle, "reconfigure", wanted)
 
-    def _update_status(self) -> None:
+    def unresponsive(self, now: float) -> list[tuple[Replica, float]]:
+        """Running replicas whose health check has gone unanswered for longer than
+        health_check_period_s, with how long (longest first)."""
+        bound = self.target.config.health_check_period_s
+        late = [(r, now - r.health_sent_at) for r in self.replicas.values()
+                if r.state == RUNNING and r.health is not None and now - r.health_sent_at > bound]
+        return sorted(late, key=lambda pair: -pair[1])
+
+    def _update_status(self, now: float) -> None:
         if self.deleting:
             self.status = DeploymentStatus.DELETING
-        elif self.status == DeploymentStatus.UNHEALTHY:
-            return
+        elif self.broken:
+            self.status = DeploymentStatus.UNHEALTHY
+        elif late := self.unresponsive(now):
+            r, waited = late[0]
+            self.status = DeploymentStatus.UNHEALTHY
+            others = f" (and {len(late) - 1} more)" if len(late) > 1 else ""
+            self.message = (f"replica {r.replica_id} is unresponsive: its health check has gone unanswered for "
+                            f"{waited:.0f} s{others}; it is replaced at health_check_timeout_s="
+                            f"{self.target.config.health_check_timeout_s:g} s")
         else:
             current = [r for r in self.running() if r.version == self.target.version]
             settled = (len(current) == self.desired and len(self.replicas) == self.desired

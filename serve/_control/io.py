@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from .._data.outcomes import ignore_outcome
 from .._data.replica import ReplicaActor
 from .._names import (
     CHECKPOINT_KEY,
+    RECORDS_PREFIX,
     SERVE_NAMESPACE,
     STATUS_KEY,
     proxy_actor_name,
@@ -67,13 +69,20 @@ class ControllerIO(Protocol):
 
     async def nodes(self) -> list[NodeView]: ...
 
-    async def load_checkpoint(self) -> bytes | None: ...
+    # The head's KV store, where the checkpoint's records live (see `checkpoint`).
+    async def kv_get(self, key: str) -> bytes | None: ...
 
-    async def save_checkpoint(self, blob: bytes) -> None: ...
+    async def kv_put(self, key: str, blob: bytes) -> None: ...  # raises if the head refuses it (e.g. over its cap)
+
+    async def kv_delete(self, key: str) -> None: ...
+
+    async def kv_keys(self, prefix: str) -> list[str]: ...
+
+    async def max_value_bytes(self) -> int: ...  # the head's cap on one KV value
 
     async def publish_summary(self, blob: bytes) -> None: ...
 
-    async def drop_records(self, timeout_s: float) -> None: ...  # the checkpoint and the summary
+    async def drop_records(self, timeout_s: float) -> None: ...  # the checkpoint (every record) and the summary
 
     async def find_replica(self, replica_id: ReplicaId) -> Any | None: ...
 
@@ -105,6 +114,7 @@ class _Actors:
             log.warning("could not kill %s: %s", handle, e)
 
 
+DEFAULT_MAX_VALUE_BYTES = 16 * 2**20  # the head's default cap on a KV value
 PHASE_TIMEOUT_S = 2.0  # asking a starting replica what it is doing
 
 
@@ -201,17 +211,32 @@ class ActorControllerIO:
         infos = await self.rt.head.nodes()
         return [NodeView(n.node_id.hex, n.ip, n.alive, n.is_head, n.resources_total.get("CPU", 0.0)) for n in infos]
 
-    async def load_checkpoint(self) -> bytes | None:
-        return await self.rt.head.kv_get(CHECKPOINT_KEY)
+    async def kv_get(self, key: str) -> bytes | None:
+        return await self.rt.head.kv_get(key)
 
-    async def save_checkpoint(self, blob: bytes) -> None:
-        await self.rt.head.kv_put(CHECKPOINT_KEY, blob)
+    async def kv_put(self, key: str, blob: bytes) -> None:
+        await self.rt.head.kv_put(key, blob)
+
+    async def kv_delete(self, key: str) -> None:
+        await self.rt.head.kv_delete(key)
+
+    async def kv_keys(self, prefix: str) -> list[str]:
+        return list(await self.rt.head.kv_keys(prefix))
+
+    async def max_value_bytes(self) -> int:
+        """The head's cap on a KV value (a head of an older version does not say: the
+        default, or $ZEROSERVE_HEAD_MAX_BLOB_BYTES as this process sees it)."""
+        cap = (await self.rt.head.info()).get("max_blob_bytes")
+        if isinstance(cap, int) and cap > 0:
+            return cap
+        return int(float(os.environ.get("ZEROSERVE_HEAD_MAX_BLOB_BYTES") or DEFAULT_MAX_VALUE_BYTES))
 
     async def publish_summary(self, blob: bytes) -> None:
         await self.rt.head.kv_put(STATUS_KEY, blob)
 
     async def drop_records(self, timeout_s: float) -> None:
-        for key in (CHECKPOINT_KEY, STATUS_KEY):
+        keys = [CHECKPOINT_KEY, STATUS_KEY, *await self.rt.head.kv_keys(RECORDS_PREFIX, timeout=timeout_s)]
+        for key in keys:
             await self.rt.head.kv_delete(key, timeout=timeout_s)
 
     def on_actor_death(self, callback: Callable[[Any, str], None]) -> None:

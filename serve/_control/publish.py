@@ -1,6 +1,7 @@
 """What the controller publishes, kept up to date deployment by deployment: each
 deployment's replica set (for routers), the route table (for proxies), the status (for
-drivers waiting on a roll-out), and what the checkpoint and the KV summary follow.
+drivers waiting on a roll-out), and what the checkpoint (each deployment's record) and the KV
+summary follow.
 
 The controller hands over only the deployments it stepped (`Publisher.took`); each one's
 pieces are compared with what was published for it last, and only what changed is sent
@@ -10,8 +11,9 @@ the status, which are published whole) one shallow copy.
 
 Invariants: `_replica_sets`, `_routes`, `_entries`, `_summary` and `_members` hold exactly
 the deployments the controller has (a finished one is dropped the tick it goes, and its
-replica set's long poll removed); `members_dirty` / `summary_dirty` stay set until the
-controller has written the checkpoint / summary (`checkpointed()`, `summarized()`).
+replica set's long poll removed); `members_changed` holds every deployment whose record
+changed (or that went) until the controller takes them (`take_members_changed`), and
+`summary_dirty` stays set until it has written the summary.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .._data.client import STATUS_KEY
 from .._data.http_proxy import ROUTES_KEY
 from .._data.router import replica_set_key
 from ..messages import ApplicationStatus, DeploymentId, RouteTable
+from .checkpoint import record_members
 from .deployment_state import DeploymentState
 from .status import app_import_path, deployment_status, replica_set_of
 
@@ -49,11 +52,6 @@ def summary_entry(dep_id: DeploymentId, s: DeploymentState) -> dict[str, Any]:
             "autoscaling": None if cfg is None else cfg.model_dump(mode="json")}
 
 
-def _members(s: DeploymentState) -> tuple:
-    return (s.target.version, s.deleting,
-            tuple(sorted((str(r.replica_id), r.version, r.state) for r in s.replicas.values())))
-
-
 class Publisher:
     def __init__(self, polls: LongPollHost[str, Any]) -> None:
         self.polls = polls
@@ -68,7 +66,7 @@ class Publisher:
         self._summary_json: dict[DeploymentId, str] = {}  # its entry in the summary, encoded once per change
         self._summary_order: list[DeploymentId] | None = None
         self._members: dict[DeploymentId, tuple] = {}
-        self.members_dirty = True
+        self.members_changed: set[DeploymentId] = set()
         self.summary_dirty = True
 
     def took(self, dep_id: DeploymentId, s: DeploymentState | None, now: float) -> None:
@@ -83,7 +81,8 @@ class Publisher:
             self.summary_dirty |= self._summary.pop(dep_id, None) is not None
             if self._summary_json.pop(dep_id, None) is not None:
                 self._summary_order = None
-            self.members_dirty |= self._members.pop(dep_id, None) is not None
+            if self._members.pop(dep_id, None) is not None:
+                self.members_changed.add(dep_id)
             return
         self.replica_set(dep_id, s)
         prefix = routable(s)
@@ -105,10 +104,15 @@ class Publisher:
                 self._summary_order = None
             self._summary_json[dep_id] = f"{json.dumps(str(dep_id))}: {json.dumps(summary)}"
             self.summary_dirty = True
-        members = _members(s)
+        members = record_members(s)
         if self._members.get(dep_id) != members:
             self._members[dep_id] = members
-            self.members_dirty = True
+            self.members_changed.add(dep_id)
+
+    def take_members_changed(self) -> set[DeploymentId]:
+        """The deployments whose record changed (or that went) since the last call."""
+        changed, self.members_changed = self.members_changed, set()
+        return changed
 
     def replica_set(self, dep_id: DeploymentId, s: DeploymentState) -> None:
         """Publish the deployment's replica set if it changed (also alone: a replica reported

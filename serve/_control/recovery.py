@@ -1,9 +1,11 @@
 """A restarted controller takes over what its predecessor ran, so traffic never stops.
 
-From the checkpoint: every deployment's target, and each replica still alive (a named
+From the checkpoint's records (one per deployment, or an older controller's single value,
+see `checkpoint`): every deployment's target, and each replica still alive (a named
 actor) adopted in the state it had — a RUNNING one stays routed and is health-checked at
 once, a STARTING one is asked `ready` again, a STOPPING one is drained again. Replicas
-that died meanwhile are simply missing, and the reconcile loop replaces them. Proxies
+that died meanwhile are simply missing, and the reconcile loop replaces them. A record that
+cannot be read is logged and skipped: the other deployments are still recovered. Proxies
 still running are adopted, one per node; extras (and proxies of nodes that are gone) are
 killed.
 """
@@ -14,8 +16,9 @@ import logging
 from dataclasses import dataclass
 
 from .._config import HTTPOptions
+from .._names import CHECKPOINT_KEY, DEPLOYMENT_RECORD_PREFIX, SETTINGS_KEY
 from ..messages import DeploymentId, ServeSettings
-from .checkpoint import Checkpoint
+from .checkpoint import DeploymentRecord, SettingsRecord, legacy_records
 from .deployment_state import DeploymentState
 from .io import ControllerIO
 from .proxy_state import NodeView, ProxyState, slot_key
@@ -31,28 +34,68 @@ class Recovered:
     http_options: HTTPOptions | None  # None: no checkpoint (a fresh start keeps the options it was given)
     adopted: int
     settings: ServeSettings | None = None
+    legacy: bool = False  # from an older controller's single value: to be written as records, then deleted
+
+
+async def load_records(io: ControllerIO) -> tuple[SettingsRecord | None, list[DeploymentRecord], bool]:
+    """The checkpoint: (settings, deployment records, whether they came from the old single value)."""
+    settings_blob = await io.kv_get(SETTINGS_KEY)
+    if settings_blob is None:
+        old = await io.kv_get(CHECKPOINT_KEY)
+        if old is not None:
+            settings, records = legacy_records(old)
+            return settings, records, True
+    records = []
+    for key in sorted(await io.kv_keys(DEPLOYMENT_RECORD_PREFIX)):
+        blob = await io.kv_get(key)
+        if blob is None:
+            continue  # deleted meanwhile
+        try:
+            records.append(DeploymentRecord.loads(blob))
+        except Exception:
+            log.exception("could not read the controller record %r; that deployment is not recovered", key)
+    return (SettingsRecord.loads(settings_blob) if settings_blob is not None else None), records, False
 
 
 async def recover_deployments(io: ControllerIO, now: float, version_base: int) -> Recovered:
-    blob = await io.load_checkpoint()
-    if blob is None:
-        return Recovered({}, None, 0)
-    checkpoint = Checkpoint.loads(blob)
+    settings, records, legacy = await load_records(io)
     deployments: dict[DeploymentId, DeploymentState] = {}
     adopted = 0
-    for target in checkpoint.targets:
+    for record in records:
+        target = record.target
         state = DeploymentState(target, io.replicas, version_base=version_base)
-        if target.id in checkpoint.deleting:
+        if record.deleting:
             state.delete()
-        for record in checkpoint.replicas.get(target.id, ()):
-            handle = await io.find_replica(record.replica_id)
+        for entry in record.replicas:
+            handle = await io.find_replica(entry.replica_id)
             if handle is None:
                 continue
-            state.adopt(record.replica_id, handle, record.version, record.user_config, now, record.state)
+            applied = target.config.user_config if entry.config_applied else _NOT_APPLIED
+            state.adopt(entry.replica_id, handle, entry.version, applied, now, entry.state)
             adopted += 1
         deployments[target.id] = state
-    log.info("recovered %d deployments and adopted %d running replicas", len(deployments), adopted)
-    return Recovered(deployments, checkpoint.http_options, adopted, checkpoint.settings)
+    if records or settings is not None:
+        log.info("recovered %d deployments and adopted %d running replicas%s", len(deployments), adopted,
+                 " (from an older controller's checkpoint)" if legacy else "")
+    return Recovered(deployments, settings.http_options if settings else None, adopted,
+                     settings.settings if settings else None, legacy)
+
+
+class _NotApplied:
+    """The user_config of a recovered replica that did not run its target's: it differs from
+    every config, so the replica is reconfigured."""
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return "<a user_config other than the target's>"
+
+
+_NOT_APPLIED = _NotApplied()
 
 
 async def adopt_proxies(io: ControllerIO, proxies: ProxyState, nodes: list[NodeView], now: float) -> int:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..exceptions import ServeError
 from ..messages import DeploymentId
 from .deployment_state import DeploymentState
 from .io import ControllerIO
@@ -48,7 +49,10 @@ async def shut_down(controller: Stoppable, proxies: list[Any], timeout_s: float)
     io = controller.io.proxies
     await _all_answered([io.call(h, "start_draining") for h in proxies], min(5.0, left(2 * reserve)))
     names = list(controller.deployments)
-    await asyncio.wait_for(controller.delete(names), max(left(2 * reserve), 1.0))
+    try:
+        await asyncio.wait_for(controller.delete(names), max(left(2 * reserve), 1.0))
+    except ServeError as e:  # the deletions are under way; only their records could not be saved (dropped below)
+        log.warning("%s", e)
     done = await controller.wait_gone(names, clock() + left(2 * reserve))
     drain_s = left(reserve)
     await _all_answered([io.call(h, "drain", max(drain_s - 1.0, 0.0)) for h in proxies], drain_s)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..messages import DeploymentStatus, ReplicaInfo, ReplicaSet
+from ..messages import ReplicaInfo, ReplicaSet
 from .deployment_state import STARTING, DeploymentState, Replica
 
 __all__ = ["NONE_WANTED", "app_import_path", "deployment_status", "gist", "none_wanted", "progress", "replica_set_of", "waiting_reason"]
@@ -120,7 +120,7 @@ def unavailable(s: DeploymentState) -> str:
     autoscaling, or no replica runs and none can start (UNHEALTHY, e.g. at zero)."""
     if none_wanted(s):
         return NONE_WANTED
-    if s.status == DeploymentStatus.UNHEALTHY and not s.running():
+    if s.broken and not s.deleting and not s.running():
         return s.message or "it cannot start a replica"
     return ""
 

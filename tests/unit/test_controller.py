@@ -11,6 +11,8 @@ orderly shutdown.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -18,14 +20,16 @@ from typing import Any, TypeVar
 
 import pytest
 
-from serve._config import DeploymentConfig
-from serve._control.checkpoint import Checkpoint
+from serve._config import DeploymentConfig, HTTPOptions
+from serve._control.checkpoint import Checkpoint, DeploymentRecord, ReplicaRecord, SettingsRecord
 from serve._control.controller import ServeController
 from serve._control.io import RunningProxy
 from serve._control.proxy_state import NodeView
 from serve._data.client import STATUS_KEY
 from serve._data.http_proxy import ROUTES_KEY
 from serve._data.router import replica_set_key
+from serve._names import CHECKPOINT_KEY, RECORDS_PREFIX, SETTINGS_KEY, deployment_record_key
+from serve.exceptions import DeploymentTooLargeError, ServeError
 from serve.messages import (
     DeploymentId,
     DeploymentStatus,
@@ -152,22 +156,40 @@ class FakeIO:
                                              "start_draining": lambda h: None, "drain": lambda h: None})
         self.node_list = list(nodes or [HEAD])
         self.kv: dict[str, bytes] = {}
-        self.checkpoints = 0
+        self.checkpoints = 0  # record writes
+        self.cap = 16 * 2**20  # the head's cap on a KV value, enforced as the head does
+        self.kv_down = False  # the head does not answer KV calls
         self.settings = ServeSettings()
         self.death_listeners: list[Callable[[Any, str], None]] = []
 
     async def nodes(self) -> list[NodeView]:
         return list(self.node_list)
 
-    async def load_checkpoint(self) -> bytes | None:
-        return self.kv.get("checkpoint")
+    async def kv_get(self, key: str) -> bytes | None:
+        return self.kv.get(key)
 
-    async def save_checkpoint(self, blob: bytes) -> None:
-        self.kv["checkpoint"] = blob
-        self.checkpoints += 1
+    async def kv_put(self, key: str, blob: bytes) -> None:
+        if self.kv_down:
+            raise TimeoutError("the head did not answer")
+        if len(blob) > self.cap:
+            raise ValueError(f"the value for key {key!r} takes {len(blob):,} bytes; the head's KV store holds at "
+                             f"most {self.cap:,} per value")
+        self.kv[key] = blob
+        self.checkpoints += key.startswith(RECORDS_PREFIX)
+
+    async def kv_delete(self, key: str) -> None:
+        if self.kv_down:
+            raise TimeoutError("the head did not answer")
+        self.kv.pop(key, None)
+
+    async def kv_keys(self, prefix: str) -> list[str]:
+        return [k for k in self.kv if k.startswith(prefix)]
+
+    async def max_value_bytes(self) -> int:
+        return self.cap
 
     async def publish_summary(self, blob: bytes) -> None:
-        self.kv["summary"] = blob
+        await self.kv_put(STATUS_KEY, blob)
 
     async def drop_records(self, timeout_s: float) -> None:
         self.kv.clear()
@@ -335,12 +357,129 @@ def test_a_checkpoint_is_written_on_changes_only() -> None:
         for _ in range(10):
             await step(c, 1.0)  # health checks come and go; membership stays
         assert io.checkpoints == written
-        cp = Checkpoint.loads(io.kv["checkpoint"])
-        assert [t.name for t in cp.targets] == ["d"]
-        assert {r.state for r in cp.replicas[D]} == {ReplicaState.RUNNING}
-        await c.deploy([target(n=3)])
-        await step(c)
+        record = DeploymentRecord.loads(io.kv[deployment_record_key(D)])
+        assert record.target.name == "d" and not record.deleting
+        assert {r.state for r in record.replicas} == {ReplicaState.RUNNING}
+        await c.deploy([target(n=3)])  # answers once the new target is saved
         assert io.checkpoints > written
+        assert DeploymentRecord.loads(io.kv[deployment_record_key(D)]).target.config.num_replicas == 3
+
+    run(main())
+
+
+def big(name: str, size: int, n: int = 2) -> DeploymentTarget:
+    return DeploymentTarget(name, "app", "v1", b"code", DeploymentConfig(num_replicas=n, user_config={"x": "a" * size}),
+                            f"/{name}", False, True)
+
+
+def test_each_deployment_has_its_own_record_so_large_ones_survive_a_restart_under_the_cap() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        io.cap = 300_000  # two 200 KB user_configs: over the cap together, under it each
+        c = await controller_on(io)
+        for name in ("e0", "e1"):
+            await c.deploy([big(name, 200_000)])
+        await healthy(c, io)
+        for _ in range(5):
+            await step(c)
+        records = {k: v for k, v in io.kv.items() if k.startswith(RECORDS_PREFIX)}
+        assert set(records) == {SETTINGS_KEY, *(deployment_record_key(DeploymentId("app", n)) for n in ("e0", "e1"))}
+        assert all(len(v) < 300_000 for v in records.values())
+        # One copy of the user_config per record, whatever the number of replicas.
+        assert all(len(v) < 250_000 for v in records.values())
+        assert "summary" not in io.kv and STATUS_KEY in io.kv  # the summary is written too
+        replicas = {h.key for h in io.replicas.live()}
+        reconfigured = [p for p in io.replicas.calls if p.method == "reconfigure"]
+
+        c2 = await controller_on(io)  # the controller restarted: both deployments, replicas adopted
+        assert set(c2.deployments) == {DeploymentId("app", "e0"), DeploymentId("app", "e1")}
+        assert {r for s in c2.deployments.values() for r in s.replicas} == replicas
+        assert all(r.user_config == {"x": "a" * 200_000} for s in c2.deployments.values() for r in s.replicas.values())
+        await healthy(c2, io)
+        assert len(io.replicas.started) == 4  # nothing restarted, nothing reconfigured
+        assert [p for p in io.replicas.calls if p.method == "reconfigure"] == reconfigured
+
+    run(main())
+
+
+def test_a_deployment_whose_record_is_over_the_cap_is_refused_at_deploy_before_anything_changes() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        io.cap = 300_000
+        c = await controller_on(io)
+        await c.deploy([target(n=1)])
+        await healthy(c, io)
+        started, kv = len(io.replicas.started), dict(io.kv)
+        with pytest.raises(DeploymentTooLargeError, match=r"deployment 'e0' of application 'app': user_config too "
+                                                          r"large: 400,0\d\d bytes .*at most 300,000 bytes per value.*"
+                                                          r"Load big data in the constructor instead"):
+            await c.deploy([big("e0", 400_000)])
+        with pytest.raises(DeploymentTooLargeError):  # in an application with a deployment that fits
+            await c.deploy_apps({"app": [target(n=2), big("e1", 400_000)]})
+        assert set(c.deployments) == {D} and c.deployments[D].target.config.num_replicas == 1
+        assert len(io.replicas.started) == started and io.kv == kv
+        await step(c)
+        assert len(io.replicas.started) == started
+
+    run(main())
+
+
+def test_a_failed_record_write_stops_nothing_and_is_retried_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = await controller_on(io)
+        await c.deploy([target(n=1)])
+        await healthy(c, io)
+        refused: list[str] = []
+        put = io.kv_put
+
+        async def refusing(key: str, blob: bytes) -> None:
+            if key.startswith(RECORDS_PREFIX) and refusing.on:  # type: ignore[attr-defined]
+                refused.append(key)
+                raise TimeoutError("the head did not answer")
+            await put(key, blob)
+
+        refusing.on = True  # type: ignore[attr-defined]
+        io.kv_put = refusing  # type: ignore[method-assign]
+        with pytest.raises(ServeError, match=r"app#d was made but could not be saved.*TimeoutError"):
+            await c.deploy([target(n=3)])
+        for _ in range(30):  # the roll-out goes on, and the summary follows it
+            answer_ready(io)
+            await step(c)
+        st = (await c.status())["applications"]["app"]["deployments"]["d"]
+        assert st["status"] == DeploymentStatus.HEALTHY and st["replicas"] == {ReplicaState.RUNNING: 3}
+        assert json.loads(io.kv[STATUS_KEY])[str(D)]["replicas"] == {"RUNNING": 3}
+        assert 1 < len(refused) <= 6  # retried (once a second: 3 s of ticks), not every tick
+        errors = [r for r in caplog.records if "could not save" in r.getMessage()]
+        assert len(errors) == 1, [r.getMessage() for r in errors]  # once per change of the error
+        refusing.on = False  # type: ignore[attr-defined]
+        await step(c, 1.0)
+        record = DeploymentRecord.loads(io.kv[deployment_record_key(D)])
+        assert record.target.config.num_replicas == 3 and len(record.replicas) == 3
+        assert any(f"saved {deployment_record_key(D)}" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.INFO, logger="serve._control.records"):
+        run(main())
+
+
+def test_the_checkpoint_of_an_older_controller_is_read_then_written_as_records() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        t = target(n=1)
+        rid = ReplicaId(D, "abc123")
+        io.replicas.started.append(FakeHandle("replica", rid))
+        old = Checkpoint((t,), frozenset(), {D: (ReplicaRecord(rid, "v1", None, ReplicaState.RUNNING),)},
+                         HTTPOptions.of({"location": "EveryNode"}))
+        io.kv[CHECKPOINT_KEY] = old.dumps()
+        c = await controller_on(io, "HeadOnly")
+        assert c.http_options.location == "EveryNode" and set(c.deployments[D].replicas) == {rid}
+        await healthy(c, io)
+        await step(c)
+        assert CHECKPOINT_KEY not in io.kv  # converted, then deleted
+        assert DeploymentRecord.loads(io.kv[deployment_record_key(D)]).replicas[0].replica_id == rid
+        assert SettingsRecord.loads(io.kv[SETTINGS_KEY]).http_options.location == "EveryNode"
+        c2 = await controller_on(io, "HeadOnly")  # and read back as records
+        assert c2.http_options.location == "EveryNode" and set(c2.deployments[D].replicas) == {rid}
 
     run(main())
 

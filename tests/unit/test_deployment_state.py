@@ -620,6 +620,40 @@ def test_no_answer_within_the_health_check_timeout_replaces_the_replica() -> Non
     assert "30" in state.message
 
 
+def test_a_replica_whose_health_check_goes_unanswered_past_the_period_makes_the_deployment_unhealthy() -> None:
+    state, io = running_state(2, health_check_period_s=1.0, health_check_timeout_s=4.0)
+    state.step(1.0)
+    frozen, answering = io.pending("check_health")
+    answering.succeed(None)
+    state.step(1.9)
+    assert state.status == "HEALTHY" and state.message == ""  # unanswered for 0.9 s: within the period
+    state.step(2.6)
+    frozen_id = next(r.replica_id for r in state.replicas.values() if r.handle is frozen.handle)
+    assert state.status == "UNHEALTHY"
+    assert state.message == (f"replica {frozen_id} is unresponsive: its health check has gone unanswered for 2 s; "
+                             "it is replaced at health_check_timeout_s=4 s")
+    assert len(state.running()) == 2 and io.kills == []  # still routed (routers set it aside), not replaced yet
+    frozen.succeed(None)  # it answers after all
+    state.step(2.7)
+    assert state.status == "HEALTHY" and state.message == ""
+    assert state.quiet_until() is not None  # settled again
+
+
+def test_an_unresponsive_replica_is_replaced_at_the_timeout_and_the_deployment_heals() -> None:
+    state, io = running_state(2, health_check_period_s=1.0, health_check_timeout_s=4.0)
+    state.step(1.0)
+    frozen, answering = io.pending("check_health")
+    answering.succeed(None)
+    state.step(3.0)
+    assert state.status == "UNHEALTHY" and "unresponsive" in state.message
+    state.step(5.1)  # past health_check_timeout_s: replaced, and the deployment keeps converging
+    assert io.kills == [frozen.handle] and len(io.pending("ready")) == 1
+    assert state.status == "UPDATING" and "did not answer its health check within 4" in state.message
+    ready_all(io)
+    state.step(5.2)
+    assert state.status == "HEALTHY" and len(state.running()) == 2 and state.message == ""
+
+
 def test_starting_and_stopping_replicas_get_no_health_checks() -> None:
     cfg: dict[str, Any] = dict(health_check_period_s=1.0, graceful_shutdown_timeout_s=100.0)
     state, io = running_state(2, **cfg)
