@@ -1,19 +1,23 @@
 """Serve under faults it must answer at once (issue 16): a replica that dies is replaced
 when the head learns of it, not at its next health check; a deployment with
-num_replicas=0 and no autoscaling fails calls at once and says so."""
+num_replicas=0 and no autoscaling fails calls at once and says so; a frozen replica gets no
+new requests, and one that stays frozen is reported (the deployment UNHEALTHY, naming it)
+and replaced at its health check time-out while requests go on to the other replica."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 import serve
+from serve._data.router import PING_TIMEOUT_S, STALL_S
 from serve.exceptions import ServeError
 
-from ..conftest import wait_until
+from ..conftest import pid_alive, wait_until
 
 pytestmark = [pytest.mark.usefixtures("cluster", "fresh_serve"), pytest.mark.timeout(120)]
 
@@ -94,3 +98,74 @@ def test_a_frozen_replica_gets_no_new_requests_until_it_thaws() -> None:
     wait_until(lambda: frozen in {handle.remote().result(timeout_s=30) for _ in range(20)}, timeout=30,
                what="the thawed replica to be routed to again")
     assert set_aside_after < 15, set_aside_after
+
+
+@serve.deployment(num_replicas=2, health_check_period_s=1, health_check_timeout_s=4)
+class Quick:
+    def __call__(self) -> int:
+        return os.getpid()
+
+
+def test_a_replica_that_stays_frozen_is_reported_unhealthy_then_replaced() -> None:
+    handle = serve.run(Quick.bind(), name="stays", route_prefix=None)
+
+    def both() -> set[int] | None:
+        found = {handle.remote().result(timeout_s=30) for _ in range(20)}
+        return found if len(found) == 2 else None
+
+    victim = min(wait_until(both, timeout=30, what="both replicas answering"))
+    victim_id = next(r["replica_id"] for r in _deployment("stays", "Quick")["replica_details"] if r.get("pid") == victim)
+    done: list[tuple[float, float, int | None, str]] = []  # (start, end, pid, error) of each request
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            start = time.monotonic()
+            try:
+                pid, error = handle.remote().result(timeout_s=20), ""
+            except Exception as e:
+                pid, error = None, f"{type(e).__name__}: {e}"
+            done.append((start, time.monotonic(), pid, error))
+
+    threads = [threading.Thread(target=traffic, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: len(done) >= 30, timeout=30, what="steady traffic")
+        os.kill(victim, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+
+        def reported() -> dict | None:
+            d = _deployment("stays", "Quick")
+            return d if d["status"] == "UNHEALTHY" and f"replica {victim_id} is unresponsive" in d["message"] else None
+
+        seen = wait_until(reported, timeout=10, interval=0.1, what="the status to name the unresponsive replica")
+        reported_after = time.monotonic() - frozen_at
+        wait_until(lambda: not pid_alive(victim), timeout=20, what="the frozen replica's process to be killed")
+
+        def healed() -> bool:
+            d = _deployment("stays", "Quick")
+            ids = {r["replica_id"] for r in d["replica_details"]}
+            return d["status"] == "HEALTHY" and d["replicas"] == {"RUNNING": 2} and victim_id not in ids
+
+        wait_until(healed, timeout=30, interval=0.1, what="a replacement running and the deployment HEALTHY")
+        healed_at = time.monotonic()
+        aside = frozen_at + STALL_S + PING_TIMEOUT_S + 1.0  # by then the routers could set it aside anyway
+        wait_until(lambda: sum(1 for r in done if r[0] > max(healed_at, aside) and r[2]) >= 20, timeout=30,
+                   what="requests after the replacement")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        if pid_alive(victim):
+            os.kill(victim, signal.SIGKILL)
+            os.kill(victim, signal.SIGCONT)
+    assert "gone unanswered for" in seen["message"] and "health_check_timeout_s=4 s" in seen["message"]
+    assert reported_after < 4.5, f"reported after {reported_after:.1f} s"  # before the 4 s time-out ends it
+    # Requests went on: those sent once the routers could set the frozen replica aside all
+    # succeeded (none on it); the ones it held fail or answer, none hangs.
+    later = [r for r in done if r[0] > aside]
+    assert later and all(not r[3] and r[2] != victim for r in later), [r for r in later if r[3]][:3]
+    assert sum(1 for r in done if frozen_at < r[0] and r[1] < healed_at and not r[3]) >= 10
+    assert all(r[1] - r[0] < 15 for r in done)
+    assert not pid_alive(victim)
