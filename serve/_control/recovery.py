@@ -12,6 +12,7 @@ killed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from .proxy_state import NodeView, ProxyState, slot_key
 __all__ = ["Recovered", "adopt_proxies", "recover_deployments"]
 
 log = logging.getLogger(__name__)
+_READ_AT_ONCE = 32  # records asked of the head at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +48,11 @@ async def load_records(io: ControllerIO) -> tuple[SettingsRecord | None, list[De
             settings, records = legacy_records(old)
             return settings, records, True
     records = []
-    for key in sorted(await io.kv_keys(DEPLOYMENT_RECORD_PREFIX)):
-        blob = await io.kv_get(key)
+    keys = sorted(await io.kv_keys(DEPLOYMENT_RECORD_PREFIX))
+    blobs: list[bytes | None] = []
+    for i in range(0, len(keys), _READ_AT_ONCE):
+        blobs += await asyncio.gather(*(io.kv_get(k) for k in keys[i:i + _READ_AT_ONCE]))
+    for key, blob in zip(keys, blobs, strict=True):
         if blob is None:
             continue  # deleted meanwhile
         try:

