@@ -16,10 +16,13 @@ Invariants:
 - After MAX_START_FAILURES consecutive failed starts with nothing healthy, the
   deployment is UNHEALTHY (`broken`) and stops retrying until it is redeployed.
 - A running replica whose health check has gone unanswered for longer than
-  `health_check_period_s` (an answer in time comes well within it: the next check would be
-  due) is unresponsive: the deployment is UNHEALTHY, its message naming the replica and for
-  how long, until the replica answers (HEALTHY again) or `health_check_timeout_s` passes
-  and it is replaced. Unlike `broken`, this does not stop the deployment's convergence.
+  `unresponsive_after` (health_check_period_s: an answer in time comes well within it, the
+  next check would be due; but at least UNRESPONSIVE_MIN_S, so that a short period on a
+  busy machine is not taken for a freeze, and at most half health_check_timeout_s, so that
+  it is reported before it is replaced) is unresponsive: the deployment is UNHEALTHY, its
+  message naming the replica and for how long, until the replica answers (HEALTHY again)
+  or `health_check_timeout_s` passes and it is replaced. Unlike `broken`, this does not
+  stop the deployment's convergence.
 - After a failed start, the next start waits an exponential back-off
   (START_BACKOFF_S doubling per consecutive failure, at most MAX_START_BACKOFF_S), so a
   constructor that keeps raising beside healthy replicas costs a start every few
@@ -58,6 +61,7 @@ START_BACKOFF_S = 0.1
 MAX_START_BACKOFF_S = 10.0
 HEALTH_FAILURES = 3
 PROBE_AFTER_S = 1.0
+UNRESPONSIVE_MIN_S = 1.0
 PROBE_EVERY_S = 1.0
 LOST_KEPT = 32
 STARTING, RUNNING, STOPPING = ReplicaState.STARTING, ReplicaState.RUNNING, ReplicaState.STOPPING
@@ -480,10 +484,15 @@ class DeploymentState:
                 r.user_config = wanted
                 r.reconfiguring = self.io.call(r.handle, "reconfigure", wanted)
 
+    def unresponsive_after(self) -> float:
+        """How long a health check may go unanswered before its replica is called unresponsive."""
+        cfg = self.target.config
+        return min(max(cfg.health_check_period_s, UNRESPONSIVE_MIN_S), cfg.health_check_timeout_s / 2)
+
     def unresponsive(self, now: float) -> list[tuple[Replica, float]]:
         """Running replicas whose health check has gone unanswered for longer than
-        health_check_period_s, with how long (longest first)."""
-        bound = self.target.config.health_check_period_s
+        `unresponsive_after()`, with how long (longest first)."""
+        bound = self.unresponsive_after()
         late = [(r, now - r.health_sent_at) for r in self.replicas.values()
                 if r.state == RUNNING and r.health is not None and now - r.health_sent_at > bound]
         return sorted(late, key=lambda pair: -pair[1])

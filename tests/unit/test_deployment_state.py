@@ -639,6 +639,18 @@ def test_a_replica_whose_health_check_goes_unanswered_past_the_period_makes_the_
     assert state.quiet_until() is not None  # settled again
 
 
+@pytest.mark.parametrize(("period", "timeout", "bound"), [(0.2, 2.0, 1.0), (10.0, 30.0, 10.0), (10.0, 5.0, 2.5)])
+def test_unresponsive_means_unanswered_past_the_period_but_at_least_1_s_and_at_most_half_the_timeout(
+        period: float, timeout: float, bound: float) -> None:
+    state, io = running_state(1, health_check_period_s=period, health_check_timeout_s=timeout)
+    state.step(period)
+    assert len(io.pending("check_health")) == 1
+    state.step(period + bound - 0.05)
+    assert state.status == "HEALTHY"
+    state.step(period + bound + 0.05)
+    assert state.status == "UNHEALTHY" and "unresponsive" in state.message and io.kills == []
+
+
 def test_an_unresponsive_replica_is_replaced_at_the_timeout_and_the_deployment_heals() -> None:
     state, io = running_state(2, health_check_period_s=1.0, health_check_timeout_s=4.0)
     state.step(1.0)
