@@ -252,7 +252,7 @@ class ServeController:
     async def _saved_or_raise(self, ids: list[DeploymentId]) -> None:
         """After a change: write the records now; ServeError if those of `ids` could not be."""
         await self._checkpoint(self.clock(), retry=True)
-        unsaved = self.records.unsaved(ids)
+        unsaved = self.records.unsaved(ids, self.deployments)
         if unsaved:
             errors = set(unsaved.values()) - {""}
             raise ServeError(f"the change of {', '.join(map(str, unsaved))} was made but could not be saved in the "

@@ -41,6 +41,7 @@ Invariants:
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import math
 import secrets
@@ -66,6 +67,7 @@ PROBE_EVERY_S = 1.0
 LOST_KEPT = 32
 STARTING, RUNNING, STOPPING = ReplicaState.STARTING, ReplicaState.RUNNING, ReplicaState.STOPPING
 log = logging.getLogger(__name__)
+_GENERATIONS = itertools.count(1)  # DeploymentState.generation: unique in the process
 _MOVING = "<moving to another node>"  # the version of a replica being moved: replaced as if outdated
 
 
@@ -154,7 +156,7 @@ class DeploymentState:
         self.start_failures = 0
         self.next_start_at = 0.0  # no start before this (back-off after a failed start)
         self.broken = False  # it failed to start MAX_START_FAILURES times: UNHEALTHY until redeployed
-        self.generation = 0  # counts the targets taken (the checkpoint writes each one)
+        self.generation = next(_GENERATIONS)  # a new one with each target taken (the checkpoint writes each)
         self.deleting = False
         self.routing_version = version_base  # a restarted controller starts above any earlier version
         self._routed: tuple[ReplicaId, ...] = ()
@@ -175,7 +177,7 @@ class DeploymentState:
         if target.code != self.target.code:
             self.methods = None  # until a replica of the new code reports its own
         self.target = target
-        self.generation += 1
+        self.generation = next(_GENERATIONS)
         if target.config.autoscaling_config != old_autoscaling:
             self._set_autoscaler(0.0)
         self.deleting = False

@@ -7,9 +7,9 @@ gone; the settings record is written after every deployment record is; an older
 controller's single value, if the checkpoint was recovered from one, is deleted after that.
 
 Invariants:
-- A record is marked saved only if what it was written from is still the deployment's
-  state after the write (a change during the write keeps it due), so a deploy that waited
-  for `save` never answers over an older record.
+- A record stays due if the deployment changed while it was written (the next save writes
+  it again); a deploy is acknowledged (`unsaved` says nothing) once a record with its
+  target (generation) and deletion is saved, whatever its replicas did since.
 - `save` never raises: a write that failed stays due and is tried again after RETRY_S
   (at once when a deploy asks); each key's failure is logged once per distinct error,
   and its success after a failure once.
@@ -96,9 +96,20 @@ class RecordKeeper:
                 failed |= self.legacy
             self._retry_at = now + RETRY_S if failed else float("-inf")
 
-    def unsaved(self, ids: Iterable[DeploymentId]) -> dict[DeploymentId, str]:
-        """Those of `ids` whose record is still due, with the last error writing it."""
-        return {d: self.failed.get(deployment_record_key(d), "") for d in ids if d in self.due}
+    def unsaved(self, ids: Iterable[DeploymentId],
+                deployments: Mapping[DeploymentId, DeploymentState]) -> dict[DeploymentId, str]:
+        """Those of `ids` whose saved record lacks their current target or deletion (for one
+        gone: neither deleted nor saved as deleting), with the last error writing it."""
+        out = {}
+        for dep_id in ids:
+            s, saved = deployments.get(dep_id), self._saved.get(dep_id)
+            if s is None:
+                durable = saved is None or saved[1]  # a restarted controller would finish the deletion
+            else:
+                durable = saved is not None and saved[:2] == record_members(s)[:2]
+            if not durable:
+                out[dep_id] = self.failed.get(deployment_record_key(dep_id), "")
+        return out
 
     async def _write(self, key: str, blob: bytes | None) -> bool:
         """Put (None: delete) one record; False if the head refused it or did not answer."""

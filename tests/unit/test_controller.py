@@ -462,6 +462,50 @@ def test_a_failed_record_write_stops_nothing_and_is_retried_and_logged_once(capl
         run(main())
 
 
+def test_a_deploy_answers_once_its_target_is_saved_though_replicas_change_during_the_write() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = await controller_on(io)
+        put = io.kv_put
+
+        async def slow(key: str, blob: bytes) -> None:
+            await put(key, blob)
+            answer_ready(io)
+            c._reconcile(c.clock())  # meanwhile replicas became RUNNING: the record is due again
+
+        io.kv_put = slow  # type: ignore[method-assign]
+        assert await c.deploy([target(n=2)]) == {D: True}
+        assert DeploymentRecord.loads(io.kv[deployment_record_key(D)]).target.config.num_replicas == 2
+        io.kv_put = put  # type: ignore[method-assign]
+        await step(c, 1.0)  # and the loop writes the replicas' new states
+        assert {r.state for r in DeploymentRecord.loads(io.kv[deployment_record_key(D)]).replicas} == {
+            ReplicaState.RUNNING}
+
+    run(main())
+
+
+def test_a_delete_answers_once_saved_as_deleting_even_if_the_deployment_goes_during_the_write() -> None:
+    async def main() -> None:
+        io = FakeIO()
+        c = await controller_on(io)
+        await c.deploy([target(n=1)])
+        await healthy(c, io)
+        put = io.kv_put
+
+        async def slow(key: str, blob: bytes) -> None:
+            await put(key, blob)
+            if key == deployment_record_key(D) and DeploymentRecord.loads(blob).deleting:
+                c._reconcile(c.clock())  # meanwhile its replica drained: the deployment is gone
+
+        io.kv_put = slow  # type: ignore[method-assign]
+        await c.delete([D])  # durable: a restarted controller would finish the deletion
+        assert D not in c.deployments and deployment_record_key(D) in io.kv
+        await step(c)
+        assert deployment_record_key(D) not in io.kv
+
+    run(main())
+
+
 def test_the_checkpoint_of_an_older_controller_is_read_then_written_as_records() -> None:
     async def main() -> None:
         io = FakeIO()
