@@ -119,7 +119,7 @@ class ServeController:
         self.deployments = recovered.deployments
         for s in self.deployments.values():
             s.starts = self.starts
-        self.records.recovered(self.deployments, legacy=recovered.legacy,
+        self.records.recovered(self.deployments, legacy=recovered.legacy, stale_legacy=recovered.stale_legacy,
                                settings_found=recovered.http_options is not None)
         self.schedule.touch_all(self.deployments)
         if recovered.http_options is not None:

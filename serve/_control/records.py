@@ -45,15 +45,15 @@ class RecordKeeper:
         self._lock = asyncio.Lock()
 
     def recovered(self, deployments: Mapping[DeploymentId, DeploymentState], *, legacy: bool,
-                  settings_found: bool) -> None:
+                  settings_found: bool, stale_legacy: bool = False) -> None:
         """What a restarted controller found: records (already saved), or an old single value
-        (every record is due, then its deletion)."""
+        (every record is due, then its deletion; `stale_legacy`: only its deletion)."""
         for dep_id, s in deployments.items():
             if legacy:
                 self.due.add(dep_id)
             else:
                 self._saved[dep_id] = record_members(s)
-        self.legacy = legacy
+        self.legacy = legacy or stale_legacy
         self.settings_due = legacy or not settings_found
 
     def changed(self, ids: Iterable[DeploymentId], deployments: Mapping[DeploymentId, DeploymentState]) -> None:

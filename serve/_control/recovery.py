@@ -37,16 +37,18 @@ class Recovered:
     adopted: int
     settings: ServeSettings | None = None
     legacy: bool = False  # from an older controller's single value: to be written as records, then deleted
+    stale_legacy: bool = False  # such a value is left over though the records are in force: to be deleted
 
 
-async def load_records(io: ControllerIO) -> tuple[SettingsRecord | None, list[DeploymentRecord], bool]:
-    """The checkpoint: (settings, deployment records, whether they came from the old single value)."""
+async def load_records(io: ControllerIO) -> tuple[SettingsRecord | None, list[DeploymentRecord], bool, bool]:
+    """The checkpoint: (settings, deployment records, whether they came from the old single
+    value, whether such a value is left over beside the records)."""
     settings_blob = await io.kv_get(SETTINGS_KEY)
     if settings_blob is None:
         old = await io.kv_get(CHECKPOINT_KEY)
         if old is not None:
             settings, records = legacy_records(old)
-            return settings, records, True
+            return settings, records, True, False
     records = []
     keys = sorted(await io.kv_keys(DEPLOYMENT_RECORD_PREFIX))
     blobs: list[bytes | None] = []
@@ -59,11 +61,12 @@ async def load_records(io: ControllerIO) -> tuple[SettingsRecord | None, list[De
             records.append(DeploymentRecord.loads(blob))
         except Exception:
             log.exception("could not read the controller record %r; that deployment is not recovered", key)
-    return (SettingsRecord.loads(settings_blob) if settings_blob is not None else None), records, False
+    stale = settings_blob is not None and CHECKPOINT_KEY in await io.kv_keys(CHECKPOINT_KEY)
+    return (SettingsRecord.loads(settings_blob) if settings_blob is not None else None), records, False, stale
 
 
 async def recover_deployments(io: ControllerIO, now: float, version_base: int) -> Recovered:
-    settings, records, legacy = await load_records(io)
+    settings, records, legacy, stale = await load_records(io)
     deployments: dict[DeploymentId, DeploymentState] = {}
     adopted = 0
     for record in records:
@@ -83,7 +86,7 @@ async def recover_deployments(io: ControllerIO, now: float, version_base: int) -
         log.info("recovered %d deployments and adopted %d running replicas%s", len(deployments), adopted,
                  " (from an older controller's checkpoint)" if legacy else "")
     return Recovered(deployments, settings.http_options if settings else None, adopted,
-                     settings.settings if settings else None, legacy)
+                     settings.settings if settings else None, legacy, stale)
 
 
 class _NotApplied:

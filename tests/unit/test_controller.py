@@ -524,6 +524,11 @@ def test_the_checkpoint_of_an_older_controller_is_read_then_written_as_records()
         assert SettingsRecord.loads(io.kv[SETTINGS_KEY]).http_options.location == "EveryNode"
         c2 = await controller_on(io, "HeadOnly")  # and read back as records
         assert c2.http_options.location == "EveryNode" and set(c2.deployments[D].replicas) == {rid}
+        io.kv[CHECKPOINT_KEY] = old.dumps()  # left over by a controller killed before it deleted it
+        c3 = await controller_on(io, "HeadOnly")
+        assert set(c3.deployments[D].replicas) == {rid}  # the records are in force
+        await step(c3)
+        assert CHECKPOINT_KEY not in io.kv
 
     run(main())
 
