@@ -213,7 +213,7 @@ def stop(client: ServeClient) -> None:
     try:
         clean = client.call("shutdown", SHUTDOWN_BUDGET_S, timeout=SHUTDOWN_TIMEOUT_S) is True
         problem = "did not delete every deployment in time"
-    except Exception as e:  # a timeout, the controller died, or its shutdown raised
+    except (Exception, asyncio.CancelledError) as e:  # a timeout, the controller died (or is stopping), or it raised
         clean, problem = False, f"failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     try:
         actors.kill(controller)

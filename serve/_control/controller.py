@@ -320,7 +320,9 @@ class ServeController:
         self._kick.set()
         return out
 
-    async def delete(self, ids: list[DeploymentId]) -> None:
+    async def delete(self, ids: list[DeploymentId], durable: bool = True) -> None:
+        """Delete deployments; with `durable`, answer once the deletions are saved (the
+        shutdown, which drops every record, does not wait for that)."""
         await self.ready()
         for dep_id in ids:
             if dep_id in self.deployments:
@@ -329,7 +331,8 @@ class ServeController:
                 self.schedule.touch(dep_id)
         self._reconcile(self.clock(), [d for d in ids if d in self.deployments])
         self._kick.set()
-        await self._saved_or_raise(ids)
+        if durable:
+            await self._saved_or_raise(ids)
 
     async def delete_app(self, app: str) -> list[DeploymentId]:
         await self.ready()

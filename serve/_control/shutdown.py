@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..exceptions import ServeError
 from ..messages import DeploymentId
 from .deployment_state import DeploymentState
 from .io import ControllerIO
@@ -32,7 +31,7 @@ class Stoppable(Protocol):
     proxies: ProxyState
     deployments: dict[DeploymentId, DeploymentState]
 
-    async def delete(self, ids: list[DeploymentId]) -> None: ...
+    async def delete(self, ids: list[DeploymentId], durable: bool = True) -> None: ...
 
     async def wait_gone(self, ids: list[DeploymentId], deadline: float) -> bool: ...
 
@@ -49,10 +48,7 @@ async def shut_down(controller: Stoppable, proxies: list[Any], timeout_s: float)
     io = controller.io.proxies
     await _all_answered([io.call(h, "start_draining") for h in proxies], min(5.0, left(2 * reserve)))
     names = list(controller.deployments)
-    try:
-        await asyncio.wait_for(controller.delete(names), max(left(2 * reserve), 1.0))
-    except ServeError as e:  # the deletions are under way; only their records could not be saved (dropped below)
-        log.warning("%s", e)
+    await asyncio.wait_for(controller.delete(names, durable=False), max(left(2 * reserve), 1.0))  # records: dropped below
     done = await controller.wait_gone(names, clock() + left(2 * reserve))
     drain_s = left(reserve)
     await _all_answered([io.call(h, "drain", max(drain_s - 1.0, 0.0)) for h in proxies], drain_s)
