@@ -80,7 +80,7 @@ def test_the_controller_publishes_the_import_path_in_the_summary_and_the_status(
         await c.deploy([ingress, target("back", n=1, route=None)])
         await healthy(c, io)
         await step(c)
-        summary = json.loads(io.kv["summary"])
+        summary = json.loads(io.kv[STATUS_KEY])  # the FakeIO keeps the published summary there
         assert summary["app#front"]["import_path"] == "pkg.mod:app" and summary["app#back"]["import_path"] is None
         st = (await c.listen(STATUS_KEY, -1, 0.0)).value
         assert st["applications"]["app"]["import_path"] == "pkg.mod:app"
