@@ -53,13 +53,15 @@ from ..messages import (
     ServeSettings,
 )
 from .checkpoint import SettingsRecord, check_record_size
-from .deployment_state import RUNNING, DeploymentState, StartBudget
+from .deployment_state import DeploymentState
 from .io import ActorControllerIO, ControllerIO
 from .plan import DeployPlan, plan_deploy
 from .proxy_state import HEALTHY, NodeView, ProxyState
 from .publish import Publisher
 from .records import RecordKeeper
 from .recovery import adopt_proxies, recover_deployments
+from .replicas import RUNNING
+from .rollout import StartBudget
 from .schedule import Schedule
 from .shutdown import shut_down
 from .status import app_import_path, deployment_status

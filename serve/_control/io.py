@@ -39,8 +39,8 @@ from .._names import (
     replica_actor_name,
 )
 from ..messages import DeploymentTarget, ReplicaId, ServeSettings
-from .deployment_state import Placement, ReplicaIO
 from .proxy_state import NodeView, ProxyIO
+from .replicas import Placement, ReplicaIO
 
 __all__ = ["ActorControllerIO", "ControllerIO", "RunningProxy"]
 

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..messages import ReplicaInfo, ReplicaSet
-from .deployment_state import STARTING, DeploymentState, Replica
+from .deployment_state import DeploymentState
+from .replicas import STARTING, Replica
 
 __all__ = ["NONE_WANTED", "app_import_path", "deployment_status", "gist", "none_wanted", "progress", "replica_set_of", "waiting_reason"]
 
