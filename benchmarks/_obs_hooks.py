@@ -53,7 +53,7 @@ def hook_costs_us() -> dict[str, float]:
         access = logs.configure(logs.Who.proxy("127.0.0.250"), on_cfg if access_on else off_cfg)
         counting.ENABLED = metrics_on
         observer = _Observer("node", "127.0.0.250", access)
-        observer.set_targets({"Noop": DeploymentId("default", "Noop")})
+        observer.targets = {"Noop": DeploymentId("default", "Noop")}
         return _per_call_us(lambda: observer.end(None, "GET", "/noop", "Noop", 200, time.perf_counter(), ctx[0],
                                                  "/noop"))
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from bisect import bisect_left
-from time import perf_counter
 from typing import Any
 
 from actors import RuntimeShutDownError
@@ -176,20 +174,14 @@ class _Observer:
 
     def __init__(self, node_id: str, node_ip: str, access: logs.AccessLog | None) -> None:
         self.tracing = tracing.ENABLED
-        self.access_queue = access.queue if access is not None else None
+        self.access = access
         self.targets: dict[str, DeploymentId] = {}  # a route's target -> its deployment
-        self.apps: dict[str, str] = {}  # a route's target -> its application
         self.server: ProxyServer | None = None
         self._node = (node_id, node_ip)
         self._cells: dict[tuple[str, str, int], tuple[Any, ...]] | None = None
         if counting.ENABLED:
             self._cells = {}
             proxy_metrics().ongoing.add_source(self)
-
-    def set_targets(self, targets: dict[str, DeploymentId]) -> None:
-        """The route table's targets changed: {target: its deployment}."""
-        self.targets = targets
-        self.apps = {key: dep_id.app for key, dep_id in targets.items()}
 
     def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
         """serve_num_ongoing_http_requests, read at scrape time."""
@@ -202,26 +194,24 @@ class _Observer:
 
     def end(self, token: Any, method: str, route: str, target: str | None, status: int, started: float,
             request_id: str, path: str) -> None:
-        # Once per request: kept to few calls and lookups (run in the middle of the proxy's
-        # work, this code costs several times what it does in a tight loop).
-        latency_ms = (perf_counter() - started) * 1000.0
+        latency_ms = (time.perf_counter() - started) * 1000.0
         cells = self._cells
         if cells is not None:
-            c = cells.get((route, method, status))
+            key = (route, method, status)
+            c = cells.get(key)
             if c is None:
                 dep = self.targets.get(target) if target is not None else None
-                c = cells[(route, method, status)] = self._make_cells(route, method, dep, status)
+                c = cells[key] = self._make_cells(route, method, dep, status)
             c[0].value += 1
-            histogram = c[1]
-            histogram.counts[bisect_left(histogram.bounds, latency_ms)] += 1
-            histogram.sum += latency_ms
+            c[1].observe(latency_ms)
             if len(c) > 2:
                 c[2].value += 1
                 c[3].value += 1
-        queue = self.access_queue
-        if queue is not None and route[:3] != "/-/":
-            queue((time.time(), method, route or path, status, latency_ms, request_id, route,
-                   self.apps.get(target, "") if target is not None else ""))
+        access = self.access
+        if access is not None and route[:3] != "/-/":
+            dep = self.targets.get(target) if target is not None else None
+            access.write(method, route or path, status, latency_ms, request_id, route,
+                         dep.app if dep is not None else "")
         if token is not None:
             span, span_token = token
             span.update_name(f"HTTP {method} {route or path}")
@@ -292,7 +282,7 @@ class HTTPProxyActor:
     def _apply_routes(self, update: Update) -> None:
         table = update.value if update.exists and update.value is not None else RouteTable({})
         self._targets = {str(dep_id): (dep_id, prefix) for prefix, dep_id in table.routes.items()}
-        self._observer.set_targets({key: dep_id for key, (dep_id, _) in self._targets.items()})
+        self._observer.targets = {key: dep_id for key, (dep_id, _) in self._targets.items()}
         self.server.set_routes({prefix: str(dep_id) for prefix, dep_id in table.routes.items()},
                                {key: dep_id.name for key, (dep_id, _) in self._targets.items()})
 

@@ -320,19 +320,14 @@ class _StderrHandler(logging.Handler):
 
 class AccessLog:
     """One line per request into the component's file (no LogRecord): the request path queues
-    the line's fields, the file's writer thread formats them.
+    the line's fields, the file's writer thread formats them."""
 
-    `queue(fields)` is the fastest way in, for the hot paths (the proxy's and the replica's
-    end of a request): `fields` is `(time.time(), method, what, status, latency_ms,
-    request_id, route, app)`, strings and numbers only (so the garbage collector untracks the
-    tuple at its first pass). `write` takes them as arguments."""
-
-    __slots__ = ("_fmt", "_mid", "_out", "_tail", "queue")
+    __slots__ = ("_append", "_fmt", "_mid", "_out", "_tail")
 
     def __init__(self, out: LogFile, fmt: _Format) -> None:
         self._out = out
         self._fmt = fmt
-        self.queue: Callable[[tuple], None] = out._pending.append
+        self._append = out._pending.append
         out.flush()  # lines queued in an earlier format are written in it
         out.render_access = self._json_line if fmt.json else self._text_line
         self._mid = f" INFO {fmt.who.name} {fmt.who.id} "
@@ -342,7 +337,8 @@ class AccessLog:
               route: str = "", app: str = "") -> None:
         """`method what status latency`: an HTTP request's method and route (or path), or
         "CALL" and the method of a handle call; `route` and `app` are the request's."""
-        self.queue((time.time(), method, what, status, latency_ms, request_id, route, app))
+        # Only strings and numbers: the garbage collector untracks the tuple at its first pass.
+        self._append((time.time(), method, what, status, latency_ms, request_id, route, app))
 
     def _text_line(self, line: tuple) -> str:
         t, method, what, status, latency_ms, request_id, _route, _app = line

@@ -9,8 +9,6 @@ cells of a route are made at its first request and reused. Also the replica's
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
-from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from proxy import HTTPResponse, HTTPStreamStart, WebSocketStart
@@ -38,23 +36,18 @@ class RequestObservation:
 
     def _observe(self, method: str, args: tuple, ctx: Ctx, result: Any, error: BaseException | None,
                  started: float) -> int | str:
-        """Count one request and queue its access-log line; returns its status. Once per
-        request: kept to few calls and lookups (run in the middle of the replica's work, this
-        code costs several times what it does in a tight loop)."""
-        latency_ms = (perf_counter() - started) * 1000.0
+        """Count one request and write its access-log line; returns its status."""
+        latency_ms = (time.perf_counter() - started) * 1000.0
         failed = error is not None and isinstance(error, Exception)
-        route = ctx[ROUTE]
         cells = self._cells
         if cells is not None:
-            route_cells = cells.get(route)
+            route_cells = cells.get(ctx[ROUTE])
             if route_cells is None:
-                metrics, labels = replica_metrics(), (self._deployment, self._id, route, self._app)
-                route_cells = cells[route] = (metrics.requests.cell(*labels), metrics.errors.cell(*labels),
-                                              metrics.latency.cell(*labels))
+                metrics, labels = replica_metrics(), (self._deployment, self._id, ctx[ROUTE], self._app)
+                route_cells = cells[ctx[ROUTE]] = (metrics.requests.cell(*labels), metrics.errors.cell(*labels),
+                                                  metrics.latency.cell(*labels))
             route_cells[0].value += 1
-            histogram = route_cells[2]
-            histogram.counts[bisect_left(histogram.bounds, latency_ms)] += 1
-            histogram.sum += latency_ms
+            route_cells[2].observe(latency_ms)
             if failed:
                 route_cells[1].value += 1
         status: int | str
@@ -64,15 +57,14 @@ class RequestObservation:
             status = 403
         else:
             status = "ERROR" if failed else ("CANCELLED" if error is not None else "OK")
-        access = self._access
-        if access is not None:
+        if self._access is not None:
             if method == HTTP_METHOD:
-                verb, what = args[0].method, route or args[0].root_path or "/"
+                verb, what = args[0].method, ctx[ROUTE] or args[0].root_path or "/"
             elif method == WEBSOCKET_METHOD:
-                verb, what = "WEBSOCKET", route or args[0].root_path or "/"
+                verb, what = "WEBSOCKET", ctx[ROUTE] or args[0].root_path or "/"
             else:
                 verb, what = "CALL", method
-            access.queue((time.time(), verb, what, status, latency_ms, ctx[RID], route, ctx[APP]))
+            self._access.write(verb, what, status, latency_ms, ctx[RID], ctx[ROUTE], ctx[APP])
         return status
 
     def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
