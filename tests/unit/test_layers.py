@@ -36,20 +36,23 @@ FOREIGN_PRIVATE = {
 }
 
 
+def _from_module(node: ast.ImportFrom, name: str, path: Path) -> str:
+    """The absolute module a `from ... import` in module `name` (at `path`) reads from."""
+    if not node.level:
+        return node.module or ""
+    base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    anchor = base[: len(base) - (node.level - 1)]
+    return ".".join(anchor + ([node.module] if node.module else []))
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str, list[str]]]:
     """(imported module, names taken from it) for every import in the file."""
-    is_package = path.name == "__init__.py"
-    base = name.split(".") if is_package else name.split(".")[:-1]
     found: list[tuple[str, list[str]]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found += [(alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = base[: len(base) - (node.level - 1)]
-                module = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
+            module = _from_module(node, name, path)
             names = [alias.name for alias in node.names]
             submodules = [n for n in names if f"{module}.{n}" in modules]
             found += [(f"{module}.{n}", []) for n in submodules]
@@ -85,8 +88,6 @@ def test_no_module_imports_another_modules_private_names() -> None:
 
 def _module_names(name: str, path: Path, tree: ast.AST, modules: dict[str, Path]) -> dict[str, str]:
     """The local names this file binds to project modules (`from . import x`, `import a.b as c`)."""
-    is_package = path.name == "__init__.py"
-    base = name.split(".") if is_package else name.split(".")[:-1]
     bound: dict[str, str] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -94,11 +95,7 @@ def _module_names(name: str, path: Path, tree: ast.AST, modules: dict[str, Path]
                 if alias.asname and alias.name in modules:
                     bound[alias.asname] = alias.name
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = base[: len(base) - (node.level - 1)]
-                module = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
+            module = _from_module(node, name, path)
             for alias in node.names:
                 if f"{module}.{alias.name}" in modules:
                     bound[alias.asname or alias.name] = f"{module}.{alias.name}"
