@@ -216,6 +216,38 @@ def test_a_failed_node_exits_non_zero() -> None:
         _stop(node)
 
 
+KEEPER_DRIVER = """
+import json, sys, actors
+actors.init(address=ADDRESS, namespace="fg")
+
+@actors.remote
+class Keeper:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+k = Keeper.options(name="keeper", lifetime="detached").remote()
+print(json.dumps({"n": actors.get(k.incr.remote())}), flush=True)
+for line in sys.stdin:  # each line: call the actor by its name again
+    print(json.dumps({"n": actors.get(actors.get_actor("keeper").incr.remote(), timeout=30)}), flush=True)
+"""
+
+
+def _keeper_driver(address: str, tmpdir: str, token: str) -> subprocess.Popen:
+    """A driver that makes the detached named actor "keeper" (printing its first count) and
+    then, for each line on its stdin, finds it by name and prints its next count."""
+    return start_driver(f"ADDRESS = {address!r}\n{KEEPER_DRIVER}", ZEROSERVE_TMPDIR=tmpdir, ZEROSERVE_TOKEN=token)
+
+
+def _keeper_again(driver: subprocess.Popen) -> int:
+    driver.stdin.write("again\n")
+    driver.stdin.flush()
+    return read_json_line(driver)["n"]
+
+
 def test_a_killed_head_restarted_with_its_state_dir_keeps_actors_and_deployments(tmp_path: Path) -> None:
     """The head node (no CPUs: work goes to the agent) is SIGKILLed whole, like a pod, and
     started again with the same --state-dir; the agent, which addresses it by host name,
@@ -237,24 +269,7 @@ def test_a_killed_head_restarted_with_its_state_dir_keeps_actors_and_deployments
            ZEROSERVE_TOKEN=token)
         url = f"http://127.0.0.2:{http_port}/slow"
         wait_until(lambda: _answers(url), timeout=30, what="the app to answer on the agent's proxy")
-        driver = start_driver("""
-            import json, sys, actors
-            actors.init(address="auto", namespace="fg")
-
-            @actors.remote
-            class Keeper:
-                def __init__(self):
-                    self.n = 0
-
-                def incr(self):
-                    self.n += 1
-                    return self.n
-
-            k = Keeper.options(name="keeper", lifetime="detached").remote()
-            print(json.dumps({"n": actors.get(k.incr.remote())}), flush=True)
-            for line in sys.stdin:  # each line: call the actor by its name again
-                print(json.dumps({"n": actors.get(actors.get_actor("keeper").incr.remote(), timeout=30)}), flush=True)
-        """, ZEROSERVE_TMPDIR=tmpdir, ZEROSERVE_TOKEN=token)
+        driver = _keeper_driver("auto", tmpdir, token)
         assert read_json_line(driver)["n"] == 1
         replica_pid = _fetch(url)[1]["pid"]
 
@@ -263,9 +278,7 @@ def test_a_killed_head_restarted_with_its_state_dir_keeps_actors_and_deployments
         assert _fetch(url)[1]["pid"] == replica_pid  # the agent's proxy serves on while the head is gone
         head = block(tmpdir, *head_args, ZEROSERVE_TOKEN=token)
 
-        driver.stdin.write("again\n")
-        driver.stdin.flush()
-        assert read_json_line(driver)["n"] == 2  # same worker, same state, found by its name
+        assert _keeper_again(driver) == 2  # same worker, same state, found by its name
         status = json.loads(zs(tmpdir, "status", "--json", ZEROSERVE_TOKEN=token).stdout)
         alive = sorted(n["ip"] for n in status["nodes"] if n["alive"])
         assert alive == ["127.0.0.1", "127.0.0.2"], status["nodes"]
@@ -308,25 +321,7 @@ def test_a_head_restarted_on_a_new_address_is_rejoined_by_name(tmp_path: Path) -
            "--address", f"localhost:{port}", ZEROSERVE_TOKEN=token)
         url = f"http://127.0.0.1:{http_port}/slow"
         wait_until(lambda: _answers(url), timeout=30, what="the app to answer on the head's proxy")
-        driver = start_driver(f"""
-            import json, sys, actors
-            actors.init(address="localhost:{port}", namespace="fg")
-
-            @actors.remote
-            class Keeper:
-                def __init__(self):
-                    self.n = 0
-
-                def incr(self):
-                    self.n += 1
-                    return self.n
-
-            k = Keeper.options(name="keeper", lifetime="detached").remote()
-            print(json.dumps({{"n": actors.get(k.incr.remote())}}), flush=True)
-            for line in sys.stdin:  # each line: call the actor by its name again
-                print(json.dumps({{"n": actors.get(actors.get_actor("keeper").incr.remote(), timeout=30)}}),
-                      flush=True)
-        """, ZEROSERVE_TMPDIR=tmpdir, ZEROSERVE_TOKEN=token)
+        driver = _keeper_driver(f"localhost:{port}", tmpdir, token)
         assert read_json_line(driver)["n"] == 1
         replica_pid = _fetch(url)[1]["pid"]
 
@@ -342,9 +337,7 @@ def test_a_head_restarted_on_a_new_address_is_rejoined_by_name(tmp_path: Path) -
 
         wait_until(lambda: nodes_alive() == ["127.0.0.2", "127.0.0.4"], timeout=30,
                    what="the agent to rejoin the head at its new address (and the old head node to be gone)")
-        driver.stdin.write("again\n")
-        driver.stdin.flush()
-        assert read_json_line(driver)["n"] == 2  # the same worker, its state kept, found by its name
+        assert _keeper_again(driver) == 2  # the same worker, its state kept, found by its name
         again = subprocess.run([sys.executable, "-c", (
             "import actors; "
             f"actors.init(address='localhost:{port}', namespace='fg'); "
