@@ -1,6 +1,7 @@
 """What Serve's observability costs on the request path, measured in-process (no sockets):
 the proxy's end-of-request hook, the replica's, and a caller's counting, each with metrics
-and the access log on (the defaults) and off. Used by `http_noop.py` and `handle_calls.py`
+and the access log on (the defaults) and off; and the log writer thread's share (counting a
+queued request's record, and formatting and writing its line). Used by `http_noop.py` and `handle_calls.py`
 beside their end-to-end on/off runs: on a shared machine req/s swing with other load, these
 per-request microseconds much less."""
 
@@ -49,20 +50,34 @@ def hook_costs_us() -> dict[str, float]:
     request = HTTPRequest("GET", "/", "/noop", b"", ((b"host", b"x"),), b"")
     out: dict[str, float] = {}
 
-    def proxy_end(access_on: bool, metrics_on: bool) -> float:
-        access = logs.configure(logs.Who.proxy("127.0.0.250"), on_cfg if access_on else off_cfg)
-        counting.ENABLED = metrics_on
-        observer = _Observer("node", "127.0.0.250", access)
+    def proxy_hook(on: bool) -> Any:
+        counting.ENABLED = on
+        observer = _Observer("node", "127.0.0.250")
+        observer.access = logs.configure(logs.Who.proxy("127.0.0.250"), on_cfg if on else off_cfg,
+                                         tally=observer.tally)
         observer.targets = {"Noop": DeploymentId("default", "Noop")}
-        return _per_call_us(lambda: observer.end(None, "GET", "/noop", "Noop", 200, time.perf_counter(), ctx[0],
-                                                 "/noop"))
+        return lambda: observer.end(None, "GET", "/noop", "Noop", 200, time.perf_counter(), ctx[0], "/noop")
 
-    def replica_observe(access_on: bool, metrics_on: bool, method: str) -> float:
-        counting.ENABLED = metrics_on
-        replica = ReplicaActor("Noop", f"b{int(access_on)}{int(metrics_on)}{method[:2]}", "default",
-                               pickle.dumps((_Noop, (), {})), None, False, 100, on_cfg if access_on else off_cfg)
+    def replica_hook(on: bool, method: str) -> Any:
+        counting.ENABLED = on
+        replica = ReplicaActor("Noop", f"b{int(on)}{method[:2]}", "default", pickle.dumps((_Noop, (), {})), None,
+                               False, 100, on_cfg if on else off_cfg)
         args = (request,) if method == "__serve_http__" else (1,)
-        return _per_call_us(lambda: replica._observe(method, args, ctx, "ok", None, time.perf_counter()))
+        return lambda: replica._observe(method, args, ctx, "ok", None, time.perf_counter())
+
+    def writer_per_record(hook: Any) -> float:
+        """The log writer thread's share of one request: counting its queued record and
+        formatting and writing its line."""
+        records = 500
+
+        def batch() -> None:
+            for _ in range(records):
+                hook()
+            logs.flush()
+
+        queue_only = _per_call_us(hook)
+        logs.flush()
+        return _per_call_us(batch, n=20) / records - queue_only
 
     def router_count(metrics_on: bool) -> float:
         import asyncio
@@ -81,28 +96,16 @@ def hook_costs_us() -> dict[str, float]:
         router = asyncio.run(make())
         return _per_call_us(lambda: router._count(ctx))
 
-    def writer_per_line() -> float:
-        """The log writer thread's share: formatting and writing one queued access line."""
-        access = logs.configure(logs.Who.proxy("127.0.0.251"), on_cfg)
-        assert access is not None
-        lines = 500
-
-        def batch() -> None:
-            for _ in range(lines):
-                access.write("GET", "/noop", 200, 1.234, ctx[0], "/noop", "default")
-            logs.flush()
-
-        queue_only = _per_call_us(lambda: access.write("GET", "/noop", 200, 1.234, ctx[0], "/noop", "default"))
-        logs.flush()
-        return _per_call_us(batch, n=20) / lines - queue_only
-
     try:
-        out["access line, writer thread"] = writer_per_line()
-        out["proxy end of request"] = proxy_end(True, True) - proxy_end(False, False)
+        proxy_on = proxy_hook(True)
+        out["proxy end of request"] = _per_call_us(proxy_on) - _per_call_us(proxy_hook(False))
+        out["proxy, writer thread"] = writer_per_record(proxy_on)
         # Off, a replica skips `_observe` altogether: its baseline is the loop alone.
         baseline = _per_call_us(lambda: time.perf_counter())
-        out["replica, HTTP request"] = replica_observe(True, True, "__serve_http__") - baseline
-        out["replica, handle call"] = replica_observe(True, True, "__call__") - baseline
+        replica_http = replica_hook(True, "__serve_http__")
+        out["replica, HTTP request"] = _per_call_us(replica_http) - baseline
+        out["replica, writer thread"] = writer_per_record(replica_http)
+        out["replica, handle call"] = _per_call_us(replica_hook(True, "__call__")) - baseline
         out["router count"] = router_count(True) - router_count(False)
     finally:
         counting.ENABLED = True

@@ -183,7 +183,7 @@ def main() -> int:
 
     hooks = hook_costs_us()
     seq_us = 1e6 / rate["off"][seq_label]
-    writer = hooks["access line, writer thread"]  # the replica's line
+    writer = hooks["replica, writer thread"]  # a handle call's record counts like an HTTP request's
     per_call = hooks["router count"] + hooks["replica, handle call"] + writer
     print(f"observability hooks per handle call, timed in-process: {per_call:.2f} us (router "
           f"{hooks['router count']:.2f}, replica {hooks['replica, handle call']:.2f}, log writer thread "

@@ -1,20 +1,19 @@
 """HTTP no-op: zeroserve's proxy -> 1 replica against a raw uvicorn + Starlette process, and
 the cost of observability.
 
-In one run, with wrk on loopback: the raw app answering directly, then a no-op
-deployment through the proxy, each at 1 and 32 connections. Prints req/s, p50/p99
-latency and the ratios. Targets (DESIGN.md §5): >= 80% of the raw req/s at 32
-connections; <= 0.15 ms added p50 at 1 connection. Installs wrk (apt) if missing.
+Three targets run side by side: the raw app, a no-op deployment on an embedded cluster with
+the observability defaults (serve_* metrics and access logs on), and the same on a second
+cluster with both off (`$ZEROSERVE_SERVE_METRICS=0`, `logging_config={"enable_access_log":
+False}`). wrk measures each at 1 and 32 connections, `--rounds` times, the targets
+interleaved in short runs: a shared machine's speed drifts over minutes, so each round's
+targets see the same machine. Prints the medians (req/s, p50/p99 latency, and the proxy's and
+replica's CPU time per request) and the ratios. Targets (DESIGN.md §5): >= 80% of the raw
+req/s at 32 connections; <= 0.15 ms added p50 at 1 connection; the defaults cost at most 5%
+of the req/s at 32 connections (the median of the rounds' defaults/off ratios). Tracing
+disabled costs a few flag checks per request: measured here in ns and as a share of the CPU
+time per request (target: at most 1%). Installs wrk (apt) if missing.
 
-Observability: zeroserve is measured with its defaults (serve_* metrics and access logs
-on) and with both off (`$ZEROSERVE_SERVE_METRICS=0`, `logging_config={"enable_access_log":
-False}`), alternately, `--rounds` times each (each in its own embedded cluster, a child
-process of this one, which first measures the raw app as its yardstick: a shared machine's
-speed drifts between runs); the median over rounds of (defaults / raw) / (off / raw) is the
-defaults' throughput (target: cost at most 5%). Tracing disabled costs a few flag checks per request: measured here in
-ns and as a share of the CPU time per request (target: at most 1%).
-
-    python benchmarks/http_noop.py [--seconds 5] [--rounds 2] [--json PATH]
+    python benchmarks/http_noop.py [--seconds 3] [--rounds 6] [--json PATH]
 """
 
 from __future__ import annotations
@@ -122,9 +121,10 @@ def tracing_check_ns() -> float:
     return max(0.0, loop - empty) / n * 1e9
 
 
-def serve_child(mode: str, seconds: int) -> dict[str, dict[str, float]]:
-    """zeroserve at 1 and 32 connections, observability as `mode` says ("defaults" or "off");
-    run in a child process whose environment says whether serve_* metrics count."""
+def serve_child(mode: str) -> None:
+    """A no-op deployment on its own embedded cluster, observability as `mode` says
+    ("defaults" or "off"; the environment says whether serve_* metrics count): prints its URL
+    and the pids of its proxy and replica, then serves until its stdin closes."""
     import serve
 
     @serve.deployment(max_ongoing_requests=100)
@@ -132,16 +132,6 @@ def serve_child(mode: str, seconds: int) -> dict[str, dict[str, float]]:
         async def __call__(self, request):
             return "ok"
 
-    wrk = ensure_wrk()
-    out = {}
-    port = free_port()  # the raw app first, as this child's yardstick (the machine's speed drifts)
-    raw = subprocess.Popen([sys.executable, "-c", RAW_APP, str(port)])
-    try:
-        wait_http(f"http://127.0.0.1:{port}/noop")
-        out["raw c=32"] = run_wrk(wrk, f"http://127.0.0.1:{port}/noop", 32, seconds, warmup=True)
-    finally:
-        raw.terminate()
-        raw.wait()
     port = free_port()
     logging_config = {"enable_access_log": False} if mode == "off" else None
     serve.start(http_options={"port": port}, logging_config=logging_config)
@@ -149,16 +139,10 @@ def serve_child(mode: str, seconds: int) -> dict[str, dict[str, float]]:
         serve.run(Noop.bind(), route_prefix="/noop")
         url = f"http://127.0.0.1:{port}/noop"
         wait_http(url)
-        pids = _serving_pids()
-        for c in (1, 32):
-            run_wrk(wrk, url, c, 1)  # warm-up, not measured
-            before = _cpu_s(pids)
-            out[f"c={c}"] = run_wrk(wrk, url, c, seconds)
-            # the CPU time the proxy and the replica spent per request
-            out[f"c={c}"]["cpu_us"] = (_cpu_s(pids) - before) / max(1, out[f"c={c}"]["requests"]) * 1e6
+        print(json.dumps({"url": url, "pids": _serving_pids()}), flush=True)
+        sys.stdin.read()
     finally:
         serve.shutdown()
-    return out
 
 
 def _serving_pids() -> list[int]:
@@ -181,64 +165,106 @@ def _cpu_s(pids: list[int]) -> float:
     return total
 
 
-def run_serve_child(mode: str, seconds: int) -> dict[str, dict[str, float]]:
+class Target:
+    """Something wrk measures: a URL, and the processes whose CPU time it costs (none: not counted)."""
+
+    def __init__(self, url: str, pids: list[int], proc: subprocess.Popen | None = None) -> None:
+        self.url, self.pids, self.proc = url, pids, proc
+
+    def measure(self, wrk: str, connections: int, seconds: float) -> dict[str, float]:
+        before = _cpu_s(self.pids)
+        out = run_wrk(wrk, self.url, connections, seconds)
+        if self.pids:  # the CPU time the proxy and the replica spent per request
+            out["cpu_us"] = (_cpu_s(self.pids) - before) / max(1, out["requests"]) * 1e6
+        return out
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            else:
+                self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
+def start_raw() -> Target:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", RAW_APP, str(port)])
+    target = Target(f"http://127.0.0.1:{port}/noop", [], proc)
+    wait_http(target.url)
+    return target
+
+
+def start_serving(mode: str) -> Target:
     env = dict(os.environ, ZEROSERVE_SERVE_METRICS="0" if mode == "off" else "1")
-    out = subprocess.run([sys.executable, __file__, "--child", mode, "--seconds", str(seconds)], env=env,
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    proc = subprocess.Popen([sys.executable, __file__, "--child", mode], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"the {mode} cluster did not start (exit code {proc.wait()})")
+    info = json.loads(line)
+    return Target(info["url"], info["pids"], proc)
+
+
+def interleaved(wrk: str, targets: dict[str, Target], connections: int, rounds: int,
+                seconds: float) -> dict[str, list[dict[str, float]]]:
+    """`rounds` runs of each target at `connections`, interleaved (each round in a rotated
+    order): a shared machine's speed drifts over minutes, and the targets share the drift."""
+    names = list(targets)
+    for name in names:
+        run_wrk(wrk, targets[name].url, connections, 1)  # warm-up, not measured
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            runs[name].append(targets[name].measure(wrk, connections, seconds))
+    return runs
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2, help="runs of zeroserve with observability on and off, "
-                                                              "alternately (default 2 each)")
+    parser.add_argument("--seconds", type=float, default=3, help="length of each wrk run (default 3)")
+    parser.add_argument("--rounds", type=int, default=6, help="wrk runs of each target at each concurrency, "
+                                                              "interleaved (default 6)")
     parser.add_argument("--json")
     parser.add_argument("--child", choices=["defaults", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(serve_child(args.child, args.seconds)), flush=True)
+        serve_child(args.child)
         return 0
     wrk = ensure_wrk()
-    results: dict[str, dict[str, float]] = {}
-    port = free_port()
-    raw = subprocess.Popen([sys.executable, "-c", RAW_APP, str(port)])
+    targets: dict[str, Target] = {}
     try:
-        url = f"http://127.0.0.1:{port}/noop"
-        wait_http(url)
-        for c in (1, 32):
-            results[f"raw c={c}"] = run_wrk(wrk, url, c, args.seconds)
+        targets["raw"] = start_raw()
+        targets["zeroserve"] = start_serving("defaults")
+        targets["obs off"] = start_serving("off")
+        runs = {c: interleaved(wrk, targets, c, args.rounds, args.seconds) for c in (1, 32)}
     finally:
-        raw.terminate()
-        raw.wait()
-
-    runs: dict[str, list[dict[str, dict[str, float]]]] = {"defaults": [], "off": []}
-    for _ in range(args.rounds):
-        for mode in ("defaults", "off"):
-            runs[mode].append(run_serve_child(mode, args.seconds))
-    for mode, label in (("defaults", "zeroserve"), ("off", "obs off")):
-        for c in ("c=1", "c=32"):
-            rows = [r[c] for r in runs[mode]]
-            results[f"{label} {c}"] = {k: statistics.median([r[k] for r in rows]) for k in rows[0]}
-    results["raw c=32 (children)"] = {k: statistics.median([r["raw c=32"][k] for m in runs for r in runs[m]])
-                                      for k in runs["defaults"][0]["raw c=32"]}
+        for target in targets.values():
+            target.stop()
+    results: dict[str, dict[str, float]] = {}
+    for name in targets:
+        for c in (1, 32):
+            rows = runs[c][name]
+            results[f"{name} c={c}"] = {k: statistics.median([r[k] for r in rows]) for k in rows[0]}
     print(f"\n{'measurement':<18} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'cpu us/req':>10}")
     for name, r in results.items():
         cpu = f"{r['cpu_us']:>10.0f}" if "cpu_us" in r else f"{'':>10}"
         print(f"{name:<18} {r['rps']:>9,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['non_2xx']:>8.0f} {cpu}")
-    share = results["zeroserve c=32"]["rps"] / results["raw c=32"]["rps"]
+    print(f"(medians of {args.rounds} runs of {args.seconds:g} s each, the three targets interleaved)")
+
+    def per_round(name: str, base: str, c: int = 32, key: str = "rps") -> list[float]:
+        return [a[key] / b[key] for a, b in zip(runs[c][name], runs[c][base], strict=True)]
+
+    share = statistics.median(per_round("zeroserve", "raw"))
     added = results["zeroserve c=1"]["p50_ms"] - results["raw c=1"]["p50_ms"]
     print(f"\nzeroserve / raw req/s at 32 connections: {share:.0%} (target >= 80%: {'PASS' if share >= 0.80 else 'MISS'})")
     print(f"added p50 at 1 connection: {added:.2f} ms (target <= 0.15 ms: {'PASS' if added <= 0.15 else 'MISS'})")
-    # Each child's req/s over its own raw app's (measured just before): the machine's drift cancels.
-    per_round = [(d["c=32"]["rps"] / d["raw c=32"]["rps"]) / (o["c=32"]["rps"] / o["raw c=32"]["rps"])
-                 for d, o in zip(runs["defaults"], runs["off"], strict=True)]
-    ratio = statistics.median(per_round)
-    plain = results["zeroserve c=32"]["rps"] / results["obs off c=32"]["rps"]
-    print(f"observability defaults (metrics + access logs) / off, req/s at 32 connections, each run over the raw "
-          f"app measured just before it: {ratio:.3f} (cost {1 - ratio:+.1%}; target cost <= 5%: "
-          f"{'PASS' if ratio >= 0.95 else 'MISS'}; per round: {', '.join(f'{x:.3f}' for x in per_round)}; "
-          f"medians of plain req/s: {plain:.3f})")
+    rounds = per_round("zeroserve", "obs off")
+    ratio = statistics.median(rounds)
+    print(f"observability defaults (metrics + access logs) / off, req/s at 32 connections, the median of the "
+          f"{len(rounds)} rounds' ratios: {ratio:.3f} (cost {1 - ratio:+.1%}; target cost <= 5%: "
+          f"{'PASS' if ratio >= 0.95 else 'MISS'}; per round: {', '.join(f'{x:.3f}' for x in rounds)})")
     cpu_on, cpu_off = results["zeroserve c=32"]["cpu_us"], results["obs off c=32"]["cpu_us"]
     print(f"CPU time of the proxy + replica per request at 32 connections: {cpu_on:.0f} us with the defaults, "
           f"{cpu_off:.0f} us off: the defaults cost {cpu_on / cpu_off - 1:+.1%} (steadier than req/s on a shared "
@@ -247,7 +273,7 @@ def main() -> int:
     from _obs_hooks import hook_costs_us
 
     hooks = hook_costs_us()
-    writer = 2 * hooks["access line, writer thread"]  # the proxy's line and the replica's
+    writer = hooks["proxy, writer thread"] + hooks["replica, writer thread"]
     per_request = hooks["proxy end of request"] + hooks["replica, HTTP request"] + hooks["router count"] + writer
     print(f"observability hooks per HTTP request, timed in-process (on minus off): {per_request:.2f} us (proxy "
           f"{hooks['proxy end of request']:.2f}, replica {hooks['replica, HTTP request']:.2f}, router "
@@ -262,7 +288,7 @@ def main() -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"results": results, "share_32": share, "added_p50_ms_1": added, "obs_ratio_32": ratio,
-                       "obs_ratio_per_round": per_round, "hooks_us": hooks, "tracing_disabled_share": tracing_share},
+                       "obs_ratio_per_round": rounds, "hooks_us": hooks, "tracing_disabled_share": tracing_share},
                       f, indent=2)
     return 0
 

@@ -7,10 +7,12 @@ registered in the process's `metrics_registry()` at the first family made, turns
 into metric families when the node scrapes this process; gauges that are a function of
 state (requests queued, replicas running) are `GaugeFunc`s computed at that moment.
 
-Invariants: cells are written only on their process's event loop (or under the GIL in one
-step), and the collector reads them by copying, so a scrape never blocks the request path
-and never sees a torn histogram it cannot render. `ENABLED` is False when
-`$ZEROSERVE_SERVE_METRICS=0`: callers then skip counting altogether.
+Invariants: a cell is written by one thread at a time (its process's event loop, or the log
+writer thread that tallies the queued records of requests: see `logs.AccessLog`). The
+collector runs the `before_collect` hooks first (they tally what is queued, so counts are
+exact), then reads the cells by copying, so it never sees a torn histogram it cannot
+render. `ENABLED` is False when `$ZEROSERVE_SERVE_METRICS=0`: callers then skip counting
+altogether.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ import bisect
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-__all__ = ["ENABLED", "LATENCY_BUCKETS_MS", "Counter", "CounterFunc", "Gauge", "GaugeFunc", "Histogram", "families",
-           "family"]
+__all__ = ["ENABLED", "LATENCY_BUCKETS_MS", "Counter", "CounterFunc", "Gauge", "GaugeFunc", "Histogram",
+           "before_collect", "families", "family"]
 
 ENABLED = os.environ.get("ZEROSERVE_SERVE_METRICS", "1") != "0"
 
@@ -164,12 +166,20 @@ def _le(bound: float) -> str:
 _families: dict[str, _Family] = {}
 _lock = threading.Lock()
 _collector_registered = False
+_before_collect: list[Callable[[], None]] = []
+
+
+def before_collect(hook: Callable[[], None]) -> None:
+    """Run `hook` before each scrape of this process (to count what is still queued)."""
+    _before_collect.append(hook)
 
 
 class _Collector:
     """Serve's families, for this process's `metrics_registry()`."""
 
     def collect(self) -> Iterator[Any]:
+        for hook in _before_collect:
+            hook()
         for family in list(_families.values()):
             try:
                 yield family.collect()

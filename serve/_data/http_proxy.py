@@ -170,18 +170,25 @@ class _Refused:
 
 
 class _Observer:
-    """The end of each HTTP request at this proxy: metrics, access log, span."""
+    """The end of each HTTP request at this proxy: metrics, access log, span. With the access
+    log on, a request's record is queued and the log's writer thread counts it (`tally`) and
+    writes its line; with it off, `end` counts it at once."""
 
-    def __init__(self, node_id: str, node_ip: str, access: logs.AccessLog | None) -> None:
+    def __init__(self, node_id: str, node_ip: str) -> None:
         self.tracing = tracing.ENABLED
-        self.access = access
+        self.access: logs.AccessLog | None = None
         self.targets: dict[str, DeploymentId] = {}  # a route's target -> its deployment
         self.server: ProxyServer | None = None
         self._node = (node_id, node_ip)
-        self._cells: dict[tuple[str, str, int], tuple[Any, ...]] | None = None
+        self._cells: dict[tuple[str, str, int | str], tuple[Any, ...]] | None = None
         if counting.ENABLED:
             self._cells = {}
             proxy_metrics().ongoing.add_source(self)
+
+    @property
+    def tally(self) -> logs.Tally | None:
+        """What counts a request's record (None: metrics are off)."""
+        return self._tally if self._cells is not None else None
 
     def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
         """serve_num_ongoing_http_requests, read at scrape time."""
@@ -195,28 +202,32 @@ class _Observer:
     def end(self, token: Any, method: str, route: str, target: str | None, status: int, started: float,
             request_id: str, path: str) -> None:
         latency_ms = (time.perf_counter() - started) * 1000.0
-        cells = self._cells
-        if cells is not None:
-            key = (route, method, status)
-            c = cells.get(key)
-            if c is None:
-                dep = self.targets.get(target) if target is not None else None
-                c = cells[key] = self._make_cells(route, method, dep, status)
-            c[0].value += 1
-            c[1].observe(latency_ms)
-            if len(c) > 2:
-                c[2].value += 1
-                c[3].value += 1
+        dep = self.targets.get(target) if target is not None else None
         access = self.access
-        if access is not None and route[:3] != "/-/":
-            dep = self.targets.get(target) if target is not None else None
-            access.write(method, route or path, status, latency_ms, request_id, route,
-                         dep.app if dep is not None else "")
+        if access is not None:
+            access.write(method, route or path, status, latency_ms, request_id, route, dep.app if dep is not None else "",
+                         dep, route[:3] != "/-/")
+        elif self._cells is not None:
+            self._tally(method, status, latency_ms, route, dep)
         if token is not None:
             span, span_token = token
             span.update_name(f"HTTP {method} {route or path}")
             span.set_attribute("http.route", route)
             tracing.end(span, span_token, status=status)
+
+    def _tally(self, method: str, status: int | str, latency_ms: float, route: str, dep: DeploymentId | None) -> None:
+        """Count one request (`dep`: its route's deployment, if any)."""
+        cells = self._cells
+        assert cells is not None
+        key = (route, method, status)
+        c = cells.get(key)
+        if c is None:
+            c = cells[key] = self._make_cells(route, method, dep, int(status))
+        c[0].value += 1
+        c[1].observe(latency_ms)
+        if len(c) > 2:
+            c[2].value += 1
+            c[3].value += 1
 
     @staticmethod
     def _make_cells(route: str, method: str, dep: DeploymentId | None, status: int) -> tuple[Any, ...]:
@@ -238,11 +249,12 @@ class HTTPProxyActor:
         assert rt is not None, "the proxy runs in an actor"
         host = rt.node_ip if options.host == "node" else options.host
         self._reuse_port = reuse_port
-        access = logs.configure(logs.Who.proxy(rt.node_ip, worker), logging_config, default_dir=node_logs_dir(),
-                                fallback=current_request_id)
+        self._observer = _Observer(rt.node_id.hex if rt.node_id is not None else "", rt.node_ip)
+        self._observer.access = logs.configure(logs.Who.proxy(rt.node_ip, worker), logging_config,
+                                               default_dir=node_logs_dir(), fallback=current_request_id,
+                                               tally=self._observer.tally)
         tracing.configure(tracing_config)
         self.client = ServeClient.of(rt)
-        self._observer = _Observer(rt.node_id.hex if rt.node_id is not None else "", rt.node_ip, access)
         self._routes: LongPollClient | None = None
         self._targets: dict[str, tuple[DeploymentId, str]] = {}  # a route's target -> (deployment, route prefix)
         self._started = asyncio.get_running_loop().create_task(self._start(host, options))

@@ -108,14 +108,15 @@ class ReplicaActor(MethodDispatch, RequestObservation, StreamEndpoints):
         self._app = app_name
         self._id = ReplicaContext(deployment, replica_tag, app_name).replica_id  # as str(ReplicaId)
         self._who = logs.Who.replica(app_name, deployment, replica_tag)
-        self._access = logs.configure(self._who, logging_config, default_dir=node_logs_dir())
-        tracing.configure(tracing_config)
         self._cells: dict[str, tuple[Any, Any, Any]] | None = None
         if counting.ENABLED:
             self._cells = {}
             metrics = replica_metrics()
             metrics.starts.cell(deployment, self._id, app_name).value += 1
             metrics.processing.add_source(self)
+        self._access: logs.AccessLog | None = None
+        self._configure_logs(logging_config)
+        tracing.configure(tracing_config)
         # The user's constructor runs in `ready()` (see `_start`), off this constructor: on the
         # event loop's thread it could make no blocking runtime call, and could not be async.
         self._code = pickle.loads(code)
@@ -228,7 +229,11 @@ class ReplicaActor(MethodDispatch, RequestObservation, StreamEndpoints):
     async def set_logging_config(self, logging_config: LoggingConfig | None) -> None:
         """A changed `logging_config`: applied at once, without a restart."""
         self._logging = logging_config
-        self._access = logs.configure(self._who, logging_config, default_dir=node_logs_dir())
+        self._configure_logs(logging_config)
+
+    def _configure_logs(self, logging_config: LoggingConfig | None) -> None:
+        self._access = logs.configure(self._who, logging_config, default_dir=node_logs_dir(),
+                                      tally=self._tally if self._cells is not None else None)
 
     async def handle_request(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST,
                              stream: bool = False) -> Any:

@@ -1,8 +1,10 @@
 """What a replica records of each request: its `serve_deployment_*` metrics and access-log line.
 
 `RequestObservation` is a mixin of `ReplicaActor` (which owns the state it reads): `_observe`
-runs once per request, after it, when metrics, the access log or tracing is on; the metric
-cells of a route are made at its first request and reused. Also the replica's
+runs once per request, after it, when metrics, the access log or tracing is on. With the
+access log on it only queues the request's record: the log's writer thread counts it
+(`_tally`) and writes its line. The metric cells of a route are made at its first request
+and reused. Also the replica's
 `serve_replica_processing_queries` (requests in flight, read at scrape time).
 """
 
@@ -36,20 +38,10 @@ class RequestObservation:
 
     def _observe(self, method: str, args: tuple, ctx: Ctx, result: Any, error: BaseException | None,
                  started: float) -> int | str:
-        """Count one request and write its access-log line; returns its status."""
+        """Count one request and write its access-log line (with the access log on, both in
+        the log's writer thread: see `logs.AccessLog`); returns its status."""
         latency_ms = (time.perf_counter() - started) * 1000.0
         failed = error is not None and isinstance(error, Exception)
-        cells = self._cells
-        if cells is not None:
-            route_cells = cells.get(ctx[ROUTE])
-            if route_cells is None:
-                metrics, labels = replica_metrics(), (self._deployment, self._id, ctx[ROUTE], self._app)
-                route_cells = cells[ctx[ROUTE]] = (metrics.requests.cell(*labels), metrics.errors.cell(*labels),
-                                                  metrics.latency.cell(*labels))
-            route_cells[0].value += 1
-            route_cells[2].observe(latency_ms)
-            if failed:
-                route_cells[1].value += 1
         status: int | str
         if method == HTTP_METHOD:
             status = 500 if failed else ("CANCELLED" if error is not None else _status_of(result))
@@ -57,15 +49,32 @@ class RequestObservation:
             status = 403
         else:
             status = "ERROR" if failed else ("CANCELLED" if error is not None else "OK")
-        if self._access is not None:
+        access = self._access
+        if access is not None:
             if method == HTTP_METHOD:
                 verb, what = args[0].method, ctx[ROUTE] or args[0].root_path or "/"
             elif method == WEBSOCKET_METHOD:
                 verb, what = "WEBSOCKET", ctx[ROUTE] or args[0].root_path or "/"
             else:
                 verb, what = "CALL", method
-            self._access.write(verb, what, status, latency_ms, ctx[RID], ctx[ROUTE], ctx[APP])
+            access.write(verb, what, status, latency_ms, ctx[RID], ctx[ROUTE], ctx[APP], failed)
+        elif self._cells is not None:
+            self._tally(method, status, latency_ms, ctx[ROUTE], failed)
         return status
+
+    def _tally(self, method: str, status: int | str, latency_ms: float, route: str, failed: bool) -> None:
+        """Count one request to `route` (`failed`: it raised)."""
+        cells = self._cells
+        assert cells is not None
+        route_cells = cells.get(route)
+        if route_cells is None:
+            metrics, labels = replica_metrics(), (self._deployment, self._id, route, self._app)
+            route_cells = cells[route] = (metrics.requests.cell(*labels), metrics.errors.cell(*labels),
+                                          metrics.latency.cell(*labels))
+        route_cells[0].value += 1
+        route_cells[2].observe(latency_ms)
+        if failed:
+            route_cells[1].value += 1
 
     def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
         """serve_replica_processing_queries, read at scrape time."""

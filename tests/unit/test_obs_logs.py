@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +135,75 @@ def test_logging_config_validation() -> None:
         LoggingConfig(encoding="XML")
     with pytest.raises(TypeError, match="unknown logging_config 'additional_log_standard_attrs'"):
         LoggingConfig(additional_log_standard_attrs=["name"])
+
+
+def _proxy_observer(tmp_path: Path, ip: str, **config: Any) -> tuple[Any, logs.Who]:
+    from serve._data.http_proxy import _Observer
+
+    observer = _Observer("node", ip)
+    who = logs.Who.proxy(ip)
+    observer.access = logs.configure(who, LoggingConfig(logs_dir=str(tmp_path), **config), tally=observer.tally)
+    return observer, who
+
+
+def _count(name: str, **labels: str) -> float | None:
+    from prometheus_client import generate_latest
+
+    from actors.system import metrics_registry
+
+    for line in generate_latest(metrics_registry()).decode().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_queued_requests_are_counted_by_the_writer_and_before_every_scrape(tmp_path, restore_root) -> None:
+    observer, _ = _proxy_observer(tmp_path, "127.0.0.77")
+    for status in (200, 200, 404):
+        observer.end(None, "GET", "/tally", None, status, time.perf_counter(), "rid-1", "/tally")
+    observer.end(None, "GET", "/-/healthz", None, 200, time.perf_counter(), "rid-2", "/-/healthz")
+    # Queued for the writer thread: nothing is counted on the request path...
+    assert observer._cells == {}
+    # ...and a scrape counts what is queued first.
+    assert _count("serve_num_http_requests_total", route="/tally", status_code="200") == 2
+    assert _count("serve_num_http_requests_total", route="/tally", status_code="404") == 1
+    assert _count("serve_num_http_error_requests_total", route="/tally", error_code="404") == 1
+    assert _count("serve_num_http_requests_total", route="/-/healthz", status_code="200") == 1
+    assert _count("serve_http_request_latency_ms_count", route="/tally", status_code="200") == 2
+    # Every request but the internal route has its access line.
+    access = [line for line in _lines(tmp_path / "proxy_127.0.0.77.log") if "serve.access" in line]
+    assert [line.rsplit(": ", 1)[1].rsplit(" ", 1)[0] for line in access] == ["GET /tally 200", "GET /tally 200",
+                                                                                "GET /tally 404"]
+
+
+def test_turning_the_access_log_off_counts_the_queue_first_then_each_request_at_once(tmp_path, restore_root) -> None:
+    observer, who = _proxy_observer(tmp_path, "127.0.0.78")
+    observer.end(None, "POST", "/switch", None, 200, time.perf_counter(), "rid-1", "/switch")
+    observer.access = logs.configure(who, LoggingConfig(logs_dir=str(tmp_path), enable_access_log=False),
+                                     tally=observer.tally)
+    assert observer.access is None
+    cell = observer._cells[("/switch", "POST", 200)][0]
+    assert cell.value == 1  # the queued request, counted at the switch (no two threads count at once)
+    observer.end(None, "POST", "/switch", None, 200, time.perf_counter(), "rid-2", "/switch")
+    assert cell.value == 2  # counted on the request path
+    assert _count("serve_num_http_requests_total", route="/switch", method="POST") == 2
+
+
+def test_a_replica_counts_its_queued_requests_and_errors_at_the_scrape(tmp_path, restore_root) -> None:
+    import pickle
+
+    from serve._data.replica import ReplicaActor
+
+    replica = ReplicaActor("Tally", "t1", "app-tally", pickle.dumps((object, (), {})), None, False, 10,
+                           LoggingConfig(logs_dir=str(tmp_path)))
+    ctx = ("rid-3", "/r", "app-tally", "", "")
+    for error in (None, None, ValueError("boom")):
+        replica._observe("__call__", (1,), ctx, "ok", error, time.perf_counter())
+    assert replica._cells == {}
+    labels = {"deployment": "Tally", "route": "/r", "application": "app-tally"}
+    assert _count("serve_deployment_request_counter_total", **labels) == 3
+    assert _count("serve_deployment_error_counter_total", **labels) == 1
+    assert _count("serve_deployment_processing_latency_ms_count", **labels) == 3
+    calls = [line.rsplit(": ", 1)[1].rsplit(" ", 1)[0] for line in _lines(tmp_path / "replica_app-tally_Tally_t1.log")
+             if "serve.access" in line]
+    assert calls == ["CALL __call__ OK", "CALL __call__ OK", "CALL __call__ ERROR"]
