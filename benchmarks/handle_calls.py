@@ -13,15 +13,15 @@ Targets (DESIGN.md §5, issue 17): a sequential sync-driver handle call takes <=
 raw round trip (printed per run as raw rate / handle rate); >= 40,000 calls/s with 1,000
 in flight.
 
-Observability: each measurement runs with Serve's defaults (serve_* metrics and access
-logs on) and with both off (`$ZEROSERVE_SERVE_METRICS=0`, `logging_config={"enable_access_log":
-False}`), alternately, `--rounds` times each, every run in its own embedded cluster (a child
-process of this one, whose actor-call rates are its yardstick: a shared machine's speed
-drifts between runs); the median over rounds of (handle / actor call) with the defaults over
-the same without is the defaults' throughput (target: cost at most 5%).
+Observability: two child processes, each with its own embedded cluster, one with Serve's
+defaults (serve_* metrics and access logs on) and one with both off
+(`$ZEROSERVE_SERVE_METRICS=0`, `logging_config={"enable_access_log": False}`), make every
+measurement `--rounds` times, the two one after the other (a shared machine's speed drifts
+over minutes: each pair sees the same machine); the median over rounds of defaults / off is
+the defaults' throughput (target: cost at most 5%).
 The observability hooks are also timed in-process (microseconds per call, on minus off).
 
-    python benchmarks/handle_calls.py [--quick] [--rounds 2] [--json PATH]
+    python benchmarks/handle_calls.py [--quick] [--rounds 4] [--json PATH]
 """
 
 from __future__ import annotations
@@ -91,94 +91,148 @@ def par_rate(make, total: int, window: int = 1000) -> float:
     return asyncio.run(main())
 
 
-def measure(quick: bool, mode: str) -> list[tuple[str, float, float | None]]:
-    """Every measurement on a fresh embedded cluster; observability as `mode` says."""
-    n_seq, n_par = (300, 3000) if quick else (3000, 20000)
-    actors.init()
-    rows: list[tuple[str, float, float | None]] = []
-    try:
-        base = NoopActor.remote()
-        actors.get(base.noop.remote(0))
-        rows.append(("actor call, sync driver, sequential", seq_rate(lambda: actors.get(base.noop.remote(1)), n_seq), None))
-        rows.append(("actor call, async driver, 1,000 in flight", par_rate(lambda: base.noop.remote(1), n_par), None))
+class Measurements:
+    """Every measurement, on this process's embedded cluster; observability as `mode` says."""
+
+    def __init__(self, quick: bool, mode: str) -> None:
+        self.n_seq, self.n_par = (300, 3000) if quick else (3000, 20000)
+        actors.init()
+        self.base = NoopActor.remote()
+        actors.get(self.base.noop.remote(0))
         logging_config = {"enable_access_log": False} if mode == "off" else None
         serve.start(http_options={"location": "NoServer"}, logging_config=logging_config)  # handles only
-        one = serve.run(Noop.bind(), name="one", route_prefix=None)
-        rows.append((RAW, raw_round_trip_rate(n_seq), None))
-        rows.append(("handle, sync driver, sequential, 1 replica", seq_rate(lambda: one.remote(1).result(), n_seq),
-                     None))
-        rows.append(("handle, async driver, 1,000 in flight, 1 replica", par_rate(lambda: one.remote(1), n_par),
-                     PAR_TARGET))
-        four = serve.run(Noop.options(name="Noop4", num_replicas=4).bind(), name="four", route_prefix=None)
-        rows.append(("handle, async driver, 1,000 in flight, 4 replicas", par_rate(lambda: four.remote(1), n_par),
-                     PAR_TARGET))
-        fan = serve.run(Fanout.bind(Noop.options(name="NoopInner").bind()), name="fan", route_prefix=None)
-        fan.run.remote(1000, 1000).result()
-        rows.append(("handle, inside a deployment, 1,000 in flight", fan.run.remote(n_par, 1000).result(), PAR_TARGET))
-    finally:
+        self.one = serve.run(Noop.bind(), name="one", route_prefix=None)
+        self.four = serve.run(Noop.options(name="Noop4", num_replicas=4).bind(), name="four", route_prefix=None)
+        self.fan = serve.run(Fanout.bind(Noop.options(name="NoopInner").bind()), name="fan", route_prefix=None)
+        self.fan.run.remote(1000, 1000).result()
+
+    def rows(self) -> list[tuple[str, float | None]]:
+        """(label, target) of each measurement, in order."""
+        return [("actor call, sync driver, sequential", None), ("actor call, async driver, 1,000 in flight", None),
+                (RAW, None), ("handle, sync driver, sequential, 1 replica", None),
+                ("handle, async driver, 1,000 in flight, 1 replica", PAR_TARGET),
+                ("handle, async driver, 1,000 in flight, 4 replicas", PAR_TARGET),
+                ("handle, inside a deployment, 1,000 in flight", PAR_TARGET)]
+
+    def measure(self, i: int) -> float:
+        """The calls/s of measurement `i` (of `rows()`)."""
+        n_seq, n_par = self.n_seq, self.n_par
+        if i == 0:
+            return seq_rate(lambda: actors.get(self.base.noop.remote(1)), n_seq)
+        if i == 1:
+            return par_rate(lambda: self.base.noop.remote(1), n_par)
+        if i == 2:
+            return raw_round_trip_rate(n_seq)
+        if i == 3:
+            return seq_rate(lambda: self.one.remote(1).result(), n_seq)
+        if i == 4:
+            return par_rate(lambda: self.one.remote(1), n_par)
+        if i == 5:
+            return par_rate(lambda: self.four.remote(1), n_par)
+        return self.fan.run.remote(n_par, 1000).result()
+
+    def close(self) -> None:
         serve.shutdown()
         actors.shutdown()
-    return rows
 
 
-def run_child(mode: str, quick: bool) -> list[tuple[str, float, float | None]]:
-    import subprocess
+def serve_child(mode: str, quick: bool) -> None:
+    """Measure on request: reads a measurement's index per line on stdin, answers its rate."""
+    m = Measurements(quick, mode)
+    try:
+        print(json.dumps(m.rows()), flush=True)
+        for line in sys.stdin:
+            print(json.dumps(m.measure(int(line))), flush=True)
+    finally:
+        m.close()
 
-    env = dict(os.environ, ZEROSERVE_SERVE_METRICS="0" if mode == "off" else "1")
-    out = subprocess.run([sys.executable, __file__, "--child", mode, *(["--quick"] if quick else [])], env=env,
-                         capture_output=True, text=True, check=True).stdout
-    return [tuple(r) for r in json.loads(out.strip().splitlines()[-1])]  # type: ignore[misc]
+
+class Child:
+    """A child process measuring on its own cluster, observability as `mode` says."""
+
+    def __init__(self, mode: str, quick: bool) -> None:
+        import subprocess
+
+        env = dict(os.environ, ZEROSERVE_SERVE_METRICS="0" if mode == "off" else "1")
+        self.proc = subprocess.Popen([sys.executable, __file__, "--child", mode, *(["--quick"] if quick else [])],
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.rows = [tuple(r) for r in json.loads(self._read())]
+
+    def _read(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"a measuring child exited (code {self.proc.wait()})")
+        return line
+
+    def measure(self, i: int) -> float:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{i}\n")
+        self.proc.stdin.flush()
+        return float(json.loads(self._read()))
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs with observability on and off, alternately")
+    parser.add_argument("--rounds", type=int, default=4, help="runs of each measurement with observability on and "
+                                                              "off, one after the other (default 4)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--child", choices=["defaults", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.quick, args.child)), flush=True)
+        serve_child(args.child, args.quick)
         return 0
-    runs: dict[str, list[list[tuple[str, float, float | None]]]] = {"defaults": [], "off": []}
-    for _ in range(args.rounds):
+    children: dict[str, Child] = {}
+    try:
         for mode in ("defaults", "off"):
-            runs[mode].append(run_child(mode, args.quick))
-    labels = [r[0] for r in runs["defaults"][0]]
-    targets = {r[0]: r[2] for r in runs["defaults"][0]}
-    rate = {mode: {label: statistics.median([dict((r[0], r[1]) for r in run)[label] for run in runs[mode]])
-                   for label in labels} for mode in runs}
+            children[mode] = Child(mode, args.quick)
+        rows = children["defaults"].rows
+        runs: dict[str, dict[str, list[float]]] = {mode: {str(r[0]): [] for r in rows} for mode in children}
+        for r in range(args.rounds):  # each measurement on both clusters in turn (which first alternates)
+            for i, (label, _) in enumerate(rows):
+                for mode in (("defaults", "off") if r % 2 == 0 else ("off", "defaults")):
+                    runs[mode][str(label)].append(children[mode].measure(i))
+    finally:
+        for child in children.values():
+            child.close()
+    labels = [str(r[0]) for r in rows]
+    targets = {str(r[0]): r[1] for r in rows}
+    rate = {mode: {label: statistics.median(runs[mode][label]) for label in labels} for mode in runs}
     print(f"\n{'measurement':<52} {'calls/s':>10}  {'target':>8}  verdict  {'obs off':>10}  defaults/off")
     for label in labels:
         on, off, target = rate["defaults"][label], rate["off"][label], targets[label]
         verdict = "" if target is None else ("PASS" if on >= target else "MISS")
         ratio = f"{on / off:.3f}" if label.startswith("handle") else ""
         print(f"{label:<52} {on:>10,.0f}  {target or '':>8}  {verdict:<7}  {off:>10,.0f}  {ratio}")
+    print(f"(medians of {args.rounds} runs, each measurement made on the two clusters one after the other)")
     base_seq, base_par = rate["defaults"][labels[0]], rate["defaults"][labels[1]]
     seq_label, par_label = labels[3], labels[4]
     print(f"\nhandle / actor-call ratio: sequential {rate['defaults'][seq_label] / base_seq:.2f}, "
           f"1,000 in flight {rate['defaults'][par_label] / base_par:.2f}")
-    # The raw round trip over the handle call, each run against its own raw baseline.
-    seq_ratios = [dict((r[0], r[1]) for r in run)[RAW] / dict((r[0], r[1]) for r in run)[seq_label]
-                  for mode in runs for run in runs[mode]]
+    # The raw round trip over the handle call, each run against the raw one just before it.
+    seq_ratios = [raw / call for mode in runs for raw, call in zip(runs[mode][RAW], runs[mode][seq_label], strict=True)]
     seq_vs_raw = statistics.median(seq_ratios)
     print(f"sequential handle call / raw pyzmq round trip (time per call): {seq_vs_raw:.2f}x (target <= "
           f"{SEQ_RATIO_TARGET}x: {'PASS' if seq_vs_raw <= SEQ_RATIO_TARGET else 'MISS'}; per run: "
           f"{', '.join(f'{r:.2f}' for r in seq_ratios)})")
 
-    # Each run's handle rates over its own actor-call rate (no observability in those): the drift cancels.
-    def normalized(run: list[tuple[str, float, float | None]]) -> dict[str, float]:
-        rates = {r[0]: r[1] for r in run}
-        return {"seq": rates[seq_label] / rates[labels[0]], "par": rates[par_label] / rates[labels[1]]}
+    def ratios(label: str) -> list[float]:
+        """Each round's defaults / off: the two runs were made one after the other."""
+        return [d / o for d, o in zip(runs["defaults"][label], runs["off"][label], strict=True)]
 
-    pairs = [(normalized(d), normalized(o)) for d, o in zip(runs["defaults"], runs["off"], strict=True)]
-    seq_ratio = statistics.median([d["seq"] / o["seq"] for d, o in pairs])
-    par_ratio = statistics.median([d["par"] / o["par"] for d, o in pairs])
+    seq_ratio, par_ratio = statistics.median(ratios(seq_label)), statistics.median(ratios(par_label))
     cost = 1 - min(seq_ratio, par_ratio)
-    print(f"observability defaults (metrics + access logs) / off, each run over its own actor calls: sequential "
+    print(f"observability defaults (metrics + access logs) / off, the median of the rounds' ratios: sequential "
           f"{seq_ratio:.3f}, 1,000 in flight {par_ratio:.3f} (worst cost {cost:+.1%}; target <= 5%: "
-          f"{'PASS' if cost <= 0.05 else 'MISS'}; per round: "
-          f"{', '.join(f'{d[k] / o[k]:.3f}' for d, o in pairs for k in ('seq', 'par'))})")
+          f"{'PASS' if cost <= 0.05 else 'MISS'}; per round, sequential: "
+          f"{', '.join(f'{x:.3f}' for x in ratios(seq_label))}; 1,000 in flight: "
+          f"{', '.join(f'{x:.3f}' for x in ratios(par_label))})")
     from _obs_hooks import hook_costs_us
 
     hooks = hook_costs_us()
