@@ -108,15 +108,18 @@ def _safe(name: str) -> str:
 
 
 # -- files -----------------------------------------------------------------------------------
-def _no_access_renderer(line: tuple) -> str:
-    raise TypeError("an access line queued to a file without an AccessLog")
+def _text_only(queued: list[str | tuple]) -> list[str]:
+    for line in queued:
+        if type(line) is not str:
+            raise TypeError("a request's record queued to a file without an AccessLog")
+    return queued  # type: ignore[return-value]
 
 
 class LogFile:
     """A log file of this process. `write` only queues the line (a deque append: the request
     path never waits for the file); the queue is formatted and written every FLUSH_S by one
     thread, at once for an urgent record, and at exit. A queued line is its text, or the
-    fields of an access line (a tuple) that `render_access` formats when written. Rotated by
+    record of a request (a tuple) that `render` counts and formats when written. Rotated by
     size between lines: a file holds at most `max_bytes` (unless one line is longer), and
     `backups` older files are kept."""
 
@@ -125,7 +128,8 @@ class LogFile:
         self.max_bytes = max_bytes if max_bytes is not None else _env_int("ZEROSERVE_LOG_MAX_BYTES", 100 << 20)
         self.backups = backups if backups is not None else _env_int("ZEROSERVE_LOG_BACKUPS", 5)
         self._pending: collections.deque[str | tuple] = collections.deque()
-        self.render_access: Callable[[tuple], str] = _no_access_renderer  # set by this file's AccessLog
+        # The text of queued lines, in order (set by this file's AccessLog: it renders the records).
+        self.render: Callable[[list[str | tuple]], list[str]] = _text_only
         self._lock = threading.Lock()  # the file: writes and rotation
         path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(path, "a", encoding="utf-8", errors="replace")
@@ -146,8 +150,7 @@ class LogFile:
                 return
             popleft = pending.popleft
             queued = [popleft() for _ in range(len(pending))]  # what is queued now (others may append meanwhile)
-            render = self.render_access
-            lines = [line if isinstance(line, str) else render(line) for line in queued]
+            lines = self.render(queued)
             text = "".join(lines)
             limit = self.max_bytes
             try:
@@ -342,7 +345,7 @@ class AccessLog:
         self._tally = tally
         self._append = out._pending.append
         out.flush()  # records queued earlier are written (and counted) as they were queued
-        out.render_access = self._json_line if fmt.json else self._text_line
+        out.render = self._json_lines if fmt.json else self._text_lines
         self._mid = f" INFO {fmt.who.name} {fmt.who.id} "
         self._tail = f" {ACCESS_LOGGER}: "
 
@@ -353,24 +356,37 @@ class AccessLog:
         is for the tally only. `line=False`: counted, but no line."""
         self._append((time.time(), method, what, status, latency_ms, request_id, route, app, extra, line))
 
-    def _text_line(self, record: tuple) -> str:
-        t, method, what, status, latency_ms, request_id, route, _app, extra, line = record
-        if self._tally is not None:
-            self._tally(method, status, latency_ms, route, extra)
-        if not line:
-            return ""
-        return (f"{_asctime(t)}{self._mid}{request_id or _DASH}{self._tail}"
-                f"{method} {what} {status} {latency_ms:.1f}ms\n")
+    # The writer thread renders a batch in one loop (a call per record cost more than its line).
+    def _text_lines(self, queued: list[str | tuple]) -> list[str]:
+        tally, mid, tail, asctime = self._tally, self._mid, self._tail, _asctime
+        lines: list[str] = []
+        add = lines.append
+        for item in queued:
+            if isinstance(item, str):
+                add(item)
+                continue
+            t, method, what, status, latency_ms, request_id, route, _app, extra, line = item
+            if tally is not None:
+                tally(method, status, latency_ms, route, extra)
+            if line:
+                add(f"{asctime(t)}{mid}{request_id or _DASH}{tail}{method} {what} {status} {latency_ms:.1f}ms\n")
+        return lines
 
-    def _json_line(self, record: tuple) -> str:
-        t, method, what, status, latency_ms, request_id, route, app, extra, line = record
-        if self._tally is not None:
-            self._tally(method, status, latency_ms, route, extra)
-        if not line:
-            return ""
-        return self._fmt.json_line(t, "INFO", ACCESS_LOGGER, request_id, route, app,
-                                   f"{method} {what} {status} {latency_ms:.1f}ms",
-                                   {"method": method, "status": status, "latency_ms": round(latency_ms, 3)})
+    def _json_lines(self, queued: list[str | tuple]) -> list[str]:
+        tally, json_line = self._tally, self._fmt.json_line
+        lines: list[str] = []
+        for item in queued:
+            if isinstance(item, str):
+                lines.append(item)
+                continue
+            t, method, what, status, latency_ms, request_id, route, app, extra, line = item
+            if tally is not None:
+                tally(method, status, latency_ms, route, extra)
+            if line:
+                lines.append(json_line(t, "INFO", ACCESS_LOGGER, request_id, route, app,
+                                       f"{method} {what} {status} {latency_ms:.1f}ms",
+                                       {"method": method, "status": status, "latency_ms": round(latency_ms, 3)}))
+        return lines
 
 
 _installed: list[logging.Handler] = []
