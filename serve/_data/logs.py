@@ -17,7 +17,7 @@ it calls the owner's `tally` (its `serve_*` metrics) and formats the line. With 
 log off nothing is queued. (Code run once per request costs several times what it costs in
 a tight loop, its data being cold in the caches: formatting the line in the request cost
 10-15 us of CPU per request per process under load, and counting it 4-6 us; in the writer
-thread's batch the two cost about 2.5 us.)
+thread's batch the two cost about 3 us.)
 Files rotate by size: `$ZEROSERVE_LOG_MAX_BYTES` (100 MiB) and `$ZEROSERVE_LOG_BACKUPS` (5)
 old files kept (`name.log.1` is the newest), as the runtime's own log files.
 
