@@ -249,11 +249,11 @@ class HTTPProxyActor:
         assert rt is not None, "the proxy runs in an actor"
         host = rt.node_ip if options.host == "node" else options.host
         self._reuse_port = reuse_port
+        tracing.configure(tracing_config)  # before the observer, which reads whether tracing is on
         self._observer = _Observer(rt.node_id.hex if rt.node_id is not None else "", rt.node_ip)
         self._observer.access = logs.configure(logs.Who.proxy(rt.node_ip, worker), logging_config,
                                                default_dir=node_logs_dir(), fallback=current_request_id,
                                                tally=self._observer.tally)
-        tracing.configure(tracing_config)
         self.client = ServeClient.of(rt)
         self._routes: LongPollClient | None = None
         self._targets: dict[str, tuple[DeploymentId, str]] = {}  # a route's target -> (deployment, route prefix)

@@ -47,7 +47,7 @@ from .._obs_config import LoggingConfig
 from . import counting
 from .context import APP, NO_REQUEST, RID, ROUTE, current_request
 
-__all__ = ["AccessLog", "FLUSH_S", "LogFile", "Who", "configure", "flush", "log_path"]
+__all__ = ["AccessLog", "FLUSH_S", "LogFile", "Tally", "Who", "configure", "flush", "log_path"]
 
 FLUSH_S = 0.2
 ACCESS_LOGGER = "serve.access"
