@@ -54,7 +54,7 @@ def hook_costs_us() -> dict[str, float]:
         counting.ENABLED = on
         observer = _Observer("node", "127.0.0.250")
         observer.access = logs.configure(logs.Who.proxy("127.0.0.250"), on_cfg if on else off_cfg,
-                                         tally=observer.tally)
+                                         tally=observer.tally, app_of=observer.app_of)
         observer.targets = {"Noop": DeploymentId("default", "Noop")}
         return lambda: observer.end(None, "GET", "/noop", "Noop", 200, time.perf_counter(), ctx[0], "/noop")
 

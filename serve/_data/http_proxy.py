@@ -202,26 +202,31 @@ class _Observer:
     def end(self, token: Any, method: str, route: str, target: str | None, status: int, started: float,
             request_id: str, path: str) -> None:
         latency_ms = (time.perf_counter() - started) * 1000.0
-        dep = self.targets.get(target) if target is not None else None
         access = self.access
-        if access is not None:
-            access.write(method, route or path, status, latency_ms, request_id, route, dep.app if dep is not None else "",
-                         dep, route[:3] != "/-/")
+        if access is not None:  # the writer thread finds the route's deployment (`app_of`, `_tally`)
+            access.write(method, route or path, status, latency_ms, request_id, route, "", target,
+                         target is not None or route[:3] != "/-/")  # no line for the proxy's own routes
         elif self._cells is not None:
-            self._tally(method, status, latency_ms, route, dep)
+            self._tally(method, status, latency_ms, route, target)
         if token is not None:
             span, span_token = token
             span.update_name(f"HTTP {method} {route or path}")
             span.set_attribute("http.route", route)
             tracing.end(span, span_token, status=status)
 
-    def _tally(self, method: str, status: int | str, latency_ms: float, route: str, dep: DeploymentId | None) -> None:
-        """Count one request (`dep`: its route's deployment, if any)."""
+    def app_of(self, target: str | None) -> str:
+        """The application of a route's target ("" for none)."""
+        dep = self.targets.get(target) if target is not None else None
+        return dep.app if dep is not None else ""
+
+    def _tally(self, method: str, status: int | str, latency_ms: float, route: str, target: str | None) -> None:
+        """Count one request (`target`: its route's target, if any)."""
         cells = self._cells
         assert cells is not None
         key = (route, method, status)
         c = cells.get(key)
         if c is None:
+            dep = self.targets.get(target) if target is not None else None
             c = cells[key] = self._make_cells(route, method, dep, int(status))
         c[0].value += 1
         c[1].observe(latency_ms)
@@ -253,7 +258,7 @@ class HTTPProxyActor:
         self._observer = _Observer(rt.node_id.hex if rt.node_id is not None else "", rt.node_ip)
         self._observer.access = logs.configure(logs.Who.proxy(rt.node_ip, worker), logging_config,
                                                default_dir=node_logs_dir(), fallback=current_request_id,
-                                               tally=self._observer.tally)
+                                               tally=self._observer.tally, app_of=self._observer.app_of)
         self.client = ServeClient.of(rt)
         self._routes: LongPollClient | None = None
         self._targets: dict[str, tuple[DeploymentId, str]] = {}  # a route's target -> (deployment, route prefix)

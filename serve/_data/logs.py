@@ -337,12 +337,14 @@ class AccessLog:
     (the owner's metrics: method, status, latency in ms, route and the owner's `extra`), then
     formats its line."""
 
-    __slots__ = ("_append", "_fmt", "_mid", "_out", "_tail", "_tally")
+    __slots__ = ("_app_of", "_append", "_fmt", "_mid", "_out", "_tail", "_tally")
 
-    def __init__(self, out: LogFile, fmt: _Format, tally: Tally | None = None) -> None:
+    def __init__(self, out: LogFile, fmt: _Format, tally: Tally | None = None,
+                 app_of: Callable[[Any], str] | None = None) -> None:
         self._out = out
         self._fmt = fmt
         self._tally = tally
+        self._app_of = app_of
         self._append = out._pending.append
         out.flush()  # records queued earlier are written (and counted) as they were queued
         out.render = self._json_lines if fmt.json else self._text_lines
@@ -353,7 +355,8 @@ class AccessLog:
               route: str = "", app: str = "", extra: Any = None, line: bool = True) -> None:
         """`method what status latency`: an HTTP request's method and route (or path), or
         "CALL" and the method of a handle call; `route` and `app` are the request's; `extra`
-        is for the tally only. `line=False`: counted, but no line."""
+        is the owner's, for its tally (and for `app_of`, which finds the application of a
+        record whose `app` is "": a JSON line has it). `line=False`: counted, but no line."""
         self._append((time.time(), method, what, status, latency_ms, request_id, route, app, extra, line))
 
     # The writer thread renders a batch in one loop (a call per record cost more than its line).
@@ -373,7 +376,7 @@ class AccessLog:
         return lines
 
     def _json_lines(self, queued: list[str | tuple]) -> list[str]:
-        tally, json_line = self._tally, self._fmt.json_line
+        tally, json_line, app_of = self._tally, self._fmt.json_line, self._app_of
         lines: list[str] = []
         for item in queued:
             if isinstance(item, str):
@@ -383,6 +386,8 @@ class AccessLog:
             if tally is not None:
                 tally(method, status, latency_ms, route, extra)
             if line:
+                if not app and app_of is not None:
+                    app = app_of(extra)
                 lines.append(json_line(t, "INFO", ACCESS_LOGGER, request_id, route, app,
                                        f"{method} {what} {status} {latency_ms:.1f}ms",
                                        {"method": method, "status": status, "latency_ms": round(latency_ms, 3)}))
@@ -394,10 +399,12 @@ _files: dict[Path, LogFile] = {}
 
 
 def configure(who: Who, config: LoggingConfig | None, *, default_dir: Path | None = None,
-              fallback: Callable[[], str] | None = None, tally: Tally | None = None) -> AccessLog | None:
+              fallback: Callable[[], str] | None = None, tally: Tally | None = None,
+              app_of: Callable[[Any], str] | None = None) -> AccessLog | None:
     """Route this process's logging to `who`'s file as `config` says (again on a change);
     returns the access log to write requests to (which hands each to `tally` in the writer
-    thread), or None if it is off: the caller then tallies its requests itself. Every record
+    thread; see `AccessLog.write` for `app_of`), or None if it is off: the caller then
+    tallies its requests itself. Every record
     queued before is written and tallied first, so a tally never runs in two threads at once."""
     flush()
     config = config or LoggingConfig()
@@ -417,7 +424,7 @@ def configure(who: Who, config: LoggingConfig | None, *, default_dir: Path | Non
     root.setLevel(level)
     if not config.enable_access_log or level > logging.INFO:
         return None
-    return AccessLog(out, fmt, tally)
+    return AccessLog(out, fmt, tally, app_of)
 
 
 def flush() -> None:

@@ -207,3 +207,21 @@ def test_a_replica_counts_its_queued_requests_and_errors_at_the_scrape(tmp_path,
     calls = [line.rsplit(": ", 1)[1].rsplit(" ", 1)[0] for line in _lines(tmp_path / "replica_app-tally_Tally_t1.log")
              if "serve.access" in line]
     assert calls == ["CALL __call__ OK", "CALL __call__ OK", "CALL __call__ ERROR"]
+
+
+def test_a_proxy_json_access_line_names_its_routes_application(tmp_path, restore_root) -> None:
+    from serve._data.http_proxy import _Observer
+    from serve.messages import DeploymentId
+
+    observer = _Observer("node", "127.0.0.79")
+    observer.targets = {"Model": DeploymentId("shop", "Model")}
+    observer.access = logs.configure(logs.Who.proxy("127.0.0.79"), LoggingConfig(logs_dir=str(tmp_path),
+                                                                                 encoding="JSON"),
+                                     tally=observer.tally, app_of=observer.app_of)
+    observer.end(None, "GET", "/shop", "Model", 200, time.perf_counter(), "rid-j", "/shop/x")
+    observer.end(None, "GET", "", None, 404, time.perf_counter(), "rid-k", "/nowhere")
+    lines = [json.loads(line) for line in _lines(tmp_path / "proxy_127.0.0.79.log")]
+    access = [(line["message"].rsplit(" ", 1)[0], line["application"]) for line in lines
+              if line["logger"] == "serve.access"]
+    assert access == [("GET /shop 200", "shop"), ("GET /nowhere 404", "")]
+    assert _count("serve_num_http_requests_total", route="/shop", application="shop") == 1
