@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import logging
 import queue
@@ -119,6 +120,7 @@ class ActorHost:
             key = (call.identity, call.req_id)
             task = self._loop.create_task(self._run_async(call, fn, args, kwargs, key, has_refs))
             self._tasks[key] = task
+            task.add_done_callback(functools.partial(self._cancelled_unstarted, call, key))
             return
         self._sync.submit(call, fn, args, kwargs or {})
 
@@ -149,6 +151,16 @@ class ActorHost:
             call.reply(result)
         self._tasks.pop(key, None)
         self._finished(call)
+
+    def _cancelled_unstarted(self, call: Inbound, key: tuple, task: asyncio.Task) -> None:
+        """A task cancelled before its first step never runs its coroutine (its `except` and
+        cleanup included): answer the call and free its slot here. (A caller that cancels
+        right after calling, as a proxy does when its client hangs up, lands here; leaked,
+        each such call held one of the `max_concurrency` slots for good.)"""
+        if task.cancelled():  # `_run_async` catches everything once it runs: it never ends cancelled
+            self._tasks.pop(key, None)
+            call.fail(asyncio.CancelledError(f"{call.method} was cancelled"))
+            self._finished(call)
 
     def _sync_done(self, call: Inbound, result: Any, exc: BaseException | None) -> None:
         if exc is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 import actors
 from actors.messages import ActorState, NodeId
 from actors.system import HEAD_NODE_RESOURCE
@@ -160,3 +162,28 @@ def test_an_actor_of_the_head_node_waits_for_the_next_head_node() -> None:
         assert io.started(info.actor_id)[-1] == (1, new)
 
     run(scenario)
+
+
+def test_a_call_cancelled_before_its_task_starts_is_answered_and_frees_its_slot() -> None:
+    """A caller that cancels right after calling (a proxy whose client hung up) gets the
+    cancel to the host before the call's task has run a step: the task never enters its
+    coroutine. Each such call used to keep one of the `max_concurrency` slots for good, and
+    at the limit every later call waited forever."""
+    from actors._host import ActorHost
+
+    async def main() -> None:
+        worky = Worky()
+        host = ActorHost(worky, 2, ("work", "listen"))
+        for _ in range(5):  # more than the limit: a leak would fill it
+            call = Call("work")
+            host.handle(call)
+            host.cancel(call.identity, call.req_id)  # before the loop runs the task
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(call.outcome, 5)
+        assert host._running == 0 and not host._tasks
+        worky.release.set()
+        after = Call("work")
+        host.handle(after)
+        assert await asyncio.wait_for(after.outcome, 5) == "done"
+
+    asyncio.run(main())
