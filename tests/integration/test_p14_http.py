@@ -5,6 +5,7 @@ client: a `__call__` (or function) taking no argument is called with none; back-
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import pickle
 import socket
@@ -193,6 +194,51 @@ def test_a_client_that_times_out_cancels_a_request_still_queued(http) -> None:
     assert client.get("/queue", params={"key": "quick"}).text == "quick"
     assert "started queued" not in actors.get(signals.seen.remote())
     serve.delete("p14-queue")
+
+
+@serve.deployment(max_ongoing_requests=2, max_queued_requests=-1)
+class Pairs:
+    def __init__(self) -> None:
+        self.arrived = 0
+        self.both = asyncio.Event()
+
+    async def __call__(self, request) -> str:
+        if request.query_params.get("pair"):  # waits for a second request: both slots must be free
+            self.arrived += 1
+            if self.arrived % 2 == 0:
+                self.both.set()
+            await asyncio.wait_for(self.both.wait(), 10)
+            return "paired"
+        time.sleep(0.01)  # work that holds the replica's loop: calls and cancels pile up behind it
+        return "done"
+
+
+def _hang_up_after_sending(port: int, n: int) -> None:
+    """`n` clients that each send a request and leave at once."""
+    for _ in range(n):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"GET /busy HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.close()
+
+
+def test_clients_that_hang_up_at_once_leave_the_replica_serving(http) -> None:
+    """Hundreds of clients that hang up as soon as they have sent: a cancel may reach the
+    replica with its call, before the call's task has run a step. Such a call must still
+    give back its slot: a leaked slot is lost for good (all of them: every later request
+    waits forever). Then two requests that each wait for the other must both run at once."""
+    client, port = http
+    serve.run(Pairs.bind(), name="p14-hang-ups", route_prefix="/busy")
+    _route(client, "/busy")
+    threads = [threading.Thread(target=_hang_up_after_sending, args=(port, 200)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        pair = list(pool.map(lambda _: client.get("/busy", params={"pair": "1"}, timeout=15), range(2)))
+    assert [r.status_code for r in pair] == [200, 200], [r.text for r in pair]
+    assert [r.text for r in pair] == ["paired", "paired"]
+    serve.delete("p14-hang-ups")
 
 
 # -- item 18: scale to zero over HTTP -------------------------------------------------------------
