@@ -268,7 +268,7 @@ class ServeController(DeploymentChanges):
         """The controller's metrics, read from its state at scrape time (the four families
         in one pass over the deployments, kept until the next reconcile)."""
         if self._metric_rows is None:
-            self._metric_rows = _metric_rows(self.deployments)
+            self._metric_rows = _metric_rows(self.deployments, self.clock())
         return self._metric_rows.get(name, [])
 
     def record_load(self, source: str, deployment: DeploymentId, ongoing: float) -> None:
@@ -302,7 +302,11 @@ class ServeController(DeploymentChanges):
         return done
 
 
-def _metric_rows(deployments: dict[DeploymentId, DeploymentState]) -> dict[str, list[tuple[tuple[str, ...], float]]]:
+def _metric_rows(deployments: dict[DeploymentId, DeploymentState],
+                 now: float) -> dict[str, list[tuple[tuple[str, ...], float]]]:
+    """The controller's metric families from its state. A running replica is healthy (1)
+    unless its last health check failed or its check has gone unanswered past the bound
+    that makes it unresponsive (`ReplicaWatch.unresponsive`); a lost one shows 0."""
     healthy: list[tuple[tuple[str, ...], float]] = []
     target: list[tuple[tuple[str, ...], float]] = []
     running: list[tuple[tuple[str, ...], float]] = []
@@ -310,7 +314,9 @@ def _metric_rows(deployments: dict[DeploymentId, DeploymentState]) -> dict[str, 
     for dep_id, s in list(deployments.items()):
         dep, app = dep_id.name, dep_id.app
         live = [r for r in list(s.replicas.values()) if r.state == RUNNING]
-        healthy += [((dep, str(r.replica_id), app), float(r.health_failures == 0)) for r in live]
+        late = {r.replica_id for r, _ in s.unresponsive(now)}
+        healthy += [((dep, str(r.replica_id), app), float(r.health_failures == 0 and r.replica_id not in late))
+                    for r in live]
         healthy += [((dep, str(rid), app), 0.0) for rid in list(s.lost)]
         target.append(((dep, app), float(s.desired)))
         running.append(((dep, app), float(len(live))))

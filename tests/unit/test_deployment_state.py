@@ -39,7 +39,7 @@ from serve._control.deployment_state import (
     START_BACKOFF_S,
     DeploymentState,
 )
-from serve.messages import DeploymentTarget
+from serve.messages import DeploymentId, DeploymentTarget
 
 # ---------------------------------------------------------------------------------------
 # Fakes
@@ -637,6 +637,30 @@ def test_a_replica_whose_health_check_goes_unanswered_past_the_period_makes_the_
     state.step(2.7)
     assert state.status == "HEALTHY" and state.message == ""
     assert state.quiet_until() is not None  # settled again
+
+
+def test_an_unresponsive_replica_shows_0_in_replica_healthy_until_it_answers() -> None:
+    from serve._control.controller import _metric_rows
+
+    state, io = running_state(2, health_check_period_s=1.0, health_check_timeout_s=4.0)
+    deployments = {DeploymentId(state.target.app, state.target.name): state}
+
+    def healthy(now: float) -> dict[str, float]:
+        return {labels[1]: value for labels, value in _metric_rows(deployments, now)["serve_deployment_replica_healthy"]}
+
+    state.step(1.0)
+    frozen, answering = io.pending("check_health")
+    answering.succeed(None)
+    frozen_id = next(str(r.replica_id) for r in state.replicas.values() if r.handle is frozen.handle)
+    state.step(1.9)
+    assert sorted(healthy(1.9).values()) == [1.0, 1.0]  # unanswered for 0.9 s: within the period
+    state.step(2.6)
+    assert state.status == "UNHEALTHY"
+    rows = healthy(2.6)
+    assert rows[frozen_id] == 0.0 and sorted(rows.values()) == [0.0, 1.0]
+    frozen.succeed(None)  # it answers after all
+    state.step(2.7)
+    assert sorted(healthy(2.7).values()) == [1.0, 1.0]
 
 
 @pytest.mark.parametrize(("period", "timeout", "bound"), [(0.2, 2.0, 1.0), (10.0, 30.0, 10.0), (10.0, 5.0, 2.5)])
