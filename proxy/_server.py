@@ -35,7 +35,7 @@ from typing import Any
 
 import uvicorn
 
-from ._asgi import build_app
+from ._asgi import BUILTIN_PATHS, build_app
 from ._body import BODY_IDLE_S, CUT_SHORT, SLOW_BODY, TOO_SLOW, BodyReader
 from ._codec import whole_response
 from ._limits import LimitLog
@@ -53,7 +53,6 @@ MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT_S = 30.0  # a request's head must arrive within this (408 and close past it)
 Forward = Callable[[str, HTTPRequest, str], Awaitable["HTTPResponse | ResponseStream"]]
 ForwardWebSocket = Callable[[str, HTTPRequest, str], Awaitable[WebSocketStream]]
-_BUILTINS = ("/-/healthz", "/-/routes")
 
 
 class _Server(uvicorn.Server):
@@ -258,7 +257,7 @@ class ProxyServer:
         if sum(len(k) + len(v) for k, v in scope.get("headers", ())) > MAX_HEADER_BYTES:
             return _text(431, f"request headers larger than {MAX_HEADER_BYTES} bytes"), "", None
         path = scope["path"]
-        if path in _BUILTINS:
+        if path in BUILTIN_PATHS:
             if path == "/-/healthz":
                 if not self.routes_known:
                     return _text(503, "starting: no route table yet"), path, None

@@ -31,6 +31,7 @@ from typing import Any
 from actors import RuntimeShutDownError
 from actors.system import UNKNOWN_VERSION, LongPollClient, Update, current_runtime, node_logs_dir
 from proxy import (
+    BUILTIN_PATHS,
     HTTPChunks,
     HTTPRequest,
     HTTPResponse,
@@ -205,7 +206,7 @@ class _Observer:
         access = self.access
         if access is not None:  # the writer thread finds the route's deployment (`app_of`, `_tally`)
             access.write(method, route or path, status, latency_ms, request_id, route, "", target,
-                         target is not None or route[:3] != "/-/")  # no line for the proxy's own routes
+                         target is not None or route not in BUILTIN_PATHS)  # no line for the proxy's own routes
         elif self._cells is not None:
             self._tally(method, status, latency_ms, route, target)
         if token is not None:
