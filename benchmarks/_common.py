@@ -1,9 +1,11 @@
 """What several benchmarks share: a free loopback port, wrk (installed with apt if
-missing), and the `zeroserve` CLI run from this checkout. Benchmarks run as scripts, so
+missing), the `zeroserve` CLI run from this checkout, and a child process that runs its own
+cluster with the observability defaults or with them off (`ModeChild`). Benchmarks run as scripts, so
 `benchmarks/` is on sys.path and they import this as `_common`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -38,3 +40,34 @@ def zeroserve(*args: str, root: str = ROOT) -> str:
     if proc.returncode != 0:
         raise SystemExit(f"zeroserve {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
     return proc.stdout
+
+
+class ModeChild:
+    """`script --child MODE [args]` in a process of its own, with serve metrics on ("defaults")
+    or off ("off"): it answers one JSON line per line it is sent (its first unasked). Closing
+    its stdin stops it."""
+
+    def __init__(self, script: str, mode: str, *args: str) -> None:
+        env = dict(os.environ, ZEROSERVE_SERVE_METRICS="0" if mode == "off" else "1")
+        self.mode = mode
+        self.proc = subprocess.Popen([sys.executable, script, "--child", mode, *args], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def read(self) -> object:
+        """Its next JSON line (exits if the child did)."""
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.mode} child exited (code {self.proc.wait()})")
+        return json.loads(line)
+
+    def ask(self, line: str) -> object:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{line}\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)

@@ -41,6 +41,7 @@ import actors
 import serve
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import ModeChild
 from _raw_zmq import raw_round_trip_rate
 
 SEQ_RATIO_TARGET, PAR_TARGET = 1.5, 40_000
@@ -147,34 +148,15 @@ def serve_child(mode: str, quick: bool) -> None:
         m.close()
 
 
-class Child:
+class Child(ModeChild):
     """A child process measuring on its own cluster, observability as `mode` says."""
 
     def __init__(self, mode: str, quick: bool) -> None:
-        import subprocess
-
-        env = dict(os.environ, ZEROSERVE_SERVE_METRICS="0" if mode == "off" else "1")
-        self.proc = subprocess.Popen([sys.executable, __file__, "--child", mode, *(["--quick"] if quick else [])],
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.rows = [tuple(r) for r in json.loads(self._read())]
-
-    def _read(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"a measuring child exited (code {self.proc.wait()})")
-        return line
+        super().__init__(__file__, mode, *(["--quick"] if quick else []))
+        self.rows = [tuple(r) for r in self.read()]
 
     def measure(self, i: int) -> float:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{i}\n")
-        self.proc.stdin.flush()
-        return float(json.loads(self._read()))
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        return float(self.ask(str(i)))
 
 
 def main() -> int:

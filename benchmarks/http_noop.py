@@ -27,10 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ensure_wrk, free_port
+from _common import ModeChild, ensure_wrk, free_port
 
 os.environ.setdefault("ZEROSERVE_QUIET", "1")
 
@@ -166,10 +167,11 @@ def _cpu_s(pids: list[int]) -> float:
 
 
 class Target:
-    """Something wrk measures: a URL, and the processes whose CPU time it costs (none: not counted)."""
+    """Something wrk measures: a URL, the processes whose CPU time it costs (none: not
+    counted), and how to stop what serves it."""
 
-    def __init__(self, url: str, pids: list[int], proc: subprocess.Popen | None = None) -> None:
-        self.url, self.pids, self.proc = url, pids, proc
+    def __init__(self, url: str, pids: list[int], stop: Callable[[], object]) -> None:
+        self.url, self.pids, self.stop = url, pids, stop
 
     def measure(self, wrk: str, connections: int, seconds: float) -> dict[str, float]:
         before = _cpu_s(self.pids)
@@ -178,33 +180,25 @@ class Target:
             out["cpu_us"] = (_cpu_s(self.pids) - before) / max(1, out["requests"]) * 1e6
         return out
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-            else:
-                self.proc.terminate()
-            self.proc.wait(timeout=60)
-
 
 def start_raw() -> Target:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", RAW_APP, str(port)])
-    target = Target(f"http://127.0.0.1:{port}/noop", [], proc)
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+    target = Target(f"http://127.0.0.1:{port}/noop", [], stop)
     wait_http(target.url)
     return target
 
 
 def start_serving(mode: str) -> Target:
-    env = dict(os.environ, ZEROSERVE_SERVE_METRICS="0" if mode == "off" else "1")
-    proc = subprocess.Popen([sys.executable, __file__, "--child", mode], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit(f"the {mode} cluster did not start (exit code {proc.wait()})")
-    info = json.loads(line)
-    return Target(info["url"], info["pids"], proc)
+    child = ModeChild(__file__, mode)
+    info = child.read()
+    assert isinstance(info, dict)
+    return Target(info["url"], info["pids"], child.close)
 
 
 def interleaved(wrk: str, targets: dict[str, Target], connections: int, rounds: int,
