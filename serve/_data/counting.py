@@ -57,6 +57,13 @@ class _HistogramCell:
         self.counts[_bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def observe_all(self, values: Sequence[float]) -> None:
+        """`observe` each of `values` (a batch: one call, one loop)."""
+        counts, bounds = self.counts, self.bounds
+        for value in values:
+            counts[_bisect_left(bounds, value)] += 1
+        self.sum += sum(values)
+
 
 class _Family:
     kind = ""

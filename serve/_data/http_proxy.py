@@ -172,8 +172,8 @@ class _Refused:
 
 class _Observer:
     """The end of each HTTP request at this proxy: metrics, access log, span. With the access
-    log on, a request's record is queued and the log's writer thread counts it (`tally`) and
-    writes its line; with it off, `end` counts it at once."""
+    log on, a request's record is queued and the log's writer thread counts a batch of them
+    (`tally`) and writes their lines; with it off, `end` counts it at once (`_tally`)."""
 
     def __init__(self, node_id: str, node_ip: str) -> None:
         self.tracing = tracing.ENABLED
@@ -188,8 +188,8 @@ class _Observer:
 
     @property
     def tally(self) -> logs.Tally | None:
-        """What counts a request's record (None: metrics are off)."""
-        return self._tally if self._cells is not None else None
+        """What counts a batch of requests' records (None: metrics are off)."""
+        return self._tally_batch if self._cells is not None else None
 
     def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
         """serve_num_ongoing_http_requests, read at scrape time."""
@@ -205,8 +205,8 @@ class _Observer:
         latency_ms = (time.perf_counter() - started) * 1000.0
         access = self.access
         if access is not None:  # the writer thread finds the route's deployment (`app_of`, `_tally`)
-            access.write(method, route or path, status, latency_ms, request_id, route, "", target,
-                         target is not None or route not in BUILTIN_PATHS)  # no line for the proxy's own routes
+            access.append((time.time(), method, route or path, status, latency_ms, request_id, route, "", target,
+                           target is not None or route not in BUILTIN_PATHS))  # no line for the proxy's own routes
         elif self._cells is not None:
             self._tally(method, status, latency_ms, route, target)
         if token is not None:
@@ -222,6 +222,34 @@ class _Observer:
 
     def _tally(self, method: str, status: int | str, latency_ms: float, route: str, target: str | None) -> None:
         """Count one request (`target`: its route's target, if any)."""
+        c = self._cells_of(route, method, status, target)
+        c[0].value += 1
+        c[1].observe(latency_ms)
+        if len(c) > 2:
+            c[2].value += 1
+            c[3].value += 1
+
+    def _tally_batch(self, queued: list) -> None:
+        """Count the requests' records among a batch of queued access-log items
+        (`logs.RECORD`), their latencies grouped by route, method, status and target."""
+        groups: dict[tuple[str, str, int | str, str | None], list[float]] = {}
+        for item in queued:
+            if type(item) is tuple:
+                key = (item[6], item[1], item[3], item[8])
+                latencies = groups.get(key)
+                if latencies is None:
+                    latencies = groups[key] = []
+                latencies.append(item[4])
+        for (route, method, status, target), latencies in groups.items():
+            c, n = self._cells_of(route, method, status, target), len(latencies)
+            c[0].value += n
+            c[1].observe_all(latencies)
+            if len(c) > 2:
+                c[2].value += n
+                c[3].value += n
+
+    def _cells_of(self, route: str, method: str, status: int | str, target: str | None) -> tuple[Any, ...]:
+        """The cells of a request's labels, made at their first request."""
         cells = self._cells
         assert cells is not None
         key = (route, method, status)
@@ -229,11 +257,7 @@ class _Observer:
         if c is None:
             dep = self.targets.get(target) if target is not None else None
             c = cells[key] = self._make_cells(route, method, dep, int(status))
-        c[0].value += 1
-        c[1].observe(latency_ms)
-        if len(c) > 2:
-            c[2].value += 1
-            c[3].value += 1
+        return c
 
     @staticmethod
     def _make_cells(route: str, method: str, dep: DeploymentId | None, status: int) -> tuple[Any, ...]:

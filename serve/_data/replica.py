@@ -233,7 +233,7 @@ class ReplicaActor(MethodDispatch, RequestObservation, StreamEndpoints):
 
     def _configure_logs(self, logging_config: LoggingConfig | None) -> None:
         self._access = logs.configure(self._who, logging_config, default_dir=node_logs_dir(),
-                                      tally=self._tally if self._cells is not None else None)
+                                      tally=self._tally_batch if self._cells is not None else None)
 
     async def handle_request(self, method: str, args: tuple, kwargs: dict, ctx: Ctx = NO_REQUEST,
                              stream: bool = False) -> Any:

@@ -2,8 +2,8 @@
 
 `RequestObservation` is a mixin of `ReplicaActor` (which owns the state it reads): `_observe`
 runs once per request, after it, when metrics, the access log or tracing is on. With the
-access log on it only queues the request's record: the log's writer thread counts it
-(`_tally`) and writes its line. The metric cells of a route are made at its first request
+access log on it only queues the request's record: the log's writer thread counts a batch
+of them (`_tally_batch`) and writes their lines; with it off, `_tally` counts the request. The metric cells of a route are made at its first request
 and reused. Also the replica's `serve_replica_processing_queries` (requests in flight, read
 at scrape time).
 """
@@ -41,6 +41,14 @@ class RequestObservation:
         """Count one request and write its access-log line (with the access log on, both in
         the log's writer thread: see `logs.AccessLog`); returns its status."""
         latency_ms = (time.perf_counter() - started) * 1000.0
+        access = self._access
+        if error is None and method != HTTP_METHOD and method != WEBSOCKET_METHOD:  # a handle call that returned
+            if access is not None:
+                access.append((time.time(), "CALL", method, "OK", latency_ms, ctx[RID], ctx[ROUTE], ctx[APP], False,
+                               True))
+            elif self._cells is not None:
+                self._tally(method, "OK", latency_ms, ctx[ROUTE], False)
+            return "OK"
         failed = error is not None and isinstance(error, Exception)
         status: int | str
         if method == HTTP_METHOD:
@@ -49,7 +57,6 @@ class RequestObservation:
             status = 403
         else:
             status = "ERROR" if failed else ("CANCELLED" if error is not None else "OK")
-        access = self._access
         if access is not None:
             if method == HTTP_METHOD:
                 verb, what = args[0].method, ctx[ROUTE] or args[0].root_path or "/"
@@ -57,13 +64,39 @@ class RequestObservation:
                 verb, what = "WEBSOCKET", ctx[ROUTE] or args[0].root_path or "/"
             else:
                 verb, what = "CALL", method
-            access.write(verb, what, status, latency_ms, ctx[RID], ctx[ROUTE], ctx[APP], failed)
+            access.append((time.time(), verb, what, status, latency_ms, ctx[RID], ctx[ROUTE], ctx[APP], failed, True))
         elif self._cells is not None:
             self._tally(method, status, latency_ms, ctx[ROUTE], failed)
         return status
 
     def _tally(self, method: str, status: int | str, latency_ms: float, route: str, failed: bool) -> None:
         """Count one request to `route` (`failed`: it raised)."""
+        route_cells = self._route_cells(route)
+        route_cells[0].value += 1
+        route_cells[2].observe(latency_ms)
+        if failed:
+            route_cells[1].value += 1
+
+    def _tally_batch(self, queued: list) -> None:
+        """Count the requests' records among a batch of queued access-log items
+        (`logs.RECORD`: route and failed at 6 and 8), their latencies grouped by both."""
+        groups: dict[tuple[str, bool], list[float]] = {}
+        for item in queued:
+            if type(item) is tuple:
+                key = (item[6], item[8])
+                latencies = groups.get(key)
+                if latencies is None:
+                    latencies = groups[key] = []
+                latencies.append(item[4])
+        for (route, failed), latencies in groups.items():
+            route_cells = self._route_cells(route)
+            route_cells[0].value += len(latencies)
+            route_cells[2].observe_all(latencies)
+            if failed:
+                route_cells[1].value += len(latencies)
+
+    def _route_cells(self, route: str) -> tuple[Any, Any, Any]:
+        """The (requests, errors, latency) cells of `route`, made at its first request."""
         cells = self._cells
         assert cells is not None
         route_cells = cells.get(route)
@@ -71,10 +104,7 @@ class RequestObservation:
             metrics, labels = replica_metrics(), (self._deployment, self._id, route, self._app)
             route_cells = cells[route] = (metrics.requests.cell(*labels), metrics.errors.cell(*labels),
                                           metrics.latency.cell(*labels))
-        route_cells[0].value += 1
-        route_cells[2].observe(latency_ms)
-        if failed:
-            route_cells[1].value += 1
+        return route_cells
 
     def metric_rows(self, name: str) -> list[tuple[tuple[str, ...], float]]:
         """serve_replica_processing_queries, read at scrape time."""

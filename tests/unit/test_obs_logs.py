@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -196,17 +197,23 @@ def test_a_replica_counts_its_queued_requests_and_errors_at_the_scrape(tmp_path,
 
     replica = ReplicaActor("Tally", "t1", "app-tally", pickle.dumps((object, (), {})), None, False, 10,
                            LoggingConfig(logs_dir=str(tmp_path)))
-    ctx = ("rid-3", "/r", "app-tally", "", "")
+    ctx, other = ("rid-3", "/r", "app-tally", "", ""), ("rid-4", "/s", "app-tally", "", "")
     for error in (None, None, ValueError("boom")):
         replica._observe("__call__", (1,), ctx, "ok", error, time.perf_counter())
+    replica._observe("other", (1,), other, "ok", asyncio.CancelledError(), time.perf_counter())  # not an error
+    replica._observe("other", (1,), other, "ok", None, time.perf_counter())
     assert replica._cells == {}
     labels = {"deployment": "Tally", "route": "/r", "application": "app-tally"}
     assert _count("serve_deployment_request_counter_total", **labels) == 3
     assert _count("serve_deployment_error_counter_total", **labels) == 1
     assert _count("serve_deployment_processing_latency_ms_count", **labels) == 3
+    assert _count("serve_deployment_request_counter_total", route="/s") == 2
+    assert _count("serve_deployment_error_counter_total", route="/s") == 0
+    assert _count("serve_deployment_processing_latency_ms_bucket", route="/s", le="+Inf") == 2
     calls = [line.rsplit(": ", 1)[1].rsplit(" ", 1)[0] for line in _lines(tmp_path / "replica_app-tally_Tally_t1.log")
              if "serve.access" in line]
-    assert calls == ["CALL __call__ OK", "CALL __call__ OK", "CALL __call__ ERROR"]
+    assert calls == ["CALL __call__ OK", "CALL __call__ OK", "CALL __call__ ERROR", "CALL other CANCELLED",
+                     "CALL other OK"]
 
 
 def test_a_proxy_json_access_line_names_its_routes_application(tmp_path, restore_root) -> None:

@@ -47,6 +47,17 @@ def test_counters_and_histograms_render_with_their_labels_and_cumulative_buckets
         c.cell("/a")
 
 
+def test_observing_a_batch_counts_as_observing_each() -> None:
+    h = Histogram("test_obs_batch_ms", "Latency.", ("how",), bounds=(1, 10))
+    values = [0.5, 1.0, 5, 50, 10, 0.0]
+    one, batch = h.cell("one"), h.cell("batch")
+    for v in values:
+        one.observe(v)
+    batch.observe_all(values[:2])
+    batch.observe_all(values[2:])
+    assert (batch.counts, batch.sum) == (one.counts, one.sum) == ([3, 2, 1], 66.5)
+
+
 def test_a_gauge_func_reads_its_live_sources_at_scrape_time() -> None:
     class Source:
         def __init__(self, n: int) -> None:
