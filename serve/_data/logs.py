@@ -12,9 +12,9 @@ per request, written to the file only.
 
 Costs, on the request path: a request's record is one tuple of its fields (no LogRecord,
 no formatting, no counting) queued for the file; one thread writes the queue every FLUSH_S,
-at once after a WARNING or worse, before each metrics scrape, and at exit: it hands the batch
-to the owner's `tally` (its `serve_*` metrics, counted in one loop) and formats the lines. With the access
-log off nothing is queued. (Code run once per request costs several times what it costs in
+at once after a WARNING or worse, before each metrics scrape, and at exit: it hands the
+batch to the owner's `tally` (its `serve_*` metrics, counted in one loop) and formats the
+lines. With the access log off nothing is queued. (Code run once per request costs several times what it costs in
 a tight loop, its data being cold in the caches: formatting the line in the request cost
 10-15 us of CPU per request per process under load, and counting it 4-6 us; in the writer
 thread's batch the two cost about 3 us.)

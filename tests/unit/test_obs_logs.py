@@ -190,6 +190,23 @@ def test_turning_the_access_log_off_counts_the_queue_first_then_each_request_at_
     assert _count("serve_num_http_requests_total", route="/switch", method="POST") == 2
 
 
+def test_the_tallies_read_the_record_fields_where_access_log_write_puts_them(tmp_path) -> None:
+    """The owners' batch tallies index a record by position (a name lookup per field cost
+    more than the count): the positions they use are RECORD's."""
+    assert [logs.RECORD.index(f) for f in ("method", "status", "latency_ms", "route", "extra")] == [1, 3, 4, 6, 8]
+    out = logs.LogFile(tmp_path / "x.log")
+    access = logs.AccessLog(out, logs._Format(logs.Who.proxy("127.0.0.79"), False, None))
+    queued: list = []
+    out.render = lambda items: queued.extend(items) or []  # what the writer thread is handed
+    access.write("GET", "/p", 404, 2.5, "rid", "/p", "app", "target", False)
+    out.flush()
+    (record,) = queued
+    assert dict(zip(logs.RECORD, record, strict=True)) | {"time": 0} == {
+        "time": 0, "method": "GET", "what": "/p", "status": 404, "latency_ms": 2.5, "request_id": "rid",
+        "route": "/p", "app": "app", "extra": "target", "line": False}
+    out.close()
+
+
 def test_a_replica_counts_its_queued_requests_and_errors_at_the_scrape(tmp_path, restore_root) -> None:
     import pickle
 
