@@ -94,7 +94,7 @@ class DeploymentState(Rollout, ReplicaWatch):
                     logging_config=self.target.config.logging_config)
         self.replicas[replica_id] = r
         if state == RUNNING:
-            r.next_health_at = now
+            r.health.next_at = now
         elif state == STOPPING:
             self._stop(r, now)
         else:
@@ -149,10 +149,10 @@ class DeploymentState(Rollout, ReplicaWatch):
             return None
         wake, version = math.inf, self.target.version
         for r in self.replicas.values():
-            if (r.state != RUNNING or r.version != version or r.health is not None or r.reconfiguring is not None
+            if (r.state != RUNNING or r.version != version or r.health.pending is not None or r.reconfiguring is not None
                     or r.logging_pending is not None):
                 return None
-            wake = min(wake, r.next_health_at)
+            wake = min(wake, r.health.next_at)
         return wake
 
     # -- the step ----------------------------------------------------------------------

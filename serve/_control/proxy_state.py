@@ -23,13 +23,14 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from proxy import MiddlewareError
 
 from .._config import HTTPOptions
 from ..messages import ProxyStatus
+from .health import HealthCheck, Outcome
 from .pending import Completion, Pending, describe, error_of
 
 __all__ = ["ProxyState", "ProxyIO", "ProxyEntry", "ProxyFailure", "NodeView", "STARTING", "HEALTHY", "UNHEALTHY",
@@ -119,9 +120,7 @@ class ProxyEntry:
     failures: int = 0
     retry_at: float = 0.0
     killing: Completion | None = None
-    health: Pending | None = None
-    health_sent_at: float = 0.0
-    next_health_at: float = 0.0
+    health: HealthCheck = field(default_factory=HealthCheck)
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node.node_id, "node_ip": self.node.ip, "worker": self.worker, "state": self.state,
@@ -195,7 +194,7 @@ class ProxyState:
 
     def _start(self, entry: ProxyEntry, now: float) -> None:
         entry.state, entry.url, entry.started_at = STARTING, "", now
-        entry.killing = entry.health = None
+        entry.killing, entry.health = None, HealthCheck()
         if self.workers_on(entry.node) > 1:
             entry.handle = self.io.start(entry.node, self.http_options, entry.worker, True)
         else:
@@ -215,20 +214,16 @@ class ProxyState:
             return
         entry.url = entry.ready.result(0)
         entry.state, entry.message, entry.failure, entry.failures = HEALTHY, "", None, 0
-        entry.next_health_at = now + HEALTH_PERIOD_S
+        entry.health.next_at = now + HEALTH_PERIOD_S
 
     def _check_health(self, entry: ProxyEntry, now: float) -> None:
-        if entry.health is None:
-            if now >= entry.next_health_at:
-                entry.health, entry.health_sent_at = self.io.call(entry.handle, "ready"), now
+        outcome = entry.health.poll(now, lambda: self.io.call(entry.handle, "ready"), HEALTH_PERIOD_S, HEALTH_TIMEOUT_S)
+        if outcome is None or outcome[0] is Outcome.ANSWERED:
             return
-        if entry.health.done():
-            error = error_of(entry.health)
-            entry.health = None
-            entry.next_health_at = now + HEALTH_PERIOD_S
-            if error is not None:
-                self._fail(entry, now, f"health check failed: {describe(error)}", failure_of(error), backoff=False)
-        elif now - entry.health_sent_at > HEALTH_TIMEOUT_S:
+        error = outcome[1]
+        if error is not None:
+            self._fail(entry, now, f"health check failed: {describe(error)}", failure_of(error), backoff=False)
+        else:
             self._fail(entry, now, f"did not answer its health check within {HEALTH_TIMEOUT_S:.0f}s",
                        ProxyFailure.OTHER, backoff=False)
 
@@ -238,7 +233,7 @@ class ProxyState:
         entry.state, entry.url, entry.message, entry.failure = UNHEALTHY, "", message, failure
         entry.failures += 1
         entry.retry_at = now + (min(MAX_BACKOFF_S, 2.0 ** (entry.failures - 1)) if backoff else RESTART_DELAY_S)
-        entry.ready = entry.health = None
+        entry.ready, entry.health = None, HealthCheck()
         entry.killing = self.io.kill(entry.handle) if entry.handle is not None else None
         entry.handle = None
 

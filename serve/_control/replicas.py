@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..messages import DeploymentTarget, ReplicaId, ReplicaState
+from .health import HealthCheck
 from .pending import Pending
 
 __all__ = ["Placement", "Replica", "ReplicaIO", "RUNNING", "STARTING", "STOPPING"]
@@ -53,9 +54,7 @@ class Replica:
     started_at: float = 0.0
     ready: Pending | None = None
     user_config: Any = None
-    health: Pending | None = None
-    health_sent_at: float = 0.0
-    next_health_at: float = 0.0
+    health: HealthCheck = field(default_factory=HealthCheck)
     health_failures: int = 0
     shutdown: Pending | None = None
     stop_by: float = 0.0

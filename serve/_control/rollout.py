@@ -105,7 +105,7 @@ class Rollout:
                 r.state = RUNNING  # r.user_config is what it was built with; _reconfigure catches it up
                 self._release(r)
                 r.probe = None  # a placement question still in flight is moot now
-                r.next_health_at = now + self.target.config.health_check_period_s
+                r.health.next_at = now + self.target.config.health_check_period_s
                 self.start_failures = 0
                 continue
             self.io.kill(r.handle)

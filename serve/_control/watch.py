@@ -23,11 +23,13 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
 from actors import ActorDiedError
 
+from .health import Outcome
 from .pending import describe, error_of
 from .replicas import RUNNING, STARTING, Placement, Replica
 
@@ -61,26 +63,22 @@ class ReplicaWatch:
         for r in list(self.replicas.values()):
             if r.state != RUNNING:
                 continue
-            if r.health is None:
-                if now >= r.next_health_at:
-                    r.health, r.health_sent_at = self.io.call(r.handle, "check_health"), now
+            outcome = r.health.poll(now, functools.partial(self.io.call, r.handle, "check_health"),
+                                    cfg.health_check_period_s, cfg.health_check_timeout_s)
+            if outcome is None:
                 continue
-            if r.health.done():
-                failure = error_of(r.health)
-                r.health = None
-                r.next_health_at = now + cfg.health_check_period_s
-                if failure is None:
-                    r.health_failures = 0
-                    continue
+            kind, failure = outcome
+            if kind is Outcome.ANSWERED:
+                r.health_failures = 0
+                continue
+            if failure is not None:
                 dead = isinstance(failure, ActorDiedError)
                 r.health_failures = HEALTH_FAILURES if dead else r.health_failures + 1
                 self.message = f"replica {r.replica_id} failed its health check: {describe(failure)}"
-                log.warning("%s", self.message)
-            elif now - r.health_sent_at > cfg.health_check_timeout_s:
-                r.health = None
+            else:
                 r.health_failures = HEALTH_FAILURES
                 self.message = f"replica {r.replica_id} did not answer its health check within {cfg.health_check_timeout_s}s"
-                log.warning("%s", self.message)
+            log.warning("%s", self.message)
             if r.health_failures >= HEALTH_FAILURES:
                 self._replace(r)
 
@@ -128,7 +126,7 @@ class ReplicaWatch:
         """Running replicas whose health check has gone unanswered for longer than
         `unresponsive_after()`, with how long (longest first)."""
         bound = self.unresponsive_after()
-        late = [(r, now - r.health_sent_at) for r in self.replicas.values()
-                if r.state == RUNNING and r.health is not None and now - r.health_sent_at > bound]
+        late = [(r, r.health.unanswered_for(now)) for r in self.replicas.values()
+                if r.state == RUNNING and r.health.unanswered_for(now) > bound]
         return sorted(late, key=lambda pair: -pair[1])
 

@@ -427,7 +427,7 @@ def test_failures_count_only_consecutively() -> None:
     state.step(1.0)
     (r,) = state.running()
 
-    answer_health(state, io, 1.0 + r.next_health_at, actors.ActorDiedError("actor is dead"))  # replaced
+    answer_health(state, io, 1.0 + r.health.next_at, actors.ActorDiedError("actor is dead"))  # replaced
     assert io.pending("ready"), "the dead replica was not replaced"
     for i in range(MAX_START_FAILURES - 1):
         fail_next_start(state, io, 20.0 + i)
