@@ -96,6 +96,15 @@ def hook_costs_us() -> dict[str, float]:
         router = asyncio.run(make())
         return _per_call_us(lambda: router._count(ctx))
 
+    def handle_count(metrics_on: bool) -> float:
+        """A handle's own count of a call (serve_handle_request_counter_total)."""
+        from serve._data.client import ServeClient
+
+        client = ServeClient.__new__(ServeClient)  # only its counting: no runtime
+        client.handle_id, client._call_counts = "h", ({} if metrics_on else None)
+        deployment = DeploymentId("default", "Noop")
+        return _per_call_us(lambda: client.count_call(deployment, ctx))
+
     try:
         proxy_on = proxy_hook(True)
         out["proxy end of request"] = _per_call_us(proxy_on) - _per_call_us(proxy_hook(False))
@@ -107,6 +116,7 @@ def hook_costs_us() -> dict[str, float]:
         out["replica, writer thread"] = writer_per_record(replica_http)
         out["replica, handle call"] = _per_call_us(replica_hook(True, "__call__")) - baseline
         out["router count"] = router_count(True) - router_count(False)
+        out["handle count"] = handle_count(True) - handle_count(False)
     finally:
         counting.ENABLED = True
         logs.flush()

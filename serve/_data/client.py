@@ -90,7 +90,7 @@ class ServeClient:
         # The `handle` label of this process's calls (one per process), and its actor's id.
         self.handle_id = os.urandom(3).hex()
         self.actor_id = rt.actor_id.hex if rt.actor_id is not None else ""
-        self._call_counts: dict[tuple[DeploymentId, str, str], Any] | None = {} if counting.ENABLED else None
+        self._call_counts: dict[tuple[str, str, str, str], Any] | None = {} if counting.ENABLED else None
         tracing.configure()  # on if $ZEROSERVE_TRACING_EXPORTER says so
 
     @classmethod
@@ -140,7 +140,7 @@ class ServeClient:
         counts = self._call_counts
         if counts is None:
             return
-        key = (deployment, ctx[ROUTE], ctx[APP])
+        key = (deployment.app, deployment.name, ctx[ROUTE], ctx[APP])  # strs: a DeploymentId's hash is a Python call
         cell = counts.get(key)
         if cell is None:
             cell = counts[key] = caller_metrics().handle_requests.cell(self.handle_id, deployment.name, ctx[ROUTE],
