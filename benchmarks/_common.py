@@ -1,7 +1,7 @@
 """What several benchmarks share: a free loopback port, wrk (installed with apt if
 missing), the `zeroserve` CLI run from this checkout, and a child process that runs its own
-cluster with the observability defaults or with them off (`ModeChild`). Benchmarks run as scripts, so
-`benchmarks/` is on sys.path and they import this as `_common`."""
+cluster with the observability defaults or with them off (`ModeChild`). Benchmarks run as
+scripts, so `benchmarks/` is on sys.path and they import this as `_common`."""
 
 from __future__ import annotations
 
