@@ -231,9 +231,13 @@ class LocalCluster:
             self._record = None
         self._stopped.set()
         if self._wake_w >= 0:  # wakes the watcher, which closes the read end
-            os.write(self._wake_w, b"x")
-            os.close(self._wake_w)
-            self._wake_w = -1
+            try:
+                os.write(self._wake_w, b"x")
+            except BrokenPipeError:
+                pass  # the watcher has closed it already (a child exited first, and it saw `_stopped`)
+            finally:
+                os.close(self._wake_w)
+                self._wake_w = -1
         for child in reversed(self._children):
             child.stop(timeout)
         self._children.clear()

@@ -53,3 +53,15 @@ def test_an_embedded_directory_others_can_write_is_refused(base: Path) -> None:
     os.chmod(base / "embedded", 0o777)
     with pytest.raises(InsecureSessionDirError, match="writable by others"):
         find_local_head(include_embedded=True)
+
+
+def test_stopping_after_the_watcher_closed_its_wake_pipe_is_quiet(base: Path) -> None:
+    """Ctrl-C reaches the whole group: the head and agent may exit first, and the watcher,
+    seeing the driver stopping, closes its end of the wake pipe before `stop` writes to it.
+    That write finds no reader; `stop` must not fail on it (it did: BrokenPipeError)."""
+    from actors._local import LocalCluster
+
+    cluster = LocalCluster()
+    os.close(cluster._wake_r)  # what the watcher does once it sees `_stopped`
+    cluster.stop()
+    assert cluster._wake_w == -1
