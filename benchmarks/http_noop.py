@@ -190,7 +190,11 @@ def start_raw() -> Target:
         proc.wait(timeout=60)
 
     target = Target(f"http://127.0.0.1:{port}/noop", [], stop)
-    wait_http(target.url)
+    try:
+        wait_http(target.url)
+    except BaseException:
+        stop()  # it never answered: not left running
+        raise
     return target
 
 
