@@ -230,17 +230,10 @@ class _Observer:
             c[3].value += 1
 
     def _tally_batch(self, queued: list) -> None:
-        """Count the requests' records among a batch of queued access-log items
-        (`logs.RECORD`), their latencies grouped by route, method, status and target."""
-        groups: dict[tuple[str, str, int | str, str | None], list[float]] = {}
-        for item in queued:
-            if type(item) is tuple:
-                key = (item[6], item[1], item[3], item[8])
-                latencies = groups.get(key)
-                if latencies is None:
-                    latencies = groups[key] = []
-                latencies.append(item[4])
-        for (route, method, status, target), latencies in groups.items():
+        """Count the requests' records among a batch of queued access-log items, by route,
+        method, status and target (the record's `extra`)."""
+        for (route, method, status, target), latencies in logs.latencies_by(queued, "route", "method", "status",
+                                                                            "extra").items():
             c, n = self._cells_of(route, method, status, target), len(latencies)
             c[0].value += n
             c[1].observe_all(latencies)

@@ -32,6 +32,7 @@ import atexit
 import collections
 import json
 import logging
+import operator
 import os
 import re
 import sys
@@ -47,7 +48,7 @@ from .._obs_config import LoggingConfig
 from . import counting
 from .context import APP, NO_REQUEST, RID, ROUTE, current_request
 
-__all__ = ["AccessLog", "FLUSH_S", "LogFile", "Tally", "Who", "configure", "flush", "log_path"]
+__all__ = ["AccessLog", "FLUSH_S", "LogFile", "RECORD", "Tally", "Who", "configure", "flush", "latencies_by", "log_path"]
 
 FLUSH_S = 0.2
 ACCESS_LOGGER = "serve.access"
@@ -333,6 +334,18 @@ class _StderrHandler(logging.Handler):
 Tally = Callable[[list], None]
 # A request's record: (time, method, what, status, latency_ms, request_id, route, app, extra, line).
 RECORD = ("time", "method", "what", "status", "latency_ms", "request_id", "route", "app", "extra", "line")
+_LATENCY = RECORD.index("latency_ms")
+
+
+def latencies_by(queued: list, *fields: str) -> dict[tuple, list[float]]:
+    """The latencies of a batch's records (for a `Tally`), grouped by the RECORD `fields`
+    named (two or more: each group's key is the tuple of their values)."""
+    key_of = operator.itemgetter(*[RECORD.index(f) for f in fields])
+    groups: collections.defaultdict[tuple, list[float]] = collections.defaultdict(list)
+    for item in queued:
+        if type(item) is tuple:
+            groups[key_of(item)].append(item[_LATENCY])
+    return groups
 
 
 class AccessLog:

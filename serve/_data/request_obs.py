@@ -17,10 +17,8 @@ from proxy import HTTPResponse, HTTPStreamStart, WebSocketStart
 
 from ..messages import HTTP_METHOD, WEBSOCKET_METHOD
 from .context import APP, RID, ROUTE, Ctx
+from .logs import AccessLog, latencies_by
 from .serve_metrics import replica_metrics
-
-if TYPE_CHECKING:
-    from .logs import AccessLog
 
 __all__ = ["RequestObservation"]
 
@@ -78,17 +76,9 @@ class RequestObservation:
             route_cells[1].value += 1
 
     def _tally_batch(self, queued: list) -> None:
-        """Count the requests' records among a batch of queued access-log items
-        (`logs.RECORD`: route and failed at 6 and 8), their latencies grouped by both."""
-        groups: dict[tuple[str, bool], list[float]] = {}
-        for item in queued:
-            if type(item) is tuple:
-                key = (item[6], item[8])
-                latencies = groups.get(key)
-                if latencies is None:
-                    latencies = groups[key] = []
-                latencies.append(item[4])
-        for (route, failed), latencies in groups.items():
+        """Count the requests' records among a batch of queued access-log items, by route
+        and whether they failed (the record's `extra`)."""
+        for (route, failed), latencies in latencies_by(queued, "route", "extra").items():
             route_cells = self._route_cells(route)
             route_cells[0].value += len(latencies)
             route_cells[2].observe_all(latencies)

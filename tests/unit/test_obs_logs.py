@@ -191,9 +191,8 @@ def test_turning_the_access_log_off_counts_the_queue_first_then_each_request_at_
 
 
 def test_the_tallies_read_the_record_fields_where_access_log_write_puts_them(tmp_path) -> None:
-    """The owners' batch tallies index a record by position (a name lookup per field cost
-    more than the count): the positions they use are RECORD's."""
-    assert [logs.RECORD.index(f) for f in ("method", "status", "latency_ms", "route", "extra")] == [1, 3, 4, 6, 8]
+    """The owners' batch tallies name a record's fields by RECORD (`logs.latencies_by`): it
+    is the order `write` queues them in, and a batch's latencies group by the fields named."""
     out = logs.LogFile(tmp_path / "x.log")
     access = logs.AccessLog(out, logs._Format(logs.Who.proxy("127.0.0.79"), False, None))
     queued: list = []
@@ -204,6 +203,8 @@ def test_the_tallies_read_the_record_fields_where_access_log_write_puts_them(tmp
     assert dict(zip(logs.RECORD, record, strict=True)) | {"time": 0} == {
         "time": 0, "method": "GET", "what": "/p", "status": 404, "latency_ms": 2.5, "request_id": "rid",
         "route": "/p", "app": "app", "extra": "target", "line": False}
+    batch = ["a text line\n", record, (*record[:3], 200, 1.0, *record[5:]), (*record[:4], 0.5, *record[5:])]
+    assert logs.latencies_by(batch, "route", "status") == {("/p", 404): [2.5, 0.5], ("/p", 200): [1.0]}
     out.close()
 
 
