@@ -14,10 +14,10 @@ Costs, on the request path: a request's record is one tuple of its fields (no Lo
 no formatting, no counting) queued for the file; one thread writes the queue every FLUSH_S,
 at once after a WARNING or worse, before each metrics scrape, and at exit: it hands the
 batch to the owner's `tally` (its `serve_*` metrics, counted in one loop) and formats the
-lines. With the access log off nothing is queued. (Code run once per request costs several times what it costs in
-a tight loop, its data being cold in the caches: formatting the line in the request cost
-10-15 us of CPU per request per process under load, and counting it 4-6 us; in the writer
-thread's batch the two cost about 3 us.)
+lines. With the access log off nothing is queued. (Code run once per request costs several
+times what it costs in a tight loop, its data being cold in the caches: formatting the line
+in the request cost 10-15 us of CPU per request per process under load, and counting it 4-6
+us; in the writer thread's batch the two cost about 2.5 us.)
 Files rotate by size: `$ZEROSERVE_LOG_MAX_BYTES` (100 MiB) and `$ZEROSERVE_LOG_BACKUPS` (5)
 old files kept (`name.log.1` is the newest), as the runtime's own log files.
 
@@ -48,7 +48,8 @@ from .._obs_config import LoggingConfig
 from . import counting
 from .context import APP, NO_REQUEST, RID, ROUTE, current_request
 
-__all__ = ["AccessLog", "FLUSH_S", "LogFile", "RECORD", "Tally", "Who", "configure", "flush", "latencies_by", "log_path"]
+__all__ = ["AccessLog", "FLUSH_S", "LogFile", "RECORD", "Tally", "Who", "configure", "flush", "latencies_by",
+           "log_path"]
 
 FLUSH_S = 0.2
 ACCESS_LOGGER = "serve.access"
