@@ -52,6 +52,18 @@ def test_text_records_carry_time_level_deployment_replica_request_id_and_message
     assert " WARNING Model app#Model#ab12cd - user.code: outside a request" in outside
 
 
+def test_access_line_latency_reads_as_formatted_to_a_tenth(tmp_path, restore_root) -> None:
+    """The text line's latency (from a table below 100 ms) is what `:.1f` writes, halves too."""
+    access = logs.configure(logs.Who.replica("app", "Model", "ab12cd"), LoggingConfig(logs_dir=str(tmp_path)))
+    assert access is not None
+    latencies = [0.0, 0.04, 0.05, 0.15, 0.25, 1.25, 2.35, 9.95, 99.94, 99.95, 99.96, 100.0, 1234.56, 0.1 + 0.2]
+    latencies += [i / 997 for i in range(100_000)]
+    for latency in latencies:
+        access.write("CALL", "m", "OK", latency, "r")
+    written = [line.rpartition(" ")[2] for line in _lines(tmp_path / "replica_app_Model_ab12cd.log")]
+    assert written == [f"{latency:.1f}ms" for latency in latencies]
+
+
 def test_json_writes_one_object_per_line_with_the_fields(tmp_path, restore_root) -> None:
     access = logs.configure(logs.Who.replica("app", "Model", "ab12cd"),
                             LoggingConfig(encoding="JSON", logs_dir=str(tmp_path)))
