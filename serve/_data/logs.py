@@ -348,10 +348,16 @@ def latencies_by(queued: list, *fields: str) -> dict[tuple, list[float]]:
     """The latencies of a batch's records (for a `Tally`), grouped by the RECORD `fields`
     named (two or more: each group's key is the tuple of their values)."""
     key_of = operator.itemgetter(*[RECORD.index(f) for f in fields])
-    groups: collections.defaultdict[tuple, list[float]] = collections.defaultdict(list)
+    groups: dict[tuple, list[float]] = {}
+    last: tuple | None = None
+    latencies: list[float] = []
     for item in queued:
         if type(item) is tuple:
-            groups[key_of(item)].append(item[_LATENCY])
+            key = key_of(item)
+            if key != last:  # records come in runs of one key: a dict lookup per run, not per record
+                last = key
+                latencies = groups.get(key) or groups.setdefault(key, [])
+            latencies.append(item[_LATENCY])
     return groups
 
 
