@@ -17,12 +17,15 @@ Observability: two child processes, each with its own embedded cluster, one with
 defaults (serve_* metrics and access logs on) and one with both off
 (`$ZEROSERVE_SERVE_METRICS=0`, `logging_config={"enable_access_log": False}`), make every
 measurement `--rounds` times, the two one after the other (a shared machine's speed drifts
-over minutes: each pair sees the same machine); the median over rounds of defaults / off is
-the defaults' throughput, for each of the four handle measurements (target: cost at most 5%
-in the worst of them).
+over minutes: each pair sees the same machine), then the four handle measurements
+`--obs-rounds` times more. Each pair gives a ratio, defaults / off; their mean is the
+defaults' throughput, for each handle measurement, with its standard error (target: cost at
+most 5% in the worst of them). One pair's ratio varies by +-8% on a 2-core machine, so the
+median of a few rounds (this benchmark's verdict until now) was off by 3 points either way;
+20 more rounds bring the error under 1 point.
 The observability hooks are also timed in-process (microseconds per call, on minus off).
 
-    python benchmarks/handle_calls.py [--quick] [--rounds 4] [--json PATH]
+    python benchmarks/handle_calls.py [--quick] [--rounds 4] [--obs-rounds 20] [--json PATH]
 """
 
 from __future__ import annotations
@@ -160,11 +163,20 @@ class Child(ModeChild):
         return float(self.ask(str(i)))
 
 
+def mean_and_error(values: list[float]) -> tuple[float, float]:
+    """The mean of `values` and its standard error (0 for a single value)."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--rounds", type=int, default=4, help="runs of each measurement with observability on and "
                                                               "off, one after the other (default 4)")
+    parser.add_argument("--obs-rounds", type=int, help="more runs of the four handle measurements only, on and "
+                                                        "off, for the cost of observability (default 20; 1 with "
+                                                        "--quick)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--child", choices=["defaults", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -181,6 +193,13 @@ def main() -> int:
             for i, (label, _) in enumerate(rows):
                 for mode in (("defaults", "off") if r % 2 == 0 else ("off", "defaults")):
                     runs[mode][str(label)].append(children[mode].measure(i))
+        obs_rounds = args.obs_rounds if args.obs_rounds is not None else (1 if args.quick else 20)
+        obs_runs: dict[str, dict[str, list[float]]] = {mode: {str(r[0]): [] for r in rows} for mode in children}
+        for r in range(obs_rounds):
+            for i, (label, _) in enumerate(rows):
+                if str(label).startswith("handle, "):
+                    for mode in (("defaults", "off") if r % 2 == 0 else ("off", "defaults")):
+                        obs_runs[mode][str(label)].append(children[mode].measure(i))
     finally:
         for child in children.values():
             child.close()
@@ -206,14 +225,18 @@ def main() -> int:
           f"{', '.join(f'{r:.2f}' for r in seq_ratios)})")
 
     def ratios(label: str) -> list[float]:
-        """Each round's defaults / off: the two runs were made one after the other."""
-        return [d / o for d, o in zip(runs["defaults"][label], runs["off"][label], strict=True)]
+        """Each round's defaults / off (the two runs were made one after the other), the
+        observability rounds' too."""
+        return [d / o for both in (runs, obs_runs)
+                for d, o in zip(both["defaults"][label], both["off"][label], strict=True)]
 
     handle_labels = [label for label in labels if label.startswith("handle, ")]
-    obs = {label: statistics.median(ratios(label)) for label in handle_labels}  # every handle measurement
-    cost = 1 - min(obs.values())
-    print("observability defaults (metrics + access logs) / off, the median of the rounds' ratios: "
-          + "; ".join(f"{label.removeprefix('handle, ')} {obs[label]:.3f}" for label in handle_labels)
+    obs = {label: mean_and_error(ratios(label)) for label in handle_labels}  # every handle measurement
+    cost = 1 - min(mean for mean, _ in obs.values())
+    print(f"observability defaults (metrics + access logs) / off, the mean of {len(ratios(labels[3]))} rounds' "
+          "ratios +- its standard error: "
+          + "; ".join(f"{label.removeprefix('handle, ')} {obs[label][0]:.3f} +- {obs[label][1]:.3f}"
+                      for label in handle_labels)
           + f" (worst cost {cost:+.1%}; target <= 5%: {'PASS' if cost <= 0.05 else 'MISS'})")
     for label in handle_labels:
         print(f"  per round, {label.removeprefix('handle, ')}: {', '.join(f'{x:.3f}' for x in ratios(label))}")
@@ -231,7 +254,7 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump({"rows": [{"measurement": label, "calls_per_s": round(rate["defaults"][label]),
                                  "obs_off_calls_per_s": round(rate["off"][label]), "target": targets[label]}
-                                for label in labels], "obs_cost": cost, "hooks_us": hooks,
+                                for label in labels], "obs_cost": cost, "obs_ratio_and_error": obs, "hooks_us": hooks,
                        "seq_over_raw": seq_vs_raw, "seq_over_raw_runs": seq_ratios}, f, indent=2)
     return 0
 
