@@ -400,7 +400,7 @@ class AccessLog:
         add = lines.append
         last_ms, head = -1, ""
         for item in queued:
-            if type(item) is str:
+            if isinstance(item, str):
                 add(item)
                 continue
             t, method, what, status, latency_ms, request_id, _route, _app, _extra, line = item
