@@ -79,7 +79,8 @@ def hook_costs_us() -> dict[str, float]:
         logs.flush()
         return _per_call_us(batch, n=20) / records - queue_only
 
-    def router_count(metrics_on: bool) -> float:
+    def router_count(metrics_on: bool, handle: bool = False) -> float:
+        """The router's count of a request (`handle`: a handle call's, which counts it twice)."""
         import asyncio
 
         async def make() -> Router:
@@ -94,16 +95,7 @@ def hook_costs_us() -> dict[str, float]:
             return r
 
         router = asyncio.run(make())
-        return _per_call_us(lambda: router._count(ctx))
-
-    def handle_count(metrics_on: bool) -> float:
-        """A handle's own count of a call (serve_handle_request_counter_total)."""
-        from serve._data.client import ServeClient
-
-        client = ServeClient.__new__(ServeClient)  # only its counting: no runtime
-        client.handle_id, client._call_counts = "h", ({} if metrics_on else None)
-        deployment = DeploymentId("default", "Noop")
-        return _per_call_us(lambda: client.count_call(deployment, ctx))
+        return _per_call_us(lambda: router._count(ctx, handle))
 
     try:
         proxy_on = proxy_hook(True)
@@ -116,7 +108,7 @@ def hook_costs_us() -> dict[str, float]:
         out["replica, writer thread"] = writer_per_record(replica_http)
         out["replica, handle call"] = _per_call_us(replica_hook(True, "__call__")) - baseline
         out["router count"] = router_count(True) - router_count(False)
-        out["handle count"] = handle_count(True) - handle_count(False)
+        out["handle call count"] = router_count(True, True) - router_count(False, True)
     finally:
         counting.ENABLED = True
         logs.flush()

@@ -34,10 +34,8 @@ from actors.system import LoopInbox, Runtime, Update, current_runtime, runtime_o
 from .._names import CONTROLLER_NAME, SERVE_NAMESPACE
 from ..exceptions import DeploymentUnhealthyError, DeployTimeoutError, ServeNotRunningError
 from ..messages import DeploymentId, DeploymentStatus, DeploymentTarget
-from . import counting, tracing
-from .context import APP, ROUTE, Ctx
+from . import tracing
 from .router import Router
-from .serve_metrics import caller_metrics
 
 __all__ = ["PROGRESS_S", "Progress", "STATUS_KEY", "ServeClient", "deploy_timeout_s", "deployments_in", "describe",
            "not_ready", "say"]
@@ -90,7 +88,6 @@ class ServeClient:
         # The `handle` label of this process's calls (one per process), and its actor's id.
         self.handle_id = os.urandom(3).hex()
         self.actor_id = rt.actor_id.hex if rt.actor_id is not None else ""
-        self._call_counts: dict[tuple[str, str, str, str], Any] | None = {} if counting.ENABLED else None
         tracing.configure()  # on if $ZEROSERVE_TRACING_EXPORTER says so
 
     @classmethod
@@ -134,18 +131,6 @@ class ServeClient:
                 router = self._routers[deployment] = Router(deployment, controller, handle_id=self.handle_id,
                                                             actor_id=self.actor_id)
         return router
-
-    def count_call(self, deployment: DeploymentId, ctx: Ctx) -> None:
-        """serve_handle_request_counter_total: one handle call (on the runtime's loop)."""
-        counts = self._call_counts
-        if counts is None:
-            return
-        key = (deployment.app, deployment.name, ctx[ROUTE], ctx[APP])  # strs: a DeploymentId's hash is a Python call
-        cell = counts.get(key)
-        if cell is None:
-            cell = counts[key] = caller_metrics().handle_requests.cell(self.handle_id, deployment.name, ctx[ROUTE],
-                                                                      ctx[APP])
-        cell.value += 1
 
     def submit(self, fn: Callable[..., None], args: tuple) -> None:
         """Run `fn(*args)` on the runtime's loop, soon (from any thread; one wake-up per burst)."""

@@ -210,7 +210,6 @@ def _start(client: ServeClient, deployment: DeploymentId, method: str, args: tup
     if response is not None and response.done():
         return  # cancelled before it started
     try:
-        client.count_call(deployment, ctx)
         router = client.router_now(deployment)
         source: asyncio.Future
         if router is not None and prepared is not None:

@@ -72,14 +72,13 @@ class _Stream:
         deployment, method, args, kwargs, ctx = self._call
         self._call = (deployment, method, (), {}, ctx)  # the arguments are not kept alive
         prepared, self._prepared = self._prepared, None
-        self._client.count_call(deployment, ctx)
         if prepared is None:
             args, kwargs = await self._resolve(args, kwargs)
         router = await self._client.router(deployment)
         # On a task of its own: `close()` cancels only this, so an answer that has already
         # landed is never lost to a cancellation (its stream is closed and released below).
         self._routing = asyncio.get_running_loop().create_task(
-            router.call_holding(method, args, kwargs, _is_start, ctx, stream=True, prepared=prepared))
+            router.call_holding(method, args, kwargs, _is_start, ctx, stream=True, prepared=prepared, handle=True))
         start, replica = await asyncio.shield(self._routing)
         if replica is None:  # cannot happen: a stream=True call answers with a stream start
             raise TypeError(f"{deployment.name}.{method} did not answer a stream=True call with a stream")

@@ -168,6 +168,8 @@ def test_http_and_handle_requests_move_their_counters_by_exactly_n_and_m(app) ->
     assert _value(node, "serve_http_request_latency_ms_bucket", route="/counted", status_code="200",
                   le="+Inf") == ok
     assert _value(node, "serve_num_router_requests_total", deployment="Counted", route="/counted") == ok + failed
+    # The proxy's routers count no handle calls: no handle made them.
+    assert _samples(node, "serve_handle_request_counter_total", deployment="Counted", route="/counted") == []
     before_ok = ok
     for _ in range(n):
         client.get("/counted")
