@@ -21,8 +21,9 @@ over minutes: each pair sees the same machine), then the four handle measurement
 `--obs-rounds` times more. Each pair gives a ratio, defaults / off; their mean is the
 defaults' throughput, for each handle measurement, with its standard error (target: cost at
 most 5% in the worst of them). One pair's ratio varies by +-8% on a 2-core machine, so the
-median of a few rounds (this benchmark's verdict until now) was off by 3 points either way;
-20 more rounds bring the error under 1 point.
+median of a few rounds was off by 3 points either way; 20 more rounds bring the standard
+error to about 1 point. It counts only the pairs' scatter: whole runs of the same code still
+differ by up to 4 points (a shared machine's load changes over minutes).
 The observability hooks are also timed in-process (microseconds per call, on minus off).
 
     python benchmarks/handle_calls.py [--quick] [--rounds 4] [--obs-rounds 20] [--json PATH]
