@@ -23,11 +23,10 @@ it answers a ping again (`replica_watch.StallWatch`, the router's watchdog).
 
 Each request carries its request context (`context.Ctx`) to the replica (an argument of the call). The
 router counts requests (`serve_num_router_requests_total`, by the context's route and
-application) and, in the same step, those a handle made (`serve_handle_request_counter_total`:
-a handle call is counted when it reaches its router; one count of two cells cost a driver
-0.9 us of CPU per call less than the handle's own count had), shows its queue
-(`serve_deployment_queued_queries`), and, when tracing is on, makes a span of the queueing
-and the choice of a replica.
+application) and, with the same lookup, those a handle made (`serve_handle_request_counter_total`:
+a handle call is counted when it reaches its router; a count of its own in the handle had
+cost a driver 0.9 us of CPU per call), shows its queue (`serve_deployment_queued_queries`),
+and, when tracing is on, makes a span of the queueing and the choice of a replica.
 """
 
 from __future__ import annotations
