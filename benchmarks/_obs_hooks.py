@@ -80,7 +80,7 @@ def hook_costs_us() -> dict[str, float]:
         return _per_call_us(batch, n=20) / records - queue_only
 
     def router_count(metrics_on: bool, handle: bool = False) -> float:
-        """The router's count of a request (`handle`: a handle call's, which counts it twice)."""
+        """The router's count of a request (`handle`: a handle call's, counted in two cells)."""
         import asyncio
 
         async def make() -> Router:

@@ -234,7 +234,7 @@ def main() -> int:
     handle_labels = [label for label in labels if label.startswith("handle, ")]
     obs = {label: mean_and_error(ratios(label)) for label in handle_labels}  # every handle measurement
     cost = 1 - min(mean for mean, _ in obs.values())
-    print(f"observability defaults (metrics + access logs) / off, the mean of {len(ratios(labels[3]))} rounds' "
+    print(f"observability defaults (metrics + access logs) / off, the mean of {len(ratios(handle_labels[0]))} rounds' "
           "ratios +- its standard error: "
           + "; ".join(f"{label.removeprefix('handle, ')} {obs[label][0]:.3f} +- {obs[label][1]:.3f}"
                       for label in handle_labels)
