@@ -38,6 +38,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("ZEROSERVE_QUIET", "1")
@@ -164,6 +165,19 @@ class Child(ModeChild):
         return float(self.ask(str(i)))
 
 
+def in_rounds(children: dict[str, Child], rows: list[tuple], rounds: int,
+              which: Callable[[str], bool]) -> dict[str, dict[str, list[float]]]:
+    """`rounds` runs of the measurements whose label is `which`, each on both clusters in turn
+    (which goes first alternates): each mode's rates by label."""
+    runs: dict[str, dict[str, list[float]]] = {mode: {str(r[0]): [] for r in rows} for mode in children}
+    for r in range(rounds):
+        for i, (label, _) in enumerate(rows):
+            if which(str(label)):
+                for mode in (("defaults", "off") if r % 2 == 0 else ("off", "defaults")):
+                    runs[mode][str(label)].append(children[mode].measure(i))
+    return runs
+
+
 def mean_and_error(values: list[float]) -> tuple[float, float]:
     """The mean of `values` and its standard error (0 for a single value)."""
     mean = statistics.fmean(values)
@@ -189,18 +203,9 @@ def main() -> int:
         for mode in ("defaults", "off"):
             children[mode] = Child(mode, args.quick)
         rows = children["defaults"].rows
-        runs: dict[str, dict[str, list[float]]] = {mode: {str(r[0]): [] for r in rows} for mode in children}
-        for r in range(args.rounds):  # each measurement on both clusters in turn (which first alternates)
-            for i, (label, _) in enumerate(rows):
-                for mode in (("defaults", "off") if r % 2 == 0 else ("off", "defaults")):
-                    runs[mode][str(label)].append(children[mode].measure(i))
+        runs = in_rounds(children, rows, args.rounds, lambda label: True)
         obs_rounds = args.obs_rounds if args.obs_rounds is not None else (1 if args.quick else 20)
-        obs_runs: dict[str, dict[str, list[float]]] = {mode: {str(r[0]): [] for r in rows} for mode in children}
-        for r in range(obs_rounds):
-            for i, (label, _) in enumerate(rows):
-                if str(label).startswith("handle, "):
-                    for mode in (("defaults", "off") if r % 2 == 0 else ("off", "defaults")):
-                        obs_runs[mode][str(label)].append(children[mode].measure(i))
+        obs_runs = in_rounds(children, rows, obs_rounds, lambda label: label.startswith("handle, "))
     finally:
         for child in children.values():
             child.close()

@@ -356,7 +356,7 @@ def latencies_by(queued: list, *fields: str) -> dict[tuple, list[float]]:
             key = key_of(item)
             if key != last:  # records come in runs of one key: a dict lookup per run, not per record
                 last = key
-                latencies = groups.get(key) or groups.setdefault(key, [])
+                latencies = groups.setdefault(key, [])
             latencies.append(item[_LATENCY])
     return groups
 
@@ -411,9 +411,10 @@ class AccessLog:
                 scaled = latency_ms * 10
                 tenths = round(scaled)
                 if tenths < _LATENCY_TEXTS and abs(scaled - tenths) != 0.5:
-                    add(f"{head}{request_id or _DASH}{tail}{method} {what} {status} {latency_text[tenths]}")
+                    latency = latency_text[tenths]
                 else:
-                    add(f"{head}{request_id or _DASH}{tail}{method} {what} {status} {latency_ms:.1f}ms\n")
+                    latency = f"{latency_ms:.1f}ms\n"
+                add(f"{head}{request_id or _DASH}{tail}{method} {what} {status} {latency}")
         return lines
 
     def _json_lines(self, queued: list[str | tuple]) -> list[str]:

@@ -113,12 +113,10 @@ class Router(ReplicaSetSubscriber, StallWatch):
     def _count(self, ctx: Ctx, handle: bool) -> None:
         """Count a request (`handle`: a handle's call, not the proxy's)."""
         route, app, routed, handled = self._last_count
-        if ctx[ROUTE] != route or ctx[APP] != app or routed is None:
+        if ctx[ROUTE] != route or ctx[APP] != app or routed is None or (handle and handled is None):
             if self._counts is None:
                 return
             routed, handled = self._count_cells(ctx[ROUTE], ctx[APP], handle)
-        elif handle and handled is None:
-            routed, handled = self._count_cells(route, app, handle)
         routed.value += 1
         if handle:
             handled.value += 1
