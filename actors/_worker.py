@@ -23,8 +23,9 @@ import traceback
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from . import _context, _endpoints
+from . import _context, _endpoints, _log_ship
 from ._host import ActorHost
+from ._log_ship import LOG_FD_FLAG
 from ._process import watch_parent
 from ._runtime import Runtime
 from ._serialization import loads_code
@@ -49,6 +50,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--token-file", required=True)
     p.add_argument("--parent-fd", type=int, required=True)
     p.add_argument("--ready-fd", type=int, default=-1)
+    p.add_argument(LOG_FD_FLAG, type=int, default=-1, help="the pipe its agent writes its serve logs from")
     return p.parse_args(argv)
 
 
@@ -58,6 +60,8 @@ async def _serve(args: argparse.Namespace) -> int:
     watch_parent(loop, args.parent_fd, stop.set)
     if args.ready_fd >= 0:
         os.close(args.ready_fd)
+    if args.log_fd >= 0:
+        _log_ship.install(args.log_fd)
     rt = Runtime(token=read_token(args.token_file), node_ip=args.node_ip, head_address=None, role="worker",
                  advertise=args.advertise)
     _endpoints.install(rt)

@@ -9,7 +9,8 @@ serving layer's imports are ~0.5 s of CPU per replica on a small machine). Every
 imported is moved to the garbage collector's permanent generation (`gc.freeze`): the
 workers' collector never scans it (nor, by scanning, copies its pages). The zygote owns no
 threads, event loop or ZeroMQ context, so fork is safe. A launch request carries the worker's arguments and, by SCM_RIGHTS, its
-lifeline read end and its stdout/stderr pipe ends; the reply is the pid. The zygote
+lifeline read end, its stdout/stderr pipe ends and the write end of its log pipe (see
+`_log_ship`); the reply is the pid. The zygote
 reaps its children and reports every exit status. It exits when its client goes away;
 workers exit on their own lifeline, not the zygote's.
 
@@ -31,6 +32,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 from typing import IO
+
+from ._log_ship import LOG_FD_FLAG
 
 __all__ = ["PRELOAD_ENV", "ForkServer", "zygote_main"]
 
@@ -58,7 +61,7 @@ def zygote_main(fd: int) -> int:
             _reap(sock)
         if sock.fileno() in ready:
             try:
-                data, fds, _, _ = socket.recv_fds(sock, _MAX_MSG, 3)
+                data, fds, _, _ = socket.recv_fds(sock, _MAX_MSG, 4)
             except OSError:
                 return 0
             if not data:
@@ -92,14 +95,14 @@ def _become_worker(sock: socket.socket, wake: tuple[int, int], fds: list[int], a
         sock.close()
         for f in wake:
             os.close(f)
-        lifeline, out, err = fds
+        lifeline, out, err, logs = fds
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.close(out)
         os.close(err)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-        code = worker.main([*argv, "--parent-fd", str(lifeline)])
+        code = worker.main([*argv, "--parent-fd", str(lifeline), LOG_FD_FLAG, str(logs)])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:
@@ -157,10 +160,10 @@ class ForkServer:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
-    async def launch(self, argv: list[str], lifeline_r: int, stdout_w: int, stderr_w: int) -> int:
+    async def launch(self, argv: list[str], lifeline_r: int, stdout_w: int, stderr_w: int, logs_w: int) -> int:
         fut = self._loop.create_future()
         self._waiting.append(fut)
-        socket.send_fds(self._sock, [json.dumps({"argv": argv}).encode()], [lifeline_r, stdout_w, stderr_w])
+        socket.send_fds(self._sock, [json.dumps({"argv": argv}).encode()], [lifeline_r, stdout_w, stderr_w, logs_w])
         return await fut
 
     def _readable(self) -> None:

@@ -18,6 +18,7 @@ from ._head_client import ENV_TIMEOUT, HeadClient, Timeout
 from ._host import ServiceTarget, rpc, rpc_methods
 from ._inbox import LoopInbox
 from ._local import dashboard_port_from_env, metrics_port_from_env
+from ._log_ship import ShippedLogReader, ship, shipping
 from ._logfiles import (
     LOG_FORMAT,
     LogRotation,
@@ -33,6 +34,7 @@ from ._metrics_export import CONTENT_TYPE, Family, families_of, merge_families, 
 from ._output import OutputFollower, follow_output
 from ._probe import PROBE_BUSY, PROBE_OK, PROBE_REFUSED, PROBE_UNREACHABLE, ProbeResult, probe
 from ._process import Child, signal_ready, spawn, watch_parent
+from ._request_lines import RECORD, LineSpec, asctime, render_text
 from ._runtime import DEFAULT_MAX_MESSAGE_BYTES, Inbound, Runtime
 from ._security import CurveKeys, new_token
 from ._serialization import PreparedCall, dumps, dumps_code, loads, prepare_call
@@ -101,6 +103,13 @@ __all__ = [
     "configure_process_logging",
     "safe_log_name",
     "validate_log_name",
+    "RECORD",
+    "LineSpec",
+    "ShippedLogReader",
+    "asctime",
+    "render_text",
+    "ship",
+    "shipping",
     "OutputFollower",
     "metrics_port_from_env",
     "dashboard_port_from_env",

@@ -161,19 +161,20 @@ class Agent:
         life_r, life_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        logs_r, logs_w = os.pipe()
         w = _Worker(worker_id, spec, incarnation, life_w, tuple(gpu_ids))
         try:
             argv = ["--agent", self.rt.address, "--node-ip", self.node_ip, "--worker-id", worker_id,
                     "--token-file", self.token_file]
             if self.advertise:
                 argv += ["--advertise", self.advertise]
-            w.pid = await self._fork_server().launch(argv, life_r, out_w, err_w)
+            w.pid = await self._fork_server().launch(argv, life_r, out_w, err_w, logs_w)
         except BaseException:
-            for fd in (life_w, out_r, err_r):
+            for fd in (life_w, out_r, err_r, logs_r):
                 os.close(fd)
             raise
         finally:
-            for fd in (life_r, out_w, err_w):
+            for fd in (life_r, out_w, err_w, logs_w):
                 os.close(fd)
         self._workers[worker_id] = w
         self._by_pid[w.pid] = w
@@ -184,7 +185,7 @@ class Agent:
         prefix = f"({spec.options.log_name or spec.class_name} pid={w.pid})"
         w.output = WorkerOutput(logs_dir=self.logs.path, log_name=w.log_name, prefix=prefix, owner=spec.owner_address,
                                 rotation=self.rotation, send=self.rt.send_oneway, on_write=self.logs.touched)
-        w.output.read_pipes(out_r, err_r)
+        w.output.read_pipes(out_r, err_r, logs_r)
         owner = {"actor_id": spec.actor_id.hex, "class_name": spec.class_name, "actor_name": spec.options.name,
                  "namespace": spec.options.namespace}
         for name in w.output.file_names():

@@ -1,4 +1,6 @@
-"""A worker's stdout and stderr, as its agent reads them: to rotated files, and echoed.
+"""A worker's output, as its agent reads it: stdout and stderr to rotated files, and echoed;
+the log batches it ships (`ShippedLogReader`: a serving process's log files) rendered and
+written.
 
 The agent reads each worker's two pipes on its loop. Every chunk is appended to the
 worker's log file (`<log name>.out` / `.err`, rotated by size, see `actors.system`'s log
@@ -20,7 +22,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from actors.system import LogRotation, RotatingWriter
+from actors.system import LogRotation, RotatingWriter, ShippedLogReader
 
 __all__ = ["BACKLOG_LINES", "WorkerOutput"]
 
@@ -48,17 +50,26 @@ class WorkerOutput:
         self._backlog: collections.deque[tuple[str, str]] = collections.deque(maxlen=BACKLOG_LINES)
         self._fds: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._logs_dir = logs_dir
+        self._shipped: ShippedLogReader | None = None
+        self._rotation = rotation
 
     def file_names(self) -> list[str]:
         return [f"{self.log_name}.{s}" for s in _STREAMS]
 
-    def read_pipes(self, out_fd: int, err_fd: int) -> None:
-        """Start reading the worker's stdout and stderr pipes (the agent's read ends)."""
+    def read_pipes(self, out_fd: int, err_fd: int, logs_fd: int) -> None:
+        """Start reading the worker's stdout, stderr and log pipes (the agent's read ends)."""
         self._loop = asyncio.get_running_loop()
+        self._shipped = ShippedLogReader(logs_fd, self._rotation, self._shipped_write)
+        self._shipped.start()
         for stream, fd in (("out", out_fd), ("err", err_fd)):
             os.set_blocking(fd, False)
             self._fds[stream] = fd
             self._loop.add_reader(fd, self._readable, stream, fd)
+
+    def _shipped_write(self, path: Path) -> None:
+        if self._on_write is not None and path.parent == self._logs_dir:
+            self._on_write(path.name)
 
     def _readable(self, stream: str, fd: int) -> None:
         try:
@@ -135,6 +146,8 @@ class WorkerOutput:
 
     def close(self) -> None:
         """Stop reading (the agent is shutting down): pipes and files closed."""
+        if self._shipped is not None:
+            self._shipped.close()
         for stream in list(self._fds):
             self._close_stream(stream)
         for stream in list(self._files):

@@ -11,15 +11,18 @@ stderr (the worker's output, which its agent keeps and echoes to the driver). It
 per request, written to the file only.
 
 Costs, on the request path: a request's record is one tuple of its fields (no LogRecord,
-no formatting, no counting) queued for the file; one thread writes the queue every FLUSH_S,
+no formatting, no counting) queued for the file; one thread takes the queue every FLUSH_S,
 at once after a WARNING or worse, before each metrics scrape, and at exit: it hands the
-batch to the owner's `tally` (its `serve_*` metrics, counted in one loop) and formats the
-lines. With the access log off nothing is queued. (Code run once per request costs several
-times what it costs in a tight loop, its data being cold in the caches: formatting the line
-in the request cost 10-15 us of CPU per request per process under load, and counting it 4-6
-us; in the writer thread's batch the two cost about 2.5 us.)
+batch to the owner's `tally` (its `serve_*` metrics, counted in one loop) and ships it to
+the node's agent, which renders the access lines and writes the file (`actors.system.ship`:
+rendering and writing in the serving process cost it about 2 points of its handle-call
+throughput; marshalling a batch costs a fifth of that). With the access log off nothing is
+queued. (Code run once per request costs several times what it costs in a tight loop, its
+data being cold in the caches: formatting the line in the request cost 10-15 us of CPU per
+request per process under load, and counting it 4-6 us.)
 Files rotate by size: `$ZEROSERVE_LOG_MAX_BYTES` (100 MiB) and `$ZEROSERVE_LOG_BACKUPS` (5)
-old files kept (`name.log.1` is the newest), as the runtime's own log files.
+old files kept (`name.log.1` is the newest), as the runtime's own log files; the agent
+rotates them by its node's sizes, which its processes inherit.
 
 Serve's own components (the proxies, the controller) write to stderr only from WARNING up (it
 is echoed to the driver); a replica writes its records there at its level, so the user's
@@ -42,7 +45,9 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from actors.system import RECORD, LineSpec, asctime, render_text, ship
 
 from .._obs_config import LoggingConfig
 from . import counting
@@ -110,32 +115,37 @@ def _safe(name: str) -> str:
 
 
 # -- files -----------------------------------------------------------------------------------
-def _text_only(queued: list[str | tuple]) -> list[str]:
+def _text_only(queued: list[str | tuple]) -> list[str | tuple]:
     for line in queued:
         if type(line) is not str:
             raise TypeError("a request's record queued to a file without an AccessLog")
-    return queued  # type: ignore[return-value]
+    return queued
 
 
 class LogFile:
     """A log file of this process. `write` only queues the line (a deque append: the request
-    path never waits for the file); the queue is formatted and written every FLUSH_S by one
-    thread, at once for an urgent record, and at exit. A queued line is its text, or the
-    record of a request (a tuple) that `render` counts and formats when written. Rotated by
-    size between lines: a file holds at most `max_bytes` (unless one line is longer), and
-    `backups` older files are kept."""
+    path never waits for the file); the queue is taken every FLUSH_S by one thread, at once
+    for an urgent record, and at exit. A queued item is a line's text, or the record of a
+    request (a RECORD tuple). A batch goes first to `prepare` (set by the file's AccessLog:
+    it tallies the records, and renders them itself in JSON), then to the node's agent,
+    which renders the records' text lines with `spec` and appends them to the file, rotated
+    by the node's rotation (`actors.system.ship`). A process without an agent renders and
+    writes the batch itself, rotated by size between lines: a file holds at most `max_bytes`
+    (unless one line is longer), and `backups` older files are kept."""
 
     def __init__(self, path: Path, max_bytes: int | None = None, backups: int | None = None) -> None:
         self.path = path
         self.max_bytes = max_bytes if max_bytes is not None else _env_int("ZEROSERVE_LOG_MAX_BYTES", 100 << 20)
         self.backups = backups if backups is not None else _env_int("ZEROSERVE_LOG_BACKUPS", 5)
         self._pending: collections.deque[str | tuple] = collections.deque()
-        # The text of queued lines, in order (set by this file's AccessLog: it renders the records).
-        self.render: Callable[[list[str | tuple]], list[str]] = _text_only
+        self.prepare: Callable[[list[str | tuple]], list[str | tuple]] = _text_only
+        self.spec: LineSpec = ("", "")
         self._lock = threading.Lock()  # the file: writes and rotation
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "a", encoding="utf-8", errors="replace")
-        self._size = self._f.tell()
+        self._f: TextIO | None = None  # written here only when there is no agent to ship to
+        self._size = 0
+        self._closed = False
+        if not ship(path, self.spec, []):  # an empty batch: the agent makes the file now
+            self._open()
         _flusher.add(self)
 
     def write(self, text: str, urgent: bool = False) -> None:
@@ -148,29 +158,40 @@ class LogFile:
         if not pending:
             return
         with self._lock:
-            if self._f.closed:
+            if self._closed:
                 return
             popleft = pending.popleft
             queued = [popleft() for _ in range(len(pending))]  # what is queued now (others may append meanwhile)
-            lines = self.render(queued)
-            text = "".join(lines)
-            limit = self.max_bytes
-            try:
-                if limit <= 0 or self._size + len(text) <= limit:
-                    self._f.write(text)  # the common case: one write for the whole batch
-                    self._size += len(text)
-                else:  # the file fills up in this batch: rotate between lines
-                    for line in lines:
-                        if self._size and self._size + len(line) > limit:
-                            self._rotate()
-                        self._f.write(line)
-                        self._size += len(line)
-                self._f.flush()
-            except OSError:
-                pass
+            items = self.prepare(queued)
+            if not ship(self.path, self.spec, items):
+                self._write(render_text(items, self.spec))
 
-    def _rotate(self) -> None:
-        self._f.close()
+    def _open(self) -> TextIO:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = self._f = open(self.path, "a", encoding="utf-8", errors="replace")
+        self._size = f.tell()
+        return f
+
+    def _write(self, lines: list[str]) -> None:
+        text = "".join(lines)
+        limit = self.max_bytes
+        try:
+            f = self._f or self._open()
+            if limit <= 0 or self._size + len(text) <= limit:
+                f.write(text)  # the common case: one write for the whole batch
+                self._size += len(text)
+            else:  # the file fills up in this batch: rotate between lines
+                for line in lines:
+                    if self._size and self._size + len(line) > limit:
+                        f = self._rotate(f)
+                    f.write(line)
+                    self._size += len(line)
+            f.flush()
+        except OSError:
+            pass
+
+    def _rotate(self, f: TextIO) -> TextIO:
+        f.close()
         if self.backups > 0:
             for i in range(self.backups - 1, 0, -1):
                 older = self.path.with_name(f"{self.path.name}.{i}")
@@ -179,13 +200,14 @@ class LogFile:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink(missing_ok=True)
-        self._f = open(self.path, "a", encoding="utf-8", errors="replace")
-        self._size = 0
+        return self._open()
 
     def close(self) -> None:
         self.flush()
         with self._lock:
-            self._f.close()
+            self._closed = True
+            if self._f is not None:
+                self._f.close()
 
 
 class _Flusher:
@@ -220,38 +242,6 @@ class _Flusher:
 _flusher = _Flusher()
 
 
-# -- time text ----------------------------------------------------------------------------------
-_time_cache = (-1, "", -1, "")  # (ms, its text, second, its text): one tuple, so threads never see half an update
-
-
-def _asctime(t: float) -> str:
-    """`2026-12-05 21:59:45,123` (local time), cached per millisecond (and its second's text)."""
-    ms = int(t * 1000)
-    cached_ms, text, sec, sec_text = _time_cache
-    if ms != cached_ms:
-        return _asctime_of(ms, sec, sec_text)
-    return text
-
-
-_MS_TEXT = tuple(f",{ms:03d}" for ms in range(1000))  # a table: formatting ",{ms:03d}" costs 5 times more
-# "12.3ms\n" for a latency's tenths of a millisecond below 100 ms, as `f"{latency_ms:.1f}ms\n"`
-# writes it: formatting a float with a precision was half of an access line's cost. Rounding
-# `latency_ms * 10` agrees with it except where the product is a tie (x.5): the product's
-# rounding never crosses a tie, so those, and only those, are formatted.
-_LATENCY_TEXTS = 1000
-_LATENCY_TEXT = tuple(f"{tenths // 10}.{tenths % 10}ms\n" for tenths in range(_LATENCY_TEXTS))
-
-
-def _asctime_of(ms: int, sec: int, sec_text: str) -> str:
-    global _time_cache
-    s = ms // 1000
-    if s != sec:
-        sec, sec_text = s, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s))
-    text = sec_text + _MS_TEXT[ms % 1000]
-    _time_cache = (ms, text, sec, sec_text)
-    return text
-
-
 # -- records ----------------------------------------------------------------------------------
 class _Format:
     """Lines of one component in one encoding."""
@@ -274,11 +264,11 @@ class _Format:
 
     def text(self, t: float, level: str, logger: str, request_id: str, message: str) -> str:
         who = self.who
-        return f"{_asctime(t)} {level} {who.name} {who.id} {request_id or _DASH} {logger}: {message}\n"
+        return f"{asctime(t)} {level} {who.name} {who.id} {request_id or _DASH} {logger}: {message}\n"
 
     def json_line(self, t: float, level: str, logger: str, request_id: str, route: str, app: str, message: str,
                   extra: dict | None = None) -> str:
-        fields = {"asctime": _asctime(t), "levelname": level, "logger": logger, "message": message,
+        fields = {"asctime": asctime(t), "levelname": level, "logger": logger, "message": message,
                   "request_id": request_id, "route": route, "application": app or self.who.app}
         if extra:
             fields.update(extra)
@@ -339,8 +329,6 @@ class _StderrHandler(logging.Handler):
 # Counts a batch of queued items: the requests' records (tuples, as `AccessLog.write`
 # queues them; see RECORD) among text lines (str, to skip).
 Tally = Callable[[list], None]
-# A request's record: (time, method, what, status, latency_ms, request_id, route, app, extra, line).
-RECORD = ("time", "method", "what", "status", "latency_ms", "request_id", "route", "app", "extra", "line")
 _LATENCY = RECORD.index("latency_ms")
 
 
@@ -364,10 +352,11 @@ def latencies_by(queued: list, *fields: str) -> dict[tuple, list[float]]:
 class AccessLog:
     """One line per request into the component's file (no LogRecord). The request path queues
     the request's record (its fields, as RECORD names them); the file's writer thread hands
-    each batch to `tally` (the owner's metrics), then formats the records' lines. (A call of
+    each batch to `tally` (the owner's metrics), then ships the records for the node's agent
+    to render as text lines (see `LogFile`), or renders them as JSON itself. (A call of
     `tally` per record cost a third more than the counting in it.)"""
 
-    __slots__ = ("_app_of", "_fmt", "_mid", "_out", "_tail", "_tally", "append")
+    __slots__ = ("_app_of", "_fmt", "_out", "_tally", "append")
 
     def __init__(self, out: LogFile, fmt: _Format, tally: Tally | None = None,
                  app_of: Callable[[Any], str] | None = None) -> None:
@@ -379,9 +368,8 @@ class AccessLog:
         # (the owner's hook on the request path).
         self.append: Callable[[tuple], None] = out._pending.append
         out.flush()  # records queued earlier are written (and counted) as they were queued
-        out.render = self._json_lines if fmt.json else self._text_lines
-        self._mid = f" INFO {fmt.who.name} {fmt.who.id} "
-        self._tail = f" {ACCESS_LOGGER}: "
+        out.prepare = self._json_lines if fmt.json else self._records
+        out.spec = (f" INFO {fmt.who.name} {fmt.who.id} ", f" {ACCESS_LOGGER}: ")
 
     def write(self, method: str, what: str, status: int | str, latency_ms: float, request_id: str,
               route: str = "", app: str = "", extra: Any = None, line: bool = True) -> None:
@@ -391,37 +379,17 @@ class AccessLog:
         record whose `app` is "": a JSON line has it). `line=False`: counted, but no line."""
         self.append((time.time(), method, what, status, latency_ms, request_id, route, app, extra, line))
 
-    # The writer thread renders a batch in one loop (a call per record cost more than its line).
-    def _text_lines(self, queued: list[str | tuple]) -> list[str]:
+    # The writer thread tallies a batch in one loop (a call per record cost more than its line).
+    def _records(self, queued: list[str | tuple]) -> list[str | tuple]:
         if self._tally is not None:
             self._tally(queued)
-        mid, tail, latency_text = self._mid, self._tail, _LATENCY_TEXT
-        lines: list[str] = []
-        add = lines.append
-        last_ms, head = -1, ""
-        for item in queued:
-            if isinstance(item, str):
-                add(item)
-                continue
-            t, method, what, status, latency_ms, request_id, _route, _app, _extra, line = item
-            if line:
-                ms = int(t * 1000)
-                if ms != last_ms:  # most records of a batch share their millisecond with the one before
-                    last_ms, head = ms, _asctime(t) + mid
-                scaled = latency_ms * 10
-                tenths = round(scaled)
-                if tenths < _LATENCY_TEXTS and abs(scaled - tenths) != 0.5:
-                    latency = latency_text[tenths]
-                else:
-                    latency = f"{latency_ms:.1f}ms\n"
-                add(f"{head}{request_id or _DASH}{tail}{method} {what} {status} {latency}")
-        return lines
+        return queued
 
-    def _json_lines(self, queued: list[str | tuple]) -> list[str]:
+    def _json_lines(self, queued: list[str | tuple]) -> list[str | tuple]:
         if self._tally is not None:
             self._tally(queued)
         json_line, app_of = self._fmt.json_line, self._app_of
-        lines: list[str] = []
+        lines: list[str | tuple] = []
         for item in queued:
             if isinstance(item, str):
                 lines.append(item)

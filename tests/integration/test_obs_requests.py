@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 import actors
@@ -118,6 +119,24 @@ def test_the_clients_id_is_echoed_and_in_the_proxy_replica_and_downstream_logs(h
     back = found["_shop_Back_"]
     line = next(line for line in back if "back got" in line)
     assert " INFO Back shop#Back#" in line  # time, level, deployment, replica id, request id, logger, message
+    assert _writers_of("replica_shop_Back_") == ["agent"]  # the replica ships its lines; its agent writes them
+    assert _writers_of("proxy_") == ["agent"]
+
+
+def _writers_of(prefix: str) -> list[str]:
+    """What the processes that hold a serve log file (named from `prefix`) open are: "agent",
+    or a worker's title."""
+    paths = {str(p) for p in _logs().glob(f"{prefix}*.log")}
+    assert paths, f"no log file {prefix}*.log"
+    holders = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if paths & {f.path for f in proc.open_files()}:
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                holders.add("agent" if " agent" in cmdline else cmdline)
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+    return sorted(holders)
 
 
 def test_a_new_id_when_the_client_gives_none_or_a_bad_one(http) -> None:

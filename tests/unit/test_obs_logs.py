@@ -208,7 +208,7 @@ def test_the_tallies_read_the_record_fields_where_access_log_write_puts_them(tmp
     out = logs.LogFile(tmp_path / "x.log")
     access = logs.AccessLog(out, logs._Format(logs.Who.proxy("127.0.0.79"), False, None))
     queued: list = []
-    out.render = lambda items: queued.extend(items) or []  # what the writer thread is handed
+    out.prepare = lambda items: queued.extend(items) or []  # what the writer thread is handed
     access.write("GET", "/p", 404, 2.5, "rid", "/p", "app", "target", False)
     out.flush()
     (record,) = queued

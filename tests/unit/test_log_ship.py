@@ -1,0 +1,156 @@
+"""Log batches shipped to the agent (`actors._log_ship`), through a real pipe in one process:
+the agent's reader writes what the process would have written, frames split anywhere,
+rotation by the node's sizes, and a process whose agent is gone writes its files itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from actors import _log_ship
+from actors.system import LogRotation, ShippedLogReader
+from serve import LoggingConfig
+from serve._data import logs
+
+
+@pytest.fixture
+def pipe():
+    """A pipe installed as this process's log pipe (as a worker's), uninstalled after."""
+    r, w = os.pipe()
+    _log_ship.install(w)
+    yield r, w
+    _log_ship._fd = -1
+    for fd in (r, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def restore_root():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
+
+
+def _drain(r: int) -> bytes:
+    os.set_blocking(r, False)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(r, 65536)
+        except BlockingIOError:
+            return data
+        data += chunk
+
+
+def _write_some(logs_dir: Path) -> Path:
+    """Records and access lines of a replica, as a serving process queues them; the file."""
+    access = logs.configure(logs.Who.replica("app", "Model", "ab12cd"), LoggingConfig(logs_dir=str(logs_dir)))
+    assert access is not None
+    logging.getLogger("user.code").info("hello %s", "world")
+    for i in range(50):
+        access.append((1765058385.0 + i / 7, "GET", "/model", 200, i / 3, f"rid-{i}", "/model", "app", False, True))
+    access.append((1765058390.0, "CALL", "m", "OK", 1.0, "counted-only", "", "app", False, False))
+    access.write("CALL", "m", "ERROR", 1234.5, "", extra=object())  # an `extra` marshal cannot write
+    logs.flush()
+    return logs_dir / "replica_app_Model_ab12cd.log"
+
+
+def test_the_agent_writes_what_the_process_would_have_written(tmp_path, pipe, restore_root) -> None:
+    r, _ = pipe
+    shipped = _write_some(tmp_path / "shipped")
+    assert not shipped.exists()  # nothing written by this process: it all went into the pipe
+    data = _drain(r)
+    reader = ShippedLogReader(-1, LogRotation())
+    reader.receive(data)
+    reader.close()
+    _log_ship._fd = -1  # no agent: the same records written here
+    local = _write_some(tmp_path / "local")
+    written, expected = shipped.read_text().splitlines(), local.read_text().splitlines()
+    assert written[1:-1] == expected[1:-1]  # the records of fixed times, whole
+    assert [line[23:] for line in written] == [line[23:] for line in expected]  # the rest, after their times
+    assert len(written) == 1 + 50 + 1  # the record counted only has no line
+    assert written[1].endswith(" INFO Model app#Model#ab12cd rid-0 serve.access: GET /model 200 0.0ms")
+    assert written[-1].endswith(" - serve.access: CALL m ERROR 1234.5ms")
+
+
+def test_frames_split_anywhere_are_read_whole(tmp_path, pipe) -> None:
+    r, _ = pipe
+    path = tmp_path / "split.log"
+    for i in range(3):
+        assert _log_ship.ship(path, ("", ""), [f"batch {i}\n"])
+    data = _drain(r)
+    reader = ShippedLogReader(-1, LogRotation())
+    for i in range(len(data)):
+        reader.receive(data[i:i + 1])
+    reader.close()
+    assert path.read_text() == "batch 0\nbatch 1\nbatch 2\n"
+
+
+def test_a_bad_frame_costs_only_itself(tmp_path, caplog) -> None:
+    good = _frame(tmp_path / "good.log", ["kept\n"])
+    bad = len(b"junk").to_bytes(4, "little") + b"junk"
+    reader = ShippedLogReader(-1, LogRotation())
+    reader.receive(bad + good)
+    reader.close()
+    assert (tmp_path / "good.log").read_text() == "kept\n"
+    assert "could not write a worker's log batch" in caplog.text
+
+
+def _frame(path: Path, items: list) -> bytes:
+    import marshal
+
+    body = marshal.dumps((str(path), ("", ""), items))
+    return len(body).to_bytes(4, "little") + body
+
+
+def test_the_agent_rotates_by_its_nodes_sizes(tmp_path) -> None:
+    path = tmp_path / "r.log"
+    reader = ShippedLogReader(-1, LogRotation(max_bytes=1024, backups=2))
+    for i in range(100):
+        reader.receive(_frame(path, [f"line {i:04d} " + "x" * 40 + "\n"]))
+    reader.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.log", "r.log.1", "r.log.2"]
+    assert all(p.stat().st_size <= 1024 for p in tmp_path.iterdir())
+    assert path.read_text().splitlines()[-1].startswith("line 0099")
+
+
+def test_the_reader_follows_the_pipe_on_its_loop_until_it_closes(tmp_path, pipe) -> None:
+    r, w = pipe
+    path = tmp_path / "loop.log"
+
+    async def main() -> list[Path]:
+        written: list[Path] = []
+        reader = ShippedLogReader(r, LogRotation(), written.append)
+        reader.start()
+        loop = asyncio.get_running_loop()
+        closed = loop.create_future()
+        real_close = reader.close
+        reader.close = lambda: (real_close(), closed.done() or closed.set_result(None))  # type: ignore[method-assign]
+        assert _log_ship.ship(path, ("", ""), ["one\n"])
+        assert _log_ship.ship(path, ("", ""), ["two\n"])
+        os.close(w)  # the worker is gone: EOF
+        await asyncio.wait_for(closed, 10)
+        return written
+
+    written = asyncio.run(main())
+    assert path.read_text() == "one\ntwo\n" and written[-1] == path
+
+
+def test_a_process_whose_agent_is_gone_writes_its_files_itself(tmp_path, pipe, restore_root) -> None:
+    r, _ = pipe
+    os.close(r)  # the agent's end closed: the next batch cannot be shipped
+    path = _write_some(tmp_path)
+    assert not _log_ship.shipping()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 52 and "hello world" in lines[0]
