@@ -47,10 +47,13 @@ _lock = threading.Lock()
 
 
 def install(fd: int) -> None:
-    """Ship this process's log batches to the pipe `fd` (a worker, at its start)."""
+    """Ship this process's log batches to the pipe `fd` (a worker, at its start); -1: write
+    them in this process."""
     global _fd
-    os.set_inheritable(fd, False)  # the worker's own children must not hold the agent's pipe open
-    _fd = fd
+    if fd >= 0:
+        os.set_inheritable(fd, False)  # the worker's own children must not hold the agent's pipe open
+    with _lock:
+        _fd = fd
 
 
 def shipping() -> bool:

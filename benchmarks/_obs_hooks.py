@@ -1,16 +1,26 @@
 """What Serve's observability costs on the request path, measured in-process (no sockets):
 the proxy's end-of-request hook, the replica's, and a caller's counting, each with metrics
-and the access log on (the defaults) and off; and the log writer thread's share (counting a
-queued request's record, and formatting and writing its line). Used by `http_noop.py` and `handle_calls.py`
-beside their end-to-end on/off runs: on a shared machine req/s swing with other load, these
-per-request microseconds much less."""
+and the access log on (the defaults) and off; the log writer thread's share (counting a
+queued request's record, and shipping it to the agent, as a worker does: into a pipe that a
+thread drains); and the agent's (rendering and writing the shipped records' lines). Used by
+`http_noop.py` and `handle_calls.py` beside their end-to-end on/off runs: on a shared
+machine req/s swing with other load, these per-request microseconds much less."""
 
 from __future__ import annotations
 
+import contextlib
+import marshal
+import os
 import pickle
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+from actors import _log_ship
+from actors.system import LogRotation, ShippedLogReader
 
 N = 10_000
 
@@ -31,6 +41,52 @@ def _per_call_us(fn: Any, n: int = N, reps: int = 7) -> float:
         for _ in range(n):
             fn()
         best = min(best, (time.thread_time() - t0) / n * 1e6)
+    return best
+
+
+@contextlib.contextmanager
+def _shipping() -> Iterator[list[bytes]]:
+    """This process ships its log batches as a worker does, into a pipe a thread drains;
+    yields what the thread read (whole when the block ends)."""
+    r, w = os.pipe()
+    received: list[bytes] = []
+
+    def drain() -> None:
+        while chunk := os.read(r, 1 << 20):
+            received.append(chunk)
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    _log_ship.install(w)
+    try:
+        yield received
+    finally:
+        from serve._data import logs
+
+        logs.flush()
+        _log_ship.install(-1)
+        os.close(w)
+        thread.join()
+        os.close(r)
+
+
+def _agent_per_record_us(shipped: bytes, tmp: str) -> float:
+    """The agent's CPU microseconds per shipped record: reading the frames, rendering and
+    writing the lines."""
+    records, at = 0, 0
+    while at < len(shipped):
+        size = int.from_bytes(shipped[at:at + 4], "little")
+        records += sum(type(item) is tuple for item in marshal.loads(shipped[at + 4:at + 4 + size])[2])
+        at += 4 + size
+    best = float("inf")
+    for _ in range(5):
+        reader = ShippedLogReader(-1, LogRotation())
+        t0 = time.thread_time()
+        reader.receive(shipped)
+        best = min(best, (time.thread_time() - t0) / max(records, 1) * 1e6)
+        reader.close()
+        for path in Path(tmp).glob("*.log"):
+            path.unlink()
     return best
 
 
@@ -67,7 +123,7 @@ def hook_costs_us() -> dict[str, float]:
 
     def writer_per_record(hook: Any) -> float:
         """The log writer thread's share of one request: counting its queued record and
-        formatting and writing its line."""
+        shipping it."""
         records = 500
 
         def batch() -> None:
@@ -100,12 +156,15 @@ def hook_costs_us() -> dict[str, float]:
     try:
         proxy_on = proxy_hook(True)
         out["proxy end of request"] = _per_call_us(proxy_on) - _per_call_us(proxy_hook(False))
-        out["proxy, writer thread"] = writer_per_record(proxy_on)
+        with _shipping():
+            out["proxy, writer thread"] = writer_per_record(proxy_on)
         # Off, a replica skips `_observe` altogether: its baseline is the loop alone.
         baseline = _per_call_us(lambda: time.perf_counter())
         replica_http = replica_hook(True, "__serve_http__")
         out["replica, HTTP request"] = _per_call_us(replica_http) - baseline
-        out["replica, writer thread"] = writer_per_record(replica_http)
+        with _shipping() as shipped:
+            out["replica, writer thread"] = writer_per_record(replica_http)
+        out["agent, per shipped record"] = _agent_per_record_us(b"".join(shipped), tmp)
         out["replica, handle call"] = _per_call_us(replica_hook(True, "__call__")) - baseline
         out["router count"] = router_count(True) - router_count(False)
         out["handle call count"] = router_count(True, True) - router_count(False, True)

@@ -173,7 +173,7 @@ class _Refused:
 class _Observer:
     """The end of each HTTP request at this proxy: metrics, access log, span. With the access
     log on, a request's record is queued and the log's writer thread counts a batch of them
-    (`tally`) and writes their lines; with it off, `end` counts it at once (`_tally`)."""
+    (`tally`) and has their lines written (see `logs.LogFile`); with it off, `end` counts it at once (`_tally`)."""
 
     def __init__(self, node_id: str, node_ip: str) -> None:
         self.tracing = tracing.ENABLED

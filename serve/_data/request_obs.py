@@ -3,7 +3,7 @@
 `RequestObservation` is a mixin of `ReplicaActor` (which owns the state it reads): `_observe`
 runs once per request, after it, when metrics, the access log or tracing is on. With the
 access log on it only queues the request's record: the log's writer thread counts a batch
-of them (`_tally_batch`) and writes their lines; with it off, `_tally` counts the request.
+of them (`_tally_batch`) and has their lines written (see `logs.LogFile`); with it off, `_tally` counts the request.
 The metric cells of a route are made at its first request and reused. Also the replica's
 `serve_replica_processing_queries` (requests in flight, read at scrape time).
 """

@@ -23,7 +23,7 @@ def pipe():
     r, w = os.pipe()
     _log_ship.install(w)
     yield r, w
-    _log_ship._fd = -1
+    _log_ship.install(-1)
     for fd in (r, w):
         try:
             os.close(fd)
@@ -74,7 +74,7 @@ def test_the_agent_writes_what_the_process_would_have_written(tmp_path, pipe, re
     reader = ShippedLogReader(-1, LogRotation())
     reader.receive(data)
     reader.close()
-    _log_ship._fd = -1  # no agent: the same records written here
+    _log_ship.install(-1)  # no agent: the same records written here
     local = _write_some(tmp_path / "local")
     written, expected = shipped.read_text().splitlines(), local.read_text().splitlines()
     assert written[1:-1] == expected[1:-1]  # the records of fixed times, whole
