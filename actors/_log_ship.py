@@ -14,10 +14,14 @@ A frame is a 4-byte little-endian length, then the marshal of (path, spec, items
 text lines and RECORD tuples of str, int, float, bool and None (a record's `extra` that
 marshal cannot write is dropped: it is its owner's, for counting, never in a line).
 
-Invariants: a frame is written whole under one lock (the writer thread and, for an urgent
-record or a scrape, the loop thread both flush), in order; the reader renders frames in the
-order written. `ship` returns False when there is no agent to ship to (none installed, or
-the pipe broke: the agent is gone); the caller then writes the batch itself.
+Invariants: frames enter the pipe whole and in order, under one lock (the writer thread
+and, for an urgent record or a scrape, the loop thread both flush); the reader renders them
+in that order. Shipping never blocks: the pipe is non-blocking, and what it cannot take now
+(an agent that is behind, or stopped) waits in the process's backlog, sent first by the
+next `ship` or `push` (the writer thread pushes every flush). `ship` returns False when
+there is no agent to ship to (none installed, or the pipe broke: the agent is gone), or
+when the backlog holds MAX_BACKLOG bytes already (an agent stopped for long); the caller
+then writes the batch itself.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pathlib import Path
 from ._logfiles import LogRotation, RotatingWriter
 from ._request_lines import LineSpec, render_text
 
-__all__ = ["LOG_FD_FLAG", "ShippedLogReader", "install", "ship", "shipping"]
+__all__ = ["LOG_FD_FLAG", "MAX_BACKLOG", "ShippedLogReader", "install", "push", "ship", "shipping"]
 
 log = logging.getLogger(__name__)
 LOG_FD_FLAG = "--log-fd"
@@ -41,8 +45,11 @@ _HEADER = 4
 _MAX_FRAME = 1 << 30  # a length past this is not a frame: the pipe is dropped
 _READ_BYTES = 1 << 20
 _EXTRA = 8  # RECORD.index("extra")
+_PLAIN = (str, int, float, bool, type(None))
+MAX_BACKLOG = 64 << 20
 
 _fd = -1
+_backlog = bytearray()  # frames (the first maybe in part) the pipe has not taken yet
 _lock = threading.Lock()
 
 
@@ -52,8 +59,10 @@ def install(fd: int) -> None:
     global _fd
     if fd >= 0:
         os.set_inheritable(fd, False)  # the worker's own children must not hold the agent's pipe open
+        os.set_blocking(fd, False)
     with _lock:
         _fd = fd
+        _backlog.clear()
 
 
 def shipping() -> bool:
@@ -64,31 +73,53 @@ def shipping() -> bool:
 def ship(path: Path, spec: LineSpec, items: list) -> bool:
     """Send a batch for the agent to render and append to `path`; False if there is no
     agent to send it to (nothing was sent)."""
-    global _fd
     if _fd < 0:
         return False
+    where = os.path.abspath(path)  # the agent's working directory is not this process's
     try:
-        body = marshal.dumps((str(path), spec, items))
-    except ValueError:  # an owner's `extra` marshal cannot write: not part of the line
-        body = marshal.dumps((str(path), spec, [_plain(item) for item in items]))
-    frame = len(body).to_bytes(_HEADER, "little") + body
+        body = marshal.dumps((where, spec, items))
+    except ValueError:  # a field of a type marshal cannot write (an owner's `extra`, a str subclass...)
+        body = marshal.dumps((where, spec, [_plain(item) for item in items]))
     with _lock:
-        if _fd < 0:
+        if _fd < 0 or len(_backlog) >= MAX_BACKLOG:
             return False
-        try:
-            view = memoryview(frame)
-            while view:
-                view = view[os.write(_fd, view):]
-        except OSError:  # the agent is gone: this process writes its files itself from now on
-            _fd = -1
-            return False
+        _backlog.extend(len(body).to_bytes(_HEADER, "little"))
+        _backlog.extend(body)
+        return _push()
+
+
+def push() -> None:
+    """Send what the pipe could not take before (the writer thread, at every flush)."""
+    with _lock:
+        if _backlog and _fd >= 0:
+            _push()
+
+
+def _push() -> bool:
+    """Write the backlog into the pipe, as much as it takes now (under `_lock`); False if the
+    agent is gone (this process then writes its files itself; the backlog is dropped with it)."""
+    global _fd
+    try:
+        while _backlog:
+            del _backlog[:os.write(_fd, _backlog)]
+    except BlockingIOError:  # the agent is behind: the rest goes with the next push
+        pass
+    except OSError:
+        _fd = -1
+        _backlog.clear()
+        return False
     return True
 
 
-def _plain(item: str | tuple) -> str | tuple:
-    if isinstance(item, str) or type(item[_EXTRA]) in (str, int, float, bool, type(None)):
+def _plain(item: object) -> object:
+    """`item` in types marshal writes, reading as it would in a line (a record's `extra` dropped)."""
+    if type(item) is str:
         return item
-    return (*item[:_EXTRA], None, *item[_EXTRA + 1:])
+    if not isinstance(item, tuple):
+        return f"{item}"
+    return tuple(None if i == _EXTRA else x if type(x) in _PLAIN else
+                 int(x) if isinstance(x, int) else float(x) if isinstance(x, float) else f"{x}"
+                 for i, x in enumerate(item))
 
 
 class ShippedLogReader:
@@ -148,7 +179,7 @@ class ShippedLogReader:
                 writer = self._writers[path] = RotatingWriter.open(file, self._rotation)
             if text:
                 writer.write(text.encode("utf-8", "replace"))
-        except (OSError, ValueError, TypeError, EOFError, IndexError) as e:  # a bad batch costs only itself
+        except Exception as e:  # a bad batch costs only itself, never the agent's loop
             log.warning("could not write a worker's log batch: %s: %s", type(e).__name__, e)
             return
         if self._on_write is not None:

@@ -18,7 +18,7 @@ from ._head_client import ENV_TIMEOUT, HeadClient, Timeout
 from ._host import ServiceTarget, rpc, rpc_methods
 from ._inbox import LoopInbox
 from ._local import dashboard_port_from_env, metrics_port_from_env
-from ._log_ship import ShippedLogReader, ship, shipping
+from ._log_ship import ShippedLogReader, push, ship, shipping
 from ._logfiles import (
     LOG_FORMAT,
     LogRotation,
@@ -108,6 +108,7 @@ __all__ = [
     "ShippedLogReader",
     "asctime",
     "render_text",
+    "push",
     "ship",
     "shipping",
     "OutputFollower",

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from actors.system import RECORD, LineSpec, asctime, render_text, ship
+from actors.system import RECORD, LineSpec, asctime, push, render_text, ship
 
 from .._obs_config import LoggingConfig
 from . import counting
@@ -237,6 +237,7 @@ class _Flusher:
                 f.flush()
             except Exception as e:  # a line that cannot be formatted must not stop this thread
                 sys.stderr.write(f"serve: writing {f.path} failed: {type(e).__name__}: {e}\n")
+        push()  # what the agent's pipe could not take before
 
 
 _flusher = _Flusher()

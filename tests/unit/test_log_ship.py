@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,7 @@ def _write_some(logs_dir: Path) -> Path:
         access.append((1765058385.0 + i / 7, "GET", "/model", 200, i / 3, f"rid-{i}", "/model", "app", False, True))
     access.append((1765058390.0, "CALL", "m", "OK", 1.0, "counted-only", "", "app", False, False))
     access.write("CALL", "m", "ERROR", 1234.5, "", extra=object())  # an `extra` marshal cannot write
+    access.write("GET", _Text("/sub"), HTTPStatus.NOT_FOUND, 2.0, "rid-enum")  # nor subclasses of str and int
     logs.flush()
     return logs_dir / "replica_app_Model_ab12cd.log"
 
@@ -77,11 +79,16 @@ def test_the_agent_writes_what_the_process_would_have_written(tmp_path, pipe, re
     _log_ship.install(-1)  # no agent: the same records written here
     local = _write_some(tmp_path / "local")
     written, expected = shipped.read_text().splitlines(), local.read_text().splitlines()
-    assert written[1:-1] == expected[1:-1]  # the records of fixed times, whole
+    assert written[1:51] == expected[1:51]  # the records of fixed times, whole
     assert [line[23:] for line in written] == [line[23:] for line in expected]  # the rest, after their times
-    assert len(written) == 1 + 50 + 1  # the record counted only has no line
+    assert len(written) == 1 + 50 + 2  # the record counted only has no line
     assert written[1].endswith(" INFO Model app#Model#ab12cd rid-0 serve.access: GET /model 200 0.0ms")
-    assert written[-1].endswith(" - serve.access: CALL m ERROR 1234.5ms")
+    assert written[-2].endswith(" - serve.access: CALL m ERROR 1234.5ms")
+    assert written[-1].endswith(" rid-enum serve.access: GET /sub 404 2.0ms")
+
+
+class _Text(str):
+    pass
 
 
 def test_frames_split_anywhere_are_read_whole(tmp_path, pipe) -> None:
@@ -153,4 +160,41 @@ def test_a_process_whose_agent_is_gone_writes_its_files_itself(tmp_path, pipe, r
     path = _write_some(tmp_path)
     assert not _log_ship.shipping()
     lines = path.read_text().splitlines()
-    assert len(lines) == 52 and "hello world" in lines[0]
+    assert len(lines) == 53 and "hello world" in lines[0]
+
+
+def test_a_full_pipe_never_blocks_the_process_and_loses_nothing(tmp_path, pipe) -> None:
+    """An agent that is behind (or stopped): batches wait in the process's backlog, in order."""
+    r, _ = pipe
+    path = tmp_path / "backlog.log"
+    line = "x" * 1000
+    for i in range(300):  # about 300 KB: far more than a pipe holds
+        assert _log_ship.ship(path, ("", ""), [f"{i:04d} {line}\n"])
+    assert _log_ship._backlog  # what the pipe could not take
+    reader = ShippedLogReader(-1, LogRotation())
+    while True:
+        data = _drain(r)
+        if not data and not _log_ship._backlog:
+            break
+        reader.receive(data)
+        _log_ship.push()  # as the writer thread does at every flush
+    reader.close()
+    assert [int(text[:4]) for text in path.read_text().splitlines()] == list(range(300))
+
+
+def test_past_the_backlog_bound_the_process_writes_itself(tmp_path, pipe, monkeypatch) -> None:
+    monkeypatch.setattr(_log_ship, "MAX_BACKLOG", 1)
+    shipped = [_log_ship.ship(tmp_path / "full.log", ("", ""), ["y" * 1000 + "\n"]) for _ in range(100)]
+    assert shipped[0] and not all(shipped)  # once the pipe is full, the next batch is the caller's to write
+
+
+def test_a_relative_path_is_the_processs_not_the_agents(tmp_path, pipe, monkeypatch) -> None:
+    """`logs_dir="logs"` means the serving process's ./logs, whatever the agent's directory."""
+    r, _ = pipe
+    monkeypatch.chdir(tmp_path)
+    assert _log_ship.ship(Path("logs/rel.log"), ("", ""), ["here\n"])
+    monkeypatch.chdir("/")
+    reader = ShippedLogReader(-1, LogRotation())
+    reader.receive(_drain(r))
+    reader.close()
+    assert (tmp_path / "logs" / "rel.log").read_text() == "here\n"
