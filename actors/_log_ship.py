@@ -18,7 +18,8 @@ Invariants: frames enter the pipe whole and in order, under one lock (the writer
 and, for an urgent record or a scrape, the loop thread both flush); the reader renders them
 in that order. Shipping never blocks: the pipe is non-blocking, and what it cannot take now
 (an agent that is behind, or stopped) waits in the process's backlog, sent first by the
-next `ship` or `push` (the writer thread pushes every flush). `ship` returns False when
+next `ship` or `push` (the writer thread pushes every flush; `drain` waits for the pipe to
+take it all, before a process stops). `ship` returns False when
 there is no agent to ship to (none installed, or the pipe broke: the agent is gone), or
 when the backlog holds MAX_BACKLOG bytes already (an agent stopped for long); the caller
 then writes the batch itself.
@@ -30,14 +31,16 @@ import asyncio
 import logging
 import marshal
 import os
+import select
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ._logfiles import LogRotation, RotatingWriter
 from ._request_lines import LineSpec, render_text
 
-__all__ = ["LOG_FD_FLAG", "MAX_BACKLOG", "ShippedLogReader", "install", "push", "ship", "shipping"]
+__all__ = ["LOG_FD_FLAG", "MAX_BACKLOG", "ShippedLogReader", "drain", "install", "push", "ship", "shipping"]
 
 log = logging.getLogger(__name__)
 LOG_FD_FLAG = "--log-fd"
@@ -93,6 +96,22 @@ def push() -> None:
     with _lock:
         if _backlog and _fd >= 0:
             _push()
+
+
+def drain(timeout_s: float) -> bool:
+    """Push until the pipe has taken the whole backlog (True), waiting up to `timeout_s` for
+    the agent to read (a process about to stop: its last lines are not lost)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with _lock:
+            if _fd < 0 or not _backlog:
+                return not _backlog
+            _push()
+            fd, done = _fd, not _backlog
+        left = deadline - time.monotonic()
+        if done or left <= 0 or fd < 0:
+            return done
+        select.select([], [fd], [], left)
 
 
 def _push() -> bool:

@@ -19,6 +19,7 @@ from ._host import ServiceTarget, rpc, rpc_methods
 from ._inbox import LoopInbox
 from ._local import dashboard_port_from_env, metrics_port_from_env
 from ._log_ship import ShippedLogReader, push, ship, shipping
+from ._log_ship import drain as drain_shipped
 from ._logfiles import (
     LOG_FORMAT,
     LogRotation,
@@ -108,6 +109,7 @@ __all__ = [
     "ShippedLogReader",
     "asctime",
     "render_text",
+    "drain_shipped",
     "push",
     "ship",
     "shipping",

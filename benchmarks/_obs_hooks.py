@@ -63,7 +63,7 @@ def _shipping() -> Iterator[list[bytes]]:
     finally:
         from serve._data import logs
 
-        logs.flush()
+        logs.flush(wait_s=10)
         _log_ship.install(-1)
         os.close(w)
         thread.join()

@@ -369,4 +369,4 @@ class HTTPProxyActor:
     async def drain(self, timeout_s: float | None = None) -> None:
         """Stop accepting connections and wait for the requests in flight (up to `timeout_s`)."""
         await self.server.stop(timeout_s)
-        logs.flush()  # the process is killed next
+        logs.flush(wait_s=logs.LAST_LINES_S)  # the process is killed next

@@ -47,16 +47,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from actors.system import RECORD, LineSpec, asctime, push, render_text, ship
+from actors.system import RECORD, LineSpec, asctime, drain_shipped, push, render_text, ship
 
 from .._obs_config import LoggingConfig
 from . import counting
 from .context import APP, NO_REQUEST, RID, ROUTE, current_request
 
-__all__ = ["AccessLog", "FLUSH_S", "LogFile", "RECORD", "Tally", "Who", "configure", "flush", "latencies_by",
+__all__ = ["AccessLog", "FLUSH_S", "LAST_LINES_S", "LogFile", "RECORD", "Tally", "Who", "configure", "flush", "latencies_by",
            "log_path"]
 
 FLUSH_S = 0.2
+LAST_LINES_S = 2.0  # how long a stopping process waits for its agent to take its last lines
 ACCESS_LOGGER = "serve.access"
 _DASH = "-"
 
@@ -438,10 +439,13 @@ def configure(who: Who, config: LoggingConfig | None, *, default_dir: Path | Non
     return AccessLog(out, fmt, tally, app_of)
 
 
-def flush() -> None:
-    """Write every queued line now, tallying the requests' records (before this process
-    stops, and before a metrics scrape: its counts are exact)."""
+def flush(wait_s: float = 0.0) -> None:
+    """Write every queued line now, tallying the requests' records (before a metrics scrape:
+    its counts are exact); `wait_s` > 0 (this process stops next): wait up to that long for
+    the agent to take every line shipped."""
     _flusher.flush_all()
+    if wait_s > 0:
+        drain_shipped(wait_s)
 
 
 counting.before_collect(flush)

@@ -325,7 +325,7 @@ class ReplicaActor(MethodDispatch, RequestObservation, StreamEndpoints):
                     await result
             except Exception as e:
                 log.warning("%s.__del__ raised during shutdown: %r", self._deployment, e)
-        logs.flush()  # the process is killed next
+        logs.flush(wait_s=logs.LAST_LINES_S)  # the process is killed next
         return self._ongoing
 
 

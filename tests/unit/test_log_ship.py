@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from http import HTTPStatus
 from pathlib import Path
 
@@ -198,3 +199,26 @@ def test_a_relative_path_is_the_processs_not_the_agents(tmp_path, pipe, monkeypa
     reader.receive(_drain(r))
     reader.close()
     assert (tmp_path / "logs" / "rel.log").read_text() == "here\n"
+
+
+def test_drain_waits_for_the_agent_to_take_the_last_lines(tmp_path, pipe) -> None:
+    """A process about to stop: `drain` returns once the pipe took the whole backlog."""
+    r, w = pipe
+    path = tmp_path / "last.log"
+    for i in range(200):
+        _log_ship.ship(path, ("", ""), [f"{i:04d} {'z' * 1000}\n"])
+    assert not _log_ship.drain(0.05)  # nobody reads: the backlog stays (a bounded wait)
+    reader = ShippedLogReader(-1, LogRotation())
+
+    def read() -> None:  # the agent, reading until the worker's end closes
+        while data := os.read(r, 1 << 16):
+            reader.receive(data)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    assert _log_ship.drain(10) and not _log_ship._backlog
+    _log_ship.install(-1)
+    os.close(w)
+    thread.join(10)
+    reader.close()
+    assert [int(line[:4]) for line in path.read_text().splitlines()] == list(range(200))
