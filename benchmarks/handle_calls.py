@@ -20,7 +20,7 @@ measurement `--rounds` times, the two one after the other (a shared machine's sp
 over minutes: each pair sees the same machine), then the four handle measurements
 `--obs-rounds` times more. Each pair gives a ratio, defaults / off; their mean is the
 defaults' throughput, for each handle measurement, with its standard error (target: cost at
-most 5% in the worst of them). One pair's ratio varies by +-8% on a 2-core machine, so the
+most 5% in the worst of them). One pair's ratio varies by 8-15% on a 2-core machine, so the
 median of a few rounds was off by 3 points either way; 20 more rounds bring the standard
 error to about 1 point. It counts only the pairs' scatter: whole runs of the same code still
 differ by up to 4 points (a shared machine's load changes over minutes).
@@ -251,11 +251,12 @@ def main() -> int:
     hooks = hook_costs_us()
     seq_us = 1e6 / rate["off"][seq_label]
     writer = hooks["replica, writer thread"]  # a handle call's record counts like an HTTP request's
-    per_call = hooks["handle call count"] + hooks["replica, handle call"] + writer
+    agent = hooks["agent, per shipped record"]
+    per_call = hooks["handle call count"] + hooks["replica, handle call"] + writer + agent
     print(f"observability hooks per handle call, timed in-process: {per_call:.2f} us (router and handle counts "
           f"{hooks['handle call count']:.2f}, replica "
-          f"{hooks['replica, handle call']:.2f}, log writer thread {writer:.2f}) = {per_call / seq_us:.1%} of a "
-          f"sequential call's {seq_us:.0f} us")
+          f"{hooks['replica, handle call']:.2f}, log writer thread {writer:.2f}, the agent writing the line "
+          f"{agent:.2f}) = {per_call / seq_us:.1%} of a sequential call's {seq_us:.0f} us")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": [{"measurement": label, "calls_per_s": round(rate["defaults"][label]),
