@@ -33,17 +33,6 @@ def pipe():
             pass
 
 
-@pytest.fixture
-def restore_root():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
-
-
 def _drain(r: int) -> bytes:
     os.set_blocking(r, False)
     data = b""

@@ -16,17 +16,6 @@ from serve._data import logs
 from serve._data.context import current_request
 
 
-@pytest.fixture
-def restore_root():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
-
-
 def _lines(path: Path) -> list[str]:
     logs._flusher.flush_all()
     return path.read_text().splitlines()
