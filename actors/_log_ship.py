@@ -6,9 +6,10 @@ A worker that an agent launched holds the write end of a pipe to it (`--log-fd`,
 The agent reads the pipe on its loop (`ShippedLogReader`), renders the requests' records
 with `render_text` and appends the lines to the file named, rotated by its node's rotation.
 
-Why: on a serving process's core, rendering and writing the access lines cost about two
-points of the handle-call throughput the defaults were allowed to cost (five); marshalling
-a batch costs a fifth of rendering it, and the agent renders on another core.
+Why: rendering and writing the access lines was the largest part of what observability
+costs a serving process (about 1 us of its CPU per request in a loop, several in place);
+marshalling a batch costs a fifth of that, and the agent renders on whatever core is free.
+The CPU is moved, not saved: on a machine whose cores are all busy the total is what counts.
 
 A frame is a 4-byte little-endian length, then the marshal of (path, spec, items): items are
 text lines and RECORD tuples of str, int, float, bool and None (a record's `extra` that
@@ -18,11 +19,11 @@ Invariants: frames enter the pipe whole and in order, under one lock (the writer
 and, for an urgent record or a scrape, the loop thread both flush); the reader renders them
 in that order. Shipping never blocks: the pipe is non-blocking, and what it cannot take now
 (an agent that is behind, or stopped) waits in the process's backlog, sent first by the
-next `ship` or `push` (the writer thread pushes every flush; `drain` waits for the pipe to
-take it all, before a process stops). `ship` returns False when
-there is no agent to ship to (none installed, or the pipe broke: the agent is gone), or
-when the backlog holds MAX_BACKLOG bytes already (an agent stopped for long); the caller
-then writes the batch itself.
+next `ship` or `push` (the writer thread pushes at every flush; `drain`, before a process
+stops, waits for the pipe to take it all). `ship` returns False when there is no agent to
+ship to (none installed, or the pipe broke: the agent is gone), or when the backlog holds
+MAX_BACKLOG bytes already (an agent stopped for long); the caller then writes the batch
+itself.
 """
 
 from __future__ import annotations

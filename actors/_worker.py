@@ -50,7 +50,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--token-file", required=True)
     p.add_argument("--parent-fd", type=int, required=True)
     p.add_argument("--ready-fd", type=int, default=-1)
-    p.add_argument(LOG_FD_FLAG, type=int, default=-1, help="the pipe its agent writes its serve logs from")
+    p.add_argument(LOG_FD_FLAG, type=int, default=-1, help="a pipe to its agent, which writes the log batches it ships")
     return p.parse_args(argv)
 
 

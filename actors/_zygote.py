@@ -8,9 +8,9 @@ one at a time between launches, so a worker forked after that does not pay for t
 serving layer's imports are ~0.5 s of CPU per replica on a small machine). Everything it
 imported is moved to the garbage collector's permanent generation (`gc.freeze`): the
 workers' collector never scans it (nor, by scanning, copies its pages). The zygote owns no
-threads, event loop or ZeroMQ context, so fork is safe. A launch request carries the worker's arguments and, by SCM_RIGHTS, its
-lifeline read end, its stdout/stderr pipe ends and the write end of its log pipe (see
-`_log_ship`); the reply is the pid. The zygote
+threads, event loop or ZeroMQ context, so fork is safe. A launch request carries the
+worker's arguments and, by SCM_RIGHTS, its lifeline read end, its stdout/stderr pipe ends
+and the write end of its log pipe (see `_log_ship`); the reply is the pid. The zygote
 reaps its children and reports every exit status. It exits when its client goes away;
 workers exit on their own lifeline, not the zygote's.
 

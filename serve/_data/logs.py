@@ -15,11 +15,11 @@ no formatting, no counting) queued for the file; one thread takes the queue ever
 at once after a WARNING or worse, before each metrics scrape, and at exit: it hands the
 batch to the owner's `tally` (its `serve_*` metrics, counted in one loop) and ships it to
 the node's agent, which renders the access lines and writes the file (`actors.system.ship`:
-rendering and writing in the serving process cost it about 2 points of its handle-call
-throughput; marshalling a batch costs a fifth of that). With the access log off nothing is
-queued. (Code run once per request costs several times what it costs in a tight loop, its
-data being cold in the caches: formatting the line in the request cost 10-15 us of CPU per
-request per process under load, and counting it 4-6 us.)
+rendering and writing was most of the serving process's share; marshalling a batch costs a
+fifth of that). With the access log off nothing is queued. (Code run once per request costs
+several times what it costs in a tight loop, its data being cold in the caches: formatting
+the line in the request cost 10-15 us of CPU per request per process under load, and
+counting it 4-6 us.)
 Files rotate by size: `$ZEROSERVE_LOG_MAX_BYTES` (100 MiB) and `$ZEROSERVE_LOG_BACKUPS` (5)
 old files kept (`name.log.1` is the newest), as the runtime's own log files; the agent
 rotates them by its node's sizes, which its processes inherit.
@@ -145,8 +145,8 @@ class LogFile:
         self._f: TextIO | None = None  # written here only when there is no agent to ship to
         self._size = 0
         self._closed = False
-        if not ship(path, self.spec, []):  # an empty batch: the agent makes the file now
-            self._open()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        open(path, "a").close()  # the file exists from now on; a logs_dir this process cannot write fails here
         _flusher.add(self)
 
     def write(self, text: str, urgent: bool = False) -> None:
