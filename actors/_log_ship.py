@@ -145,13 +145,14 @@ def _plain(item: object) -> object:
 class ShippedLogReader:
     """The agent's end of one worker's pipe (loop thread only): frames in, lines appended
     to their files (`RotatingWriter`s, shared per path, held until the pipe closes).
-    `on_write(path)` is called after each append."""
+    `on_write(path)` is called after each append; `items` counts the items written."""
 
     def __init__(self, fd: int, rotation: LogRotation, on_write: Callable[[Path], None] | None = None) -> None:
         self._fd = fd
         self._rotation = rotation
         self._on_write = on_write
         self._buffer = bytearray()
+        self.items = 0
         self._writers: dict[str, RotatingWriter] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -199,6 +200,7 @@ class ShippedLogReader:
                 writer = self._writers[path] = RotatingWriter.open(file, self._rotation)
             if text:
                 writer.write(text.encode("utf-8", "replace"))
+            self.items += len(items)
         except Exception as e:  # a bad batch costs only itself, never the agent's loop
             log.warning("could not write a worker's log batch: %s: %s", type(e).__name__, e)
             return

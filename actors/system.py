@@ -20,6 +20,7 @@ from ._inbox import LoopInbox
 from ._local import dashboard_port_from_env, metrics_port_from_env
 from ._log_ship import ShippedLogReader, push, ship, shipping
 from ._log_ship import drain as drain_shipped
+from ._log_ship import install as ship_logs_to
 from ._logfiles import (
     LOG_FORMAT,
     LogRotation,
@@ -110,6 +111,7 @@ __all__ = [
     "asctime",
     "render_text",
     "drain_shipped",
+    "ship_logs_to",
     "push",
     "ship",
     "shipping",

@@ -91,7 +91,7 @@ def test_frames_split_anywhere_are_read_whole(tmp_path, pipe) -> None:
     for i in range(len(data)):
         reader.receive(data[i:i + 1])
     reader.close()
-    assert path.read_text() == "batch 0\nbatch 1\nbatch 2\n"
+    assert path.read_text() == "batch 0\nbatch 1\nbatch 2\n" and reader.items == 3
 
 
 def test_a_bad_frame_costs_only_itself(tmp_path, caplog) -> None:
