@@ -19,18 +19,38 @@ from serve import LoggingConfig
 from serve._data import logs
 
 
+class _Pipe:
+    """A pipe's two ends (`r, w = pipe`). A test closes an end with `close` (or hands it to a
+    reader that closes it: `forget`), so the fixture never closes an fd number twice (a
+    second close could hit a file opened since with the same number)."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        self._open = {self.r, self.w}
+
+    def __iter__(self):
+        return iter((self.r, self.w))
+
+    def close(self, fd: int) -> None:
+        self.forget(fd)
+        os.close(fd)
+
+    def forget(self, fd: int) -> None:
+        self._open.discard(fd)
+
+    def close_rest(self) -> None:
+        for fd in self._open:
+            os.close(fd)
+
+
 @pytest.fixture
 def pipe():
     """A pipe installed as this process's log pipe (as a worker's), uninstalled after."""
-    r, w = os.pipe()
-    _log_ship.install(w)
-    yield r, w
+    ends = _Pipe()
+    _log_ship.install(ends.w)
+    yield ends
     _log_ship.install(-1)
-    for fd in (r, w):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    ends.close_rest()
 
 
 def _drain(r: int) -> bytes:
@@ -129,6 +149,7 @@ def test_the_reader_follows_the_pipe_on_its_loop_until_it_closes(tmp_path, pipe)
     async def main() -> list[Path]:
         written: list[Path] = []
         reader = ShippedLogReader(r, LogRotation(), written.append)
+        pipe.forget(r)  # the reader closes it
         reader.start()
         loop = asyncio.get_running_loop()
         closed = loop.create_future()
@@ -136,7 +157,7 @@ def test_the_reader_follows_the_pipe_on_its_loop_until_it_closes(tmp_path, pipe)
         reader.close = lambda: (real_close(), closed.done() or closed.set_result(None))  # type: ignore[method-assign]
         assert _log_ship.ship(path, ("", ""), ["one\n"])
         assert _log_ship.ship(path, ("", ""), ["two\n"])
-        os.close(w)  # the worker is gone: EOF
+        pipe.close(w)  # the worker is gone: EOF
         await asyncio.wait_for(closed, 10)
         return written
 
@@ -146,7 +167,7 @@ def test_the_reader_follows_the_pipe_on_its_loop_until_it_closes(tmp_path, pipe)
 
 def test_a_process_whose_agent_is_gone_writes_its_files_itself(tmp_path, pipe, restore_root) -> None:
     r, _ = pipe
-    os.close(r)  # the agent's end closed: the next batch cannot be shipped
+    pipe.close(r)  # the agent's end closed: the next batch cannot be shipped
     path = _write_some(tmp_path)
     assert not _log_ship.shipping()
     lines = path.read_text().splitlines()
@@ -207,7 +228,7 @@ def test_drain_waits_for_the_agent_to_take_the_last_lines(tmp_path, pipe) -> Non
     thread.start()
     assert _log_ship.drain(10) and not _log_ship._backlog
     _log_ship.install(-1)
-    os.close(w)
+    pipe.close(w)
     thread.join(10)
     reader.close()
     assert [int(line[:4]) for line in path.read_text().splitlines()] == list(range(200))
