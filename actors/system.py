@@ -27,6 +27,7 @@ from ._logfiles import (
     RotatingWriter,
     check_rotation,
     configure_process_logging,
+    rotate_files,
     safe_log_name,
     validate_log_name,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "LogRotation",
     "RotatingWriter",
     "check_rotation",
+    "rotate_files",
     "configure_process_logging",
     "safe_log_name",
     "validate_log_name",

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from actors.system import RECORD, LineSpec, asctime, drain_shipped, push, render_text, ship
+from actors.system import RECORD, LineSpec, asctime, drain_shipped, push, render_text, rotate_files, ship
 
 from .._obs_config import LoggingConfig
 from . import counting
@@ -194,11 +194,7 @@ class LogFile:
     def _rotate(self, f: TextIO) -> TextIO:
         f.close()
         if self.backups > 0:
-            for i in range(self.backups - 1, 0, -1):
-                older = self.path.with_name(f"{self.path.name}.{i}")
-                if older.exists():
-                    os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+            rotate_files(self.path, self.backups)
         else:
             self.path.unlink(missing_ok=True)
         return self._open()
