@@ -37,7 +37,6 @@ import json
 import logging
 import operator
 import os
-import re
 import sys
 import threading
 import time
@@ -47,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from actors.system import RECORD, LineSpec, asctime, drain_shipped, push, render_text, rotate_files, ship
+from actors.system import RECORD, LineSpec, asctime, drain_shipped, push, render_text, rotate_files, safe_log_name, ship
 
 from .._obs_config import LoggingConfig
 from . import counting
@@ -104,15 +103,7 @@ def log_path(who: Who, config: LoggingConfig, default_dir: Path | None) -> Path:
         from actors.system import base_dir
 
         base = base_dir() / "logs"
-    return base / f"{_safe(who.file)}.log"
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def _safe(name: str) -> str:
-    """A file name from any text (as the runtime names worker log files): other characters as '-'."""
-    return _UNSAFE.sub("-", name).lstrip(".-")[:128] or "_"
+    return base / f"{safe_log_name(who.file)}.log"  # as the runtime names worker log files
 
 
 # -- files -----------------------------------------------------------------------------------
