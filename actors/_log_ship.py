@@ -3,13 +3,15 @@
 A worker that an agent launched holds the write end of a pipe to it (`--log-fd`, given to
 `install`). A serving process's log writer hands each batch of its files to
 `ship(path, spec, items)` instead of rendering and writing it: one marshal and one write.
-The agent reads the pipe on its loop (`ShippedLogReader`), renders the requests' records
-with `render_text` and appends the lines to the file named, rotated by its node's rotation.
+The agent reads the pipe (`ShippedLogReader`) in a thread of its own at the lowest CPU
+priority (`_pipe_thread`), renders the requests' records with `render_text` and appends the
+lines to the file named, rotated by its node's rotation.
 
 Why: rendering and writing the access lines was the largest part of what observability
 costs a serving process (about 1 us of its CPU per request in a loop, several in place);
-marshalling a batch costs a fifth of that, and the agent renders on whatever core is free.
-The CPU is moved, not saved: on a machine whose cores are all busy the total is what counts.
+marshalling a batch costs a fifth of that, and the agent renders on whatever core is free,
+yielding it to the serving processes when they want it (the thread's nice is 19). The CPU
+is moved, not saved, but it is taken from the cores' slack first.
 
 A frame is a 4-byte little-endian length, then the marshal of (path, spec, items): items are
 text lines and RECORD tuples of str, int, float, bool and None (a record's `extra` that
@@ -28,7 +30,6 @@ itself.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import marshal
 import os
@@ -39,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._logfiles import LogRotation, RotatingWriter
+from ._pipe_thread import PipeThread, background
 from ._request_lines import LineSpec, render_text
 
 __all__ = ["LOG_FD_FLAG", "MAX_BACKLOG", "ShippedLogReader", "drain", "install", "push", "ship", "shipping"]
@@ -143,9 +145,13 @@ def _plain(item: object) -> object:
 
 
 class ShippedLogReader:
-    """The agent's end of one worker's pipe (loop thread only): frames in, lines appended
-    to their files (`RotatingWriter`s, shared per path, held until the pipe closes).
-    `on_write(path)` is called after each append; `items` counts the items written."""
+    """The agent's end of one worker's pipe: frames in, lines appended to their files
+    (`RotatingWriter`s, shared per path, held until the pipe closes). Once started it is
+    read in the process's background thread, at the lowest CPU priority (`_pipe_thread`):
+    `on_write(path)` is called there, after each append. `items` counts the items written.
+    (`receive` may also be given bytes directly, by a caller that never starts it.) Its
+    `RotatingWriter`s are only ever used in that thread: the loop thread's writers (the
+    workers' `.out`/`.err`) are other files."""
 
     def __init__(self, fd: int, rotation: LogRotation, on_write: Callable[[Path], None] | None = None) -> None:
         self._fd = fd
@@ -154,12 +160,13 @@ class ShippedLogReader:
         self._buffer = bytearray()
         self.items = 0
         self._writers: dict[str, RotatingWriter] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pipes: PipeThread | None = None
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        """Read the pipe in the background thread until it closes (the worker is gone)."""
         os.set_blocking(self._fd, False)
-        self._loop.add_reader(self._fd, self._readable)
+        self._pipes = background()
+        self._pipes.watch(self._fd, self._readable)
 
     def _readable(self) -> None:
         try:
@@ -167,7 +174,7 @@ class ShippedLogReader:
         except (BlockingIOError, InterruptedError):
             return
         if not data:
-            self.close()
+            self._close()
             return
         self.receive(data)
 
@@ -180,7 +187,7 @@ class ShippedLogReader:
             size = int.from_bytes(buffer[start:start + _HEADER], "little")
             if size > _MAX_FRAME:
                 log.error("dropping a worker's log pipe: a frame of %d bytes is not one", size)
-                self.close()
+                self._close()
                 return
             end = start + _HEADER + size
             if len(buffer) < end:
@@ -201,17 +208,32 @@ class ShippedLogReader:
             if text:
                 writer.write(text.encode("utf-8", "replace"))
             self.items += len(items)
-        except Exception as e:  # a bad batch costs only itself, never the agent's loop
+        except Exception as e:  # a bad batch costs only itself, never the agent
             log.warning("could not write a worker's log batch: %s: %s", type(e).__name__, e)
             return
         if self._on_write is not None:
             self._on_write(writer.path)
 
-    def close(self) -> None:
-        """Stop reading (the worker is gone, or the agent stops); files closed."""
+    def close(self, wait_s: float = 0.0) -> bool:
+        """Stop reading (the agent stops); files closed. A started reader is closed by its
+        thread, soon: this waits up to `wait_s` for that; True once it is closed."""
+        pipes = self._pipes
+        if pipes is None or pipes.in_thread():
+            self._close()
+            return True
+        closed = threading.Event()
+
+        def close_there() -> None:
+            self._close()
+            closed.set()
+
+        pipes.call(close_there)
+        return closed.wait(wait_s) if wait_s > 0 else False
+
+    def _close(self) -> None:
         if self._fd >= 0:
-            if self._loop is not None:
-                self._loop.remove_reader(self._fd)
+            if self._pipes is not None:
+                self._pipes.forget(self._fd)
             os.close(self._fd)
             self._fd = -1
         for writer in self._writers.values():

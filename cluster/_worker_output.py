@@ -1,6 +1,6 @@
 """A worker's output, as its agent reads it: stdout and stderr to rotated files, and echoed;
 the log batches it ships (`ShippedLogReader`: a serving process's log files) rendered and
-written.
+written, in the agent's background thread at the lowest CPU priority.
 
 The agent reads each worker's two pipes on its loop. Every chunk is appended to the
 worker's log file (`<log name>.out` / `.err`, rotated by size, see `actors.system`'s log
@@ -68,8 +68,13 @@ class WorkerOutput:
             self._loop.add_reader(fd, self._readable, stream, fd)
 
     def _shipped_write(self, path: Path) -> None:
-        if self._on_write is not None and path.parent == self._logs_dir:
-            self._on_write(path.name)
+        """A shipped batch was appended to `path` (in the reader's background thread): wake
+        the file's followers, on the loop."""
+        if self._on_write is not None and path.parent == self._logs_dir and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._on_write, path.name)
+            except RuntimeError:  # the loop is closed: the agent stops
+                pass
 
     def _readable(self, stream: str, fd: int) -> None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 import actors
 import serve
+from actors._pipe_thread import LOWEST_NICE
 from actors.system import local_cluster
 
 from ..conftest import free_port, wait_until
@@ -119,24 +121,28 @@ def test_the_clients_id_is_echoed_and_in_the_proxy_replica_and_downstream_logs(h
     back = found["_shop_Back_"]
     line = next(line for line in back if "back got" in line)
     assert " INFO Back shop#Back#" in line  # time, level, deployment, replica id, request id, logger, message
-    assert _writers_of("replica_shop_Back_") == ["agent"]  # the replica ships its lines; its agent writes them
-    assert _writers_of("proxy_") == ["agent"]
+    writers = _writers_of("replica_shop_Back_")
+    assert sorted(writers) == ["agent"]  # the replica ships its lines; its agent writes them
+    assert sorted(_writers_of("proxy_")) == ["agent"]
+    agent = writers["agent"]  # it writes them in a thread at the lowest priority, and only that thread is
+    assert os.getpriority(os.PRIO_PROCESS, agent.pid) == 0
+    assert LOWEST_NICE in {os.getpriority(os.PRIO_PROCESS, t.id) for t in agent.threads()}
 
 
-def _writers_of(prefix: str) -> list[str]:
-    """What the processes that hold a serve log file (named from `prefix`) open are: "agent",
-    or a worker's title."""
+def _writers_of(prefix: str) -> dict[str, psutil.Process]:
+    """The processes that hold a serve log file (named from `prefix`) open, by what they are:
+    "agent", or a worker's title."""
     paths = {str(p) for p in _logs().glob(f"{prefix}*.log")}
     assert paths, f"no log file {prefix}*.log"
-    holders = set()
+    holders = {}
     for proc in psutil.process_iter(["cmdline"]):
         try:
             if paths & {f.path for f in proc.open_files()}:
                 cmdline = " ".join(proc.info["cmdline"] or [])
-                holders.add("agent" if " agent" in cmdline else cmdline)
+                holders["agent" if " agent" in cmdline else cmdline] = proc
         except (psutil.AccessDenied, psutil.NoSuchProcess):
             continue
-    return sorted(holders)
+    return holders
 
 
 def test_a_new_id_when_the_client_gives_none_or_a_bad_one(http) -> None:

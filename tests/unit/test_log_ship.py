@@ -4,7 +4,6 @@ rotation by the node's sizes, and a process whose agent is gone writes its files
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from actors import _log_ship
+from actors._pipe_thread import LOWEST_NICE
 from actors.system import LogRotation, ShippedLogReader
 from serve import LoggingConfig
 from serve._data import logs
@@ -142,27 +142,42 @@ def test_the_agent_rotates_by_its_nodes_sizes(tmp_path) -> None:
     assert path.read_text().splitlines()[-1].startswith("line 0099")
 
 
-def test_the_reader_follows_the_pipe_on_its_loop_until_it_closes(tmp_path, pipe) -> None:
+def test_the_reader_follows_the_pipe_in_its_background_thread_until_it_closes(tmp_path, pipe) -> None:
     r, w = pipe
-    path = tmp_path / "loop.log"
+    path = tmp_path / "bg.log"
+    written: list[tuple[Path, str, int]] = []  # (path, thread, its nice) of each append
+    closed = threading.Event()
 
-    async def main() -> list[Path]:
-        written: list[Path] = []
-        reader = ShippedLogReader(r, LogRotation(), written.append)
-        pipe.forget(r)  # the reader closes it
-        reader.start()
-        loop = asyncio.get_running_loop()
-        closed = loop.create_future()
-        real_close = reader.close
-        reader.close = lambda: (real_close(), closed.done() or closed.set_result(None))  # type: ignore[method-assign]
-        assert _log_ship.ship(path, ("", ""), ["one\n"])
-        assert _log_ship.ship(path, ("", ""), ["two\n"])
-        pipe.close(w)  # the worker is gone: EOF
-        await asyncio.wait_for(closed, 10)
-        return written
+    def on_write(p: Path) -> None:
+        written.append((p, threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
 
-    written = asyncio.run(main())
-    assert path.read_text() == "one\ntwo\n" and written[-1] == path
+    reader = ShippedLogReader(r, LogRotation(), on_write)
+    pipe.forget(r)  # the reader closes it
+    real_close = reader._close
+    reader._close = lambda: (real_close(), closed.set())  # type: ignore[method-assign]
+    reader.start()
+    assert _log_ship.ship(path, ("", ""), ["one\n"])
+    assert _log_ship.ship(path, ("", ""), ["two\n"])
+    pipe.close(w)  # the worker is gone: EOF
+    assert closed.wait(10)
+    assert path.read_text() == "one\ntwo\n"
+    assert {(p, thread) for p, thread, _ in written} == {(path, "background-pipes")}
+    assert {nice for _, _, nice in written} == {LOWEST_NICE}  # it yields the CPU to the serving processes
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < LOWEST_NICE  # only it
+
+
+def test_the_agent_stopping_closes_a_reader_its_thread_reads(tmp_path, pipe) -> None:
+    r, _ = pipe
+    path = tmp_path / "stop.log"
+    written = threading.Event()
+    reader = ShippedLogReader(r, LogRotation(), lambda p: written.set())
+    pipe.forget(r)  # the reader closes it
+    reader.start()
+    assert _log_ship.ship(path, ("", ""), ["before the stop\n"])
+    assert written.wait(10)
+    assert reader.close(wait_s=10)  # its thread closed it: the pipe has no reader left
+    assert not _log_ship.ship(path, ("", ""), ["after\n"])  # the process writes its files itself now
+    assert path.read_text() == "before the stop\n"
 
 
 def test_a_process_whose_agent_is_gone_writes_its_files_itself(tmp_path, pipe, restore_root) -> None:
