@@ -169,6 +169,8 @@ class ShippedLogReader:
         self._pipes.watch(self._fd, self._readable)
 
     def _readable(self) -> None:
+        if self._fd < 0:  # closed by a call that ran in the same turn of its thread
+            return
         try:
             data = os.read(self._fd, _READ_BYTES)  # b"" is EOF
         except (BlockingIOError, InterruptedError):

@@ -3,6 +3,7 @@ registry as its node's endpoint reads it; request ids. No processes."""
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -12,7 +13,7 @@ from actors.system import metrics_registry
 from proxy import REQUEST_ID_HEADER, new_request_id, request_id_of
 from serve import metrics
 from serve._data import context
-from serve._data.counting import Counter, GaugeFunc, Histogram
+from serve._data.counting import LATENCY_BUCKETS_MS, SORT_FROM, Counter, GaugeFunc, Histogram
 
 
 def _scrape() -> str:
@@ -56,6 +57,26 @@ def test_observing_a_batch_counts_as_observing_each() -> None:
     batch.observe_all(values[:2])
     batch.observe_all(values[2:])
     assert (batch.counts, batch.sum) == (one.counts, one.sum) == ([3, 2, 1], 66.5)
+
+
+def test_a_long_batch_is_counted_as_observing_each() -> None:
+    """A batch of SORT_FROM or more is counted by sorting it: the same counts, bounds inclusive."""
+    bounds = LATENCY_BUCKETS_MS
+    rng = random.Random(7)
+    values = [rng.choice(bounds) for _ in range(300)] + [rng.uniform(0, 70000) for _ in range(3000)]
+    values += [rng.expovariate(2.0) for _ in range(3000)] + [0.0, bounds[-1] + 1]
+    rng.shuffle(values)
+    assert SORT_FROM <= 700
+    h = Histogram("test_obs_long_batch_ms", "Latency.", ("how",), bounds=bounds)
+    one, batch = h.cell("one"), h.cell("batch")
+    for v in values:
+        one.observe(v)
+    for start in range(0, len(values), 700):  # batches long enough to be sorted (a copy: the caller's stays as it was)
+        chunk = values[start:start + 700]
+        batch.observe_all(chunk)
+        assert chunk == values[start:start + 700]
+    assert batch.counts == one.counts and sum(one.counts) == len(values)
+    assert batch.sum == pytest.approx(one.sum)
 
 
 def test_a_gauge_func_reads_its_live_sources_at_scrape_time() -> None:
