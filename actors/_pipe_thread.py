@@ -14,7 +14,8 @@ from the serving processes. At nice 19 (Linux: a thread's own nice value) the sc
 runs it in the cores' slack, and gives the serving processes the CPU first when both want
 it. If it falls behind (no slack for long) its pipes fill and the workers keep their
 batches (bounded: see `_log_ship`), so nothing waits for it on a request's path. The agent's
-loop shares the GIL with it: the thread holds it only while it renders a batch.
+loop shares the GIL with it: the thread needs it only while it reads and renders a batch.
+A reader that raises is forgotten (its owner still closes its pipe); the others read on.
 """
 
 from __future__ import annotations
