@@ -37,6 +37,15 @@ def _run(path: Path, **env: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(path.parent))
 
 
+def _text_now(path: Path) -> str:
+    """The file's text, or "" while it does not exist: not written yet, or between a
+    rotation's rename of it and its new file."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def _finish(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.stdin.close()
@@ -75,8 +84,7 @@ def test_worker_files_are_named_by_log_name_and_rotated_within_their_bound(tmp_p
     try:
         logs = Path(read_json_line(proc)["logs"])
         current = logs / "chatty_one.out"
-        wait_until(lambda: current.exists() and "the last line" in current.read_text(), timeout=15,
-                   what="the last line in the current file")
+        wait_until(lambda: "the last line" in _text_now(current), timeout=15, what="the last line in the current file")
         files = sorted(logs.glob("chatty_one.out*"))
         assert [f.name for f in files] == ["chatty_one.out", "chatty_one.out.1", "chatty_one.out.2"]
         assert all(0 < f.stat().st_size <= max_bytes for f in files), [(f.name, f.stat().st_size) for f in files]
