@@ -20,13 +20,19 @@ measurement `--rounds` times, the two one after the other (a shared machine's sp
 over minutes: each pair sees the same machine), then the four handle measurements
 `--obs-rounds` times more. Each pair gives a ratio, defaults / off; their geometric mean is
 the defaults' throughput, for each handle measurement, with its standard error (target: cost
-at most 5% in the worst of them; a plain mean of ratios this noisy reads about 1 point high). One pair's ratio varies by 8-15% on a 2-core machine, so the
-median of a few rounds was off by 3 points either way; 20 more rounds bring the standard
-error to about 1 point. It counts only the pairs' scatter: whole runs of the same code still
-differ by up to 4 points (a shared machine's load changes over minutes).
+at most 5% in the worst of them; a plain mean of ratios this noisy reads about 1 point high).
+One pair's ratio varies by 8-15% on a 2-core machine, so the median of a few rounds was off
+by 3 points either way; 20 more rounds bring the standard error to about 1 point. That
+error counts only the pairs' scatter, and whole runs of the same code differed by up to 4
+points: whatever favours one cluster of a pair for its whole life (where its processes
+landed, what else the machine ran meanwhile) does not average out over its rounds. So the
+observability rounds run in blocks of `--fresh-every` (10), each block on a freshly started
+pair of clusters, which one starts first alternating. `--aa` is the control: both clusters
+run the defaults, and the printed "defaults/off" is the estimate's own error.
 The observability hooks are also timed in-process (microseconds per call, on minus off).
 
-    python benchmarks/handle_calls.py [--quick] [--rounds 4] [--obs-rounds 20] [--json PATH]
+    python benchmarks/handle_calls.py [--quick] [--rounds 4] [--obs-rounds 20] [--fresh-every 10] [--aa]
+                                      [--json PATH]
 """
 
 from __future__ import annotations
@@ -166,6 +172,25 @@ class Child(ModeChild):
         return float(self.ask(str(i)))
 
 
+def start_pair(quick: bool, aa: bool, first: str) -> dict[str, Child]:
+    """The two clusters, "defaults" and "off" (with `aa`, the defaults too), `first` started
+    first."""
+    modes = {"defaults": "defaults", "off": "defaults" if aa else "off"}
+    children: dict[str, Child] = {}
+    try:
+        for key in (first, *(k for k in modes if k != first)):
+            children[key] = Child(modes[key], quick)
+    except BaseException:
+        close_all(children)
+        raise
+    return children
+
+
+def close_all(children: dict[str, Child]) -> None:
+    for child in children.values():
+        child.close()
+
+
 def in_rounds(children: dict[str, Child], rows: list[tuple], rounds: int,
               which: Callable[[str], bool]) -> dict[str, dict[str, list[float]]]:
     """`rounds` runs of the measurements whose label is `which`, each on both clusters in turn
@@ -196,6 +221,9 @@ def main() -> int:
     parser.add_argument("--obs-rounds", type=int, help="more runs of the four handle measurements only, on and "
                                                         "off, for the cost of observability (default 20; 1 with "
                                                         "--quick)")
+    parser.add_argument("--fresh-every", type=int, default=10, help="start a fresh pair of clusters every this many "
+                                                                     "observability rounds (default 10)")
+    parser.add_argument("--aa", action="store_true", help="an A/A control: the second cluster runs the defaults too")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--child", choices=["defaults", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -204,15 +232,25 @@ def main() -> int:
         return 0
     children: dict[str, Child] = {}
     try:
-        for mode in ("defaults", "off"):
-            children[mode] = Child(mode, args.quick)
+        children = start_pair(args.quick, args.aa, "defaults")
         rows = children["defaults"].rows
         runs = in_rounds(children, rows, args.rounds, lambda label: True)
         obs_rounds = args.obs_rounds if args.obs_rounds is not None else (1 if args.quick else 20)
-        obs_runs = in_rounds(children, rows, obs_rounds, lambda label: label.startswith("handle, "))
+        obs_runs: dict[str, dict[str, list[float]]] = {mode: {str(r[0]): [] for r in rows} for mode in children}
+        for block, start in enumerate(range(0, obs_rounds, args.fresh_every)):
+            if block > 0:  # a fresh pair of clusters, the other one started first
+                close_all(children)
+                children = start_pair(args.quick, args.aa, "off" if block % 2 else "defaults")
+            part = in_rounds(children, rows, min(args.fresh_every, obs_rounds - start),
+                             lambda label: label.startswith("handle, "))
+            for mode, by_label in part.items():
+                for label, rates in by_label.items():
+                    obs_runs[mode][label] += rates
     finally:
-        for child in children.values():
-            child.close()
+        close_all(children)
+    if args.aa:
+        print("\nA/A control (--aa): both clusters run the defaults; 'obs off' below is the second, and "
+              "defaults/off measures the estimate's own error (1.000 with no error)")
     labels = [str(r[0]) for r in rows]
     targets = {str(r[0]): r[1] for r in rows}
     rate = {mode: {label: statistics.median(runs[mode][label]) for label in labels} for mode in runs}
