@@ -187,6 +187,7 @@ def start_pair(quick: bool, aa: bool, first: str) -> dict[str, Child]:
 
 
 def close_all(children: dict[str, Child]) -> None:
+    """Stop the children (and their clusters); one already stopped is left as it is."""
     for child in children.values():
         child.close()
 
@@ -227,6 +228,8 @@ def main() -> int:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--child", choices=["defaults", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fresh_every < 1:
+        parser.error(f"--fresh-every must be 1 or more (rounds per pair of clusters), not {args.fresh_every}")
     if args.child:
         serve_child(args.child, args.quick)
         return 0
