@@ -182,8 +182,10 @@ def read_until(proc: subprocess.Popen, needle: str, name: str = "stdout", timeou
 
 
 def read_json_line(proc: subprocess.Popen, timeout: float = 60.0) -> dict:
-    """The next stdout line of a driver that starts with '{', as JSON (other lines stay
-    in `lines_of(proc).seen`: output may interleave with the JSON line)."""
+    """The JSON object at the start of the next stdout line of a driver that starts with
+    '{'. Echoed worker output may come between the lines, or even between a `print`'s
+    text and its newline (two writes): what follows the object on its line is left, with
+    the other lines, in `lines_of(proc).seen`."""
     lines = lines_of(proc)
     deadline = time.monotonic() + timeout
     while True:
@@ -191,7 +193,7 @@ def read_json_line(proc: subprocess.Popen, timeout: float = 60.0) -> dict:
         if line is None:
             break
         if line.startswith("{"):
-            return json.loads(line)
+            return json.JSONDecoder().raw_decode(line)[0]
     if hasattr(proc, "_lines_stderr"):
         err = "".join(lines_of(proc, "stderr").seen)
     else:
