@@ -1,7 +1,7 @@
 """Log batches a worker ships to its agent, which renders and writes them for it.
 
 A worker that an agent launched holds the write end of a pipe to it (`--log-fd`, given to
-`install`). A serving process's log writer hands each batch of its files to
+`install`). A serving process's log flush hands each batch of its files to
 `ship(path, spec, items)` instead of rendering and writing it: one marshal and one write.
 The agent reads the pipe (`ShippedLogReader`) in a thread of its own at the lowest CPU
 priority (`_pipe_thread`), renders the requests' records with `render_text` and appends the
@@ -17,15 +17,15 @@ A frame is a 4-byte little-endian length, then the marshal of (path, spec, items
 text lines and RECORD tuples of str, int, float, bool and None (a record's `extra` that
 marshal cannot write is dropped: it is its owner's, for counting, never in a line).
 
-Invariants: frames enter the pipe whole and in order, under one lock (the writer thread
-and, for an urgent record or a scrape, the loop thread both flush); the reader renders them
-in that order. Shipping never blocks: the pipe is non-blocking, and what it cannot take now
-(an agent that is behind, or stopped) waits in the process's backlog, sent first by the
-next `ship` or `push` (the writer thread pushes at every flush; `drain`, before a process
-stops, waits for the pipe to take it all). `ship` returns False when there is no agent to
-ship to (none installed, or the pipe broke: the agent is gone), or when the backlog holds
-MAX_BACKLOG bytes already (an agent stopped for long); the caller then writes the batch
-itself.
+Invariants: frames enter the pipe whole and in order, under one lock (a process may flush
+from more than one thread: serve's loop, its backstop thread, a thread logging a warning);
+the reader renders them in that order. Shipping never blocks: the pipe is non-blocking, and
+what it cannot take now (an agent that is behind, or stopped) waits in the process's
+backlog, sent first by the next `ship` or `push` (serve's flush pushes every time; `drain`,
+before a process stops, waits for the pipe to take it all). `ship` returns False when there
+is no agent to ship to (none installed, or the pipe broke: the agent is gone), or when the
+backlog holds MAX_BACKLOG bytes already (an agent stopped for long); the caller then writes
+the batch itself.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def ship(path: Path, spec: LineSpec, items: list) -> bool:
 
 
 def push() -> None:
-    """Send what the pipe could not take before (the writer thread, at every flush)."""
+    """Send what the pipe could not take before (serve's flush, every time)."""
     with _lock:
         if _backlog and _fd >= 0:
             _push()

@@ -3,7 +3,7 @@
 A serving process queues one record per request (a tuple: RECORD names its fields) and
 renders nothing on its request path. The line is rendered where the file is written: by the
 node's agent, to which the process ships its batches (`_log_ship`), or by the process's own
-writer thread when it has no agent. Both use `render_text`, so a line reads the same either
+log flush when it has no agent. Both use `render_text`, so a line reads the same either
 way:
 
     2026-12-05 21:59:45,123 INFO <name> <id> <request id> serve.access: GET /route 200 1.2ms

@@ -1,6 +1,6 @@
 """What Serve's observability costs on the request path, measured in-process (no sockets):
 the proxy's end-of-request hook, the replica's, and a caller's counting, each with metrics
-and the access log on (the defaults) and off; the log writer thread's share (counting a
+and the access log on (the defaults) and off; the log flush's share (counting a
 queued request's record, and shipping it to the agent, as a worker does: into a pipe that a
 thread drains); and the agent's (rendering and writing the shipped records' lines). Used by
 `http_noop.py` and `handle_calls.py` beside their end-to-end on/off runs: on a shared
@@ -115,7 +115,7 @@ def hook_costs_us() -> dict[str, float]:
         return lambda: replica._observe(method, args, ctx, "ok", None, time.perf_counter())
 
     def writer_per_record(hook: Any) -> float:
-        """The log writer thread's share of one request: counting its queued record and
+        """The log flush's share of one request: counting its queued record and
         shipping it."""
         records = 500
 
@@ -150,13 +150,13 @@ def hook_costs_us() -> dict[str, float]:
         proxy_on = proxy_hook(True)
         out["proxy end of request"] = _per_call_us(proxy_on) - _per_call_us(proxy_hook(False))
         with _shipping():
-            out["proxy, writer thread"] = writer_per_record(proxy_on)
+            out["proxy, log flush"] = writer_per_record(proxy_on)
         # Off, a replica skips `_observe` altogether: its baseline is the loop alone.
         baseline = _per_call_us(lambda: time.perf_counter())
         replica_http = replica_hook(True, "__serve_http__")
         out["replica, HTTP request"] = _per_call_us(replica_http) - baseline
         with _shipping() as shipped:
-            out["replica, writer thread"] = writer_per_record(replica_http)
+            out["replica, log flush"] = writer_per_record(replica_http)
         out["agent, per shipped record"] = _agent_per_record_us(b"".join(shipped), tmp)
         out["replica, handle call"] = _per_call_us(replica_hook(True, "__call__")) - baseline
         out["router count"] = router_count(True) - router_count(False)

@@ -295,12 +295,12 @@ def main() -> int:
 
     hooks = hook_costs_us()
     seq_us = 1e6 / rate["off"][seq_label]
-    writer = hooks["replica, writer thread"]  # a handle call's record counts like an HTTP request's
+    writer = hooks["replica, log flush"]  # a handle call's record counts like an HTTP request's
     agent = hooks["agent, per shipped record"]
     per_call = hooks["handle call count"] + hooks["replica, handle call"] + writer + agent
     print(f"observability hooks per handle call, timed in-process: {per_call:.2f} us (router and handle counts "
           f"{hooks['handle call count']:.2f}, replica "
-          f"{hooks['replica, handle call']:.2f}, log writer thread {writer:.2f}, the agent writing the line "
+          f"{hooks['replica, handle call']:.2f}, log flush {writer:.2f}, the agent writing the line "
           f"{agent:.2f}) = {per_call / seq_us:.1%} of a sequential call's {seq_us:.0f} us")
     if args.json:
         with open(args.json, "w") as f:

@@ -274,12 +274,12 @@ def main() -> int:
     from _obs_hooks import hook_costs_us
 
     hooks = hook_costs_us()
-    writer = hooks["proxy, writer thread"] + hooks["replica, writer thread"]
+    writer = hooks["proxy, log flush"] + hooks["replica, log flush"]
     agent = 2 * hooks["agent, per shipped record"]  # the proxy's record and the replica's
     per_request = hooks["proxy end of request"] + hooks["replica, HTTP request"] + hooks["router count"] + writer + agent
     print(f"observability hooks per HTTP request, timed in-process (on minus off): {per_request:.2f} us (proxy "
           f"{hooks['proxy end of request']:.2f}, replica {hooks['replica, HTTP request']:.2f}, router "
-          f"{hooks['router count']:.2f}, log writer threads {writer:.2f}, the agent writing the lines {agent:.2f}) = "
+          f"{hooks['router count']:.2f}, log flushes {writer:.2f}, the agent writing the lines {agent:.2f}) = "
           f"{per_request / cpu_off:.1%} of the CPU time per request with them off")
     check_ns = tracing_check_ns()
     cpu_per_request_us = (os.cpu_count() or 1) / results["zeroserve c=32"]["rps"] * 1e6

@@ -8,7 +8,8 @@ into metric families when the node scrapes this process; gauges that are a funct
 state (requests queued, replicas running) are `GaugeFunc`s computed at that moment.
 
 Invariants: a cell is written by one thread at a time (its process's event loop, or the log
-writer thread that tallies the queued records of requests: see `logs.AccessLog`). The
+flush that tallies the queued records of requests, under its file's lock: see
+`logs.AccessLog`). The
 collector runs the `before_collect` hooks first (they tally what is queued, so counts are
 exact), then reads the cells by copying, so it never sees a torn histogram it cannot
 render. `ENABLED` is False when `$ZEROSERVE_SERVE_METRICS=0`: callers then skip counting

@@ -172,8 +172,9 @@ class _Refused:
 
 class _Observer:
     """The end of each HTTP request at this proxy: metrics, access log, span. With the access
-    log on, a request's record is queued and the log's writer thread counts a batch of them
-    (`tally`) and has their lines written (see `logs.LogFile`); with it off, `end` counts it at once (`_tally`)."""
+    log on, a request's record is queued and the log's flush counts a batch of them
+    (`tally`) and has their lines written (see `logs.LogFile`); with it off, `end` counts
+    it at once (`_tally`)."""
 
     def __init__(self, node_id: str, node_ip: str) -> None:
         self.tracing = tracing.ENABLED
@@ -204,7 +205,7 @@ class _Observer:
             request_id: str, path: str) -> None:
         latency_ms = (time.perf_counter() - started) * 1000.0
         access = self.access
-        if access is not None:  # the writer thread finds the route's deployment (`app_of`, `_tally`)
+        if access is not None:  # the log's flush finds the route's deployment (`app_of`, `_tally`)
             access.append((time.time(), method, route or path, status, latency_ms, request_id, route, "", target,
                            target is not None or route not in BUILTIN_PATHS))  # no line for the proxy's own routes
         elif self._cells is not None:

@@ -11,10 +11,11 @@ stderr (the worker's output, which its agent keeps and echoes to the driver). It
 per request, written to the file only.
 
 Costs, on the request path: a request's record is one tuple of its fields (no LogRecord,
-no formatting, no counting) queued for the file; one thread takes the queue every FLUSH_S,
-at once after a WARNING or worse, before each metrics scrape, and at exit: it hands the
-batch to the owner's `tally` (its `serve_*` metrics, counted in one loop) and ships it to
-the node's agent, which renders the access lines and writes the file (`actors.system.ship`:
+no formatting, no counting) queued for the file; the process's event loop takes the queue
+every FLUSH_S (a thread does where no loop runs: see `_Flusher`), at once after a WARNING
+or worse, before each metrics scrape, and at exit: it hands the batch to the owner's
+`tally` (its `serve_*` metrics, counted in one loop) and ships it to the node's agent,
+which renders the access lines and writes the file (`actors.system.ship`:
 rendering and writing was most of the serving process's share; marshalling a batch costs a
 fifth of that). With the access log off nothing is queued. (Code run once per request costs
 several times what it costs in a tight loop, its data being cold in the caches: formatting
@@ -31,6 +32,7 @@ logging shows in the driver as in Ray.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import collections
 import json
@@ -56,6 +58,7 @@ __all__ = ["AccessLog", "FLUSH_S", "LAST_LINES_S", "LogFile", "RECORD", "Tally",
            "log_path"]
 
 FLUSH_S = 0.2
+STALE_S = 1.0  # a loop that has not flushed for this long is flushed for by the thread
 LAST_LINES_S = 2.0  # how long a stopping process waits for its agent to take its last lines
 ACCESS_LOGGER = "serve.access"
 _DASH = "-"
@@ -116,14 +119,14 @@ def _text_only(queued: list[str | tuple]) -> list[str | tuple]:
 
 class LogFile:
     """A log file of this process. `write` only queues the line (a deque append: the request
-    path never waits for the file); the queue is taken every FLUSH_S by one thread, at once
-    for an urgent record, and at exit. A queued item is a line's text, or the record of a
-    request (a RECORD tuple). A batch goes first to `prepare` (set by the file's AccessLog:
-    it tallies the records, and renders them itself in JSON), then to the node's agent,
-    which renders the records' text lines with `spec` and appends them to the file, rotated
-    by the node's rotation (`actors.system.ship`). A process without an agent renders and
-    writes the batch itself, rotated by size between lines: a file holds at most `max_bytes`
-    (unless one line is longer), and `backups` older files are kept."""
+    path never waits for the file); the queue is taken every FLUSH_S (by the process's loop:
+    see `_Flusher`), at once for an urgent record, and at exit. A queued item is a line's
+    text, or the record of a request (a RECORD tuple). A batch goes first to `prepare` (set
+    by the file's AccessLog: it tallies the records, and renders them itself in JSON), then
+    to the node's agent, which renders the records' text lines with `spec` and appends them
+    to the file, rotated by the node's rotation (`actors.system.ship`). A process without an
+    agent renders and writes the batch itself, rotated by size between lines: a file holds
+    at most `max_bytes` (unless one line is longer), and `backups` older files are kept."""
 
     def __init__(self, path: Path, max_bytes: int | None = None, backups: int | None = None) -> None:
         self.path = path
@@ -199,12 +202,23 @@ class LogFile:
 
 
 class _Flusher:
-    """One daemon thread flushing every open LogFile each FLUSH_S (started with the first)."""
+    """Flushes every open LogFile each FLUSH_S: on the process's event loop once one is given
+    (`drive_from`), else in a daemon thread (started with the first file). The thread stays as
+    the backstop of a loop: it flushes when the loop has not for STALE_S (a loop blocked by
+    user code, or gone).
+
+    Why the loop: a flushing thread contends with the loop for the GIL; the same batches
+    flushed on the loop took a replica 0.7-1.2 us less CPU per handle call, all threads
+    counted, than in the thread (composition, 1,000 in flight, per-thread CPU of two clusters,
+    rounds interleaved). A flush holds the loop for the batch's tally and marshal, about
+    1 us a request: some 2 ms every FLUSH_S at 10,000 requests/s."""
 
     def __init__(self) -> None:
         self._files: weakref.WeakSet[LogFile] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_flushed = 0.0  # time.monotonic() of the loop's last flush
 
     def add(self, f: LogFile) -> None:
         with self._lock:
@@ -213,17 +227,33 @@ class _Flusher:
                 self._thread = threading.Thread(target=self._run, name="serve-log-flush", daemon=True)
                 self._thread.start()
 
+    def drive_from(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush on `loop` from now on (called on it); again for the same loop: no change."""
+        if loop is self._loop:
+            return
+        self._loop = loop
+        self._loop_flushed = time.monotonic()
+        loop.call_later(FLUSH_S, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop:  # another loop drives it now
+            return
+        self._loop_flushed = time.monotonic()
+        loop.call_later(FLUSH_S, self._tick, loop)
+        self.flush_all()
+
     def _run(self) -> None:
         atexit.register(self.flush_all)
         while True:
             time.sleep(FLUSH_S)
-            self.flush_all()
+            if self._loop is None or time.monotonic() - self._loop_flushed > STALE_S:
+                self.flush_all()
 
     def flush_all(self) -> None:
         for f in list(self._files):
             try:
                 f.flush()
-            except Exception as e:  # a line that cannot be formatted must not stop this thread
+            except Exception as e:  # a line that cannot be formatted must not stop the flushing
                 sys.stderr.write(f"serve: writing {f.path} failed: {type(e).__name__}: {e}\n")
         push()  # what the agent's pipe could not take before
 
@@ -340,8 +370,8 @@ def latencies_by(queued: list, *fields: str) -> dict[tuple, list[float]]:
 
 class AccessLog:
     """One line per request into the component's file (no LogRecord). The request path queues
-    the request's record (its fields, as RECORD names them); the file's writer thread hands
-    each batch to `tally` (the owner's metrics), then ships the records for the node's agent
+    the request's record (its fields, as RECORD names them); the file's flush hands each
+    batch to `tally` (the owner's metrics), then ships the records for the node's agent
     to render as text lines (see `LogFile`), or renders them as JSON itself. (A call of
     `tally` per record cost a third more than the counting in it.)"""
 
@@ -368,7 +398,7 @@ class AccessLog:
         record whose `app` is "": a JSON line has it). `line=False`: counted, but no line."""
         self.append((time.time(), method, what, status, latency_ms, request_id, route, app, extra, line))
 
-    # The writer thread tallies a batch in one loop (a call per record cost more than its line).
+    # A flush tallies a batch in one loop (a call per record cost more than its line).
     def _records(self, queued: list[str | tuple]) -> list[str | tuple]:
         if self._tally is not None:
             self._tally(queued)
@@ -406,6 +436,10 @@ def configure(who: Who, config: LoggingConfig | None, *, default_dir: Path | Non
     tallies its requests itself. Every record
     queued before is written and tallied first, so a tally never runs in two threads at once."""
     flush()
+    try:
+        _flusher.drive_from(asyncio.get_running_loop())  # a serving process: configured on its loop
+    except RuntimeError:  # no loop running in this thread: the thread flushes
+        pass
     config = config or LoggingConfig()
     level = config.level_number
     path = log_path(who, config, default_dir)

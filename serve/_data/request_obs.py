@@ -2,10 +2,11 @@
 
 `RequestObservation` is a mixin of `ReplicaActor` (which owns the state it reads): `_observe`
 runs once per request, after it, when metrics, the access log or tracing is on. With the
-access log on it only queues the request's record: the log's writer thread counts a batch
-of them (`_tally_batch`) and has their lines written (see `logs.LogFile`); with it off, `_tally` counts the request.
-The metric cells of a route are made at its first request and reused. Also the replica's
-`serve_replica_processing_queries` (requests in flight, read at scrape time).
+access log on it only queues the request's record: the log's flush counts a batch of them
+(`_tally_batch`) and has their lines written (see `logs.LogFile`); with it off, `_tally`
+counts the request. The metric cells of a route are made at its first request and reused.
+Also the replica's `serve_replica_processing_queries` (requests in flight, read at scrape
+time).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class RequestObservation:
     def _observe(self, method: str, args: tuple, ctx: Ctx, result: Any, error: BaseException | None,
                  started: float) -> int | str:
         """Count one request and write its access-log line (with the access log on, both in
-        the log's writer thread: see `logs.AccessLog`); returns its status."""
+        the log's flush: see `logs.AccessLog`); returns its status."""
         latency_ms = (time.perf_counter() - started) * 1000.0
         access = self._access
         if error is None and method != HTTP_METHOD and method != WEBSOCKET_METHOD:  # a handle call that returned

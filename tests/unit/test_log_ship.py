@@ -203,7 +203,7 @@ def test_a_full_pipe_never_blocks_the_process_and_loses_nothing(tmp_path, pipe) 
         if not data and not _log_ship._backlog:
             break
         reader.receive(data)
-        _log_ship.push()  # as the writer thread does at every flush
+        _log_ship.push()  # as serve's log flush does every time
     reader.close()
     assert [int(text[:4]) for text in path.read_text().splitlines()] == list(range(300))
 

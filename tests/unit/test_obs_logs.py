@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,7 @@ def test_queued_requests_are_counted_by_the_writer_and_before_every_scrape(tmp_p
     for status in (200, 200, 404):
         observer.end(None, "GET", "/tally", None, status, time.perf_counter(), "rid-1", "/tally")
     observer.end(None, "GET", "/-/healthz", None, 200, time.perf_counter(), "rid-2", "/-/healthz")
-    # Queued for the writer thread: nothing is counted on the request path...
+    # Queued for the log's flush: nothing is counted on the request path...
     assert observer._cells == {}
     # ...and a scrape counts what is queued first.
     assert _count("serve_num_http_requests_total", route="/tally", status_code="200") == 2
@@ -197,7 +198,7 @@ def test_the_tallies_read_the_record_fields_where_access_log_write_puts_them(tmp
     out = logs.LogFile(tmp_path / "x.log")
     access = logs.AccessLog(out, logs._Format(logs.Who.proxy("127.0.0.79"), False, None))
     queued: list = []
-    out.prepare = lambda items: queued.extend(items) or []  # what the writer thread is handed
+    out.prepare = lambda items: queued.extend(items) or []  # what a flush is handed
     access.write("GET", "/p", 404, 2.5, "rid", "/p", "app", "target", False)
     out.flush()
     (record,) = queued
@@ -251,3 +252,54 @@ def test_a_proxy_json_access_line_names_its_routes_application(tmp_path, restore
               if line["logger"] == "serve.access"]
     assert access == [("GET /shop 200", "shop"), ("GET /nowhere 404", "")]
     assert _count("serve_num_http_requests_total", route="/shop", application="shop") == 1
+
+
+@pytest.fixture
+def flusher_loop() -> Any:
+    """The flusher as it was (no loop driving it) after a test that gives it one."""
+    yield
+    logs._flusher._loop = None
+
+
+def _tally_in(threads: list[int], done: Any) -> logs.Tally:
+    """A tally that notes the thread it runs in, and sets `done` once it has a record."""
+
+    def tally(batch: list) -> None:
+        if any(type(item) is tuple for item in batch):
+            threads.append(threading.get_ident())
+            done.set()
+
+    return tally
+
+
+def test_a_process_configured_on_its_loop_flushes_there(tmp_path, restore_root, flusher_loop) -> None:
+    threads: list[int] = []
+
+    async def main() -> int:
+        done = asyncio.Event()
+        access = logs.configure(logs.Who.replica("app", "Looped", "l1"), LoggingConfig(logs_dir=str(tmp_path)),
+                                tally=_tally_in(threads, done))
+        assert access is not None
+        access.write("CALL", "m", "OK", 1.0, "rid-l")
+        await asyncio.wait_for(done.wait(), timeout=10)  # the loop's own flush, within FLUSH_S
+        return threading.get_ident()
+
+    assert threads == [asyncio.run(main())]
+    assert [line for line in _lines(tmp_path / "replica_app_Looped_l1.log") if "rid-l" in line]
+
+
+def test_the_thread_flushes_for_a_loop_that_is_stuck(tmp_path, restore_root, flusher_loop, monkeypatch) -> None:
+    monkeypatch.setattr(logs, "STALE_S", 0.3)
+    threads: list[int] = []
+    released = threading.Event()
+
+    async def main() -> tuple[int, bool]:
+        access = logs.configure(logs.Who.replica("app", "Stuck", "s1"), LoggingConfig(logs_dir=str(tmp_path)),
+                                tally=_tally_in(threads, released))
+        assert access is not None
+        access.write("CALL", "m", "OK", 1.0, "rid-s")
+        # User code holds the loop: only the backstop thread can flush, and its tally releases it.
+        return threading.get_ident(), released.wait(timeout=10)
+
+    loop_thread, released_in_time = asyncio.run(main())
+    assert released_in_time and threads and threads[0] != loop_thread
